@@ -1,0 +1,78 @@
+//! Identifiers validated at the edge. Every id that reaches a store or a log went through here,
+//! which rules out path traversal, SQL/LIKE metacharacters and log injection by construction.
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("invalid {kind}: must be 1-64 characters of a-z, 0-9, '-' or '_', starting with a letter or digit")]
+    Invalid { kind: &'static str },
+}
+
+fn valid(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    (1..=64).contains(&bytes.len())
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_')
+}
+
+macro_rules! id_type {
+    ($name:ident, $kind:literal) => {
+        #[doc = concat!("A validated ", $kind, ".")]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn parse(text: &str) -> Result<Self, IdError> {
+                if valid(text) { Ok(Self(text.to_owned())) } else { Err(IdError::Invalid { kind: $kind }) }
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                Self::parse(&text).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+id_type!(TenantId, "tenant id");
+id_type!(PatientId, "patient id");
+id_type!(Username, "username");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_plain_identifiers() {
+        assert_eq!(TenantId::parse("demo-hospital").unwrap().as_str(), "demo-hospital");
+        assert!(PatientId::parse("p-1001").is_ok());
+        assert!(Username::parse("dr_house").is_ok());
+    }
+
+    #[test]
+    fn rejects_traversal_injection_and_oversize() {
+        for bad in ["", "../etc", "a/b", "A", "x'--", "a b", "-lead", "%2e", "é", &"a".repeat(65)] {
+            assert_eq!(TenantId::parse(bad), Err(IdError::Invalid { kind: "tenant id" }), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn deserialization_validates() {
+        assert!(serde_json::from_str::<TenantId>("\"ok-1\"").is_ok());
+        assert!(serde_json::from_str::<TenantId>("\"../x\"").is_err());
+    }
+}

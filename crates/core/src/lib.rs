@@ -1,0 +1,35 @@
+//! Pure domain logic shared by every component of the platform: identifiers and their
+//! validation, roles and the caller record, RFC 9457 problem details, AES-256-GCM sealing of
+//! secrets and data, and the HMAC-attested caller context the gateway hands to role services.
+//!
+//! No I/O, no clock and no global randomness: time and RNGs are parameters, so everything here
+//! is unit-tested natively. It deliberately knows nothing about Spin or HTTP transports.
+
+pub mod audit;
+pub mod context;
+pub mod ids;
+pub mod problem;
+pub mod seal;
+
+pub use context::{Caller, ContextError, Role};
+pub use ids::{IdError, PatientId, TenantId, Username};
+pub use problem::Problem;
+pub use seal::{SealError, SecretKey};
+
+/// Standard base64url without padding, the only base64 flavour JOSE and this platform use.
+pub fn b64url(bytes: impl AsRef<[u8]>) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Strict base64url decoding: no padding, no whitespace, canonical trailing bits.
+pub fn b64url_decode(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).ok()
+}
+
+/// Lowercase hex SHA-256.
+pub fn sha256_hex(bytes: impl AsRef<[u8]>) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes.as_ref()))
+}

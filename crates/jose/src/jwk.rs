@@ -1,0 +1,160 @@
+//! Public JWKs and the per-tenant key records stored in the `public-keys` store.
+
+use health_core::{TenantId, b64url};
+use rand_core::{CryptoRng, RngCore};
+use rsa::traits::PublicKeyParts;
+use rsa::{BigUint, RsaPrivateKey, RsaPublicKey};
+use serde::{Deserialize, Serialize};
+
+/// RSA modulus size for newly generated signing keys.
+pub const RSA_BITS: usize = 2048;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStatus {
+    /// Signs new tokens and verifies.
+    Active,
+    /// Verifies tokens issued before a rotation; no longer signs.
+    Retiring,
+    /// Published no more; tokens with this `kid` are refused.
+    Retired,
+    /// Compromised; refused at once.
+    Revoked,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyUse {
+    Sig,
+    Enc,
+}
+
+/// An RSA public JWK as published in a JWK Set (RFC 7517), with the tenant it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicJwk {
+    pub kty: String,
+    pub kid: String,
+    #[serde(rename = "use")]
+    pub key_use: KeyUse,
+    pub alg: String,
+    pub n: String,
+    pub e: String,
+    pub tenant_id: TenantId,
+}
+
+impl PublicJwk {
+    pub fn rsa_public_key(&self) -> Option<RsaPublicKey> {
+        if self.kty != "RSA" {
+            return None;
+        }
+        let n = BigUint::from_bytes_be(&health_core::b64url_decode(&self.n)?);
+        let e = BigUint::from_bytes_be(&health_core::b64url_decode(&self.e)?);
+        let key = RsaPublicKey::new(n, e).ok()?;
+        // Refuse weak keys even if one were ever stored.
+        (key.size() * 8 >= RSA_BITS).then_some(key)
+    }
+}
+
+/// A key's public half and lifecycle metadata. Never holds private material.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub jwk: PublicJwk,
+    pub status: KeyStatus,
+    pub created_at: i64,
+    pub not_after: Option<i64>,
+}
+
+/// Every key record of one tenant, as stored under `tenant/{tenant_id}` in `public-keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantKeys {
+    pub tenant_id: TenantId,
+    /// `iss` of every token of this tenant.
+    pub issuer: String,
+    pub keys: Vec<KeyRecord>,
+}
+
+impl TenantKeys {
+    pub fn find(&self, kid: &str) -> Option<&KeyRecord> {
+        self.keys.iter().find(|k| k.jwk.kid == kid)
+    }
+
+    pub fn active(&self, key_use: KeyUse) -> Option<&KeyRecord> {
+        self.keys.iter().find(|k| k.status == KeyStatus::Active && k.jwk.key_use == key_use)
+    }
+
+    /// Keys a JWK Set publishes: active and retiring.
+    pub fn published(&self) -> impl Iterator<Item = &PublicJwk> {
+        self.keys
+            .iter()
+            .filter(|k| matches!(k.status, KeyStatus::Active | KeyStatus::Retiring))
+            .map(|k| &k.jwk)
+    }
+}
+
+/// RFC 7638 JWK thumbprint of an RSA key: SHA-256 over the canonical `{"e","kty","n"}` JSON.
+pub fn thumbprint(n: &str, e: &str) -> String {
+    use sha2::Digest;
+    let canonical = format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#);
+    b64url(sha2::Sha256::digest(canonical.as_bytes()))
+}
+
+/// Generates an RS256 signing key for `tenant` at time `now`.
+pub fn generate_rs256(
+    tenant: &TenantId,
+    now: i64,
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<(RsaPrivateKey, KeyRecord), rsa::Error> {
+    let private = RsaPrivateKey::new(rng, RSA_BITS)?;
+    let n = b64url(private.n().to_bytes_be());
+    let e = b64url(private.e().to_bytes_be());
+    let jwk = PublicJwk {
+        kty: "RSA".into(),
+        kid: thumbprint(&n, &e),
+        key_use: KeyUse::Sig,
+        alg: "RS256".into(),
+        n,
+        e,
+        tenant_id: tenant.clone(),
+    };
+    Ok((private, KeyRecord { jwk, status: KeyStatus::Active, created_at: now, not_after: None }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thumbprint_matches_rfc7638_example() {
+        // RFC 7638 §3.1.
+        let n = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
+        assert_eq!(thumbprint(n, "AQAB"), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+    }
+
+    #[test]
+    fn published_set_excludes_retired_and_revoked_keys() {
+        let tenant = TenantId::parse("t").unwrap();
+        let jwk = |kid: &str| PublicJwk {
+            kty: "RSA".into(),
+            kid: kid.into(),
+            key_use: KeyUse::Sig,
+            alg: "RS256".into(),
+            n: "AQAB".into(),
+            e: "AQAB".into(),
+            tenant_id: tenant.clone(),
+        };
+        let rec = |kid: &str, status| KeyRecord { jwk: jwk(kid), status, created_at: 0, not_after: None };
+        let keys = TenantKeys {
+            tenant_id: tenant.clone(),
+            issuer: "i".into(),
+            keys: vec![
+                rec("a", KeyStatus::Active),
+                rec("b", KeyStatus::Retiring),
+                rec("c", KeyStatus::Retired),
+                rec("d", KeyStatus::Revoked),
+            ],
+        };
+        let kids: Vec<_> = keys.published().map(|k| k.kid.as_str()).collect();
+        assert_eq!(kids, ["a", "b"]);
+        assert_eq!(keys.active(KeyUse::Sig).unwrap().jwk.kid, "a");
+    }
+}

@@ -1,0 +1,332 @@
+//! RS256 JWS access tokens: issuance, and verification in the fixed order of ARCHITECTURE.md §4.
+//! Every step's failure is a distinct [`Error`] variant for the audit log; the gateway maps
+//! all of them to one generic 401.
+
+use health_core::{TenantId, b64url, b64url_decode};
+use rand_core::{CryptoRng, RngCore};
+use rsa::pkcs1v15::{Signature, SigningKey, VerifyingKey};
+use rsa::signature::{RandomizedSigner, SignatureEncoding, Verifier};
+use rsa::{RsaPrivateKey, RsaPublicKey};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::{ACCESS_TOKEN_TYP, KeyStatus, KeyUse, TenantKeys};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("token larger than the size cap")]
+    TooLarge,
+    #[error("token is not a three-part compact JWS")]
+    Malformed,
+    #[error("token header is not valid JSON of the expected shape")]
+    BadHeader,
+    #[error("token header carries crit")]
+    CriticalHeader,
+    #[error("token header names an embedded or remote key source ({0})")]
+    EmbeddedKey(&'static str),
+    #[error("token header has no kid")]
+    MissingKid,
+    #[error("kid not in the tenant's key set")]
+    UnknownKid,
+    #[error("header alg does not match the key's algorithm")]
+    AlgorithmMismatch,
+    #[error("signature invalid")]
+    BadSignature,
+    #[error("claims are not valid JSON of the expected shape")]
+    BadClaims,
+    #[error("required claim {0} missing")]
+    MissingClaim(&'static str),
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+    #[error("token issued in the future")]
+    IssuedInFuture,
+    #[error("token lifetime exceeds the cap")]
+    LifetimeTooLong,
+    #[error("typ is not at+jwt")]
+    WrongType,
+    #[error("issuer does not match the tenant")]
+    WrongIssuer,
+    #[error("audience not accepted")]
+    WrongAudience,
+    #[error("tenant_id does not match the key's tenant")]
+    TenantMismatch,
+    #[error("key retired")]
+    KeyRetired,
+    #[error("key revoked")]
+    KeyRevoked,
+    #[error("signing failed")]
+    Signing,
+}
+
+impl Error {
+    /// A stable reason code for audit events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::TooLarge => "token_too_large",
+            Error::Malformed => "malformed_token",
+            Error::BadHeader => "bad_header",
+            Error::CriticalHeader => "crit_header",
+            Error::EmbeddedKey(_) => "embedded_key",
+            Error::MissingKid => "missing_kid",
+            Error::UnknownKid => "unknown_kid",
+            Error::AlgorithmMismatch => "alg_mismatch",
+            Error::BadSignature => "bad_signature",
+            Error::BadClaims => "bad_claims",
+            Error::MissingClaim(_) => "missing_claim",
+            Error::Expired => "expired",
+            Error::NotYetValid => "not_yet_valid",
+            Error::IssuedInFuture => "issued_in_future",
+            Error::LifetimeTooLong => "lifetime_too_long",
+            Error::WrongType => "wrong_typ",
+            Error::WrongIssuer => "wrong_issuer",
+            Error::WrongAudience => "wrong_audience",
+            Error::TenantMismatch => "tenant_mismatch",
+            Error::KeyRetired => "key_retired",
+            Error::KeyRevoked => "key_revoked",
+            Error::Signing => "signing_failed",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Access-token claims (ARCHITECTURE.md §4, RFC 9068 §2.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub nbf: i64,
+    pub jti: String,
+    pub tenant_id: TenantId,
+    pub role: String,
+    pub scope: String,
+    pub client_id: String,
+    pub amr: Vec<String>,
+    pub auth_time: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// Accepted `aud` value.
+    pub audience: String,
+    /// Clock tolerance in seconds; capped at 60 whatever is configured.
+    pub tolerance_secs: i64,
+    /// Largest accepted `exp - iat`.
+    pub max_lifetime_secs: i64,
+    /// Size cap on the whole compact token.
+    pub max_token_bytes: usize,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        Self { audience: "health-platform".into(), tolerance_secs: 60, max_lifetime_secs: 900, max_token_bytes: 16 * 1024 }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    alg: Option<String>,
+    typ: Option<String>,
+    kid: Option<String>,
+    crit: Option<serde_json::Value>,
+    jku: Option<serde_json::Value>,
+    x5u: Option<serde_json::Value>,
+    jwk: Option<serde_json::Value>,
+    x5c: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Claims as found in an unverified payload: everything optional so absence is reported precisely.
+/// Struct deserialization refuses duplicate members, so `{"sub":"a","sub":"b"}` is malformed.
+#[derive(Deserialize)]
+struct RawClaims {
+    iss: Option<String>,
+    sub: Option<String>,
+    aud: Option<Audience>,
+    exp: Option<i64>,
+    iat: Option<i64>,
+    nbf: Option<i64>,
+    jti: Option<String>,
+    tenant_id: Option<String>,
+    role: Option<String>,
+    scope: Option<String>,
+    client_id: Option<String>,
+    amr: Option<Vec<String>>,
+    auth_time: Option<i64>,
+}
+
+struct Parts<'a> {
+    signing_input: &'a str,
+    header: Header,
+    payload: Vec<u8>,
+    signature: Vec<u8>,
+}
+
+fn split<'a>(token: &'a str, opts: &VerifyOptions) -> Result<Parts<'a>> {
+    if token.len() > opts.max_token_bytes {
+        return Err(Error::TooLarge);
+    }
+    let mut it = token.split('.');
+    let (Some(h), Some(p), Some(s), None) = (it.next(), it.next(), it.next(), it.next()) else {
+        return Err(Error::Malformed);
+    };
+    if h.is_empty() || p.is_empty() || s.is_empty() {
+        return Err(Error::Malformed);
+    }
+    let header_bytes = b64url_decode(h).ok_or(Error::Malformed)?;
+    let payload = b64url_decode(p).ok_or(Error::Malformed)?;
+    let signature = b64url_decode(s).ok_or(Error::Malformed)?;
+    let header: Header = serde_json::from_slice(&header_bytes).map_err(|_| Error::BadHeader)?;
+    Ok(Parts { signing_input: &token[..h.len() + 1 + p.len()], header, payload, signature })
+}
+
+/// Reads `tenant_id` from an unverified token, only to pick which tenant's key set to verify
+/// against. Nothing else may be trusted before [`verify`] succeeds.
+pub fn peek_tenant(token: &str, opts: &VerifyOptions) -> Result<TenantId> {
+    let parts = split(token, opts)?;
+    let raw: RawClaims = serde_json::from_slice(&parts.payload).map_err(|_| Error::BadClaims)?;
+    let tenant = raw.tenant_id.ok_or(Error::MissingClaim("tenant_id"))?;
+    TenantId::parse(&tenant).map_err(|_| Error::BadClaims)
+}
+
+/// Verifies `token` against `keys` at time `now`, in the fixed order of ARCHITECTURE.md §4:
+/// size → parts → header (no `crit`, no embedded key sources) → `kid` in the tenant's set →
+/// signature with the key's own algorithm → required claims and times → `typ` → issuer and
+/// tenant binding → key status. Revocation by `jti` and per-subject not-before need stores and
+/// are the caller's next step.
+pub fn verify(token: &str, keys: &TenantKeys, now: i64, opts: &VerifyOptions) -> Result<Claims> {
+    let parts = split(token, opts)?;
+    let header = &parts.header;
+    if header.crit.is_some() {
+        return Err(Error::CriticalHeader);
+    }
+    for (name, present) in [
+        ("jku", header.jku.is_some()),
+        ("x5u", header.x5u.is_some()),
+        ("jwk", header.jwk.is_some()),
+        ("x5c", header.x5c.is_some()),
+    ] {
+        if present {
+            return Err(Error::EmbeddedKey(name));
+        }
+    }
+    let kid = header.kid.as_deref().ok_or(Error::MissingKid)?;
+    let record = keys.find(kid).filter(|k| k.jwk.key_use == KeyUse::Sig).ok_or(Error::UnknownKid)?;
+    // The algorithm is the key's; a header naming another one (none, HS256, ...) is refused.
+    if record.jwk.alg != "RS256" || header.alg.as_deref() != Some("RS256") {
+        return Err(Error::AlgorithmMismatch);
+    }
+    let public = record.jwk.rsa_public_key().ok_or(Error::UnknownKid)?;
+    verify_rs256(&public, parts.signing_input.as_bytes(), &parts.signature)?;
+
+    let raw: RawClaims = serde_json::from_slice(&parts.payload).map_err(|_| Error::BadClaims)?;
+    let exp = raw.exp.ok_or(Error::MissingClaim("exp"))?;
+    let iat = raw.iat.ok_or(Error::MissingClaim("iat"))?;
+    let iss = raw.iss.ok_or(Error::MissingClaim("iss"))?;
+    let aud = raw.aud.ok_or(Error::MissingClaim("aud"))?;
+    let jti = raw.jti.filter(|j| !j.is_empty()).ok_or(Error::MissingClaim("jti"))?;
+    let tenant_id = raw.tenant_id.ok_or(Error::MissingClaim("tenant_id"))?;
+    let sub = raw.sub.filter(|s| !s.is_empty()).ok_or(Error::MissingClaim("sub"))?;
+
+    let tolerance = opts.tolerance_secs.clamp(0, 60);
+    if now.saturating_sub(tolerance) >= exp {
+        return Err(Error::Expired);
+    }
+    if iat > now.saturating_add(tolerance) {
+        return Err(Error::IssuedInFuture);
+    }
+    if raw.nbf.is_some_and(|nbf| nbf > now.saturating_add(tolerance)) {
+        return Err(Error::NotYetValid);
+    }
+    if exp.saturating_sub(iat) > opts.max_lifetime_secs || exp < iat {
+        return Err(Error::LifetimeTooLong);
+    }
+    let audience_ok = match &aud {
+        Audience::One(a) => *a == opts.audience,
+        Audience::Many(all) => all.iter().any(|a| *a == opts.audience),
+    };
+
+    if header.typ.as_deref() != Some(ACCESS_TOKEN_TYP) {
+        return Err(Error::WrongType);
+    }
+    if !audience_ok {
+        return Err(Error::WrongAudience);
+    }
+    if tenant_id != keys.tenant_id.as_str() || record.jwk.tenant_id != keys.tenant_id {
+        return Err(Error::TenantMismatch);
+    }
+    if iss != keys.issuer {
+        return Err(Error::WrongIssuer);
+    }
+    match record.status {
+        KeyStatus::Active | KeyStatus::Retiring => {}
+        KeyStatus::Retired => return Err(Error::KeyRetired),
+        KeyStatus::Revoked => return Err(Error::KeyRevoked),
+    }
+    Ok(Claims {
+        iss,
+        sub,
+        aud: opts.audience.clone(),
+        exp,
+        iat,
+        nbf: raw.nbf.unwrap_or(iat),
+        jti,
+        tenant_id: keys.tenant_id.clone(),
+        role: raw.role.ok_or(Error::MissingClaim("role"))?,
+        scope: raw.scope.unwrap_or_default(),
+        client_id: raw.client_id.unwrap_or_default(),
+        amr: raw.amr.unwrap_or_default(),
+        auth_time: raw.auth_time.unwrap_or(iat),
+    })
+}
+
+fn verify_rs256(key: &RsaPublicKey, signing_input: &[u8], signature: &[u8]) -> Result<()> {
+    let signature = Signature::try_from(signature).map_err(|_| Error::BadSignature)?;
+    VerifyingKey::<Sha256>::new(key.clone())
+        .verify(signing_input, &signature)
+        .map_err(|_| Error::BadSignature)
+}
+
+/// Signs `claims` as an RS256 access token with header `{"alg":"RS256","typ":"at+jwt","kid"}`.
+/// Uses blinded (randomized) signing so private-key timing does not leak.
+pub fn sign_rs256(key: &RsaPrivateKey, kid: &str, claims: &Claims, rng: &mut (impl RngCore + CryptoRng)) -> Result<String> {
+    let header = Header {
+        alg: Some("RS256".into()),
+        typ: Some(ACCESS_TOKEN_TYP.into()),
+        kid: Some(kid.into()),
+        crit: None,
+        jku: None,
+        x5u: None,
+        jwk: None,
+        x5c: None,
+    };
+    let header = serde_json::to_value(&header).map_err(|_| Error::Signing)?;
+    let header: serde_json::Map<String, serde_json::Value> = header
+        .as_object()
+        .ok_or(Error::Signing)?
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let header = serde_json::to_vec(&header).map_err(|_| Error::Signing)?;
+    let payload = serde_json::to_vec(claims).map_err(|_| Error::Signing)?;
+    let signing_input = format!("{}.{}", b64url(header), b64url(payload));
+    let signature = SigningKey::<Sha256>::new(key.clone())
+        .try_sign_with_rng(rng, signing_input.as_bytes())
+        .map_err(|_| Error::Signing)?;
+    Ok(format!("{signing_input}.{}", b64url(signature.to_bytes())))
+}
+
+#[cfg(test)]
+mod tests;

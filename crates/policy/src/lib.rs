@@ -1,0 +1,218 @@
+//! The platform's authorization rules (ARCHITECTURE.md §6) as one pure function:
+//! `authorize(&caller, action, &resource) -> Decision`, deny by default, always with a reason.
+//!
+//! The services supply the resource facts (owner, care team, consent, order assignment); this
+//! crate never reads a store. The `policy` component wraps it to export the WIT `authorizer`.
+
+use health_core::{Caller, Role};
+
+/// Recorded with every audit event so a decision can be traced to the rules that made it.
+pub const POLICY_VERSION: &str = "2026-11-22.1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    ReadDemographics,
+    ReadRecord,
+    WriteRecord,
+    ReadLabResults,
+    ListLabOrders,
+    AppendLabResult,
+    ReadSummary,
+    ManageConsent,
+    BreakGlass,
+    ReadAudit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatientFacts {
+    pub tenant_id: String,
+    pub patient_id: String,
+    pub owner_subject: Option<String>,
+    pub on_care_team: bool,
+    pub break_glass_active: bool,
+    pub consent_active: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderFacts {
+    pub tenant_id: String,
+    pub order_id: String,
+    pub assigned_subject: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resource {
+    /// A gateway route family (`patients`, `lab`, `insurance`, `admin`), checked before facts are known.
+    Route(String),
+    Patient(PatientFacts),
+    LabOrder(OrderFacts),
+    Tenant(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allow: bool,
+    pub reason: &'static str,
+}
+
+const fn allow(reason: &'static str) -> Decision {
+    Decision { allow: true, reason }
+}
+
+const fn deny(reason: &'static str) -> Decision {
+    Decision { allow: false, reason }
+}
+
+/// Decides whether `caller` may perform `action` on `resource`. Deny by default.
+pub fn authorize(caller: &Caller, action: Action, resource: &Resource) -> Decision {
+    use Action::*;
+    let tenant_of = |t: &str| t == caller.tenant_id.as_str();
+    match resource {
+        Resource::Route(family) => route(caller.role, action, family),
+        Resource::Tenant(tenant) if !tenant_of(tenant) => deny("tenant_mismatch"),
+        Resource::Tenant(_) => match (caller.role, action) {
+            (Role::Admin, ReadAudit) => allow("admin_audit"),
+            _ => deny("role_not_permitted"),
+        },
+        Resource::Patient(p) if !tenant_of(&p.tenant_id) => deny("tenant_mismatch"),
+        Resource::Patient(p) => {
+            let is_self = p.owner_subject.as_deref() == Some(caller.subject.as_str());
+            match (caller.role, action) {
+                (Role::Patient, ReadDemographics | ReadRecord | ReadLabResults | ManageConsent) if is_self => {
+                    allow("patient_self")
+                }
+                (Role::Patient, _) => deny("not_own_record"),
+                (Role::Doctor, ReadDemographics | ReadRecord | WriteRecord | ReadLabResults) if p.on_care_team => {
+                    allow("care_team")
+                }
+                (Role::Doctor, ReadDemographics | ReadRecord | WriteRecord | ReadLabResults) if p.break_glass_active => {
+                    allow("break_glass")
+                }
+                (Role::Doctor, BreakGlass) => allow("break_glass_request"),
+                (Role::Doctor, _) => deny("not_on_care_team"),
+                (Role::Insurance, ReadSummary) if p.consent_active => allow("consent"),
+                (Role::Insurance, _) => deny("no_consent"),
+                (Role::Lab | Role::Admin, _) => deny("role_not_permitted"),
+            }
+        }
+        Resource::LabOrder(o) if !tenant_of(&o.tenant_id) => deny("tenant_mismatch"),
+        Resource::LabOrder(o) => match (caller.role, action) {
+            (Role::Lab, AppendLabResult | ListLabOrders) if o.assigned_subject == caller.subject => {
+                allow("assigned_lab")
+            }
+            (Role::Lab, _) => deny("order_not_assigned"),
+            _ => deny("role_not_permitted"),
+        },
+    }
+}
+
+/// Coarse, route-level rule applied by the gateway before forwarding.
+fn route(role: Role, action: Action, family: &str) -> Decision {
+    use Action::*;
+    match (family, role, action) {
+        ("patients", Role::Patient, ReadDemographics | ReadRecord | ReadLabResults | ManageConsent) => allow("route"),
+        ("patients", Role::Doctor, ReadDemographics | ReadRecord | WriteRecord | ReadLabResults | BreakGlass) => {
+            allow("route")
+        }
+        ("lab", Role::Lab, ListLabOrders | AppendLabResult) => allow("route"),
+        ("insurance", Role::Insurance, ReadSummary) => allow("route"),
+        ("admin", Role::Admin, ReadAudit) => allow("route"),
+        _ => deny("route_not_permitted"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use health_core::TenantId;
+
+    fn caller(role: Role, subject: &str) -> Caller {
+        Caller {
+            tenant_id: TenantId::parse("demo").unwrap(),
+            subject: subject.into(),
+            role,
+            client_id: "web".into(),
+            scopes: vec![],
+            jti: "j".into(),
+        }
+    }
+
+    fn patient(owner: &str) -> PatientFacts {
+        PatientFacts {
+            tenant_id: "demo".into(),
+            patient_id: "p-1".into(),
+            owner_subject: Some(owner.into()),
+            on_care_team: false,
+            break_glass_active: false,
+            consent_active: false,
+        }
+    }
+
+    #[test]
+    fn patient_reads_own_record_only() {
+        let alice = caller(Role::Patient, "u-alice");
+        assert_eq!(authorize(&alice, Action::ReadRecord, &Resource::Patient(patient("u-alice"))), allow("patient_self"));
+        assert_eq!(authorize(&alice, Action::ReadRecord, &Resource::Patient(patient("u-bob"))), deny("not_own_record"));
+        assert_eq!(authorize(&alice, Action::WriteRecord, &Resource::Patient(patient("u-alice"))), deny("not_own_record"));
+    }
+
+    #[test]
+    fn doctor_needs_care_team_or_break_glass() {
+        let doc = caller(Role::Doctor, "u-house");
+        let mut facts = patient("u-alice");
+        assert_eq!(authorize(&doc, Action::ReadRecord, &Resource::Patient(facts.clone())), deny("not_on_care_team"));
+        facts.on_care_team = true;
+        assert!(authorize(&doc, Action::WriteRecord, &Resource::Patient(facts.clone())).allow);
+        facts.on_care_team = false;
+        facts.break_glass_active = true;
+        assert_eq!(authorize(&doc, Action::ReadRecord, &Resource::Patient(facts)), allow("break_glass"));
+    }
+
+    #[test]
+    fn cross_tenant_facts_are_always_denied() {
+        let mut facts = patient("u-alice");
+        facts.tenant_id = "other".into();
+        let alice = caller(Role::Patient, "u-alice");
+        assert_eq!(authorize(&alice, Action::ReadRecord, &Resource::Patient(facts)), deny("tenant_mismatch"));
+        let admin = caller(Role::Admin, "u-admin");
+        assert_eq!(authorize(&admin, Action::ReadAudit, &Resource::Tenant("other".into())), deny("tenant_mismatch"));
+    }
+
+    #[test]
+    fn lab_insurance_and_admin_never_read_clinical_records() {
+        for role in [Role::Lab, Role::Insurance, Role::Admin] {
+            let mut facts = patient("u-alice");
+            facts.consent_active = true;
+            facts.on_care_team = true;
+            let decision = authorize(&caller(role, "x"), Action::ReadRecord, &Resource::Patient(facts));
+            assert!(!decision.allow, "{role:?}");
+        }
+    }
+
+    #[test]
+    fn insurer_reads_summary_only_with_consent() {
+        let ins = caller(Role::Insurance, "c-acme");
+        let mut facts = patient("u-alice");
+        assert_eq!(authorize(&ins, Action::ReadSummary, &Resource::Patient(facts.clone())), deny("no_consent"));
+        facts.consent_active = true;
+        assert_eq!(authorize(&ins, Action::ReadSummary, &Resource::Patient(facts)), allow("consent"));
+    }
+
+    #[test]
+    fn lab_appends_only_to_its_own_orders() {
+        let lab = caller(Role::Lab, "u-lab");
+        let order = |who: &str| Resource::LabOrder(OrderFacts { tenant_id: "demo".into(), order_id: "o".into(), assigned_subject: who.into() });
+        assert!(authorize(&lab, Action::AppendLabResult, &order("u-lab")).allow);
+        assert!(!authorize(&lab, Action::AppendLabResult, &order("u-other")).allow);
+        assert!(!authorize(&caller(Role::Doctor, "u-lab"), Action::AppendLabResult, &order("u-lab")).allow);
+    }
+
+    #[test]
+    fn routes_are_denied_by_default() {
+        let route = |f: &str| Resource::Route(f.into());
+        assert!(authorize(&caller(Role::Patient, "a"), Action::ReadRecord, &route("patients")).allow);
+        assert!(!authorize(&caller(Role::Admin, "a"), Action::ReadRecord, &route("patients")).allow);
+        assert!(!authorize(&caller(Role::Insurance, "a"), Action::ReadRecord, &route("patients")).allow);
+        assert!(!authorize(&caller(Role::Patient, "a"), Action::ReadRecord, &route("unknown")).allow);
+    }
+}

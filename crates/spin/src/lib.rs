@@ -1,0 +1,64 @@
+//! Spin glue shared by the components: reading variables and secrets, building responses with
+//! the platform's security headers and RFC 9457 problems, reading the attested caller context,
+//! appending to the hash-chained audit log, and the `records` schema with its demo data.
+//!
+//! Everything here talks to Spin host interfaces through `spin-sdk`; the rules themselves live
+//! in the pure crates (`health-core`, `health-jose`, `health-policy`).
+
+pub mod audit;
+pub mod records;
+pub mod respond;
+
+use health_core::SecretKey;
+
+/// Current Unix time in seconds (WASI wall clock).
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The component's value for Spin variable `name`.
+pub fn var(name: &str) -> anyhow::Result<String> {
+    spin_sdk::variables::get(name).map_err(|e| anyhow::anyhow!("variable {name:?} unavailable: {e}"))
+}
+
+/// A numeric Spin variable.
+pub fn var_i64(name: &str) -> anyhow::Result<i64> {
+    var(name)?.trim().parse().map_err(|_| anyhow::anyhow!("variable {name:?} is not an integer"))
+}
+
+/// A 256-bit secret from a Spin variable holding 64 hex characters.
+pub fn secret_key(name: &str) -> anyhow::Result<SecretKey> {
+    SecretKey::from_hex(&var(name)?).map_err(|e| anyhow::anyhow!("variable {name:?}: {e}"))
+}
+
+/// Random bytes from the host (WASI random).
+pub fn rng() -> rand_core::OsRng {
+    rand_core::OsRng
+}
+
+/// A fresh random identifier (128 bits, base64url).
+pub fn random_id() -> String {
+    use rand_core::RngCore;
+    let mut bytes = [0u8; 16];
+    rng().fill_bytes(&mut bytes);
+    health_core::b64url(bytes)
+}
+
+/// The attestation headers of a request, if all three are present.
+pub fn attestation(req: &spin_sdk::http::Request) -> Option<health_core::context::Attestation> {
+    use health_core::context::{Attestation, CALLER_HEADER, MAC_HEADER, TIMESTAMP_HEADER};
+    let header = |name| req.header(name).and_then(|v| v.as_str()).map(str::to_owned);
+    Some(Attestation { caller: header(CALLER_HEADER)?, timestamp: header(TIMESTAMP_HEADER)?, mac: header(MAC_HEADER)? })
+}
+
+/// Verifies the caller context of a chained request under the `context_key` variable.
+pub fn verify_context(
+    req: &spin_sdk::http::Request,
+) -> anyhow::Result<Result<health_core::Caller, health_core::ContextError>> {
+    let key = secret_key("context_key")?;
+    let method = req.method().to_string();
+    Ok(health_core::context::verify(&key, &method, req.path(), req.body(), attestation(req).as_ref(), now()))
+}
