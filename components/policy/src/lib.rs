@@ -3,6 +3,9 @@
 //! `policy`), so Spin composes it into the gateway and role services as a dependency, and an
 //! operator can swap in another implementation of the same interface without rebuilding them.
 
+// The Spin SDK and wit-bindgen macros expand to the component ABI's `unsafe` glue.
+#![allow(unsafe_code)]
+
 wit_bindgen::generate!({ path: "../../wit", world: "policy" });
 
 use exports::health::platform::authorizer::Guest;

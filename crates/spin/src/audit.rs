@@ -44,7 +44,7 @@ const MAX_ATTEMPTS: usize = 50;
 /// Runs `statements` once per database, guarded by `PRAGMA user_version`.
 pub fn migrate(conn: &Connection, version: i64, statements: &[&str]) -> anyhow::Result<()> {
     let current = conn.execute("PRAGMA user_version", &[]).context("reading schema version")?;
-    let current = current.rows().next().and_then(|r| r.get::<i64>(0)).unwrap_or(0);
+    let current = current.rows().next().and_then(|r| r.get::<i64>("user_version")).unwrap_or(0);
     if current >= version {
         return Ok(());
     }
@@ -76,7 +76,7 @@ pub fn append(event: &Event) -> anyhow::Result<()> {
         let (seq, prev) = head
             .rows()
             .next()
-            .map(|r| (r.get::<i64>(0).unwrap_or(0), r.get::<&str>(1).unwrap_or(GENESIS).to_owned()))
+            .map(|r| (r.get::<i64>("seq").unwrap_or(0), r.get::<&str>("hash").unwrap_or(GENESIS).to_owned()))
             .unwrap_or((0, GENESIS.to_owned()));
         let hash = link(&prev, &json);
         let params = [
@@ -110,10 +110,10 @@ pub fn chain(tenant_id: &str) -> anyhow::Result<Vec<StoredLink>> {
     Ok(rows
         .rows()
         .map(|r| StoredLink {
-            seq: r.get::<i64>(0).unwrap_or(-1),
-            event_json: r.get::<&str>(1).unwrap_or_default().to_owned(),
-            prev_hash: r.get::<&str>(2).unwrap_or_default().to_owned(),
-            hash: r.get::<&str>(3).unwrap_or_default().to_owned(),
+            seq: r.get::<i64>("seq").unwrap_or(-1),
+            event_json: r.get::<&str>("event").unwrap_or_default().to_owned(),
+            prev_hash: r.get::<&str>("prev_hash").unwrap_or_default().to_owned(),
+            hash: r.get::<&str>("hash").unwrap_or_default().to_owned(),
         })
         .collect())
 }

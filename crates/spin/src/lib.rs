@@ -6,7 +6,11 @@
 //! in the pure crates (`health-core`, `health-jose`, `health-policy`).
 
 pub mod audit;
+#[cfg(feature = "authorizer")]
+pub mod authz;
 pub mod records;
+#[cfg(feature = "authorizer")]
+pub mod service;
 pub mod respond;
 
 use health_core::SecretKey;
@@ -61,4 +65,9 @@ pub fn verify_context(
     let key = secret_key("context_key")?;
     let method = req.method().to_string();
     Ok(health_core::context::verify(&key, &method, req.path(), req.body(), attestation(req).as_ref(), now()))
+}
+
+/// The path segments of a request path, without empty leading segment.
+pub fn segments(path: &str) -> Vec<&str> {
+    path.split('?').next().unwrap_or_default().trim_start_matches('/').split('/').collect()
 }

@@ -93,10 +93,10 @@ pub fn patient(conn: &Connection, tenant: &str, patient_id: &str) -> anyhow::Res
     let rows = conn.execute(PATIENT, &[text(tenant), text(patient_id)]).context("reading patient")?;
     Ok(rows.rows().next().map(|r| Patient {
         patient_id: patient_id.to_owned(),
-        owner_subject: r.get::<&str>(0).map(str::to_owned),
-        given_name: r.get::<&str>(1).unwrap_or_default().to_owned(),
-        family_name: r.get::<&str>(2).unwrap_or_default().to_owned(),
-        birth_date: r.get::<&str>(3).unwrap_or_default().to_owned(),
+        owner_subject: r.get::<&str>("owner_subject").map(str::to_owned),
+        given_name: r.get::<&str>("given_name").unwrap_or_default().to_owned(),
+        family_name: r.get::<&str>("family_name").unwrap_or_default().to_owned(),
+        birth_date: r.get::<&str>("birth_date").unwrap_or_default().to_owned(),
     }))
 }
 
@@ -110,11 +110,11 @@ pub fn entries(conn: &Connection, tenant: &str, patient_id: &str) -> anyhow::Res
     Ok(rows
         .rows()
         .map(|r| Entry {
-            entry_id: r.get::<&str>(0).unwrap_or_default().to_owned(),
-            kind: r.get::<&str>(1).unwrap_or_default().to_owned(),
-            content: r.get::<&str>(2).unwrap_or_default().to_owned(),
-            author: r.get::<&str>(3).unwrap_or_default().to_owned(),
-            updated_at: r.get::<i64>(4).unwrap_or_default(),
+            entry_id: r.get::<&str>("entry_id").unwrap_or_default().to_owned(),
+            kind: r.get::<&str>("kind").unwrap_or_default().to_owned(),
+            content: r.get::<&str>("content").unwrap_or_default().to_owned(),
+            author: r.get::<&str>("author_subject").unwrap_or_default().to_owned(),
+            updated_at: r.get::<i64>("updated_at").unwrap_or_default(),
         })
         .collect())
 }
