@@ -1,1 +1,106 @@
-//! Shared helpers for the end-to-end tests.
+//! Shared helpers for the end-to-end tests: the real `spin.toml` loaded in the local host with
+//! test secrets and a throwaway state directory, and a one-line way to send it requests.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use health_host::{App, LoadOptions};
+
+/// Test secrets (never used outside tests).
+pub const MASTER_KEY: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+pub const CONTEXT_KEY: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+pub const OPERATOR_TOKEN: &str = "operator-test-token";
+
+/// Demo users and their documented passwords.
+pub const ALICE: (&str, &str) = ("alice", "alice-demo-2026");
+pub const BOB: (&str, &str) = ("bob", "bob-demo-2026");
+pub const DR_GREY: (&str, &str) = ("dr-grey", "grey-demo-2026");
+pub const LAB: (&str, &str) = ("lab-north", "lab-demo-2026");
+pub const ADMIN: (&str, &str) = ("admin", "admin-demo-2026");
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// The application with its state in a temporary directory.
+pub struct TestApp {
+    pub app: App,
+    pub state: tempfile::TempDir,
+}
+
+impl TestApp {
+    /// Loads the real `spin.toml`; `prepare` may seed the state directory first.
+    pub fn start(prepare: impl FnOnce(&Path)) -> anyhow::Result<Self> {
+        let state = tempfile::tempdir()?;
+        // The project's runtime config, with every store moved into the temporary directory.
+        let runtime = std::fs::read_to_string(root().join("runtime-config.toml"))?
+            .replace("path = \".spin/", &format!("path = \"{}/", state.path().display()));
+        let runtime_path = state.path().join("runtime-config.toml");
+        std::fs::write(&runtime_path, runtime)?;
+        prepare(state.path());
+        let env = HashMap::from([
+            ("SPIN_VARIABLE_MASTER_KEY".to_owned(), MASTER_KEY.to_owned()),
+            ("SPIN_VARIABLE_CONTEXT_KEY".to_owned(), CONTEXT_KEY.to_owned()),
+            ("SPIN_VARIABLE_OPERATOR_TOKEN_HASH".to_owned(), health_core::sha256_hex(OPERATOR_TOKEN)),
+        ]);
+        let options = LoadOptions {
+            manifest: root().join("spin.toml"),
+            runtime_config: Some(runtime_path),
+            state_dir: state.path().join(".spin"),
+            env,
+        };
+        Ok(Self { app: App::load(&options)?, state })
+    }
+
+    /// Sends a request; a host error fails the test with the guests' output.
+    pub async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        let mut req = http::Request::builder().method(method).uri(path);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req.body(Bytes::from(body.to_owned())).expect("valid request");
+        let res = self
+            .app
+            .handle(req)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e:#}\nguest output:\n{}", self.app.guest_output().join("\n")));
+        Reply {
+            status: res.status().as_u16(),
+            headers: res.headers().clone(),
+            body: String::from_utf8_lossy(res.body()).into_owned(),
+        }
+    }
+
+    pub async fn login(&self, (username, password): (&str, &str)) -> Reply {
+        let body = serde_json::json!({ "tenant": "demo-hospital", "username": username, "password": password });
+        self.send("POST", "/auth/login", &[("content-type", "application/json")], &body.to_string()).await
+    }
+
+    /// Logs in and returns the access token, failing the test otherwise.
+    pub async fn token(&self, user: (&str, &str)) -> String {
+        let reply = self.login(user).await;
+        assert_eq!(reply.status, 200, "login {}: {}\n{}", user.0, reply.body, self.app.guest_output().join("\n"));
+        reply.json()["access_token"].as_str().expect("access_token").to_owned()
+    }
+
+    pub async fn get_with(&self, path: &str, token: &str) -> Reply {
+        self.send("GET", path, &[("authorization", &format!("Bearer {token}"))], "").await
+    }
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
+    }
+}

@@ -1,1 +1,106 @@
-fn main() {}
+//! Project automation, so the README's two commands work with nothing but the Rust toolchain:
+//!
+//! - `cargo xtask up`: build the Wasm components and serve the app on 127.0.0.1:3000 with
+//!   development secrets generated once into `.spin/dev-secrets.env`;
+//! - `cargo xtask test`: build the Wasm components once (release) and run every test;
+//! - `cargo xtask build`: only build the Wasm components.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use sha2::Digest;
+
+/// Every Wasm guest: the app's components and the host's test guests.
+const GUESTS: &[&str] = &[
+    "policy", "gateway", "auth", "jwks", "patient", "doctor", "lab", "insurance", "host-probe", "host-probe-baddep",
+];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn run(mut cmd: Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn build_guests() -> anyhow::Result<()> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--release", "--target", "wasm32-wasip2"]);
+    for guest in GUESTS {
+        cmd.args(["-p", guest]);
+    }
+    run(cmd)
+}
+
+/// Development secrets, generated once and kept so keys sealed under `master_key` stay readable.
+fn dev_secrets() -> anyhow::Result<Vec<(String, String)>> {
+    let path = root().join(".spin/dev-secrets.env");
+    if !path.exists() {
+        std::fs::create_dir_all(root().join(".spin"))?;
+        let random = || -> anyhow::Result<String> {
+            let mut bytes = [0u8; 32];
+            getrandom::getrandom(&mut bytes).map_err(|e| anyhow::anyhow!("getrandom: {e}"))?;
+            Ok(hex::encode(bytes))
+        };
+        let operator_token = random()?;
+        let text = format!(
+            "# Development secrets for `cargo xtask up`. Never use these outside a laptop.\n\
+             SPIN_VARIABLE_MASTER_KEY={}\nSPIN_VARIABLE_CONTEXT_KEY={}\n\
+             # operator token: {operator_token}\nSPIN_VARIABLE_OPERATOR_TOKEN_HASH={}\n",
+            random()?,
+            random()?,
+            hex::encode(sha2::Sha256::digest(operator_token.as_bytes())),
+        );
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        println!("Generated development secrets in {}", path.display());
+    }
+    let text = std::fs::read_to_string(&path)?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("build") => build_guests(),
+        Some("test") => {
+            build_guests()?;
+            let mut cmd = cargo();
+            cmd.args(["test", "--workspace", "--exclude", "host-probe", "--exclude", "host-probe-baddep", "--exclude", "policy"]);
+            cmd.args(&args[1..]);
+            run(cmd)
+        }
+        Some("up") => {
+            build_guests()?;
+            let mut cmd = cargo();
+            cmd.args(["run", "--quiet", "-p", "health-host", "--", "up", "--runtime-config-file", "runtime-config.toml"]);
+            cmd.args(&args[1..]);
+            for (key, value) in dev_secrets()? {
+                // Explicit environment wins, like Spin's provider order.
+                if std::env::var_os(&key).is_none() {
+                    cmd.env(key, value);
+                }
+            }
+            run(cmd)
+        }
+        _ => {
+            eprintln!("usage: cargo xtask <up [host args]|test [cargo test args]|build>");
+            std::process::exit(2);
+        }
+    }
+}

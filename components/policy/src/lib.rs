@@ -6,7 +6,7 @@
 // The Spin SDK and wit-bindgen macros expand to the component ABI's `unsafe` glue.
 #![allow(unsafe_code)]
 
-wit_bindgen::generate!({ path: "../../wit", world: "policy" });
+wit_bindgen::generate!({ path: "../../wit", world: "authorizer-provider" });
 
 use exports::health::platform::authorizer::Guest;
 use health::platform::types::{Action, Caller, Decision, Resource, Role};

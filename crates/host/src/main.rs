@@ -1,0 +1,133 @@
+//! `health-host`: run a Spin application locally (`up`) or run its build commands (`build`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use health_host::{App, LoadOptions, Manifest};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
+
+/// Requests larger than this are refused before reaching a component.
+const MAX_REQUEST_BODY: usize = 10 * 1024 * 1024;
+
+#[derive(Parser)]
+#[command(version, about = "Run a Spin application the way `spin up` does (wasmtime-based local host)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the application over HTTP.
+    Up {
+        /// The application manifest.
+        #[arg(short = 'f', long = "from", alias = "file", default_value = "spin.toml")]
+        file: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: SocketAddr,
+        /// Spin runtime configuration (store and database locations).
+        #[arg(long)]
+        runtime_config_file: Option<PathBuf>,
+        /// State directory for the default stores.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Run every component's build command first.
+        #[arg(long)]
+        build: bool,
+    },
+    /// Run every component's `[component.X.build] command`.
+    Build {
+        #[arg(short = 'f', long = "from", alias = "file", default_value = "spin.toml")]
+        file: PathBuf,
+    },
+}
+
+fn build(manifest_path: &Path) -> anyhow::Result<()> {
+    let manifest = Manifest::load(manifest_path)?;
+    let base = manifest_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut done = Vec::new();
+    for (id, component) in &manifest.component {
+        let Some(build) = &component.build else { continue };
+        let workdir = build.workdir.as_ref().map_or(base.to_path_buf(), |w| base.join(w));
+        if done.contains(&(build.command.clone(), workdir.clone())) {
+            continue;
+        }
+        println!("Building component {id} with `{}`", build.command);
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&build.command)
+            .current_dir(&workdir)
+            .status()
+            .with_context(|| format!("running build command for {id}"))?;
+        if !status.success() {
+            bail!("build command for component {id:?} failed: {status}");
+        }
+        done.push((build.command.clone(), workdir));
+    }
+    println!("Finished building all Spin components");
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Build { file } => build(&file),
+        Command::Up { file, listen, runtime_config_file, state_dir, build: run_build } => {
+            if run_build {
+                build(&file)?;
+            }
+            let base = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+            let options = LoadOptions {
+                manifest: file.clone(),
+                runtime_config: runtime_config_file,
+                state_dir: state_dir.unwrap_or_else(|| base.join(".spin")),
+                env: std::env::vars().collect(),
+            };
+            let app = App::load(&options)?;
+            serve(app, listen).await
+        }
+    }
+}
+
+async fn serve(app: App, listen: SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    println!("Serving http://{listen}\nAvailable Routes:");
+    for (route, component) in app.routes() {
+        println!("  {component}: http://{listen}{route}");
+    }
+    loop {
+        let (stream, client) = listener.accept().await?;
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let app = app.clone();
+                async move {
+                    let (parts, body) = req.into_parts();
+                    let response = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+                        Ok(body) => match app.handle_from(http::Request::from_parts(parts, body.to_bytes()), client).await {
+                            Ok(response) => response,
+                            Err(e) => {
+                                tracing::error!("request failed: {e:#}");
+                                http::Response::builder().status(500).body(Bytes::from_static(b"Internal Server Error")).unwrap_or_default()
+                            }
+                        },
+                        Err(_) => http::Response::builder().status(413).body(Bytes::from_static(b"Payload Too Large")).unwrap_or_default(),
+                    };
+                    Ok::<_, std::convert::Infallible>(response.map(Full::new))
+                }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+                tracing::debug!("connection from {client}: {e}");
+            }
+        });
+    }
+}

@@ -1,0 +1,197 @@
+//! The Spin host interfaces that spin-sdk 5.x guests import (`fermyon:spin/key-value`,
+//! `sqlite` and `variables` @2.0.0), backed by local SQLite files. As in Spin, the outer
+//! `Result` is a host failure (a trap) and the inner one the error the guest sees, e.g.
+//! `access-denied` for a label not granted to the component.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use rusqlite::types::{Value as SqlValue, ValueRef};
+use wasmtime::component::{HasSelf, Linker, Resource};
+
+use crate::app::State;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit/deps/spin@2.0.0",
+        world: "fermyon:spin/platform",
+        imports: { default: trappable },
+        with: {
+            "fermyon:spin/key-value@2.0.0.store": super::KvStore,
+            "fermyon:spin/sqlite@2.0.0.connection": super::SqlConnection,
+        },
+    });
+}
+
+use bindings::fermyon::spin::{key_value, sqlite, variables};
+
+/// An open key-value store: one label's rows in its backing database.
+pub struct KvStore {
+    label: String,
+    db: Arc<Mutex<rusqlite::Connection>>,
+}
+
+/// An open SQLite connection (one per `open`, as a guest may run its own transactions).
+pub struct SqlConnection {
+    db: rusqlite::Connection,
+}
+
+pub fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> {
+    bindings::Platform::add_to_linker::<State, HasSelf<State>>(linker, |s| s)
+}
+
+/// Opens a SQLite file configured for concurrent use by many short-lived instances.
+pub fn open_sqlite(path: &Path) -> anyhow::Result<rusqlite::Connection> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let db = rusqlite::Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    db.busy_timeout(std::time::Duration::from_secs(10))?;
+    db.pragma_update(None, "journal_mode", "WAL")?;
+    db.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(db)
+}
+
+pub const KV_SCHEMA: &str =
+    "CREATE TABLE IF NOT EXISTS spin_key_value (store TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (store, key))";
+
+fn kv_error(e: impl std::fmt::Display) -> key_value::Error {
+    key_value::Error::Other(e.to_string())
+}
+
+impl key_value::Host for State {}
+
+impl key_value::HostStore for State {
+    fn open(&mut self, label: String) -> wasmtime::Result<Result<Resource<KvStore>, key_value::Error>> {
+        if !self.component.key_value_stores.contains(&label) {
+            return Ok(Err(key_value::Error::AccessDenied));
+        }
+        let Some(db) = self.shared.key_value.get(&label).cloned() else {
+            return Ok(Err(key_value::Error::NoSuchStore));
+        };
+        Ok(Ok(self.table.push(KvStore { label, db })?))
+    }
+
+    fn get(&mut self, store: Resource<KvStore>, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, key_value::Error>> {
+        let store = self.table.get(&store)?;
+        let db = store.db.lock().map_err(|_| wasmtime::format_err!("key-value lock poisoned"))?;
+        let result = db
+            .query_row("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2", (&store.label, &key), |r| r.get(0))
+            .map(Some)
+            .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) });
+        Ok(result.map_err(kv_error))
+    }
+
+    fn set(&mut self, store: Resource<KvStore>, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), key_value::Error>> {
+        let store = self.table.get(&store)?;
+        let db = store.db.lock().map_err(|_| wasmtime::format_err!("key-value lock poisoned"))?;
+        let result = db.execute(
+            "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
+            (&store.label, &key, &value),
+        );
+        Ok(result.map(|_| ()).map_err(kv_error))
+    }
+
+    fn delete(&mut self, store: Resource<KvStore>, key: String) -> wasmtime::Result<Result<(), key_value::Error>> {
+        let store = self.table.get(&store)?;
+        let db = store.db.lock().map_err(|_| wasmtime::format_err!("key-value lock poisoned"))?;
+        let result = db.execute("DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2", (&store.label, &key));
+        Ok(result.map(|_| ()).map_err(kv_error))
+    }
+
+    fn exists(&mut self, store: Resource<KvStore>, key: String) -> wasmtime::Result<Result<bool, key_value::Error>> {
+        Ok(self.get(store, key)?.map(|v| v.is_some()))
+    }
+
+    fn get_keys(&mut self, store: Resource<KvStore>) -> wasmtime::Result<Result<Vec<String>, key_value::Error>> {
+        let store = self.table.get(&store)?;
+        let db = store.db.lock().map_err(|_| wasmtime::format_err!("key-value lock poisoned"))?;
+        let keys = (|| {
+            let mut stmt = db.prepare_cached("SELECT key FROM spin_key_value WHERE store = ?1 ORDER BY key")?;
+            let rows = stmt.query_map([&store.label], |r| r.get::<_, String>(0))?;
+            rows.collect::<Result<Vec<_>, _>>()
+        })();
+        Ok(keys.map_err(kv_error))
+    }
+
+    fn drop(&mut self, store: Resource<KvStore>) -> wasmtime::Result<()> {
+        self.table.delete(store)?;
+        Ok(())
+    }
+}
+
+impl sqlite::Host for State {}
+
+fn to_sql(value: sqlite::Value) -> SqlValue {
+    match value {
+        sqlite::Value::Integer(i) => SqlValue::Integer(i),
+        sqlite::Value::Real(f) => SqlValue::Real(f),
+        sqlite::Value::Text(t) => SqlValue::Text(t),
+        sqlite::Value::Blob(b) => SqlValue::Blob(b),
+        sqlite::Value::Null => SqlValue::Null,
+    }
+}
+
+fn from_sql(value: ValueRef<'_>) -> sqlite::Value {
+    match value {
+        ValueRef::Integer(i) => sqlite::Value::Integer(i),
+        ValueRef::Real(f) => sqlite::Value::Real(f),
+        ValueRef::Text(t) => sqlite::Value::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => sqlite::Value::Blob(b.to_vec()),
+        ValueRef::Null => sqlite::Value::Null,
+    }
+}
+
+fn execute(db: &rusqlite::Connection, statement: &str, params: Vec<sqlite::Value>) -> rusqlite::Result<sqlite::QueryResult> {
+    let mut stmt = db.prepare_cached(statement)?;
+    let columns: Vec<String> = stmt.column_names().into_iter().map(str::to_owned).collect();
+    let params: Vec<SqlValue> = params.into_iter().map(to_sql).collect();
+    let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let values = (0..columns.len()).map(|i| row.get_ref(i).map(from_sql)).collect::<Result<_, _>>()?;
+        out.push(sqlite::RowResult { values });
+    }
+    Ok(sqlite::QueryResult { columns, rows: out })
+}
+
+impl sqlite::HostConnection for State {
+    fn open(&mut self, database: String) -> wasmtime::Result<Result<Resource<SqlConnection>, sqlite::Error>> {
+        if !self.component.sqlite_databases.contains(&database) {
+            return Ok(Err(sqlite::Error::AccessDenied));
+        }
+        let Some(path) = self.shared.sqlite.get(&database) else {
+            return Ok(Err(sqlite::Error::NoSuchDatabase));
+        };
+        match open_sqlite(path) {
+            Ok(db) => Ok(Ok(self.table.push(SqlConnection { db })?)),
+            Err(e) => Ok(Err(sqlite::Error::Io(format!("{e:#}")))),
+        }
+    }
+
+    fn execute(
+        &mut self,
+        conn: Resource<SqlConnection>,
+        statement: String,
+        parameters: Vec<sqlite::Value>,
+    ) -> wasmtime::Result<Result<sqlite::QueryResult, sqlite::Error>> {
+        let conn = self.table.get(&conn)?;
+        Ok(execute(&conn.db, &statement, parameters).map_err(|e| sqlite::Error::Io(e.to_string())))
+    }
+
+    fn drop(&mut self, conn: Resource<SqlConnection>) -> wasmtime::Result<()> {
+        self.table.delete(conn)?;
+        Ok(())
+    }
+}
+
+impl variables::Host for State {
+    fn get(&mut self, name: String) -> wasmtime::Result<Result<String, variables::Error>> {
+        if !crate::variables::valid_name(&name) {
+            return Ok(Err(variables::Error::InvalidName(name)));
+        }
+        Ok(self.component.variables.get(&name).cloned().ok_or(variables::Error::Undefined(name)))
+    }
+}

@@ -1,0 +1,87 @@
+//! Test guest for the local host. Each path exercises one host interface and reports what the
+//! guest saw, so host tests assert on real guest behaviour.
+
+// The Spin SDK macros expand to the component ABI's `unsafe` glue.
+#![allow(unsafe_code)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::http_component;
+
+/// Counts requests seen by this instance: a fresh instance per request always reports 1.
+static SEEN: AtomicU32 = AtomicU32::new(0);
+
+fn text(status: u16, body: impl Into<String>) -> Response {
+    Response::builder().status(status).header("content-type", "text/plain").body(body.into()).build()
+}
+
+#[http_component]
+async fn handle(req: Request) -> Response {
+    let count = SEEN.fetch_add(1, Ordering::SeqCst) + 1;
+    // Route on what the host says is below the matched route, as Spin components do.
+    let path = req.header("spin-path-info").and_then(|v| v.as_str()).unwrap_or(req.path()).to_owned();
+    if path.is_empty() || path == "/" {
+        return text(200, spin_sdk::variables::get("name").unwrap_or_default());
+    }
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (req.method(), segments.as_slice()) {
+        (_, ["hello"]) => text(200, "hello"),
+        (_, ["count"]) => text(200, count.to_string()),
+        (_, ["headers", ..]) => {
+            let headers: serde_json::Map<String, serde_json::Value> = req
+                .headers()
+                .filter(|(k, _)| k.starts_with("spin-"))
+                .map(|(k, v)| (k.to_owned(), v.as_str().unwrap_or_default().into()))
+                .collect();
+            text(200, serde_json::Value::Object(headers).to_string())
+        }
+        (method, ["kv", label, key]) => match spin_sdk::key_value::Store::open(label) {
+            Err(e) => text(500, format!("open: {e:?}")),
+            Ok(store) if *method == Method::Put => match store.set(key, req.body()) {
+                Ok(()) => text(200, "stored"),
+                Err(e) => text(500, format!("set: {e:?}")),
+            },
+            Ok(store) => match store.get(key) {
+                Ok(Some(value)) => text(200, String::from_utf8_lossy(&value)),
+                Ok(None) => text(404, "absent"),
+                Err(e) => text(500, format!("get: {e:?}")),
+            },
+        },
+        (_, ["sql", label]) => match spin_sdk::sqlite::Connection::open(label) {
+            Err(e) => text(500, format!("open: {e:?}")),
+            Ok(conn) => match conn.execute(&String::from_utf8_lossy(req.body()), &[]) {
+                Ok(result) => {
+                    let rows: Vec<String> = result.rows.iter().map(|r| format!("{:?}", r.values)).collect();
+                    text(200, rows.join("\n"))
+                }
+                Err(e) => text(500, format!("execute: {e:?}")),
+            },
+        },
+        (_, ["var", name]) => match spin_sdk::variables::get(name) {
+            Ok(value) => text(200, value),
+            Err(e) => text(500, format!("{e:?}")),
+        },
+        (_, ["call"]) => {
+            let url = req.query().strip_prefix("url=").unwrap_or_default().to_owned();
+            match spin_sdk::http::send::<_, Response>(Request::get(url).build()).await {
+                Ok(response) => text(200, format!("{} {}", response.status(), String::from_utf8_lossy(response.body()))),
+                Err(e) => text(502, format!("send failed: {e:?}")),
+            }
+        }
+        (_, ["authz"]) => {
+            use health_spin::authz;
+            let caller = health_core::Caller {
+                tenant_id: health_core::TenantId::parse("t").unwrap_or_else(|_| unreachable!()),
+                subject: "u".into(),
+                role: health_core::Role::Admin,
+                client_id: "c".into(),
+                scopes: vec![],
+                jti: "j".into(),
+            };
+            let decision = authz::authorize(&authz::caller(&caller), authz::Action::ReadAudit, &authz::Resource::Tenant("t".into()));
+            text(200, format!("{} {} {}", decision.allow, decision.reason, authz::policy_version()))
+        }
+        _ => text(404, "no such probe"),
+    }
+}

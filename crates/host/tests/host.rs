@@ -1,0 +1,253 @@
+//! The host against a real compiled guest (`host-probe`, composed with the real `policy`):
+//! routing, private routes, Spin headers, label checks, stores, variables, outbound rules,
+//! chaining, dependency composition and refusal, fresh instances.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use health_host::{App, LoadOptions};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn wasm(name: &str) -> PathBuf {
+    root().join("target/wasm32-wasip2/release").join(format!("{name}.wasm"))
+}
+
+/// Builds the guests only if they are missing, so CI (which builds them first) never nests cargo.
+fn ensure_built() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if ["host_probe", "host_probe_baddep", "policy"].iter().all(|n| wasm(n).exists()) {
+            return;
+        }
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "host-probe", "-p", "host-probe-baddep", "-p", "policy"])
+            .current_dir(root())
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building test guests failed");
+    });
+}
+
+const RUNTIME_CONFIG: &str = r#"
+[key_value_store.allowed]
+type = "spin"
+path = "allowed.db"
+[key_value_store.other]
+type = "spin"
+path = "other.db"
+[sqlite_database.db]
+type = "spin"
+path = "db.db"
+[sqlite_database.otherdb]
+type = "spin"
+path = "otherdb.db"
+"#;
+
+struct Fixture {
+    app: App,
+    _state: tempfile::TempDir,
+}
+
+fn options(manifest: PathBuf, state: &Path, env: &[(&str, &str)]) -> LoadOptions {
+    let runtime = state.join("runtime-config.toml");
+    if !runtime.exists() {
+        std::fs::write(&runtime, RUNTIME_CONFIG).expect("write runtime config");
+    }
+    LoadOptions {
+        manifest,
+        runtime_config: Some(runtime),
+        state_dir: state.join(".spin"),
+        env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<HashMap<_, _>>(),
+    }
+}
+
+fn fixture_manifest() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spin.toml")
+}
+
+fn load(env: &[(&str, &str)]) -> Fixture {
+    ensure_built();
+    let state = tempfile::tempdir().expect("tempdir");
+    let app = App::load(&options(fixture_manifest(), state.path(), env)).expect("fixture loads");
+    Fixture { app, _state: state }
+}
+
+fn default_env() -> Vec<(&'static str, &'static str)> {
+    vec![("SPIN_VARIABLE_TOKEN", "s3cret")]
+}
+
+async fn send(app: &App, method: &str, path: &str, body: &str) -> (u16, String) {
+    let req = http::Request::builder().method(method).uri(path).body(Bytes::from(body.to_owned())).expect("request");
+    let res = app.handle(req).await.unwrap_or_else(|e| panic!("{method} {path}: {e:#}\nguest output: {:#?}", app.guest_output()));
+    (res.status().as_u16(), String::from_utf8_lossy(res.body()).into_owned())
+}
+
+async fn get(app: &App, path: &str) -> (u16, String) {
+    send(app, "GET", path, "").await
+}
+
+#[tokio::test]
+async fn routes_exact_before_wildcard_and_longest_prefix_first() {
+    let f = load(&default_env());
+    assert_eq!(get(&f.app, "/api/exact").await, (200, "exact".into()));
+    assert_eq!(get(&f.app, "/api/").await, (200, "api".into()));
+    assert_eq!(get(&f.app, "/api/hello").await, (200, "hello".into()));
+    assert_eq!(get(&f.app, "/").await, (200, "probe".into()));
+    assert_eq!(get(&f.app, "/apixyz/hello").await.1, "no such probe");
+}
+
+#[tokio::test]
+async fn private_component_is_unreachable_from_outside_but_reachable_by_chaining() {
+    let f = load(&default_env());
+    // No public route leads to `hidden`: the catch-all probe answers instead.
+    assert_eq!(get(&f.app, "/hidden").await.1, "no such probe");
+    assert_eq!(get(&f.app, "/call?url=http://hidden.spin.internal/").await, (200, "200 hidden".into()));
+    assert_eq!(get(&f.app, "/call?url=http://hidden.spin.internal/hello").await, (200, "200 hello".into()));
+}
+
+#[tokio::test]
+async fn outbound_requests_outside_allowed_hosts_are_denied() {
+    let f = load(&default_env());
+    let (status, body) = get(&f.app, "/call?url=http://example.com/").await;
+    assert_eq!(status, 502);
+    assert!(body.contains("HttpRequestDenied"), "{body}");
+    // `api` may not chain to anything, not even a component of the same app.
+    let (status, body) = get(&f.app, "/api/call?url=http://hidden.spin.internal/hello").await;
+    assert_eq!(status, 502);
+    assert!(body.contains("HttpRequestDenied"), "{body}");
+}
+
+#[tokio::test]
+async fn sets_spin_request_headers_and_strips_client_supplied_ones() {
+    let f = load(&default_env());
+    let req = http::Request::builder()
+        .uri("/api/headers/x?q=1")
+        .header("host", "example.test")
+        .header("spin-client-addr", "6.6.6.6:1")
+        .body(Bytes::new())
+        .expect("request");
+    let res = f.app.handle(req).await.expect("handled");
+    let headers: serde_json::Value = serde_json::from_slice(res.body()).expect("json");
+    assert_eq!(headers["spin-full-url"], "http://example.test/api/headers/x?q=1");
+    assert_eq!(headers["spin-path-info"], "/headers/x");
+    assert_eq!(headers["spin-matched-route"], "/api/...");
+    assert_eq!(headers["spin-component-route"], "/api");
+    assert_eq!(headers["spin-base-path"], "/");
+    assert_eq!(headers["spin-client-addr"], "127.0.0.1:0");
+}
+
+#[tokio::test]
+async fn key_value_persists_and_labels_are_checked() {
+    let f = load(&default_env());
+    assert_eq!(send(&f.app, "PUT", "/kv/allowed/k", "v1").await, (200, "stored".into()));
+    assert_eq!(get(&f.app, "/kv/allowed/k").await, (200, "v1".into()));
+    assert_eq!(get(&f.app, "/kv/allowed/missing").await, (404, "absent".into()));
+    // Declared in the runtime config, but not granted to this component.
+    assert_eq!(get(&f.app, "/kv/other/k").await, (500, "open: Error::AccessDenied".into()));
+    assert_eq!(get(&f.app, "/kv/default/k").await, (500, "open: Error::AccessDenied".into()));
+    assert_eq!(get(&f.app, "/api/kv/allowed/k").await, (500, "open: Error::AccessDenied".into()));
+}
+
+#[tokio::test]
+async fn data_survives_reloading_the_app() {
+    ensure_built();
+    let state = tempfile::tempdir().expect("tempdir");
+    let env = default_env();
+    let first = App::load(&options(fixture_manifest(), state.path(), &env)).expect("load");
+    assert_eq!(send(&first, "PUT", "/kv/allowed/k", "kept").await.0, 200);
+    assert_eq!(send(&first, "POST", "/sql/db", "CREATE TABLE t (x INTEGER)").await.0, 200);
+    assert_eq!(send(&first, "POST", "/sql/db", "INSERT INTO t VALUES (42)").await.0, 200);
+    drop(first);
+    let second = App::load(&options(fixture_manifest(), state.path(), &env)).expect("reload");
+    assert_eq!(get(&second, "/kv/allowed/k").await, (200, "kept".into()));
+    assert_eq!(send(&second, "POST", "/sql/db", "SELECT x FROM t").await, (200, "[Value::Integer(42)]".into()));
+}
+
+#[tokio::test]
+async fn sqlite_labels_are_checked_and_errors_reach_the_guest() {
+    let f = load(&default_env());
+    assert_eq!(send(&f.app, "POST", "/sql/otherdb", "SELECT 1").await, (500, "open: Error::AccessDenied".into()));
+    let (status, body) = send(&f.app, "POST", "/sql/db", "SELEKT nonsense").await;
+    assert_eq!(status, 500);
+    assert!(body.starts_with("execute: Error::Io("), "{body}");
+}
+
+#[tokio::test]
+async fn variables_resolve_defaults_overrides_and_refuse_undeclared_names() {
+    let f = load(&default_env());
+    assert_eq!(get(&f.app, "/var/greeting").await, (200, "hi, world".into()));
+    assert_eq!(get(&f.app, "/var/token").await, (200, "s3cret".into()));
+    assert_eq!(get(&f.app, "/var/undeclared").await, (500, "Error::Undefined(\"undeclared\")".into()));
+    assert!(get(&f.app, "/var/Bad-Name").await.1.starts_with("Error::InvalidName"));
+    let overridden = load(&[("SPIN_VARIABLE_TOKEN", "t"), ("SPIN_VARIABLE_GREETING", "hello")]);
+    assert_eq!(get(&overridden.app, "/var/greeting").await, (200, "hello, world".into()));
+}
+
+#[tokio::test]
+async fn each_request_gets_a_fresh_instance() {
+    let f = load(&default_env());
+    for _ in 0..3 {
+        assert_eq!(get(&f.app, "/count").await, (200, "1".into()));
+    }
+}
+
+#[tokio::test]
+async fn composes_the_policy_dependency_into_the_component() {
+    let f = load(&default_env());
+    let (status, body) = get(&f.app, "/authz").await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with("true admin_audit "), "{body}");
+}
+
+fn write_manifest(dir: &Path, body: &str) -> PathBuf {
+    let path = dir.join("spin.toml");
+    let probe = wasm("host_probe");
+    let manifest = format!(
+        "spin_manifest_version = 2\n[application]\nname = \"t\"\n[[trigger.http]]\nroute = \"/...\"\ncomponent = \"c\"\n[component.c]\nsource = \"{}\"\n{body}",
+        probe.display()
+    );
+    std::fs::write(&path, manifest).expect("write manifest");
+    path
+}
+
+fn load_error(body: &str, env: &[(&str, &str)]) -> String {
+    ensure_built();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = write_manifest(dir.path(), body);
+    match App::load(&options(manifest, dir.path(), env)) {
+        Ok(_) => panic!("expected a load error for {body}"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[test]
+fn refuses_a_dependency_that_imports_a_store() {
+    let body = format!(
+        "[component.c.dependencies]\n\"health:platform/authorizer@0.1.0\" = {{ path = \"{}\" }}\n",
+        wasm("host_probe_baddep").display()
+    );
+    let err = load_error(&body, &[]);
+    assert!(err.contains("fermyon:spin/key-value") && err.contains("may not import"), "{err}");
+}
+
+#[test]
+fn refuses_unknown_store_labels_and_missing_required_variables() {
+    let err = load_error("key_value_stores = [\"nope\"]\n", &[]);
+    assert!(err.contains("unknown key_value_stores label \"nope\" for component \"c\""), "{err}");
+    let err = load_error("sqlite_databases = [\"nodb\"]\n", &[]);
+    assert!(err.contains("unknown sqlite_databases label \"nodb\""), "{err}");
+    ensure_built();
+    let state = tempfile::tempdir().expect("tempdir");
+    let err = App::load(&options(fixture_manifest(), state.path(), &[])).err().expect("required variable missing");
+    assert!(format!("{err:#}").contains("required variable \"token\""), "{err:#}");
+}
+
+#[test]
+fn refuses_a_missing_dependency_file() {
+    let err = load_error("[component.c.dependencies]\n\"health:platform/authorizer@0.1.0\" = { path = \"/nonexistent/policy.wasm\" }\n", &[]);
+    assert!(err.contains("/nonexistent/policy.wasm"), "{err}");
+}
