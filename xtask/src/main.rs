@@ -81,7 +81,7 @@ fn main() -> anyhow::Result<()> {
         Some("test") => {
             build_guests()?;
             let mut cmd = cargo();
-            cmd.args(["test", "--workspace", "--exclude", "host-probe", "--exclude", "host-probe-baddep", "--exclude", "policy"]);
+            cmd.args(["test", "--workspace"]);
             cmd.args(&args[1..]);
             run(cmd)
         }

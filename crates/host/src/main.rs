@@ -102,7 +102,11 @@ async fn serve(app: App, listen: SocketAddr) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     println!("Serving http://{listen}\nAvailable Routes:");
     for (route, component) in app.routes() {
-        println!("  {component}: http://{listen}{route}");
+        if route.starts_with('/') {
+            println!("  {component}: http://{listen}{route}");
+        } else {
+            println!("  {component}: {route}");
+        }
     }
     loop {
         let (stream, client) = listener.accept().await?;

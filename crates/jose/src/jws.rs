@@ -254,7 +254,7 @@ pub fn verify(token: &str, keys: &TenantKeys, now: i64, opts: &VerifyOptions) ->
     }
     let audience_ok = match &aud {
         Audience::One(a) => *a == opts.audience,
-        Audience::Many(all) => all.iter().any(|a| *a == opts.audience),
+        Audience::Many(all) => all.contains(&opts.audience),
     };
 
     if header.typ.as_deref() != Some(ACCESS_TOKEN_TYP) {
