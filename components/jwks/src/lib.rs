@@ -125,7 +125,7 @@ fn sign(req: &Request, keys: &Keys) -> anyhow::Result<Result<Response, Error>> {
     if claims.tenant_id != caller.tenant_id || claims.sub != caller.subject || claims.jti != caller.jti {
         return Ok(Err(Error::BadRequest("claims do not match the attested caller")));
     }
-    if claims.exp - claims.iat > ttl || claims.exp <= claims.iat {
+    if claims.exp.saturating_sub(claims.iat) > ttl || claims.exp <= claims.iat {
         return Ok(Err(Error::BadRequest("token lifetime out of bounds")));
     }
     let Some(set) = keys.load(&claims.tenant_id)? else {

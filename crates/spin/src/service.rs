@@ -3,7 +3,7 @@
 //! (which audits it) in [`REASON_HEADER`].
 
 use health_core::{Caller, Problem};
-use spin_sdk::http::{Request, Response};
+use spin_sdk::http::{Method, Request, Response};
 
 use crate::authz;
 use crate::respond::{self, Cache};
@@ -66,4 +66,38 @@ pub fn read_record(caller: &Caller, patient_id: &str) -> anyhow::Result<Result<s
     }
     let entries = crate::records::entries(&conn, tenant, patient_id)?;
     Ok(Ok(serde_json::json!({ "patient": patient, "entries": entries })))
+}
+
+/// The record routes shared by the patient and doctor services (private paths).
+#[derive(Debug, PartialEq, Eq)]
+pub enum RecordApi<'a> {
+    ReadRecord(&'a str),
+}
+
+pub fn parse_record_api<'a>(method: &Method, path: &'a str) -> Option<RecordApi<'a>> {
+    match (method, crate::segments(path).as_slice()) {
+        (Method::Get, ["patients", id, "record"]) => Some(RecordApi::ReadRecord(id)),
+        _ => None,
+    }
+}
+
+/// Serves the record routes for an attested caller; policy decides per role.
+pub fn serve_records(req: &Request) -> Response {
+    serve(req, |caller| match parse_record_api(req.method(), req.path()) {
+        Some(RecordApi::ReadRecord(id)) => read_record(caller, id),
+        None => Ok(Err(Refusal::NotFound("no_such_route"))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_only_record_reads() {
+        assert_eq!(parse_record_api(&Method::Get, "/patients/p-1001/record"), Some(RecordApi::ReadRecord("p-1001")));
+        assert_eq!(parse_record_api(&Method::Put, "/patients/p-1001/record"), None);
+        assert_eq!(parse_record_api(&Method::Get, "/patients/p-1001"), None);
+        assert_eq!(parse_record_api(&Method::Get, "/patients/p-1001/record/x"), None);
+    }
 }

@@ -64,7 +64,12 @@ async fn handle(req: Request) -> Response {
         },
         (_, ["call"]) => {
             let url = req.query().strip_prefix("url=").unwrap_or_default().to_owned();
-            match spin_sdk::http::send::<_, Response>(Request::get(url).build()).await {
+            // Forward x-health-* headers so tests can present a caller context to a chained service.
+            let mut outgoing = Request::get(url);
+            for (name, value) in req.headers().filter(|(k, _)| k.starts_with("x-health-")) {
+                outgoing.header(name, value.as_str().unwrap_or_default());
+            }
+            match spin_sdk::http::send::<_, Response>(outgoing.build()).await {
                 Ok(response) => text(200, format!("{} {}", response.status(), String::from_utf8_lossy(response.body()))),
                 Err(e) => text(502, format!("send failed: {e:?}")),
             }
