@@ -2,6 +2,10 @@
 //! tenant's RS256 signing key (private half sealed under `master_key` in `private-keys`, public
 //! half in `public-keys` where the gateway reads it), serves the JWK Sets, and signs access
 //! tokens for `auth` over local service chaining. It has no outbound network at all.
+//!
+//! The platform operator (bearer token whose SHA-256 is `operator_token_hash`) rotates, revokes
+//! and lists keys through `/admin/...`. A rotated-out key stays published as `retiring` for the
+//! longest token lifetime plus clock tolerance, then retires.
 
 // The Spin SDK and wit-bindgen macros expand to the component ABI's `unsafe` glue.
 #![allow(unsafe_code)]
@@ -9,7 +13,8 @@
 use anyhow::Context;
 use health_core::audit::{Event, Outcome};
 use health_core::{Problem, TenantId};
-use health_jose::{Claims, KeyUse, TenantKeys};
+use health_jose::{Claims, KeyUse, LifecycleError, TenantKeys};
+use serde::Deserialize;
 use health_spin::respond::{self, Cache};
 use rsa::RsaPrivateKey;
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey};
@@ -22,14 +27,38 @@ const DEMO_TENANT: &str = "demo-hospital";
 /// JWK Set cache lifetime. Must stay below the retiring window (the longest token lifetime)
 /// so a verifier's cache never outlives a key's publication.
 const JWKS_MAX_AGE_SECS: u32 = 300;
-/// Largest sign request body accepted.
+/// Largest request body accepted.
 const MAX_BODY: usize = 8 * 1024;
+/// Clock tolerance verifiers allow; a retiring key outlives the longest token by this much.
+const CLOCK_TOLERANCE_SECS: i64 = 60;
 
 #[derive(Debug, PartialEq, Eq)]
 enum Api {
     AllKeys,
     TenantKeys(TenantId),
     Sign,
+    Rotate,
+    Revoke,
+    ListKeys(TenantId),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateRequest {
+    tenant_id: TenantId,
+    #[serde(rename = "use", default = "sig")]
+    key_use: KeyUse,
+}
+
+fn sig() -> KeyUse {
+    KeyUse::Sig
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeRequest {
+    tenant_id: TenantId,
+    kid: String,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -39,6 +68,8 @@ enum Error {
     BadRequest(&'static str),
     Unauthorized,
     TooLarge,
+    UnsupportedMediaType,
+    Conflict(&'static str),
 }
 
 fn parse(method: &Method, path: &str) -> Result<Api, Error> {
@@ -47,9 +78,12 @@ fn parse(method: &Method, path: &str) -> Result<Api, Error> {
         [".well-known", "jwks.json"] => Api::AllKeys,
         ["jwk", tenant] => Api::TenantKeys(TenantId::parse(tenant).map_err(|_| Error::NotFound)?),
         ["internal", "sign"] => Api::Sign,
+        ["admin", "rotate-key"] => Api::Rotate,
+        ["admin", "revoke-key"] => Api::Revoke,
+        ["admin", "keys", tenant] => Api::ListKeys(TenantId::parse(tenant).map_err(|_| Error::NotFound)?),
         _ => return Err(Error::NotFound),
     };
-    let expected = if api == Api::Sign { Method::Post } else { Method::Get };
+    let expected = if matches!(api, Api::Sign | Api::Rotate | Api::Revoke) { Method::Post } else { Method::Get };
     if *method != expected {
         return Err(Error::MethodNotAllowed);
     }
@@ -63,6 +97,8 @@ fn error_response(error: &Error) -> Response {
         Error::BadRequest(detail) => Problem::bad_request(*detail),
         Error::Unauthorized => Problem::unauthorized(),
         Error::TooLarge => Problem::payload_too_large(),
+        Error::UnsupportedMediaType => Problem::unsupported_media_type(),
+        Error::Conflict(detail) => Problem::conflict(*detail),
     };
     respond::problem(&problem)
 }
@@ -92,21 +128,96 @@ fn route(req: &Request) -> anyhow::Result<Result<Response, Error>> {
         Api::AllKeys => {
             let mut all = Vec::new();
             for tenant in keys.tenants()? {
-                if let Some(set) = keys.load(&tenant)? {
-                    all.extend(set.published().cloned());
+                if let Some(set) = keys.load(&tenant, health_spin::now())? {
+                    all.extend(set.published(health_spin::now()).cloned());
                 }
             }
             Ok(Ok(respond::json(200, &serde_json::json!({ "keys": all }), Cache::Public(JWKS_MAX_AGE_SECS))))
         }
-        Api::TenantKeys(tenant) => Ok(match keys.load(&tenant)? {
+        Api::TenantKeys(tenant) => Ok(match keys.load(&tenant, health_spin::now())? {
             Some(set) => {
-                let published: Vec<_> = set.published().collect();
+                let published: Vec<_> = set.published(health_spin::now()).collect();
                 Ok(respond::json(200, &serde_json::json!({ "keys": published }), Cache::Public(JWKS_MAX_AGE_SECS)))
             }
             None => Err(Error::NotFound),
         }),
         Api::Sign => sign(req, &keys),
+        Api::Rotate | Api::Revoke | Api::ListKeys(_) => admin(req, api, &keys),
     }
+}
+
+/// The operator's key management. Every change is audited.
+fn admin(req: &Request, api: Api, keys: &Keys) -> anyhow::Result<Result<Response, Error>> {
+    let presented = req.header("authorization").and_then(|v| v.as_str()).and_then(|v| v.strip_prefix("Bearer "));
+    if !presented.is_some_and(|token| health_core::token_matches_hash(token, &health_spin::var("operator_token_hash").unwrap_or_default())) {
+        return Ok(Err(Error::Unauthorized));
+    }
+    let now = health_spin::now();
+    if let Api::ListKeys(tenant) = &api {
+        let Some(set) = keys.load(tenant, now)? else { return Ok(Err(Error::NotFound)) };
+        let listed: Vec<_> = set
+            .keys
+            .iter()
+            .map(|k| {
+                serde_json::json!({
+                    "kid": k.jwk.kid, "use": k.jwk.key_use, "alg": k.jwk.alg, "status": k.status_at(now),
+                    "created_at": k.created_at, "not_after": k.not_after,
+                })
+            })
+            .collect();
+        return Ok(Ok(respond::json(200, &serde_json::json!({ "tenant_id": tenant, "keys": listed }), Cache::NoStore)));
+    }
+    let json = req.header("content-type").and_then(|v| v.as_str()).is_some_and(|c| c.starts_with("application/json"));
+    if !json {
+        return Ok(Err(Error::UnsupportedMediaType));
+    }
+    if req.body().len() > MAX_BODY {
+        return Ok(Err(Error::TooLarge));
+    }
+    let (tenant, kid, action) = match api {
+        Api::Rotate => {
+            let Ok(body) = serde_json::from_slice::<RotateRequest>(req.body()) else {
+                return Ok(Err(Error::BadRequest("body must be {\"tenant_id\", \"use\": \"sig\"}")));
+            };
+            if body.key_use != KeyUse::Sig {
+                return Ok(Err(Error::BadRequest("only signing keys (use = sig) exist so far")));
+            }
+            let Some(kid) = keys.rotate(&body.tenant_id, now)? else { return Ok(Err(Error::NotFound)) };
+            (body.tenant_id, kid, "key.rotate")
+        }
+        Api::Revoke => {
+            let Ok(body) = serde_json::from_slice::<RevokeRequest>(req.body()) else {
+                return Ok(Err(Error::BadRequest("body must be {\"tenant_id\", \"kid\"}")));
+            };
+            let Some(mut set) = keys.load(&body.tenant_id, now)? else { return Ok(Err(Error::NotFound)) };
+            match set.revoke(&body.kid, now) {
+                Ok(()) => {}
+                Err(LifecycleError::UnknownKid) => return Ok(Err(Error::NotFound)),
+                Err(LifecycleError::AlreadyRevoked) => return Ok(Err(Error::Conflict("key already revoked"))),
+            }
+            keys.store(&set)?;
+            (body.tenant_id, body.kid, "key.revoke")
+        }
+        Api::AllKeys | Api::TenantKeys(_) | Api::Sign | Api::ListKeys(_) => return Ok(Err(Error::NotFound)),
+    };
+    audit_key_event(&tenant, &kid, action, "operator", now)?;
+    Ok(Ok(respond::json(200, &serde_json::json!({ "tenant_id": tenant, "kid": kid }), Cache::NoStore)))
+}
+
+fn audit_key_event(tenant: &TenantId, kid: &str, action: &str, reason: &str, now: i64) -> anyhow::Result<()> {
+    health_spin::audit::append(&Event {
+        time: now,
+        request_id: health_spin::random_id(),
+        tenant_id: tenant.to_string(),
+        actor_role: Some("operator".into()),
+        kid: Some(kid.to_owned()),
+        action: action.into(),
+        resource: format!("tenant/{tenant}/keys"),
+        outcome: Some(Outcome::Allow),
+        reason: reason.into(),
+        status: 200,
+        ..Event::default()
+    })
 }
 
 /// Signs the claims in the body after checking the chained caller's attestation, so only a
@@ -128,7 +239,7 @@ fn sign(req: &Request, keys: &Keys) -> anyhow::Result<Result<Response, Error>> {
     if claims.exp.saturating_sub(claims.iat) > ttl || claims.exp <= claims.iat {
         return Ok(Err(Error::BadRequest("token lifetime out of bounds")));
     }
-    let Some(set) = keys.load(&claims.tenant_id)? else {
+    let Some(set) = keys.load(&claims.tenant_id, health_spin::now())? else {
         return Ok(Err(Error::NotFound));
     };
     if claims.iss != set.issuer {
@@ -168,11 +279,41 @@ impl Keys {
         Ok(names.iter().filter_map(|n| n.strip_prefix("tenant/")).filter_map(|t| TenantId::parse(t).ok()).collect())
     }
 
-    fn load(&self, tenant: &TenantId) -> anyhow::Result<Option<TenantKeys>> {
+    /// The tenant's keys, persisting any retiring key whose window ended by `now`.
+    fn load(&self, tenant: &TenantId, now: i64) -> anyhow::Result<Option<TenantKeys>> {
         let Some(bytes) = self.public.get(&public_key_name(tenant)).context("reading tenant keys")? else {
             return Ok(None);
         };
-        Ok(Some(serde_json::from_slice(&bytes).context("decoding tenant keys")?))
+        let mut set: TenantKeys = serde_json::from_slice(&bytes).context("decoding tenant keys")?;
+        if set.retire_expired(now) {
+            self.store(&set)?;
+        }
+        Ok(Some(set))
+    }
+
+    fn store(&self, set: &TenantKeys) -> anyhow::Result<()> {
+        self.public.set(&public_key_name(&set.tenant_id), &serde_json::to_vec(set)?).context("storing tenant keys")
+    }
+
+    /// Generates a key and seals its private half under `master_key` (AAD = tenant/kid).
+    fn generate(&self, tenant: &TenantId, now: i64) -> anyhow::Result<health_jose::KeyRecord> {
+        let (private, record) = health_jose::generate_rs256(tenant, now, &mut health_spin::rng())?;
+        let der = private.to_pkcs8_der().context("encoding private key")?;
+        let name = private_key_name(tenant, &record.jwk.kid);
+        let sealed = health_spin::secret_key("master_key")?.seal(name.as_bytes(), der.as_bytes(), &mut health_spin::rng());
+        self.private.set(&name, sealed.as_bytes()).context("storing private key")?;
+        Ok(record)
+    }
+
+    /// Rotates the tenant's signing key; the new private half is stored before it is published.
+    fn rotate(&self, tenant: &TenantId, now: i64) -> anyhow::Result<Option<String>> {
+        let Some(mut set) = self.load(tenant, now)? else { return Ok(None) };
+        let record = self.generate(tenant, now)?;
+        let kid = record.jwk.kid.clone();
+        let retiring_secs = health_spin::var_i64("access_token_ttl_secs")? + CLOCK_TOLERANCE_SECS;
+        set.rotate(record, now, retiring_secs);
+        self.store(&set)?;
+        Ok(Some(kid))
     }
 
     fn private(&self, tenant: &TenantId, kid: &str) -> anyhow::Result<RsaPrivateKey> {
@@ -192,27 +333,11 @@ impl Keys {
             return Ok(());
         }
         let now = health_spin::now();
-        let (private, record) = health_jose::generate_rs256(tenant, now, &mut health_spin::rng())?;
-        let der = private.to_pkcs8_der().context("encoding private key")?;
-        let name = private_key_name(tenant, &record.jwk.kid);
-        let sealed = health_spin::secret_key("master_key")?.seal(name.as_bytes(), der.as_bytes(), &mut health_spin::rng());
-        self.private.set(&name, sealed.as_bytes()).context("storing private key")?;
+        let record = self.generate(tenant, now)?;
         let issuer = format!("{}/t/{tenant}", health_spin::var("issuer_base")?.trim_end_matches('/'));
         let kid = record.jwk.kid.clone();
-        let set = TenantKeys { tenant_id: tenant.clone(), issuer, keys: vec![record] };
-        self.public.set(&public_key_name(tenant), &serde_json::to_vec(&set)?).context("storing tenant keys")?;
-        health_spin::audit::append(&Event {
-            time: now,
-            request_id: health_spin::random_id(),
-            tenant_id: tenant.to_string(),
-            kid: Some(kid),
-            action: "key.create".into(),
-            resource: format!("tenant/{tenant}/keys"),
-            outcome: Some(Outcome::Allow),
-            reason: "tenant_bootstrap".into(),
-            status: 201,
-            ..Event::default()
-        })
+        self.store(&TenantKeys { tenant_id: tenant.clone(), issuer, keys: vec![record] })?;
+        audit_key_event(tenant, &kid, "key.create", "tenant_bootstrap", now)
     }
 }
 
@@ -225,6 +350,10 @@ mod tests {
         assert_eq!(parse(&Method::Get, "/.well-known/jwks.json"), Ok(Api::AllKeys));
         assert_eq!(parse(&Method::Get, "/jwk/demo-hospital"), Ok(Api::TenantKeys(TenantId::parse("demo-hospital").unwrap())));
         assert_eq!(parse(&Method::Post, "/internal/sign"), Ok(Api::Sign));
+        assert_eq!(parse(&Method::Post, "/admin/rotate-key"), Ok(Api::Rotate));
+        assert_eq!(parse(&Method::Post, "/admin/revoke-key"), Ok(Api::Revoke));
+        assert_eq!(parse(&Method::Get, "/admin/keys/demo-hospital"), Ok(Api::ListKeys(TenantId::parse("demo-hospital").unwrap())));
+        assert_eq!(parse(&Method::Get, "/admin/rotate-key"), Err(Error::MethodNotAllowed));
     }
 
     #[test]

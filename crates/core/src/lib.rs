@@ -33,3 +33,27 @@ pub fn sha256_hex(bytes: impl AsRef<[u8]>) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes.as_ref()))
 }
+
+/// Whether SHA-256(`token`) equals `expected_hex`, compared in constant time, so a stored
+/// hash (e.g. `operator_token_hash`) never lets timing reveal how much of a guess was right.
+pub fn token_matches_hash(token: &str, expected_hex: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let Ok(expected) = hex::decode(expected_hex.trim()) else { return false };
+    use sha2::Digest;
+    let actual = sha2::Sha256::digest(token.as_bytes());
+    expected.len() == actual.len() && bool::from(actual.as_slice().ct_eq(&expected))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_hash_comparison_accepts_only_the_right_token() {
+        let hash = sha256_hex("operator");
+        assert!(token_matches_hash("operator", &hash));
+        assert!(!token_matches_hash("operator2", &hash));
+        assert!(!token_matches_hash("operator", "not hex"));
+        assert!(!token_matches_hash("operator", &hash[..32]));
+    }
+}

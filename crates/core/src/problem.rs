@@ -44,6 +44,9 @@ impl Problem {
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::new("bad-request", "Bad Request", 400).with_detail(detail)
     }
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new("conflict", "Conflict", 409).with_detail(detail)
+    }
     pub fn payload_too_large() -> Self {
         Self::new("payload-too-large", "Payload Too Large", 413)
     }

@@ -73,20 +73,74 @@ pub struct TenantKeys {
     pub keys: Vec<KeyRecord>,
 }
 
+impl KeyRecord {
+    /// The status at `now`: a retiring key past its `not_after` is retired even before the
+    /// stored record is updated, so verifiers never depend on a write having happened.
+    pub fn status_at(&self, now: i64) -> KeyStatus {
+        match (self.status, self.not_after) {
+            (KeyStatus::Retiring, Some(not_after)) if now >= not_after => KeyStatus::Retired,
+            (status, _) => status,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("no such key")]
+    UnknownKid,
+    #[error("key already revoked")]
+    AlreadyRevoked,
+}
+
 impl TenantKeys {
     pub fn find(&self, kid: &str) -> Option<&KeyRecord> {
         self.keys.iter().find(|k| k.jwk.kid == kid)
     }
 
-    pub fn active(&self, key_use: KeyUse) -> Option<&KeyRecord> {
-        self.keys.iter().find(|k| k.status == KeyStatus::Active && k.jwk.key_use == key_use)
+    /// Makes `new` the active key for its use. The previous active key of that use turns
+    /// `retiring` and stays published until `now + retiring_secs` (the longest token lifetime
+    /// plus clock tolerance), so tokens it signed keep verifying until they expire.
+    pub fn rotate(&mut self, new: KeyRecord, now: i64, retiring_secs: i64) {
+        for key in self.keys.iter_mut().filter(|k| k.jwk.key_use == new.jwk.key_use && k.status == KeyStatus::Active) {
+            key.status = KeyStatus::Retiring;
+            key.not_after = Some(now.saturating_add(retiring_secs));
+        }
+        self.keys.push(new);
     }
 
-    /// Keys a JWK Set publishes: active and retiring.
-    pub fn published(&self) -> impl Iterator<Item = &PublicJwk> {
+    /// Revokes `kid` at once: every token it signed is refused from now on.
+    pub fn revoke(&mut self, kid: &str, now: i64) -> Result<(), LifecycleError> {
+        let key = self.keys.iter_mut().find(|k| k.jwk.kid == kid).ok_or(LifecycleError::UnknownKid)?;
+        if key.status == KeyStatus::Revoked {
+            return Err(LifecycleError::AlreadyRevoked);
+        }
+        key.status = KeyStatus::Revoked;
+        key.not_after = Some(now);
+        Ok(())
+    }
+
+    /// Persists what [`KeyRecord::status_at`] already implies; true if anything changed.
+    pub fn retire_expired(&mut self, now: i64) -> bool {
+        let mut changed = false;
+        for key in &mut self.keys {
+            let status = key.status_at(now);
+            if status != key.status {
+                key.status = status;
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    pub fn active(&self, key_use: KeyUse) -> Option<&KeyRecord> {
+        self.keys.iter().rev().find(|k| k.status == KeyStatus::Active && k.jwk.key_use == key_use)
+    }
+
+    /// Keys a JWK Set publishes at `now`: active and (still) retiring.
+    pub fn published(&self, now: i64) -> impl Iterator<Item = &PublicJwk> {
         self.keys
             .iter()
-            .filter(|k| matches!(k.status, KeyStatus::Active | KeyStatus::Retiring))
+            .filter(move |k| matches!(k.status_at(now), KeyStatus::Active | KeyStatus::Retiring))
             .map(|k| &k.jwk)
     }
 }
@@ -153,8 +207,51 @@ mod tests {
                 rec("d", KeyStatus::Revoked),
             ],
         };
-        let kids: Vec<_> = keys.published().map(|k| k.kid.as_str()).collect();
+        let kids: Vec<_> = keys.published(0).map(|k| k.kid.as_str()).collect();
         assert_eq!(kids, ["a", "b"]);
         assert_eq!(keys.active(KeyUse::Sig).unwrap().jwk.kid, "a");
+    }
+
+    fn record(kid: &str, status: KeyStatus) -> KeyRecord {
+        KeyRecord {
+            jwk: PublicJwk {
+                kty: "RSA".into(),
+                kid: kid.into(),
+                key_use: KeyUse::Sig,
+                alg: "RS256".into(),
+                n: "AQAB".into(),
+                e: "AQAB".into(),
+                tenant_id: TenantId::parse("t").unwrap(),
+            },
+            status,
+            created_at: 0,
+            not_after: None,
+        }
+    }
+
+    #[test]
+    fn rotation_moves_active_to_retiring_then_retired_with_a_fixed_clock() {
+        let mut keys = TenantKeys { tenant_id: TenantId::parse("t").unwrap(), issuer: "i".into(), keys: vec![record("old", KeyStatus::Active)] };
+        keys.rotate(record("new", KeyStatus::Active), 1_000, 960);
+        assert_eq!(keys.active(KeyUse::Sig).unwrap().jwk.kid, "new");
+        assert_eq!(keys.find("old").unwrap().status, KeyStatus::Retiring);
+        assert_eq!(keys.find("old").unwrap().not_after, Some(1_960));
+        assert_eq!(keys.find("old").unwrap().status_at(1_959), KeyStatus::Retiring);
+        assert_eq!(keys.find("old").unwrap().status_at(1_960), KeyStatus::Retired);
+        assert_eq!(keys.published(1_959).count(), 2);
+        assert_eq!(keys.published(1_960).map(|k| k.kid.as_str()).collect::<Vec<_>>(), ["new"]);
+        assert!(!keys.retire_expired(1_959));
+        assert!(keys.retire_expired(1_960));
+        assert_eq!(keys.find("old").unwrap().status, KeyStatus::Retired);
+    }
+
+    #[test]
+    fn revocation_is_immediate_and_once() {
+        let mut keys = TenantKeys { tenant_id: TenantId::parse("t").unwrap(), issuer: "i".into(), keys: vec![record("a", KeyStatus::Active)] };
+        assert_eq!(keys.revoke("a", 5), Ok(()));
+        assert_eq!(keys.find("a").unwrap().status_at(5), KeyStatus::Revoked);
+        assert_eq!(keys.published(5).count(), 0);
+        assert_eq!(keys.revoke("a", 6), Err(LifecycleError::AlreadyRevoked));
+        assert_eq!(keys.revoke("zzz", 6), Err(LifecycleError::UnknownKid));
     }
 }

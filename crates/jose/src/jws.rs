@@ -269,7 +269,7 @@ pub fn verify(token: &str, keys: &TenantKeys, now: i64, opts: &VerifyOptions) ->
     if iss != keys.issuer {
         return Err(Error::WrongIssuer);
     }
-    match record.status {
+    match record.status_at(now) {
         KeyStatus::Active | KeyStatus::Retiring => {}
         KeyStatus::Retired => return Err(Error::KeyRetired),
         KeyStatus::Revoked => return Err(Error::KeyRevoked),

@@ -9,7 +9,7 @@
 mod jwk;
 mod jws;
 
-pub use jwk::{KeyRecord, KeyStatus, KeyUse, PublicJwk, TenantKeys, generate_rs256, thumbprint};
+pub use jwk::{KeyRecord, KeyStatus, KeyUse, LifecycleError, PublicJwk, TenantKeys, generate_rs256, thumbprint};
 pub use jws::{Claims, Error, Result, VerifyOptions, peek_tenant, sign_rs256, verify};
 
 /// Header `typ` of an access token (RFC 9068 §2.1).

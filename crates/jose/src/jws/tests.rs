@@ -252,3 +252,12 @@ fn retiring_keys_verify_but_retired_and_revoked_do_not() {
     assert_eq!(verify(&good(), &keys_for("demo", KeyStatus::Retired), NOW, &opts), Err(Error::KeyRetired));
     assert_eq!(verify(&good(), &keys_for("demo", KeyStatus::Revoked), NOW, &opts), Err(Error::KeyRevoked));
 }
+
+#[test]
+fn retiring_key_past_its_window_is_refused_without_a_store_update() {
+    let mut keys = keys_for("demo", KeyStatus::Retiring);
+    keys.keys[0].not_after = Some(NOW);
+    assert_eq!(verify(&good(), &keys, NOW, &VerifyOptions::default()), Err(Error::KeyRetired));
+    keys.keys[0].not_after = Some(NOW + 1);
+    assert!(verify(&good(), &keys, NOW, &VerifyOptions::default()).is_ok());
+}

@@ -1,0 +1,87 @@
+//! Key lifecycle end to end: the operator rotates a tenant's signing key, tokens signed before
+//! the rotation keep working while their key is retiring, new tokens use the new key, and a
+//! revoked key's tokens are refused at once. Uses its own app, since it revokes keys.
+
+use health_e2e::{ALICE, OPERATOR_TOKEN, TestApp};
+
+fn kid_of(token: &str) -> String {
+    use base64::Engine;
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').next().expect("header")).expect("b64");
+    serde_json::from_slice::<serde_json::Value>(&header).expect("json")["kid"].as_str().expect("kid").to_owned()
+}
+
+fn published_kids(reply: &health_e2e::Reply) -> Vec<String> {
+    reply.json()["keys"].as_array().expect("keys").iter().map(|k| k["kid"].as_str().expect("kid").to_owned()).collect()
+}
+
+const RECORD: &str = "/api/patients/p-1001/record";
+
+#[tokio::test]
+async fn rotation_keeps_old_tokens_until_revocation_refuses_them_at_once() {
+    let app = TestApp::start(|_| {}).expect("app loads");
+    let operator = format!("Bearer {OPERATOR_TOKEN}");
+    let json = ("content-type", "application/json");
+    let old_token = app.token(ALICE).await;
+    let old_kid = kid_of(&old_token);
+
+    // Only the operator may rotate.
+    let body = r#"{"tenant_id":"demo-hospital","use":"sig"}"#;
+    assert_eq!(app.send("POST", "/admin/rotate-key", &[json], body).await.status, 401);
+    assert_eq!(app.send("POST", "/admin/rotate-key", &[json, ("authorization", "Bearer guess")], body).await.status, 401);
+    let alice_as_operator = format!("Bearer {old_token}");
+    assert_eq!(app.send("POST", "/admin/rotate-key", &[json, ("authorization", &alice_as_operator)], body).await.status, 401);
+
+    let rotated = app.send("POST", "/admin/rotate-key", &[json, ("authorization", &operator)], body).await;
+    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    let new_kid = rotated.json()["kid"].as_str().expect("kid").to_owned();
+    assert_ne!(new_kid, old_kid);
+
+    let set = app.send("GET", "/jwk/demo-hospital", &[], "").await;
+    assert_eq!(published_kids(&set), [old_kid.clone(), new_kid.clone()]);
+    let listed = app.send("GET", "/admin/keys/demo-hospital", &[("authorization", &operator)], "").await.json();
+    let status_of = |kid: &str| listed["keys"].as_array().expect("keys").iter().find(|k| k["kid"] == kid).expect("listed")["status"].clone();
+    assert_eq!(status_of(&old_kid), "retiring");
+    assert_eq!(status_of(&new_kid), "active");
+    assert!(!listed.to_string().contains("\"d\""), "private material listed");
+
+    // A token from before the rotation still works; new tokens carry the new kid.
+    assert_eq!(app.get_with(RECORD, &old_token).await.status, 200);
+    let new_token = app.token(ALICE).await;
+    assert_eq!(kid_of(&new_token), new_kid);
+    assert_eq!(app.get_with(RECORD, &new_token).await.status, 200);
+
+    // Revocation is immediate for every token of that kid, and only that kid.
+    let revoke = format!(r#"{{"tenant_id":"demo-hospital","kid":"{old_kid}"}}"#);
+    assert_eq!(app.send("POST", "/admin/revoke-key", &[json, ("authorization", &operator)], &revoke).await.status, 200);
+    assert_eq!(app.get_with(RECORD, &old_token).await.status, 401);
+    assert_eq!(app.get_with(RECORD, &new_token).await.status, 200);
+    assert_eq!(published_kids(&app.send("GET", "/jwk/demo-hospital", &[], "").await), [new_kid.clone()]);
+    assert_eq!(app.send("POST", "/admin/revoke-key", &[json, ("authorization", &operator)], &revoke).await.status, 409);
+    let unknown = r#"{"tenant_id":"demo-hospital","kid":"nope"}"#;
+    assert_eq!(app.send("POST", "/admin/revoke-key", &[json, ("authorization", &operator)], unknown).await.status, 404);
+    let other_tenant = r#"{"tenant_id":"other-hospital","use":"sig"}"#;
+    assert_eq!(app.send("POST", "/admin/rotate-key", &[json, ("authorization", &operator)], other_tenant).await.status, 404);
+
+    // Both keys' private halves exist only sealed, in the jwks-only store.
+    let db = rusqlite::Connection::open(app.state.path().join("private-keys.db")).expect("db");
+    let sealed: Vec<Vec<u8>> = db
+        .prepare("SELECT value FROM spin_key_value WHERE store = 'private-keys'")
+        .expect("query")
+        .query_map([], |r| r.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(sealed.len(), 2);
+    assert!(sealed.iter().all(|v| v.starts_with(b"v1.")), "private keys stored unsealed");
+    let audit = rusqlite::Connection::open(app.state.path().join("audit.db")).expect("audit");
+    let actions: Vec<String> = audit
+        .prepare("SELECT json_extract(event, '$.action') FROM audit_events WHERE tenant_id = 'demo-hospital'")
+        .expect("query")
+        .query_map([], |r| r.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    for action in ["key.create", "key.rotate", "key.revoke"] {
+        assert!(actions.iter().any(|a| a == action), "{action} not audited: {actions:?}");
+    }
+}
