@@ -40,6 +40,13 @@ enum Api {
     Rotate,
     Revoke,
     ListKeys(TenantId),
+    CreateTenant,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTenantRequest {
+    tenant_id: TenantId,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,10 +87,11 @@ fn parse(method: &Method, path: &str) -> Result<Api, Error> {
         ["internal", "sign"] => Api::Sign,
         ["admin", "rotate-key"] => Api::Rotate,
         ["admin", "revoke-key"] => Api::Revoke,
+        ["admin", "tenants"] => Api::CreateTenant,
         ["admin", "keys", tenant] => Api::ListKeys(TenantId::parse(tenant).map_err(|_| Error::NotFound)?),
         _ => return Err(Error::NotFound),
     };
-    let expected = if matches!(api, Api::Sign | Api::Rotate | Api::Revoke) { Method::Post } else { Method::Get };
+    let expected = if matches!(api, Api::Sign | Api::Rotate | Api::Revoke | Api::CreateTenant) { Method::Post } else { Method::Get };
     if *method != expected {
         return Err(Error::MethodNotAllowed);
     }
@@ -142,7 +150,7 @@ fn route(req: &Request) -> anyhow::Result<Result<Response, Error>> {
             None => Err(Error::NotFound),
         }),
         Api::Sign => sign(req, &keys),
-        Api::Rotate | Api::Revoke | Api::ListKeys(_) => admin(req, api, &keys),
+        Api::Rotate | Api::Revoke | Api::ListKeys(_) | Api::CreateTenant => admin(req, api, &keys),
     }
 }
 
@@ -197,6 +205,18 @@ fn admin(req: &Request, api: Api, keys: &Keys) -> anyhow::Result<Result<Response
             }
             keys.store(&set)?;
             (body.tenant_id, body.kid, "key.revoke")
+        }
+        Api::CreateTenant => {
+            let Ok(body) = serde_json::from_slice::<CreateTenantRequest>(req.body()) else {
+                return Ok(Err(Error::BadRequest("body must be {\"tenant_id\"}")));
+            };
+            if keys.load(&body.tenant_id, now)?.is_some() {
+                return Ok(Err(Error::Conflict("tenant exists")));
+            }
+            keys.ensure_tenant(&body.tenant_id)?;
+            let set = keys.load(&body.tenant_id, now)?.context("tenant keys just created")?;
+            let kid = set.active(KeyUse::Sig).context("new tenant has no active key")?.jwk.kid.clone();
+            return Ok(Ok(respond::json(201, &serde_json::json!({ "tenant_id": body.tenant_id, "kid": kid }), Cache::NoStore)));
         }
         Api::AllKeys | Api::TenantKeys(_) | Api::Sign | Api::ListKeys(_) => return Ok(Err(Error::NotFound)),
     };
@@ -354,6 +374,7 @@ mod tests {
         assert_eq!(parse(&Method::Post, "/admin/revoke-key"), Ok(Api::Revoke));
         assert_eq!(parse(&Method::Get, "/admin/keys/demo-hospital"), Ok(Api::ListKeys(TenantId::parse("demo-hospital").unwrap())));
         assert_eq!(parse(&Method::Get, "/admin/rotate-key"), Err(Error::MethodNotAllowed));
+        assert_eq!(parse(&Method::Post, "/admin/tenants"), Ok(Api::CreateTenant));
     }
 
     #[test]
