@@ -37,7 +37,7 @@ async fn rotation_keeps_old_tokens_until_revocation_refuses_them_at_once() {
     assert_ne!(new_kid, old_kid);
 
     let set = app.send("GET", "/jwk/demo-hospital", &[], "").await;
-    assert_eq!(published_kids(&set), [old_kid.clone(), new_kid.clone()]);
+    assert_eq!(published_kids(&set), [old_kid.as_str(), new_kid.as_str()]);
     let listed = app.send("GET", "/admin/keys/demo-hospital", &[("authorization", &operator)], "").await.json();
     let status_of = |kid: &str| listed["keys"].as_array().expect("keys").iter().find(|k| k["kid"] == kid).expect("listed")["status"].clone();
     assert_eq!(status_of(&old_kid), "retiring");
@@ -55,7 +55,7 @@ async fn rotation_keeps_old_tokens_until_revocation_refuses_them_at_once() {
     assert_eq!(app.send("POST", "/admin/revoke-key", &[json, ("authorization", &operator)], &revoke).await.status, 200);
     assert_eq!(app.get_with(RECORD, &old_token).await.status, 401);
     assert_eq!(app.get_with(RECORD, &new_token).await.status, 200);
-    assert_eq!(published_kids(&app.send("GET", "/jwk/demo-hospital", &[], "").await), [new_kid.clone()]);
+    assert_eq!(published_kids(&app.send("GET", "/jwk/demo-hospital", &[], "").await), [new_kid.as_str()]);
     assert_eq!(app.send("POST", "/admin/revoke-key", &[json, ("authorization", &operator)], &revoke).await.status, 409);
     let unknown = r#"{"tenant_id":"demo-hospital","kid":"nope"}"#;
     assert_eq!(app.send("POST", "/admin/revoke-key", &[json, ("authorization", &operator)], unknown).await.status, 404);
@@ -83,5 +83,56 @@ async fn rotation_keeps_old_tokens_until_revocation_refuses_them_at_once() {
         .expect("rows");
     for action in ["key.create", "key.rotate", "key.revoke"] {
         assert!(actions.iter().any(|a| a == action), "{action} not audited: {actions:?}");
+    }
+}
+
+async fn post(app: &health_host::App, path: &str, auth: Option<&str>, body: &str) -> (u16, serde_json::Value) {
+    let mut req = http::Request::builder().method("POST").uri(path).header("content-type", "application/json");
+    if let Some(auth) = auth {
+        req = req.header("authorization", auth);
+    }
+    let res = app.handle(req.body(bytes::Bytes::from(body.to_owned())).expect("request")).await.expect("handled");
+    (res.status().as_u16(), serde_json::from_slice(res.body()).unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_logins_on_a_fresh_tenant_all_get_working_tokens() {
+    let app = TestApp::start(|_| {}).expect("app loads");
+    let login = r#"{"tenant":"demo-hospital","username":"alice","password":"alice-demo-2026"}"#;
+    let mut logins = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let app = app.app.clone();
+        logins.spawn(async move { post(&app, "/auth/login", None, login).await });
+    }
+    let mut kids = std::collections::BTreeSet::new();
+    while let Some(result) = logins.join_next().await {
+        let (status, body) = result.expect("join");
+        assert_eq!(status, 200, "{body}");
+        let token = body["access_token"].as_str().expect("token").to_owned();
+        kids.insert(kid_of(&token));
+        assert_eq!(app.get_with(RECORD, &token).await.status, 200, "a racing login's token does not verify");
+    }
+    assert_eq!(kids.len(), 1, "racing bootstraps published different keys: {kids:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_concurrent_rotation_never_undoes_a_revocation() {
+    let app = TestApp::start(|_| {}).expect("app loads");
+    let operator = format!("Bearer {OPERATOR_TOKEN}");
+    for round in 0..3 {
+        let token = app.token(ALICE).await;
+        let kid = kid_of(&token);
+        let (a, b) = (app.app.clone(), app.app.clone());
+        let (op_a, op_b) = (operator.clone(), operator.clone());
+        let revoke_body = format!(r#"{{"tenant_id":"demo-hospital","kid":"{kid}"}}"#);
+        let rotate = tokio::spawn(async move { post(&a, "/admin/rotate-key", Some(&op_a), r#"{"tenant_id":"demo-hospital"}"#).await });
+        let revoke = tokio::spawn(async move { post(&b, "/admin/revoke-key", Some(&op_b), &revoke_body).await });
+        assert_eq!(rotate.await.expect("join").0, 200, "round {round}");
+        assert_eq!(revoke.await.expect("join").0, 200, "round {round}");
+        assert_eq!(app.get_with(RECORD, &token).await.status, 401, "round {round}: revocation undone");
+        let listed = app.send("GET", "/admin/keys/demo-hospital", &[("authorization", &operator)], "").await.json();
+        let active = listed["keys"].as_array().expect("keys").iter().filter(|k| k["status"] == "active").count();
+        assert_eq!(active, 1, "round {round}: {listed}");
+        assert_eq!(app.get_with(RECORD, &app.token(ALICE).await).await.status, 200, "round {round}");
     }
 }

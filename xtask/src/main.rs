@@ -3,7 +3,9 @@
 //! - `cargo xtask up`: build the Wasm components and serve the app on 127.0.0.1:3000 with
 //!   development secrets generated once into `.spin/dev-secrets.env`;
 //! - `cargo xtask test`: build the Wasm components once (release) and run every test;
-//! - `cargo xtask build`: only build the Wasm components.
+//! - `cargo xtask build`: only build the Wasm components;
+//! - `cargo xtask plugin`: package `healthctl` as a Spin plugin (`target/plugin/healthctl.json`)
+//!   for `spin plugins install --file target/plugin/healthctl.json`, then `spin healthctl ...`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,7 +36,21 @@ fn run(mut cmd: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Installs the `wasm32-wasip2` standard library if the active toolchain lacks it (rustup may
+/// be told not to install anything on its own, as on CI machines).
+fn ensure_wasm_target() -> anyhow::Result<()> {
+    let output = Command::new("rustc").current_dir(root()).args(["--print", "target-libdir", "--target", "wasm32-wasip2"]).output()?;
+    let libdir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    if output.status.success() && libdir.is_dir() {
+        return Ok(());
+    }
+    let mut rustup = Command::new("rustup");
+    rustup.current_dir(root()).args(["target", "add", "wasm32-wasip2"]);
+    run(rustup)
+}
+
 fn build_guests() -> anyhow::Result<()> {
+    ensure_wasm_target()?;
     let mut cmd = cargo();
     cmd.args(["build", "--release", "--target", "wasm32-wasip2"]);
     for guest in GUESTS {
@@ -74,10 +90,49 @@ fn dev_secrets() -> anyhow::Result<Vec<(String, String)>> {
         .collect())
 }
 
+/// Builds `healthctl` (release), packs it as Spin expects and writes the plugin manifest.
+fn plugin() -> anyhow::Result<()> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--release", "-p", "healthctl"]);
+    run(cmd)?;
+    let (os, arch) = match (std::env::consts::OS, std::env::consts::ARCH) {
+        (os @ ("linux" | "macos"), "x86_64") => (os, "amd64"),
+        (os @ ("linux" | "macos"), "aarch64") => (os, "aarch64"),
+        (os, arch) => bail!("no Spin plugin package naming for {os}/{arch}"),
+    };
+    let out = root().join("target/plugin");
+    std::fs::create_dir_all(&out)?;
+    let tarball = out.join(format!("healthctl-{os}-{arch}.tar.gz"));
+    let mut tar = Command::new("tar");
+    tar.arg("-czf").arg(&tarball).arg("-C").arg(root().join("target/release")).arg("healthctl");
+    run(tar)?;
+    let sha256 = hex::encode(sha2::Sha256::digest(std::fs::read(&tarball)?));
+    let manifest = format!(
+        r#"{{
+  "name": "healthctl",
+  "description": "Operate the health platform: tenants and keys",
+  "homepage": "https://github.com/health-platform/health-platform",
+  "version": "{version}",
+  "spinCompatibility": ">=3.0",
+  "license": "Apache-2.0",
+  "packages": [
+    {{ "os": "{os}", "arch": "{arch}", "url": "file://{url}", "sha256": "{sha256}" }}
+  ]
+}}
+"#,
+        version = env!("CARGO_PKG_VERSION"),
+        url = tarball.display(),
+    );
+    std::fs::write(out.join("healthctl.json"), manifest)?;
+    println!("spin plugins install --file {}", out.join("healthctl.json").display());
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("build") => build_guests(),
+        Some("plugin") => plugin(),
         Some("test") => {
             build_guests()?;
             let mut cmd = cargo();
@@ -99,7 +154,7 @@ fn main() -> anyhow::Result<()> {
             run(cmd)
         }
         _ => {
-            eprintln!("usage: cargo xtask <up [host args]|test [cargo test args]|build>");
+            eprintln!("usage: cargo xtask <up [host args]|test [cargo test args]|build|plugin>");
             std::process::exit(2);
         }
     }

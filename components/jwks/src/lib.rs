@@ -13,7 +13,8 @@
 use anyhow::Context;
 use health_core::audit::{Event, Outcome};
 use health_core::{Problem, TenantId};
-use health_jose::{Claims, KeyUse, LifecycleError, TenantKeys};
+use health_jose::{Claims, KeyStatus, KeyUse, LifecycleError, TenantKeys};
+use rand_chacha::rand_core::SeedableRng;
 use serde::Deserialize;
 use health_spin::respond::{self, Cache};
 use rsa::RsaPrivateKey;
@@ -31,6 +32,8 @@ const JWKS_MAX_AGE_SECS: u32 = 300;
 const MAX_BODY: usize = 8 * 1024;
 /// Clock tolerance verifiers allow; a retiring key outlives the longest token by this much.
 const CLOCK_TOLERANCE_SECS: i64 = 60;
+/// Read-back rounds before a key-set update under contention gives up.
+const UPDATE_ATTEMPTS: usize = 8;
 
 #[derive(Debug, PartialEq, Eq)]
 enum Api {
@@ -197,13 +200,11 @@ fn admin(req: &Request, api: Api, keys: &Keys) -> anyhow::Result<Result<Response
             let Ok(body) = serde_json::from_slice::<RevokeRequest>(req.body()) else {
                 return Ok(Err(Error::BadRequest("body must be {\"tenant_id\", \"kid\"}")));
             };
-            let Some(mut set) = keys.load(&body.tenant_id, now)? else { return Ok(Err(Error::NotFound)) };
-            match set.revoke(&body.kid, now) {
-                Ok(()) => {}
-                Err(LifecycleError::UnknownKid) => return Ok(Err(Error::NotFound)),
-                Err(LifecycleError::AlreadyRevoked) => return Ok(Err(Error::Conflict("key already revoked"))),
+            match keys.revoke(&body.tenant_id, &body.kid, now)? {
+                None | Some(Err(LifecycleError::UnknownKid)) => return Ok(Err(Error::NotFound)),
+                Some(Err(LifecycleError::AlreadyRevoked)) => return Ok(Err(Error::Conflict("key already revoked"))),
+                Some(Ok(())) => {}
             }
-            keys.store(&set)?;
             (body.tenant_id, body.kid, "key.revoke")
         }
         Api::CreateTenant => {
@@ -315,9 +316,14 @@ impl Keys {
         self.public.set(&public_key_name(&set.tenant_id), &serde_json::to_vec(set)?).context("storing tenant keys")
     }
 
-    /// Generates a key and seals its private half under `master_key` (AAD = tenant/kid).
-    fn generate(&self, tenant: &TenantId, now: i64) -> anyhow::Result<health_jose::KeyRecord> {
-        let (private, record) = health_jose::generate_rs256(tenant, now, &mut health_spin::rng())?;
+    /// Generates a key from `rng` and seals its private half under `master_key` (AAD = tenant/kid).
+    fn generate(
+        &self,
+        tenant: &TenantId,
+        now: i64,
+        rng: &mut (impl rand_core::RngCore + rand_core::CryptoRng),
+    ) -> anyhow::Result<health_jose::KeyRecord> {
+        let (private, record) = health_jose::generate_rs256(tenant, now, rng)?;
         let der = private.to_pkcs8_der().context("encoding private key")?;
         let name = private_key_name(tenant, &record.jwk.kid);
         let sealed = health_spin::secret_key("master_key")?.seal(name.as_bytes(), der.as_bytes(), &mut health_spin::rng());
@@ -325,15 +331,59 @@ impl Keys {
         Ok(record)
     }
 
+    /// Read-modify-write of a tenant's key set that survives concurrent writers: Spin's
+    /// key-value store has no compare-and-swap, so after writing, the set is read back and
+    /// `change` re-applied until `applied` holds (e.g. a revocation a concurrent rotation
+    /// overwrote is written again on top of the rotation).
+    fn update(
+        &self,
+        tenant: &TenantId,
+        now: i64,
+        mut change: impl FnMut(&mut TenantKeys) -> Result<(), LifecycleError>,
+        applied: impl Fn(&TenantKeys) -> bool,
+    ) -> anyhow::Result<Option<Result<(), LifecycleError>>> {
+        let mut first = None;
+        for _ in 0..UPDATE_ATTEMPTS {
+            let Some(mut set) = self.load(tenant, now)? else { return Ok(None) };
+            if first.is_some() && applied(&set) {
+                return Ok(first);
+            }
+            let outcome = change(&mut set);
+            if outcome.is_err() {
+                // Refused on the current state (e.g. already revoked): report the first answer.
+                return Ok(Some(first.unwrap_or(outcome)));
+            }
+            self.store(&set)?;
+            first.get_or_insert(Ok(()));
+        }
+        anyhow::bail!("key set of tenant {tenant:?} kept changing under concurrent updates")
+    }
+
     /// Rotates the tenant's signing key; the new private half is stored before it is published.
     fn rotate(&self, tenant: &TenantId, now: i64) -> anyhow::Result<Option<String>> {
-        let Some(mut set) = self.load(tenant, now)? else { return Ok(None) };
-        let record = self.generate(tenant, now)?;
+        if self.load(tenant, now)?.is_none() {
+            return Ok(None);
+        }
+        let record = self.generate(tenant, now, &mut health_spin::rng())?;
         let kid = record.jwk.kid.clone();
         let retiring_secs = health_spin::var_i64("access_token_ttl_secs")? + CLOCK_TOLERANCE_SECS;
-        set.rotate(record, now, retiring_secs);
-        self.store(&set)?;
-        Ok(Some(kid))
+        let updated = self.update(
+            tenant,
+            now,
+            |set| {
+                if set.find(&kid).is_none() {
+                    set.rotate(record.clone(), now, retiring_secs);
+                }
+                Ok(())
+            },
+            |set| set.active(KeyUse::Sig).is_some_and(|k| k.jwk.kid == kid),
+        )?;
+        Ok(updated.map(|_| kid))
+    }
+
+    /// Revokes `kid` so that no concurrent update can bring it back.
+    fn revoke(&self, tenant: &TenantId, kid: &str, now: i64) -> anyhow::Result<Option<Result<(), LifecycleError>>> {
+        self.update(tenant, now, |set| set.revoke(kid, now), |set| set.find(kid).is_some_and(|k| k.status == KeyStatus::Revoked))
     }
 
     fn private(&self, tenant: &TenantId, kid: &str) -> anyhow::Result<RsaPrivateKey> {
@@ -346,14 +396,19 @@ impl Keys {
         RsaPrivateKey::from_pkcs8_der(&der).context("decoding private key")
     }
 
-    /// Creates the tenant's signing key if it has none. The private half is written first, under
-    /// its own kid, so a concurrent creator can only ever publish a key whose private half exists.
+    /// Creates the tenant's signing key if it has none. Concurrent first requests race here
+    /// with no compare-and-swap to arbitrate, so the first key is derived deterministically
+    /// (an RNG seeded with HMAC-SHA256(master_key, tenant)): every racer generates the same
+    /// key and kid, and whichever write lands, tokens signed by any racer verify. This derives
+    /// nothing a `master_key` holder could not already unseal; rotated keys are random.
     fn ensure_tenant(&self, tenant: &TenantId) -> anyhow::Result<()> {
         if self.public.exists(&public_key_name(tenant)).context("checking tenant keys")? {
             return Ok(());
         }
         let now = health_spin::now();
-        let record = self.generate(tenant, now)?;
+        let master = health_spin::secret_key("master_key")?;
+        let seed = health_core::derive(&master, &format!("health-platform/bootstrap-signing-key/v1/{tenant}"));
+        let record = self.generate(tenant, now, &mut rand_chacha::ChaCha20Rng::from_seed(seed))?;
         let issuer = format!("{}/t/{tenant}", health_spin::var("issuer_base")?.trim_end_matches('/'));
         let kid = record.jwk.kid.clone();
         self.store(&TenantKeys { tenant_id: tenant.clone(), issuer, keys: vec![record] })?;

@@ -15,9 +15,11 @@ mod manifest;
 mod outbound;
 mod routing;
 mod runtime_config;
+mod serve;
 mod spin_api;
 mod variables;
 
 pub use app::{App, DEFAULT_CLIENT, LoadOptions, State};
 pub use compose::{check_dependency, compose, interfaces};
 pub use manifest::Manifest;
+pub use serve::serve;

@@ -4,14 +4,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use health_host::{App, LoadOptions, Manifest};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
-
-/// Requests larger than this are refused before reaching a component.
-const MAX_REQUEST_BODY: usize = 10 * 1024 * 1024;
 
 #[derive(Parser)]
 #[command(version, about = "Run a Spin application the way `spin up` does (wasmtime-based local host)")]
@@ -93,45 +87,16 @@ async fn main() -> anyhow::Result<()> {
                 env: std::env::vars().collect(),
             };
             let app = App::load(&options)?;
-            serve(app, listen).await
-        }
-    }
-}
-
-async fn serve(app: App, listen: SocketAddr) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
-    println!("Serving http://{listen}\nAvailable Routes:");
-    for (route, component) in app.routes() {
-        if route.starts_with('/') {
-            println!("  {component}: http://{listen}{route}");
-        } else {
-            println!("  {component}: {route}");
-        }
-    }
-    loop {
-        let (stream, client) = listener.accept().await?;
-        let app = app.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let app = app.clone();
-                async move {
-                    let (parts, body) = req.into_parts();
-                    let response = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
-                        Ok(body) => match app.handle_from(http::Request::from_parts(parts, body.to_bytes()), client).await {
-                            Ok(response) => response,
-                            Err(e) => {
-                                tracing::error!("request failed: {e:#}");
-                                http::Response::builder().status(500).body(Bytes::from_static(b"Internal Server Error")).unwrap_or_default()
-                            }
-                        },
-                        Err(_) => http::Response::builder().status(413).body(Bytes::from_static(b"Payload Too Large")).unwrap_or_default(),
-                    };
-                    Ok::<_, std::convert::Infallible>(response.map(Full::new))
+            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+            println!("Serving http://{listen}\nAvailable Routes:");
+            for (route, component) in app.routes() {
+                if route.starts_with('/') {
+                    println!("  {component}: http://{listen}{route}");
+                } else {
+                    println!("  {component}: {route}");
                 }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
-                tracing::debug!("connection from {client}: {e}");
             }
-        });
+            health_host::serve(app, listener).await
+        }
     }
 }

@@ -1,0 +1,133 @@
+//! `healthctl`: the platform operator's command-line tool. It talks to the admin API of a
+//! running app (`cargo xtask up`, `spin up` or a deployment) with the operator token from
+//! `HEALTH_OPERATOR_TOKEN`. It holds no keys and reads no store itself.
+//!
+//! Exit codes: 0 done; 1 the server refused (4xx, its problem detail printed); 2 bad usage or
+//! configuration; 3 the server failed or could not be reached.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use health_core::TenantId;
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(version, about = "Operate the health platform: tenants and keys")]
+struct Cli {
+    /// Base URL of the platform.
+    #[arg(long, env = "HEALTHCTL_URL", default_value = "http://127.0.0.1:3000", global = true)]
+    url: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Tenants.
+    #[command(subcommand)]
+    Tenants(Tenants),
+    /// Tenant keys.
+    #[command(subcommand)]
+    Keys(Keys),
+}
+
+#[derive(Subcommand)]
+enum Tenants {
+    /// Create a tenant (its signing key).
+    Create { tenant: String },
+}
+
+#[derive(Subcommand)]
+enum Keys {
+    /// Rotate a tenant's key: a new active key; the old one retires after the token lifetime.
+    Rotate {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long = "use", default_value = "sig", value_parser = ["sig"])]
+        key_use: String,
+    },
+    /// Revoke a key at once: every token it signed is refused.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        kid: String,
+    },
+    /// List a tenant's keys and their statuses.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+enum Failure {
+    Usage(String),
+    Refused(u16, String),
+    Unavailable(String),
+}
+
+fn tenant(text: &str) -> Result<TenantId, Failure> {
+    TenantId::parse(text).map_err(|e| Failure::Usage(format!("{text:?}: {e}")))
+}
+
+fn request(url: &str, method: &str, path: &str, body: Option<Value>) -> Result<Value, Failure> {
+    let token = std::env::var("HEALTH_OPERATOR_TOKEN")
+        .map_err(|_| Failure::Usage("HEALTH_OPERATOR_TOKEN is not set (the platform operator token)".into()))?;
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let target = format!("{}{path}", url.trim_end_matches('/'));
+    let auth = format!("Bearer {token}");
+    let result = match body {
+        Some(body) if method == "POST" => agent.post(&target).header("authorization", &auth).send_json(body),
+        _ => agent.get(&target).header("authorization", &auth).call(),
+    };
+    let mut response = result.map_err(|e| Failure::Unavailable(format!("{target}: {e}")))?;
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().map_err(|e| Failure::Unavailable(format!("reading response: {e}")))?;
+    let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    match status {
+        200..=299 => Ok(value),
+        400..=499 => {
+            let title = value["title"].as_str().unwrap_or("refused");
+            let detail = value["detail"].as_str().map(|d| format!(": {d}")).unwrap_or_default();
+            Err(Failure::Refused(status, format!("{title}{detail}")))
+        }
+        _ => Err(Failure::Unavailable(format!("server error {status}"))),
+    }
+}
+
+fn run(cli: Cli) -> Result<Value, Failure> {
+    let url = cli.url;
+    match cli.command {
+        Command::Tenants(Tenants::Create { tenant: t }) => {
+            request(&url, "POST", "/admin/tenants", Some(json!({ "tenant_id": tenant(&t)? })))
+        }
+        Command::Keys(Keys::Rotate { tenant: t, key_use }) => {
+            request(&url, "POST", "/admin/rotate-key", Some(json!({ "tenant_id": tenant(&t)?, "use": key_use })))
+        }
+        Command::Keys(Keys::Revoke { tenant: t, kid }) => {
+            request(&url, "POST", "/admin/revoke-key", Some(json!({ "tenant_id": tenant(&t)?, "kid": kid })))
+        }
+        Command::Keys(Keys::List { tenant: t }) => request(&url, "GET", &format!("/admin/keys/{}", tenant(&t)?), None),
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(value) => {
+            println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(Failure::Usage(message)) => {
+            eprintln!("healthctl: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Refused(status, message)) => {
+            eprintln!("healthctl: refused ({status}): {message}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Unavailable(message)) => {
+            eprintln!("healthctl: {message}");
+            ExitCode::from(3)
+        }
+    }
+}
