@@ -84,6 +84,10 @@ async fn rotation_keeps_old_tokens_until_revocation_refuses_them_at_once() {
     for action in ["key.create", "key.rotate", "key.revoke"] {
         assert!(actions.iter().any(|a| a == action), "{action} not audited: {actions:?}");
     }
+    let denied: i64 = audit
+        .query_row("SELECT count(*) FROM audit_events WHERE reason IN ('bad_operator_token', 'missing_operator_token')", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(denied, 3, "refused operator attempts are audited");
 }
 
 async fn post(app: &health_host::App, path: &str, auth: Option<&str>, body: &str) -> (u16, serde_json::Value) {

@@ -160,10 +160,22 @@ fn route(req: &Request) -> anyhow::Result<Result<Response, Error>> {
 /// The operator's key management. Every change is audited.
 fn admin(req: &Request, api: Api, keys: &Keys) -> anyhow::Result<Result<Response, Error>> {
     let presented = req.header("authorization").and_then(|v| v.as_str()).and_then(|v| v.strip_prefix("Bearer "));
+    let now = health_spin::now();
     if !presented.is_some_and(|token| health_core::token_matches_hash(token, &health_spin::var("operator_token_hash").unwrap_or_default())) {
+        health_spin::audit::append(&Event {
+            time: now,
+            request_id: health_spin::random_id(),
+            tenant_id: health_core::audit::NO_TENANT.into(),
+            action: format!("{} {}", req.method(), req.path().chars().take(128).collect::<String>()),
+            resource: "admin".into(),
+            outcome: Some(Outcome::Deny),
+            reason: if presented.is_some() { "bad_operator_token" } else { "missing_operator_token" }.into(),
+            status: 401,
+            client_ip: req.header("spin-client-addr").and_then(|v| v.as_str()).map(str::to_owned),
+            ..Event::default()
+        })?;
         return Ok(Err(Error::Unauthorized));
     }
-    let now = health_spin::now();
     if let Api::ListKeys(tenant) = &api {
         let Some(set) = keys.load(tenant, now)? else { return Ok(Err(Error::NotFound)) };
         let listed: Vec<_> = set
