@@ -63,31 +63,15 @@ async fn rotation_keeps_old_tokens_until_revocation_refuses_them_at_once() {
     assert_eq!(app.send("POST", "/admin/rotate-key", &[json, ("authorization", &operator)], other_tenant).await.status, 404);
 
     // Both keys' private halves exist only sealed, in the jwks-only store.
-    let db = rusqlite::Connection::open(app.state.path().join("private-keys.db")).expect("db");
-    let sealed: Vec<Vec<u8>> = db
-        .prepare("SELECT value FROM spin_key_value WHERE store = 'private-keys'")
-        .expect("query")
-        .query_map([], |r| r.get(0))
-        .expect("rows")
-        .collect::<Result<_, _>>()
-        .expect("rows");
+    let sealed = app.query_strings("private-keys.db", "SELECT CAST(value AS TEXT) FROM spin_key_value WHERE store = 'private-keys'");
     assert_eq!(sealed.len(), 2);
-    assert!(sealed.iter().all(|v| v.starts_with(b"v1.")), "private keys stored unsealed");
-    let audit = rusqlite::Connection::open(app.state.path().join("audit.db")).expect("audit");
-    let actions: Vec<String> = audit
-        .prepare("SELECT json_extract(event, '$.action') FROM audit_events WHERE tenant_id = 'demo-hospital'")
-        .expect("query")
-        .query_map([], |r| r.get(0))
-        .expect("rows")
-        .collect::<Result<_, _>>()
-        .expect("rows");
+    assert!(sealed.iter().all(|v| v.starts_with("v1.")), "private keys stored unsealed");
+    let actions = app.query_strings("audit.db", "SELECT json_extract(event, '$.action') FROM audit_events WHERE tenant_id = 'demo-hospital'");
     for action in ["key.create", "key.rotate", "key.revoke"] {
         assert!(actions.iter().any(|a| a == action), "{action} not audited: {actions:?}");
     }
-    let denied: i64 = audit
-        .query_row("SELECT count(*) FROM audit_events WHERE reason IN ('bad_operator_token', 'missing_operator_token')", [], |r| r.get(0))
-        .expect("count");
-    assert_eq!(denied, 3, "refused operator attempts are audited");
+    let denied = app.query_strings("audit.db", "SELECT reason FROM audit_events WHERE reason IN ('bad_operator_token', 'missing_operator_token')");
+    assert_eq!(denied.len(), 3, "refused operator attempts are audited: {denied:?}");
 }
 
 async fn post(app: &health_host::App, path: &str, auth: Option<&str>, body: &str) -> (u16, serde_json::Value) {

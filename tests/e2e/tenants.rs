@@ -79,14 +79,7 @@ async fn tenant_a_key_never_admits_a_token_for_tenant_b() {
         assert_eq!(reply.header("www-authenticate"), r#"Bearer error="invalid_token""#, "{attack}");
     }
 
-    let audit = rusqlite::Connection::open(app.state.path().join("audit.db")).expect("audit");
-    let reasons: Vec<String> = audit
-        .prepare("SELECT reason FROM audit_events WHERE status = 401")
-        .expect("query")
-        .query_map([], |r| r.get(0))
-        .expect("rows")
-        .collect::<Result<_, _>>()
-        .expect("rows");
+    let reasons = app.query_strings("audit.db", "SELECT reason FROM audit_events WHERE status = 401");
     for reason in ["unknown_kid", "bad_signature", "wrong_issuer"] {
         assert!(reasons.iter().any(|r| r == reason), "{reason} not audited: {reasons:?}");
     }

@@ -84,6 +84,13 @@ impl TestApp {
         reply.json()["access_token"].as_str().expect("access_token").to_owned()
     }
 
+    /// The first column of `sql` run against the database file `db` of the state directory.
+    pub fn query_strings(&self, db: &str, sql: &str) -> Vec<String> {
+        let conn = rusqlite::Connection::open(self.state.path().join(db)).expect("database opens");
+        let mut stmt = conn.prepare(sql).expect("query prepares");
+        stmt.query_map([], |r| r.get::<_, String>(0)).expect("query runs").collect::<Result<_, _>>().expect("rows read")
+    }
+
     pub async fn get_with(&self, path: &str, token: &str) -> Reply {
         self.send("GET", path, &[("authorization", &format!("Bearer {token}"))], "").await
     }

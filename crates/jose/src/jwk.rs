@@ -186,25 +186,14 @@ mod tests {
 
     #[test]
     fn published_set_excludes_retired_and_revoked_keys() {
-        let tenant = TenantId::parse("t").unwrap();
-        let jwk = |kid: &str| PublicJwk {
-            kty: "RSA".into(),
-            kid: kid.into(),
-            key_use: KeyUse::Sig,
-            alg: "RS256".into(),
-            n: "AQAB".into(),
-            e: "AQAB".into(),
-            tenant_id: tenant.clone(),
-        };
-        let rec = |kid: &str, status| KeyRecord { jwk: jwk(kid), status, created_at: 0, not_after: None };
         let keys = TenantKeys {
-            tenant_id: tenant.clone(),
+            tenant_id: TenantId::parse("t").unwrap(),
             issuer: "i".into(),
             keys: vec![
-                rec("a", KeyStatus::Active),
-                rec("b", KeyStatus::Retiring),
-                rec("c", KeyStatus::Retired),
-                rec("d", KeyStatus::Revoked),
+                record("a", KeyStatus::Active),
+                record("b", KeyStatus::Retiring),
+                record("c", KeyStatus::Retired),
+                record("d", KeyStatus::Revoked),
             ],
         };
         let kids: Vec<_> = keys.published(0).map(|k| k.kid.as_str()).collect();
