@@ -124,3 +124,45 @@ async fn a_concurrent_rotation_never_undoes_a_revocation() {
         assert_eq!(app.get_with(RECORD, &app.token(ALICE).await).await.status, 200, "round {round}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_old_active_key_rotates_exactly_once_on_the_next_signings() {
+    let app = TestApp::start(|_| {}).expect("app loads");
+    let before = app.token(ALICE).await;
+    let old_kid = kid_of(&before);
+    // Age the active key past key_rotation_days (90) in the store, as time would.
+    let ninety_one_days_ago = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() - 91 * 86_400;
+    let db = rusqlite::Connection::open(app.state.path().join("public-keys.db")).expect("db");
+    let aged = db
+        .execute(
+            "UPDATE spin_key_value SET value = CAST(json_set(CAST(value AS TEXT), '$.keys[0].created_at', ?1) AS BLOB)
+             WHERE store = 'public-keys' AND key = 'tenant/demo-hospital'",
+            [ninety_one_days_ago],
+        )
+        .expect("age key");
+    assert_eq!(aged, 1);
+
+    let login = r#"{"tenant":"demo-hospital","username":"alice","password":"alice-demo-2026"}"#;
+    let mut logins = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let app = app.app.clone();
+        logins.spawn(async move { post(&app, "/auth/login", None, login).await });
+    }
+    let mut kids = std::collections::BTreeSet::new();
+    while let Some(result) = logins.join_next().await {
+        let (status, body) = result.expect("join");
+        assert_eq!(status, 200, "{body}");
+        kids.insert(kid_of(body["access_token"].as_str().expect("token")));
+    }
+    assert_eq!(kids.len(), 1, "racing signers rotated more than once: {kids:?}");
+    assert!(!kids.contains(&old_kid), "the aged key still signs");
+
+    let operator = format!("Bearer {OPERATOR_TOKEN}");
+    let listed = app.send("GET", "/admin/keys/demo-hospital", &[("authorization", &operator)], "").await.json();
+    let statuses: Vec<String> = listed["keys"].as_array().expect("keys").iter().map(|k| k["status"].as_str().expect("status").to_owned()).collect();
+    assert_eq!(statuses, ["retiring", "active"], "{listed}");
+    // The token from before the rotation still works while its key is retiring.
+    assert_eq!(app.get_with(RECORD, &before).await.status, 200);
+    let rotations = app.query_strings("audit.db", "SELECT reason FROM audit_events WHERE json_extract(event, '$.action') = 'key.rotate'");
+    assert!(!rotations.is_empty() && rotations.iter().all(|r| r == "scheduled"), "{rotations:?}");
+}

@@ -272,13 +272,20 @@ fn sign(req: &Request, keys: &Keys) -> anyhow::Result<Result<Response, Error>> {
     if claims.exp.saturating_sub(claims.iat) > ttl || claims.exp <= claims.iat {
         return Ok(Err(Error::BadRequest("token lifetime out of bounds")));
     }
-    let Some(set) = keys.load(&claims.tenant_id, health_spin::now())? else {
+    let now = health_spin::now();
+    let Some(set) = keys.load(&claims.tenant_id, now)? else {
         return Ok(Err(Error::NotFound));
     };
     if claims.iss != set.issuer {
         return Ok(Err(Error::BadRequest("issuer does not belong to the tenant")));
     }
-    let active = set.active(KeyUse::Sig).context("tenant has no active signing key")?;
+    let mut active = set.active(KeyUse::Sig).context("tenant has no active signing key")?.clone();
+    let max_age = health_spin::var_i64("key_rotation_days")?.saturating_mul(86_400);
+    if now.saturating_sub(active.created_at) > max_age {
+        let kid = keys.scheduled_rotate(&claims.tenant_id, &active.jwk.kid, now)?;
+        let set = keys.load(&claims.tenant_id, now)?.context("tenant keys vanished during rotation")?;
+        active = set.find(&kid).context("rotated key missing")?.clone();
+    }
     let private = keys.private(&claims.tenant_id, &active.jwk.kid)?;
     let token = health_jose::sign_rs256(&private, &active.jwk.kid, &claims, &mut health_spin::rng())
         .context("signing access token")?;
@@ -391,6 +398,36 @@ impl Keys {
             |set| set.active(KeyUse::Sig).is_some_and(|k| k.jwk.kid == kid),
         )?;
         Ok(updated.map(|_| kid))
+    }
+
+    /// Rotation on schedule, done lazily by the next signing (Spin has no scheduler). Every
+    /// concurrent signer derives the same successor of `old_kid` from `master_key`, and adds
+    /// it only if absent, so however many race there is exactly one rotation.
+    fn scheduled_rotate(&self, tenant: &TenantId, old_kid: &str, now: i64) -> anyhow::Result<String> {
+        let master = health_spin::secret_key("master_key")?;
+        let seed = health_core::derive(&master, &format!("health-platform/scheduled-rotation/v1/{tenant}/{old_kid}"));
+        let record = self.generate(tenant, now, &mut rand_chacha::ChaCha20Rng::from_seed(seed))?;
+        let kid = record.jwk.kid.clone();
+        let retiring_secs = health_spin::var_i64("access_token_ttl_secs")? + CLOCK_TOLERANCE_SECS;
+        let mut added = false;
+        self.update(
+            tenant,
+            now,
+            |set| {
+                if set.find(&kid).is_none() {
+                    set.rotate(record.clone(), now, retiring_secs);
+                    added = true;
+                }
+                Ok(())
+            },
+            |set| set.find(&kid).is_some(),
+        )?
+        .context("tenant keys vanished during rotation")?
+        .map_err(|e| anyhow::anyhow!("scheduled rotation refused: {e}"))?;
+        if added {
+            audit_key_event(tenant, &kid, "key.rotate", "scheduled", now)?;
+        }
+        Ok(kid)
     }
 
     /// Revokes `kid` so that no concurrent update can bring it back.
