@@ -200,12 +200,14 @@ pub fn peek_tenant(token: &str, opts: &VerifyOptions) -> Result<TenantId> {
     TenantId::parse(&tenant).map_err(|_| Error::BadClaims)
 }
 
-/// Verifies `token` against `keys` at time `now`, in the fixed order of ARCHITECTURE.md §4:
-/// size → parts → header (no `crit`, no embedded key sources) → `kid` in the tenant's set →
-/// signature with the key's own algorithm → required claims and times → `typ` → issuer and
-/// tenant binding → key status. Revocation by `jti` and per-subject not-before need stores and
-/// are the caller's next step.
-pub fn verify(token: &str, keys: &TenantKeys, now: i64, opts: &VerifyOptions) -> Result<Claims> {
+/// Steps one to five of the order: size, parts, header, `kid` within the tenant's set, and the
+/// signature under the key's own algorithm. Returns the payload bytes, trusted from here on but
+/// not yet checked as claims (exposed for vector tests and nested tokens).
+pub fn verify_signature(token: &str, keys: &TenantKeys, opts: &VerifyOptions) -> Result<Vec<u8>> {
+    verify_signature_parts(token, keys, opts).map(|(parts, _)| parts.payload)
+}
+
+fn verify_signature_parts<'a, 'k>(token: &'a str, keys: &'k TenantKeys, opts: &VerifyOptions) -> Result<(Parts<'a>, &'k crate::KeyRecord)> {
     let parts = split(token, opts)?;
     let header = &parts.header;
     if header.crit.is_some() {
@@ -229,7 +231,17 @@ pub fn verify(token: &str, keys: &TenantKeys, now: i64, opts: &VerifyOptions) ->
     }
     let public = record.jwk.rsa_public_key().ok_or(Error::UnknownKid)?;
     verify_rs256(&public, parts.signing_input.as_bytes(), &parts.signature)?;
+    Ok((parts, record))
+}
 
+/// Verifies `token` against `keys` at time `now`, in the fixed order of ARCHITECTURE.md §4:
+/// size → parts → header (no `crit`, no embedded key sources) → `kid` in the tenant's set →
+/// signature with the key's own algorithm → required claims and times → `typ` → issuer and
+/// tenant binding → key status. Revocation by `jti` and per-subject not-before need stores and
+/// are the caller's next step.
+pub fn verify(token: &str, keys: &TenantKeys, now: i64, opts: &VerifyOptions) -> Result<Claims> {
+    let (parts, record) = verify_signature_parts(token, keys, opts)?;
+    let header = &parts.header;
     let raw: RawClaims = serde_json::from_slice(&parts.payload).map_err(|_| Error::BadClaims)?;
     let exp = raw.exp.ok_or(Error::MissingClaim("exp"))?;
     let iat = raw.iat.ok_or(Error::MissingClaim("iat"))?;

@@ -10,7 +10,7 @@ mod jwk;
 mod jws;
 
 pub use jwk::{KeyRecord, KeyStatus, KeyUse, LifecycleError, PublicJwk, TenantKeys, generate_rs256, thumbprint};
-pub use jws::{Claims, Error, Result, VerifyOptions, peek_tenant, sign_rs256, verify};
+pub use jws::{Claims, Error, Result, VerifyOptions, peek_tenant, sign_rs256, verify, verify_signature};
 
 /// Header `typ` of an access token (RFC 9068 §2.1).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
