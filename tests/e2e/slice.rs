@@ -164,6 +164,30 @@ async fn jwks_verifies_the_token_in_an_independent_jose_library() {
 }
 
 #[tokio::test]
+async fn gateway_accepts_a_token_minted_by_an_independent_library_with_the_tenants_key() {
+    use rsa::pkcs1::EncodeRsaPrivateKey;
+    let app = app();
+    app.token(ALICE).await;
+    let (kid, key) = app.tenant_private_key("demo-hospital");
+    let der = key.to_pkcs1_der().expect("PKCS#1");
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.typ = Some("at+jwt".into());
+    header.kid = Some(kid);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let claims = serde_json::json!({
+        "iss": "http://127.0.0.1:3000/t/demo-hospital", "sub": "u-alice", "aud": "health-platform",
+        "exp": now + 300, "iat": now, "nbf": now, "jti": "minted-by-jsonwebtoken", "tenant_id": "demo-hospital",
+        "role": "patient", "scope": "patient/records.read", "client_id": "interop", "amr": ["pwd"], "auth_time": now,
+    });
+    let token = jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_rsa_der(der.as_bytes())).expect("encodes");
+    assert_eq!(app.get_with("/api/patients/p-1001/record", &token).await.status, 200);
+    // The same library's token without the access-token type is refused.
+    header.typ = Some("JWT".into());
+    let wrong_type = jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_rsa_der(der.as_bytes())).expect("encodes");
+    assert_unauthorized(&app.get_with("/api/patients/p-1001/record", &wrong_type).await);
+}
+
+#[tokio::test]
 async fn every_gateway_request_is_audited_in_an_intact_append_only_chain() {
     let app = app();
     let token = app.token(ALICE).await;

@@ -2,10 +2,9 @@
 //! with the master key, straight from the store) forges tokens for tenant B. The gateway must
 //! refuse each one, and record the precise reason in the audit log.
 
-use health_core::{SecretKey, TenantId};
-use health_e2e::{ALICE, MASTER_KEY, OPERATOR_TOKEN, TestApp};
+use health_core::TenantId;
+use health_e2e::{ALICE, OPERATOR_TOKEN, TestApp};
 use health_jose::Claims;
-use rsa::pkcs8::DecodePrivateKey;
 
 const RECORD: &str = "/api/patients/p-1001/record";
 const BASE: &str = "http://127.0.0.1:3000";
@@ -32,19 +31,6 @@ fn claims(tenant: &str, iss_tenant: &str) -> Claims {
     }
 }
 
-/// Tenant `tenant`'s active private key, unsealed from the private-keys store.
-fn stolen_key(app: &TestApp, tenant: &str) -> (String, rsa::RsaPrivateKey) {
-    let db = rusqlite::Connection::open(app.state.path().join("private-keys.db")).expect("db");
-    let (name, sealed): (String, Vec<u8>) = db
-        .query_row("SELECT key, value FROM spin_key_value WHERE store = 'private-keys' AND key LIKE ?1", [format!("{tenant}/%")], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .expect("a private key");
-    let der = SecretKey::from_hex(MASTER_KEY).expect("key").open(name.as_bytes(), std::str::from_utf8(&sealed).expect("text")).expect("opens");
-    let kid = name.split_once('/').expect("tenant/kid").1.to_owned();
-    (kid, rsa::RsaPrivateKey::from_pkcs8_der(&der).expect("pkcs8"))
-}
-
 #[tokio::test]
 async fn tenant_a_key_never_admits_a_token_for_tenant_b() {
     let app = TestApp::start(|_| {}).expect("app loads");
@@ -62,7 +48,7 @@ async fn tenant_a_key_never_admits_a_token_for_tenant_b() {
     let tenants: Vec<&str> = all["keys"].as_array().expect("keys").iter().map(|k| k["tenant_id"].as_str().expect("tenant")).collect();
     assert!(tenants.contains(&"demo-hospital") && tenants.contains(&"other-hospital"), "{tenants:?}");
 
-    let (a_kid, a_key) = stolen_key(&app, "demo-hospital");
+    let (a_kid, a_key) = app.tenant_private_key("demo-hospital");
     let sign = |kid: &str, claims: &Claims| health_jose::sign_rs256(&a_key, kid, claims, &mut rand_core::OsRng).expect("signs");
 
     // Control: the forging helper makes tokens the gateway accepts, so the refusals below mean something.

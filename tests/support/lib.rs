@@ -91,6 +91,24 @@ impl TestApp {
         stmt.query_map([], |r| r.get::<_, String>(0)).expect("query runs").collect::<Result<_, _>>().expect("rows read")
     }
 
+    /// A tenant's (first stored) private signing key and its kid, unsealed from the
+    /// private-keys store with the test master key: what an insider with the key would have.
+    pub fn tenant_private_key(&self, tenant: &str) -> (String, rsa::RsaPrivateKey) {
+        use rsa::pkcs8::DecodePrivateKey;
+        let conn = rusqlite::Connection::open(self.state.path().join("private-keys.db")).expect("database opens");
+        let (name, sealed): (String, Vec<u8>) = conn
+            .query_row(
+                "SELECT key, value FROM spin_key_value WHERE store = 'private-keys' AND key LIKE ?1 ORDER BY rowid LIMIT 1",
+                [format!("{tenant}/%")],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("a private key");
+        let master = health_core::SecretKey::from_hex(MASTER_KEY).expect("master key");
+        let der = master.open(name.as_bytes(), std::str::from_utf8(&sealed).expect("sealed text")).expect("unseals");
+        let kid = name.split_once('/').expect("tenant/kid").1.to_owned();
+        (kid, rsa::RsaPrivateKey::from_pkcs8_der(&der).expect("PKCS#8 key"))
+    }
+
     pub async fn get_with(&self, path: &str, token: &str) -> Reply {
         self.send("GET", path, &[("authorization", &format!("Bearer {token}"))], "").await
     }
