@@ -60,7 +60,7 @@ pub(crate) struct Shared {
     components: HashMap<String, Loaded>,
     router: Router,
     pub key_value: HashMap<String, Arc<Mutex<rusqlite::Connection>>>,
-    pub sqlite: std::collections::BTreeMap<String, PathBuf>,
+    pub sqlite: HashMap<String, Arc<crate::spin_api::SqlitePool>>,
     guest_log: Mutex<Vec<String>>,
 }
 
@@ -194,7 +194,8 @@ impl App {
                 std::fs::create_dir_all(parent).with_context(|| format!("creating directory for database {label:?}"))?;
             }
         }
-        let shared = Shared { components, router, key_value, sqlite: runtime.sqlite, guest_log: Mutex::new(Vec::new()) };
+        let sqlite = runtime.sqlite.into_iter().map(|(label, path)| (label, Arc::new(crate::spin_api::SqlitePool::new(path)))).collect();
+        let shared = Shared { components, router, key_value, sqlite, guest_log: Mutex::new(Vec::new()) };
         Ok(Self { shared: Arc::new(shared), routes })
     }
 

@@ -32,9 +32,53 @@ pub struct KvStore {
     db: Arc<Mutex<rusqlite::Connection>>,
 }
 
-/// An open SQLite connection (one per `open`, as a guest may run its own transactions).
+/// An open SQLite connection, exclusively the guest's until it is dropped (a guest may run its
+/// own transactions on it). It comes from and goes back to its database's [`SqlitePool`].
 pub struct SqlConnection {
-    db: rusqlite::Connection,
+    db: Option<rusqlite::Connection>,
+    pool: Arc<SqlitePool>,
+}
+
+impl Drop for SqlConnection {
+    fn drop(&mut self) {
+        if let Some(db) = self.db.take() {
+            self.pool.put(db);
+        }
+    }
+}
+
+/// Idle connections of one SQLite database, so a request does not pay for opening the file and
+/// setting its pragmas. A connection left inside a transaction is closed, never reused.
+pub struct SqlitePool {
+    path: std::path::PathBuf,
+    idle: Mutex<Vec<rusqlite::Connection>>,
+}
+
+const MAX_IDLE_CONNECTIONS: usize = 16;
+
+impl SqlitePool {
+    pub fn new(path: std::path::PathBuf) -> Self {
+        Self { path, idle: Mutex::new(Vec::new()) }
+    }
+
+    fn take(&self) -> anyhow::Result<rusqlite::Connection> {
+        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        match idle {
+            Some(db) => Ok(db),
+            None => open_sqlite(&self.path),
+        }
+    }
+
+    fn put(&self, db: rusqlite::Connection) {
+        if !db.is_autocommit() {
+            return; // dropped: closing rolls the guest's unfinished transaction back
+        }
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < MAX_IDLE_CONNECTIONS {
+                idle.push(db);
+            }
+        }
+    }
 }
 
 pub fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> {
@@ -162,11 +206,11 @@ impl sqlite::HostConnection for State {
         if !self.component.sqlite_databases.contains(&database) {
             return Ok(Err(sqlite::Error::AccessDenied));
         }
-        let Some(path) = self.shared.sqlite.get(&database) else {
+        let Some(pool) = self.shared.sqlite.get(&database).cloned() else {
             return Ok(Err(sqlite::Error::NoSuchDatabase));
         };
-        match open_sqlite(path) {
-            Ok(db) => Ok(Ok(self.table.push(SqlConnection { db })?)),
+        match pool.take() {
+            Ok(db) => Ok(Ok(self.table.push(SqlConnection { db: Some(db), pool })?)),
             Err(e) => Ok(Err(sqlite::Error::Io(format!("{e:#}")))),
         }
     }
@@ -178,7 +222,8 @@ impl sqlite::HostConnection for State {
         parameters: Vec<sqlite::Value>,
     ) -> wasmtime::Result<Result<sqlite::QueryResult, sqlite::Error>> {
         let conn = self.table.get(&conn)?;
-        Ok(execute(&conn.db, &statement, parameters).map_err(|e| sqlite::Error::Io(e.to_string())))
+        let db = conn.db.as_ref().ok_or_else(|| wasmtime::format_err!("sqlite connection already closed"))?;
+        Ok(execute(db, &statement, parameters).map_err(|e| sqlite::Error::Io(e.to_string())))
     }
 
     fn drop(&mut self, conn: Resource<SqlConnection>) -> wasmtime::Result<()> {

@@ -251,3 +251,13 @@ fn refuses_a_missing_dependency_file() {
     let err = load_error("[component.c.dependencies]\n\"health:platform/authorizer@0.1.0\" = { path = \"/nonexistent/policy.wasm\" }\n", &[]);
     assert!(err.contains("/nonexistent/policy.wasm"), "{err}");
 }
+
+#[tokio::test]
+async fn a_connection_left_in_a_transaction_is_never_reused() {
+    let f = load(&default_env());
+    assert_eq!(send(&f.app, "POST", "/sql/db", "BEGIN").await.0, 200);
+    // Were the guest's open transaction handed on, this COMMIT would succeed.
+    let (status, body) = send(&f.app, "POST", "/sql/db", "COMMIT").await;
+    assert_eq!(status, 500);
+    assert!(body.contains("no transaction is active"), "{body}");
+}
