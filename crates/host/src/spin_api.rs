@@ -73,10 +73,10 @@ impl SqlitePool {
         if !db.is_autocommit() {
             return; // dropped: closing rolls the guest's unfinished transaction back
         }
-        if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < MAX_IDLE_CONNECTIONS {
-                idle.push(db);
-            }
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < MAX_IDLE_CONNECTIONS
+        {
+            idle.push(db);
         }
     }
 }
