@@ -39,6 +39,11 @@ pub struct LoadOptions {
 /// Address reported as `spin-client-addr` when a caller does not give one.
 pub const DEFAULT_CLIENT: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0));
 const GUEST_LOG_LINES: usize = 500;
+/// Concurrent component instances the pooling allocator reserves room for (a chained request
+/// holds two or three at once).
+const POOL_INSTANCES: u32 = 256;
+/// Largest linear memory one instance may grow to.
+const POOL_MAX_MEMORY: usize = 256 << 20;
 const GUEST_OUTPUT_BYTES: usize = 64 * 1024;
 
 /// A component's grants, as spin.toml gives them.
@@ -101,10 +106,7 @@ impl App {
         let runtime = RuntimeConfig::load(options.runtime_config.as_deref(), &options.state_dir)?;
         let values = crate::variables::resolve(&manifest.variables, &options.env)?;
 
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.cache(Some(wasmtime::Cache::new(wasmtime::CacheConfig::new()).map_err(anyhow::Error::from).context("wasmtime compilation cache")?));
-        let engine = Engine::new(&config)?;
+        let engine = engine()?;
         let mut linker: Linker<State> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
@@ -240,6 +242,31 @@ impl App {
     pub fn guest_output(&self) -> Vec<String> {
         self.shared.guest_log.lock().map(|l| l.clone()).unwrap_or_default()
     }
+}
+
+/// The engine: component model, compilation cache and, where the machine allows reserving
+/// its address space, the pooling allocator Spin uses (every request instantiates fresh).
+fn engine() -> anyhow::Result<Engine> {
+    let configure = |pooled: bool| -> anyhow::Result<Engine> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.cache(Some(wasmtime::Cache::new(wasmtime::CacheConfig::new()).map_err(anyhow::Error::from).context("wasmtime compilation cache")?));
+        if pooled {
+            let mut pooling = wasmtime::PoolingAllocationConfig::default();
+            pooling
+                .total_component_instances(POOL_INSTANCES)
+                .total_core_instances(POOL_INSTANCES * 8)
+                .total_memories(POOL_INSTANCES * 2)
+                .total_tables(POOL_INSTANCES * 4)
+                .max_memory_size(POOL_MAX_MEMORY);
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
+        }
+        Ok(Engine::new(&config)?)
+    };
+    configure(true).or_else(|e| {
+        tracing::warn!("pooling allocator unavailable ({e:#}); instantiating on demand");
+        configure(false)
+    })
 }
 
 /// Runs one request through a fresh instance of `component_id`.
