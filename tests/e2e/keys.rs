@@ -83,20 +83,28 @@ async fn post(app: &health_host::App, path: &str, auth: Option<&str>, body: &str
     (res.status().as_u16(), serde_json::from_slice(res.body()).unwrap_or(serde_json::Value::Null))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_first_logins_on_a_fresh_tenant_all_get_working_tokens() {
-    let app = TestApp::start(|_| {}).expect("app loads");
+/// `n` logins as Alice at once; every one must succeed. Returns the access tokens.
+async fn concurrent_logins(app: &TestApp, n: usize) -> Vec<String> {
     let login = r#"{"tenant":"demo-hospital","username":"alice","password":"alice-demo-2026"}"#;
     let mut logins = tokio::task::JoinSet::new();
-    for _ in 0..8 {
+    for _ in 0..n {
         let app = app.app.clone();
         logins.spawn(async move { post(&app, "/auth/login", None, login).await });
     }
-    let mut kids = std::collections::BTreeSet::new();
+    let mut tokens = Vec::new();
     while let Some(result) = logins.join_next().await {
         let (status, body) = result.expect("join");
         assert_eq!(status, 200, "{body}");
-        let token = body["access_token"].as_str().expect("token").to_owned();
+        tokens.push(body["access_token"].as_str().expect("token").to_owned());
+    }
+    tokens
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_logins_on_a_fresh_tenant_all_get_working_tokens() {
+    let app = TestApp::start(|_| {}).expect("app loads");
+    let mut kids = std::collections::BTreeSet::new();
+    for token in concurrent_logins(&app, 8).await {
         kids.insert(kid_of(&token));
         assert_eq!(app.get_with(RECORD, &token).await.status, 200, "a racing login's token does not verify");
     }
@@ -142,18 +150,7 @@ async fn an_old_active_key_rotates_exactly_once_on_the_next_signings() {
         .expect("age key");
     assert_eq!(aged, 1);
 
-    let login = r#"{"tenant":"demo-hospital","username":"alice","password":"alice-demo-2026"}"#;
-    let mut logins = tokio::task::JoinSet::new();
-    for _ in 0..6 {
-        let app = app.app.clone();
-        logins.spawn(async move { post(&app, "/auth/login", None, login).await });
-    }
-    let mut kids = std::collections::BTreeSet::new();
-    while let Some(result) = logins.join_next().await {
-        let (status, body) = result.expect("join");
-        assert_eq!(status, 200, "{body}");
-        kids.insert(kid_of(body["access_token"].as_str().expect("token")));
-    }
+    let kids: std::collections::BTreeSet<String> = concurrent_logins(&app, 6).await.iter().map(|t| kid_of(t)).collect();
     assert_eq!(kids.len(), 1, "racing signers rotated more than once: {kids:?}");
     assert!(!kids.contains(&old_kid), "the aged key still signs");
 
