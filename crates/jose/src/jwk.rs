@@ -4,6 +4,7 @@ use health_core::{TenantId, b64url};
 use rand_core::{CryptoRng, RngCore};
 use rsa::traits::PublicKeyParts;
 use rsa::{BigUint, RsaPrivateKey, RsaPublicKey};
+use p256::elliptic_curve::sec1::{FromEncodedPoint, ToEncodedPoint};
 use serde::{Deserialize, Serialize};
 
 /// RSA modulus size for newly generated signing keys.
@@ -22,14 +23,16 @@ pub enum KeyStatus {
     Revoked,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyUse {
+    #[default]
     Sig,
     Enc,
 }
 
-/// An RSA public JWK as published in a JWK Set (RFC 7517), with the tenant it belongs to.
+/// A public JWK as published in a JWK Set (RFC 7517), with the tenant it belongs to: RSA
+/// (`n`, `e`), EC P-256 (`crv`, `x`, `y`) or OKP Ed25519 (`crv`, `x`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublicJwk {
     pub kty: String,
@@ -37,24 +40,79 @@ pub struct PublicJwk {
     #[serde(rename = "use")]
     pub key_use: KeyUse,
     pub alg: String,
-    pub n: String,
-    pub e: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crv: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y: Option<String>,
     pub tenant_id: TenantId,
 }
 
 impl PublicJwk {
+    /// The algorithm this key is for, if the platform supports it.
+    pub fn algorithm(&self) -> Option<Algorithm> {
+        Algorithm::parse(&self.alg)
+    }
+
     pub fn rsa_public_key(&self) -> Option<RsaPublicKey> {
         if self.kty != "RSA" {
             return None;
         }
-        let n = BigUint::from_bytes_be(&health_core::b64url_decode(&self.n)?);
-        let e = BigUint::from_bytes_be(&health_core::b64url_decode(&self.e)?);
+        let n = BigUint::from_bytes_be(&health_core::b64url_decode(self.n.as_deref()?)?);
+        let e = BigUint::from_bytes_be(&health_core::b64url_decode(self.e.as_deref()?)?);
         if roca_fingerprint(&n) {
             return None;
         }
         let key = RsaPublicKey::new(n, e).ok()?;
         // Refuse weak keys even if one were ever stored.
         (key.size() * 8 >= RSA_BITS).then_some(key)
+    }
+
+    /// The P-256 point of an EC key; `None` unless it is a valid point on the curve.
+    pub fn p256_public_key(&self) -> Option<p256::PublicKey> {
+        if self.kty != "EC" || self.crv.as_deref() != Some("P-256") {
+            return None;
+        }
+        let x = health_core::b64url_decode(self.x.as_deref()?)?;
+        let y = health_core::b64url_decode(self.y.as_deref()?)?;
+        if x.len() != 32 || y.len() != 32 {
+            return None;
+        }
+        let point = p256::EncodedPoint::from_affine_coordinates(x.as_slice().into(), y.as_slice().into(), false);
+        Option::from(p256::PublicKey::from_encoded_point(&point))
+    }
+
+    /// The Ed25519 public key of an OKP key.
+    pub fn ed25519_public_key(&self) -> Option<ed25519_dalek::VerifyingKey> {
+        if self.kty != "OKP" || self.crv.as_deref() != Some("Ed25519") {
+            return None;
+        }
+        let x: [u8; 32] = health_core::b64url_decode(self.x.as_deref()?)?.try_into().ok()?;
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&x).ok()?;
+        // A small-order point would let forged signatures verify for some messages.
+        (!key.is_weak()).then_some(key)
+    }
+
+    /// RFC 7638 thumbprint over the required members of this key's type.
+    pub fn thumbprint(&self) -> Option<String> {
+        use sha2::Digest;
+        let canonical = match self.kty.as_str() {
+            "RSA" => format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, self.e.as_deref()?, self.n.as_deref()?),
+            "EC" => format!(
+                r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
+                self.crv.as_deref()?,
+                self.x.as_deref()?,
+                self.y.as_deref()?
+            ),
+            "OKP" => format!(r#"{{"crv":"{}","kty":"OKP","x":"{}"}}"#, self.crv.as_deref()?, self.x.as_deref()?),
+            _ => return None,
+        };
+        Some(b64url(sha2::Sha256::digest(canonical.as_bytes())))
     }
 }
 
@@ -188,19 +246,145 @@ pub fn generate_rs256(
     now: i64,
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<(RsaPrivateKey, KeyRecord), rsa::Error> {
-    let private = RsaPrivateKey::new(rng, RSA_BITS)?;
-    let n = b64url(private.n().to_bytes_be());
-    let e = b64url(private.e().to_bytes_be());
-    let jwk = PublicJwk {
-        kty: "RSA".into(),
-        kid: thumbprint(&n, &e),
-        key_use: KeyUse::Sig,
-        alg: "RS256".into(),
-        n,
-        e,
+    match generate(Algorithm::Rs256, tenant, now, rng)? {
+        (PrivateKey::Rsa(private), record) => Ok((private, record)),
+        _ => Err(rsa::Error::Internal),
+    }
+}
+
+/// Generates a key for `alg` (signing or encryption) for `tenant` at time `now`, with an RFC
+/// 7638 thumbprint as `kid`.
+pub fn generate(
+    alg: Algorithm,
+    tenant: &TenantId,
+    now: i64,
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<(PrivateKey, KeyRecord), rsa::Error> {
+    let mut jwk = PublicJwk {
+        kty: String::new(),
+        kid: String::new(),
+        key_use: alg.key_use(),
+        alg: alg.as_str().into(),
+        n: None,
+        e: None,
+        crv: None,
+        x: None,
+        y: None,
         tenant_id: tenant.clone(),
     };
+    let private = match alg {
+        Algorithm::Rs256 | Algorithm::RsaOaep256 => {
+            let private = RsaPrivateKey::new(rng, RSA_BITS)?;
+            jwk.kty = "RSA".into();
+            jwk.n = Some(b64url(private.n().to_bytes_be()));
+            jwk.e = Some(b64url(private.e().to_bytes_be()));
+            PrivateKey::Rsa(private)
+        }
+        Algorithm::Es256 | Algorithm::EcdhEsA256kw => {
+            let private = p256::SecretKey::random(rng);
+            let point = private.public_key().to_encoded_point(false);
+            jwk.kty = "EC".into();
+            jwk.crv = Some("P-256".into());
+            jwk.x = point.x().map(b64url);
+            jwk.y = point.y().map(b64url);
+            PrivateKey::P256(private)
+        }
+        Algorithm::EdDsa => {
+            let private = ed25519_dalek::SigningKey::generate(rng);
+            jwk.kty = "OKP".into();
+            jwk.crv = Some("Ed25519".into());
+            jwk.x = Some(b64url(private.verifying_key().as_bytes()));
+            PrivateKey::Ed25519(Box::new(private))
+        }
+    };
+    jwk.kid = jwk.thumbprint().ok_or(rsa::Error::Internal)?;
     Ok((private, KeyRecord { jwk, status: KeyStatus::Active, created_at: now, not_after: None }))
+}
+
+/// The algorithms the platform issues keys for. The algorithm belongs to the key: a token's
+/// header may only repeat it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Algorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256, 2048-bit keys (default for signing).
+    #[serde(rename = "RS256")]
+    Rs256,
+    /// ECDSA on P-256 with SHA-256.
+    #[serde(rename = "ES256")]
+    Es256,
+    /// Ed25519.
+    #[serde(rename = "EdDSA")]
+    EdDsa,
+    /// ECDH-ES on P-256 with AES-256 key wrap (default for encryption).
+    #[serde(rename = "ECDH-ES+A256KW")]
+    EcdhEsA256kw,
+    /// RSA-OAEP with SHA-256, for interoperability.
+    #[serde(rename = "RSA-OAEP-256")]
+    RsaOaep256,
+}
+
+impl Algorithm {
+    pub const ALL: [Algorithm; 5] =
+        [Algorithm::Rs256, Algorithm::Es256, Algorithm::EdDsa, Algorithm::EcdhEsA256kw, Algorithm::RsaOaep256];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::Rs256 => "RS256",
+            Algorithm::Es256 => "ES256",
+            Algorithm::EdDsa => "EdDSA",
+            Algorithm::EcdhEsA256kw => "ECDH-ES+A256KW",
+            Algorithm::RsaOaep256 => "RSA-OAEP-256",
+        }
+    }
+
+    /// The exact (case-sensitive, RFC 7518) name; anything else is unsupported.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
+    pub fn key_use(self) -> KeyUse {
+        match self {
+            Algorithm::Rs256 | Algorithm::Es256 | Algorithm::EdDsa => KeyUse::Sig,
+            Algorithm::EcdhEsA256kw | Algorithm::RsaOaep256 => KeyUse::Enc,
+        }
+    }
+
+    /// The algorithm a tenant gets for `key_use` unless it chooses another.
+    pub fn default_for(key_use: KeyUse) -> Self {
+        match key_use {
+            KeyUse::Sig => Algorithm::Rs256,
+            KeyUse::Enc => Algorithm::EcdhEsA256kw,
+        }
+    }
+}
+
+/// A private key as held, only ever, inside `jwks`.
+pub enum PrivateKey {
+    Rsa(RsaPrivateKey),
+    P256(p256::SecretKey),
+    Ed25519(Box<ed25519_dalek::SigningKey>),
+}
+
+impl PrivateKey {
+    /// PKCS#8 DER, for sealing under `master_key`.
+    pub fn to_pkcs8_der(&self) -> Option<Vec<u8>> {
+        use p256::pkcs8::EncodePrivateKey;
+        let der = match self {
+            PrivateKey::Rsa(key) => key.to_pkcs8_der().ok()?,
+            PrivateKey::P256(key) => key.to_pkcs8_der().ok()?,
+            PrivateKey::Ed25519(key) => key.to_pkcs8_der().ok()?,
+        };
+        Some(der.as_bytes().to_vec())
+    }
+
+    /// Decodes PKCS#8 DER for a key of algorithm `alg`.
+    pub fn from_pkcs8_der(alg: Algorithm, der: &[u8]) -> Option<Self> {
+        use p256::pkcs8::DecodePrivateKey;
+        Some(match alg {
+            Algorithm::Rs256 | Algorithm::RsaOaep256 => PrivateKey::Rsa(RsaPrivateKey::from_pkcs8_der(der).ok()?),
+            Algorithm::Es256 | Algorithm::EcdhEsA256kw => PrivateKey::P256(p256::SecretKey::from_pkcs8_der(der).ok()?),
+            Algorithm::EdDsa => PrivateKey::Ed25519(Box::new(ed25519_dalek::SigningKey::from_pkcs8_der(der).ok()?)),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -246,8 +430,11 @@ mod tests {
                 kid: kid.into(),
                 key_use: KeyUse::Sig,
                 alg: "RS256".into(),
-                n: "AQAB".into(),
-                e: "AQAB".into(),
+                n: Some("AQAB".into()),
+                e: Some("AQAB".into()),
+                crv: None,
+                x: None,
+                y: None,
                 tenant_id: TenantId::parse("t").unwrap(),
             },
             status,

@@ -1,16 +1,16 @@
-//! RS256 JWS access tokens: issuance, and verification in the fixed order of ARCHITECTURE.md §4.
+//! JWS access tokens (RS256, ES256, EdDSA): issuance, and verification in the fixed order of ARCHITECTURE.md §4.
 //! Every step's failure is a distinct [`Error`] variant for the audit log; the gateway maps
 //! all of them to one generic 401.
 
 use health_core::{TenantId, b64url, b64url_decode};
 use rand_core::{CryptoRng, RngCore};
-use rsa::pkcs1v15::{Signature, SigningKey, VerifyingKey};
-use rsa::signature::{RandomizedSigner, SignatureEncoding, Verifier};
-use rsa::{RsaPrivateKey, RsaPublicKey};
+use rsa::RsaPrivateKey;
+use rsa::pkcs1v15::SigningKey;
+use rsa::signature::{RandomizedSigner, SignatureEncoding, Signer, Verifier};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::{ACCESS_TOKEN_TYP, KeyStatus, KeyUse, TenantKeys};
+use crate::{ACCESS_TOKEN_TYP, Algorithm, KeyStatus, KeyUse, PrivateKey, PublicJwk, TenantKeys};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
@@ -128,7 +128,7 @@ impl Default for VerifyOptions {
     }
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Header {
     alg: Option<String>,
     typ: Option<String>,
@@ -226,11 +226,11 @@ fn verify_signature_parts<'a, 'k>(token: &'a str, keys: &'k TenantKeys, opts: &V
     let kid = header.kid.as_deref().ok_or(Error::MissingKid)?;
     let record = keys.find(kid).filter(|k| k.jwk.key_use == KeyUse::Sig).ok_or(Error::UnknownKid)?;
     // The algorithm is the key's; a header naming another one (none, HS256, ...) is refused.
-    if record.jwk.alg != "RS256" || header.alg.as_deref() != Some("RS256") {
+    let alg = record.jwk.algorithm().filter(|a| a.key_use() == KeyUse::Sig).ok_or(Error::AlgorithmMismatch)?;
+    if header.alg.as_deref() != Some(alg.as_str()) {
         return Err(Error::AlgorithmMismatch);
     }
-    let public = record.jwk.rsa_public_key().ok_or(Error::UnknownKid)?;
-    verify_rs256(&public, parts.signing_input.as_bytes(), &parts.signature)?;
+    verify_with(&record.jwk, alg, parts.signing_input.as_bytes(), &parts.signature)?;
     Ok((parts, record))
 }
 
@@ -303,41 +303,63 @@ pub fn verify(token: &str, keys: &TenantKeys, now: i64, opts: &VerifyOptions) ->
     })
 }
 
-fn verify_rs256(key: &RsaPublicKey, signing_input: &[u8], signature: &[u8]) -> Result<()> {
-    let signature = Signature::try_from(signature).map_err(|_| Error::BadSignature)?;
-    VerifyingKey::<Sha256>::new(key.clone())
-        .verify(signing_input, &signature)
-        .map_err(|_| Error::BadSignature)
+/// Checks `signature` over `input` with the public key of `jwk` under `alg`.
+fn verify_with(jwk: &PublicJwk, alg: Algorithm, input: &[u8], signature: &[u8]) -> Result<()> {
+    match alg {
+        Algorithm::Rs256 => {
+            let key = jwk.rsa_public_key().ok_or(Error::UnknownKid)?;
+            let signature = rsa::pkcs1v15::Signature::try_from(signature).map_err(|_| Error::BadSignature)?;
+            rsa::pkcs1v15::VerifyingKey::<Sha256>::new(key).verify(input, &signature).map_err(|_| Error::BadSignature)
+        }
+        Algorithm::Es256 => {
+            let key = p256::ecdsa::VerifyingKey::from(jwk.p256_public_key().ok_or(Error::UnknownKid)?);
+            // JWS ES256 signatures are the fixed 64-byte r || s (RFC 7518 §3.4), never DER.
+            let signature = p256::ecdsa::Signature::from_slice(signature).map_err(|_| Error::BadSignature)?;
+            key.verify(input, &signature).map_err(|_| Error::BadSignature)
+        }
+        Algorithm::EdDsa => {
+            let key = jwk.ed25519_public_key().ok_or(Error::UnknownKid)?;
+            let signature = ed25519_dalek::Signature::from_slice(signature).map_err(|_| Error::BadSignature)?;
+            key.verify_strict(input, &signature).map_err(|_| Error::BadSignature)
+        }
+        Algorithm::EcdhEsA256kw | Algorithm::RsaOaep256 => Err(Error::AlgorithmMismatch),
+    }
 }
 
 /// Signs `claims` as an RS256 access token with header `{"alg":"RS256","typ":"at+jwt","kid"}`.
-/// Uses blinded (randomized) signing so private-key timing does not leak.
 pub fn sign_rs256(key: &RsaPrivateKey, kid: &str, claims: &Claims, rng: &mut (impl RngCore + CryptoRng)) -> Result<String> {
-    let header = Header {
-        alg: Some("RS256".into()),
-        typ: Some(ACCESS_TOKEN_TYP.into()),
-        kid: Some(kid.into()),
-        crit: None,
-        jku: None,
-        x5u: None,
-        jwk: None,
-        x5c: None,
-    };
-    let header = serde_json::to_value(&header).map_err(|_| Error::Signing)?;
-    let header: serde_json::Map<String, serde_json::Value> = header
-        .as_object()
-        .ok_or(Error::Signing)?
-        .iter()
-        .filter(|(_, v)| !v.is_null())
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    sign(&PrivateKey::Rsa(key.clone()), Algorithm::Rs256, kid, claims, rng)
+}
+
+/// Signs `claims` as an access token with header `{"alg","typ":"at+jwt","kid"}` under the
+/// signing algorithm `alg` of `key`. RSA signing is blinded (randomized) so private-key timing
+/// does not leak; ECDSA nonces are deterministic (RFC 6979).
+pub fn sign(key: &PrivateKey, alg: Algorithm, kid: &str, claims: &Claims, rng: &mut (impl RngCore + CryptoRng)) -> Result<String> {
+    let header = serde_json::json!({ "alg": alg.as_str(), "typ": ACCESS_TOKEN_TYP, "kid": kid });
     let header = serde_json::to_vec(&header).map_err(|_| Error::Signing)?;
     let payload = serde_json::to_vec(claims).map_err(|_| Error::Signing)?;
     let signing_input = format!("{}.{}", b64url(header), b64url(payload));
-    let signature = SigningKey::<Sha256>::new(key.clone())
-        .try_sign_with_rng(rng, signing_input.as_bytes())
-        .map_err(|_| Error::Signing)?;
-    Ok(format!("{signing_input}.{}", b64url(signature.to_bytes())))
+    let signature = sign_bytes(key, alg, signing_input.as_bytes(), rng)?;
+    Ok(format!("{signing_input}.{}", b64url(signature)))
+}
+
+/// The raw JWS signature of `input` under `alg`.
+pub fn sign_bytes(key: &PrivateKey, alg: Algorithm, input: &[u8], rng: &mut (impl RngCore + CryptoRng)) -> Result<Vec<u8>> {
+    Ok(match (alg, key) {
+        (Algorithm::Rs256, PrivateKey::Rsa(key)) => {
+            SigningKey::<Sha256>::new(key.clone()).try_sign_with_rng(rng, input).map_err(|_| Error::Signing)?.to_vec()
+        }
+        (Algorithm::Es256, PrivateKey::P256(key)) => {
+            let signature: p256::ecdsa::Signature =
+                p256::ecdsa::SigningKey::from(key).try_sign(input).map_err(|_| Error::Signing)?;
+            signature.to_bytes().to_vec()
+        }
+        (Algorithm::EdDsa, PrivateKey::Ed25519(key)) => {
+            use ed25519_dalek::Signer;
+            key.sign(input).to_bytes().to_vec()
+        }
+        _ => return Err(Error::Signing),
+    })
 }
 
 #[cfg(test)]

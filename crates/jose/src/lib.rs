@@ -1,16 +1,17 @@
-//! JOSE for the platform: RS256 JWS access tokens (RFC 7515/7519, RFC 9068 profile), public
-//! JWKs with RFC 7638 thumbprint `kid`s, per-tenant key records, and verification in the one
-//! fixed order of ARCHITECTURE.md §4.
+//! JOSE for the platform: JWS access tokens (RFC 7515/7519, RFC 9068 profile) signed with
+//! RS256 (default), ES256 or EdDSA; public JWKs with RFC 7638 thumbprint `kid`s; per-tenant key
+//! records and their lifecycle; and verification in the one fixed order of ARCHITECTURE.md §4.
 //!
 //! Pure: the clock (`now`) and the RNG are parameters; storage, revocation lists and HTTP live
 //! elsewhere. The signature algorithm always comes from the key record, never from the token
-//! header. This crate does not (yet) do JWE, ES256 or EdDSA.
+//! header. Signatures use RustCrypto (`rsa`, `p256`,
+//! `ed25519-dalek`); `jwt-simple` is the independent implementation the tests check them against.
 
 mod jwk;
 mod jws;
 
-pub use jwk::{KeyRecord, KeyStatus, KeyUse, LifecycleError, PublicJwk, TenantKeys, generate_rs256, thumbprint};
-pub use jws::{Claims, Error, Result, VerifyOptions, peek_tenant, sign_rs256, verify, verify_signature};
+pub use jwk::{Algorithm, KeyRecord, KeyStatus, KeyUse, LifecycleError, PrivateKey, PublicJwk, TenantKeys, generate, generate_rs256, thumbprint};
+pub use jws::{Claims, Error, Result, VerifyOptions, peek_tenant, sign, sign_bytes, sign_rs256, verify, verify_signature};
 
 /// Header `typ` of an access token (RFC 9068 §2.1).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
