@@ -1,12 +1,14 @@
 //! JOSE for the platform: JWS access tokens (RFC 7515/7519, RFC 9068 profile) signed with
 //! RS256 (default), ES256 or EdDSA; public JWKs with RFC 7638 thumbprint `kid`s; per-tenant key
-//! records and their lifecycle; and verification in the one fixed order of ARCHITECTURE.md §4.
+//! records and their lifecycle; verification in the one fixed order of ARCHITECTURE.md §4; and
+//! JWE ([`jwe`]: `ECDH-ES+A256KW` / `RSA-OAEP-256` with `A256GCM`, nested tokens).
 //!
 //! Pure: the clock (`now`) and the RNG are parameters; storage, revocation lists and HTTP live
 //! elsewhere. The signature algorithm always comes from the key record, never from the token
 //! header. Signatures use RustCrypto (`rsa`, `p256`,
 //! `ed25519-dalek`); `jwt-simple` is the independent implementation the tests check them against.
 
+pub mod jwe;
 mod jwk;
 mod jws;
 
