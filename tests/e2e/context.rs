@@ -47,7 +47,8 @@ demo_tenant = "true"
         policy = release("policy.wasm"),
     );
     std::fs::write(state.join("spin.toml"), manifest).expect("manifest");
-    std::fs::write(state.join("rc.toml"), "[sqlite_database.records]\ntype = \"spin\"\npath = \"records.db\"\n").expect("runtime config");
+    std::fs::write(state.join("rc.toml"), "[sqlite_database.records]\ntype = \"spin\"\npath = \"records.db\"\n")
+        .expect("runtime config");
     App::load(&LoadOptions {
         manifest: state.join("spin.toml"),
         runtime_config: Some(state.join("rc.toml")),
@@ -76,7 +77,10 @@ fn now() -> i64 {
 async fn call(app: &App, path: &str, attestation: Option<&Attestation>) -> String {
     let mut req = http::Request::builder().uri(format!("/call?url=http://patient.spin.internal{path}"));
     if let Some(att) = attestation {
-        req = req.header(CALLER_HEADER, &att.caller).header(TIMESTAMP_HEADER, &att.timestamp).header(MAC_HEADER, &att.mac);
+        req = req
+            .header(CALLER_HEADER, &att.caller)
+            .header(TIMESTAMP_HEADER, &att.timestamp)
+            .header(MAC_HEADER, &att.mac);
     }
     let res = app.handle(req.body(Bytes::new()).expect("request")).await.expect("handled");
     String::from_utf8_lossy(res.body()).into_owned()

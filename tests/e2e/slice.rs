@@ -39,7 +39,9 @@ async fn login_issues_an_rs256_access_token_with_the_documented_claims() {
     assert_eq!(header["typ"], "at+jwt");
     assert!(header["kid"].as_str().is_some_and(|k| k.len() == 43), "{header}");
     let claims = decode_part(token, 1);
-    for claim in ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "tenant_id", "role", "scope", "client_id", "amr", "auth_time"] {
+    for claim in
+        ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "tenant_id", "role", "scope", "client_id", "amr", "auth_time"]
+    {
         assert!(claims.get(claim).is_some(), "missing {claim}: {claims}");
     }
     assert_eq!(claims["iss"], "http://127.0.0.1:3000/t/demo-hospital");
@@ -80,7 +82,11 @@ async fn patient_reads_own_record_but_not_another_patients() {
     assert_eq!(own.header("x-content-type-options"), "nosniff");
     let record = own.json();
     assert_eq!(record["patient"]["patient_id"], "p-1001");
-    assert!(record["entries"].as_array().is_some_and(|e| e.iter().any(|e| e["content"].as_str().is_some_and(|c| c.contains("E11.9")))));
+    assert!(
+        record["entries"]
+            .as_array()
+            .is_some_and(|e| { e.iter().any(|e| e["content"].as_str().is_some_and(|c| c.contains("E11.9"))) })
+    );
     let other = app.get_with("/api/patients/p-1002/record", &token).await;
     assert_eq!(other.status, 403, "{}", other.body);
     assert_eq!(other.header("content-type"), "application/problem+json");
@@ -115,14 +121,18 @@ async fn missing_malformed_and_forged_tokens_get_a_uniform_401() {
     claims["role"] = "doctor".into();
     claims["sub"] = "u-dr-grey".into();
     let forged_payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string());
-    assert_unauthorized(&app.get_with("/api/patients/p-1002/record", &format!("{}.{forged_payload}.{}", parts[0], parts[2])).await);
+    assert_unauthorized(
+        &app.get_with("/api/patients/p-1002/record", &format!("{}.{forged_payload}.{}", parts[0], parts[2])).await,
+    );
     // alg none with the original claims.
     let none = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"at+jwt"}"#);
     assert_unauthorized(&app.get_with("/api/patients/p-1001/record", &format!("{none}.{}.", parts[1])).await);
     // Unknown tenant.
     claims["tenant_id"] = "other-hospital".into();
     let other = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string());
-    assert_unauthorized(&app.get_with("/api/patients/p-1001/record", &format!("{}.{other}.{}", parts[0], parts[2])).await);
+    assert_unauthorized(
+        &app.get_with("/api/patients/p-1001/record", &format!("{}.{other}.{}", parts[0], parts[2])).await,
+    );
 }
 
 #[tokio::test]
@@ -179,11 +189,13 @@ async fn gateway_accepts_a_token_minted_by_an_independent_library_with_the_tenan
         "exp": now + 300, "iat": now, "nbf": now, "jti": "minted-by-jsonwebtoken", "tenant_id": "demo-hospital",
         "role": "patient", "scope": "patient/records.read", "client_id": "interop", "amr": ["pwd"], "auth_time": now,
     });
-    let token = jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_rsa_der(der.as_bytes())).expect("encodes");
+    let token = jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_rsa_der(der.as_bytes()))
+        .expect("encodes");
     assert_eq!(app.get_with("/api/patients/p-1001/record", &token).await.status, 200);
     // The same library's token without the access-token type is refused.
     header.typ = Some("JWT".into());
-    let wrong_type = jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_rsa_der(der.as_bytes())).expect("encodes");
+    let wrong_type = jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_rsa_der(der.as_bytes()))
+        .expect("encodes");
     assert_unauthorized(&app.get_with("/api/patients/p-1001/record", &wrong_type).await);
 }
 
@@ -194,16 +206,28 @@ async fn every_gateway_request_is_audited_in_an_intact_append_only_chain() {
     assert_eq!(app.get_with("/api/patients/p-1001/record", &token).await.status, 200);
     assert_eq!(app.get_with("/api/patients/p-1002/record", &token).await.status, 403);
     let db = rusqlite::Connection::open(app.state.path().join("audit.db")).expect("audit db");
-    let mut stmt = db.prepare("SELECT seq, event, prev_hash, hash FROM audit_events WHERE tenant_id = 'demo-hospital' ORDER BY seq").expect("query");
+    let mut stmt = db
+        .prepare("SELECT seq, event, prev_hash, hash FROM audit_events WHERE tenant_id = 'demo-hospital' ORDER BY seq")
+        .expect("query");
     let rows: Vec<health_core::audit::StoredLink> = stmt
-        .query_map([], |r| Ok(health_core::audit::StoredLink { seq: r.get(0)?, event_json: r.get(1)?, prev_hash: r.get(2)?, hash: r.get(3)? }))
+        .query_map([], |r| {
+            Ok(health_core::audit::StoredLink {
+                seq: r.get(0)?,
+                event_json: r.get(1)?,
+                prev_hash: r.get(2)?,
+                hash: r.get(3)?,
+            })
+        })
         .expect("rows")
         .collect::<Result<_, _>>()
         .expect("rows");
     assert!(rows.len() >= 3, "expected login and record events, got {}", rows.len());
     assert!(health_core::audit::verify_chain(&rows).is_ok());
-    let events: Vec<serde_json::Value> = rows.iter().map(|r| serde_json::from_str(&r.event_json).expect("event")).collect();
-    assert!(events.iter().any(|e| e["reason"] == "not_own_record" && e["status"] == 403 && e["patient_id"] == "p-1002"));
+    let events: Vec<serde_json::Value> =
+        rows.iter().map(|r| serde_json::from_str(&r.event_json).expect("event")).collect();
+    assert!(
+        events.iter().any(|e| e["reason"] == "not_own_record" && e["status"] == 403 && e["patient_id"] == "p-1002")
+    );
     assert!(events.iter().any(|e| e["action"] == "auth.login" && e["outcome"] == "allow"));
     assert!(!rows.iter().any(|r| r.event_json.contains("alice-demo-2026")), "password in audit");
     assert!(db.execute("UPDATE audit_events SET reason = 'x'", []).is_err(), "audit rows are updatable");
@@ -217,8 +241,10 @@ async fn an_audit_write_failure_fails_the_request_without_data() {
     assert_eq!(app.get_with("/api/patients/p-1001/record", &token).await.status, 200);
     // Replace the audit table with one that cannot take the gateway's rows.
     let db = rusqlite::Connection::open(app.state.path().join("audit.db")).expect("db");
-    db.execute_batch("DROP TABLE audit_events; CREATE TABLE audit_events (tenant_id TEXT NOT NULL, seq INTEGER, CHECK (seq < 0));")
-        .expect("break audit");
+    db.execute_batch(
+        "DROP TABLE audit_events; CREATE TABLE audit_events (tenant_id TEXT NOT NULL, seq INTEGER, CHECK (seq < 0));",
+    )
+    .expect("break audit");
     let reply = app.get_with("/api/patients/p-1001/record", &token).await;
     assert_eq!(reply.status, 503, "{}", reply.body);
     assert!(!reply.body.contains("E11.9") && !reply.body.contains("Andersen"), "{}", reply.body);

@@ -45,11 +45,14 @@ async fn tenant_a_key_never_admits_a_token_for_tenant_b() {
     let b_kid = created.json()["kid"].as_str().expect("kid").to_owned();
     assert_eq!(app.send("POST", "/admin/tenants", &[json, ("authorization", &operator)], create).await.status, 409);
     let all = app.send("GET", "/.well-known/jwks.json", &[], "").await.json();
-    let tenants: Vec<&str> = all["keys"].as_array().expect("keys").iter().map(|k| k["tenant_id"].as_str().expect("tenant")).collect();
+    let tenants: Vec<&str> =
+        all["keys"].as_array().expect("keys").iter().map(|k| k["tenant_id"].as_str().expect("tenant")).collect();
     assert!(tenants.contains(&"demo-hospital") && tenants.contains(&"other-hospital"), "{tenants:?}");
 
     let (a_kid, a_key) = app.tenant_private_key("demo-hospital");
-    let sign = |kid: &str, claims: &Claims| health_jose::sign_rs256(&a_key, kid, claims, &mut rand_core::OsRng).expect("signs");
+    let sign = |kid: &str, claims: &Claims| {
+        health_jose::sign_rs256(&a_key, kid, claims, &mut rand_core::OsRng).expect("signs")
+    };
 
     // Control: the forging helper makes tokens the gateway accepts, so the refusals below mean something.
     assert_eq!(app.get_with(RECORD, &sign(&a_kid, &claims("demo-hospital", "demo-hospital"))).await.status, 200);

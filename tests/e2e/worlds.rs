@@ -22,11 +22,9 @@ const COMPONENTS: &[(&str, &str)] = &[
 
 fn imports_of(wasm: &[u8]) -> Vec<String> {
     match wit_parser::decoding::decode(wasm) {
-        Ok(wit_parser::decoding::DecodedWasm::Component(resolve, world)) => resolve.worlds[world]
-            .imports
-            .keys()
-            .map(|key| resolve.name_world_key(key))
-            .collect(),
+        Ok(wit_parser::decoding::DecodedWasm::Component(resolve, world)) => {
+            resolve.worlds[world].imports.keys().map(|key| resolve.name_world_key(key)).collect()
+        }
         _ => vec!["<not a component>".into()],
     }
 }
@@ -38,10 +36,14 @@ fn every_component_targets_its_world() {
     let mut failures = Vec::new();
     for (component, world) in COMPONENTS {
         let path = root().join(format!("target/wasm32-wasip2/release/{component}.wasm"));
-        let wasm = std::fs::read(&path).unwrap_or_else(|e| panic!("{} missing ({e}); run `cargo xtask build`", path.display()));
+        let wasm = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{} missing ({e}); run `cargo xtask build`", path.display()));
         let world_id = resolve.select_world(&[package], Some(world)).expect("world exists");
         if let Err(e) = wit_component::targets(&resolve, world_id, &wasm, true) {
-            failures.push(format!("{component} does not target world {world}: {e:#}\n  it imports: {:?}", imports_of(&wasm)));
+            failures.push(format!(
+                "{component} does not target world {world}: {e:#}\n  it imports: {:?}",
+                imports_of(&wasm)
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -54,7 +56,10 @@ fn the_check_refuses_a_component_with_more_imports_than_its_world() {
     for (component, narrower_world) in [("gateway", "role-service"), ("jwks", "role-service"), ("patient", "policy")] {
         let wasm = std::fs::read(root().join(format!("target/wasm32-wasip2/release/{component}.wasm"))).expect("built");
         let world = resolve.select_world(&[package], Some(narrower_world)).expect("world exists");
-        assert!(wit_component::targets(&resolve, world, &wasm, true).is_err(), "{component} passed as {narrower_world}");
+        assert!(
+            wit_component::targets(&resolve, world, &wasm, true).is_err(),
+            "{component} passed as {narrower_world}"
+        );
     }
 }
 

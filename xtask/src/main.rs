@@ -14,9 +14,8 @@ use anyhow::{Context, bail};
 use sha2::Digest;
 
 /// Every Wasm guest: the app's components and the host's test guests.
-const GUESTS: &[&str] = &[
-    "policy", "gateway", "auth", "jwks", "patient", "doctor", "lab", "insurance", "host-probe", "host-probe-baddep",
-];
+const GUESTS: &[&str] =
+    &["policy", "gateway", "auth", "jwks", "patient", "doctor", "lab", "insurance", "host-probe", "host-probe-baddep"];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
@@ -39,7 +38,10 @@ fn run(mut cmd: Command) -> anyhow::Result<()> {
 /// Installs the `wasm32-wasip2` standard library if the active toolchain lacks it (rustup may
 /// be told not to install anything on its own, as on CI machines).
 fn ensure_wasm_target() -> anyhow::Result<()> {
-    let output = Command::new("rustc").current_dir(root()).args(["--print", "target-libdir", "--target", "wasm32-wasip2"]).output()?;
+    let output = Command::new("rustc")
+        .current_dir(root())
+        .args(["--print", "target-libdir", "--target", "wasm32-wasip2"])
+        .output()?;
     let libdir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
     if output.status.success() && libdir.is_dir() {
         return Ok(());
@@ -143,7 +145,16 @@ fn main() -> anyhow::Result<()> {
         Some("up") => {
             build_guests()?;
             let mut cmd = cargo();
-            cmd.args(["run", "--quiet", "-p", "health-host", "--", "up", "--runtime-config-file", "runtime-config.toml"]);
+            cmd.args([
+                "run",
+                "--quiet",
+                "-p",
+                "health-host",
+                "--",
+                "up",
+                "--runtime-config-file",
+                "runtime-config.toml",
+            ]);
             cmd.args(&args[1..]);
             for (key, value) in dev_secrets()? {
                 // Explicit environment wins, like Spin's provider order.

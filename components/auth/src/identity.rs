@@ -29,10 +29,10 @@ const DEMO_SEED: &[&str] = &[
 ];
 
 /// Verified against when the user does not exist, so unknown users cost the same as wrong passwords.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$kXOdYX/Xzmm2NjxzW0G0fQ$9f4+xt57UtQr6lCBmFQ6sWg5sJk9cToosYgKMnhbHOo";
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$kXOdYX/Xzmm2NjxzW0G0fQ$9f4+xt57UtQr6lCBmFQ6sWg5sJk9cToosYgKMnhbHOo";
 
-const FIND_USER: &str =
-    "SELECT user_id, role, password_hash, disabled FROM users WHERE tenant_id = ? AND username = ?";
+const FIND_USER: &str = "SELECT user_id, role, password_hash, disabled FROM users WHERE tenant_id = ? AND username = ?";
 
 pub fn open(seed_demo: bool) -> anyhow::Result<Connection> {
     let conn = Connection::open("identity").context("opening the identity database")?;
@@ -52,7 +52,12 @@ fn password_matches(hash: &str, password: &str) -> bool {
 
 /// The user if `password` is right and the account enabled; `None` for every other case,
 /// after the same argon2id work.
-pub fn authenticate(conn: &Connection, tenant: &TenantId, username: &Username, password: &str) -> anyhow::Result<Option<User>> {
+pub fn authenticate(
+    conn: &Connection,
+    tenant: &TenantId,
+    username: &Username,
+    password: &str,
+) -> anyhow::Result<Option<User>> {
     let rows = conn
         .execute(FIND_USER, &[Value::Text(tenant.to_string()), Value::Text(username.to_string())])
         .context("looking up user")?;

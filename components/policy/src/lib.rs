@@ -52,9 +52,11 @@ fn resource(resource: Resource) -> health_policy::Resource {
             break_glass_active: p.break_glass_active,
             consent_active: p.consent_active,
         }),
-        Resource::LabOrder(o) => {
-            R::LabOrder(OrderFacts { tenant_id: o.tenant_id, order_id: o.order_id, assigned_subject: o.assigned_subject })
-        }
+        Resource::LabOrder(o) => R::LabOrder(OrderFacts {
+            tenant_id: o.tenant_id,
+            order_id: o.order_id,
+            assigned_subject: o.assigned_subject,
+        }),
     }
 }
 

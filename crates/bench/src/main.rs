@@ -65,12 +65,25 @@ async fn measure(s: &Scenario, concurrency: usize, duration: Duration) -> anyhow
     }
     let elapsed = started.elapsed().as_secs_f64();
     all.sort();
-    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).map_or(0.0, |d| d.as_secs_f64() * 1e3);
-    Ok(Measured { name: s.name, concurrency, requests: all.len(), rps: all.len() as f64 / elapsed, p50_ms: pct(0.50), p99_ms: pct(0.99) })
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    Ok(Measured {
+        name: s.name,
+        concurrency,
+        requests: all.len(),
+        rps: all.len() as f64 / elapsed,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    })
 }
 
 fn baseline_app(state: &std::path::Path) -> anyhow::Result<App> {
-    std::fs::write(state.join("rc.toml"), "[key_value_store.allowed]\ntype = \"spin\"\npath = \"a.db\"\n[sqlite_database.db]\ntype = \"spin\"\npath = \"d.db\"\n")?;
+    std::fs::write(
+        state.join("rc.toml"),
+        "[key_value_store.allowed]\ntype = \"spin\"\npath = \"a.db\"\n[sqlite_database.db]\ntype = \"spin\"\npath = \"d.db\"\n",
+    )?;
     App::load(&LoadOptions {
         manifest: root().join("crates/host/tests/fixtures/spin.toml"),
         runtime_config: Some(state.join("rc.toml")),
@@ -82,7 +95,8 @@ fn baseline_app(state: &std::path::Path) -> anyhow::Result<App> {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
-    let seconds: u64 = std::env::args().skip_while(|a| a != "--seconds").nth(1).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let seconds: u64 =
+        std::env::args().skip_while(|a| a != "--seconds").nth(1).and_then(|s| s.parse().ok()).unwrap_or(3);
     let duration = Duration::from_secs(seconds);
     let platform = TestApp::start(|_| {})?;
     let baseline_state = tempfile::tempdir()?;
@@ -92,29 +106,66 @@ async fn main() -> anyhow::Result<()> {
     let bearer = vec![("authorization", format!("Bearer {token}"))];
     let login = serde_json::json!({ "tenant": "demo-hospital", "username": ALICE.0, "password": ALICE.1 }).to_string();
     let scenario = |name, app: &App, method, path, headers: Vec<(&'static str, String)>, body: &str, expect| Scenario {
-        name, app: app.clone(), method, path, headers, body: body.to_owned(), expect,
+        name,
+        app: app.clone(),
+        method,
+        path,
+        headers,
+        body: body.to_owned(),
+        expect,
     };
     let scenarios = [
         scenario("hello (baseline)", &baseline, "GET", "/hello", vec![], "", 200),
         scenario("JWKS GET", &app, "GET", "/.well-known/jwks.json", vec![], "", 200),
-        scenario("login (argon2id)", &app, "POST", "/auth/login", vec![("content-type", "application/json".into())], &login, 200),
+        scenario(
+            "login (argon2id)",
+            &app,
+            "POST",
+            "/auth/login",
+            vec![("content-type", "application/json".into())],
+            &login,
+            200,
+        ),
         scenario("authorized record read (JWS)", &app, "GET", "/api/patients/p-1001/record", bearer.clone(), "", 200),
-        scenario("rejected request (bad token)", &app, "GET", "/api/patients/p-1001/record", vec![("authorization", format!("Bearer {token}x"))], "", 401),
+        scenario(
+            "rejected request (bad token)",
+            &app,
+            "GET",
+            "/api/patients/p-1001/record",
+            vec![("authorization", format!("Bearer {token}x"))],
+            "",
+            401,
+        ),
     ];
     let mut results = Vec::new();
     for concurrency in [1, 16] {
         for s in &scenarios {
             let m = measure(s, concurrency, duration).await?;
-            eprintln!("{:<32} c={:<2} {:>8.1} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms", m.name, m.concurrency, m.rps, m.p50_ms, m.p99_ms);
+            eprintln!(
+                "{:<32} c={:<2} {:>8.1} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms",
+                m.name, m.concurrency, m.rps, m.p50_ms, m.p99_ms
+            );
             results.push(m);
         }
     }
-    let base = |c: usize| results.iter().find(|m| m.concurrency == c && m.name.starts_with("hello")).map_or(1.0, |m| m.rps);
-    let mut table = String::from("| scenario | concurrency | requests | req/s | p50 ms | p99 ms | vs baseline |\n|---|---|---|---|---|---|---|\n");
+    let base =
+        |c: usize| results.iter().find(|m| m.concurrency == c && m.name.starts_with("hello")).map_or(1.0, |m| m.rps);
+    let mut table = String::from(
+        "| scenario | concurrency | requests | req/s | p50 ms | p99 ms | vs baseline |\n|---|---|---|---|---|---|---|\n",
+    );
     let mut json = Vec::new();
     for m in &results {
         let ratio = m.rps / base(m.concurrency);
-        table.push_str(&format!("| {} | {} | {} | {:.1} | {:.2} | {:.2} | {:.1}% |\n", m.name, m.concurrency, m.requests, m.rps, m.p50_ms, m.p99_ms, ratio * 100.0));
+        table.push_str(&format!(
+            "| {} | {} | {} | {:.1} | {:.2} | {:.2} | {:.1}% |\n",
+            m.name,
+            m.concurrency,
+            m.requests,
+            m.rps,
+            m.p50_ms,
+            m.p99_ms,
+            ratio * 100.0
+        ));
         json.push(serde_json::json!({
             "scenario": m.name, "concurrency": m.concurrency, "requests": m.requests, "rps": m.rps,
             "p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "ratio_to_baseline": ratio,

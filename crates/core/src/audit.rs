@@ -95,7 +95,8 @@ mod tests {
             .zip(1..)
             .map(|(json, seq)| {
                 let hash = link(&prev, json);
-                let row = StoredLink { seq, event_json: (*json).to_owned(), prev_hash: prev.clone(), hash: hash.clone() };
+                let row =
+                    StoredLink { seq, event_json: (*json).to_owned(), prev_hash: prev.clone(), hash: hash.clone() };
                 prev = hash;
                 row
             })

@@ -105,9 +105,7 @@ pub fn verify(
 ) -> Result<Caller, ContextError> {
     let att = attestation.ok_or(ContextError::Missing)?;
     let tag = crate::b64url_decode(&att.mac).ok_or(ContextError::Malformed)?;
-    mac(key, method, path, body, &att.timestamp, &att.caller)
-        .verify_slice(&tag)
-        .map_err(|_| ContextError::BadMac)?;
+    mac(key, method, path, body, &att.timestamp, &att.caller).verify_slice(&tag).map_err(|_| ContextError::BadMac)?;
     let issued: i64 = att.timestamp.parse().map_err(|_| ContextError::Malformed)?;
     if (now - issued).abs() > MAX_AGE_SECS {
         return Err(ContextError::Stale);
@@ -145,7 +143,10 @@ mod tests {
     fn rejects_missing_forged_and_stale_contexts() {
         let att = attest(&key(), "GET", "/p", b"", &caller(), 1000);
         assert_eq!(verify(&key(), "GET", "/p", b"", None, 1000), Err(ContextError::Missing));
-        assert_eq!(verify(&SecretKey::from_bytes([1; 32]), "GET", "/p", b"", Some(&att), 1000), Err(ContextError::BadMac));
+        assert_eq!(
+            verify(&SecretKey::from_bytes([1; 32]), "GET", "/p", b"", Some(&att), 1000),
+            Err(ContextError::BadMac)
+        );
         assert_eq!(verify(&key(), "GET", "/p", b"", Some(&att), 1031), Err(ContextError::Stale));
         assert_eq!(verify(&key(), "GET", "/p", b"", Some(&att), 969), Err(ContextError::Stale));
     }

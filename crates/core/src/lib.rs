@@ -38,7 +38,9 @@ pub fn sha256_hex(bytes: impl AsRef<[u8]>) -> String {
 /// hash (e.g. `operator_token_hash`) never lets timing reveal how much of a guess was right.
 pub fn token_matches_hash(token: &str, expected_hex: &str) -> bool {
     use subtle::ConstantTimeEq;
-    let Ok(expected) = hex::decode(expected_hex.trim()) else { return false };
+    let Ok(expected) = hex::decode(expected_hex.trim()) else {
+        return false;
+    };
     use sha2::Digest;
     let actual = sha2::Sha256::digest(token.as_bytes());
     expected.len() == actual.len() && bool::from(actual.as_slice().ct_eq(&expected))

@@ -18,7 +18,12 @@ pub struct Problem {
 
 impl Problem {
     fn new(slug: &str, title: &str, status: u16) -> Self {
-        Self { kind: format!("https://health-platform.dev/problems/{slug}"), title: title.to_owned(), status, detail: None }
+        Self {
+            kind: format!("https://health-platform.dev/problems/{slug}"),
+            title: title.to_owned(),
+            status,
+            detail: None,
+        }
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {

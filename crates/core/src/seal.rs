@@ -47,9 +47,7 @@ impl SecretKey {
         rng.fill_bytes(&mut nonce);
         let cipher = Aes256Gcm::new(&self.0.into());
         // Encryption with a valid key and in-memory buffers cannot fail.
-        let ciphertext = cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
-            .unwrap_or_default();
+        let ciphertext = cipher.encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad }).unwrap_or_default();
         format!("{VERSION}.{}.{}", crate::b64url(nonce), crate::b64url(ciphertext))
     }
 

@@ -15,7 +15,8 @@ fn healthctl(url: &str, token: Option<&str>, args: &[&str]) -> Output {
 }
 
 fn stdout_json(output: &Output) -> serde_json::Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -28,12 +29,17 @@ async fn rotate_changes_the_served_kid_while_earlier_tokens_keep_working() {
 
     let token = Some(OPERATOR_TOKEN);
     let (u, t) = (url.clone(), token);
-    let list = tokio::task::spawn_blocking(move || healthctl(&u, t, &["keys", "list", "--tenant", "demo-hospital"])).await.expect("join");
+    let list = tokio::task::spawn_blocking(move || healthctl(&u, t, &["keys", "list", "--tenant", "demo-hospital"]))
+        .await
+        .expect("join");
     assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
     let old_kid = stdout_json(&list)["keys"][0]["kid"].as_str().expect("kid").to_owned();
 
     let u = url.clone();
-    let rotated = tokio::task::spawn_blocking(move || healthctl(&u, token, &["keys", "rotate", "--tenant", "demo-hospital"])).await.expect("join");
+    let rotated =
+        tokio::task::spawn_blocking(move || healthctl(&u, token, &["keys", "rotate", "--tenant", "demo-hospital"]))
+            .await
+            .expect("join");
     assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
     let new_kid = stdout_json(&rotated)["kid"].as_str().expect("kid").to_owned();
     assert_ne!(new_kid, old_kid);

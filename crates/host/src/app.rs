@@ -133,7 +133,8 @@ impl App {
                     if !crate::variables::valid_name(name) {
                         bail!("invalid variable name {name:?} in component {id:?}");
                     }
-                    let value = crate::variables::expand(template, &values).with_context(|| format!("variable {name:?} of component {id:?}"))?;
+                    let value = crate::variables::expand(template, &values)
+                        .with_context(|| format!("variable {name:?} of component {id:?}"))?;
                     Ok((name.clone(), value))
                 })
                 .collect::<anyhow::Result<HashMap<_, _>>>()?;
@@ -145,21 +146,32 @@ impl App {
                 .with_context(|| format!("component {id:?}"))?;
 
             let source = base.join(&component.source);
-            let mut bytes = std::fs::read(&source).with_context(|| format!("reading component {id:?} from {}", source.display()))?;
+            let mut bytes = std::fs::read(&source)
+                .with_context(|| format!("reading component {id:?} from {}", source.display()))?;
             if !component.dependencies.is_empty() {
                 let mut deps = Vec::new();
                 for (interface, dep) in &component.dependencies {
                     let path = base.join(&dep.path);
-                    let dep_bytes = std::fs::read(&path)
-                        .with_context(|| format!("reading dependency {interface:?} of component {id:?} from {}", path.display()))?;
-                    crate::compose::check_dependency(&dep.path, interface, &dep_bytes).with_context(|| format!("component {id:?}"))?;
+                    let dep_bytes = std::fs::read(&path).with_context(|| {
+                        format!("reading dependency {interface:?} of component {id:?} from {}", path.display())
+                    })?;
+                    crate::compose::check_dependency(&dep.path, interface, &dep_bytes)
+                        .with_context(|| format!("component {id:?}"))?;
                     deps.push((interface.clone(), dep_bytes));
                 }
-                bytes = crate::compose::compose(&bytes, &deps).with_context(|| format!("composing component {id:?}"))?;
+                bytes =
+                    crate::compose::compose(&bytes, &deps).with_context(|| format!("composing component {id:?}"))?;
             }
-            let compiled = Component::new(&engine, &bytes).map_err(anyhow::Error::from).with_context(|| format!("compiling component {id:?}"))?;
-            let pre = linker.instantiate_pre(&compiled).map_err(anyhow::Error::from).with_context(|| format!("linking component {id:?}"))?;
-            let pre = ProxyPre::new(pre).map_err(anyhow::Error::from).with_context(|| format!("component {id:?} does not export wasi:http/incoming-handler"))?;
+            let compiled = Component::new(&engine, &bytes)
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("compiling component {id:?}"))?;
+            let pre = linker
+                .instantiate_pre(&compiled)
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("linking component {id:?}"))?;
+            let pre = ProxyPre::new(pre)
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("component {id:?} does not export wasi:http/incoming-handler"))?;
             let config = Arc::new(ComponentConfig {
                 id: id.clone(),
                 key_value_stores: component.key_value_stores.clone(),
@@ -193,10 +205,15 @@ impl App {
         }
         for (label, path) in &runtime.sqlite {
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).with_context(|| format!("creating directory for database {label:?}"))?;
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating directory for database {label:?}"))?;
             }
         }
-        let sqlite = runtime.sqlite.into_iter().map(|(label, path)| (label, Arc::new(crate::spin_api::SqlitePool::new(path)))).collect();
+        let sqlite = runtime
+            .sqlite
+            .into_iter()
+            .map(|(label, path)| (label, Arc::new(crate::spin_api::SqlitePool::new(path))))
+            .collect();
         let shared = Shared { components, router, key_value, sqlite, guest_log: Mutex::new(Vec::new()) };
         Ok(Self { shared: Arc::new(shared), routes })
     }
@@ -212,15 +229,21 @@ impl App {
     }
 
     /// Handles a request from outside: routes it, sets Spin's headers, runs a fresh instance.
-    pub async fn handle_from(&self, req: http::Request<Bytes>, client: SocketAddr) -> anyhow::Result<http::Response<Bytes>> {
+    pub async fn handle_from(
+        &self,
+        req: http::Request<Bytes>,
+        client: SocketAddr,
+    ) -> anyhow::Result<http::Response<Bytes>> {
         let Some(matched) = self.shared.router.route(req.uri().path()) else {
             return Ok(http::Response::builder().status(404).body(Bytes::from_static(b"Not Found"))?);
         };
         let (mut parts, body) = req.into_parts();
-        let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1:3000").to_owned();
+        let host =
+            parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1:3000").to_owned();
         let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         // Spin's own headers come from the host only; a client cannot supply them.
-        let client_supplied: Vec<_> = parts.headers.keys().filter(|k| k.as_str().starts_with("spin-")).cloned().collect();
+        let client_supplied: Vec<_> =
+            parts.headers.keys().filter(|k| k.as_str().starts_with("spin-")).cloned().collect();
         for name in client_supplied {
             parts.headers.remove(name);
         }
@@ -250,7 +273,11 @@ fn engine() -> anyhow::Result<Engine> {
     let configure = |pooled: bool| -> anyhow::Result<Engine> {
         let mut config = Config::new();
         config.wasm_component_model(true);
-        config.cache(Some(wasmtime::Cache::new(wasmtime::CacheConfig::new()).map_err(anyhow::Error::from).context("wasmtime compilation cache")?));
+        config.cache(Some(
+            wasmtime::Cache::new(wasmtime::CacheConfig::new())
+                .map_err(anyhow::Error::from)
+                .context("wasmtime compilation cache")?,
+        ));
         if pooled {
             let mut pooling = wasmtime::PoolingAllocationConfig::default();
             pooling
@@ -270,7 +297,11 @@ fn engine() -> anyhow::Result<Engine> {
 }
 
 /// Runs one request through a fresh instance of `component_id`.
-async fn invoke(shared: Arc<Shared>, component_id: &str, mut req: http::Request<Bytes>) -> anyhow::Result<http::Response<Bytes>> {
+async fn invoke(
+    shared: Arc<Shared>,
+    component_id: &str,
+    mut req: http::Request<Bytes>,
+) -> anyhow::Result<http::Response<Bytes>> {
     let loaded = shared.components.get(component_id).with_context(|| format!("no component {component_id:?}"))?;
     if req.uri().authority().is_none() && !req.headers().contains_key(http::header::HOST) {
         req.headers_mut().insert(http::header::HOST, http::HeaderValue::from_static("127.0.0.1:3000"));
@@ -337,7 +368,10 @@ struct Hooks {
     component: Arc<ComponentConfig>,
 }
 
-type Sent = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>), wasmtime_wasi_http::Error>;
+type Sent = Result<
+    (http::Response<WasiBody>, Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>),
+    wasmtime_wasi_http::Error,
+>;
 
 impl WasiHttpHooks for Hooks {
     fn send_request(
@@ -354,7 +388,10 @@ impl WasiHttpHooks for Hooks {
         let shared = self.shared.clone();
         Box::new(async move {
             if !permitted {
-                tracing::warn!(component = caller, "outbound request to {scheme}://{host} denied by allowed_outbound_hosts");
+                tracing::warn!(
+                    component = caller,
+                    "outbound request to {scheme}://{host} denied by allowed_outbound_hosts"
+                );
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
             }
             if let Some(target) = host.strip_suffix(".spin.internal") {

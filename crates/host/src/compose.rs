@@ -30,7 +30,9 @@ pub fn interfaces(bytes: &[u8]) -> anyhow::Result<(Vec<String>, Vec<String>)> {
 pub fn check_dependency(name: &str, interface: &str, dependency: &[u8]) -> anyhow::Result<()> {
     let (imports, exports) = interfaces(dependency).with_context(|| format!("dependency {name:?}"))?;
     if let Some(bad) = imports.iter().find(|i| FORBIDDEN_IN_DEPENDENCIES.iter().any(|f| i.starts_with(f))) {
-        bail!("dependency {name:?} for {interface:?} imports {bad:?}: dependencies may not import stores, variables or network interfaces");
+        bail!(
+            "dependency {name:?} for {interface:?} imports {bad:?}: dependencies may not import stores, variables or network interfaces"
+        );
     }
     let (package, version) = interface.split_once('@').map_or((interface, None), |(p, v)| (p, Some(v)));
     let matches = |export: &str| {

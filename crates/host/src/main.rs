@@ -46,7 +46,9 @@ fn build(manifest_path: &Path) -> anyhow::Result<()> {
     let base = manifest_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut done = Vec::new();
     for (id, component) in &manifest.component {
-        let Some(build) = &component.build else { continue };
+        let Some(build) = &component.build else {
+            continue;
+        };
         let workdir = build.workdir.as_ref().map_or(base.to_path_buf(), |w| base.join(w));
         if done.contains(&(build.command.clone(), workdir.clone())) {
             continue;
@@ -70,7 +72,10 @@ fn build(manifest_path: &Path) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {

@@ -21,7 +21,9 @@ fn default_port(scheme: &str) -> Option<u16> {
 
 impl AllowedHost {
     pub fn parse(entry: &str) -> anyhow::Result<Self> {
-        let (scheme, rest) = entry.split_once("://").with_context(|| format!("allowed_outbound_hosts entry {entry:?} needs a scheme"))?;
+        let (scheme, rest) = entry
+            .split_once("://")
+            .with_context(|| format!("allowed_outbound_hosts entry {entry:?} needs a scheme"))?;
         if rest.contains('/') && rest.trim_end_matches('/').contains('/') {
             bail!("allowed_outbound_hosts entry {entry:?} must not contain a path");
         }

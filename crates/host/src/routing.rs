@@ -55,12 +55,17 @@ impl Router {
             self.entries
                 .iter()
                 .filter(|e| {
-                    e.wildcard
-                        && (e.prefix == "/" || path == e.prefix || path.starts_with(&format!("{}/", e.prefix)))
+                    e.wildcard && (e.prefix == "/" || path == e.prefix || path.starts_with(&format!("{}/", e.prefix)))
                 })
                 .max_by_key(|e| e.prefix.len())
         })?;
-        let path_info = if best.wildcard && best.prefix != "/" { path[best.prefix.len()..].to_owned() } else if best.wildcard { path.clone() } else { String::new() };
+        let path_info = if best.wildcard && best.prefix != "/" {
+            path[best.prefix.len()..].to_owned()
+        } else if best.wildcard {
+            path.clone()
+        } else {
+            String::new()
+        };
         Some(Match {
             component: best.component.clone(),
             raw_route: best.raw.clone(),
@@ -104,7 +109,10 @@ mod tests {
     #[test]
     fn reports_path_info_and_routes() {
         let m = router().route("/api/patients/1").unwrap();
-        assert_eq!((m.raw_route.as_str(), m.base_route.as_str(), m.path_info.as_str()), ("/api/...", "/api", "/patients/1"));
+        assert_eq!(
+            (m.raw_route.as_str(), m.base_route.as_str(), m.path_info.as_str()),
+            ("/api/...", "/api", "/patients/1")
+        );
         assert_eq!(router().route("/hello").unwrap().path_info, "");
     }
 

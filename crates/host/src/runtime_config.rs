@@ -38,12 +38,17 @@ impl RuntimeConfig {
             sqlite: BTreeMap::from([("default".to_owned(), state_dir.join("sqlite_db.db"))]),
         };
         let Some(file) = file else { return Ok(config) };
-        let text = std::fs::read_to_string(file).with_context(|| format!("reading runtime config {}", file.display()))?;
-        let parsed: File = toml::from_str(&text).with_context(|| format!("parsing runtime config {}", file.display()))?;
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading runtime config {}", file.display()))?;
+        let parsed: File =
+            toml::from_str(&text).with_context(|| format!("parsing runtime config {}", file.display()))?;
         let base = file.parent().unwrap_or(Path::new("."));
         let resolve = |kind: &str, label: &str, backend: &Backend, default: PathBuf| -> anyhow::Result<PathBuf> {
             if backend.kind != "spin" {
-                bail!("{kind} {label:?}: only type = \"spin\" (local SQLite) is supported by this host, not {:?}", backend.kind);
+                bail!(
+                    "{kind} {label:?}: only type = \"spin\" (local SQLite) is supported by this host, not {:?}",
+                    backend.kind
+                );
             }
             Ok(backend.path.as_ref().map_or(default, |p| base.join(p)))
         };

@@ -20,19 +20,29 @@ pub async fn serve(app: App, listener: tokio::net::TcpListener) -> anyhow::Resul
                 async move {
                     let (parts, body) = req.into_parts();
                     let response = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
-                        Ok(body) => match app.handle_from(http::Request::from_parts(parts, body.to_bytes()), client).await {
-                            Ok(response) => response,
-                            Err(e) => {
-                                tracing::error!("request failed: {e:#}");
-                                http::Response::builder().status(500).body(Bytes::from_static(b"Internal Server Error")).unwrap_or_default()
+                        Ok(body) => {
+                            match app.handle_from(http::Request::from_parts(parts, body.to_bytes()), client).await {
+                                Ok(response) => response,
+                                Err(e) => {
+                                    tracing::error!("request failed: {e:#}");
+                                    http::Response::builder()
+                                        .status(500)
+                                        .body(Bytes::from_static(b"Internal Server Error"))
+                                        .unwrap_or_default()
+                                }
                             }
-                        },
-                        Err(_) => http::Response::builder().status(413).body(Bytes::from_static(b"Payload Too Large")).unwrap_or_default(),
+                        }
+                        Err(_) => http::Response::builder()
+                            .status(413)
+                            .body(Bytes::from_static(b"Payload Too Large"))
+                            .unwrap_or_default(),
                     };
                     Ok::<_, std::convert::Infallible>(response.map(Full::new))
                 }
             });
-            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+            if let Err(e) =
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
+            {
                 tracing::debug!("connection from {client}: {e}");
             }
         });

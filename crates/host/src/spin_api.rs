@@ -97,8 +97,7 @@ pub fn open_sqlite(path: &Path) -> anyhow::Result<rusqlite::Connection> {
     Ok(db)
 }
 
-pub const KV_SCHEMA: &str =
-    "CREATE TABLE IF NOT EXISTS spin_key_value (store TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (store, key))";
+pub const KV_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS spin_key_value (store TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (store, key))";
 
 fn kv_error(e: impl std::fmt::Display) -> key_value::Error {
     key_value::Error::Other(e.to_string())
@@ -117,17 +116,28 @@ impl key_value::HostStore for State {
         Ok(Ok(self.table.push(KvStore { label, db })?))
     }
 
-    fn get(&mut self, store: Resource<KvStore>, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, key_value::Error>> {
+    fn get(
+        &mut self,
+        store: Resource<KvStore>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, key_value::Error>> {
         let store = self.table.get(&store)?;
         let db = store.db.lock().map_err(|_| wasmtime::format_err!("key-value lock poisoned"))?;
         let result = db
-            .query_row("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2", (&store.label, &key), |r| r.get(0))
+            .query_row("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2", (&store.label, &key), |r| {
+                r.get(0)
+            })
             .map(Some)
             .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) });
         Ok(result.map_err(kv_error))
     }
 
-    fn set(&mut self, store: Resource<KvStore>, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), key_value::Error>> {
+    fn set(
+        &mut self,
+        store: Resource<KvStore>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), key_value::Error>> {
         let store = self.table.get(&store)?;
         let db = store.db.lock().map_err(|_| wasmtime::format_err!("key-value lock poisoned"))?;
         let result = db.execute(
@@ -188,7 +198,11 @@ fn from_sql(value: ValueRef<'_>) -> sqlite::Value {
     }
 }
 
-fn execute(db: &rusqlite::Connection, statement: &str, params: Vec<sqlite::Value>) -> rusqlite::Result<sqlite::QueryResult> {
+fn execute(
+    db: &rusqlite::Connection,
+    statement: &str,
+    params: Vec<sqlite::Value>,
+) -> rusqlite::Result<sqlite::QueryResult> {
     let mut stmt = db.prepare_cached(statement)?;
     let columns: Vec<String> = stmt.column_names().into_iter().map(str::to_owned).collect();
     let params: Vec<SqlValue> = params.into_iter().map(to_sql).collect();

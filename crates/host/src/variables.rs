@@ -16,7 +16,10 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 /// Resolves every application variable. A `required` variable without a value is an error.
-pub fn resolve(declared: &BTreeMap<String, Variable>, env: &HashMap<String, String>) -> anyhow::Result<HashMap<String, String>> {
+pub fn resolve(
+    declared: &BTreeMap<String, Variable>,
+    env: &HashMap<String, String>,
+) -> anyhow::Result<HashMap<String, String>> {
     let mut values = HashMap::new();
     for (name, var) in declared {
         if !valid_name(name) {
@@ -27,7 +30,9 @@ pub fn resolve(declared: &BTreeMap<String, Variable>, env: &HashMap<String, Stri
             Some(value) => {
                 values.insert(name.clone(), value);
             }
-            None if var.required => bail!("required variable {name:?} has no value (set SPIN_VARIABLE_{})", name.to_uppercase()),
+            None if var.required => {
+                bail!("required variable {name:?} has no value (set SPIN_VARIABLE_{})", name.to_uppercase())
+            }
             None => {}
         }
     }
@@ -63,7 +68,10 @@ mod tests {
 
     #[test]
     fn environment_overrides_defaults() {
-        let env = HashMap::from([("SPIN_VARIABLE_A".to_owned(), "2".to_owned()), ("SPIN_VARIABLE_SECRET_KEY".to_owned(), "s".to_owned())]);
+        let env = HashMap::from([
+            ("SPIN_VARIABLE_A".to_owned(), "2".to_owned()),
+            ("SPIN_VARIABLE_SECRET_KEY".to_owned(), "s".to_owned()),
+        ]);
         let values = resolve(&declared(), &env).unwrap();
         assert_eq!(values["a"], "2");
         assert_eq!(values["secret_key"], "s");

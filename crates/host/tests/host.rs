@@ -24,7 +24,18 @@ fn ensure_built() {
             return;
         }
         let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "host-probe", "-p", "host-probe-baddep", "-p", "policy"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "-p",
+                "host-probe",
+                "-p",
+                "host-probe-baddep",
+                "-p",
+                "policy",
+            ])
             .current_dir(root())
             .status()
             .expect("cargo runs");
@@ -82,7 +93,10 @@ fn default_env() -> Vec<(&'static str, &'static str)> {
 
 async fn send(app: &App, method: &str, path: &str, body: &str) -> (u16, String) {
     let req = http::Request::builder().method(method).uri(path).body(Bytes::from(body.to_owned())).expect("request");
-    let res = app.handle(req).await.unwrap_or_else(|e| panic!("{method} {path}: {e:#}\nguest output: {:#?}", app.guest_output()));
+    let res = app
+        .handle(req)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e:#}\nguest output: {:#?}", app.guest_output()));
     (res.status().as_u16(), String::from_utf8_lossy(res.body()).into_owned())
 }
 
@@ -248,7 +262,10 @@ fn refuses_unknown_store_labels_and_missing_required_variables() {
 
 #[test]
 fn refuses_a_missing_dependency_file() {
-    let err = load_error("[component.c.dependencies]\n\"health:platform/authorizer@0.1.0\" = { path = \"/nonexistent/policy.wasm\" }\n", &[]);
+    let err = load_error(
+        "[component.c.dependencies]\n\"health:platform/authorizer@0.1.0\" = { path = \"/nonexistent/policy.wasm\" }\n",
+        &[],
+    );
     assert!(err.contains("/nonexistent/policy.wasm"), "{err}");
 }
 

@@ -57,11 +57,8 @@ pub struct JwePolicy {
 
 impl JwePolicy {
     /// What the platform issues and accepts.
-    pub const PLATFORM: JwePolicy = JwePolicy {
-        key_algs: &["ECDH-ES+A256KW", "RSA-OAEP-256"],
-        enc_algs: &["A256GCM"],
-        max_bytes: 16 * 1024,
-    };
+    pub const PLATFORM: JwePolicy =
+        JwePolicy { key_algs: &["ECDH-ES+A256KW", "RSA-OAEP-256"], enc_algs: &["A256GCM"], max_bytes: 16 * 1024 };
 
     /// The platform's algorithms and their neighbours used by RFC 7520 and Wycheproof vectors.
     pub const CONFORMANCE: JwePolicy = JwePolicy {
@@ -135,14 +132,9 @@ fn split<'a>(token: &'a str, policy: &JwePolicy) -> Result<Parts<'a>> {
         return Err(JweError);
     }
     let mut it = token.split('.');
-    let (Some(h), Some(k), Some(i), Some(c), Some(t), None) = (
-        it.next(),
-        it.next(),
-        it.next(),
-        it.next(),
-        it.next(),
-        it.next(),
-    ) else {
+    let (Some(h), Some(k), Some(i), Some(c), Some(t), None) =
+        (it.next(), it.next(), it.next(), it.next(), it.next(), it.next())
+    else {
         return Err(JweError);
     };
     // Only key-wrapping algorithms are supported, so the encrypted key is never empty.
@@ -151,14 +143,7 @@ fn split<'a>(token: &'a str, policy: &JwePolicy) -> Result<Parts<'a>> {
     }
     let decode = |part: &str| b64url_decode(part).ok_or(JweError);
     let header: RawHeader = serde_json::from_slice(&decode(h)?).map_err(|_| JweError)?;
-    let refused = [
-        &header.zip,
-        &header.crit,
-        &header.jku,
-        &header.x5u,
-        &header.jwk,
-        &header.x5c,
-    ];
+    let refused = [&header.zip, &header.crit, &header.jku, &header.x5u, &header.jwk, &header.x5c];
     if refused.iter().any(|member| member.is_some())
         || !policy.key_algs.contains(&header.alg.as_str())
         || !policy.enc_algs.contains(&header.enc.as_str())
@@ -217,12 +202,7 @@ fn kw_len(alg: &str) -> Option<usize> {
 /// Decrypts `token` with `key`, which is bound to the key-management algorithm `key_alg` (a
 /// key is only ever used with its own algorithm, whatever the header says). Any failure is
 /// [`JweError`].
-pub fn decrypt_with_key_alg(
-    token: &str,
-    key: &DecryptionKey,
-    key_alg: &str,
-    policy: &JwePolicy,
-) -> Result<Decrypted> {
+pub fn decrypt_with_key_alg(token: &str, key: &DecryptionKey, key_alg: &str, policy: &JwePolicy) -> Result<Decrypted> {
     let parts = split(token, policy)?;
     if parts.header.alg != key_alg {
         return Err(JweError);
@@ -247,12 +227,7 @@ fn decrypt_parts(parts: Parts<'_>, key: &DecryptionKey) -> Result<Decrypted> {
             let public = p256_point(epk)?;
             let z = p256::ecdh::diffie_hellman(secret.to_nonzero_scalar(), public.as_affine());
             unwrap_kw(
-                &concat_kdf(
-                    z.raw_secret_bytes(),
-                    alg,
-                    header,
-                    kw_len(alg).ok_or(JweError)?,
-                )?,
+                &concat_kdf(z.raw_secret_bytes(), alg, header, kw_len(alg).ok_or(JweError)?)?,
                 &parts.encrypted_key,
             )
         }
@@ -261,24 +236,17 @@ fn decrypt_parts(parts: Parts<'_>, key: &DecryptionKey) -> Result<Decrypted> {
             let public = p384_point(epk)?;
             let z = p384::ecdh::diffie_hellman(secret.to_nonzero_scalar(), public.as_affine());
             unwrap_kw(
-                &concat_kdf(
-                    z.raw_secret_bytes(),
-                    alg,
-                    header,
-                    kw_len(alg).ok_or(JweError)?,
-                )?,
+                &concat_kdf(z.raw_secret_bytes(), alg, header, kw_len(alg).ok_or(JweError)?)?,
                 &parts.encrypted_key,
             )
         }
-        (DecryptionKey::Rsa(private), "RSA-OAEP-256") => private
-            .decrypt(Oaep::new::<Sha256>(), &parts.encrypted_key)
-            .ok(),
-        (DecryptionKey::Rsa(private), "RSA-OAEP") => private
-            .decrypt(Oaep::new::<sha1::Sha1>(), &parts.encrypted_key)
-            .ok(),
-        (DecryptionKey::Aes(kek), "A128KW" | "A192KW" | "A256KW")
-            if Some(kek.len()) == kw_len(alg) =>
-        {
+        (DecryptionKey::Rsa(private), "RSA-OAEP-256") => {
+            private.decrypt(Oaep::new::<Sha256>(), &parts.encrypted_key).ok()
+        }
+        (DecryptionKey::Rsa(private), "RSA-OAEP") => {
+            private.decrypt(Oaep::new::<sha1::Sha1>(), &parts.encrypted_key).ok()
+        }
+        (DecryptionKey::Aes(kek), "A128KW" | "A192KW" | "A256KW") if Some(kek.len()) == kw_len(alg) => {
             unwrap_kw(kek, &parts.encrypted_key)
         }
         _ => return Err(JweError),
@@ -295,29 +263,18 @@ fn decrypt_parts(parts: Parts<'_>, key: &DecryptionKey) -> Result<Decrypted> {
     let mut sealed = parts.ciphertext.clone();
     sealed.extend_from_slice(&parts.tag);
     let plaintext = gcm(&cek, &parts.iv, parts.protected.as_bytes(), &sealed, false)?;
-    Ok(Decrypted {
-        header: public_header(header),
-        plaintext,
-    })
+    Ok(Decrypted { header: public_header(header), plaintext })
 }
 
 fn p256_point(epk: &Epk) -> Result<p256::PublicKey> {
     let (x, y) = epk_coordinates(epk, "P-256", 32)?;
-    let point = p256::EncodedPoint::from_affine_coordinates(
-        x.as_slice().into(),
-        y.as_slice().into(),
-        false,
-    );
+    let point = p256::EncodedPoint::from_affine_coordinates(x.as_slice().into(), y.as_slice().into(), false);
     Option::from(p256::PublicKey::from_encoded_point(&point)).ok_or(JweError)
 }
 
 fn p384_point(epk: &Epk) -> Result<p384::PublicKey> {
     let (x, y) = epk_coordinates(epk, "P-384", 48)?;
-    let point = p384::EncodedPoint::from_affine_coordinates(
-        x.as_slice().into(),
-        y.as_slice().into(),
-        false,
-    );
+    let point = p384::EncodedPoint::from_affine_coordinates(x.as_slice().into(), y.as_slice().into(), false);
     Option::from(p384::PublicKey::from_encoded_point(&point)).ok_or(JweError)
 }
 
@@ -327,12 +284,8 @@ fn epk_coordinates(epk: &Epk, curve: &str, len: usize) -> Result<(Vec<u8>, Vec<u
     if epk.kty != "EC" || epk.crv != curve {
         return Err(JweError);
     }
-    let x = b64url_decode(&epk.x)
-        .filter(|x| x.len() == len)
-        .ok_or(JweError)?;
-    let y = b64url_decode(&epk.y)
-        .filter(|y| y.len() == len)
-        .ok_or(JweError)?;
+    let x = b64url_decode(&epk.x).filter(|x| x.len() == len).ok_or(JweError)?;
+    let y = b64url_decode(&epk.y).filter(|y| y.len() == len).ok_or(JweError)?;
     Ok((x, y))
 }
 
@@ -350,10 +303,7 @@ fn concat_kdf(z: &[u8], alg: &str, header: &RawHeader, key_len: usize) -> Result
 
 fn concat_kdf_raw(z: &[u8], alg: &str, apu: &[u8], apv: &[u8], key_len: usize) -> Vec<u8> {
     let with_len = |data: &[u8]| {
-        let mut out = u32::try_from(data.len())
-            .unwrap_or(u32::MAX)
-            .to_be_bytes()
-            .to_vec();
+        let mut out = u32::try_from(data.len()).unwrap_or(u32::MAX).to_be_bytes().to_vec();
         out.extend_from_slice(data);
         out
     };
@@ -370,15 +320,9 @@ fn concat_kdf_raw(z: &[u8], alg: &str, apu: &[u8], apv: &[u8], key_len: usize) -
 fn unwrap_kw(kek: &[u8], wrapped: &[u8]) -> Option<Vec<u8>> {
     use aes_gcm::aead::generic_array::GenericArray;
     match kek.len() {
-        16 => aes_kw::Kek::<Aes128>::new(GenericArray::from_slice(kek))
-            .unwrap_vec(wrapped)
-            .ok(),
-        24 => aes_kw::Kek::<Aes192>::new(GenericArray::from_slice(kek))
-            .unwrap_vec(wrapped)
-            .ok(),
-        32 => aes_kw::Kek::<Aes256>::new(GenericArray::from_slice(kek))
-            .unwrap_vec(wrapped)
-            .ok(),
+        16 => aes_kw::Kek::<Aes128>::new(GenericArray::from_slice(kek)).unwrap_vec(wrapped).ok(),
+        24 => aes_kw::Kek::<Aes192>::new(GenericArray::from_slice(kek)).unwrap_vec(wrapped).ok(),
+        32 => aes_kw::Kek::<Aes256>::new(GenericArray::from_slice(kek)).unwrap_vec(wrapped).ok(),
         _ => None,
     }
 }
@@ -386,15 +330,9 @@ fn unwrap_kw(kek: &[u8], wrapped: &[u8]) -> Option<Vec<u8>> {
 fn wrap_kw(kek: &[u8], cek: &[u8]) -> Result<Vec<u8>> {
     use aes_gcm::aead::generic_array::GenericArray;
     match kek.len() {
-        16 => aes_kw::Kek::<Aes128>::new(GenericArray::from_slice(kek))
-            .wrap_vec(cek)
-            .map_err(|_| JweError),
-        24 => aes_kw::Kek::<Aes192>::new(GenericArray::from_slice(kek))
-            .wrap_vec(cek)
-            .map_err(|_| JweError),
-        32 => aes_kw::Kek::<Aes256>::new(GenericArray::from_slice(kek))
-            .wrap_vec(cek)
-            .map_err(|_| JweError),
+        16 => aes_kw::Kek::<Aes128>::new(GenericArray::from_slice(kek)).wrap_vec(cek).map_err(|_| JweError),
+        24 => aes_kw::Kek::<Aes192>::new(GenericArray::from_slice(kek)).wrap_vec(cek).map_err(|_| JweError),
+        32 => aes_kw::Kek::<Aes256>::new(GenericArray::from_slice(kek)).wrap_vec(cek).map_err(|_| JweError),
         _ => Err(JweError),
     }
 }
@@ -411,12 +349,7 @@ fn gcm(key: &[u8], iv: &[u8], aad: &[u8], data: &[u8], seal: bool) -> Result<Vec
         let cipher = C::new_from_slice(key).map_err(|_| JweError)?;
         let nonce = aes_gcm::aead::Nonce::<C>::from_slice(iv);
         let payload = Payload { msg: data, aad };
-        if seal {
-            cipher.encrypt(nonce, payload)
-        } else {
-            cipher.decrypt(nonce, payload)
-        }
-        .map_err(|_| JweError)
+        if seal { cipher.encrypt(nonce, payload) } else { cipher.decrypt(nonce, payload) }.map_err(|_| JweError)
     }
     if iv.len() != 12 {
         return Err(JweError);
@@ -453,18 +386,12 @@ pub fn encrypt(
                 "epk".into(),
                 serde_json::json!({ "kty": "EC", "crv": "P-256", "x": b64url(x), "y": b64url(y) }),
             );
-            let z =
-                p256::ecdh::diffie_hellman(ephemeral.to_nonzero_scalar(), recipient.as_affine());
-            wrap_kw(
-                &concat_kdf_raw(z.raw_secret_bytes(), "ECDH-ES+A256KW", &[], &[], 32),
-                &cek,
-            )?
+            let z = p256::ecdh::diffie_hellman(ephemeral.to_nonzero_scalar(), recipient.as_affine());
+            wrap_kw(&concat_kdf_raw(z.raw_secret_bytes(), "ECDH-ES+A256KW", &[], &[], 32), &cek)?
         }
         EncryptionKey::Rsa(recipient) => {
             header.insert("alg".into(), "RSA-OAEP-256".into());
-            recipient
-                .encrypt(rng, Oaep::new::<Sha256>(), &cek)
-                .map_err(|_| JweError)?
+            recipient.encrypt(rng, Oaep::new::<Sha256>(), &cek).map_err(|_| JweError)?
         }
     };
     header.insert("enc".into(), "A256GCM".into());
@@ -490,22 +417,10 @@ pub fn encrypt_nested(
 
 /// Content encryption with every input given, so published outputs can be reproduced.
 #[doc(hidden)]
-pub fn seal(
-    protected_b64: &str,
-    encrypted_key: &[u8],
-    cek: &[u8],
-    iv: &[u8],
-    plaintext: &[u8],
-) -> Result<String> {
+pub fn seal(protected_b64: &str, encrypted_key: &[u8], cek: &[u8], iv: &[u8], plaintext: &[u8]) -> Result<String> {
     let sealed = gcm(cek, iv, protected_b64.as_bytes(), plaintext, true)?;
     let (ciphertext, tag) = sealed.split_at(sealed.len() - 16);
-    Ok(format!(
-        "{protected_b64}.{}.{}.{}.{}",
-        b64url(encrypted_key),
-        b64url(iv),
-        b64url(ciphertext),
-        b64url(tag)
-    ))
+    Ok(format!("{protected_b64}.{}.{}.{}.{}", b64url(encrypted_key), b64url(iv), b64url(ciphertext), b64url(tag)))
 }
 
 /// `ECDH-ES+A*KW` key wrapping on P-384 with a given ephemeral key (RFC 7520 §5.4 uses it).
@@ -517,16 +432,7 @@ pub fn wrap_ecdh_p384(
     cek: &[u8],
 ) -> Result<Vec<u8>> {
     let z = p384::ecdh::diffie_hellman(ephemeral.to_nonzero_scalar(), recipient.as_affine());
-    wrap_kw(
-        &concat_kdf_raw(
-            z.raw_secret_bytes(),
-            alg,
-            &[],
-            &[],
-            kw_len(alg).ok_or(JweError)?,
-        ),
-        cek,
-    )
+    wrap_kw(&concat_kdf_raw(z.raw_secret_bytes(), alg, &[], &[], kw_len(alg).ok_or(JweError)?), cek)
 }
 
 #[cfg(test)]

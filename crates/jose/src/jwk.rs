@@ -1,10 +1,10 @@
 //! Public JWKs and the per-tenant key records stored in the `public-keys` store.
 
 use health_core::{TenantId, b64url};
+use p256::elliptic_curve::sec1::{FromEncodedPoint, ToEncodedPoint};
 use rand_core::{CryptoRng, RngCore};
 use rsa::traits::PublicKeyParts;
 use rsa::{BigUint, RsaPrivateKey, RsaPublicKey};
-use p256::elliptic_curve::sec1::{FromEncodedPoint, ToEncodedPoint};
 use serde::{Deserialize, Serialize};
 
 /// RSA modulus size for newly generated signing keys.
@@ -121,8 +121,8 @@ impl PublicJwk {
 /// A random modulus passes all these tests with negligible probability.
 fn roca_fingerprint(n: &BigUint) -> bool {
     const PRIMES: [u32; 38] = [
-        3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97, 101, 103, 107, 109,
-        113, 127, 131, 137, 139, 149, 151, 157, 163, 167,
+        3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97, 101, 103, 107,
+        109, 113, 127, 131, 137, 139, 149, 151, 157, 163, 167,
     ];
     PRIMES.iter().all(|&p| {
         // p < 256, so the residue is the last big-endian byte.
@@ -445,7 +445,11 @@ mod tests {
 
     #[test]
     fn rotation_moves_active_to_retiring_then_retired_with_a_fixed_clock() {
-        let mut keys = TenantKeys { tenant_id: TenantId::parse("t").unwrap(), issuer: "i".into(), keys: vec![record("old", KeyStatus::Active)] };
+        let mut keys = TenantKeys {
+            tenant_id: TenantId::parse("t").unwrap(),
+            issuer: "i".into(),
+            keys: vec![record("old", KeyStatus::Active)],
+        };
         keys.rotate(record("new", KeyStatus::Active), 1_000, 960);
         assert_eq!(keys.active(KeyUse::Sig).unwrap().jwk.kid, "new");
         assert_eq!(keys.find("old").unwrap().status, KeyStatus::Retiring);
@@ -461,7 +465,11 @@ mod tests {
 
     #[test]
     fn revocation_is_immediate_and_once() {
-        let mut keys = TenantKeys { tenant_id: TenantId::parse("t").unwrap(), issuer: "i".into(), keys: vec![record("a", KeyStatus::Active)] };
+        let mut keys = TenantKeys {
+            tenant_id: TenantId::parse("t").unwrap(),
+            issuer: "i".into(),
+            keys: vec![record("a", KeyStatus::Active)],
+        };
         assert_eq!(keys.revoke("a", 5), Ok(()));
         assert_eq!(keys.find("a").unwrap().status_at(5), KeyStatus::Revoked);
         assert_eq!(keys.published(5).count(), 0);

@@ -124,7 +124,12 @@ pub struct VerifyOptions {
 
 impl Default for VerifyOptions {
     fn default() -> Self {
-        Self { audience: "health-platform".into(), tolerance_secs: 60, max_lifetime_secs: 900, max_token_bytes: 16 * 1024 }
+        Self {
+            audience: "health-platform".into(),
+            tolerance_secs: 60,
+            max_lifetime_secs: 900,
+            max_token_bytes: 16 * 1024,
+        }
     }
 }
 
@@ -207,7 +212,11 @@ pub fn verify_signature(token: &str, keys: &TenantKeys, opts: &VerifyOptions) ->
     verify_signature_parts(token, keys, opts).map(|(parts, _)| parts.payload)
 }
 
-fn verify_signature_parts<'a, 'k>(token: &'a str, keys: &'k TenantKeys, opts: &VerifyOptions) -> Result<(Parts<'a>, &'k crate::KeyRecord)> {
+fn verify_signature_parts<'a, 'k>(
+    token: &'a str,
+    keys: &'k TenantKeys,
+    opts: &VerifyOptions,
+) -> Result<(Parts<'a>, &'k crate::KeyRecord)> {
     let parts = split(token, opts)?;
     let header = &parts.header;
     if header.crit.is_some() {
@@ -327,14 +336,25 @@ fn verify_with(jwk: &PublicJwk, alg: Algorithm, input: &[u8], signature: &[u8]) 
 }
 
 /// Signs `claims` as an RS256 access token with header `{"alg":"RS256","typ":"at+jwt","kid"}`.
-pub fn sign_rs256(key: &RsaPrivateKey, kid: &str, claims: &Claims, rng: &mut (impl RngCore + CryptoRng)) -> Result<String> {
+pub fn sign_rs256(
+    key: &RsaPrivateKey,
+    kid: &str,
+    claims: &Claims,
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<String> {
     sign(&PrivateKey::Rsa(key.clone()), Algorithm::Rs256, kid, claims, rng)
 }
 
 /// Signs `claims` as an access token with header `{"alg","typ":"at+jwt","kid"}` under the
 /// signing algorithm `alg` of `key`. RSA signing is blinded (randomized) so private-key timing
 /// does not leak; ECDSA nonces are deterministic (RFC 6979).
-pub fn sign(key: &PrivateKey, alg: Algorithm, kid: &str, claims: &Claims, rng: &mut (impl RngCore + CryptoRng)) -> Result<String> {
+pub fn sign(
+    key: &PrivateKey,
+    alg: Algorithm,
+    kid: &str,
+    claims: &Claims,
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<String> {
     let header = serde_json::json!({ "alg": alg.as_str(), "typ": ACCESS_TOKEN_TYP, "kid": kid });
     let header = serde_json::to_vec(&header).map_err(|_| Error::Signing)?;
     let payload = serde_json::to_vec(claims).map_err(|_| Error::Signing)?;
@@ -344,7 +364,12 @@ pub fn sign(key: &PrivateKey, alg: Algorithm, kid: &str, claims: &Claims, rng: &
 }
 
 /// The raw JWS signature of `input` under `alg`.
-pub fn sign_bytes(key: &PrivateKey, alg: Algorithm, input: &[u8], rng: &mut (impl RngCore + CryptoRng)) -> Result<Vec<u8>> {
+pub fn sign_bytes(
+    key: &PrivateKey,
+    alg: Algorithm,
+    input: &[u8],
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<Vec<u8>> {
     Ok(match (alg, key) {
         (Algorithm::Rs256, PrivateKey::Rsa(key)) => {
             SigningKey::<Sha256>::new(key.clone()).try_sign_with_rng(rng, input).map_err(|_| Error::Signing)?.to_vec()

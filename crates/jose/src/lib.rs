@@ -12,8 +12,13 @@ pub mod jwe;
 mod jwk;
 mod jws;
 
-pub use jwk::{Algorithm, KeyRecord, KeyStatus, KeyUse, LifecycleError, PrivateKey, PublicJwk, TenantKeys, generate, generate_rs256, thumbprint};
-pub use jws::{Claims, Error, Result, VerifyOptions, peek_tenant, sign, sign_bytes, sign_rs256, verify, verify_signature};
+pub use jwk::{
+    Algorithm, KeyRecord, KeyStatus, KeyUse, LifecycleError, PrivateKey, PublicJwk, TenantKeys, generate,
+    generate_rs256, thumbprint,
+};
+pub use jws::{
+    Claims, Error, Result, VerifyOptions, peek_tenant, sign, sign_bytes, sign_rs256, verify, verify_signature,
+};
 
 /// Header `typ` of an access token (RFC 9068 §2.1).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";

@@ -12,8 +12,7 @@ use serde_json::Value;
 
 fn fixture(name: &str) -> Value {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
-        .expect("json")
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).expect("json")
 }
 
 fn bytes(value: &Value) -> Vec<u8> {
@@ -26,21 +25,11 @@ fn private_key(jwk: &Value) -> Option<DecryptionKey> {
         ("RSA", _) => {
             let big = |m: &str| BigUint::from_bytes_be(&bytes(&jwk[m]));
             Some(DecryptionKey::Rsa(
-                RsaPrivateKey::from_components(
-                    big("n"),
-                    big("e"),
-                    big("d"),
-                    vec![big("p"), big("q")],
-                )
-                .ok()?,
+                RsaPrivateKey::from_components(big("n"), big("e"), big("d"), vec![big("p"), big("q")]).ok()?,
             ))
         }
-        ("EC", Some("P-256")) => Some(DecryptionKey::P256(
-            p256::SecretKey::from_slice(&bytes(&jwk["d"])).ok()?,
-        )),
-        ("EC", Some("P-384")) => Some(DecryptionKey::P384(
-            p384::SecretKey::from_slice(&bytes(&jwk["d"])).ok()?,
-        )),
+        ("EC", Some("P-256")) => Some(DecryptionKey::P256(p256::SecretKey::from_slice(&bytes(&jwk["d"])).ok()?)),
+        ("EC", Some("P-384")) => Some(DecryptionKey::P384(p384::SecretKey::from_slice(&bytes(&jwk["d"])).ok()?)),
         ("oct", _) => Some(DecryptionKey::Aes(bytes(&jwk["k"]))),
         _ => None,
     }
@@ -50,16 +39,10 @@ fn private_key(jwk: &Value) -> Option<DecryptionKey> {
 /// from the published CEK, IV and header and checks the ciphertext and tag byte for byte.
 fn check_cookbook(example: &Value) -> String {
     let key = private_key(&example["input"]["key"]).expect("cookbook key");
-    let compact = example["output"]["compact"]
-        .as_str()
-        .expect("compact output");
-    let decrypted =
-        jwe::decrypt(compact, &key, &JwePolicy::CONFORMANCE).expect("cookbook example decrypts");
+    let compact = example["output"]["compact"].as_str().expect("compact output");
+    let decrypted = jwe::decrypt(compact, &key, &JwePolicy::CONFORMANCE).expect("cookbook example decrypts");
     let plaintext = example["input"]["plaintext"].as_str().expect("plaintext");
-    assert_eq!(
-        String::from_utf8(decrypted.plaintext).expect("utf-8"),
-        plaintext
-    );
+    assert_eq!(String::from_utf8(decrypted.plaintext).expect("utf-8"), plaintext);
     let content = &example["encrypting_content"];
     let sealed = jwe::seal(
         content["protected_b64u"].as_str().expect("protected"),
@@ -69,37 +52,25 @@ fn check_cookbook(example: &Value) -> String {
         plaintext.as_bytes(),
     )
     .expect("seals");
-    assert_eq!(
-        sealed, compact,
-        "content encryption differs from the published output"
-    );
+    assert_eq!(sealed, compact, "content encryption differs from the published output");
     // The platform's own policy takes none of these neighbouring algorithms.
-    assert_eq!(
-        jwe::decrypt(compact, &key, &JwePolicy::PLATFORM),
-        Err(JweError)
-    );
+    assert_eq!(jwe::decrypt(compact, &key, &JwePolicy::PLATFORM), Err(JweError));
     compact.to_owned()
 }
 
 #[test]
 fn rfc7520_5_2_rsa_oaep_with_a256gcm() {
-    check_cookbook(&fixture(
-        "rfc7520/jwe/5_2.key_encryption_using_rsa-oaep_with_aes-gcm.json",
-    ));
+    check_cookbook(&fixture("rfc7520/jwe/5_2.key_encryption_using_rsa-oaep_with_aes-gcm.json"));
 }
 
 #[test]
 fn rfc7520_5_4_ecdh_es_a128kw_on_p384_reproduced_byte_for_byte() {
-    let example = fixture(
-        "rfc7520/jwe/5_4.key_agreement_with_key_wrapping_using_ecdh-es_and_aes-keywrap_with_aes-gcm.json",
-    );
+    let example =
+        fixture("rfc7520/jwe/5_4.key_agreement_with_key_wrapping_using_ecdh-es_and_aes-keywrap_with_aes-gcm.json");
     check_cookbook(&example);
     // The encrypting side: the published ephemeral key wraps the published CEK to the same bytes.
-    let ephemeral = p384::SecretKey::from_slice(&bytes(&example["encrypting_key"]["epk"]["d"]))
-        .expect("ephemeral");
-    let Some(DecryptionKey::P384(recipient)) = private_key(&example["input"]["key"]) else {
-        panic!("P-384 key")
-    };
+    let ephemeral = p384::SecretKey::from_slice(&bytes(&example["encrypting_key"]["epk"]["d"])).expect("ephemeral");
+    let Some(DecryptionKey::P384(recipient)) = private_key(&example["input"]["key"]) else { panic!("P-384 key") };
     let wrapped = jwe::wrap_ecdh_p384(
         &ephemeral,
         &recipient.public_key(),
@@ -107,19 +78,12 @@ fn rfc7520_5_4_ecdh_es_a128kw_on_p384_reproduced_byte_for_byte() {
         &bytes(&example["generated"]["cek"]),
     )
     .expect("wraps");
-    assert_eq!(
-        b64url(wrapped),
-        example["encrypting_key"]["encrypted_key"]
-            .as_str()
-            .expect("encrypted key")
-    );
+    assert_eq!(b64url(wrapped), example["encrypting_key"]["encrypted_key"].as_str().expect("encrypted key"));
 }
 
 #[test]
 fn rfc7520_5_8_aes_key_wrap_with_a128gcm() {
-    check_cookbook(&fixture(
-        "rfc7520/jwe/5_8.key_wrap_using_aes-keywrap_with_aes-gcm.json",
-    ));
+    check_cookbook(&fixture("rfc7520/jwe/5_8.key_wrap_using_aes-keywrap_with_aes-gcm.json"));
 }
 
 #[test]
@@ -131,17 +95,8 @@ fn rfc7520_6_nested_jws_inside_jwe() {
     let decrypted = jwe::decrypt(compact, &key, &JwePolicy::CONFORMANCE).expect("decrypts");
     assert_eq!(decrypted.header.cty.as_deref(), Some("JWT"));
     let inner = String::from_utf8(decrypted.plaintext).expect("utf-8");
-    assert_eq!(
-        inner,
-        example["sign"]["output"]["compact"]
-            .as_str()
-            .expect("inner JWS")
-    );
-    assert_eq!(
-        inner.split('.').count(),
-        3,
-        "the plaintext is a compact JWS"
-    );
+    assert_eq!(inner, example["sign"]["output"]["compact"].as_str().expect("inner JWS"));
+    assert_eq!(inner.split('.').count(), 3, "the plaintext is a compact JWS");
 }
 
 #[test]
@@ -157,28 +112,17 @@ fn wycheproof_jwe_vectors_are_decided_as_published() {
                 *counts.entry("json_serialization_refused").or_default() += 1;
                 continue;
             };
-            let header = token
-                .split('.')
-                .next()
-                .and_then(b64url_decode)
-                .and_then(|h| serde_json::from_slice::<Value>(&h).ok());
+            let header =
+                token.split('.').next().and_then(b64url_decode).and_then(|h| serde_json::from_slice::<Value>(&h).ok());
             let supported = header.as_ref().is_some_and(|h| {
-                JwePolicy::CONFORMANCE
-                    .key_algs
-                    .contains(&h["alg"].as_str().unwrap_or_default())
-                    && JwePolicy::CONFORMANCE
-                        .enc_algs
-                        .contains(&h["enc"].as_str().unwrap_or_default())
+                JwePolicy::CONFORMANCE.key_algs.contains(&h["alg"].as_str().unwrap_or_default())
+                    && JwePolicy::CONFORMANCE.enc_algs.contains(&h["enc"].as_str().unwrap_or_default())
             });
             // A key is used only with the algorithm its JWK names, if it names one.
-            let outcome = key
-                .as_ref()
-                .map(|key| match group["private"]["alg"].as_str() {
-                    Some(alg) => {
-                        jwe::decrypt_with_key_alg(token, key, alg, &JwePolicy::CONFORMANCE)
-                    }
-                    None => jwe::decrypt(token, key, &JwePolicy::CONFORMANCE),
-                });
+            let outcome = key.as_ref().map(|key| match group["private"]["alg"].as_str() {
+                Some(alg) => jwe::decrypt_with_key_alg(token, key, alg, &JwePolicy::CONFORMANCE),
+                None => jwe::decrypt(token, key, &JwePolicy::CONFORMANCE),
+            });
             let category = match (supported, valid, outcome) {
                 (true, true, Some(Ok(decrypted))) => {
                     let expected = hex::decode(case["pt"].as_str().expect("pt")).expect("hex");
@@ -187,11 +131,7 @@ fn wycheproof_jwe_vectors_are_decided_as_published() {
                 }
                 (_, false, None | Some(Err(_))) => "invalid_refused",
                 // Compression before encryption leaks plaintext through length: refused on purpose.
-                (true, true, Some(Err(_)))
-                    if header.as_ref().is_some_and(|h| h.get("zip").is_some()) =>
-                {
-                    "zip_refused"
-                }
+                (true, true, Some(Err(_))) if header.as_ref().is_some_and(|h| h.get("zip").is_some()) => "zip_refused",
                 (false, true, None | Some(Err(_))) => "unsupported_alg_refused",
                 (true, true, other) => panic!("case {id} ({}) refused: {other:?}", case["comment"]),
                 (_, false, Some(Ok(_))) => panic!("case {id} ({}) accepted", case["comment"]),
@@ -201,13 +141,9 @@ fn wycheproof_jwe_vectors_are_decided_as_published() {
         }
     }
     println!("{counts:?}");
-    let expected: BTreeMap<&str, usize> = [
-        ("invalid_refused", 74),
-        ("unsupported_alg_refused", 41),
-        ("valid_decrypted", 23),
-        ("zip_refused", 1),
-    ]
-    .into_iter()
-    .collect();
+    let expected: BTreeMap<&str, usize> =
+        [("invalid_refused", 74), ("unsupported_alg_refused", 41), ("valid_decrypted", 23), ("zip_refused", 1)]
+            .into_iter()
+            .collect();
     assert_eq!(counts, expected, "vector file or decrypter changed");
 }

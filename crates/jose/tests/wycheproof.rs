@@ -52,7 +52,9 @@ fn jws_rsa_vectors_are_decided_as_wycheproof_expects() {
             let outcome = verify_signature(jws, &keys, &VerifyOptions::default());
             match case["result"].as_str() {
                 Some("valid") => assert!(outcome.is_ok(), "case {id} ({}) refused: {outcome:?}", case["comment"]),
-                Some("invalid") => assert!(outcome.is_err(), "case {id} ({}) accepted", case["comment"]),
+                Some("invalid") => {
+                    assert!(outcome.is_err(), "case {id} ({}) accepted", case["comment"])
+                }
                 other => panic!("case {id}: unexpected result {other:?}"),
             }
             checked += 1;

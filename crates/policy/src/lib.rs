@@ -85,7 +85,9 @@ pub fn authorize(caller: &Caller, action: Action, resource: &Resource) -> Decisi
                 (Role::Doctor, ReadDemographics | ReadRecord | WriteRecord | ReadLabResults) if p.on_care_team => {
                     allow("care_team")
                 }
-                (Role::Doctor, ReadDemographics | ReadRecord | WriteRecord | ReadLabResults) if p.break_glass_active => {
+                (Role::Doctor, ReadDemographics | ReadRecord | WriteRecord | ReadLabResults)
+                    if p.break_glass_active =>
+                {
                     allow("break_glass")
                 }
                 (Role::Doctor, BreakGlass) => allow("break_glass_request"),
@@ -151,9 +153,15 @@ mod tests {
     #[test]
     fn patient_reads_own_record_only() {
         let alice = caller(Role::Patient, "u-alice");
-        assert_eq!(authorize(&alice, Action::ReadRecord, &Resource::Patient(patient("u-alice"))), allow("patient_self"));
+        assert_eq!(
+            authorize(&alice, Action::ReadRecord, &Resource::Patient(patient("u-alice"))),
+            allow("patient_self")
+        );
         assert_eq!(authorize(&alice, Action::ReadRecord, &Resource::Patient(patient("u-bob"))), deny("not_own_record"));
-        assert_eq!(authorize(&alice, Action::WriteRecord, &Resource::Patient(patient("u-alice"))), deny("not_own_record"));
+        assert_eq!(
+            authorize(&alice, Action::WriteRecord, &Resource::Patient(patient("u-alice"))),
+            deny("not_own_record")
+        );
     }
 
     #[test]
@@ -201,7 +209,13 @@ mod tests {
     #[test]
     fn lab_appends_only_to_its_own_orders() {
         let lab = caller(Role::Lab, "u-lab");
-        let order = |who: &str| Resource::LabOrder(OrderFacts { tenant_id: "demo".into(), order_id: "o".into(), assigned_subject: who.into() });
+        let order = |who: &str| {
+            Resource::LabOrder(OrderFacts {
+                tenant_id: "demo".into(),
+                order_id: "o".into(),
+                assigned_subject: who.into(),
+            })
+        };
         assert!(authorize(&lab, Action::AppendLabResult, &order("u-lab")).allow);
         assert!(!authorize(&lab, Action::AppendLabResult, &order("u-other")).allow);
         assert!(!authorize(&caller(Role::Doctor, "u-lab"), Action::AppendLabResult, &order("u-lab")).allow);

@@ -96,7 +96,11 @@ pub fn append(event: &Event) -> anyhow::Result<()> {
         match conn.execute(INSERT, &params) {
             Ok(_) => return Ok(()),
             // Another writer took this seq first (or the database was busy): re-read and retry.
-            Err(spin_sdk::sqlite::Error::Io(message)) if message.contains("UNIQUE") || message.contains("locked") || message.contains("busy") => continue,
+            Err(spin_sdk::sqlite::Error::Io(message))
+                if message.contains("UNIQUE") || message.contains("locked") || message.contains("busy") =>
+            {
+                continue;
+            }
             Err(e) => return Err(e).context("appending audit event"),
         }
     }

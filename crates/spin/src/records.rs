@@ -101,7 +101,8 @@ pub fn patient(conn: &Connection, tenant: &str, patient_id: &str) -> anyhow::Res
 }
 
 pub fn on_care_team(conn: &Connection, tenant: &str, patient_id: &str, doctor: &str) -> anyhow::Result<bool> {
-    let rows = conn.execute(ON_CARE_TEAM, &[text(tenant), text(patient_id), text(doctor)]).context("reading care team")?;
+    let rows =
+        conn.execute(ON_CARE_TEAM, &[text(tenant), text(patient_id), text(doctor)]).context("reading care team")?;
     Ok(rows.rows().next().is_some())
 }
 

@@ -43,7 +43,8 @@ pub fn bytes(status: u16, content_type: &str, body: Vec<u8>, cache: Cache) -> Re
 }
 
 pub fn problem(problem: &Problem) -> Response {
-    let mut response = with_headers(problem.status, health_core::problem::CONTENT_TYPE, problem.to_json(), Cache::NoStore);
+    let mut response =
+        with_headers(problem.status, health_core::problem::CONTENT_TYPE, problem.to_json(), Cache::NoStore);
     if *problem == Problem::unauthorized() {
         // RFC 6750 §3: the challenge for a missing or invalid bearer token.
         response.set_header("www-authenticate", r#"Bearer error="invalid_token""#);

@@ -21,7 +21,10 @@ pub enum Refusal {
 }
 
 /// Runs `handler` for an attested caller and maps its outcome to a response.
-pub fn serve(req: &Request, handler: impl FnOnce(&Caller) -> anyhow::Result<Result<serde_json::Value, Refusal>>) -> Response {
+pub fn serve(
+    req: &Request,
+    handler: impl FnOnce(&Caller) -> anyhow::Result<Result<serde_json::Value, Refusal>>,
+) -> Response {
     let outcome = crate::verify_context(req).and_then(|verified| match verified {
         Ok(caller) => handler(&caller),
         Err(e) => Ok(Err(Refusal::Unattested(match e {
@@ -60,7 +63,8 @@ pub fn read_record(caller: &Caller, patient_id: &str) -> anyhow::Result<Result<s
         break_glass_active: false,
         consent_active: false,
     };
-    let decision = authz::authorize(&authz::caller(caller), authz::Action::ReadRecord, &authz::Resource::Patient(facts));
+    let decision =
+        authz::authorize(&authz::caller(caller), authz::Action::ReadRecord, &authz::Resource::Patient(facts));
     if !decision.allow {
         return Ok(Err(Refusal::Forbidden(decision.reason)));
     }

@@ -10,10 +10,7 @@ fn rng() -> ChaCha20Rng {
 
 /// The RFC 7520 §3.4 RSA key: no key generation in unit tests.
 fn rsa_key() -> RsaPrivateKey {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/rfc7520/jwk/3_4.rsa_private_key.json"
-    );
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/rfc7520/jwk/3_4.rsa_private_key.json");
     let jwk: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let big = |m: &str| BigUint::from_bytes_be(&b64url_decode(jwk[m].as_str().unwrap()).unwrap());
     RsaPrivateKey::from_components(big("n"), big("e"), big("d"), vec![big("p"), big("q")]).unwrap()
@@ -27,10 +24,7 @@ fn p256_pair(seed: u64) -> (p256::SecretKey, EncryptionKey) {
 
 fn ec_token(plaintext: &[u8]) -> (String, DecryptionKey) {
     let (secret, public) = p256_pair(1);
-    (
-        encrypt(plaintext, &public, Some("k1"), None, &mut rng()).unwrap(),
-        DecryptionKey::P256(secret),
-    )
+    (encrypt(plaintext, &public, Some("k1"), None, &mut rng()).unwrap(), DecryptionKey::P256(secret))
 }
 
 fn header_of(token: &str) -> Value {
@@ -51,31 +45,17 @@ fn round_trips_to_p256_and_rsa_keys() {
     assert_eq!(token.split('.').count(), 5);
     let header = header_of(&token);
     assert_eq!(
-        (
-            header["alg"].as_str(),
-            header["enc"].as_str(),
-            header["kid"].as_str()
-        ),
+        (header["alg"].as_str(), header["enc"].as_str(), header["kid"].as_str()),
         (Some("ECDH-ES+A256KW"), Some("A256GCM"), Some("k1"))
     );
     assert_eq!(header["epk"]["crv"], "P-256");
     assert_eq!(decrypt(&token, &key, PLATFORM).unwrap().plaintext, b"hello");
 
     let private = rsa_key();
-    let token = encrypt(
-        b"hi",
-        &EncryptionKey::Rsa(RsaPublicKey::from(&private)),
-        None,
-        None,
-        &mut rng(),
-    )
-    .unwrap();
+    let token = encrypt(b"hi", &EncryptionKey::Rsa(RsaPublicKey::from(&private)), None, None, &mut rng()).unwrap();
     assert_eq!(header_of(&token)["alg"], "RSA-OAEP-256");
     let decrypted = decrypt(&token, &DecryptionKey::Rsa(private), PLATFORM).unwrap();
-    assert_eq!(
-        (decrypted.plaintext.as_slice(), decrypted.header.kid),
-        (&b"hi"[..], None)
-    );
+    assert_eq!((decrypted.plaintext.as_slice(), decrypted.header.kid), (&b"hi"[..], None));
 }
 
 #[test]
@@ -85,10 +65,7 @@ fn nested_tokens_carry_cty_jwt() {
     let decrypted = decrypt(&token, &DecryptionKey::P256(secret), PLATFORM).unwrap();
     assert_eq!(decrypted.header.cty.as_deref(), Some("JWT"));
     assert_eq!(decrypted.plaintext, b"a.b.c");
-    assert_eq!(
-        peek_header(&token, PLATFORM).unwrap().kid.as_deref(),
-        Some("k")
-    );
+    assert_eq!(peek_header(&token, PLATFORM).unwrap().kid.as_deref(), Some("k"));
 }
 
 #[test]
@@ -106,29 +83,16 @@ fn any_altered_part_is_the_same_error() {
         let mut altered = parts.clone();
         let encoded = b64url(&bytes);
         altered[index] = &encoded;
-        assert_eq!(
-            decrypt(&altered.join("."), &key, PLATFORM),
-            Err(JweError),
-            "part {index}"
-        );
+        assert_eq!(decrypt(&altered.join("."), &key, PLATFORM), Err(JweError), "part {index}");
         // Drop the part, and swap it with its neighbour.
         let mut dropped = parts.clone();
         dropped.remove(index);
         assert_eq!(decrypt(&dropped.join("."), &key, PLATFORM), Err(JweError));
     }
-    assert_eq!(
-        decrypt(&format!("{token}.x"), &key, PLATFORM),
-        Err(JweError)
-    );
+    assert_eq!(decrypt(&format!("{token}.x"), &key, PLATFORM), Err(JweError));
     assert_eq!(decrypt(&format!("{token}="), &key, PLATFORM), Err(JweError));
-    assert_eq!(
-        decrypt(&token.replacen('.', "..", 1), &key, PLATFORM),
-        Err(JweError)
-    );
-    assert_eq!(
-        decrypt(&token.replace('-', "+"), &key, PLATFORM).is_err() || !token.contains('-'),
-        true
-    );
+    assert_eq!(decrypt(&token.replacen('.', "..", 1), &key, PLATFORM), Err(JweError));
+    assert_eq!(decrypt(&token.replace('-', "+"), &key, PLATFORM).is_err() || !token.contains('-'), true);
     assert_eq!(decrypt(&"a".repeat(17_000), &key, PLATFORM), Err(JweError));
 }
 
@@ -136,28 +100,12 @@ fn any_altered_part_is_the_same_error() {
 fn wrong_keys_are_the_same_error() {
     let (token, _) = ec_token(b"x");
     let (other, _) = p256_pair(99);
-    assert_eq!(
-        decrypt(&token, &DecryptionKey::P256(other), PLATFORM),
-        Err(JweError)
-    );
-    assert_eq!(
-        decrypt(&token, &DecryptionKey::Rsa(rsa_key()), PLATFORM),
-        Err(JweError)
-    );
+    assert_eq!(decrypt(&token, &DecryptionKey::P256(other), PLATFORM), Err(JweError));
+    assert_eq!(decrypt(&token, &DecryptionKey::Rsa(rsa_key()), PLATFORM), Err(JweError));
     let private = rsa_key();
-    let token = encrypt(
-        b"x",
-        &EncryptionKey::Rsa(RsaPublicKey::from(&private)),
-        None,
-        None,
-        &mut rng(),
-    )
-    .unwrap();
+    let token = encrypt(b"x", &EncryptionKey::Rsa(RsaPublicKey::from(&private)), None, None, &mut rng()).unwrap();
     let (ec, _) = p256_pair(3);
-    assert_eq!(
-        decrypt(&token, &DecryptionKey::P256(ec), PLATFORM),
-        Err(JweError)
-    );
+    assert_eq!(decrypt(&token, &DecryptionKey::P256(ec), PLATFORM), Err(JweError));
 }
 
 #[test]
@@ -225,22 +173,12 @@ fn refused_header_members_and_algorithms() {
         },
     ];
     for variant in variants {
-        assert_eq!(
-            decrypt(&with_header(&token, &variant), &key, PLATFORM),
-            Err(JweError),
-            "{variant}"
-        );
+        assert_eq!(decrypt(&with_header(&token, &variant), &key, PLATFORM), Err(JweError), "{variant}");
     }
     // Duplicate members: the raw header JSON written by hand.
-    let duplicated = format!(
-        r#"{{"alg":"ECDH-ES+A256KW","alg":"dir","enc":"A256GCM","epk":{}}}"#,
-        header["epk"]
-    );
+    let duplicated = format!(r#"{{"alg":"ECDH-ES+A256KW","alg":"dir","enc":"A256GCM","epk":{}}}"#, header["epk"]);
     let rest = token.split_once('.').unwrap().1;
-    assert_eq!(
-        decrypt(&format!("{}.{rest}", b64url(duplicated)), &key, PLATFORM),
-        Err(JweError)
-    );
+    assert_eq!(decrypt(&format!("{}.{rest}", b64url(duplicated)), &key, PLATFORM), Err(JweError));
 }
 
 #[test]
@@ -249,18 +187,11 @@ fn the_platform_policy_refuses_what_only_conformance_allows() {
     let private = rsa_key();
     let mut cek = [7u8; 16];
     rng().fill_bytes(&mut cek);
-    let ek = RsaPublicKey::from(&private)
-        .encrypt(&mut rng(), Oaep::new::<sha1::Sha1>(), &cek)
-        .unwrap();
+    let ek = RsaPublicKey::from(&private).encrypt(&mut rng(), Oaep::new::<sha1::Sha1>(), &cek).unwrap();
     let protected = b64url(br#"{"alg":"RSA-OAEP","enc":"A128GCM"}"#);
     let token = seal(&protected, &ek, &cek, &[1u8; 12], b"old").unwrap();
     let key = DecryptionKey::Rsa(private);
-    assert_eq!(
-        decrypt(&token, &key, &JwePolicy::CONFORMANCE)
-            .unwrap()
-            .plaintext,
-        b"old"
-    );
+    assert_eq!(decrypt(&token, &key, &JwePolicy::CONFORMANCE).unwrap().plaintext, b"old");
     assert_eq!(decrypt(&token, &key, PLATFORM), Err(JweError));
 }
 
@@ -268,8 +199,8 @@ fn the_platform_policy_refuses_what_only_conformance_allows() {
 fn concat_kdf_matches_rfc7518_appendix_c() {
     // RFC 7518 Appendix C: ECDH-ES direct, A128GCM, apu "Alice", apv "Bob".
     let z = [
-        158, 86, 217, 29, 129, 113, 53, 211, 114, 131, 66, 131, 191, 132, 38, 156, 251, 49, 110,
-        163, 218, 128, 106, 72, 246, 218, 167, 121, 140, 254, 144, 196,
+        158, 86, 217, 29, 129, 113, 53, 211, 114, 131, 66, 131, 191, 132, 38, 156, 251, 49, 110, 163, 218, 128, 106,
+        72, 246, 218, 167, 121, 140, 254, 144, 196,
     ];
     let derived = concat_kdf_raw(&z, "A128GCM", b"Alice", b"Bob", 16);
     assert_eq!(b64url(derived), "VqqN6vgjbSBcIijNcacQGg");

@@ -112,7 +112,10 @@ fn matches_rfc7520_rsa_v15_signature_vector() {
     let keys = keys();
     let jwk = &keys.keys[0].jwk;
     assert_eq!(verify_with(jwk, Algorithm::Rs256, input.as_bytes(), &b64url_decode(expected).unwrap()), Ok(()));
-    assert_eq!(verify_with(jwk, Algorithm::Rs256, b"other input", &b64url_decode(expected).unwrap()), Err(Error::BadSignature));
+    assert_eq!(
+        verify_with(jwk, Algorithm::Rs256, b"other input", &b64url_decode(expected).unwrap()),
+        Err(Error::BadSignature)
+    );
 }
 
 #[test]
@@ -198,25 +201,37 @@ fn rejects_duplicate_members_and_non_json() {
 #[test]
 fn enforces_required_claims_and_time_window() {
     for claim in ["exp", "iat", "iss", "aud", "jti", "tenant_id", "sub"] {
-        let token = forge(HEADER, &payload_with(|c| {
-            c.as_object_mut().unwrap().remove(claim);
-        }));
+        let token = forge(
+            HEADER,
+            &payload_with(|c| {
+                c.as_object_mut().unwrap().remove(claim);
+            }),
+        );
         assert_eq!(check(&token), Err(Error::MissingClaim(claim)), "{claim}");
     }
-    let expired = forge(HEADER, &payload_with(|c| {
-        c["iat"] = json!(NOW - 700);
-        c["exp"] = json!(NOW - 61);
-    }));
+    let expired = forge(
+        HEADER,
+        &payload_with(|c| {
+            c["iat"] = json!(NOW - 700);
+            c["exp"] = json!(NOW - 61);
+        }),
+    );
     assert_eq!(check(&expired), Err(Error::Expired));
-    let within_skew = forge(HEADER, &payload_with(|c| {
-        c["iat"] = json!(NOW - 700);
-        c["exp"] = json!(NOW - 59);
-    }));
+    let within_skew = forge(
+        HEADER,
+        &payload_with(|c| {
+            c["iat"] = json!(NOW - 700);
+            c["exp"] = json!(NOW - 59);
+        }),
+    );
     assert!(check(&within_skew).is_ok());
-    let future = forge(HEADER, &payload_with(|c| {
-        c["iat"] = json!(NOW + 61);
-        c["exp"] = json!(NOW + 600);
-    }));
+    let future = forge(
+        HEADER,
+        &payload_with(|c| {
+            c["iat"] = json!(NOW + 61);
+            c["exp"] = json!(NOW + 600);
+        }),
+    );
     assert_eq!(check(&future), Err(Error::IssuedInFuture));
     let nbf = forge(HEADER, &payload_with(|c| c["nbf"] = json!(NOW + 120)));
     assert_eq!(check(&nbf), Err(Error::NotYetValid));
