@@ -6,12 +6,15 @@ use health_e2e::{ALICE, OPERATOR_TOKEN, TestApp};
 
 fn kid_of(token: &str) -> String {
     use base64::Engine;
-    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').next().expect("header")).expect("b64");
+    let header =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').next().expect("header")).expect("b64");
     serde_json::from_slice::<serde_json::Value>(&header).expect("json")["kid"].as_str().expect("kid").to_owned()
 }
 
+/// The signing keys' kids in a JWK Set.
 fn published_kids(reply: &health_e2e::Reply) -> Vec<String> {
-    reply.json()["keys"].as_array().expect("keys").iter().map(|k| k["kid"].as_str().expect("kid").to_owned()).collect()
+    let keys = reply.json()["keys"].as_array().expect("keys").clone();
+    keys.iter().filter(|k| k["use"] == "sig").map(|k| k["kid"].as_str().expect("kid").to_owned()).collect()
 }
 
 const RECORD: &str = "/api/patients/p-1001/record";
@@ -27,9 +30,15 @@ async fn rotation_keeps_old_tokens_until_revocation_refuses_them_at_once() {
     // Only the operator may rotate.
     let body = r#"{"tenant_id":"demo-hospital","use":"sig"}"#;
     assert_eq!(app.send("POST", "/admin/rotate-key", &[json], body).await.status, 401);
-    assert_eq!(app.send("POST", "/admin/rotate-key", &[json, ("authorization", "Bearer guess")], body).await.status, 401);
+    assert_eq!(
+        app.send("POST", "/admin/rotate-key", &[json, ("authorization", "Bearer guess")], body).await.status,
+        401
+    );
     let alice_as_operator = format!("Bearer {old_token}");
-    assert_eq!(app.send("POST", "/admin/rotate-key", &[json, ("authorization", &alice_as_operator)], body).await.status, 401);
+    assert_eq!(
+        app.send("POST", "/admin/rotate-key", &[json, ("authorization", &alice_as_operator)], body).await.status,
+        403
+    );
 
     let rotated = app.send("POST", "/admin/rotate-key", &[json, ("authorization", &operator)], body).await;
     assert_eq!(rotated.status, 200, "{}", rotated.body);
@@ -39,7 +48,9 @@ async fn rotation_keeps_old_tokens_until_revocation_refuses_them_at_once() {
     let set = app.send("GET", "/jwk/demo-hospital", &[], "").await;
     assert_eq!(published_kids(&set), [old_kid.as_str(), new_kid.as_str()]);
     let listed = app.send("GET", "/admin/keys/demo-hospital", &[("authorization", &operator)], "").await.json();
-    let status_of = |kid: &str| listed["keys"].as_array().expect("keys").iter().find(|k| k["kid"] == kid).expect("listed")["status"].clone();
+    let status_of = |kid: &str| {
+        listed["keys"].as_array().expect("keys").iter().find(|k| k["kid"] == kid).expect("listed")["status"].clone()
+    };
     assert_eq!(status_of(&old_kid), "retiring");
     assert_eq!(status_of(&new_kid), "active");
     assert!(!listed.to_string().contains("\"d\""), "private material listed");
@@ -60,18 +71,31 @@ async fn rotation_keeps_old_tokens_until_revocation_refuses_them_at_once() {
     let unknown = r#"{"tenant_id":"demo-hospital","kid":"nope"}"#;
     assert_eq!(app.send("POST", "/admin/revoke-key", &[json, ("authorization", &operator)], unknown).await.status, 404);
     let other_tenant = r#"{"tenant_id":"other-hospital","use":"sig"}"#;
-    assert_eq!(app.send("POST", "/admin/rotate-key", &[json, ("authorization", &operator)], other_tenant).await.status, 404);
+    assert_eq!(
+        app.send("POST", "/admin/rotate-key", &[json, ("authorization", &operator)], other_tenant).await.status,
+        404
+    );
 
-    // Both keys' private halves exist only sealed, in the jwks-only store.
-    let sealed = app.query_strings("private-keys.db", "SELECT CAST(value AS TEXT) FROM spin_key_value WHERE store = 'private-keys'");
-    assert_eq!(sealed.len(), 2);
+    // Both signing keys' private halves (and the encryption key's) exist only sealed, in the
+    // jwks-only store.
+    let sealed = app.query_strings(
+        "private-keys.db",
+        "SELECT CAST(value AS TEXT) FROM spin_key_value WHERE store = 'private-keys'",
+    );
+    assert_eq!(sealed.len(), 3);
     assert!(sealed.iter().all(|v| v.starts_with("v1.")), "private keys stored unsealed");
-    let actions = app.query_strings("audit.db", "SELECT json_extract(event, '$.action') FROM audit_events WHERE tenant_id = 'demo-hospital'");
+    let actions = app.query_strings(
+        "audit.db",
+        "SELECT json_extract(event, '$.action') FROM audit_events WHERE tenant_id = 'demo-hospital'",
+    );
     for action in ["key.create", "key.rotate", "key.revoke"] {
         assert!(actions.iter().any(|a| a == action), "{action} not audited: {actions:?}");
     }
-    let denied = app.query_strings("audit.db", "SELECT reason FROM audit_events WHERE reason IN ('bad_operator_token', 'missing_operator_token')");
-    assert_eq!(denied.len(), 3, "refused operator attempts are audited: {denied:?}");
+    let denied = app.query_strings(
+        "audit.db",
+        "SELECT reason FROM audit_events WHERE reason IN ('bad_operator_token', 'missing_or_repeated_authorization', 'not_an_admin')",
+    );
+    assert_eq!(denied.len(), 3, "refused admin attempts are audited: {denied:?}");
 }
 
 async fn post(app: &health_host::App, path: &str, auth: Option<&str>, body: &str) -> (u16, serde_json::Value) {
@@ -121,13 +145,20 @@ async fn a_concurrent_rotation_never_undoes_a_revocation() {
         let (a, b) = (app.app.clone(), app.app.clone());
         let (op_a, op_b) = (operator.clone(), operator.clone());
         let revoke_body = format!(r#"{{"tenant_id":"demo-hospital","kid":"{kid}"}}"#);
-        let rotate = tokio::spawn(async move { post(&a, "/admin/rotate-key", Some(&op_a), r#"{"tenant_id":"demo-hospital"}"#).await });
+        let rotate = tokio::spawn(async move {
+            post(&a, "/admin/rotate-key", Some(&op_a), r#"{"tenant_id":"demo-hospital"}"#).await
+        });
         let revoke = tokio::spawn(async move { post(&b, "/admin/revoke-key", Some(&op_b), &revoke_body).await });
         assert_eq!(rotate.await.expect("join").0, 200, "round {round}");
         assert_eq!(revoke.await.expect("join").0, 200, "round {round}");
         assert_eq!(app.get_with(RECORD, &token).await.status, 401, "round {round}: revocation undone");
         let listed = app.send("GET", "/admin/keys/demo-hospital", &[("authorization", &operator)], "").await.json();
-        let active = listed["keys"].as_array().expect("keys").iter().filter(|k| k["status"] == "active").count();
+        let active = listed["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .filter(|k| k["status"] == "active" && k["use"] == "sig")
+            .count();
         assert_eq!(active, 1, "round {round}: {listed}");
         assert_eq!(app.get_with(RECORD, &app.token(ALICE).await).await.status, 200, "round {round}");
     }
@@ -139,7 +170,8 @@ async fn an_old_active_key_rotates_exactly_once_on_the_next_signings() {
     let before = app.token(ALICE).await;
     let old_kid = kid_of(&before);
     // Age the active key past key_rotation_days (90) in the store, as time would.
-    let ninety_one_days_ago = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() - 91 * 86_400;
+    let ninety_one_days_ago =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() - 91 * 86_400;
     let db = rusqlite::Connection::open(app.state.path().join("public-keys.db")).expect("db");
     let aged = db
         .execute(
@@ -156,10 +188,14 @@ async fn an_old_active_key_rotates_exactly_once_on_the_next_signings() {
 
     let operator = format!("Bearer {OPERATOR_TOKEN}");
     let listed = app.send("GET", "/admin/keys/demo-hospital", &[("authorization", &operator)], "").await.json();
-    let statuses: Vec<String> = listed["keys"].as_array().expect("keys").iter().map(|k| k["status"].as_str().expect("status").to_owned()).collect();
+    let signing = listed["keys"].as_array().expect("keys").iter().filter(|k| k["use"] == "sig");
+    let statuses: Vec<String> = signing.map(|k| k["status"].as_str().expect("status").to_owned()).collect();
     assert_eq!(statuses, ["retiring", "active"], "{listed}");
     // The token from before the rotation still works while its key is retiring.
     assert_eq!(app.get_with(RECORD, &before).await.status, 200);
-    let rotations = app.query_strings("audit.db", "SELECT reason FROM audit_events WHERE json_extract(event, '$.action') = 'key.rotate'");
+    let rotations = app.query_strings(
+        "audit.db",
+        "SELECT reason FROM audit_events WHERE json_extract(event, '$.action') = 'key.rotate'",
+    );
     assert!(!rotations.is_empty() && rotations.iter().all(|r| r == "scheduled"), "{rotations:?}");
 }

@@ -32,6 +32,33 @@ pub struct TestApp {
 impl TestApp {
     /// Loads the real `spin.toml`; `prepare` may seed the state directory first.
     pub fn start(prepare: impl FnOnce(&Path)) -> anyhow::Result<Self> {
+        Self::start_with(prepare, None)
+    }
+
+    /// The real `spin.toml` plus the host's probe component at `/probe/...`, allowed to call
+    /// `jwks.spin.internal`: `/probe/call?url=http://jwks.spin.internal/...` forwards method,
+    /// body and `x-health-*` headers, as a chained component would send them.
+    pub fn start_with_probe() -> anyhow::Result<Self> {
+        let release = root().join("target/wasm32-wasip2/release");
+        let probe = format!(
+            r#"
+[[trigger.http]]
+route = "/probe/..."
+component = "probe"
+
+[component.probe]
+source = "{}"
+allowed_outbound_hosts = ["http://jwks.spin.internal"]
+[component.probe.dependencies]
+"health:platform/authorizer@0.1.0" = {{ path = "{}" }}
+"#,
+            release.join("host_probe.wasm").display(),
+            release.join("policy.wasm").display()
+        );
+        Self::start_with(|_| {}, Some(probe))
+    }
+
+    fn start_with(prepare: impl FnOnce(&Path), extra_manifest: Option<String>) -> anyhow::Result<Self> {
         let state = tempfile::tempdir()?;
         // The project's runtime config, with every store moved into the temporary directory.
         let runtime = std::fs::read_to_string(root().join("runtime-config.toml"))?
@@ -44,12 +71,19 @@ impl TestApp {
             ("SPIN_VARIABLE_CONTEXT_KEY".to_owned(), CONTEXT_KEY.to_owned()),
             ("SPIN_VARIABLE_OPERATOR_TOKEN_HASH".to_owned(), health_core::sha256_hex(OPERATOR_TOKEN)),
         ]);
-        let options = LoadOptions {
-            manifest: root().join("spin.toml"),
-            runtime_config: Some(runtime_path),
-            state_dir: state.path().join(".spin"),
-            env,
+        let manifest = match extra_manifest {
+            None => root().join("spin.toml"),
+            Some(extra) => {
+                // Same manifest, relative paths made absolute, in the state directory.
+                let base = std::fs::read_to_string(root().join("spin.toml"))?
+                    .replace("\"target/", &format!("\"{}/target/", root().display()));
+                let path = state.path().join("spin.toml");
+                std::fs::write(&path, base + &extra)?;
+                path
+            }
         };
+        let options =
+            LoadOptions { manifest, runtime_config: Some(runtime_path), state_dir: state.path().join(".spin"), env };
         Ok(Self { app: App::load(&options)?, state })
     }
 
@@ -60,11 +94,9 @@ impl TestApp {
             req = req.header(*name, *value);
         }
         let req = req.body(Bytes::from(body.to_owned())).expect("valid request");
-        let res = self
-            .app
-            .handle(req)
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e:#}\nguest output:\n{}", self.app.guest_output().join("\n")));
+        let res = self.app.handle(req).await.unwrap_or_else(|e| {
+            panic!("{method} {path}: {e:#}\nguest output:\n{}", self.app.guest_output().join("\n"))
+        });
         Reply {
             status: res.status().as_u16(),
             headers: res.headers().clone(),
@@ -107,6 +139,51 @@ impl TestApp {
         let der = master.open(name.as_bytes(), std::str::from_utf8(&sealed).expect("sealed text")).expect("unseals");
         let kid = name.split_once('/').expect("tenant/kid").1.to_owned();
         (kid, rsa::RsaPrivateKey::from_pkcs8_der(&der).expect("PKCS#8 key"))
+    }
+
+    /// A tenant's private key `kid` for `alg`, unsealed like [`Self::tenant_private_key`].
+    pub fn private_key(&self, tenant: &str, kid: &str, alg: health_jose::Algorithm) -> health_jose::PrivateKey {
+        let conn = rusqlite::Connection::open(self.state.path().join("private-keys.db")).expect("database opens");
+        let name = format!("{tenant}/{kid}");
+        let sealed: Vec<u8> = conn
+            .query_row("SELECT value FROM spin_key_value WHERE store = 'private-keys' AND key = ?1", [&name], |r| {
+                r.get(0)
+            })
+            .expect("the private key");
+        let master = health_core::SecretKey::from_hex(MASTER_KEY).expect("master key");
+        let der = master.open(name.as_bytes(), std::str::from_utf8(&sealed).expect("sealed text")).expect("unseals");
+        health_jose::PrivateKey::from_pkcs8_der(alg, &der).expect("PKCS#8 key")
+    }
+
+    /// Sends `body` to `http://{service}.spin.internal{path}` through the probe (see
+    /// [`Self::start_with_probe`]) with a caller context for `caller` attested under the test
+    /// `context_key`, as the gateway or auth would. Returns the chained service's reply.
+    pub async fn chained(
+        &self,
+        service: &str,
+        method: &str,
+        path: &str,
+        caller: Option<&health_core::Caller>,
+        body: &str,
+    ) -> Reply {
+        use health_core::context::{CALLER_HEADER, MAC_HEADER, TIMESTAMP_HEADER, attest};
+        let key = health_core::SecretKey::from_hex(CONTEXT_KEY).expect("context key");
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+        let url = format!("/probe/call?url=http://{service}.spin.internal{path}");
+        let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+        if let Some(caller) = caller {
+            let att = attest(&key, method, path, body.as_bytes(), caller, i64::try_from(now).expect("time"));
+            headers.extend([
+                (CALLER_HEADER.to_owned(), att.caller),
+                (TIMESTAMP_HEADER.to_owned(), att.timestamp),
+                (MAC_HEADER.to_owned(), att.mac),
+            ]);
+        }
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let reply = self.send(method, &url, &headers, body).await;
+        assert_eq!(reply.status, 200, "probe failed: {}", reply.body);
+        let (status, body) = reply.body.split_once(' ').expect("status and body");
+        Reply { status: status.parse().expect("status"), headers: http::HeaderMap::new(), body: body.to_owned() }
     }
 
     pub async fn get_with(&self, path: &str, token: &str) -> Reply {

@@ -11,16 +11,12 @@
 use anyhow::Context;
 use health_core::audit::{Event, NO_TENANT, Outcome};
 use health_core::{Caller, PatientId, Problem, Role};
-use health_jose::{TenantKeys, VerifyOptions};
 use health_spin::authz;
 use health_spin::respond::{self, Cache};
 use health_spin::service::REASON_HEADER;
+use health_spin::tokens;
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
-use spin_sdk::key_value::Store;
-
-/// Size cap on the Authorization header value, a little above the token cap.
-const MAX_AUTHORIZATION: usize = 16 * 1024 + 16;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Api {
@@ -119,7 +115,9 @@ async fn process(req: &Request, event: &mut Event) -> anyhow::Result<Response> {
                 let route = authz::Resource::Route(api.family().into());
                 let decision = authz::authorize(&authz::caller(&caller), api.action(), &route);
                 match (decision.allow, api.upstream(caller.role)) {
-                    (true, Some((service, path))) => return forward(req, &caller, service, &path, event).await,
+                    (true, Some((service, path))) => {
+                        return forward(req, &caller, service, &path, event).await;
+                    }
                     (true, None) => Refusal::Forbidden("no_service_for_role".into()),
                     (false, _) => Refusal::Forbidden(decision.reason),
                 }
@@ -145,34 +143,13 @@ async fn process(req: &Request, event: &mut Event) -> anyhow::Result<Response> {
 
 /// Verifies the bearer token (ARCHITECTURE.md §4) and returns the caller, or the precise reason.
 fn authenticate(req: &Request, event: &mut Event) -> anyhow::Result<Result<Caller, &'static str>> {
-    let mut values = req.headers().filter(|(name, _)| name.eq_ignore_ascii_case("authorization"));
-    let (Some((_, value)), None) = (values.next(), values.next()) else {
-        return Ok(Err("missing_or_repeated_authorization"));
+    let token = match tokens::bearer_token(req) {
+        Ok(token) => token,
+        Err(reason) => return Ok(Err(reason)),
     };
-    if value.as_bytes().len() > MAX_AUTHORIZATION {
-        return Ok(Err("token_too_large"));
-    }
-    let Some(token) = value.as_str().and_then(bearer) else {
-        return Ok(Err("not_a_bearer_token"));
-    };
-    let opts = VerifyOptions {
-        audience: "health-platform".into(),
-        tolerance_secs: health_spin::var_i64("clock_tolerance_secs")?,
-        max_lifetime_secs: health_spin::var_i64("access_token_ttl_secs")?,
-        max_token_bytes: 16 * 1024,
-    };
-    let tenant = match health_jose::peek_tenant(token, &opts) {
-        Ok(tenant) => tenant,
-        Err(e) => return Ok(Err(e.reason())),
-    };
-    let public = Store::open("public-keys").context("opening public-keys")?;
-    let Some(bytes) = public.get(&format!("tenant/{tenant}")).context("reading tenant keys")? else {
-        return Ok(Err("unknown_tenant"));
-    };
-    let keys: TenantKeys = serde_json::from_slice(&bytes).context("decoding tenant keys")?;
-    let claims = match health_jose::verify(token, &keys, event.time, &opts) {
+    let claims = match tokens::verify(token, event.time)? {
         Ok(claims) => claims,
-        Err(e) => return Ok(Err(e.reason())),
+        Err(reason) => return Ok(Err(reason)),
     };
     // From here on the event is attributable to the verified tenant.
     event.tenant_id = claims.tenant_id.to_string();
@@ -180,16 +157,6 @@ fn authenticate(req: &Request, event: &mut Event) -> anyhow::Result<Result<Calle
     event.actor_role = Some(claims.role.clone());
     event.client_id = Some(claims.client_id.clone());
     event.jti = Some(claims.jti.clone());
-    let revocations = Store::open("revocations").context("opening revocations")?;
-    if revocations.exists(&format!("jti/{}", claims.jti)).context("checking jti revocation")? {
-        return Ok(Err("revoked_jti"));
-    }
-    if let Some(not_before) = revocations.get(&format!("sub/{}/{}", claims.tenant_id, claims.sub)).context("checking logout")? {
-        let not_before: i64 = std::str::from_utf8(&not_before).ok().and_then(|s| s.parse().ok()).unwrap_or(i64::MAX);
-        if claims.iat < not_before {
-            return Ok(Err("subject_logged_out"));
-        }
-    }
     let Some(role) = Role::parse(&claims.role) else {
         return Ok(Err("unknown_role"));
     };
@@ -203,13 +170,13 @@ fn authenticate(req: &Request, event: &mut Event) -> anyhow::Result<Result<Calle
     }))
 }
 
-/// `Bearer <token>` (scheme case-insensitive, RFC 6750 §2.1).
-fn bearer(value: &str) -> Option<&str> {
-    let (scheme, token) = value.split_once(' ')?;
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' ')).then_some(token)
-}
-
-async fn forward(req: &Request, caller: &Caller, service: &str, path: &str, event: &mut Event) -> anyhow::Result<Response> {
+async fn forward(
+    req: &Request,
+    caller: &Caller,
+    service: &str,
+    path: &str,
+    event: &mut Event,
+) -> anyhow::Result<Response> {
     let key = health_spin::secret_key("context_key")?;
     let method = req.method().clone();
     let att = health_core::context::attest(&key, &method.to_string(), path, req.body(), caller, event.time);
@@ -252,16 +219,6 @@ mod tests {
         assert_eq!(parse(&Method::Get, "/api/patients/..%2Fx/record"), None);
         assert_eq!(parse(&Method::Post, "/api/patients/p-1001/record"), None);
         assert_eq!(parse(&Method::Get, "/api/patients/p-1001/record/extra"), None);
-    }
-
-    #[test]
-    fn accepts_only_well_formed_bearer_credentials() {
-        assert_eq!(bearer("Bearer abc"), Some("abc"));
-        assert_eq!(bearer("bearer abc"), Some("abc"));
-        assert_eq!(bearer("Basic abc"), None);
-        assert_eq!(bearer("Bearer "), None);
-        assert_eq!(bearer("Bearer a b"), None);
-        assert_eq!(bearer("Bearerabc"), None);
     }
 
     #[test]

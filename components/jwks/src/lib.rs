@@ -1,24 +1,29 @@
 //! The `jwks` component: the only place tenants' private keys exist in clear. It creates each
-//! tenant's RS256 signing key (private half sealed under `master_key` in `private-keys`, public
-//! half in `public-keys` where the gateway reads it), serves the JWK Sets, and signs access
-//! tokens for `auth` over local service chaining. It has no outbound network at all.
+//! tenant's signing key (RS256 by default; ES256 or EdDSA on rotation) and encryption key
+//! (ECDH-ES+A256KW by default; RSA-OAEP-256 on rotation), private halves sealed under
+//! `master_key` in `private-keys`, public halves in `public-keys` where the gateway reads them.
+//! It serves the JWK Sets, and over local service chaining signs access tokens, encrypts to a
+//! tenant and decrypts JWEs (one uniform error for every decryption failure). It has no
+//! outbound network at all.
 //!
-//! The platform operator (bearer token whose SHA-256 is `operator_token_hash`) rotates, revokes
-//! and lists keys through `/admin/...`. A rotated-out key stays published as `retiring` for the
-//! longest token lifetime plus clock tolerance, then retires.
+//! `/admin/...` takes the platform operator's token (SHA-256 in `operator_token_hash`) or a
+//! tenant admin's access token for its own tenant: rotate, revoke and list keys, revoke a token
+//! by `jti`, verify the tenant's audit chain; creating tenants is the operator's alone. A
+//! rotated-out key stays published as `retiring` for the longest token lifetime plus clock
+//! tolerance, then retires. Every admin action, allowed or refused, is audited.
 
 // The Spin SDK and wit-bindgen macros expand to the component ABI's `unsafe` glue.
 #![allow(unsafe_code)]
 
 use anyhow::Context;
-use health_core::audit::{Event, Outcome};
+use health_core::audit::{Event, NO_TENANT, Outcome};
 use health_core::{Problem, TenantId};
-use health_jose::{Claims, KeyStatus, KeyUse, LifecycleError, TenantKeys};
+use health_jose::jwe::{self, JwePolicy};
+use health_jose::{Algorithm, Claims, KeyRecord, KeyStatus, KeyUse, LifecycleError, PrivateKey, TenantKeys};
+use health_spin::respond::{self, Cache};
+use health_spin::tokens;
 use rand_chacha::rand_core::SeedableRng;
 use serde::Deserialize;
-use health_spin::respond::{self, Cache};
-use rsa::RsaPrivateKey;
-use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
 use spin_sdk::key_value::Store;
@@ -29,21 +34,27 @@ const DEMO_TENANT: &str = "demo-hospital";
 /// so a verifier's cache never outlives a key's publication.
 const JWKS_MAX_AGE_SECS: u32 = 300;
 /// Largest request body accepted.
-const MAX_BODY: usize = 8 * 1024;
+const MAX_BODY: usize = 32 * 1024;
 /// Clock tolerance verifiers allow; a retiring key outlives the longest token by this much.
 const CLOCK_TOLERANCE_SECS: i64 = 60;
 /// Read-back rounds before a key-set update under contention gives up.
 const UPDATE_ATTEMPTS: usize = 8;
+/// The one answer to every failed decryption, whatever failed (no oracle).
+const DECRYPTION_FAILED: &str = "JWE could not be decrypted";
 
 #[derive(Debug, PartialEq, Eq)]
 enum Api {
     AllKeys,
     TenantKeys(TenantId),
     Sign,
+    Encrypt,
+    Decrypt,
     Rotate,
     Revoke,
     ListKeys(TenantId),
     CreateTenant,
+    RevokeToken,
+    VerifyAudit(TenantId),
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,12 +67,10 @@ struct CreateTenantRequest {
 #[serde(deny_unknown_fields)]
 struct RotateRequest {
     tenant_id: TenantId,
-    #[serde(rename = "use", default = "sig")]
+    #[serde(rename = "use", default)]
     key_use: KeyUse,
-}
-
-fn sig() -> KeyUse {
-    KeyUse::Sig
+    /// Algorithm of the new key; by default the current key's (or the platform default).
+    alg: Option<Algorithm>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,31 +80,57 @@ struct RevokeRequest {
     kid: String,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeTokenRequest {
+    /// Required of a tenant admin (its own tenant); the operator may leave it out.
+    tenant_id: Option<TenantId>,
+    jti: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EncryptRequest {
+    plaintext: String,
+    cty: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecryptRequest {
+    jwe: String,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 enum Error {
     NotFound,
     MethodNotAllowed,
     BadRequest(&'static str),
     Unauthorized,
+    Forbidden,
     TooLarge,
     UnsupportedMediaType,
     Conflict(&'static str),
 }
 
 fn parse(method: &Method, path: &str) -> Result<Api, Error> {
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let api = match segments.as_slice() {
+    let tenant = |t: &str| TenantId::parse(t).map_err(|_| Error::NotFound);
+    let api = match health_spin::segments(path).as_slice() {
         [".well-known", "jwks.json"] => Api::AllKeys,
-        ["jwk", tenant] => Api::TenantKeys(TenantId::parse(tenant).map_err(|_| Error::NotFound)?),
+        ["jwk", t] => Api::TenantKeys(tenant(t)?),
         ["internal", "sign"] => Api::Sign,
+        ["internal", "encrypt"] => Api::Encrypt,
+        ["internal", "decrypt"] => Api::Decrypt,
         ["admin", "rotate-key"] => Api::Rotate,
         ["admin", "revoke-key"] => Api::Revoke,
+        ["admin", "revoke-token"] => Api::RevokeToken,
         ["admin", "tenants"] => Api::CreateTenant,
-        ["admin", "keys", tenant] => Api::ListKeys(TenantId::parse(tenant).map_err(|_| Error::NotFound)?),
+        ["admin", "keys", t] => Api::ListKeys(tenant(t)?),
+        ["admin", "audit", "verify", t] => Api::VerifyAudit(tenant(t)?),
         _ => return Err(Error::NotFound),
     };
-    let expected = if matches!(api, Api::Sign | Api::Rotate | Api::Revoke | Api::CreateTenant) { Method::Post } else { Method::Get };
-    if *method != expected {
+    let read = matches!(api, Api::AllKeys | Api::TenantKeys(_) | Api::ListKeys(_) | Api::VerifyAudit(_));
+    if *method != if read { Method::Get } else { Method::Post } {
         return Err(Error::MethodNotAllowed);
     }
     Ok(api)
@@ -107,6 +142,7 @@ fn error_response(error: &Error) -> Response {
         Error::MethodNotAllowed => Problem::method_not_allowed(),
         Error::BadRequest(detail) => Problem::bad_request(*detail),
         Error::Unauthorized => Problem::unauthorized(),
+        Error::Forbidden => Problem::forbidden(),
         Error::TooLarge => Problem::payload_too_large(),
         Error::UnsupportedMediaType => Problem::unsupported_media_type(),
         Error::Conflict(detail) => Problem::conflict(*detail),
@@ -131,110 +167,306 @@ fn route(req: &Request) -> anyhow::Result<Result<Response, Error>> {
         Ok(api) => api,
         Err(e) => return Ok(Err(e)),
     };
+    if req.body().len() > MAX_BODY {
+        return Ok(Err(Error::TooLarge));
+    }
     let keys = Keys::open()?;
     if health_spin::var("demo_tenant")? == "true" {
         keys.ensure_tenant(&TenantId::parse(DEMO_TENANT)?)?;
     }
+    let now = health_spin::now();
     match api {
         Api::AllKeys => {
             let mut all = Vec::new();
             for tenant in keys.tenants()? {
-                if let Some(set) = keys.load(&tenant, health_spin::now())? {
-                    all.extend(set.published(health_spin::now()).cloned());
+                if let Some(set) = keys.load(&tenant, now)? {
+                    all.extend(set.published(now).cloned());
                 }
             }
             Ok(Ok(respond::json(200, &serde_json::json!({ "keys": all }), Cache::Public(JWKS_MAX_AGE_SECS))))
         }
-        Api::TenantKeys(tenant) => Ok(match keys.load(&tenant, health_spin::now())? {
+        Api::TenantKeys(tenant) => Ok(match keys.load(&tenant, now)? {
             Some(set) => {
-                let published: Vec<_> = set.published(health_spin::now()).collect();
+                let published: Vec<_> = set.published(now).collect();
                 Ok(respond::json(200, &serde_json::json!({ "keys": published }), Cache::Public(JWKS_MAX_AGE_SECS)))
             }
             None => Err(Error::NotFound),
         }),
-        Api::Sign => sign(req, &keys),
-        Api::Rotate | Api::Revoke | Api::ListKeys(_) | Api::CreateTenant => admin(req, api, &keys),
+        Api::Sign => sign(req, &keys, now),
+        Api::Encrypt => encrypt(req, &keys, now),
+        Api::Decrypt => decrypt(req, &keys, now),
+        Api::Rotate | Api::Revoke | Api::ListKeys(_) | Api::CreateTenant | Api::RevokeToken | Api::VerifyAudit(_) => {
+            admin(req, api, &keys, now)
+        }
     }
 }
 
-/// The operator's key management. Every change is audited.
-fn admin(req: &Request, api: Api, keys: &Keys) -> anyhow::Result<Result<Response, Error>> {
-    let presented = req.header("authorization").and_then(|v| v.as_str()).and_then(|v| v.strip_prefix("Bearer "));
-    let now = health_spin::now();
-    if !presented.is_some_and(|token| health_core::token_matches_hash(token, &health_spin::var("operator_token_hash").unwrap_or_default())) {
-        health_spin::audit::append(&Event {
-            time: now,
-            request_id: health_spin::random_id(),
-            tenant_id: health_core::audit::NO_TENANT.into(),
-            action: format!("{} {}", req.method(), req.path().chars().take(128).collect::<String>()),
-            resource: "admin".into(),
-            outcome: Some(Outcome::Deny),
-            reason: if presented.is_some() { "bad_operator_token" } else { "missing_operator_token" }.into(),
-            status: 401,
-            client_ip: req.header("spin-client-addr").and_then(|v| v.as_str()).map(str::to_owned),
-            ..Event::default()
-        })?;
-        return Ok(Err(Error::Unauthorized));
+/// Who is calling an admin endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Principal {
+    /// The platform operator: every tenant.
+    Operator,
+    /// A tenant admin's verified access token: its own tenant only.
+    TenantAdmin { tenant: TenantId, sub: String, jti: String },
+}
+
+impl Principal {
+    fn may_manage(&self, tenant: &TenantId) -> bool {
+        match self {
+            Principal::Operator => true,
+            Principal::TenantAdmin { tenant: own, .. } => own == tenant,
+        }
     }
-    if let Api::ListKeys(tenant) = &api {
-        let Some(set) = keys.load(tenant, now)? else { return Ok(Err(Error::NotFound)) };
-        let listed: Vec<_> = set
-            .keys
-            .iter()
-            .map(|k| {
-                serde_json::json!({
-                    "kid": k.jwk.kid, "use": k.jwk.key_use, "alg": k.jwk.alg, "status": k.status_at(now),
-                    "created_at": k.created_at, "not_after": k.not_after,
-                })
-            })
-            .collect();
-        return Ok(Ok(respond::json(200, &serde_json::json!({ "tenant_id": tenant, "keys": listed }), Cache::NoStore)));
+
+    /// Audit actor fields.
+    fn actor(&self, event: &mut Event) {
+        match self {
+            Principal::Operator => event.actor_role = Some("operator".into()),
+            Principal::TenantAdmin { sub, jti, .. } => {
+                event.actor_role = Some("admin".into());
+                event.actor_sub = Some(sub.clone());
+                event.jti = Some(jti.clone());
+            }
+        }
     }
+}
+
+/// The operator token, or else a tenant admin's access token verified in full (signature,
+/// claims, revocation); `Err` carries the precise reason for the audit log.
+fn authenticate(req: &Request, now: i64) -> anyhow::Result<Result<Principal, &'static str>> {
+    let token = match tokens::bearer_token(req) {
+        Ok(token) => token,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    if health_core::token_matches_hash(token, &health_spin::var("operator_token_hash")?) {
+        return Ok(Ok(Principal::Operator));
+    }
+    if token.split('.').count() != 3 {
+        return Ok(Err("bad_operator_token"));
+    }
+    let claims = match tokens::verify(token, now)? {
+        Ok(claims) => claims,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    if claims.role != "admin" {
+        return Ok(Err("not_an_admin"));
+    }
+    Ok(Ok(Principal::TenantAdmin { tenant: claims.tenant_id, sub: claims.sub, jti: claims.jti }))
+}
+
+fn admin_event(req: &Request, now: i64) -> Event {
+    Event {
+        time: now,
+        request_id: health_spin::random_id(),
+        tenant_id: NO_TENANT.into(),
+        action: format!("{} {}", req.method(), req.path().chars().take(128).collect::<String>()),
+        resource: "admin".into(),
+        client_ip: req.header("spin-client-addr").and_then(|v| v.as_str()).map(str::to_owned),
+        user_agent: req.header("user-agent").and_then(|v| v.as_str()).map(|s| s.chars().take(256).collect()),
+        ..Event::default()
+    }
+}
+
+/// Key, token and audit administration. Every attempt, allowed or refused, is audited; if the
+/// audit write fails the change is reported as failed.
+fn admin(req: &Request, api: Api, keys: &Keys, now: i64) -> anyhow::Result<Result<Response, Error>> {
+    let mut event = admin_event(req, now);
+    let outcome = match authenticate(req, now)? {
+        Err(reason) => {
+            event.reason = reason.into();
+            // A valid token of someone who is not an admin is authenticated, just not allowed.
+            Err(if reason == "not_an_admin" { Error::Forbidden } else { Error::Unauthorized })
+        }
+        Ok(principal) => {
+            principal.actor(&mut event);
+            administer(req, api, keys, now, &principal, &mut event)?
+        }
+    };
+    event.outcome = Some(if outcome.is_ok() { Outcome::Allow } else { Outcome::Deny });
+    event.status = match &outcome {
+        Ok(response) => *response.status(),
+        Err(Error::Unauthorized) => 401,
+        Err(Error::Forbidden) => 403,
+        Err(Error::NotFound) => 404,
+        Err(Error::Conflict(_)) => 409,
+        Err(_) => 400,
+    };
+    if event.reason.is_empty() {
+        event.reason = match &outcome {
+            Ok(_) => "ok".into(),
+            Err(e) => format!("{e:?}").to_lowercase().chars().take(64).collect(),
+        };
+    }
+    health_spin::audit::append(&event)?;
+    Ok(outcome)
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(req: &Request, usage: &'static str) -> Result<T, Error> {
     let json = req.header("content-type").and_then(|v| v.as_str()).is_some_and(|c| c.starts_with("application/json"));
     if !json {
-        return Ok(Err(Error::UnsupportedMediaType));
+        return Err(Error::UnsupportedMediaType);
     }
-    if req.body().len() > MAX_BODY {
-        return Ok(Err(Error::TooLarge));
-    }
-    let (tenant, kid, action) = match api {
+    serde_json::from_slice(req.body()).map_err(|_| Error::BadRequest(usage))
+}
+
+fn administer(
+    req: &Request,
+    api: Api,
+    keys: &Keys,
+    now: i64,
+    principal: &Principal,
+    event: &mut Event,
+) -> anyhow::Result<Result<Response, Error>> {
+    // The tenant the request is about, then whether this principal may act on it.
+    let target = match &api {
+        Api::ListKeys(t) | Api::VerifyAudit(t) => t.clone(),
         Api::Rotate => {
-            let Ok(body) = serde_json::from_slice::<RotateRequest>(req.body()) else {
-                return Ok(Err(Error::BadRequest("body must be {\"tenant_id\", \"use\": \"sig\"}")));
-            };
-            if body.key_use != KeyUse::Sig {
-                return Ok(Err(Error::BadRequest("only signing keys (use = sig) exist so far")));
+            match json_body::<RotateRequest>(req, "body must be {\"tenant_id\", \"use\": \"sig\"|\"enc\", \"alg\"?}") {
+                Ok(body) => body.tenant_id,
+                Err(e) => return Ok(Err(e)),
             }
-            let Some(kid) = keys.rotate(&body.tenant_id, now)? else { return Ok(Err(Error::NotFound)) };
-            (body.tenant_id, kid, "key.rotate")
+        }
+        Api::Revoke => match json_body::<RevokeRequest>(req, "body must be {\"tenant_id\", \"kid\"}") {
+            Ok(body) => body.tenant_id,
+            Err(e) => return Ok(Err(e)),
+        },
+        Api::RevokeToken => match json_body::<RevokeTokenRequest>(req, "body must be {\"jti\", \"tenant_id\"?}") {
+            Ok(RevokeTokenRequest { tenant_id: Some(tenant), .. }) => tenant,
+            Ok(RevokeTokenRequest { tenant_id: None, jti }) if *principal == Principal::Operator => {
+                return revoke_token(None, &jti, now, event);
+            }
+            Ok(_) => return Ok(Err(Error::BadRequest("tenant_id is required"))),
+            Err(e) => return Ok(Err(e)),
+        },
+        Api::CreateTenant => match json_body::<CreateTenantRequest>(req, "body must be {\"tenant_id\"}") {
+            Ok(body) => body.tenant_id,
+            Err(e) => return Ok(Err(e)),
+        },
+        Api::AllKeys | Api::TenantKeys(_) | Api::Sign | Api::Encrypt | Api::Decrypt => {
+            return Ok(Err(Error::NotFound));
+        }
+    };
+    event.tenant_id = target.to_string();
+    event.resource = format!("tenant/{target}");
+    let operator_only = matches!(api, Api::CreateTenant);
+    if !principal.may_manage(&target) || (operator_only && *principal != Principal::Operator) {
+        event.reason = "other_tenant_or_operator_only".into();
+        // The tenant admin's own chain records the attempt too.
+        if let Principal::TenantAdmin { tenant, .. } = principal {
+            event.tenant_id = tenant.to_string();
+        }
+        return Ok(Err(Error::Forbidden));
+    }
+    if !matches!(api, Api::CreateTenant) && keys.load(&target, now)?.is_none() {
+        return Ok(Err(Error::NotFound));
+    }
+    let (kid, action) = match api {
+        Api::ListKeys(tenant) => {
+            event.action = "key.list".into();
+            let set = keys.load(&tenant, now)?.context("tenant keys vanished")?;
+            let listed: Vec<_> = set
+                .keys
+                .iter()
+                .map(|k| {
+                    serde_json::json!({
+                        "kid": k.jwk.kid, "use": k.jwk.key_use, "alg": k.jwk.alg, "status": k.status_at(now),
+                        "created_at": k.created_at, "not_after": k.not_after,
+                    })
+                })
+                .collect();
+            return Ok(Ok(respond::json(
+                200,
+                &serde_json::json!({ "tenant_id": tenant, "keys": listed }),
+                Cache::NoStore,
+            )));
+        }
+        Api::VerifyAudit(tenant) => {
+            event.action = "audit.verify".into();
+            let chain = health_spin::audit::chain(tenant.as_str())?;
+            let body = match health_core::audit::verify_chain(&chain) {
+                Ok(events) => {
+                    serde_json::json!({ "tenant_id": tenant, "intact": true, "events": events })
+                }
+                Err(broken) => {
+                    serde_json::json!({ "tenant_id": tenant, "intact": false, "events": chain.len(), "broken_at": broken.seq })
+                }
+            };
+            return Ok(Ok(respond::json(200, &body, Cache::NoStore)));
+        }
+        Api::Rotate => {
+            let body: RotateRequest = serde_json::from_slice(req.body())?;
+            let current = keys
+                .load(&body.tenant_id, now)?
+                .and_then(|set| set.active(body.key_use).and_then(|k| k.jwk.algorithm()));
+            let alg = body.alg.or(current).unwrap_or_else(|| Algorithm::default_for(body.key_use));
+            if alg.key_use() != body.key_use {
+                return Ok(Err(Error::BadRequest(
+                    "alg does not fit use (sig: RS256, ES256, EdDSA; enc: ECDH-ES+A256KW, RSA-OAEP-256)",
+                )));
+            }
+            let Some(kid) = keys.rotate(&body.tenant_id, alg, now)? else {
+                return Ok(Err(Error::NotFound));
+            };
+            (kid, "key.rotate")
         }
         Api::Revoke => {
-            let Ok(body) = serde_json::from_slice::<RevokeRequest>(req.body()) else {
-                return Ok(Err(Error::BadRequest("body must be {\"tenant_id\", \"kid\"}")));
-            };
+            let body: RevokeRequest = serde_json::from_slice(req.body())?;
             match keys.revoke(&body.tenant_id, &body.kid, now)? {
                 None | Some(Err(LifecycleError::UnknownKid)) => return Ok(Err(Error::NotFound)),
-                Some(Err(LifecycleError::AlreadyRevoked)) => return Ok(Err(Error::Conflict("key already revoked"))),
+                Some(Err(LifecycleError::AlreadyRevoked)) => {
+                    return Ok(Err(Error::Conflict("key already revoked")));
+                }
                 Some(Ok(())) => {}
             }
-            (body.tenant_id, body.kid, "key.revoke")
+            (body.kid, "key.revoke")
+        }
+        Api::RevokeToken => {
+            let body: RevokeTokenRequest = serde_json::from_slice(req.body())?;
+            return revoke_token(Some(&target), &body.jti, now, event);
         }
         Api::CreateTenant => {
-            let Ok(body) = serde_json::from_slice::<CreateTenantRequest>(req.body()) else {
-                return Ok(Err(Error::BadRequest("body must be {\"tenant_id\"}")));
-            };
+            let body: CreateTenantRequest = serde_json::from_slice(req.body())?;
             if keys.load(&body.tenant_id, now)?.is_some() {
                 return Ok(Err(Error::Conflict("tenant exists")));
             }
             keys.ensure_tenant(&body.tenant_id)?;
             let set = keys.load(&body.tenant_id, now)?.context("tenant keys just created")?;
             let kid = set.active(KeyUse::Sig).context("new tenant has no active key")?.jwk.kid.clone();
-            return Ok(Ok(respond::json(201, &serde_json::json!({ "tenant_id": body.tenant_id, "kid": kid }), Cache::NoStore)));
+            event.action = "tenant.create".into();
+            return Ok(Ok(respond::json(
+                201,
+                &serde_json::json!({ "tenant_id": body.tenant_id, "kid": kid }),
+                Cache::NoStore,
+            )));
         }
-        Api::AllKeys | Api::TenantKeys(_) | Api::Sign | Api::ListKeys(_) => return Ok(Err(Error::NotFound)),
+        Api::AllKeys | Api::TenantKeys(_) | Api::Sign | Api::Encrypt | Api::Decrypt => {
+            return Ok(Err(Error::NotFound));
+        }
     };
-    audit_key_event(&tenant, &kid, action, "operator", now)?;
-    Ok(Ok(respond::json(200, &serde_json::json!({ "tenant_id": tenant, "kid": kid }), Cache::NoStore)))
+    event.action = action.into();
+    event.kid = Some(kid.clone());
+    Ok(Ok(respond::json(200, &serde_json::json!({ "tenant_id": target, "kid": kid }), Cache::NoStore)))
+}
+
+/// Revokes one access token by `jti` until no token could still be valid.
+fn revoke_token(
+    tenant: Option<&TenantId>,
+    jti: &str,
+    now: i64,
+    event: &mut Event,
+) -> anyhow::Result<Result<Response, Error>> {
+    event.action = "token.revoke".into();
+    event.jti = Some(jti.chars().take(128).collect());
+    if jti.is_empty() || jti.len() > 128 {
+        return Ok(Err(Error::BadRequest("jti must be 1 to 128 characters")));
+    }
+    let until = now + health_spin::var_i64("access_token_ttl_secs")? + CLOCK_TOLERANCE_SECS;
+    Store::open("revocations")
+        .context("opening revocations")?
+        .set(&tokens::revoked_jti_key(jti), until.to_string().as_bytes())
+        .context("writing revocation")?;
+    let body = serde_json::json!({ "tenant_id": tenant, "jti": jti, "revoked": true, "until": until });
+    Ok(Ok(respond::json(200, &body, Cache::NoStore)))
 }
 
 fn audit_key_event(tenant: &TenantId, kid: &str, action: &str, reason: &str, now: i64) -> anyhow::Result<()> {
@@ -242,7 +474,7 @@ fn audit_key_event(tenant: &TenantId, kid: &str, action: &str, reason: &str, now
         time: now,
         request_id: health_spin::random_id(),
         tenant_id: tenant.to_string(),
-        actor_role: Some("operator".into()),
+        actor_role: Some("jwks".into()),
         kid: Some(kid.to_owned()),
         action: action.into(),
         resource: format!("tenant/{tenant}/keys"),
@@ -255,10 +487,7 @@ fn audit_key_event(tenant: &TenantId, kid: &str, action: &str, reason: &str, now
 
 /// Signs the claims in the body after checking the chained caller's attestation, so only a
 /// holder of `context_key` reaching this private endpoint can mint tokens.
-fn sign(req: &Request, keys: &Keys) -> anyhow::Result<Result<Response, Error>> {
-    if req.body().len() > MAX_BODY {
-        return Ok(Err(Error::TooLarge));
-    }
+fn sign(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Response, Error>> {
     let Ok(caller) = health_spin::verify_context(req)? else {
         return Ok(Err(Error::Unauthorized));
     };
@@ -272,7 +501,6 @@ fn sign(req: &Request, keys: &Keys) -> anyhow::Result<Result<Response, Error>> {
     if claims.exp.saturating_sub(claims.iat) > ttl || claims.exp <= claims.iat {
         return Ok(Err(Error::BadRequest("token lifetime out of bounds")));
     }
-    let now = health_spin::now();
     let Some(set) = keys.load(&claims.tenant_id, now)? else {
         return Ok(Err(Error::NotFound));
     };
@@ -280,16 +508,93 @@ fn sign(req: &Request, keys: &Keys) -> anyhow::Result<Result<Response, Error>> {
         return Ok(Err(Error::BadRequest("issuer does not belong to the tenant")));
     }
     let mut active = set.active(KeyUse::Sig).context("tenant has no active signing key")?.clone();
-    let max_age = health_spin::var_i64("key_rotation_days")?.saturating_mul(86_400);
-    if now.saturating_sub(active.created_at) > max_age {
-        let kid = keys.scheduled_rotate(&claims.tenant_id, &active.jwk.kid, now)?;
+    if keys.due_for_rotation(&active)? {
+        let kid = keys.scheduled_rotate(&claims.tenant_id, &active, now)?;
         let set = keys.load(&claims.tenant_id, now)?.context("tenant keys vanished during rotation")?;
         active = set.find(&kid).context("rotated key missing")?.clone();
     }
-    let private = keys.private(&claims.tenant_id, &active.jwk.kid)?;
-    let token = health_jose::sign_rs256(&private, &active.jwk.kid, &claims, &mut health_spin::rng())
+    let alg = active.jwk.algorithm().context("active key has an unsupported algorithm")?;
+    let private = keys.private(&claims.tenant_id, &active)?;
+    let token = health_jose::sign(&private, alg, &active.jwk.kid, &claims, &mut health_spin::rng())
         .context("signing access token")?;
     Ok(Ok(respond::json(200, &serde_json::json!({ "token": token, "kid": active.jwk.kid }), Cache::NoStore)))
+}
+
+/// Encrypts the body's plaintext to the attested caller's tenant's active encryption key
+/// (a nested token when `cty` is `JWT`), rotating that key first if it is due.
+fn encrypt(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Response, Error>> {
+    let Ok(caller) = health_spin::verify_context(req)? else {
+        return Ok(Err(Error::Unauthorized));
+    };
+    let Ok(body) = serde_json::from_slice::<EncryptRequest>(req.body()) else {
+        return Ok(Err(Error::BadRequest("body must be {\"plaintext\", \"cty\"?}")));
+    };
+    let Some(set) = keys.load(&caller.tenant_id, now)? else {
+        return Ok(Err(Error::NotFound));
+    };
+    let mut active = set.active(KeyUse::Enc).context("tenant has no active encryption key")?.clone();
+    if keys.due_for_rotation(&active)? {
+        let kid = keys.scheduled_rotate(&caller.tenant_id, &active, now)?;
+        let set = keys.load(&caller.tenant_id, now)?.context("tenant keys vanished during rotation")?;
+        active = set.find(&kid).context("rotated key missing")?.clone();
+    }
+    let key = encryption_key(&active).context("active encryption key does not parse")?;
+    let token = jwe::encrypt(
+        body.plaintext.as_bytes(),
+        &key,
+        Some(&active.jwk.kid),
+        body.cty.as_deref(),
+        &mut health_spin::rng(),
+    )
+    .map_err(|_| anyhow::anyhow!("encryption failed"))?;
+    Ok(Ok(respond::json(200, &serde_json::json!({ "jwe": token, "kid": active.jwk.kid }), Cache::NoStore)))
+}
+
+fn encryption_key(record: &KeyRecord) -> Option<jwe::EncryptionKey> {
+    match record.jwk.algorithm()? {
+        Algorithm::EcdhEsA256kw => record.jwk.p256_public_key().map(jwe::EncryptionKey::P256),
+        Algorithm::RsaOaep256 => record.jwk.rsa_public_key().map(jwe::EncryptionKey::Rsa),
+        Algorithm::Rs256 | Algorithm::Es256 | Algorithm::EdDsa => None,
+    }
+}
+
+/// Decrypts a JWE addressed to one of the attested caller's tenant's published (active or
+/// retiring) encryption keys. Every failure, including an unknown, retired or revoked key, is
+/// the same 400, so the endpoint is no oracle; the inner token's signature is the caller's to
+/// verify (decryption proves nothing about the sender).
+fn decrypt(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Response, Error>> {
+    let Ok(caller) = health_spin::verify_context(req)? else {
+        return Ok(Err(Error::Unauthorized));
+    };
+    let failed = || Ok(Err(Error::BadRequest(DECRYPTION_FAILED)));
+    let Ok(body) = serde_json::from_slice::<DecryptRequest>(req.body()) else {
+        return failed();
+    };
+    let Some(set) = keys.load(&caller.tenant_id, now)? else {
+        return failed();
+    };
+    let Ok(header) = jwe::peek_header(&body.jwe, &JwePolicy::PLATFORM) else {
+        return failed();
+    };
+    let record = header.kid.as_deref().and_then(|kid| set.find(kid)).filter(|k| {
+        k.jwk.key_use == KeyUse::Enc && matches!(k.status_at(now), KeyStatus::Active | KeyStatus::Retiring)
+    });
+    let Some(record) = record else {
+        return failed();
+    };
+    let key = match keys.private(&caller.tenant_id, record)? {
+        PrivateKey::P256(key) => jwe::DecryptionKey::P256(key),
+        PrivateKey::Rsa(key) => jwe::DecryptionKey::Rsa(key),
+        PrivateKey::Ed25519(_) => return failed(),
+    };
+    let Ok(decrypted) = jwe::decrypt_with_key_alg(&body.jwe, &key, &record.jwk.alg, &JwePolicy::PLATFORM) else {
+        return failed();
+    };
+    let Ok(plaintext) = String::from_utf8(decrypted.plaintext) else {
+        return failed();
+    };
+    let answer = serde_json::json!({ "plaintext": plaintext, "cty": decrypted.header.cty, "kid": record.jwk.kid });
+    Ok(Ok(respond::json(200, &answer, Cache::NoStore)))
 }
 
 /// The two key stores, seen through the tenant key model.
@@ -335,17 +640,19 @@ impl Keys {
         self.public.set(&public_key_name(&set.tenant_id), &serde_json::to_vec(set)?).context("storing tenant keys")
     }
 
-    /// Generates a key from `rng` and seals its private half under `master_key` (AAD = tenant/kid).
+    /// Generates a key for `alg` from `rng` and seals its private half under `master_key`
+    /// (AAD = tenant/kid) before anything publishes it.
     fn generate(
         &self,
         tenant: &TenantId,
+        alg: Algorithm,
         now: i64,
         rng: &mut (impl rand_core::RngCore + rand_core::CryptoRng),
-    ) -> anyhow::Result<health_jose::KeyRecord> {
-        let (private, record) = health_jose::generate_rs256(tenant, now, rng)?;
+    ) -> anyhow::Result<KeyRecord> {
+        let (private, record) = health_jose::generate(alg, tenant, now, rng)?;
         let der = private.to_pkcs8_der().context("encoding private key")?;
         let name = private_key_name(tenant, &record.jwk.kid);
-        let sealed = health_spin::secret_key("master_key")?.seal(name.as_bytes(), der.as_bytes(), &mut health_spin::rng());
+        let sealed = health_spin::secret_key("master_key")?.seal(name.as_bytes(), &der, &mut health_spin::rng());
         self.private.set(&name, sealed.as_bytes()).context("storing private key")?;
         Ok(record)
     }
@@ -363,7 +670,9 @@ impl Keys {
     ) -> anyhow::Result<Option<Result<(), LifecycleError>>> {
         let mut first = None;
         for _ in 0..UPDATE_ATTEMPTS {
-            let Some(mut set) = self.load(tenant, now)? else { return Ok(None) };
+            let Some(mut set) = self.load(tenant, now)? else {
+                return Ok(None);
+            };
             if first.is_some() && applied(&set) {
                 return Ok(first);
             }
@@ -378,12 +687,13 @@ impl Keys {
         anyhow::bail!("key set of tenant {tenant:?} kept changing under concurrent updates")
     }
 
-    /// Rotates the tenant's signing key; the new private half is stored before it is published.
-    fn rotate(&self, tenant: &TenantId, now: i64) -> anyhow::Result<Option<String>> {
+    /// Rotates the tenant's key of `alg`'s use to a new `alg` key; the new private half is
+    /// stored before it is published.
+    fn rotate(&self, tenant: &TenantId, alg: Algorithm, now: i64) -> anyhow::Result<Option<String>> {
         if self.load(tenant, now)?.is_none() {
             return Ok(None);
         }
-        let record = self.generate(tenant, now, &mut health_spin::rng())?;
+        let record = self.generate(tenant, alg, now, &mut health_spin::rng())?;
         let kid = record.jwk.kid.clone();
         let retiring_secs = health_spin::var_i64("access_token_ttl_secs")? + CLOCK_TOLERANCE_SECS;
         let updated = self.update(
@@ -395,18 +705,18 @@ impl Keys {
                 }
                 Ok(())
             },
-            |set| set.active(KeyUse::Sig).is_some_and(|k| k.jwk.kid == kid),
+            |set| set.active(alg.key_use()).is_some_and(|k| k.jwk.kid == kid),
         )?;
         Ok(updated.map(|_| kid))
     }
 
     /// Rotation on schedule, done lazily by the next signing (Spin has no scheduler). Every
-    /// concurrent signer derives the same successor of `old_kid` from `master_key`, and adds
-    /// it only if absent, so however many race there is exactly one rotation.
-    fn scheduled_rotate(&self, tenant: &TenantId, old_kid: &str, now: i64) -> anyhow::Result<String> {
-        let master = health_spin::secret_key("master_key")?;
-        let seed = health_core::derive(&master, &format!("health-platform/scheduled-rotation/v1/{tenant}/{old_kid}"));
-        let record = self.generate(tenant, now, &mut rand_chacha::ChaCha20Rng::from_seed(seed))?;
+    /// concurrent signer derives the same successor of `old` from `master_key`, and adds it
+    /// only if absent, so however many race there is exactly one rotation.
+    fn scheduled_rotate(&self, tenant: &TenantId, old: &KeyRecord, now: i64) -> anyhow::Result<String> {
+        let alg = old.jwk.algorithm().context("key with an unsupported algorithm")?;
+        let seed = self.seed(&format!("scheduled-rotation/v1/{tenant}/{}", old.jwk.kid))?;
+        let record = self.generate(tenant, alg, now, &mut rand_chacha::ChaCha20Rng::from_seed(seed))?;
         let kid = record.jwk.kid.clone();
         let retiring_secs = health_spin::var_i64("access_token_ttl_secs")? + CLOCK_TOLERANCE_SECS;
         let mut added = false;
@@ -430,38 +740,71 @@ impl Keys {
         Ok(kid)
     }
 
-    /// Revokes `kid` so that no concurrent update can bring it back.
-    fn revoke(&self, tenant: &TenantId, kid: &str, now: i64) -> anyhow::Result<Option<Result<(), LifecycleError>>> {
-        self.update(tenant, now, |set| set.revoke(kid, now), |set| set.find(kid).is_some_and(|k| k.status == KeyStatus::Revoked))
+    /// Whether `key` is older than the `key_rotation_days` variable allows.
+    fn due_for_rotation(&self, key: &KeyRecord) -> anyhow::Result<bool> {
+        let max_age = health_spin::var_i64("key_rotation_days")?.saturating_mul(86_400);
+        Ok(health_spin::now().saturating_sub(key.created_at) > max_age)
     }
 
-    fn private(&self, tenant: &TenantId, kid: &str) -> anyhow::Result<RsaPrivateKey> {
-        let name = private_key_name(tenant, kid);
+    /// A 256-bit seed derived from `master_key` for a key every concurrent racer must agree on.
+    fn seed(&self, purpose: &str) -> anyhow::Result<[u8; 32]> {
+        let master = health_spin::secret_key("master_key")?;
+        Ok(health_core::derive(&master, &format!("health-platform/{purpose}")))
+    }
+
+    /// Revokes `kid` so that no concurrent update can bring it back.
+    fn revoke(&self, tenant: &TenantId, kid: &str, now: i64) -> anyhow::Result<Option<Result<(), LifecycleError>>> {
+        self.update(
+            tenant,
+            now,
+            |set| set.revoke(kid, now),
+            |set| set.find(kid).is_some_and(|k| k.status == KeyStatus::Revoked),
+        )
+    }
+
+    fn private(&self, tenant: &TenantId, record: &KeyRecord) -> anyhow::Result<PrivateKey> {
+        let name = private_key_name(tenant, &record.jwk.kid);
         let sealed = self.private.get(&name).context("reading private key")?.context("private key missing")?;
         let master = health_spin::secret_key("master_key")?;
         let der = master
             .open(name.as_bytes(), std::str::from_utf8(&sealed).context("sealed key is not text")?)
             .context("private key does not open under master_key")?;
-        RsaPrivateKey::from_pkcs8_der(&der).context("decoding private key")
+        let alg = record.jwk.algorithm().context("key with an unsupported algorithm")?;
+        PrivateKey::from_pkcs8_der(alg, &der).context("decoding private key")
     }
 
-    /// Creates the tenant's signing key if it has none. Concurrent first requests race here
-    /// with no compare-and-swap to arbitrate, so the first key is derived deterministically
-    /// (an RNG seeded with HMAC-SHA256(master_key, tenant)): every racer generates the same
-    /// key and kid, and whichever write lands, tokens signed by any racer verify. This derives
-    /// nothing a `master_key` holder could not already unseal; rotated keys are random.
+    /// Creates the tenant's signing and encryption keys if it lacks them. Concurrent first
+    /// requests race here with no compare-and-swap to arbitrate, so first keys are derived
+    /// deterministically (an RNG seeded with HMAC-SHA256(master_key, tenant and use)): every
+    /// racer generates the same keys and kids, and whichever write lands, tokens signed or
+    /// encrypted by any racer work. This derives nothing a `master_key` holder could not
+    /// already unseal; rotated keys are random.
     fn ensure_tenant(&self, tenant: &TenantId) -> anyhow::Result<()> {
-        if self.public.exists(&public_key_name(tenant)).context("checking tenant keys")? {
+        let now = health_spin::now();
+        let existing = self.load(tenant, now)?;
+        if existing.as_ref().is_some_and(|set| set.active(KeyUse::Sig).is_some() && set.active(KeyUse::Enc).is_some()) {
             return Ok(());
         }
-        let now = health_spin::now();
-        let master = health_spin::secret_key("master_key")?;
-        let seed = health_core::derive(&master, &format!("health-platform/bootstrap-signing-key/v1/{tenant}"));
-        let record = self.generate(tenant, now, &mut rand_chacha::ChaCha20Rng::from_seed(seed))?;
-        let issuer = format!("{}/t/{tenant}", health_spin::var("issuer_base")?.trim_end_matches('/'));
-        let kid = record.jwk.kid.clone();
-        self.store(&TenantKeys { tenant_id: tenant.clone(), issuer, keys: vec![record] })?;
-        audit_key_event(tenant, &kid, "key.create", "tenant_bootstrap", now)
+        let mut set = existing.unwrap_or(TenantKeys {
+            tenant_id: tenant.clone(),
+            issuer: format!("{}/t/{tenant}", health_spin::var("issuer_base")?.trim_end_matches('/')),
+            keys: Vec::new(),
+        });
+        let mut created = Vec::new();
+        for (key_use, purpose) in [(KeyUse::Sig, "bootstrap-signing-key"), (KeyUse::Enc, "bootstrap-encryption-key")] {
+            if set.active(key_use).is_none() {
+                let seed = self.seed(&format!("{purpose}/v1/{tenant}"))?;
+                let alg = Algorithm::default_for(key_use);
+                let record = self.generate(tenant, alg, now, &mut rand_chacha::ChaCha20Rng::from_seed(seed))?;
+                created.push(record.jwk.kid.clone());
+                set.keys.push(record);
+            }
+        }
+        self.store(&set)?;
+        for kid in created {
+            audit_key_event(tenant, &kid, "key.create", "tenant_bootstrap", now)?;
+        }
+        Ok(())
     }
 }
 
@@ -472,13 +815,26 @@ mod tests {
     #[test]
     fn parses_public_and_private_routes() {
         assert_eq!(parse(&Method::Get, "/.well-known/jwks.json"), Ok(Api::AllKeys));
-        assert_eq!(parse(&Method::Get, "/jwk/demo-hospital"), Ok(Api::TenantKeys(TenantId::parse("demo-hospital").unwrap())));
+        assert_eq!(
+            parse(&Method::Get, "/jwk/demo-hospital"),
+            Ok(Api::TenantKeys(TenantId::parse("demo-hospital").unwrap()))
+        );
         assert_eq!(parse(&Method::Post, "/internal/sign"), Ok(Api::Sign));
         assert_eq!(parse(&Method::Post, "/admin/rotate-key"), Ok(Api::Rotate));
         assert_eq!(parse(&Method::Post, "/admin/revoke-key"), Ok(Api::Revoke));
-        assert_eq!(parse(&Method::Get, "/admin/keys/demo-hospital"), Ok(Api::ListKeys(TenantId::parse("demo-hospital").unwrap())));
+        assert_eq!(
+            parse(&Method::Get, "/admin/keys/demo-hospital"),
+            Ok(Api::ListKeys(TenantId::parse("demo-hospital").unwrap()))
+        );
         assert_eq!(parse(&Method::Get, "/admin/rotate-key"), Err(Error::MethodNotAllowed));
         assert_eq!(parse(&Method::Post, "/admin/tenants"), Ok(Api::CreateTenant));
+        assert_eq!(parse(&Method::Post, "/internal/encrypt"), Ok(Api::Encrypt));
+        assert_eq!(parse(&Method::Post, "/internal/decrypt"), Ok(Api::Decrypt));
+        assert_eq!(parse(&Method::Post, "/admin/revoke-token"), Ok(Api::RevokeToken));
+        assert_eq!(
+            parse(&Method::Get, "/admin/audit/verify/demo-hospital"),
+            Ok(Api::VerifyAudit(TenantId::parse("demo-hospital").unwrap()))
+        );
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! running app (`cargo xtask up`, `spin up` or a deployment) with the operator token from
 //! `HEALTH_OPERATOR_TOKEN`. It holds no keys and reads no store itself.
 //!
-//! Exit codes: 0 done; 1 the server refused (4xx, its problem detail printed); 2 bad usage or
-//! configuration; 3 the server failed or could not be reached.
+//! Exit codes: 0 done; 1 the server refused (4xx, its problem detail printed) or the audit chain
+//! is broken; 2 bad usage or configuration; 3 the server failed or could not be reached.
 
 use std::process::ExitCode;
 
@@ -12,7 +12,7 @@ use health_core::TenantId;
 use serde_json::{Value, json};
 
 #[derive(Parser)]
-#[command(version, about = "Operate the health platform: tenants and keys")]
+#[command(version, about = "Operate the health platform: tenants, keys, tokens and the audit trail")]
 struct Cli {
     /// Base URL of the platform.
     #[arg(long, env = "HEALTHCTL_URL", default_value = "http://127.0.0.1:3000", global = true)]
@@ -29,6 +29,33 @@ enum Command {
     /// Tenant keys.
     #[command(subcommand)]
     Keys(Keys),
+    /// Access tokens.
+    #[command(subcommand)]
+    Tokens(Tokens),
+    /// The hash-chained audit trail.
+    #[command(subcommand)]
+    Audit(Audit),
+}
+
+#[derive(Subcommand)]
+enum Tokens {
+    /// Revoke one access token by its `jti`: the gateway refuses it from now on.
+    Revoke {
+        #[arg(long)]
+        jti: String,
+        /// The token's tenant (the operator may leave it out).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum Audit {
+    /// Check a tenant's audit hash chain link by link; exits 1 if it is broken.
+    Verify {
+        #[arg(long)]
+        tenant: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -43,8 +70,12 @@ enum Keys {
     Rotate {
         #[arg(long)]
         tenant: String,
-        #[arg(long = "use", default_value = "sig", value_parser = ["sig"])]
+        /// Signing (`sig`) or encryption (`enc`) key.
+        #[arg(long = "use", default_value = "sig", value_parser = ["sig", "enc"])]
         key_use: String,
+        /// Algorithm of the new key (default: the current key's).
+        #[arg(long, value_parser = ["RS256", "ES256", "EdDSA", "ECDH-ES+A256KW", "RSA-OAEP-256"])]
+        alg: Option<String>,
     },
     /// Revoke a key at once: every token it signed is refused.
     Revoke {
@@ -82,7 +113,8 @@ fn request(url: &str, method: &str, path: &str, body: Option<Value>) -> Result<V
     };
     let mut response = result.map_err(|e| Failure::Unavailable(format!("{target}: {e}")))?;
     let status = response.status().as_u16();
-    let text = response.body_mut().read_to_string().map_err(|e| Failure::Unavailable(format!("reading response: {e}")))?;
+    let text =
+        response.body_mut().read_to_string().map_err(|e| Failure::Unavailable(format!("reading response: {e}")))?;
     let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     match status {
         200..=299 => Ok(value),
@@ -101,13 +133,37 @@ fn run(cli: Cli) -> Result<Value, Failure> {
         Command::Tenants(Tenants::Create { tenant: t }) => {
             request(&url, "POST", "/admin/tenants", Some(json!({ "tenant_id": tenant(&t)? })))
         }
-        Command::Keys(Keys::Rotate { tenant: t, key_use }) => {
-            request(&url, "POST", "/admin/rotate-key", Some(json!({ "tenant_id": tenant(&t)?, "use": key_use })))
+        Command::Keys(Keys::Rotate { tenant: t, key_use, alg }) => {
+            let mut body = json!({ "tenant_id": tenant(&t)?, "use": key_use });
+            if let Some(alg) = alg {
+                body["alg"] = json!(alg);
+            }
+            request(&url, "POST", "/admin/rotate-key", Some(body))
         }
         Command::Keys(Keys::Revoke { tenant: t, kid }) => {
             request(&url, "POST", "/admin/revoke-key", Some(json!({ "tenant_id": tenant(&t)?, "kid": kid })))
         }
         Command::Keys(Keys::List { tenant: t }) => request(&url, "GET", &format!("/admin/keys/{}", tenant(&t)?), None),
+        Command::Tokens(Tokens::Revoke { jti, tenant: t }) => {
+            if jti.is_empty() || jti.len() > 128 {
+                return Err(Failure::Usage("--jti must be 1 to 128 characters".into()));
+            }
+            let body = match t {
+                Some(t) => json!({ "jti": jti, "tenant_id": tenant(&t)? }),
+                None => json!({ "jti": jti }),
+            };
+            request(&url, "POST", "/admin/revoke-token", Some(body))
+        }
+        Command::Audit(Audit::Verify { tenant: t }) => {
+            let report = request(&url, "GET", &format!("/admin/audit/verify/{}", tenant(&t)?), None)?;
+            if report["intact"] == json!(true) {
+                Ok(report)
+            } else {
+                let at = report["broken_at"].as_i64().unwrap_or_default();
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                Err(Failure::Refused(200, format!("audit chain of {t} is broken at event {at}")))
+            }
+        }
     }
 }
 

@@ -9,9 +9,11 @@ pub mod audit;
 #[cfg(feature = "authorizer")]
 pub mod authz;
 pub mod records;
+pub mod respond;
 #[cfg(feature = "authorizer")]
 pub mod service;
-pub mod respond;
+#[cfg(feature = "tokens")]
+pub mod tokens;
 
 use health_core::SecretKey;
 

@@ -64,13 +64,18 @@ async fn handle(req: Request) -> Response {
         },
         (_, ["call"]) => {
             let url = req.query().strip_prefix("url=").unwrap_or_default().to_owned();
-            // Forward x-health-* headers so tests can present a caller context to a chained service.
-            let mut outgoing = Request::get(url);
-            for (name, value) in req.headers().filter(|(k, _)| k.starts_with("x-health-")) {
+            // Forward the method, body and x-health-* headers so tests can present a caller
+            // context to a chained service.
+            let mut outgoing = Request::builder();
+            outgoing.method(req.method().clone()).uri(url);
+            for (name, value) in req.headers().filter(|(k, _)| k.starts_with("x-health-") || *k == "content-type") {
                 outgoing.header(name, value.as_str().unwrap_or_default());
             }
+            outgoing.body(req.body().to_vec());
             match spin_sdk::http::send::<_, Response>(outgoing.build()).await {
-                Ok(response) => text(200, format!("{} {}", response.status(), String::from_utf8_lossy(response.body()))),
+                Ok(response) => {
+                    text(200, format!("{} {}", response.status(), String::from_utf8_lossy(response.body())))
+                }
                 Err(e) => text(502, format!("send failed: {e:?}")),
             }
         }
@@ -84,7 +89,11 @@ async fn handle(req: Request) -> Response {
                 scopes: vec![],
                 jti: "j".into(),
             };
-            let decision = authz::authorize(&authz::caller(&caller), authz::Action::ReadAudit, &authz::Resource::Tenant("t".into()));
+            let decision = authz::authorize(
+                &authz::caller(&caller),
+                authz::Action::ReadAudit,
+                &authz::Resource::Tenant("t".into()),
+            );
             text(200, format!("{} {} {}", decision.allow, decision.reason, authz::policy_version()))
         }
         _ => text(404, "no such probe"),

@@ -1,0 +1,110 @@
+//! Bearer access tokens as every public entry point checks them: the §4 verification of
+//! `health-jose` against the tenant's keys in `public-keys`, then the store-backed steps
+//! (`jti` revocation and per-subject not-before in `revocations`). The component must declare
+//! both stores and the `clock_tolerance_secs` and `access_token_ttl_secs` variables.
+
+use anyhow::Context;
+use health_jose::{Claims, TenantKeys, VerifyOptions};
+use spin_sdk::http::Request;
+use spin_sdk::key_value::Store;
+
+/// Size cap on the whole compact token (ARCHITECTURE.md §4).
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// Size cap on the Authorization header value, a little above the token cap.
+pub const MAX_AUTHORIZATION: usize = MAX_TOKEN_BYTES + 16;
+/// The `aud` every platform access token carries.
+pub const AUDIENCE: &str = "health-platform";
+
+/// `Bearer <token>` (scheme case-insensitive, RFC 6750 §2.1).
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' ')).then_some(token)
+}
+
+/// The bearer token of a request: exactly one `Authorization` header, within the size cap.
+/// The error is the precise reason for the audit log.
+pub fn bearer_token(req: &Request) -> Result<&str, &'static str> {
+    let mut values = req.headers().filter(|(name, _)| name.eq_ignore_ascii_case("authorization"));
+    let (Some((_, value)), None) = (values.next(), values.next()) else {
+        return Err("missing_or_repeated_authorization");
+    };
+    if value.as_bytes().len() > MAX_AUTHORIZATION {
+        return Err("token_too_large");
+    }
+    value.as_str().and_then(bearer).ok_or("not_a_bearer_token")
+}
+
+/// Verification settings from the component's variables.
+pub fn options() -> anyhow::Result<VerifyOptions> {
+    Ok(VerifyOptions {
+        audience: AUDIENCE.into(),
+        tolerance_secs: crate::var_i64("clock_tolerance_secs")?,
+        max_lifetime_secs: crate::var_i64("access_token_ttl_secs")?,
+        max_token_bytes: MAX_TOKEN_BYTES,
+    })
+}
+
+/// The tenant's key set as `jwks` stores it, if the tenant exists.
+pub fn tenant_keys(tenant: &health_core::TenantId) -> anyhow::Result<Option<TenantKeys>> {
+    let public = Store::open("public-keys").context("opening public-keys")?;
+    let Some(bytes) = public.get(&format!("tenant/{tenant}")).context("reading tenant keys")? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes).context("decoding tenant keys").map(Some)
+}
+
+/// Verifies `token` at `now` in the full order of ARCHITECTURE.md §4. `Err` is a platform
+/// fault; `Ok(Err(reason))` a refused token with the reason for the audit log.
+pub fn verify(token: &str, now: i64) -> anyhow::Result<Result<Claims, &'static str>> {
+    let opts = options()?;
+    let tenant = match health_jose::peek_tenant(token, &opts) {
+        Ok(tenant) => tenant,
+        Err(e) => return Ok(Err(e.reason())),
+    };
+    let Some(keys) = tenant_keys(&tenant)? else {
+        return Ok(Err("unknown_tenant"));
+    };
+    let claims = match health_jose::verify(token, &keys, now, &opts) {
+        Ok(claims) => claims,
+        Err(e) => return Ok(Err(e.reason())),
+    };
+    let revocations = Store::open("revocations").context("opening revocations")?;
+    if revocations.exists(&revoked_jti_key(&claims.jti)).context("checking jti revocation")? {
+        return Ok(Err("revoked_jti"));
+    }
+    if let Some(not_before) =
+        revocations.get(&not_before_key(&claims.tenant_id, &claims.sub)).context("checking logout")?
+    {
+        let not_before: i64 = std::str::from_utf8(&not_before).ok().and_then(|s| s.parse().ok()).unwrap_or(i64::MAX);
+        if claims.iat < not_before {
+            return Ok(Err("subject_logged_out"));
+        }
+    }
+    Ok(Ok(claims))
+}
+
+/// Key in `revocations` marking a revoked `jti` (128 random bits, unique across tenants); the
+/// value is the time after which no token with it could be valid anyway.
+pub fn revoked_jti_key(jti: &str) -> String {
+    format!("jti/{jti}")
+}
+
+/// Key in `revocations` holding a subject's not-before time (logout-all, password reset).
+pub fn not_before_key(tenant: &health_core::TenantId, sub: &str) -> String {
+    format!("sub/{tenant}/{sub}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn accepts_only_well_formed_bearer_credentials() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer abc"), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer "), None);
+        assert_eq!(bearer("Bearer a b"), None);
+        assert_eq!(bearer("Bearerabc"), None);
+    }
+}
