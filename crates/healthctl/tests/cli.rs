@@ -45,7 +45,8 @@ async fn rotate_changes_the_served_kid_while_earlier_tokens_keep_working() {
     assert_ne!(new_kid, old_kid);
 
     let set = app.send("GET", "/jwk/demo-hospital", &[], "").await.json();
-    let kids: Vec<&str> = set["keys"].as_array().expect("keys").iter().filter_map(|k| k["kid"].as_str()).collect();
+    let signing = set["keys"].as_array().expect("keys").iter().filter(|k| k["use"] == "sig");
+    let kids: Vec<&str> = signing.filter_map(|k| k["kid"].as_str()).collect();
     assert_eq!(kids, [old_kid.as_str(), new_kid.as_str()]);
     assert_eq!(app.get_with("/api/patients/p-1001/record", &before).await.status, 200);
 
@@ -74,4 +75,53 @@ async fn rotate_changes_the_served_kid_while_earlier_tokens_keep_working() {
     assert_eq!(codes, [Some(2), Some(2), Some(1), Some(3)]);
     assert!(String::from_utf8_lossy(&failures[0].stderr).contains("HEALTH_OPERATOR_TOKEN"));
     assert!(String::from_utf8_lossy(&failures[2].stderr).contains("refused (401)"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_revoke_and_audit_verify_against_the_running_app() {
+    let app = TestApp::start(|_| {}).expect("app loads");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(health_host::serve(app.app.clone(), listener));
+    let token = app.token(ALICE).await;
+    assert_eq!(app.get_with("/api/patients/p-1001/record", &token).await.status, 200);
+    let jti = {
+        use base64::Engine;
+        let payload = token.split('.').nth(1).expect("payload");
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64url"),
+        )
+        .expect("claims");
+        claims["jti"].as_str().expect("jti").to_owned()
+    };
+
+    let run = |args: Vec<String>| {
+        let u = url.clone();
+        tokio::task::spawn_blocking(move || {
+            healthctl(&u, Some(OPERATOR_TOKEN), &args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+    };
+    let args = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+
+    let revoked = run(args(&["tokens", "revoke", "--jti", &jti])).await.expect("join");
+    assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));
+    assert_eq!(stdout_json(&revoked)["revoked"], true);
+    assert_eq!(app.get_with("/api/patients/p-1001/record", &token).await.status, 401);
+
+    let verified = run(args(&["audit", "verify", "--tenant", "demo-hospital"])).await.expect("join");
+    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stderr));
+    assert_eq!(stdout_json(&verified)["intact"], true);
+
+    // Altered behind the triggers' back: the chain check fails with exit code 1.
+    let conn = rusqlite::Connection::open(app.state.path().join("audit.db")).expect("opens");
+    conn.execute_batch("DROP TRIGGER audit_no_update; UPDATE audit_events SET event = event || ' ' WHERE seq = 1;")
+        .expect("tampers");
+    let broken = run(args(&["audit", "verify", "--tenant", "demo-hospital"])).await.expect("join");
+    assert_eq!(broken.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&broken.stderr).contains("broken at event 1"), "{}", String::from_utf8_lossy(&broken.stderr));
+
+    // Bad input: an empty jti and an unknown --use are usage errors (2).
+    let empty = run(args(&["tokens", "revoke", "--jti", ""])).await.expect("join");
+    let bad_use = run(args(&["keys", "rotate", "--tenant", "demo-hospital", "--use", "data"])).await.expect("join");
+    assert_eq!((empty.status.code(), bad_use.status.code()), (Some(2), Some(2)));
 }
