@@ -166,3 +166,25 @@ async fn signing_keys_rotate_to_es256_and_eddsa_and_the_gateway_follows() {
     // The RS256 token from before both rotations still verifies (its key is retiring).
     assert_eq!(app.get_with(record, &rs256).await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sealed_private_keys_are_useless_without_the_master_key() {
+    let app = TestApp::start(|_| {}).expect("app loads");
+    app.token(ALICE).await;
+    let thief = app.reopen_with_master_key(&"3".repeat(64)).expect("app loads");
+    let body = json!({ "tenant": "demo-hospital", "username": ALICE.0, "password": ALICE.1 }).to_string();
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("/auth/login")
+        .header("content-type", "application/json")
+        .body(bytes::Bytes::from(body))
+        .expect("request");
+    let res = thief.handle(req).await.expect("handled");
+    assert_eq!(res.status(), 500, "signing must fail when the sealed key does not open");
+    assert!(!String::from_utf8_lossy(res.body()).contains("token"));
+    assert!(
+        thief.guest_output().iter().any(|line| line.contains("does not open under master_key")),
+        "{:?}",
+        thief.guest_output()
+    );
+}

@@ -109,6 +109,22 @@ allowed_outbound_hosts = ["http://jwks.spin.internal"]
         self.send("POST", "/auth/login", &[("content-type", "application/json")], &body.to_string()).await
     }
 
+    /// The same manifest and state directory loaded again with another `master_key`: what a
+    /// thief holding a copy of the stores, but not the key, could run.
+    pub fn reopen_with_master_key(&self, master_key: &str) -> anyhow::Result<App> {
+        let env = HashMap::from([
+            ("SPIN_VARIABLE_MASTER_KEY".to_owned(), master_key.to_owned()),
+            ("SPIN_VARIABLE_CONTEXT_KEY".to_owned(), CONTEXT_KEY.to_owned()),
+            ("SPIN_VARIABLE_OPERATOR_TOKEN_HASH".to_owned(), health_core::sha256_hex(OPERATOR_TOKEN)),
+        ]);
+        App::load(&LoadOptions {
+            manifest: root().join("spin.toml"),
+            runtime_config: Some(self.state.path().join("runtime-config.toml")),
+            state_dir: self.state.path().join(".spin"),
+            env,
+        })
+    }
+
     /// Logs in and returns the access token, failing the test otherwise.
     pub async fn token(&self, user: (&str, &str)) -> String {
         let reply = self.login(user).await;

@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask up`: build the Wasm components and serve the app on 127.0.0.1:3000 with
 //!   development secrets generated once into `.spin/dev-secrets.env`;
-//! - `cargo xtask test`: build the Wasm components once (release) and run every test;
+//! - `cargo xtask test`: build the Wasm components once (release), install the pinned Python
+//!   `jwcrypto` the interop tests compare against into `target/interop-venv`, run every test;
 //! - `cargo xtask build`: only build the Wasm components;
 //! - `cargo xtask plugin`: package `healthctl` as a Spin plugin (`target/plugin/healthctl.json`)
 //!   for `spin plugins install --file target/plugin/healthctl.json`, then `spin healthctl ...`.
@@ -59,6 +60,28 @@ fn build_guests() -> anyhow::Result<()> {
         cmd.args(["-p", guest]);
     }
     run(cmd)
+}
+
+/// jwcrypto, the independent JOSE implementation the interop tests check against, pinned.
+const JWCRYPTO: &str = "jwcrypto==1.5.6";
+
+/// A Python virtual environment in `target/interop-venv` with [`JWCRYPTO`] installed (once).
+fn ensure_interop_python() -> anyhow::Result<PathBuf> {
+    let venv = root().join("target/interop-venv");
+    let python = venv.join("bin/python");
+    let ready =
+        |python: &Path| Command::new(python).args(["-c", "import jwcrypto"]).output().is_ok_and(|o| o.status.success());
+    if ready(&python) {
+        return Ok(python);
+    }
+    let mut create = Command::new("python3");
+    create.args(["-m", "venv"]).arg(&venv);
+    run(create).context("creating the interop virtualenv needs python3 (with venv)")?;
+    let mut install = Command::new(venv.join("bin/pip"));
+    install.args(["install", "--quiet", "--disable-pip-version-check", JWCRYPTO]);
+    run(install).context("installing jwcrypto from PyPI")?;
+    anyhow::ensure!(ready(&python), "jwcrypto did not import after installation");
+    Ok(python)
 }
 
 /// Development secrets, generated once and kept so keys sealed under `master_key` stay readable.
@@ -137,7 +160,9 @@ fn main() -> anyhow::Result<()> {
         Some("plugin") => plugin(),
         Some("test") => {
             build_guests()?;
+            let python = ensure_interop_python()?;
             let mut cmd = cargo();
+            cmd.env("HEALTH_INTEROP_PYTHON", python);
             cmd.args(["test", "--workspace"]);
             cmd.args(&args[1..]);
             run(cmd)

@@ -118,7 +118,11 @@ async fn tokens_revoke_and_audit_verify_against_the_running_app() {
         .expect("tampers");
     let broken = run(args(&["audit", "verify", "--tenant", "demo-hospital"])).await.expect("join");
     assert_eq!(broken.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&broken.stderr).contains("broken at event 1"), "{}", String::from_utf8_lossy(&broken.stderr));
+    assert!(
+        String::from_utf8_lossy(&broken.stderr).contains("broken at event 1"),
+        "{}",
+        String::from_utf8_lossy(&broken.stderr)
+    );
 
     // Bad input: an empty jti and an unknown --use are usage errors (2).
     let empty = run(args(&["tokens", "revoke", "--jti", ""])).await.expect("join");

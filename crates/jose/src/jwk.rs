@@ -371,7 +371,12 @@ impl PrivateKey {
         let der = match self {
             PrivateKey::Rsa(key) => key.to_pkcs8_der().ok()?,
             PrivateKey::P256(key) => key.to_pkcs8_der().ok()?,
-            PrivateKey::Ed25519(key) => key.to_pkcs8_der().ok()?,
+            // RFC 8410 v1 (no embedded public key): what every PKCS#8 reader takes.
+            PrivateKey::Ed25519(key) => {
+                ed25519_dalek::pkcs8::KeypairBytes { secret_key: key.to_bytes(), public_key: None }
+                    .to_pkcs8_der()
+                    .ok()?
+            }
         };
         Some(der.as_bytes().to_vec())
     }
