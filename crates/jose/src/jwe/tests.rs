@@ -92,7 +92,10 @@ fn any_altered_part_is_the_same_error() {
     assert_eq!(decrypt(&format!("{token}.x"), &key, PLATFORM), Err(JweError));
     assert_eq!(decrypt(&format!("{token}="), &key, PLATFORM), Err(JweError));
     assert_eq!(decrypt(&token.replacen('.', "..", 1), &key, PLATFORM), Err(JweError));
-    assert_eq!(decrypt(&token.replace('-', "+"), &key, PLATFORM).is_err() || !token.contains('-'), true);
+    // The standard (non-URL) base64 alphabet is not base64url.
+    if token.contains('-') {
+        assert_eq!(decrypt(&token.replace('-', "+"), &key, PLATFORM), Err(JweError));
+    }
     assert_eq!(decrypt(&"a".repeat(17_000), &key, PLATFORM), Err(JweError));
 }
 
