@@ -135,7 +135,7 @@ fn plugin() -> anyhow::Result<()> {
     let manifest = format!(
         r#"{{
   "name": "healthctl",
-  "description": "Operate the health platform: tenants and keys",
+  "description": "Operate the health platform: tenants, keys, tokens and the audit trail",
   "homepage": "https://github.com/health-platform/health-platform",
   "version": "{version}",
   "spinCompatibility": ">=3.0",
