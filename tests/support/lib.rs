@@ -24,6 +24,15 @@ pub fn root() -> PathBuf {
 }
 
 /// The application with its state in a temporary directory.
+/// The three secret variables, as `SPIN_VARIABLE_*` for the host.
+fn secrets(master_key: &str) -> HashMap<String, String> {
+    HashMap::from([
+        ("SPIN_VARIABLE_MASTER_KEY".to_owned(), master_key.to_owned()),
+        ("SPIN_VARIABLE_CONTEXT_KEY".to_owned(), CONTEXT_KEY.to_owned()),
+        ("SPIN_VARIABLE_OPERATOR_TOKEN_HASH".to_owned(), health_core::sha256_hex(OPERATOR_TOKEN)),
+    ])
+}
+
 pub struct TestApp {
     pub app: App,
     pub state: tempfile::TempDir,
@@ -66,11 +75,7 @@ allowed_outbound_hosts = ["http://jwks.spin.internal"]
         let runtime_path = state.path().join("runtime-config.toml");
         std::fs::write(&runtime_path, runtime)?;
         prepare(state.path());
-        let env = HashMap::from([
-            ("SPIN_VARIABLE_MASTER_KEY".to_owned(), MASTER_KEY.to_owned()),
-            ("SPIN_VARIABLE_CONTEXT_KEY".to_owned(), CONTEXT_KEY.to_owned()),
-            ("SPIN_VARIABLE_OPERATOR_TOKEN_HASH".to_owned(), health_core::sha256_hex(OPERATOR_TOKEN)),
-        ]);
+        let env = secrets(MASTER_KEY);
         let manifest = match extra_manifest {
             None => root().join("spin.toml"),
             Some(extra) => {
@@ -112,16 +117,11 @@ allowed_outbound_hosts = ["http://jwks.spin.internal"]
     /// The same manifest and state directory loaded again with another `master_key`: what a
     /// thief holding a copy of the stores, but not the key, could run.
     pub fn reopen_with_master_key(&self, master_key: &str) -> anyhow::Result<App> {
-        let env = HashMap::from([
-            ("SPIN_VARIABLE_MASTER_KEY".to_owned(), master_key.to_owned()),
-            ("SPIN_VARIABLE_CONTEXT_KEY".to_owned(), CONTEXT_KEY.to_owned()),
-            ("SPIN_VARIABLE_OPERATOR_TOKEN_HASH".to_owned(), health_core::sha256_hex(OPERATOR_TOKEN)),
-        ]);
         App::load(&LoadOptions {
             manifest: root().join("spin.toml"),
             runtime_config: Some(self.state.path().join("runtime-config.toml")),
             state_dir: self.state.path().join(".spin"),
-            env,
+            env: secrets(master_key),
         })
     }
 

@@ -309,6 +309,43 @@ fn json_body<T: serde::de::DeserializeOwned>(req: &Request, usage: &'static str)
     serde_json::from_slice(req.body()).map_err(|_| Error::BadRequest(usage))
 }
 
+/// An admin request with its body parsed, once.
+enum Command {
+    ListKeys(TenantId),
+    VerifyAudit(TenantId),
+    Rotate(RotateRequest),
+    Revoke(RevokeRequest),
+    RevokeToken(RevokeTokenRequest),
+    CreateTenant(CreateTenantRequest),
+}
+
+impl Command {
+    fn parse(req: &Request, api: Api) -> Result<Self, Error> {
+        Ok(match api {
+            Api::ListKeys(t) => Command::ListKeys(t),
+            Api::VerifyAudit(t) => Command::VerifyAudit(t),
+            Api::Rotate => {
+                Command::Rotate(json_body(req, "body must be {\"tenant_id\", \"use\": \"sig\"|\"enc\", \"alg\"?}")?)
+            }
+            Api::Revoke => Command::Revoke(json_body(req, "body must be {\"tenant_id\", \"kid\"}")?),
+            Api::RevokeToken => Command::RevokeToken(json_body(req, "body must be {\"jti\", \"tenant_id\"?}")?),
+            Api::CreateTenant => Command::CreateTenant(json_body(req, "body must be {\"tenant_id\"}")?),
+            Api::AllKeys | Api::TenantKeys(_) | Api::Sign | Api::Encrypt | Api::Decrypt => return Err(Error::NotFound),
+        })
+    }
+
+    /// The tenant the request is about; `None` only for the operator's tenant-less token revocation.
+    fn target(&self) -> Option<&TenantId> {
+        match self {
+            Command::ListKeys(t) | Command::VerifyAudit(t) => Some(t),
+            Command::Rotate(body) => Some(&body.tenant_id),
+            Command::Revoke(body) => Some(&body.tenant_id),
+            Command::RevokeToken(body) => body.tenant_id.as_ref(),
+            Command::CreateTenant(body) => Some(&body.tenant_id),
+        }
+    }
+}
+
 fn administer(
     req: &Request,
     api: Api,
@@ -317,38 +354,20 @@ fn administer(
     principal: &Principal,
     event: &mut Event,
 ) -> anyhow::Result<Result<Response, Error>> {
+    let command = match Command::parse(req, api) {
+        Ok(command) => command,
+        Err(e) => return Ok(Err(e)),
+    };
     // The tenant the request is about, then whether this principal may act on it.
-    let target = match &api {
-        Api::ListKeys(t) | Api::VerifyAudit(t) => t.clone(),
-        Api::Rotate => {
-            match json_body::<RotateRequest>(req, "body must be {\"tenant_id\", \"use\": \"sig\"|\"enc\", \"alg\"?}") {
-                Ok(body) => body.tenant_id,
-                Err(e) => return Ok(Err(e)),
-            }
-        }
-        Api::Revoke => match json_body::<RevokeRequest>(req, "body must be {\"tenant_id\", \"kid\"}") {
-            Ok(body) => body.tenant_id,
-            Err(e) => return Ok(Err(e)),
-        },
-        Api::RevokeToken => match json_body::<RevokeTokenRequest>(req, "body must be {\"jti\", \"tenant_id\"?}") {
-            Ok(RevokeTokenRequest { tenant_id: Some(tenant), .. }) => tenant,
-            Ok(RevokeTokenRequest { tenant_id: None, jti }) if *principal == Principal::Operator => {
-                return revoke_token(None, &jti, now, event);
-            }
-            Ok(_) => return Ok(Err(Error::BadRequest("tenant_id is required"))),
-            Err(e) => return Ok(Err(e)),
-        },
-        Api::CreateTenant => match json_body::<CreateTenantRequest>(req, "body must be {\"tenant_id\"}") {
-            Ok(body) => body.tenant_id,
-            Err(e) => return Ok(Err(e)),
-        },
-        Api::AllKeys | Api::TenantKeys(_) | Api::Sign | Api::Encrypt | Api::Decrypt => {
-            return Ok(Err(Error::NotFound));
-        }
+    let Some(target) = command.target().cloned() else {
+        return Ok(match (principal, command) {
+            (Principal::Operator, Command::RevokeToken(body)) => revoke_token(None, &body.jti, now, event)?,
+            _ => Err(Error::BadRequest("tenant_id is required")),
+        });
     };
     event.tenant_id = target.to_string();
     event.resource = format!("tenant/{target}");
-    let operator_only = matches!(api, Api::CreateTenant);
+    let operator_only = matches!(command, Command::CreateTenant(_));
     if !principal.may_manage(&target) || (operator_only && *principal != Principal::Operator) {
         event.reason = "other_tenant_or_operator_only".into();
         // The tenant admin's own chain records the attempt too.
@@ -357,13 +376,24 @@ fn administer(
         }
         return Ok(Err(Error::Forbidden));
     }
-    if !matches!(api, Api::CreateTenant) && keys.load(&target, now)?.is_none() {
-        return Ok(Err(Error::NotFound));
+    let set = keys.load(&target, now)?;
+    if let Command::CreateTenant(_) = command {
+        if set.is_some() {
+            return Ok(Err(Error::Conflict("tenant exists")));
+        }
+        keys.ensure_tenant(&target)?;
+        let set = keys.load(&target, now)?.context("tenant keys just created")?;
+        let kid = set.active(KeyUse::Sig).context("new tenant has no active key")?.jwk.kid.clone();
+        event.action = "tenant.create".into();
+        let body = serde_json::json!({ "tenant_id": target, "kid": kid });
+        return Ok(Ok(respond::json(201, &body, Cache::NoStore)));
     }
-    let (kid, action) = match api {
-        Api::ListKeys(tenant) => {
+    let Some(set) = set else {
+        return Ok(Err(Error::NotFound));
+    };
+    let (kid, action) = match command {
+        Command::ListKeys(tenant) => {
             event.action = "key.list".into();
-            let set = keys.load(&tenant, now)?.context("tenant keys vanished")?;
             let listed: Vec<_> = set
                 .keys
                 .iter()
@@ -374,13 +404,10 @@ fn administer(
                     })
                 })
                 .collect();
-            return Ok(Ok(respond::json(
-                200,
-                &serde_json::json!({ "tenant_id": tenant, "keys": listed }),
-                Cache::NoStore,
-            )));
+            let body = serde_json::json!({ "tenant_id": tenant, "keys": listed });
+            return Ok(Ok(respond::json(200, &body, Cache::NoStore)));
         }
-        Api::VerifyAudit(tenant) => {
+        Command::VerifyAudit(tenant) => {
             event.action = "audit.verify".into();
             let chain = health_spin::audit::chain(tenant.as_str())?;
             let body = match health_core::audit::verify_chain(&chain) {
@@ -393,25 +420,21 @@ fn administer(
             };
             return Ok(Ok(respond::json(200, &body, Cache::NoStore)));
         }
-        Api::Rotate => {
-            let body: RotateRequest = serde_json::from_slice(req.body())?;
-            let current = keys
-                .load(&body.tenant_id, now)?
-                .and_then(|set| set.active(body.key_use).and_then(|k| k.jwk.algorithm()));
+        Command::Rotate(body) => {
+            let current = set.active(body.key_use).and_then(|k| k.jwk.algorithm());
             let alg = body.alg.or(current).unwrap_or_else(|| Algorithm::default_for(body.key_use));
             if alg.key_use() != body.key_use {
                 return Ok(Err(Error::BadRequest(
                     "alg does not fit use (sig: RS256, ES256, EdDSA; enc: ECDH-ES+A256KW, RSA-OAEP-256)",
                 )));
             }
-            let Some(kid) = keys.rotate(&body.tenant_id, alg, now)? else {
+            let Some(kid) = keys.rotate(&target, alg, now)? else {
                 return Ok(Err(Error::NotFound));
             };
             (kid, "key.rotate")
         }
-        Api::Revoke => {
-            let body: RevokeRequest = serde_json::from_slice(req.body())?;
-            match keys.revoke(&body.tenant_id, &body.kid, now)? {
+        Command::Revoke(body) => {
+            match keys.revoke(&target, &body.kid, now)? {
                 None | Some(Err(LifecycleError::UnknownKid)) => return Ok(Err(Error::NotFound)),
                 Some(Err(LifecycleError::AlreadyRevoked)) => {
                     return Ok(Err(Error::Conflict("key already revoked")));
@@ -420,28 +443,9 @@ fn administer(
             }
             (body.kid, "key.revoke")
         }
-        Api::RevokeToken => {
-            let body: RevokeTokenRequest = serde_json::from_slice(req.body())?;
-            return revoke_token(Some(&target), &body.jti, now, event);
-        }
-        Api::CreateTenant => {
-            let body: CreateTenantRequest = serde_json::from_slice(req.body())?;
-            if keys.load(&body.tenant_id, now)?.is_some() {
-                return Ok(Err(Error::Conflict("tenant exists")));
-            }
-            keys.ensure_tenant(&body.tenant_id)?;
-            let set = keys.load(&body.tenant_id, now)?.context("tenant keys just created")?;
-            let kid = set.active(KeyUse::Sig).context("new tenant has no active key")?.jwk.kid.clone();
-            event.action = "tenant.create".into();
-            return Ok(Ok(respond::json(
-                201,
-                &serde_json::json!({ "tenant_id": body.tenant_id, "kid": kid }),
-                Cache::NoStore,
-            )));
-        }
-        Api::AllKeys | Api::TenantKeys(_) | Api::Sign | Api::Encrypt | Api::Decrypt => {
-            return Ok(Err(Error::NotFound));
-        }
+        Command::RevokeToken(body) => return revoke_token(Some(&target), &body.jti, now, event),
+        // Answered above, before the tenant has to exist.
+        Command::CreateTenant(_) => return Ok(Err(Error::NotFound)),
     };
     event.action = action.into();
     event.kid = Some(kid.clone());
