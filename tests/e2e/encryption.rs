@@ -79,8 +79,13 @@ async fn jwks_encrypts_and_decrypts_for_attested_callers_with_one_failure_answer
 
     // Anyone may encrypt to the published key; only jwks decrypts.
     let public = EncryptionKey::P256(key.p256_public_key().expect("P-256 key"));
-    let outside =
-        jwe::encrypt(b"from a client", &public, Some(&key.kid), None, &mut rand_core::OsRng).expect("encrypts");
+    let outside = jwe::encrypt(
+        b"from a client",
+        &public,
+        &jwe::Protected { kid: Some(&key.kid), ..jwe::Protected::default() },
+        &mut rand_core::OsRng,
+    )
+    .expect("encrypts");
     assert_eq!(decrypt(&app, "demo-hospital", &outside).await.1["plaintext"], "from a client");
 
     // No context: refused before anything else. Every decryption failure: one answer.

@@ -107,13 +107,24 @@ async fn post(app: &health_host::App, path: &str, auth: Option<&str>, body: &str
     (res.status().as_u16(), serde_json::from_slice(res.body()).unwrap_or(serde_json::Value::Null))
 }
 
-/// `n` logins as Alice at once; every one must succeed. Returns the access tokens.
+/// `n` logins as Alice at once, each from its own address (concurrent attempts from one
+/// address count against the lockout in advance); every one must succeed. Returns the tokens.
 async fn concurrent_logins(app: &TestApp, n: usize) -> Vec<String> {
     let login = r#"{"tenant":"demo-hospital","username":"alice","password":"alice-demo-2026"}"#;
     let mut logins = tokio::task::JoinSet::new();
-    for _ in 0..n {
+    for i in 0..n {
         let app = app.app.clone();
-        logins.spawn(async move { post(&app, "/auth/login", None, login).await });
+        let from = std::net::SocketAddr::from(([10, 0, 0, u8::try_from(i + 1).expect("small n")], 40000));
+        logins.spawn(async move {
+            let req = http::Request::builder()
+                .method("POST")
+                .uri("/auth/login")
+                .header("content-type", "application/json")
+                .body(bytes::Bytes::from_static(login.as_bytes()))
+                .expect("request");
+            let res = app.handle_from(req, from).await.expect("handled");
+            (res.status().as_u16(), serde_json::from_slice::<serde_json::Value>(res.body()).expect("json"))
+        });
     }
     let mut tokens = Vec::new();
     while let Some(result) = logins.join_next().await {

@@ -23,7 +23,6 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
-/// The application with its state in a temporary directory.
 /// The three secret variables, as `SPIN_VARIABLE_*` for the host.
 fn secrets(master_key: &str) -> HashMap<String, String> {
     HashMap::from([
@@ -33,15 +32,29 @@ fn secrets(master_key: &str) -> HashMap<String, String> {
     ])
 }
 
+/// The application with its state in a temporary directory.
 pub struct TestApp {
     pub app: App,
     pub state: tempfile::TempDir,
+    /// TOTP secrets of the users this app enrolled, and the last step each used.
+    totp: std::sync::Mutex<HashMap<String, (Vec<u8>, i64)>>,
+}
+
+fn unix_now() -> i64 {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    i64::try_from(secs).expect("time")
 }
 
 impl TestApp {
     /// Loads the real `spin.toml`; `prepare` may seed the state directory first.
     pub fn start(prepare: impl FnOnce(&Path)) -> anyhow::Result<Self> {
-        Self::start_with(prepare, None)
+        Self::start_with(prepare, None, &[])
+    }
+
+    /// Loads the real `spin.toml` with some variables set (`SPIN_VARIABLE_*` style names
+    /// without the prefix, e.g. `("lockout_duration_secs", "2")`), as an operator would.
+    pub fn start_with_variables(variables: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_with(|_| {}, None, variables)
     }
 
     /// The real `spin.toml` plus the host's probe component at `/probe/...`, allowed to call
@@ -64,10 +77,14 @@ allowed_outbound_hosts = ["http://jwks.spin.internal"]
             release.join("host_probe.wasm").display(),
             release.join("policy.wasm").display()
         );
-        Self::start_with(|_| {}, Some(probe))
+        Self::start_with(|_| {}, Some(probe), &[])
     }
 
-    fn start_with(prepare: impl FnOnce(&Path), extra_manifest: Option<String>) -> anyhow::Result<Self> {
+    fn start_with(
+        prepare: impl FnOnce(&Path),
+        extra_manifest: Option<String>,
+        variables: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let state = tempfile::tempdir()?;
         // The project's runtime config, with every store moved into the temporary directory.
         let runtime = std::fs::read_to_string(root().join("runtime-config.toml"))?
@@ -75,7 +92,10 @@ allowed_outbound_hosts = ["http://jwks.spin.internal"]
         let runtime_path = state.path().join("runtime-config.toml");
         std::fs::write(&runtime_path, runtime)?;
         prepare(state.path());
-        let env = secrets(MASTER_KEY);
+        let mut env = secrets(MASTER_KEY);
+        for (name, value) in variables {
+            env.insert(format!("SPIN_VARIABLE_{}", name.to_uppercase()), (*value).to_owned());
+        }
         let manifest = match extra_manifest {
             None => root().join("spin.toml"),
             Some(extra) => {
@@ -89,7 +109,7 @@ allowed_outbound_hosts = ["http://jwks.spin.internal"]
         };
         let options =
             LoadOptions { manifest, runtime_config: Some(runtime_path), state_dir: state.path().join(".spin"), env };
-        Ok(Self { app: App::load(&options)?, state })
+        Ok(Self { app: App::load(&options)?, state, totp: std::sync::Mutex::default() })
     }
 
     /// Sends a request; a host error fails the test with the guests' output.
@@ -125,11 +145,67 @@ allowed_outbound_hosts = ["http://jwks.spin.internal"]
         })
     }
 
-    /// Logs in and returns the access token, failing the test otherwise.
+    /// Logs in and returns the access token, failing the test otherwise. Users whose role
+    /// needs MFA are enrolled on first use, as a person with an authenticator app would.
     pub async fn token(&self, user: (&str, &str)) -> String {
-        let reply = self.login(user).await;
+        self.tokens(user).await["access_token"].as_str().expect("access_token").to_owned()
+    }
+
+    /// Logs in (enrolling TOTP if the role needs it) and returns the token response.
+    pub async fn tokens(&self, user: (&str, &str)) -> serde_json::Value {
+        let mut reply = self.login(user).await;
+        if reply.status == 403 && reply.body.contains("mfa-enrollment-required") {
+            self.enroll_totp(user).await;
+        }
+        if self.totp.lock().expect("totp").contains_key(user.0) {
+            let otp = self.next_otp(user.0).await;
+            reply = self.login_with_otp(user, &otp).await;
+        }
         assert_eq!(reply.status, 200, "login {}: {}\n{}", user.0, reply.body, self.app.guest_output().join("\n"));
-        reply.json()["access_token"].as_str().expect("access_token").to_owned()
+        reply.json()
+    }
+
+    pub async fn login_with_otp(&self, (username, password): (&str, &str), otp: &str) -> Reply {
+        let body =
+            serde_json::json!({ "tenant": "demo-hospital", "username": username, "password": password, "otp": otp });
+        self.send("POST", "/auth/login", &[("content-type", "application/json")], &body.to_string()).await
+    }
+
+    /// Enrols `user` in TOTP (enroll, then confirm with the current code) and remembers the
+    /// secret; returns the enroll response.
+    pub async fn enroll_totp(&self, (username, password): (&str, &str)) -> serde_json::Value {
+        let body = serde_json::json!({ "tenant": "demo-hospital", "username": username, "password": password });
+        let json = [("content-type", "application/json")];
+        let enrolled = self.send("POST", "/auth/mfa/enroll", &json, &body.to_string()).await;
+        assert_eq!(enrolled.status, 200, "enroll {username}: {}", enrolled.body);
+        let enrolled = enrolled.json();
+        let secret =
+            health_identity::totp::base32_decode(enrolled["secret"].as_str().expect("secret")).expect("base32");
+        self.totp.lock().expect("totp").insert(username.to_owned(), (secret, i64::MIN));
+        let otp = self.next_otp(username).await;
+        let mut confirm = body;
+        confirm["otp"] = otp.into();
+        let confirmed = self.send("POST", "/auth/mfa/confirm", &json, &confirm.to_string()).await;
+        assert_eq!(confirmed.status, 200, "confirm {username}: {}", confirmed.body);
+        enrolled
+    }
+
+    /// A code for a step this user has not used yet, waiting for the clock when the window
+    /// (one step either side of now) is used up.
+    pub async fn next_otp(&self, username: &str) -> String {
+        loop {
+            let now_step = health_identity::totp::step_at(unix_now());
+            {
+                let mut totp = self.totp.lock().expect("totp");
+                let (secret, last) = totp.get_mut(username).expect("enrolled user");
+                let step = (*last + 1).max(now_step);
+                if step <= now_step + 1 {
+                    *last = step;
+                    return health_identity::totp::code(secret, step);
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
     }
 
     /// The first column of `sql` run against the database file `db` of the state directory.
@@ -184,11 +260,11 @@ allowed_outbound_hosts = ["http://jwks.spin.internal"]
     ) -> Reply {
         use health_core::context::{CALLER_HEADER, MAC_HEADER, TIMESTAMP_HEADER, attest};
         let key = health_core::SecretKey::from_hex(CONTEXT_KEY).expect("context key");
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+        let now = unix_now();
         let url = format!("/probe/call?url=http://{service}.spin.internal{path}");
         let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
         if let Some(caller) = caller {
-            let att = attest(&key, method, path, body.as_bytes(), caller, i64::try_from(now).expect("time"));
+            let att = attest(&key, method, path, body.as_bytes(), caller, now);
             headers.extend([
                 (CALLER_HEADER.to_owned(), att.caller),
                 (TIMESTAMP_HEADER.to_owned(), att.timestamp),

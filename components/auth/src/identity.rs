@@ -1,22 +1,86 @@
-//! The `identity` database: users per tenant with argon2id password hashes, and the demo
-//! tenant's users (passwords documented in the README).
+//! The `identity` database: users, login attempt counters, TOTP enrolments (secrets sealed
+//! under a key derived from `master_key`), refresh-token families, registered OAuth clients
+//! (insurers) and spent client-assertion `jti`s. Every statement is a named `const`; atomic
+//! steps (spending a refresh token, using a TOTP step, a one-time assertion) are single
+//! statements whose `RETURNING` or primary key says who won a race.
 
 use anyhow::Context;
-use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use health_core::{Role, TenantId, Username};
-use spin_sdk::sqlite::{Connection, Value};
+use health_identity::lockout::{Attempts, Failure, LockoutPolicy};
+use spin_sdk::sqlite::{Connection, QueryResult, Value};
 
-const SCHEMA_VERSION: i64 = 1;
-const MIGRATION: &[&str] = &["CREATE TABLE IF NOT EXISTS users (
-    tenant_id TEXT NOT NULL,
-    user_id TEXT NOT NULL,
-    username TEXT NOT NULL,
-    role TEXT NOT NULL CHECK (role IN ('patient', 'doctor', 'lab', 'insurance', 'admin')),
-    password_hash TEXT NOT NULL,
-    disabled INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (tenant_id, user_id),
-    UNIQUE (tenant_id, username)
-)"];
+const SCHEMA_VERSION: i64 = 2;
+/// Idempotent, so a version-1 database (users only) upgrades by running them all.
+const MIGRATION: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS users (
+        tenant_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        username TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('patient', 'doctor', 'lab', 'insurance', 'admin')),
+        password_hash TEXT NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (tenant_id, user_id),
+        UNIQUE (tenant_id, username)
+    )",
+    "CREATE TABLE IF NOT EXISTS login_attempts (
+        tenant_id TEXT NOT NULL,
+        username TEXT NOT NULL,
+        source TEXT NOT NULL,
+        failures INTEGER NOT NULL,
+        window_start INTEGER NOT NULL,
+        locked_until INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, username, source)
+    )",
+    "CREATE TABLE IF NOT EXISTS mfa (
+        tenant_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        secret_sealed TEXT NOT NULL,
+        confirmed INTEGER NOT NULL DEFAULT 0,
+        last_step INTEGER,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, user_id)
+    )",
+    "CREATE TABLE IF NOT EXISTS refresh_families (
+        family_id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        amr TEXT NOT NULL,
+        auth_time INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        revoked_at INTEGER,
+        revoked_reason TEXT
+    )",
+    "CREATE INDEX IF NOT EXISTS refresh_families_by_user ON refresh_families (tenant_id, user_id)",
+    "CREATE TABLE IF NOT EXISTS refresh_tokens (
+        token_hash TEXT PRIMARY KEY,
+        family_id TEXT NOT NULL REFERENCES refresh_families (family_id),
+        issued_at INTEGER NOT NULL,
+        used_at INTEGER,
+        access_jti TEXT NOT NULL,
+        access_exp INTEGER NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS refresh_tokens_by_family ON refresh_tokens (family_id)",
+    "CREATE INDEX IF NOT EXISTS refresh_tokens_by_access ON refresh_tokens (access_jti)",
+    "CREATE TABLE IF NOT EXISTS clients (
+        client_id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        secret_hash TEXT,
+        sig_jwk TEXT,
+        enc_jwk TEXT NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL,
+        CHECK (secret_hash IS NOT NULL OR sig_jwk IS NOT NULL)
+    )",
+    "CREATE TABLE IF NOT EXISTS client_assertions (
+        client_id TEXT NOT NULL,
+        jti TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (client_id, jti)
+    )",
+];
 
 /// Demo users: argon2id (m=19456 KiB, t=2, p=1), passwords `<name>-demo-2026` as in the README.
 const DEMO_SEED: &[&str] = &[
@@ -26,13 +90,13 @@ const DEMO_SEED: &[&str] = &[
     "INSERT OR IGNORE INTO users VALUES ('demo-hospital', 'u-lab-north', 'lab-north', 'lab', '$argon2id$v=19$m=19456,t=2,p=1$wz77W+KgA45mP8ATgBMacw$WCL4Adu4zLDLYzEAfqbkgQHOQCJO2qg/GUgLvWsh5CM', 0)",
     "INSERT OR IGNORE INTO users VALUES ('demo-hospital', 'u-acme', 'acme-insurance', 'insurance', '$argon2id$v=19$m=19456,t=2,p=1$q6w/8jPlw9/qQQkYLm1SiA$gpF+YV/To/3wyf6DT6bdnOwwDFBAHNCscihf5QF4INM', 0)",
     "INSERT OR IGNORE INTO users VALUES ('demo-hospital', 'u-admin', 'admin', 'admin', '$argon2id$v=19$m=19456,t=2,p=1$OjLppgld3Z+frmpsTlQJYw$ANCq72YwLjBd4ju5zn+fXjlSDRM9B+kcmuWxbzzFahs', 0)",
+    // The demo insurer `acme-health`: client secret `acme-health-demo-secret-2026` (SHA-256
+    // below) and the public half of demo/acme-health.enc.jwk.json as its encryption key.
+    r#"INSERT OR IGNORE INTO clients VALUES ('acme-health', 'demo-hospital', 'ACME Health Insurance',
+        '0f2393d487a8f21ba6299f6945a6875b8322a2959faf58b9b80ab1a8d898c124', NULL,
+        '{"kty":"EC","kid":"j1I79990cDF0AUnzVq3GzsTOOjiobg8FQHYtwrF6oeU","use":"enc","alg":"ECDH-ES+A256KW","crv":"P-256","x":"WKcy1z8OOdNtjz3q85jyEnJ5L1aJI_pK9_tP7oXpgtg","y":"TKs_K9WkBCeUiYjtOo8qX9ZSgOuLQ-StcgkjI5n7Rc8","tenant_id":"demo-hospital"}',
+        0, 0)"#,
 ];
-
-/// Verified against when the user does not exist, so unknown users cost the same as wrong passwords.
-const DUMMY_HASH: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$kXOdYX/Xzmm2NjxzW0G0fQ$9f4+xt57UtQr6lCBmFQ6sWg5sJk9cToosYgKMnhbHOo";
-
-const FIND_USER: &str = "SELECT user_id, role, password_hash, disabled FROM users WHERE tenant_id = ? AND username = ?";
 
 pub fn open(seed_demo: bool) -> anyhow::Result<Connection> {
     let conn = Connection::open("identity").context("opening the identity database")?;
@@ -41,34 +105,435 @@ pub fn open(seed_demo: bool) -> anyhow::Result<Connection> {
     Ok(conn)
 }
 
+fn text(value: impl Into<String>) -> Value {
+    Value::Text(value.into())
+}
+
+fn first(result: &QueryResult) -> Option<spin_sdk::sqlite::Row<'_>> {
+    result.rows().next()
+}
+
+// ---- users -------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
 pub struct User {
     pub user_id: String,
+    pub username: String,
     pub role: Role,
+    pub password_hash: String,
+    pub disabled: bool,
 }
 
-fn password_matches(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+const USER_COLUMNS: &str = "user_id, username, role, password_hash, disabled";
+
+fn user_from(row: &spin_sdk::sqlite::Row<'_>) -> anyhow::Result<User> {
+    Ok(User {
+        user_id: row.get::<&str>("user_id").context("user row without id")?.to_owned(),
+        username: row.get::<&str>("username").context("user row without username")?.to_owned(),
+        role: row.get::<&str>("role").and_then(Role::parse).context("user row with unknown role")?,
+        password_hash: row.get::<&str>("password_hash").context("user row without hash")?.to_owned(),
+        disabled: row.get::<i64>("disabled").unwrap_or(1) != 0,
+    })
 }
 
-/// The user if `password` is right and the account enabled; `None` for every other case,
-/// after the same argon2id work.
-pub fn authenticate(
+pub fn find_user(conn: &Connection, tenant: &TenantId, username: &Username) -> anyhow::Result<Option<User>> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = ? AND username = ?");
+    let rows = conn.execute(&sql, &[text(tenant.as_str()), text(username.as_str())]).context("looking up user")?;
+    first(&rows).map(|r| user_from(&r)).transpose()
+}
+
+pub fn user_by_id(conn: &Connection, tenant: &TenantId, user_id: &str) -> anyhow::Result<Option<User>> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = ? AND user_id = ?");
+    let rows = conn.execute(&sql, &[text(tenant.as_str()), text(user_id)]).context("looking up user")?;
+    first(&rows).map(|r| user_from(&r)).transpose()
+}
+
+pub fn list_users(conn: &Connection, tenant: &TenantId) -> anyhow::Result<Vec<User>> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = ? ORDER BY username");
+    let rows = conn.execute(&sql, &[text(tenant.as_str())]).context("listing users")?;
+    rows.rows().map(|r| user_from(&r)).collect()
+}
+
+/// Inserts a user; `false` if the username is taken in the tenant.
+pub fn create_user(conn: &Connection, tenant: &TenantId, user: &User) -> anyhow::Result<bool> {
+    const INSERT: &str = "INSERT INTO users (tenant_id, user_id, username, role, password_hash, disabled)
+        VALUES (?, ?, ?, ?, ?, 0) ON CONFLICT DO NOTHING RETURNING user_id";
+    let params = [
+        text(tenant.as_str()),
+        text(&user.user_id),
+        text(&user.username),
+        text(user.role.as_str()),
+        text(&user.password_hash),
+    ];
+    Ok(first(&conn.execute(INSERT, &params).context("creating user")?).is_some())
+}
+
+pub fn set_disabled(conn: &Connection, tenant: &TenantId, user_id: &str, disabled: bool) -> anyhow::Result<bool> {
+    const UPDATE: &str = "UPDATE users SET disabled = ? WHERE tenant_id = ? AND user_id = ? RETURNING user_id";
+    let params = [Value::Integer(i64::from(disabled)), text(tenant.as_str()), text(user_id)];
+    Ok(first(&conn.execute(UPDATE, &params).context("updating user")?).is_some())
+}
+
+pub fn set_password(conn: &Connection, tenant: &TenantId, user_id: &str, hash: &str) -> anyhow::Result<bool> {
+    const UPDATE: &str = "UPDATE users SET password_hash = ? WHERE tenant_id = ? AND user_id = ? RETURNING user_id";
+    let params = [text(hash), text(tenant.as_str()), text(user_id)];
+    Ok(first(&conn.execute(UPDATE, &params).context("updating password")?).is_some())
+}
+
+// ---- lockout -----------------------------------------------------------------------------
+
+fn attempts(conn: &Connection, tenant: &TenantId, username: &str, source: &str) -> anyhow::Result<Option<Attempts>> {
+    const SELECT: &str = "SELECT failures, window_start, locked_until FROM login_attempts
+        WHERE tenant_id = ? AND username = ? AND source = ?";
+    let rows =
+        conn.execute(SELECT, &[text(tenant.as_str()), text(username), text(source)]).context("reading attempts")?;
+    Ok(first(&rows).map(|r| Attempts {
+        failures: r.get::<i64>("failures").and_then(|f| u32::try_from(f).ok()).unwrap_or(0),
+        window_start: r.get::<i64>("window_start").unwrap_or(0),
+        locked_until: r.get::<i64>("locked_until").unwrap_or(0),
+    }))
+}
+
+/// The outcome of reserving a login attempt.
+pub enum Reservation {
+    /// Locked: refuse without checking the password.
+    Locked { retry_after: i64 },
+    /// Counted as a failure in advance; a success clears it.
+    Counted(Failure),
+}
+
+/// Counts an attempt as failed *before* the password is checked, with a compare-and-set on
+/// the stored counter, so concurrent guesses cannot all slip in before the first failure is
+/// recorded: at most `max_failures` attempts are ever checked per window.
+pub fn reserve_attempt(
     conn: &Connection,
     tenant: &TenantId,
-    username: &Username,
-    password: &str,
-) -> anyhow::Result<Option<User>> {
-    let rows = conn
-        .execute(FIND_USER, &[Value::Text(tenant.to_string()), Value::Text(username.to_string())])
-        .context("looking up user")?;
-    let Some(row) = rows.rows().next() else {
-        password_matches(DUMMY_HASH, password);
-        return Ok(None);
-    };
-    let hash = row.get::<&str>("password_hash").context("user row without password hash")?;
-    let matches = password_matches(hash, password);
-    let disabled = row.get::<i64>("disabled").unwrap_or(1) != 0;
-    let role = row.get::<&str>("role").and_then(Role::parse).context("user row with unknown role")?;
-    let user_id = row.get::<&str>("user_id").context("user row without id")?.to_owned();
-    Ok((matches && !disabled).then_some(User { user_id, role }))
+    username: &str,
+    source: &str,
+    policy: LockoutPolicy,
+    now: i64,
+) -> anyhow::Result<Reservation> {
+    const INSERT: &str =
+        "INSERT INTO login_attempts (tenant_id, username, source, failures, window_start, locked_until)
+        VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING failures";
+    const SWAP: &str = "UPDATE login_attempts SET failures = ?, window_start = ?, locked_until = ?
+        WHERE tenant_id = ? AND username = ? AND source = ? AND failures = ? AND window_start = ? AND locked_until = ?
+        RETURNING failures";
+    for _ in 0..32 {
+        let stored = attempts(conn, tenant, username, source)?;
+        let current = stored.unwrap_or_default();
+        if current.is_locked(now) {
+            return Ok(Reservation::Locked { retry_after: current.retry_after(now) });
+        }
+        let mut next = current;
+        let failure = next.fail(policy, now);
+        let key = [text(tenant.as_str()), text(username), text(source)];
+        let values = [
+            Value::Integer(i64::from(next.failures)),
+            Value::Integer(next.window_start),
+            Value::Integer(next.locked_until),
+        ];
+        let won = match stored {
+            None => {
+                let params: Vec<Value> = key.into_iter().chain(values).collect();
+                first(&conn.execute(INSERT, &params).context("counting attempt")?).is_some()
+            }
+            Some(old) => {
+                let expected = [
+                    Value::Integer(i64::from(old.failures)),
+                    Value::Integer(old.window_start),
+                    Value::Integer(old.locked_until),
+                ];
+                let params: Vec<Value> = values.into_iter().chain(key).chain(expected).collect();
+                first(&conn.execute(SWAP, &params).context("counting attempt")?).is_some()
+            }
+        };
+        if won {
+            return Ok(Reservation::Counted(failure));
+        }
+    }
+    anyhow::bail!("login attempt counter lost 32 races in a row")
+}
+
+/// Drops counters whose window and lock are both over, so guessing random usernames cannot
+/// grow the table without bound.
+pub fn sweep_attempts(conn: &Connection, policy: LockoutPolicy, now: i64) -> anyhow::Result<()> {
+    conn.execute(
+        "DELETE FROM login_attempts WHERE window_start < ? AND locked_until < ?",
+        &[Value::Integer(now - policy.lock_secs), Value::Integer(now)],
+    )
+    .context("sweeping attempts")?;
+    Ok(())
+}
+
+/// Forgets the failures of one source (after a success) or, with `source` `None`, of every
+/// source (after an admin's password reset).
+pub fn clear_attempts(
+    conn: &Connection,
+    tenant: &TenantId,
+    username: &str,
+    source: Option<&str>,
+) -> anyhow::Result<()> {
+    match source {
+        Some(source) => conn.execute(
+            "DELETE FROM login_attempts WHERE tenant_id = ? AND username = ? AND source = ?",
+            &[text(tenant.as_str()), text(username), text(source)],
+        ),
+        None => conn.execute(
+            "DELETE FROM login_attempts WHERE tenant_id = ? AND username = ?",
+            &[text(tenant.as_str()), text(username)],
+        ),
+    }
+    .context("clearing attempts")?;
+    Ok(())
+}
+
+// ---- MFA ---------------------------------------------------------------------------------
+
+pub struct Mfa {
+    pub secret_sealed: String,
+    pub confirmed: bool,
+    pub last_step: Option<i64>,
+}
+
+pub fn mfa(conn: &Connection, tenant: &TenantId, user_id: &str) -> anyhow::Result<Option<Mfa>> {
+    const SELECT: &str = "SELECT secret_sealed, confirmed, last_step FROM mfa WHERE tenant_id = ? AND user_id = ?";
+    let rows = conn.execute(SELECT, &[text(tenant.as_str()), text(user_id)]).context("reading mfa")?;
+    Ok(first(&rows).map(|r| Mfa {
+        secret_sealed: r.get::<&str>("secret_sealed").unwrap_or_default().to_owned(),
+        confirmed: r.get::<i64>("confirmed").unwrap_or(0) != 0,
+        last_step: r.get::<i64>("last_step"),
+    }))
+}
+
+/// Stores a new, unconfirmed secret; refused (`false`) once an enrolment is confirmed, which
+/// only an admin's reset undoes.
+pub fn start_enrolment(
+    conn: &Connection,
+    tenant: &TenantId,
+    user_id: &str,
+    sealed: &str,
+    now: i64,
+) -> anyhow::Result<bool> {
+    const UPSERT: &str = "INSERT INTO mfa (tenant_id, user_id, secret_sealed, confirmed, last_step, created_at)
+        VALUES (?, ?, ?, 0, NULL, ?) ON CONFLICT (tenant_id, user_id) DO UPDATE SET
+        secret_sealed = excluded.secret_sealed, last_step = NULL, created_at = excluded.created_at
+        WHERE mfa.confirmed = 0 RETURNING user_id";
+    let params = [text(tenant.as_str()), text(user_id), text(sealed), Value::Integer(now)];
+    Ok(first(&conn.execute(UPSERT, &params).context("starting enrolment")?).is_some())
+}
+
+/// Records `step` as used (and the enrolment as confirmed) unless a step at or after it was
+/// already used: one statement, so two concurrent logins with the same code cannot both win.
+pub fn use_step(conn: &Connection, tenant: &TenantId, user_id: &str, step: i64) -> anyhow::Result<bool> {
+    const UPDATE: &str = "UPDATE mfa SET last_step = ?, confirmed = 1
+        WHERE tenant_id = ? AND user_id = ? AND (last_step IS NULL OR last_step < ?) RETURNING user_id";
+    let params = [Value::Integer(step), text(tenant.as_str()), text(user_id), Value::Integer(step)];
+    Ok(first(&conn.execute(UPDATE, &params).context("using totp step")?).is_some())
+}
+
+pub fn reset_mfa(conn: &Connection, tenant: &TenantId, user_id: &str) -> anyhow::Result<()> {
+    conn.execute("DELETE FROM mfa WHERE tenant_id = ? AND user_id = ?", &[text(tenant.as_str()), text(user_id)])
+        .context("resetting mfa")?;
+    Ok(())
+}
+
+// ---- refresh tokens ----------------------------------------------------------------------
+
+pub struct Family {
+    pub family_id: String,
+    pub tenant_id: TenantId,
+    pub user_id: String,
+    pub client_id: String,
+    pub amr: Vec<String>,
+    pub auth_time: i64,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked: bool,
+}
+
+pub struct PresentedRefresh {
+    pub family: Family,
+    pub used_at: Option<i64>,
+}
+
+pub fn create_family(conn: &Connection, family: &Family) -> anyhow::Result<()> {
+    const INSERT: &str = "INSERT INTO refresh_families
+        (family_id, tenant_id, user_id, client_id, amr, auth_time, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+    let params = [
+        text(&family.family_id),
+        text(family.tenant_id.as_str()),
+        text(&family.user_id),
+        text(&family.client_id),
+        text(family.amr.join(" ")),
+        Value::Integer(family.auth_time),
+        Value::Integer(family.created_at),
+        Value::Integer(family.expires_at),
+    ];
+    conn.execute(INSERT, &params).context("creating refresh family")?;
+    Ok(())
+}
+
+pub fn add_refresh(
+    conn: &Connection,
+    token_hash: &str,
+    family_id: &str,
+    now: i64,
+    access_jti: &str,
+    access_exp: i64,
+) -> anyhow::Result<()> {
+    const INSERT: &str =
+        "INSERT INTO refresh_tokens (token_hash, family_id, issued_at, used_at, access_jti, access_exp)
+        VALUES (?, ?, ?, NULL, ?, ?)";
+    let params = [text(token_hash), text(family_id), Value::Integer(now), text(access_jti), Value::Integer(access_exp)];
+    conn.execute(INSERT, &params).context("storing refresh token")?;
+    Ok(())
+}
+
+const FAMILY_COLUMNS: &str = "f.family_id, f.tenant_id, f.user_id, f.client_id, f.amr, f.auth_time, f.created_at,
+    f.expires_at, f.revoked_at";
+
+fn family_from(row: &spin_sdk::sqlite::Row<'_>) -> anyhow::Result<Family> {
+    Ok(Family {
+        family_id: row.get::<&str>("family_id").context("family id")?.to_owned(),
+        tenant_id: row.get::<&str>("tenant_id").and_then(|t| TenantId::parse(t).ok()).context("family tenant")?,
+        user_id: row.get::<&str>("user_id").context("family user")?.to_owned(),
+        client_id: row.get::<&str>("client_id").unwrap_or_default().to_owned(),
+        amr: row.get::<&str>("amr").unwrap_or_default().split_whitespace().map(str::to_owned).collect(),
+        auth_time: row.get::<i64>("auth_time").unwrap_or(0),
+        created_at: row.get::<i64>("created_at").unwrap_or(0),
+        expires_at: row.get::<i64>("expires_at").unwrap_or(0),
+        revoked: row.get::<i64>("revoked_at").is_some(),
+    })
+}
+
+pub fn find_refresh(conn: &Connection, token_hash: &str) -> anyhow::Result<Option<PresentedRefresh>> {
+    let sql = format!(
+        "SELECT {FAMILY_COLUMNS}, t.used_at FROM refresh_tokens t JOIN refresh_families f USING (family_id)
+         WHERE t.token_hash = ?"
+    );
+    let rows = conn.execute(&sql, &[text(token_hash)]).context("looking up refresh token")?;
+    first(&rows)
+        .map(|r| Ok(PresentedRefresh { family: family_from(&r)?, used_at: r.get::<i64>("used_at") }))
+        .transpose()
+}
+
+/// Spends a refresh token: `true` only for the one request that marked it used.
+pub fn spend_refresh(conn: &Connection, token_hash: &str, now: i64) -> anyhow::Result<bool> {
+    const UPDATE: &str =
+        "UPDATE refresh_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL RETURNING token_hash";
+    Ok(first(&conn.execute(UPDATE, &[Value::Integer(now), text(token_hash)]).context("spending refresh token")?)
+        .is_some())
+}
+
+/// Revokes one family; returns the access tokens issued in it that may still be valid, for the
+/// caller to revoke too.
+pub fn revoke_family(conn: &Connection, family_id: &str, reason: &str, now: i64) -> anyhow::Result<Vec<(String, i64)>> {
+    const REVOKE: &str =
+        "UPDATE refresh_families SET revoked_at = ?, revoked_reason = ? WHERE family_id = ? AND revoked_at IS NULL";
+    const ACCESS: &str = "SELECT access_jti, access_exp FROM refresh_tokens WHERE family_id = ? AND access_exp > ?";
+    conn.execute(REVOKE, &[Value::Integer(now), text(reason), text(family_id)]).context("revoking family")?;
+    let rows = conn.execute(ACCESS, &[text(family_id), Value::Integer(now)]).context("listing family tokens")?;
+    Ok(rows
+        .rows()
+        .filter_map(|r| Some((r.get::<&str>("access_jti")?.to_owned(), r.get::<i64>("access_exp")?)))
+        .collect())
+}
+
+/// The live families of a user (logout-all, password reset, disable).
+pub fn user_families(conn: &Connection, tenant: &TenantId, user_id: &str) -> anyhow::Result<Vec<String>> {
+    const SELECT: &str =
+        "SELECT family_id FROM refresh_families WHERE tenant_id = ? AND user_id = ? AND revoked_at IS NULL";
+    let rows = conn.execute(SELECT, &[text(tenant.as_str()), text(user_id)]).context("listing families")?;
+    Ok(rows.rows().filter_map(|r| r.get::<&str>("family_id").map(str::to_owned)).collect())
+}
+
+/// The family an access token was issued in, if it came with a refresh token.
+pub fn family_of_access(conn: &Connection, access_jti: &str) -> anyhow::Result<Option<String>> {
+    const SELECT: &str = "SELECT family_id FROM refresh_tokens WHERE access_jti = ? LIMIT 1";
+    let rows = conn.execute(SELECT, &[text(access_jti)]).context("finding family")?;
+    Ok(first(&rows).and_then(|r| r.get::<&str>("family_id").map(str::to_owned)))
+}
+
+// ---- clients -----------------------------------------------------------------------------
+
+pub struct Client {
+    pub client_id: String,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub secret_hash: Option<String>,
+    pub sig_jwk: Option<String>,
+    pub enc_jwk: String,
+    pub disabled: bool,
+}
+
+const CLIENT_COLUMNS: &str = "client_id, tenant_id, name, secret_hash, sig_jwk, enc_jwk, disabled";
+
+fn client_from(row: &spin_sdk::sqlite::Row<'_>) -> anyhow::Result<Client> {
+    Ok(Client {
+        client_id: row.get::<&str>("client_id").context("client id")?.to_owned(),
+        tenant_id: row.get::<&str>("tenant_id").and_then(|t| TenantId::parse(t).ok()).context("client tenant")?,
+        name: row.get::<&str>("name").unwrap_or_default().to_owned(),
+        secret_hash: row.get::<&str>("secret_hash").map(str::to_owned),
+        sig_jwk: row.get::<&str>("sig_jwk").map(str::to_owned),
+        enc_jwk: row.get::<&str>("enc_jwk").unwrap_or_default().to_owned(),
+        disabled: row.get::<i64>("disabled").unwrap_or(1) != 0,
+    })
+}
+
+pub fn find_client(conn: &Connection, client_id: &str) -> anyhow::Result<Option<Client>> {
+    let sql = format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = ?");
+    let rows = conn.execute(&sql, &[text(client_id)]).context("looking up client")?;
+    first(&rows).map(|r| client_from(&r)).transpose()
+}
+
+pub fn list_clients(conn: &Connection, tenant: &TenantId) -> anyhow::Result<Vec<Client>> {
+    let sql = format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE tenant_id = ? ORDER BY client_id");
+    let rows = conn.execute(&sql, &[text(tenant.as_str())]).context("listing clients")?;
+    rows.rows().map(|r| client_from(&r)).collect()
+}
+
+pub fn create_client(conn: &Connection, client: &Client, now: i64) -> anyhow::Result<bool> {
+    const INSERT: &str =
+        "INSERT INTO clients (client_id, tenant_id, name, secret_hash, sig_jwk, enc_jwk, disabled, created_at)
+        VALUES (?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT DO NOTHING RETURNING client_id";
+    let opt = |v: &Option<String>| v.as_ref().map_or(Value::Null, |s| text(s.as_str()));
+    let params = [
+        text(&client.client_id),
+        text(client.tenant_id.as_str()),
+        text(&client.name),
+        opt(&client.secret_hash),
+        opt(&client.sig_jwk),
+        text(&client.enc_jwk),
+        Value::Integer(now),
+    ];
+    Ok(first(&conn.execute(INSERT, &params).context("registering client")?).is_some())
+}
+
+pub fn set_client_disabled(
+    conn: &Connection,
+    tenant: &TenantId,
+    client_id: &str,
+    disabled: bool,
+) -> anyhow::Result<bool> {
+    const UPDATE: &str = "UPDATE clients SET disabled = ? WHERE tenant_id = ? AND client_id = ? RETURNING client_id";
+    let params = [Value::Integer(i64::from(disabled)), text(tenant.as_str()), text(client_id)];
+    Ok(first(&conn.execute(UPDATE, &params).context("updating client")?).is_some())
+}
+
+/// Records a client assertion's `jti`; `false` if it was seen before (a replay). Expired
+/// entries are swept first so the table stays small.
+pub fn spend_assertion(
+    conn: &Connection,
+    client_id: &str,
+    jti: &str,
+    expires_at: i64,
+    now: i64,
+) -> anyhow::Result<bool> {
+    conn.execute("DELETE FROM client_assertions WHERE expires_at < ?", &[Value::Integer(now - 120)])
+        .context("sweeping assertions")?;
+    const INSERT: &str = "INSERT INTO client_assertions (client_id, jti, expires_at) VALUES (?, ?, ?)
+        ON CONFLICT DO NOTHING RETURNING jti";
+    let params = [text(client_id), text(jti), Value::Integer(expires_at)];
+    Ok(first(&conn.execute(INSERT, &params).context("recording assertion")?).is_some())
 }

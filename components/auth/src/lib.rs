@@ -1,73 +1,100 @@
-//! The `auth` component: tenants' users in the `identity` database (argon2id password hashes)
-//! and `POST /auth/login`, which issues an RS256 access token (ARCHITECTURE.md §4) signed by
-//! `jwks` over service chaining; `auth` never holds a private key. Every login, successful or
-//! not, is audited without any secret. MFA, refresh tokens, lockout and introspection are not
-//! here yet.
+//! The `auth` component: the tenants' authorization server (ARCHITECTURE.md §4).
+//!
+//! Users in the `identity` database (argon2id), password login with lockout per user and
+//! source, TOTP MFA, access tokens signed by `jwks` over service chaining (nested JWE for
+//! insurers, encrypted by `jwks` too: `auth` never holds a private key), rotating refresh
+//! tokens with family revocation on reuse, logout and logout-all, the OAuth token endpoint
+//! (`refresh_token`, `client_credentials`), RFC 7662 introspection, RFC 7009 revocation, the
+//! validation service, per-tenant OIDC discovery, and the admin API for users and insurer
+//! clients. Every security event is audited; no secret ever reaches a log, error or audit row.
 
 // The Spin SDK and wit-bindgen macros expand to the component ABI's `unsafe` glue.
 #![allow(unsafe_code)]
 
+mod admin;
+mod grants;
 mod identity;
+mod issue;
+mod login;
+mod sessions;
 
-use anyhow::Context;
-use health_core::audit::{Event, Outcome};
-use health_core::{Caller, Problem, Role, TenantId, Username};
-use health_jose::Claims;
-use health_spin::respond::{self, Cache};
-use serde::Deserialize;
+use std::collections::BTreeMap;
+
+use health_core::audit::{Event, NO_TENANT, Outcome};
+use health_core::{Problem, Role, TenantId};
+use health_identity::lockout::LockoutPolicy;
+use health_spin::respond;
+use serde::de::DeserializeOwned;
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
 
-/// Audience of every access token the platform issues.
-pub const AUDIENCE: &str = "health-platform";
-const CLIENT_ID: &str = "health-web";
-const MAX_BODY: usize = 8 * 1024;
-const SIGN_URL: &str = "http://jwks.spin.internal/internal/sign";
+/// The first-party web client every password login is issued to (a public client).
+pub const WEB_CLIENT: &str = "health-web";
+/// The demo tenant, which exists before `jwks` first creates its keys.
+pub const DEMO_TENANT: &str = "demo-hospital";
+const MAX_BODY: usize = 16 * 1024 + 1024;
+/// Insurer tokens never live longer than this, whatever is configured (ARCHITECTURE.md §4).
+const MAX_INSURER_TTL: i64 = 300;
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Api {
-    Login(Login),
+    Login,
+    MfaEnroll,
+    MfaConfirm,
+    Token,
+    Logout,
+    LogoutAll,
+    Introspect,
+    Revoke,
+    Validate,
+    Discovery(TenantId),
+    Admin(admin::AdminApi),
 }
 
-#[derive(Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Login {
-    tenant: TenantId,
-    username: Username,
-    password: String,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Error {
+/// Every refusal this component answers with; mapped to RFC 9457 problems in one place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Error {
     NotFound,
     MethodNotAllowed,
     UnsupportedMediaType,
     TooLarge,
     BadRequest(&'static str),
+    /// Wrong username, password or one-time code: one answer for all of them.
     InvalidCredentials,
+    /// Too many failures from this source for this user.
+    Locked {
+        retry_after: i64,
+    },
+    /// The password was right; the account's one-time code is needed too.
+    MfaRequired,
+    /// The password was right; the role needs MFA and the account has not enrolled.
+    MfaEnrollmentRequired,
+    /// Missing or invalid bearer token.
+    Unauthorized,
+    Forbidden(&'static str),
+    Conflict(&'static str),
+    /// An OAuth endpoint's error (RFC 6749 §5.2), as a problem with the `error` member.
+    OAuth {
+        status: u16,
+        code: &'static str,
+        detail: &'static str,
+    },
 }
 
-fn parse(method: &Method, path: &str, content_type: Option<&str>, body: &[u8]) -> Result<Api, Error> {
-    match path {
-        "/auth/login" => {
-            if *method != Method::Post {
-                return Err(Error::MethodNotAllowed);
-            }
-            let media = content_type.and_then(|c| c.split(';').next()).map(str::trim);
-            if !media.is_some_and(|m| m.eq_ignore_ascii_case("application/json")) {
-                return Err(Error::UnsupportedMediaType);
-            }
-            if body.len() > MAX_BODY {
-                return Err(Error::TooLarge);
-            }
-            let login: Login = serde_json::from_slice(body)
-                .map_err(|_| Error::BadRequest("body must be {\"tenant\",\"username\",\"password\"}"))?;
-            if login.password.is_empty() || login.password.len() > 1024 {
-                return Err(Error::BadRequest("password must be 1-1024 bytes"));
-            }
-            Ok(Api::Login(login))
+impl Error {
+    fn status(&self) -> u16 {
+        match self {
+            Error::NotFound => 404,
+            Error::MethodNotAllowed => 405,
+            Error::UnsupportedMediaType => 415,
+            Error::TooLarge => 413,
+            Error::BadRequest(_) => 400,
+            Error::InvalidCredentials | Error::MfaRequired | Error::Unauthorized => 401,
+            Error::Locked { .. } => 429,
+            Error::MfaEnrollmentRequired | Error::Forbidden(_) => 403,
+            Error::Conflict(_) => 409,
+            Error::OAuth { status, .. } => *status,
         }
-        _ => Err(Error::NotFound),
     }
 }
 
@@ -79,23 +106,178 @@ fn error_response(error: &Error) -> Response {
         Error::TooLarge => Problem::payload_too_large(),
         Error::BadRequest(detail) => Problem::bad_request(*detail),
         Error::InvalidCredentials => Problem::invalid_credentials(),
+        Error::Locked { .. } => Problem::new("login-locked", "Too Many Failed Logins", 429)
+            .with_detail("too many failed attempts from this address; try again later"),
+        Error::MfaRequired => Problem::new("mfa-required", "One-Time Code Required", 401)
+            .with_detail("send the current code from your authenticator app as \"otp\""),
+        Error::MfaEnrollmentRequired => Problem::new("mfa-enrollment-required", "MFA Enrollment Required", 403)
+            .with_detail("this role requires MFA: enroll with POST /auth/mfa/enroll, then confirm"),
+        Error::Unauthorized => Problem::unauthorized(),
+        Error::Forbidden(detail) => Problem::forbidden().with_detail(*detail),
+        Error::Conflict(detail) => Problem::conflict(*detail),
+        Error::OAuth { status, code, detail } => {
+            let title = if *status == 401 { "Client Authentication Failed" } else { "Token Request Refused" };
+            Problem::new(&code.replace('_', "-"), title, *status).with_detail(*detail).with_oauth_error(code)
+        }
     };
-    respond::problem(&problem)
+    let mut response = respond::problem(&problem);
+    match error {
+        Error::Locked { retry_after } => response.set_header("retry-after", retry_after.to_string()),
+        Error::OAuth { status: 401, .. } => response.set_header("www-authenticate", r#"Basic realm="health-platform""#),
+        _ => {}
+    }
+    response
+}
+
+fn parse(method: &Method, path: &str) -> Result<Api, Error> {
+    let segments = health_spin::segments(path);
+    let post = |api: Api| if *method == Method::Post { Ok(api) } else { Err(Error::MethodNotAllowed) };
+    match segments.as_slice() {
+        ["auth", "login"] => post(Api::Login),
+        ["auth", "mfa", "enroll"] => post(Api::MfaEnroll),
+        ["auth", "mfa", "confirm"] => post(Api::MfaConfirm),
+        ["auth", "token"] => post(Api::Token),
+        ["auth", "logout"] => post(Api::Logout),
+        ["auth", "logout-all"] => post(Api::LogoutAll),
+        ["auth", "introspect"] => post(Api::Introspect),
+        ["auth", "revoke"] => post(Api::Revoke),
+        ["api", "auth", "validate"] => post(Api::Validate),
+        ["t", tenant, ".well-known", "openid-configuration"] => {
+            let tenant = TenantId::parse(tenant).map_err(|_| Error::NotFound)?;
+            if *method == Method::Get { Ok(Api::Discovery(tenant)) } else { Err(Error::MethodNotAllowed) }
+        }
+        ["auth", "admin", rest @ ..] => admin::parse(method, rest).map(Api::Admin),
+        _ => Err(Error::NotFound),
+    }
+}
+
+/// Settings from the component's variables, read once per request.
+pub(crate) struct Settings {
+    pub demo: bool,
+    pub issuer_base: String,
+    pub access_ttl: i64,
+    pub insurer_ttl: i64,
+    pub refresh_ttl: i64,
+    pub lockout: LockoutPolicy,
+    pub mfa_roles: Vec<Role>,
+}
+
+impl Settings {
+    fn load() -> anyhow::Result<Self> {
+        let lockout = LockoutPolicy::new(
+            health_spin::var_i64("lockout_max_failures")?,
+            health_spin::var_i64("lockout_duration_secs")?,
+        )
+        .ok_or_else(|| anyhow::anyhow!("lockout_max_failures must be 1-1000 and lockout_duration_secs 1s-30d"))?;
+        let mfa_roles = health_spin::var("mfa_required_roles")?
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(|r| Role::parse(r).ok_or_else(|| anyhow::anyhow!("mfa_required_roles: unknown role {r:?}")))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self {
+            demo: health_spin::var("demo_tenant")? == "true",
+            issuer_base: health_spin::var("issuer_base")?.trim_end_matches('/').to_owned(),
+            access_ttl: health_spin::var_i64("access_token_ttl_secs")?,
+            insurer_ttl: health_spin::var_i64("insurer_token_ttl_secs")?.clamp(1, MAX_INSURER_TTL),
+            refresh_ttl: health_spin::var_i64("refresh_token_ttl_secs")?,
+            lockout,
+            mfa_roles,
+        })
+    }
+
+    pub fn issuer(&self, tenant: &TenantId) -> String {
+        format!("{}/t/{tenant}", self.issuer_base)
+    }
+
+    pub fn token_endpoint(&self) -> String {
+        format!("{}/auth/token", self.issuer_base)
+    }
+
+    /// Whether `tenant` exists: it has keys in `public-keys`, or it is the demo tenant, whose
+    /// keys `jwks` creates on first use.
+    pub fn tenant_exists(&self, tenant: &TenantId) -> anyhow::Result<bool> {
+        Ok((self.demo && tenant.as_str() == DEMO_TENANT) || health_spin::tokens::tenant_keys(tenant)?.is_some())
+    }
+}
+
+/// Everything a handler needs: the request, the clock, settings and the audit event it fills.
+pub(crate) struct Ctx<'a> {
+    pub req: &'a Request,
+    pub now: i64,
+    pub settings: Settings,
+}
+
+impl Ctx<'_> {
+    pub fn db(&self) -> anyhow::Result<spin_sdk::sqlite::Connection> {
+        identity::open(self.settings.demo)
+    }
+
+    pub fn client_addr(&self) -> Option<&str> {
+        self.req.header("spin-client-addr").and_then(|v| v.as_str())
+    }
+
+    /// The body as JSON of type `T`, after the media-type and size checks.
+    pub fn json<T: DeserializeOwned>(&self, usage: &'static str) -> Result<T, Error> {
+        if !media_type_is(self.req, "application/json") {
+            return Err(Error::UnsupportedMediaType);
+        }
+        if self.req.body().len() > MAX_BODY {
+            return Err(Error::TooLarge);
+        }
+        serde_json::from_slice(self.req.body()).map_err(|_| Error::BadRequest(usage))
+    }
+
+    /// The body as an OAuth form (RFC 6749 §3.2: form-encoded, no repeated parameters).
+    pub fn form(&self) -> Result<BTreeMap<String, String>, Error> {
+        let oauth = |detail| Error::OAuth { status: 400, code: "invalid_request", detail };
+        if !media_type_is(self.req, "application/x-www-form-urlencoded") {
+            return Err(Error::UnsupportedMediaType);
+        }
+        if self.req.body().len() > MAX_BODY {
+            return Err(Error::TooLarge);
+        }
+        health_identity::form::parse(self.req.body())
+            .map_err(|_| oauth("the body must be a form without repeated parameters"))
+    }
+}
+
+fn media_type_is(req: &Request, expected: &str) -> bool {
+    req.header("content-type")
+        .and_then(|v| v.as_str())
+        .and_then(|c| c.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case(expected))
+}
+
+fn base_event(req: &Request, now: i64) -> Event {
+    Event {
+        time: now,
+        request_id: health_spin::random_id(),
+        tenant_id: NO_TENANT.into(),
+        client_ip: req.header("spin-client-addr").and_then(|v| v.as_str()).map(str::to_owned),
+        user_agent: req.header("user-agent").and_then(|v| v.as_str()).map(|s| s.chars().take(256).collect()),
+        ..Event::default()
+    }
+}
+
+/// Marks `event` with the outcome of the request and appends it; an audit failure fails the
+/// request, so nothing is issued unaudited.
+fn finish(event: &mut Event, outcome: &Result<Response, Error>) -> anyhow::Result<()> {
+    event.outcome = Some(if outcome.is_ok() { Outcome::Allow } else { Outcome::Deny });
+    event.status = match outcome {
+        Ok(response) => *response.status(),
+        Err(error) => error.status(),
+    };
+    if event.reason.is_empty() {
+        event.reason = if outcome.is_ok() { "ok".into() } else { "refused".into() };
+    }
+    health_spin::audit::append(event)
 }
 
 #[http_component]
 async fn handle(req: Request) -> Response {
-    let content_type = req.header("content-type").and_then(|v| v.as_str());
-    let api = match parse(req.method(), req.path(), content_type, req.body()) {
-        Ok(api) => api,
-        Err(error) => return error_response(&error),
-    };
-    let result = match api {
-        Api::Login(login) => login_flow(&req, login).await,
-    };
-    match result {
-        Ok(Ok(response)) => response,
-        Ok(Err(error)) => error_response(&error),
+    match serve(&req).await {
+        Ok(response) => response,
         Err(e) => {
             eprintln!("auth: internal error: {e:#}");
             respond::problem(&Problem::internal())
@@ -103,127 +285,69 @@ async fn handle(req: Request) -> Response {
     }
 }
 
-fn scopes(role: Role) -> &'static str {
-    match role {
-        Role::Patient => "patient/records.read patient/results.read consents.write",
-        Role::Doctor => "patient/records.read patient/records.write",
-        Role::Lab => "lab/orders.read lab/results.write",
-        Role::Insurance => "insurance/summary.read",
-        Role::Admin => "admin/audit.read admin/users.write",
-    }
-}
-
-async fn login_flow(req: &Request, login: Login) -> anyhow::Result<Result<Response, Error>> {
+async fn serve(req: &Request) -> anyhow::Result<Response> {
+    let api = match parse(req.method(), req.path()) {
+        Ok(api) => api,
+        Err(error) => return Ok(error_response(&error)),
+    };
     let now = health_spin::now();
-    let db = identity::open(health_spin::var("demo_tenant")? == "true")?;
-    let user = identity::authenticate(&db, &login.tenant, &login.username, &login.password)?;
-    let mut event = Event {
-        time: now,
-        request_id: health_spin::random_id(),
-        tenant_id: login.tenant.to_string(),
-        client_id: Some(CLIENT_ID.into()),
-        action: "auth.login".into(),
-        resource: format!("tenant/{}/users/{}", login.tenant, login.username),
-        client_ip: req.header("spin-client-addr").and_then(|v| v.as_str()).map(str::to_owned),
-        user_agent: req.header("user-agent").and_then(|v| v.as_str()).map(|s| s.chars().take(256).collect()),
-        ..Event::default()
+    let ctx = Ctx { req, now, settings: Settings::load()? };
+    let mut event = base_event(req, now);
+    let outcome = match api {
+        Api::Login => login::login(&ctx, &mut event).await?,
+        Api::MfaEnroll => login::enroll(&ctx, &mut event)?,
+        Api::MfaConfirm => login::confirm(&ctx, &mut event)?,
+        Api::Token => grants::token(&ctx, &mut event).await?,
+        Api::Logout => sessions::logout(&ctx, &mut event, false).await?,
+        Api::LogoutAll => sessions::logout(&ctx, &mut event, true).await?,
+        Api::Introspect => sessions::introspect(&ctx, &mut event).await?,
+        Api::Revoke => sessions::revoke(&ctx, &mut event).await?,
+        // High-volume reads that change nothing: not audited.
+        Api::Validate => return sessions::validate(&ctx).await.map(|r| r.unwrap_or_else(|e| error_response(&e))),
+        Api::Discovery(tenant) => {
+            return sessions::discovery(&ctx, &tenant).map(|r| r.unwrap_or_else(|e| error_response(&e)));
+        }
+        Api::Admin(api) => admin::handle(&ctx, api, &mut event)?,
     };
-    let Some(user) = user else {
-        event.outcome = Some(Outcome::Deny);
-        event.reason = "invalid_credentials".into();
-        event.status = 401;
-        health_spin::audit::append(&event)?;
-        return Ok(Err(Error::InvalidCredentials));
-    };
-    let ttl = health_spin::var_i64("access_token_ttl_secs")?;
-    let issuer = format!("{}/t/{}", health_spin::var("issuer_base")?.trim_end_matches('/'), login.tenant);
-    let claims = Claims {
-        iss: issuer,
-        sub: user.user_id.clone(),
-        aud: AUDIENCE.into(),
-        exp: now + ttl,
-        iat: now,
-        nbf: now,
-        jti: health_spin::random_id(),
-        tenant_id: login.tenant.clone(),
-        role: user.role.as_str().into(),
-        scope: scopes(user.role).into(),
-        client_id: CLIENT_ID.into(),
-        amr: vec!["pwd".into()],
-        auth_time: now,
-    };
-    let signed = sign(&claims, user.role, now).await?;
-    event.actor_sub = Some(user.user_id);
-    event.actor_role = Some(user.role.as_str().into());
-    event.jti = Some(claims.jti);
-    event.kid = Some(signed.kid);
-    event.outcome = Some(Outcome::Allow);
-    event.reason = "token_issued".into();
-    event.status = 200;
-    health_spin::audit::append(&event)?;
-    let body = serde_json::json!({ "access_token": signed.token, "token_type": "Bearer", "expires_in": ttl });
-    Ok(Ok(respond::json(200, &body, Cache::NoStore)))
-}
-
-#[derive(Deserialize)]
-struct Signed {
-    token: String,
-    kid: String,
-}
-
-/// Asks `jwks` to sign, attesting the request with `context_key` like the gateway does.
-async fn sign(claims: &Claims, role: Role, now: i64) -> anyhow::Result<Signed> {
-    let body = serde_json::to_vec(claims)?;
-    let caller = Caller {
-        tenant_id: claims.tenant_id.clone(),
-        subject: claims.sub.clone(),
-        role,
-        client_id: claims.client_id.clone(),
-        scopes: claims.scope.split(' ').map(str::to_owned).collect(),
-        jti: claims.jti.clone(),
-    };
-    let key = health_spin::secret_key("context_key")?;
-    let att = health_core::context::attest(&key, "POST", "/internal/sign", &body, &caller, now);
-    let request = Request::builder()
-        .method(Method::Post)
-        .uri(SIGN_URL)
-        .header("content-type", "application/json")
-        .header(health_core::context::CALLER_HEADER, att.caller)
-        .header(health_core::context::TIMESTAMP_HEADER, att.timestamp)
-        .header(health_core::context::MAC_HEADER, att.mac)
-        .body(body)
-        .build();
-    let response: Response = spin_sdk::http::send(request).await.context("calling jwks to sign")?;
-    anyhow::ensure!(*response.status() == 200, "jwks refused to sign: status {}", response.status());
-    serde_json::from_slice(response.body()).context("decoding jwks sign response")
+    finish(&mut event, &outcome)?;
+    Ok(outcome.unwrap_or_else(|e| error_response(&e)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const JSON: Option<&str> = Some("application/json");
-
     #[test]
-    fn parses_a_login() {
-        let body = br#"{"tenant":"demo-hospital","username":"alice","password":"pw"}"#;
-        let Ok(Api::Login(login)) = parse(&Method::Post, "/auth/login", JSON, body) else { panic!("not a login") };
-        assert_eq!(login.username.as_str(), "alice");
+    fn routes_each_endpoint_with_its_method() {
+        assert_eq!(parse(&Method::Post, "/auth/login"), Ok(Api::Login));
+        assert_eq!(parse(&Method::Post, "/auth/token"), Ok(Api::Token));
+        assert_eq!(parse(&Method::Post, "/auth/mfa/enroll"), Ok(Api::MfaEnroll));
+        assert_eq!(parse(&Method::Post, "/api/auth/validate"), Ok(Api::Validate));
+        assert_eq!(
+            parse(&Method::Get, "/t/demo-hospital/.well-known/openid-configuration"),
+            Ok(Api::Discovery(TenantId::parse("demo-hospital").expect("tenant")))
+        );
+        assert_eq!(parse(&Method::Get, "/auth/login"), Err(Error::MethodNotAllowed));
+        assert_eq!(
+            parse(&Method::Post, "/t/demo-hospital/.well-known/openid-configuration"),
+            Err(Error::MethodNotAllowed)
+        );
+        assert_eq!(parse(&Method::Get, "/t/../.well-known/openid-configuration"), Err(Error::NotFound));
+        assert_eq!(parse(&Method::Post, "/auth/other"), Err(Error::NotFound));
     }
 
     #[test]
-    fn refuses_malformed_logins() {
-        let ok = br#"{"tenant":"demo-hospital","username":"alice","password":"pw"}"#;
-        assert_eq!(parse(&Method::Get, "/auth/login", JSON, ok), Err(Error::MethodNotAllowed));
-        assert_eq!(parse(&Method::Post, "/auth/login", Some("text/plain"), ok), Err(Error::UnsupportedMediaType));
-        assert_eq!(parse(&Method::Post, "/auth/login", None, ok), Err(Error::UnsupportedMediaType));
-        let traversal = br#"{"tenant":"../x","username":"alice","password":"pw"}"#;
-        assert!(matches!(parse(&Method::Post, "/auth/login", JSON, traversal), Err(Error::BadRequest(_))));
-        let extra = br#"{"tenant":"t","username":"a","password":"p","role":"admin"}"#;
-        assert!(matches!(parse(&Method::Post, "/auth/login", JSON, extra), Err(Error::BadRequest(_))));
-        let empty = br#"{"tenant":"t","username":"a","password":""}"#;
-        assert!(matches!(parse(&Method::Post, "/auth/login", JSON, empty), Err(Error::BadRequest(_))));
-        assert_eq!(parse(&Method::Post, "/auth/login", JSON, &vec![b' '; MAX_BODY + 1]), Err(Error::TooLarge));
-        assert_eq!(parse(&Method::Post, "/auth/other", JSON, ok), Err(Error::NotFound));
+    fn oauth_errors_carry_the_error_member_and_a_challenge() {
+        let response = error_response(&Error::OAuth {
+            status: 401,
+            code: "invalid_client",
+            detail: "client authentication failed",
+        });
+        assert_eq!(*response.status(), 401);
+        let body: serde_json::Value = serde_json::from_slice(response.body()).expect("json");
+        assert_eq!(body["error"], "invalid_client");
+        assert!(response.header("www-authenticate").is_some());
+        let locked = error_response(&Error::Locked { retry_after: 42 });
+        assert_eq!(locked.header("retry-after").and_then(|v| v.as_str()), Some("42"));
     }
 }

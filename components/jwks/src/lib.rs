@@ -20,6 +20,7 @@ use health_core::audit::{Event, NO_TENANT, Outcome};
 use health_core::{Problem, TenantId};
 use health_jose::jwe::{self, JwePolicy};
 use health_jose::{Algorithm, Claims, KeyRecord, KeyStatus, KeyUse, LifecycleError, PrivateKey, TenantKeys};
+use health_spin::admin::{Principal, authenticate};
 use health_spin::respond::{self, Cache};
 use health_spin::tokens;
 use rand_chacha::rand_core::SeedableRng;
@@ -199,59 +200,6 @@ fn route(req: &Request) -> anyhow::Result<Result<Response, Error>> {
             admin(req, api, &keys, now)
         }
     }
-}
-
-/// Who is calling an admin endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Principal {
-    /// The platform operator: every tenant.
-    Operator,
-    /// A tenant admin's verified access token: its own tenant only.
-    TenantAdmin { tenant: TenantId, sub: String, jti: String },
-}
-
-impl Principal {
-    fn may_manage(&self, tenant: &TenantId) -> bool {
-        match self {
-            Principal::Operator => true,
-            Principal::TenantAdmin { tenant: own, .. } => own == tenant,
-        }
-    }
-
-    /// Audit actor fields.
-    fn actor(&self, event: &mut Event) {
-        match self {
-            Principal::Operator => event.actor_role = Some("operator".into()),
-            Principal::TenantAdmin { sub, jti, .. } => {
-                event.actor_role = Some("admin".into());
-                event.actor_sub = Some(sub.clone());
-                event.jti = Some(jti.clone());
-            }
-        }
-    }
-}
-
-/// The operator token, or else a tenant admin's access token verified in full (signature,
-/// claims, revocation); `Err` carries the precise reason for the audit log.
-fn authenticate(req: &Request, now: i64) -> anyhow::Result<Result<Principal, &'static str>> {
-    let token = match tokens::bearer_token(req) {
-        Ok(token) => token,
-        Err(reason) => return Ok(Err(reason)),
-    };
-    if health_core::token_matches_hash(token, &health_spin::var("operator_token_hash")?) {
-        return Ok(Ok(Principal::Operator));
-    }
-    if token.split('.').count() != 3 {
-        return Ok(Err("bad_operator_token"));
-    }
-    let claims = match tokens::verify(token, now)? {
-        Ok(claims) => claims,
-        Err(reason) => return Ok(Err(reason)),
-    };
-    if claims.role != "admin" {
-        return Ok(Err("not_an_admin"));
-    }
-    Ok(Ok(Principal::TenantAdmin { tenant: claims.tenant_id, sub: claims.sub, jti: claims.jti }))
 }
 
 fn admin_event(req: &Request, now: i64) -> Event {
@@ -543,14 +491,11 @@ fn encrypt(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Respon
         active = set.find(&kid).context("rotated key missing")?.clone();
     }
     let key = encryption_key(&active).context("active encryption key does not parse")?;
-    let token = jwe::encrypt(
-        body.plaintext.as_bytes(),
-        &key,
-        Some(&active.jwk.kid),
-        body.cty.as_deref(),
-        &mut health_spin::rng(),
-    )
-    .map_err(|_| anyhow::anyhow!("encryption failed"))?;
+    // The tenant's issuer rides in the protected header (RFC 7519 §5.3) so a recipient knows
+    // whose key decrypts it; recipients check it against the inner token's verified `iss`.
+    let protected = jwe::Protected { kid: Some(&active.jwk.kid), cty: body.cty.as_deref(), iss: Some(&set.issuer) };
+    let token = jwe::encrypt(body.plaintext.as_bytes(), &key, &protected, &mut health_spin::rng())
+        .map_err(|_| anyhow::anyhow!("encryption failed"))?;
     Ok(Ok(respond::json(200, &serde_json::json!({ "jwe": token, "kid": active.jwk.kid }), Cache::NoStore)))
 }
 

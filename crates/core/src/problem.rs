@@ -14,16 +14,28 @@ pub struct Problem {
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The OAuth 2.0 error code (RFC 6749 §5.2) on token-endpoint problems, an RFC 9457
+    /// extension member so OAuth clients find the field they look for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Problem {
-    fn new(slug: &str, title: &str, status: u16) -> Self {
+    /// A problem of type `https://health-platform.dev/problems/{slug}`.
+    pub fn new(slug: &str, title: &str, status: u16) -> Self {
         Self {
             kind: format!("https://health-platform.dev/problems/{slug}"),
             title: title.to_owned(),
             status,
             detail: None,
+            error: None,
         }
+    }
+
+    /// Adds the OAuth 2.0 `error` code.
+    pub fn with_oauth_error(mut self, code: &str) -> Self {
+        self.error = Some(code.to_owned());
+        self
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {

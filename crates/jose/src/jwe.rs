@@ -47,6 +47,18 @@ pub struct JweHeader {
     pub kid: Option<String>,
     pub cty: Option<String>,
     pub typ: Option<String>,
+    /// The issuer replicated from the encrypted claims (RFC 7519 §5.3), so a recipient can pick
+    /// the tenant whose key decrypts it. Integrity-protected, but trusted only once the inner
+    /// token's own `iss` is verified to equal it.
+    pub iss: Option<String>,
+}
+
+/// Protected header members a sender chooses (`alg`, `enc`, `epk` follow from the key).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Protected<'a> {
+    pub kid: Option<&'a str>,
+    pub cty: Option<&'a str>,
+    pub iss: Option<&'a str>,
 }
 
 /// Which algorithms [`decrypt`] accepts, and the size cap.
@@ -101,6 +113,7 @@ struct RawHeader {
     kid: Option<String>,
     cty: Option<String>,
     typ: Option<String>,
+    iss: Option<String>,
     epk: Option<Epk>,
     apu: Option<String>,
     apv: Option<String>,
@@ -173,6 +186,7 @@ fn public_header(raw: &RawHeader) -> JweHeader {
         kid: raw.kid.clone(),
         cty: raw.cty.clone(),
         typ: raw.typ.clone(),
+        iss: raw.iss.clone(),
     }
 }
 
@@ -369,8 +383,7 @@ fn gcm(key: &[u8], iv: &[u8], aad: &[u8], data: &[u8], seal: bool) -> Result<Vec
 pub fn encrypt(
     plaintext: &[u8],
     key: &EncryptionKey,
-    kid: Option<&str>,
-    cty: Option<&str>,
+    protected: &Protected<'_>,
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<String> {
     let mut cek = [0u8; 32];
@@ -397,11 +410,10 @@ pub fn encrypt(
         }
     };
     header.insert("enc".into(), "A256GCM".into());
-    if let Some(kid) = kid {
-        header.insert("kid".into(), kid.into());
-    }
-    if let Some(cty) = cty {
-        header.insert("cty".into(), cty.into());
+    for (name, value) in [("kid", protected.kid), ("cty", protected.cty), ("iss", protected.iss)] {
+        if let Some(value) = value {
+            header.insert(name.into(), value.into());
+        }
     }
     let protected = b64url(serde_json::to_vec(&header).map_err(|_| JweError)?);
     seal(&protected, &encrypted_key, &cek, &iv, plaintext)
@@ -412,9 +424,10 @@ pub fn encrypt_nested(
     jws: &str,
     key: &EncryptionKey,
     kid: Option<&str>,
+    iss: Option<&str>,
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<String> {
-    encrypt(jws.as_bytes(), key, kid, Some("JWT"), rng)
+    encrypt(jws.as_bytes(), key, &Protected { kid, cty: Some("JWT"), iss }, rng)
 }
 
 /// Content encryption with every input given, so published outputs can be reproduced.

@@ -5,9 +5,14 @@
 //! Everything here talks to Spin host interfaces through `spin-sdk`; the rules themselves live
 //! in the pure crates (`health-core`, `health-jose`, `health-policy`).
 
+#[cfg(feature = "tokens")]
+pub mod admin;
 pub mod audit;
 #[cfg(feature = "authorizer")]
 pub mod authz;
+pub mod chain;
+#[cfg(feature = "tokens")]
+pub mod nested;
 pub mod records;
 pub mod respond;
 #[cfg(feature = "authorizer")]

@@ -24,7 +24,10 @@ fn p256_pair(seed: u64) -> (p256::SecretKey, EncryptionKey) {
 
 fn ec_token(plaintext: &[u8]) -> (String, DecryptionKey) {
     let (secret, public) = p256_pair(1);
-    (encrypt(plaintext, &public, Some("k1"), None, &mut rng()).unwrap(), DecryptionKey::P256(secret))
+    (
+        encrypt(plaintext, &public, &Protected { kid: Some("k1"), ..Protected::default() }, &mut rng()).unwrap(),
+        DecryptionKey::P256(secret),
+    )
 }
 
 fn header_of(token: &str) -> Value {
@@ -52,7 +55,8 @@ fn round_trips_to_p256_and_rsa_keys() {
     assert_eq!(decrypt(&token, &key, PLATFORM).unwrap().plaintext, b"hello");
 
     let private = rsa_key();
-    let token = encrypt(b"hi", &EncryptionKey::Rsa(RsaPublicKey::from(&private)), None, None, &mut rng()).unwrap();
+    let token =
+        encrypt(b"hi", &EncryptionKey::Rsa(RsaPublicKey::from(&private)), &Protected::default(), &mut rng()).unwrap();
     assert_eq!(header_of(&token)["alg"], "RSA-OAEP-256");
     let decrypted = decrypt(&token, &DecryptionKey::Rsa(private), PLATFORM).unwrap();
     assert_eq!((decrypted.plaintext.as_slice(), decrypted.header.kid), (&b"hi"[..], None));
@@ -61,9 +65,10 @@ fn round_trips_to_p256_and_rsa_keys() {
 #[test]
 fn nested_tokens_carry_cty_jwt() {
     let (secret, public) = p256_pair(2);
-    let token = encrypt_nested("a.b.c", &public, Some("k"), &mut rng()).unwrap();
+    let token = encrypt_nested("a.b.c", &public, Some("k"), Some("https://h/t/a"), &mut rng()).unwrap();
     let decrypted = decrypt(&token, &DecryptionKey::P256(secret), PLATFORM).unwrap();
     assert_eq!(decrypted.header.cty.as_deref(), Some("JWT"));
+    assert_eq!(decrypted.header.iss.as_deref(), Some("https://h/t/a"));
     assert_eq!(decrypted.plaintext, b"a.b.c");
     assert_eq!(peek_header(&token, PLATFORM).unwrap().kid.as_deref(), Some("k"));
 }
@@ -106,7 +111,8 @@ fn wrong_keys_are_the_same_error() {
     assert_eq!(decrypt(&token, &DecryptionKey::P256(other), PLATFORM), Err(JweError));
     assert_eq!(decrypt(&token, &DecryptionKey::Rsa(rsa_key()), PLATFORM), Err(JweError));
     let private = rsa_key();
-    let token = encrypt(b"x", &EncryptionKey::Rsa(RsaPublicKey::from(&private)), None, None, &mut rng()).unwrap();
+    let token =
+        encrypt(b"x", &EncryptionKey::Rsa(RsaPublicKey::from(&private)), &Protected::default(), &mut rng()).unwrap();
     let (ec, _) = p256_pair(3);
     assert_eq!(decrypt(&token, &DecryptionKey::P256(ec), PLATFORM), Err(JweError));
 }

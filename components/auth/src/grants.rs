@@ -1,0 +1,256 @@
+//! `POST /auth/token` (RFC 6749 §4.4, §6): `refresh_token` with rotation and family revocation
+//! on reuse (RFC 9700 §4.14.2), and `client_credentials` for registered insurers (client secret
+//! or `private_key_jwt`), which get a one-time nested JWE and no refresh token. Client
+//! authentication is shared with introspection and revocation.
+
+use std::collections::BTreeMap;
+
+use health_core::Role;
+use health_core::audit::Event;
+use health_identity::client::{self, ClientAuth};
+use health_identity::refresh::{self, Decision, Stored};
+use health_jose::{KeyUse, PublicJwk};
+use spin_sdk::http::Response;
+use spin_sdk::sqlite::Connection;
+
+use crate::identity::{self, Client};
+use crate::issue::{self, Refresh, Subject};
+use crate::{Ctx, Error, WEB_CLIENT};
+
+type Outcome = anyhow::Result<Result<Response, Error>>;
+
+pub(crate) const fn oauth(status: u16, code: &'static str, detail: &'static str) -> Error {
+    Error::OAuth { status, code, detail }
+}
+
+const INVALID_CLIENT: Error = oauth(401, "invalid_client", "client authentication failed");
+const INVALID_GRANT: Error = oauth(400, "invalid_grant", "the refresh token is invalid, expired or revoked");
+
+pub async fn token(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
+    event.action = "auth.token".into();
+    let form = match ctx.form() {
+        Ok(form) => form,
+        Err(error) => {
+            event.reason = "malformed_request".into();
+            return Ok(Err(error));
+        }
+    };
+    match form.get("grant_type").map(String::as_str) {
+        Some("refresh_token") => refresh_grant(ctx, &form, event).await,
+        Some("client_credentials") => client_credentials(ctx, &form, event).await,
+        Some(_) => {
+            event.reason = "unsupported_grant_type".into();
+            Ok(Err(oauth(400, "unsupported_grant_type", "grant_type must be refresh_token or client_credentials")))
+        }
+        None => {
+            event.reason = "malformed_request".into();
+            Ok(Err(oauth(400, "invalid_request", "grant_type is required")))
+        }
+    }
+}
+
+async fn refresh_grant(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, event: &mut Event) -> Outcome {
+    event.action = "auth.token.refresh".into();
+    let authorization = ctx.req.header("authorization").and_then(|v| v.as_str());
+    let claimed = match client::from_request(authorization, form) {
+        Ok(ClientAuth::Public { client_id }) => Some(client_id),
+        Err(client::ClientAuthError::Missing) => None,
+        // Refresh tokens are only issued to the public web client.
+        Ok(_) | Err(_) => {
+            event.reason = "refresh_with_client_credentials".into();
+            return Ok(Err(INVALID_CLIENT));
+        }
+    };
+    let Some(presented) = form.get("refresh_token").filter(|t| refresh::well_formed(t)) else {
+        event.reason = "malformed_refresh_token".into();
+        return Ok(Err(INVALID_GRANT));
+    };
+    let hash = refresh::hash(presented);
+    let db = ctx.db()?;
+    let Some(found) = identity::find_refresh(&db, &hash)? else {
+        event.reason = "unknown_refresh_token".into();
+        return Ok(Err(INVALID_GRANT));
+    };
+    let family = found.family;
+    event.tenant_id = family.tenant_id.to_string();
+    event.actor_sub = Some(family.user_id.clone());
+    event.client_id = Some(family.client_id.clone());
+    event.resource = format!("refresh_family/{}", family.family_id);
+    if claimed.as_ref().is_some_and(|c| *c != family.client_id) {
+        event.reason = "refresh_client_mismatch".into();
+        return Ok(Err(INVALID_GRANT));
+    }
+    let stored = Stored { used_at: found.used_at, expires_at: family.expires_at, family_revoked: family.revoked };
+    let mut decision = refresh::decide(stored, ctx.now);
+    if decision == Decision::Rotate && !identity::spend_refresh(&db, &hash, ctx.now)? {
+        // Another request spent it first: two holders of one token.
+        decision = Decision::Reuse;
+    }
+    match decision {
+        Decision::Dead => {
+            event.reason = if family.revoked { "refresh_family_revoked" } else { "refresh_expired" }.into();
+            return Ok(Err(INVALID_GRANT));
+        }
+        Decision::Reuse => {
+            issue::revoke_family(&db, &family.family_id, "refresh_reuse", ctx.now)?;
+            event.reason = "refresh_reuse_family_revoked".into();
+            return Ok(Err(INVALID_GRANT));
+        }
+        Decision::Rotate => {}
+    }
+    let user = identity::user_by_id(&db, &family.tenant_id, &family.user_id)?;
+    let Some(user) = user.filter(|u| !u.disabled) else {
+        issue::revoke_family(&db, &family.family_id, "user_disabled", ctx.now)?;
+        event.reason = "user_disabled".into();
+        return Ok(Err(INVALID_GRANT));
+    };
+    let not_before = issue::not_before(&issue::revocations()?, &family.tenant_id, &family.user_id)?;
+    if not_before.is_some_and(|nb| family.created_at < nb) {
+        issue::revoke_family(&db, &family.family_id, "subject_logged_out", ctx.now)?;
+        event.reason = "subject_logged_out".into();
+        return Ok(Err(INVALID_GRANT));
+    }
+    let subject = Subject {
+        tenant: family.tenant_id.clone(),
+        sub: user.user_id,
+        role: user.role,
+        client_id: family.client_id.clone(),
+        amr: family.amr.clone(),
+        auth_time: family.auth_time,
+    };
+    let issued = issue::issue(ctx, &db, &subject, Refresh::Family(&family.family_id), event).await?;
+    event.reason = "refresh_rotated".into();
+    Ok(Ok(issued.response()))
+}
+
+async fn client_credentials(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, event: &mut Event) -> Outcome {
+    event.action = "auth.token.client_credentials".into();
+    let db = ctx.db()?;
+    let client = match authenticate_client(ctx, &db, form, event)? {
+        Ok(Authenticated::Confidential(client)) => client,
+        Ok(Authenticated::Public(_)) => {
+            event.reason = "public_client_cannot_use_client_credentials".into();
+            return Ok(Err(INVALID_CLIENT));
+        }
+        Err(error) => return Ok(Err(error)),
+    };
+    if form.get("scope").is_some_and(|s| s != issue::scopes(Role::Insurance)) {
+        event.reason = "invalid_scope".into();
+        return Ok(Err(oauth(400, "invalid_scope", "insurers may only ask for insurance/summary.read")));
+    }
+    let subject = Subject {
+        tenant: client.tenant_id.clone(),
+        sub: client.client_id.clone(),
+        role: Role::Insurance,
+        client_id: client.client_id.clone(),
+        amr: Vec::new(),
+        auth_time: ctx.now,
+    };
+    let issued = issue::issue(ctx, &db, &subject, Refresh::None, event).await?;
+    event.reason = "token_issued".into();
+    Ok(Ok(issued.response()))
+}
+
+/// Who a client-authenticated request came from.
+pub enum Authenticated {
+    /// A registered client that proved its credential.
+    Confidential(Client),
+    /// The public web client, which has no credential.
+    Public(String),
+}
+
+/// Checks a request's client authentication (RFC 6749 §2.3): a registered, enabled client with
+/// its secret or a fresh one-time `private_key_jwt` assertion, or the public web client by name.
+/// Every failure is `invalid_client`; the audit reason says which check failed.
+pub fn authenticate_client(
+    ctx: &Ctx<'_>,
+    db: &Connection,
+    form: &BTreeMap<String, String>,
+    event: &mut Event,
+) -> anyhow::Result<Result<Authenticated, Error>> {
+    let authorization = ctx.req.header("authorization").and_then(|v| v.as_str());
+    let auth = match client::from_request(authorization, form) {
+        Ok(auth) => auth,
+        Err(e) => {
+            event.reason = format!("client_auth_{}", format!("{e:?}").to_lowercase());
+            return Ok(Err(INVALID_CLIENT));
+        }
+    };
+    if let ClientAuth::Public { client_id } = &auth {
+        if client_id == WEB_CLIENT {
+            event.client_id = Some(client_id.clone());
+            return Ok(Ok(Authenticated::Public(client_id.clone())));
+        }
+        event.reason = "unknown_public_client".into();
+        return Ok(Err(INVALID_CLIENT));
+    }
+    let claimed = match &auth {
+        ClientAuth::Assertion { client_id: None, assertion } => unverified_issuer(assertion),
+        other => other.claimed_id().map(str::to_owned),
+    };
+    let client = match claimed {
+        Some(id) if id.len() <= 128 => identity::find_client(db, &id)?,
+        _ => None,
+    };
+    let refusal = |event: &mut Event, reason: &str| {
+        event.reason = reason.into();
+        Ok(Err(INVALID_CLIENT))
+    };
+    let Some(client) = client else {
+        if let ClientAuth::Secret { secret, .. } = &auth {
+            // Same work as a real comparison.
+            health_core::token_matches_hash(secret, &"0".repeat(64));
+        }
+        return refusal(event, "unknown_client");
+    };
+    event.tenant_id = client.tenant_id.to_string();
+    event.client_id = Some(client.client_id.clone());
+    event.actor_sub = Some(client.client_id.clone());
+    event.actor_role = Some(Role::Insurance.as_str().into());
+    match &auth {
+        ClientAuth::Secret { secret, .. } => {
+            let Some(hash) = &client.secret_hash else {
+                return refusal(event, "client_has_no_secret");
+            };
+            if !health_core::token_matches_hash(secret, hash) {
+                return refusal(event, "bad_client_secret");
+            }
+        }
+        ClientAuth::Assertion { assertion, .. } => {
+            let Some(key) = client.sig_jwk.as_deref().and_then(|k| serde_json::from_str::<PublicJwk>(k).ok()) else {
+                return refusal(event, "client_has_no_signing_key");
+            };
+            if key.key_use != KeyUse::Sig {
+                return refusal(event, "client_has_no_signing_key");
+            }
+            let token_endpoint = ctx.settings.token_endpoint();
+            let issuer = ctx.settings.issuer(&client.tenant_id);
+            let audiences = [token_endpoint.as_str(), issuer.as_str()];
+            let verified = match client::verify_assertion(assertion, &client.client_id, &key, &audiences, ctx.now) {
+                Ok(verified) => verified,
+                Err(client::AssertionError::Signature(reason)) => {
+                    return refusal(event, &format!("client_assertion_{reason}"));
+                }
+                Err(client::AssertionError::Claims(what)) => {
+                    return refusal(event, &format!("client_assertion_bad_{what}"));
+                }
+            };
+            if !identity::spend_assertion(db, &client.client_id, &verified.jti, verified.exp, ctx.now)? {
+                return refusal(event, "client_assertion_replayed");
+            }
+        }
+        ClientAuth::Public { .. } => return refusal(event, "unknown_public_client"),
+    }
+    if client.disabled {
+        return refusal(event, "client_disabled");
+    }
+    Ok(Ok(Authenticated::Confidential(client)))
+}
+
+/// The `iss` of an unverified assertion, only to find which client's key verifies it.
+fn unverified_issuer(assertion: &str) -> Option<String> {
+    let payload = assertion.split('.').nth(1)?;
+    let bytes = health_core::b64url_decode(payload)?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    value.get("iss")?.as_str().map(str::to_owned)
+}

@@ -1,0 +1,207 @@
+//! Issuing access tokens (signed by `jwks`; for insurers also encrypted by `jwks` into a nested
+//! JWE), refresh tokens in families, and revoking what a subject holds.
+
+use anyhow::Context;
+use health_core::audit::Event;
+use health_core::{Caller, Role, TenantId};
+use health_jose::Claims;
+use spin_sdk::key_value::Store;
+use spin_sdk::sqlite::Connection;
+
+use crate::{Ctx, identity};
+
+const JWKS: &str = "http://jwks.spin.internal";
+
+/// Who a token is for.
+pub struct Subject {
+    pub tenant: TenantId,
+    pub sub: String,
+    pub role: Role,
+    pub client_id: String,
+    pub amr: Vec<String>,
+    pub auth_time: i64,
+}
+
+/// Whether a refresh token comes with the access token.
+pub enum Refresh<'a> {
+    None,
+    /// A new session (login).
+    NewFamily,
+    /// The next token of a rotated family.
+    Family(&'a str),
+}
+
+pub struct Issued {
+    pub access_token: String,
+    pub expires_in: i64,
+    pub refresh_token: Option<String>,
+    pub scope: &'static str,
+}
+
+pub fn scopes(role: Role) -> &'static str {
+    match role {
+        Role::Patient => "patient/records.read patient/results.read consents.write",
+        Role::Doctor => "patient/records.read patient/records.write",
+        Role::Lab => "lab/orders.read lab/results.write",
+        Role::Insurance => "insurance/summary.read",
+        Role::Admin => "admin/audit.read admin/users.write",
+    }
+}
+
+/// The subject's not-before time in `revocations` (logout-all, password reset), if any.
+pub fn not_before(revocations: &Store, tenant: &TenantId, sub: &str) -> anyhow::Result<Option<i64>> {
+    let value = revocations.get(&health_spin::tokens::not_before_key(tenant, sub)).context("reading not-before")?;
+    Ok(value.and_then(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok())))
+}
+
+pub fn revocations() -> anyhow::Result<Store> {
+    Store::open("revocations").context("opening revocations")
+}
+
+/// Issues an access token (a nested JWE for `insurance`, never with a refresh token) and,
+/// if asked, a refresh token; records the issuance on `event`.
+pub async fn issue(
+    ctx: &Ctx<'_>,
+    db: &Connection,
+    subject: &Subject,
+    refresh: Refresh<'_>,
+    event: &mut Event,
+) -> anyhow::Result<Issued> {
+    let now = ctx.now;
+    let insurer = subject.role == Role::Insurance;
+    let ttl = if insurer { ctx.settings.insurer_ttl } else { ctx.settings.access_ttl };
+    // A token issued in the same second as a logout-all must still be newer than it.
+    let iat = not_before(&revocations()?, &subject.tenant, &subject.sub)?.map_or(now, |nb| nb.max(now));
+    let claims = Claims {
+        iss: ctx.settings.issuer(&subject.tenant),
+        sub: subject.sub.clone(),
+        aud: health_spin::tokens::AUDIENCE.into(),
+        exp: iat + ttl,
+        iat,
+        nbf: iat,
+        jti: health_spin::random_id(),
+        tenant_id: subject.tenant.clone(),
+        role: subject.role.as_str().into(),
+        scope: scopes(subject.role).into(),
+        client_id: subject.client_id.clone(),
+        amr: subject.amr.clone(),
+        auth_time: subject.auth_time,
+    };
+    let caller = Caller {
+        tenant_id: claims.tenant_id.clone(),
+        subject: claims.sub.clone(),
+        role: subject.role,
+        client_id: claims.client_id.clone(),
+        scopes: claims.scope.split(' ').map(str::to_owned).collect(),
+        jti: claims.jti.clone(),
+    };
+    let signed: Signed = call(&caller, "/internal/sign", &claims, now).await?;
+    event.kid = Some(signed.kid);
+    let access_token = if insurer {
+        let body = serde_json::json!({ "plaintext": signed.token, "cty": "JWT" });
+        let encrypted: Encrypted = call(&caller, "/internal/encrypt", &body, now).await?;
+        encrypted.jwe
+    } else {
+        signed.token
+    };
+    event.jti = Some(claims.jti.clone());
+    event.actor_sub = Some(subject.sub.clone());
+    event.actor_role = Some(subject.role.as_str().into());
+    event.client_id = Some(subject.client_id.clone());
+    let family = match refresh {
+        _ if insurer => None,
+        Refresh::None => None,
+        Refresh::Family(id) => Some(id.to_owned()),
+        Refresh::NewFamily => {
+            let family = identity::Family {
+                family_id: health_spin::random_id(),
+                tenant_id: subject.tenant.clone(),
+                user_id: subject.sub.clone(),
+                client_id: subject.client_id.clone(),
+                amr: subject.amr.clone(),
+                auth_time: subject.auth_time,
+                created_at: now,
+                expires_at: now + ctx.settings.refresh_ttl,
+                revoked: false,
+            };
+            identity::create_family(db, &family)?;
+            Some(family.family_id)
+        }
+    };
+    let refresh_token = match family {
+        None => None,
+        Some(family_id) => {
+            let (token, hash) = health_identity::refresh::generate(&mut health_spin::rng());
+            identity::add_refresh(db, &hash, &family_id, now, &claims.jti, claims.exp)?;
+            Some(token)
+        }
+    };
+    Ok(Issued { access_token, expires_in: claims.exp - now, refresh_token, scope: scopes(subject.role) })
+}
+
+impl Issued {
+    /// The RFC 6749 §5.1 token response.
+    pub fn response(&self) -> spin_sdk::http::Response {
+        let mut body = serde_json::json!({
+            "access_token": self.access_token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+            "scope": self.scope,
+        });
+        if let Some(refresh) = &self.refresh_token {
+            body["refresh_token"] = refresh.clone().into();
+        }
+        health_spin::respond::json(200, &body, health_spin::respond::Cache::NoStore)
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Signed {
+    token: String,
+    kid: String,
+}
+
+#[derive(serde::Deserialize)]
+struct Encrypted {
+    jwe: String,
+}
+
+async fn call<T: serde::de::DeserializeOwned>(
+    caller: &Caller,
+    path: &str,
+    body: &impl serde::Serialize,
+    now: i64,
+) -> anyhow::Result<T> {
+    let response = health_spin::chain::post_json(JWKS, path, serde_json::to_vec(body)?, caller, now).await?;
+    anyhow::ensure!(*response.status() == 200, "jwks refused {path}: status {}", response.status());
+    serde_json::from_slice(response.body()).with_context(|| format!("decoding jwks {path} answer"))
+}
+
+/// Revokes one access token for its remaining life: the stored value is the moment it would
+/// be refused anyway (`exp` plus the largest clock tolerance), after which a sweep may drop it.
+pub fn revoke_jti(revocations: &Store, jti: &str, exp: i64) -> anyhow::Result<()> {
+    revocations
+        .set(&health_spin::tokens::revoked_jti_key(jti), (exp + 60).to_string().as_bytes())
+        .context("writing revocation")
+}
+
+/// Revokes a refresh family and every access token issued in it that may still be valid.
+pub fn revoke_family(db: &Connection, family_id: &str, reason: &str, now: i64) -> anyhow::Result<()> {
+    let store = revocations()?;
+    for (jti, exp) in identity::revoke_family(db, family_id, reason, now)? {
+        revoke_jti(&store, &jti, exp)?;
+    }
+    Ok(())
+}
+
+/// Ends every session of a subject: a not-before time newer than any token it holds, and all
+/// its refresh families revoked (logout-all, password reset, disabling, MFA reset).
+pub fn revoke_subject(db: &Connection, tenant: &TenantId, sub: &str, reason: &str, now: i64) -> anyhow::Result<()> {
+    revocations()?
+        .set(&health_spin::tokens::not_before_key(tenant, sub), (now + 1).to_string().as_bytes())
+        .context("writing not-before")?;
+    for family in identity::user_families(db, tenant, sub)? {
+        identity::revoke_family(db, &family, reason, now)?;
+    }
+    Ok(())
+}

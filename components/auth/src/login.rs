@@ -1,0 +1,251 @@
+//! `POST /auth/login` and TOTP enrolment (`/auth/mfa/enroll`, `/auth/mfa/confirm`).
+//!
+//! Every path checks the password the same way: the attempt is counted against (user, source)
+//! before argon2id runs, an unknown user costs a dummy hash, and every credential failure is
+//! the same 401. Audit reasons are precise (`unknown_user`, `bad_password`, `mfa_failed`, ...)
+//! and never contain a secret.
+
+use health_core::audit::Event;
+use health_core::{Role, SecretKey, TenantId, Username};
+use health_identity::lockout::{Failure, source_of};
+use health_identity::{password, totp};
+use serde::Deserialize;
+use spin_sdk::http::Response;
+use spin_sdk::sqlite::Connection;
+
+use crate::identity::{self, Reservation, User};
+use crate::issue::{self, Refresh, Subject};
+use crate::{Ctx, Error, WEB_CLIENT};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Credentials {
+    tenant: TenantId,
+    username: Username,
+    password: String,
+    #[serde(default)]
+    otp: Option<String>,
+}
+
+const USAGE: &str = "body must be {\"tenant\", \"username\", \"password\", \"otp\"?}";
+
+type Outcome = anyhow::Result<Result<Response, Error>>;
+
+/// A password that matched. The attempt stays counted as a failure until the whole step
+/// (one-time code included) succeeds, so a stolen password does not buy unlimited code guesses.
+struct Checked {
+    db: Connection,
+    user: User,
+    source: String,
+    creds: Credentials,
+    /// This attempt's advance count reached the limit and started a lock.
+    just_locked: bool,
+}
+
+impl Checked {
+    /// The whole step succeeded: forget this source's failures.
+    fn succeed(&self) -> anyhow::Result<()> {
+        identity::clear_attempts(&self.db, &self.creds.tenant, self.creds.username.as_str(), Some(&self.source))
+    }
+}
+
+/// Parses the credentials, counts the attempt, and checks the password.
+fn check_password(ctx: &Ctx<'_>, event: &mut Event, action: &str) -> anyhow::Result<Result<Checked, Error>> {
+    event.action = action.into();
+    let creds: Credentials = match ctx.json(USAGE) {
+        Ok(creds) => creds,
+        Err(error) => {
+            event.reason = "malformed_request".into();
+            return Ok(Err(error));
+        }
+    };
+    if creds.password.is_empty() || creds.password.len() > password::MAX_LEN {
+        event.reason = "malformed_request".into();
+        return Ok(Err(Error::BadRequest("password must be 1-1024 bytes")));
+    }
+    let exists = ctx.settings.tenant_exists(&creds.tenant)?;
+    if exists {
+        event.tenant_id = creds.tenant.to_string();
+    }
+    event.resource = format!("tenant/{}/users/{}", creds.tenant, creds.username);
+    let db = ctx.db()?;
+    let source = source_of(ctx.client_addr());
+    let policy = ctx.settings.lockout;
+    let reservation = identity::reserve_attempt(&db, &creds.tenant, creds.username.as_str(), &source, policy, ctx.now)?;
+    let just_locked = match reservation {
+        Reservation::Locked { retry_after } => {
+            event.reason = "locked_out".into();
+            return Ok(Err(Error::Locked { retry_after }));
+        }
+        Reservation::Counted(failure) => failure == Failure::Locked,
+    };
+    let user = if exists { identity::find_user(&db, &creds.tenant, &creds.username)? } else { None };
+    let refusal = match &user {
+        None => {
+            password::matches(password::DUMMY_HASH, &creds.password);
+            Some(if exists { "unknown_user" } else { "unknown_tenant" })
+        }
+        Some(user) if !password::matches(&user.password_hash, &creds.password) => Some("bad_password"),
+        Some(user) if user.disabled => Some("user_disabled"),
+        Some(_) => None,
+    };
+    match (refusal, user) {
+        (None, Some(user)) => {
+            event.actor_sub = Some(user.user_id.clone());
+            event.actor_role = Some(user.role.as_str().into());
+            Ok(Ok(Checked { db, user, source, creds, just_locked }))
+        }
+        (reason, _) => {
+            refuse_credentials(ctx, event, &db, just_locked, reason.unwrap_or("unknown_user"))?;
+            Ok(Err(Error::InvalidCredentials))
+        }
+    }
+}
+
+/// Records a credential failure; when it was the one that locked the pair, audits the lockout
+/// as its own event.
+fn refuse_credentials(
+    ctx: &Ctx<'_>,
+    event: &mut Event,
+    db: &Connection,
+    just_locked: bool,
+    reason: &str,
+) -> anyhow::Result<()> {
+    event.reason = reason.into();
+    identity::sweep_attempts(db, ctx.settings.lockout, ctx.now)?;
+    if just_locked {
+        let mut lockout = event.clone();
+        lockout.action = "auth.lockout".into();
+        lockout.reason = format!("locked_for_{}s", ctx.settings.lockout.lock_secs);
+        lockout.outcome = Some(health_core::audit::Outcome::Deny);
+        lockout.status = 429;
+        health_spin::audit::append(&lockout)?;
+    }
+    Ok(())
+}
+
+/// Refuses a wrong or replayed one-time code: the attempt was already counted.
+fn refuse_code(ctx: &Ctx<'_>, event: &mut Event, checked: &Checked, reason: &str) -> anyhow::Result<Error> {
+    refuse_credentials(ctx, event, &checked.db, checked.just_locked, reason)?;
+    Ok(Error::InvalidCredentials)
+}
+
+/// The key that seals TOTP secrets: derived from `master_key` for this purpose only.
+fn totp_key() -> anyhow::Result<SecretKey> {
+    Ok(SecretKey::from_bytes(health_core::derive(&health_spin::secret_key("master_key")?, "health/totp-secrets/v1")))
+}
+
+fn aad(tenant: &TenantId, user_id: &str) -> Vec<u8> {
+    format!("{tenant}/{user_id}/totp").into_bytes()
+}
+
+/// Checks `code` against the user's enrolment and uses its step, so it can never be replayed.
+fn check_code(
+    ctx: &Ctx<'_>,
+    checked: &Checked,
+    enrolment: &identity::Mfa,
+    code: &str,
+) -> anyhow::Result<Result<(), &'static str>> {
+    let key = totp_key()?;
+    let secret = key
+        .open(&aad(&checked.creds.tenant, &checked.user.user_id), &enrolment.secret_sealed)
+        .map_err(|_| anyhow::anyhow!("a TOTP secret does not unseal under master_key"))?;
+    match totp::verify(&secret, code, ctx.now, enrolment.last_step) {
+        Ok(step) if identity::use_step(&checked.db, &checked.creds.tenant, &checked.user.user_id, step)? => Ok(Ok(())),
+        Ok(_) | Err(totp::TotpError::Reused) => Ok(Err("mfa_code_reused")),
+        Err(_) => Ok(Err("mfa_failed")),
+    }
+}
+
+pub async fn login(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
+    let checked = match check_password(ctx, event, "auth.login")? {
+        Ok(checked) => checked,
+        Err(error) => return Ok(Err(error)),
+    };
+    let mut amr = vec!["pwd".to_owned()];
+    match identity::mfa(&checked.db, &checked.creds.tenant, &checked.user.user_id)?.filter(|m| m.confirmed) {
+        Some(enrolment) => {
+            let Some(code) = checked.creds.otp.as_deref() else {
+                event.reason = "mfa_required".into();
+                return Ok(Err(Error::MfaRequired));
+            };
+            if let Err(reason) = check_code(ctx, &checked, &enrolment, code)? {
+                return Ok(Err(refuse_code(ctx, event, &checked, reason)?));
+            }
+            amr.push("otp".into());
+        }
+        None if ctx.settings.mfa_roles.contains(&checked.user.role) => {
+            event.reason = "mfa_enrollment_required".into();
+            return Ok(Err(Error::MfaEnrollmentRequired));
+        }
+        None => {}
+    }
+    checked.succeed()?;
+    let subject = Subject {
+        tenant: checked.creds.tenant.clone(),
+        sub: checked.user.user_id.clone(),
+        role: checked.user.role,
+        client_id: WEB_CLIENT.into(),
+        amr,
+        auth_time: ctx.now,
+    };
+    // Insurers get a one-time nested JWE and never a refresh token (ARCHITECTURE.md §4).
+    let refresh = if subject.role == Role::Insurance { Refresh::None } else { Refresh::NewFamily };
+    let issued = issue::issue(ctx, &checked.db, &subject, refresh, event).await?;
+    event.reason = "token_issued".into();
+    Ok(Ok(issued.response()))
+}
+
+/// Starts (or restarts, while unconfirmed) a TOTP enrolment and returns the secret once.
+pub fn enroll(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
+    let checked = match check_password(ctx, event, "auth.mfa.enroll")? {
+        Ok(checked) => checked,
+        Err(error) => return Ok(Err(error)),
+    };
+    let (tenant, user) = (&checked.creds.tenant, &checked.user);
+    let secret = totp::generate_secret(&mut health_spin::rng());
+    let sealed = totp_key()?.seal(&aad(tenant, &user.user_id), &secret, &mut health_spin::rng());
+    if !identity::start_enrolment(&checked.db, tenant, &user.user_id, &sealed, ctx.now)? {
+        event.reason = "mfa_already_enrolled".into();
+        return Ok(Err(Error::Conflict("MFA is already enrolled; a tenant admin can reset it")));
+    }
+    checked.succeed()?;
+    event.reason = "mfa_enrollment_started".into();
+    let issuer = format!("Health {tenant}");
+    let body = serde_json::json!({
+        "otpauth_uri": totp::otpauth_uri(&issuer, user.username.as_str(), &secret),
+        "secret": totp::base32(&secret),
+        "next": "POST /auth/mfa/confirm with the same credentials and \"otp\"",
+    });
+    Ok(Ok(health_spin::respond::json(200, &body, health_spin::respond::Cache::NoStore)))
+}
+
+/// Confirms an enrolment with a first code; from then on every login needs one.
+pub fn confirm(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
+    let checked = match check_password(ctx, event, "auth.mfa.confirm")? {
+        Ok(checked) => checked,
+        Err(error) => return Ok(Err(error)),
+    };
+    let Some(enrolment) = identity::mfa(&checked.db, &checked.creds.tenant, &checked.user.user_id)? else {
+        event.reason = "mfa_not_enrolling".into();
+        return Ok(Err(Error::Conflict("no enrollment in progress: POST /auth/mfa/enroll first")));
+    };
+    if enrolment.confirmed {
+        event.reason = "mfa_already_enrolled".into();
+        return Ok(Err(Error::Conflict("MFA is already enrolled; a tenant admin can reset it")));
+    }
+    let Some(code) = checked.creds.otp.as_deref() else {
+        event.reason = "malformed_request".into();
+        return Ok(Err(Error::BadRequest("send the code from the authenticator app as \"otp\"")));
+    };
+    if let Err(reason) = check_code(ctx, &checked, &enrolment, code)? {
+        return Ok(Err(refuse_code(ctx, event, &checked, reason)?));
+    }
+    checked.succeed()?;
+    event.reason = "mfa_enrolled".into();
+    Ok(Ok(health_spin::respond::json(
+        200,
+        &serde_json::json!({ "enrolled": true }),
+        health_spin::respond::Cache::NoStore,
+    )))
+}

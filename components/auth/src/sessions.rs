@@ -1,0 +1,311 @@
+//! Sessions and token state: logout and logout-all, RFC 7662 introspection, RFC 7009
+//! revocation, the validation service, and per-tenant discovery.
+
+use std::collections::BTreeMap;
+
+use health_core::TenantId;
+use health_core::audit::Event;
+use health_identity::refresh::{self, Decision, Stored};
+use health_jose::{Claims, KeyUse};
+use health_spin::nested::{self, Verified};
+use health_spin::respond::{self, Cache};
+use serde::Deserialize;
+use spin_sdk::http::Response;
+use spin_sdk::sqlite::Connection;
+
+use crate::grants::{self, Authenticated, oauth};
+use crate::{Ctx, DEMO_TENANT, Error, identity, issue};
+
+type Outcome = anyhow::Result<Result<Response, Error>>;
+
+fn no_content() -> Response {
+    respond::bytes(204, "text/plain", Vec::new(), Cache::NoStore)
+}
+
+/// Verifies any access token this platform issued (JWS, or nested JWE through `jwks`).
+async fn verify(token: &str, now: i64) -> anyhow::Result<Result<Verified, &'static str>> {
+    nested::verify(token, now, "auth").await
+}
+
+/// `POST /auth/logout` ends this session (the bearer token and its refresh family);
+/// `POST /auth/logout-all` ends every session of the subject (per-subject not-before).
+pub async fn logout(ctx: &Ctx<'_>, event: &mut Event, everywhere: bool) -> Outcome {
+    event.action = if everywhere { "auth.logout_all" } else { "auth.logout" }.into();
+    let token = match health_spin::tokens::bearer_token(ctx.req) {
+        Ok(token) => token,
+        Err(reason) => {
+            event.reason = reason.into();
+            return Ok(Err(Error::Unauthorized));
+        }
+    };
+    let claims = match verify(token, ctx.now).await? {
+        Ok(verified) => verified.claims,
+        Err(reason) => {
+            event.reason = reason.into();
+            return Ok(Err(Error::Unauthorized));
+        }
+    };
+    actor(event, &claims);
+    let db = ctx.db()?;
+    if everywhere {
+        issue::revoke_subject(&db, &claims.tenant_id, &claims.sub, "logout_all", ctx.now)?;
+        event.reason = "all_sessions_ended".into();
+    } else {
+        issue::revoke_jti(&issue::revocations()?, &claims.jti, claims.exp)?;
+        if let Some(family) = identity::family_of_access(&db, &claims.jti)? {
+            issue::revoke_family(&db, &family, "logout", ctx.now)?;
+        }
+        event.reason = "session_ended".into();
+    }
+    Ok(Ok(no_content()))
+}
+
+fn actor(event: &mut Event, claims: &Claims) {
+    event.tenant_id = claims.tenant_id.to_string();
+    event.actor_sub = Some(claims.sub.clone());
+    event.actor_role = Some(claims.role.clone());
+    event.client_id = Some(claims.client_id.clone());
+    event.jti = Some(claims.jti.clone());
+}
+
+fn token_param(form: &BTreeMap<String, String>) -> Result<&str, Error> {
+    form.get("token").map(String::as_str).filter(|t| t.len() <= health_spin::tokens::MAX_TOKEN_BYTES).ok_or(oauth(
+        400,
+        "invalid_request",
+        "token is required",
+    ))
+}
+
+/// A presented refresh token's family, if it is live.
+fn live_family(db: &Connection, token: &str, now: i64) -> anyhow::Result<Option<identity::Family>> {
+    if !refresh::well_formed(token) {
+        return Ok(None);
+    }
+    let Some(found) = identity::find_refresh(db, &refresh::hash(token))? else {
+        return Ok(None);
+    };
+    let stored =
+        Stored { used_at: found.used_at, expires_at: found.family.expires_at, family_revoked: found.family.revoked };
+    Ok((refresh::decide(stored, now) == Decision::Rotate).then_some(found.family))
+}
+
+/// RFC 7662: a registered client of the tenant asks whether a token is active. Tokens of other
+/// tenants are simply inactive.
+pub async fn introspect(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
+    event.action = "auth.introspect".into();
+    let form = match ctx.form() {
+        Ok(form) => form,
+        Err(error) => return Ok(Err(error)),
+    };
+    let db = ctx.db()?;
+    let client = match grants::authenticate_client(ctx, &db, &form, event)? {
+        Ok(Authenticated::Confidential(client)) => client,
+        Ok(Authenticated::Public(_)) => {
+            event.reason = "public_client_cannot_introspect".into();
+            return Ok(Err(oauth(401, "invalid_client", "introspection needs a registered client")));
+        }
+        Err(error) => return Ok(Err(error)),
+    };
+    let token = match token_param(&form) {
+        Ok(token) => token,
+        Err(error) => return Ok(Err(error)),
+    };
+    let inactive = serde_json::json!({ "active": false });
+    let answer = if token.contains('.') {
+        match verify(token, ctx.now).await? {
+            Ok(verified) if verified.claims.tenant_id == client.tenant_id => {
+                let c = &verified.claims;
+                event.jti = Some(c.jti.clone());
+                serde_json::json!({
+                    "active": true,
+                    "token_type": "Bearer",
+                    "scope": c.scope,
+                    "client_id": c.client_id,
+                    "sub": c.sub,
+                    "aud": c.aud,
+                    "iss": c.iss,
+                    "exp": c.exp,
+                    "iat": c.iat,
+                    "nbf": c.nbf,
+                    "jti": c.jti,
+                    "tenant_id": c.tenant_id,
+                    "role": c.role,
+                    "amr": c.amr,
+                    "encrypted": verified.encrypted,
+                })
+            }
+            Ok(_) => inactive,
+            Err(reason) => {
+                event.reason = format!("inactive_{reason}");
+                inactive
+            }
+        }
+    } else {
+        match live_family(&db, token, ctx.now)? {
+            Some(family) if family.tenant_id == client.tenant_id => serde_json::json!({
+                "active": true,
+                "token_type": "refresh_token",
+                "client_id": family.client_id,
+                "sub": family.user_id,
+                "exp": family.expires_at,
+                "tenant_id": family.tenant_id,
+            }),
+            _ => inactive,
+        }
+    };
+    if event.reason.is_empty() {
+        event.reason = if answer["active"] == true { "active" } else { "inactive" }.into();
+    }
+    Ok(Ok(respond::json(200, &answer, Cache::NoStore)))
+}
+
+/// RFC 7009: the client a token was issued to revokes it. An access token is revoked by `jti`
+/// for its remaining life; a refresh token takes its whole family (and that family's access
+/// tokens) with it. Unknown or already invalid tokens are a 200 as the RFC says.
+pub async fn revoke(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
+    event.action = "auth.revoke".into();
+    let form = match ctx.form() {
+        Ok(form) => form,
+        Err(error) => return Ok(Err(error)),
+    };
+    let db = ctx.db()?;
+    let client = match grants::authenticate_client(ctx, &db, &form, event)? {
+        Ok(client) => client,
+        Err(error) => return Ok(Err(error)),
+    };
+    let (client_id, tenant) = match &client {
+        Authenticated::Confidential(c) => (c.client_id.clone(), Some(c.tenant_id.clone())),
+        Authenticated::Public(id) => (id.clone(), None),
+    };
+    let token = match token_param(&form) {
+        Ok(token) => token,
+        Err(error) => return Ok(Err(error)),
+    };
+    let issued_to_caller =
+        |owner: &str, owner_tenant: &TenantId| owner == client_id && tenant.as_ref().is_none_or(|t| t == owner_tenant);
+    if token.contains('.') {
+        match verify(token, ctx.now).await? {
+            Ok(verified) => {
+                let claims = verified.claims;
+                if !issued_to_caller(&claims.client_id, &claims.tenant_id) {
+                    event.reason = "token_of_another_client".into();
+                    return Ok(Err(oauth(400, "unauthorized_client", "the token was not issued to this client")));
+                }
+                actor(event, &claims);
+                issue::revoke_jti(&issue::revocations()?, &claims.jti, claims.exp)?;
+                event.reason = "access_token_revoked".into();
+            }
+            Err(reason) => event.reason = format!("nothing_to_revoke_{reason}"),
+        }
+    } else {
+        match live_family(&db, token, ctx.now)? {
+            Some(family) => {
+                if !issued_to_caller(&family.client_id, &family.tenant_id) {
+                    event.reason = "token_of_another_client".into();
+                    return Ok(Err(oauth(400, "unauthorized_client", "the token was not issued to this client")));
+                }
+                event.tenant_id = family.tenant_id.to_string();
+                event.actor_sub = Some(family.user_id.clone());
+                event.resource = format!("refresh_family/{}", family.family_id);
+                issue::revoke_family(&db, &family.family_id, "revoked", ctx.now)?;
+                event.reason = "refresh_family_revoked".into();
+            }
+            None => event.reason = "nothing_to_revoke".into(),
+        }
+    }
+    Ok(Ok(respond::bytes(200, "text/plain", Vec::new(), Cache::NoStore)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ValidateRequest {
+    token: String,
+}
+
+/// `POST /api/auth/validate` `{"token"}`: the validation service of seed 002.
+pub async fn validate(ctx: &Ctx<'_>) -> Outcome {
+    let request: ValidateRequest = match ctx.json("body must be {\"token\"}") {
+        Ok(request) => request,
+        Err(error) => return Ok(Err(error)),
+    };
+    let invalid = || Ok(Ok(respond::json(200, &serde_json::json!({ "valid": false }), Cache::NoStore)));
+    let Ok(verified) = verify(&request.token, ctx.now).await? else {
+        return invalid();
+    };
+    let claims = verified.claims;
+    let db = ctx.db()?;
+    let username = match identity::user_by_id(&db, &claims.tenant_id, &claims.sub)? {
+        Some(user) if !user.disabled => user.username,
+        Some(_) => return invalid(),
+        None => match identity::find_client(&db, &claims.sub)? {
+            Some(client) if !client.disabled && client.tenant_id == claims.tenant_id => client.name,
+            _ => return invalid(),
+        },
+    };
+    let body = serde_json::json!({
+        "valid": true,
+        "user": {
+            "id": claims.sub,
+            "username": username,
+            "role": claims.role,
+            "tenantId": claims.tenant_id,
+            "permissions": claims.scope.split_whitespace().collect::<Vec<_>>(),
+            "expiresAt": rfc3339(claims.exp),
+        },
+    });
+    Ok(Ok(respond::json(200, &body, Cache::NoStore)))
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time (civil-from-days, H. Hinnant's algorithm).
+fn rfc3339(unix: i64) -> String {
+    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+/// `GET /t/{tenant}/.well-known/openid-configuration`.
+pub fn discovery(ctx: &Ctx<'_>, tenant: &TenantId) -> Outcome {
+    let keys = health_spin::tokens::tenant_keys(tenant)?;
+    let algs = |key_use: KeyUse, default: &str| -> Vec<String> {
+        let mut algs: Vec<String> = keys
+            .iter()
+            .flat_map(|k| k.published(ctx.now))
+            .filter(|jwk| jwk.key_use == key_use)
+            .map(|jwk| jwk.alg.clone())
+            .collect();
+        algs.sort();
+        algs.dedup();
+        if algs.is_empty() { vec![default.to_owned()] } else { algs }
+    };
+    if keys.is_none() && !(ctx.settings.demo && tenant.as_str() == DEMO_TENANT) {
+        return Ok(Err(Error::NotFound));
+    }
+    let metadata = health_identity::discovery::metadata(&health_identity::discovery::Settings {
+        issuer_base: &ctx.settings.issuer_base,
+        tenant: tenant.as_str(),
+        signing_algs: algs(KeyUse::Sig, "RS256"),
+        encryption_algs: algs(KeyUse::Enc, "ECDH-ES+A256KW"),
+    });
+    Ok(Ok(respond::json(200, &metadata, Cache::Public(300))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+
+    #[test]
+    fn formats_unix_times_as_rfc_3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_800_000_000), "2027-01-15T08:00:00Z");
+        assert_eq!(rfc3339(4_102_444_799), "2099-12-31T23:59:59Z");
+    }
+}

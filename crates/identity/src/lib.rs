@@ -1,0 +1,14 @@
+//! Pure identity rules for the `auth` component: argon2id password hashing and policy,
+//! RFC 6238 TOTP, the lockout counter, opaque refresh tokens, OAuth client authentication
+//! (RFC 6749 §2.3, RFC 7523 `private_key_jwt`) and the per-tenant OIDC discovery document.
+//!
+//! No I/O and no clock: time and randomness are parameters, so each rule is unit-tested
+//! natively with a fixed clock. Storage lives in the component.
+
+pub mod client;
+pub mod discovery;
+pub mod form;
+pub mod lockout;
+pub mod password;
+pub mod refresh;
+pub mod totp;

@@ -1,0 +1,95 @@
+//! Nested access tokens (ARCHITECTURE.md §4, RFC 7519 §11.2): a JWS encrypted to the tenant's
+//! encryption key. The tenant is read from the issuer replicated in the JWE header, `jwks`
+//! decrypts over chaining (only it holds private keys), and the inner JWS is then verified in
+//! full like any access token, its `iss` required to equal the header's. Decryption alone
+//! proves nothing about the sender.
+
+use anyhow::Context;
+use health_core::{Caller, Role, TenantId};
+use health_jose::Claims;
+use health_jose::jwe::{self, JwePolicy};
+
+use crate::tokens;
+
+const JWKS: &str = "http://jwks.spin.internal";
+
+/// A verified access token and whether it came encrypted.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub claims: Claims,
+    pub encrypted: bool,
+}
+
+/// The tenant whose issuer `iss` is, if it is one of this platform's (`{issuer_base}/t/{tenant}`).
+pub fn tenant_of_issuer(iss: &str) -> anyhow::Result<Option<TenantId>> {
+    let base = crate::var("issuer_base")?;
+    let prefix = format!("{}/t/", base.trim_end_matches('/'));
+    Ok(iss.strip_prefix(&prefix).and_then(|t| TenantId::parse(t).ok()))
+}
+
+/// Verifies a compact JWS or a nested JWE access token. `Ok(Err(reason))` is a refused token
+/// with the precise reason for the audit log. The component must be allowed to reach
+/// `jwks.spin.internal` and declare `issuer_base` and `context_key`.
+pub async fn verify(token: &str, now: i64, service: &str) -> anyhow::Result<Result<Verified, &'static str>> {
+    if token.len() > tokens::MAX_TOKEN_BYTES {
+        return Ok(Err("token_too_large"));
+    }
+    if token.split('.').count() != 5 {
+        return Ok(tokens::verify(token, now)?.map(|claims| Verified { claims, encrypted: false }));
+    }
+    let Ok(header) = jwe::peek_header(token, &JwePolicy::PLATFORM) else {
+        return Ok(Err("malformed_jwe"));
+    };
+    if !header.cty.as_deref().is_some_and(|c| c.eq_ignore_ascii_case("JWT")) {
+        return Ok(Err("jwe_not_nested"));
+    }
+    let Some(iss) = header.iss.as_deref() else {
+        return Ok(Err("jwe_without_issuer"));
+    };
+    let Some(tenant) = tenant_of_issuer(iss)? else {
+        return Ok(Err("jwe_unknown_issuer"));
+    };
+    let Some(inner) = decrypt(token, &tenant, now, service).await? else {
+        return Ok(Err("jwe_decryption_failed"));
+    };
+    if inner.split('.').count() != 3 {
+        return Ok(Err("jwe_inner_not_jws"));
+    }
+    let claims = match tokens::verify(&inner, now)? {
+        Ok(claims) => claims,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    if claims.tenant_id != tenant || claims.iss != iss {
+        return Ok(Err("jwe_issuer_mismatch"));
+    }
+    Ok(Ok(Verified { claims, encrypted: true }))
+}
+
+#[derive(serde::Deserialize)]
+struct Decrypted {
+    plaintext: String,
+}
+
+/// Asks `jwks` to decrypt `token` with `tenant`'s keys; `None` when it refuses (its answer is
+/// the same for every failure).
+async fn decrypt(token: &str, tenant: &TenantId, now: i64, service: &str) -> anyhow::Result<Option<String>> {
+    let caller = Caller {
+        tenant_id: tenant.clone(),
+        subject: format!("service/{service}"),
+        role: Role::Insurance,
+        client_id: service.to_owned(),
+        scopes: Vec::new(),
+        jti: crate::random_id(),
+    };
+    let body = serde_json::to_vec(&serde_json::json!({ "jwe": token }))?;
+    let response = crate::chain::post_json(JWKS, "/internal/decrypt", body, &caller, now).await?;
+    match *response.status() {
+        200 => {
+            let decrypted: Decrypted =
+                serde_json::from_slice(response.body()).context("decoding jwks decrypt answer")?;
+            Ok(Some(decrypted.plaintext))
+        }
+        400 => Ok(None),
+        status => anyhow::bail!("jwks decrypt answered {status}"),
+    }
+}
