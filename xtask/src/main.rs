@@ -3,7 +3,7 @@
 //! - `cargo xtask up`: build the Wasm components and serve the app on 127.0.0.1:3000 with
 //!   development secrets generated once into `.spin/dev-secrets.env`;
 //! - `cargo xtask test`: build the Wasm components once (release), install the pinned Python
-//!   `jwcrypto` the interop tests compare against into `target/interop-venv`, run every test;
+//!   `jwcrypto` and `Authlib` the interop tests compare against into `target/interop-venv`, run every test;
 //! - `cargo xtask build`: only build the Wasm components;
 //! - `cargo xtask plugin`: package `healthctl` as a Spin plugin (`target/plugin/healthctl.json`)
 //!   for `spin plugins install --file target/plugin/healthctl.json`, then `spin healthctl ...`.
@@ -62,15 +62,17 @@ fn build_guests() -> anyhow::Result<()> {
     run(cmd)
 }
 
-/// jwcrypto, the independent JOSE implementation the interop tests check against, pinned.
-const JWCRYPTO: &str = "jwcrypto==1.5.6";
+/// The independent implementations the interop tests check against, pinned: jwcrypto (JOSE)
+/// and Authlib (its OpenID Connect discovery metadata validation).
+const INTEROP_PACKAGES: [&str; 2] = ["jwcrypto==1.5.6", "Authlib==1.3.2"];
 
-/// A Python virtual environment in `target/interop-venv` with [`JWCRYPTO`] installed (once).
+/// A Python virtual environment in `target/interop-venv` with [`INTEROP_PACKAGES`] (once).
 fn ensure_interop_python() -> anyhow::Result<PathBuf> {
     let venv = root().join("target/interop-venv");
     let python = venv.join("bin/python");
-    let ready =
-        |python: &Path| Command::new(python).args(["-c", "import jwcrypto"]).output().is_ok_and(|o| o.status.success());
+    let ready = |python: &Path| {
+        Command::new(python).args(["-c", "import jwcrypto, authlib"]).output().is_ok_and(|o| o.status.success())
+    };
     if ready(&python) {
         return Ok(python);
     }
@@ -78,9 +80,9 @@ fn ensure_interop_python() -> anyhow::Result<PathBuf> {
     create.args(["-m", "venv"]).arg(&venv);
     run(create).context("creating the interop virtualenv needs python3 (with venv)")?;
     let mut install = Command::new(venv.join("bin/pip"));
-    install.args(["install", "--quiet", "--disable-pip-version-check", JWCRYPTO]);
-    run(install).context("installing jwcrypto from PyPI")?;
-    anyhow::ensure!(ready(&python), "jwcrypto did not import after installation");
+    install.args(["install", "--quiet", "--disable-pip-version-check"]).args(INTEROP_PACKAGES);
+    run(install).context("installing the interop packages from PyPI")?;
+    anyhow::ensure!(ready(&python), "jwcrypto or authlib did not import after installation");
     Ok(python)
 }
 

@@ -123,7 +123,9 @@ pub fn handle(ctx: &Ctx<'_>, api: AdminApi, event: &mut Event) -> Outcome {
         Ok(principal) => principal,
         Err(reason) => {
             event.reason = reason.into();
-            return Ok(Err(Error::Unauthorized));
+            // A valid token of a non-admin is authenticated but not allowed.
+            let error = if reason == "not_an_admin" { Error::Forbidden("admins only") } else { Error::Unauthorized };
+            return Ok(Err(error));
         }
     };
     principal.actor(event);

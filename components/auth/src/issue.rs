@@ -197,8 +197,12 @@ pub fn revoke_family(db: &Connection, family_id: &str, reason: &str, now: i64) -
 /// Ends every session of a subject: a not-before time newer than any token it holds, and all
 /// its refresh families revoked (logout-all, password reset, disabling, MFA reset).
 pub fn revoke_subject(db: &Connection, tenant: &TenantId, sub: &str, reason: &str, now: i64) -> anyhow::Result<()> {
-    revocations()?
-        .set(&health_spin::tokens::not_before_key(tenant, sub), (now + 1).to_string().as_bytes())
+    let store = revocations()?;
+    // Newer than every token issued so far: those carry `iat` <= now, or <= an earlier
+    // not-before when they were issued in the same second as an earlier revocation.
+    let not_before = not_before(&store, tenant, sub)?.map_or(now + 1, |earlier| (earlier + 1).max(now + 1));
+    store
+        .set(&health_spin::tokens::not_before_key(tenant, sub), not_before.to_string().as_bytes())
         .context("writing not-before")?;
     for family in identity::user_families(db, tenant, sub)? {
         identity::revoke_family(db, &family, reason, now)?;

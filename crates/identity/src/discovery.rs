@@ -29,16 +29,19 @@ pub struct Metadata {
     pub token_endpoint_auth_methods_supported: Vec<&'static str>,
     pub token_endpoint_auth_signing_alg_values_supported: Vec<&'static str>,
     pub introspection_endpoint_auth_methods_supported: Vec<&'static str>,
+    pub introspection_endpoint_auth_signing_alg_values_supported: Vec<&'static str>,
     pub revocation_endpoint_auth_methods_supported: Vec<&'static str>,
+    pub revocation_endpoint_auth_signing_alg_values_supported: Vec<&'static str>,
     /// Access tokens (RFC 9068) are signed with these.
     pub id_token_signing_alg_values_supported: Vec<String>,
     pub access_token_signing_alg_values_supported: Vec<String>,
     pub access_token_encryption_alg_values_supported: Vec<String>,
     pub access_token_encryption_enc_values_supported: Vec<&'static str>,
-    pub code_challenge_methods_supported: Vec<&'static str>,
 }
 
 const AUTH_METHODS: [&str; 3] = ["client_secret_basic", "client_secret_post", "private_key_jwt"];
+/// What `private_key_jwt` assertions may be signed with (the client's registered key decides).
+const ASSERTION_ALGS: [&str; 3] = ["RS256", "ES256", "EdDSA"];
 
 pub fn metadata(settings: &Settings<'_>) -> Metadata {
     let base = settings.issuer_base.trim_end_matches('/');
@@ -78,14 +81,15 @@ pub fn metadata(settings: &Settings<'_>) -> Metadata {
             "auth_time",
         ],
         token_endpoint_auth_methods_supported: AUTH_METHODS.to_vec(),
-        token_endpoint_auth_signing_alg_values_supported: vec!["RS256", "ES256", "EdDSA"],
+        token_endpoint_auth_signing_alg_values_supported: ASSERTION_ALGS.to_vec(),
         introspection_endpoint_auth_methods_supported: AUTH_METHODS.to_vec(),
+        introspection_endpoint_auth_signing_alg_values_supported: ASSERTION_ALGS.to_vec(),
         revocation_endpoint_auth_methods_supported: AUTH_METHODS.iter().copied().chain(["none"]).collect(),
+        revocation_endpoint_auth_signing_alg_values_supported: ASSERTION_ALGS.to_vec(),
         id_token_signing_alg_values_supported: settings.signing_algs.clone(),
         access_token_signing_alg_values_supported: settings.signing_algs.clone(),
         access_token_encryption_alg_values_supported: settings.encryption_algs.clone(),
         access_token_encryption_enc_values_supported: vec!["A256GCM"],
-        code_challenge_methods_supported: vec![],
     }
 }
 
