@@ -31,30 +31,33 @@ struct Measured {
     p99_ms: f64,
 }
 
-async fn once(s: &Scenario) -> anyhow::Result<Duration> {
+/// One request from client address `from`. Each worker has its own address: concurrent logins
+/// of one user from one address count against the lockout in advance, as an attack would.
+async fn once(s: &Scenario, from: std::net::SocketAddr) -> anyhow::Result<Duration> {
     let mut req = http::Request::builder().method(s.method).uri(s.path);
     for (name, value) in &s.headers {
         req = req.header(*name, value);
     }
     let req = req.body(Bytes::from(s.body.clone()))?;
     let start = Instant::now();
-    let res = s.app.handle(req).await?;
+    let res = s.app.handle_from(req, from).await?;
     let took = start.elapsed();
     anyhow::ensure!(res.status().as_u16() == s.expect, "{}: status {} (expected {})", s.name, res.status(), s.expect);
     Ok(took)
 }
 
 async fn measure(s: &Scenario, concurrency: usize, duration: Duration) -> anyhow::Result<Measured> {
-    once(s).await?; // warm-up, and a check that the scenario behaves
+    once(s, ([10, 0, 0, 1], 40000).into()).await?; // warm-up, and a check that the scenario behaves
     let deadline = Instant::now() + duration;
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
+    for worker in 0..concurrency {
         let s = s.clone();
+        let from = std::net::SocketAddr::from(([10, 0, 1, u8::try_from(worker % 250).unwrap_or(0)], 40000));
         workers.spawn(async move {
             let mut latencies = Vec::new();
             while Instant::now() < deadline {
-                latencies.push(once(&s).await?);
+                latencies.push(once(&s, from).await?);
             }
             anyhow::Ok(latencies)
         });
