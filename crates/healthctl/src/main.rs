@@ -35,6 +35,62 @@ enum Command {
     /// The hash-chained audit trail.
     #[command(subcommand)]
     Audit(Audit),
+    /// A tenant's users (e.g. a new tenant's first admin). Passwords come from the
+    /// `HEALTHCTL_PASSWORD` environment variable, never from arguments.
+    #[command(subcommand)]
+    Users(Users),
+    /// Print the current TOTP code for a base32 secret (what an authenticator app shows).
+    Totp {
+        #[arg(long, env = "HEALTHCTL_TOTP_SECRET", hide_env_values = true)]
+        secret: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum Users {
+    /// List a tenant's users (never their secrets).
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Create a user with the password in `HEALTHCTL_PASSWORD` (12 to 1024 bytes).
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        username: String,
+        /// patient, doctor, lab, insurance or admin.
+        #[arg(long)]
+        role: String,
+    },
+    /// Disable a user and end every session of theirs.
+    Disable {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        id: String,
+    },
+    /// Enable a disabled user.
+    Enable {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        id: String,
+    },
+    /// Set a new password (from `HEALTHCTL_PASSWORD`) and end every session.
+    ResetPassword {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        id: String,
+    },
+    /// Forget the user's TOTP enrolment (lost phone) and end every session.
+    ResetMfa {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -154,6 +210,8 @@ fn run(cli: Cli) -> Result<Value, Failure> {
             };
             request(&url, "POST", "/admin/revoke-token", Some(body))
         }
+        Command::Users(command) => users(&url, command),
+        Command::Totp { secret } => totp_code(&secret),
         Command::Audit(Audit::Verify { tenant: t }) => {
             let report = request(&url, "GET", &format!("/admin/audit/verify/{}", tenant(&t)?), None)?;
             if report["intact"] == json!(true) {
@@ -165,6 +223,41 @@ fn run(cli: Cli) -> Result<Value, Failure> {
             }
         }
     }
+}
+
+fn password() -> Result<String, Failure> {
+    std::env::var("HEALTHCTL_PASSWORD").map_err(|_| Failure::Usage("set HEALTHCTL_PASSWORD to the new password".into()))
+}
+
+fn users(url: &str, command: Users) -> Result<Value, Failure> {
+    let action = |t: &str, id: &str, action: &str, body: Value| {
+        let path = format!("/auth/admin/users/{id}/{action}");
+        let mut body = body;
+        body["tenant_id"] = json!(tenant(t)?);
+        request(url, "POST", &path, Some(body))
+    };
+    match command {
+        Users::List { tenant: t } => request(url, "GET", &format!("/auth/admin/users?tenant_id={}", tenant(&t)?), None),
+        Users::Create { tenant: t, username, role } => {
+            let body = json!({ "tenant_id": tenant(&t)?, "username": username, "role": role, "password": password()? });
+            request(url, "POST", "/auth/admin/users", Some(body))
+        }
+        Users::Disable { tenant: t, id } => action(&t, &id, "disable", json!({})),
+        Users::Enable { tenant: t, id } => action(&t, &id, "enable", json!({})),
+        Users::ResetPassword { tenant: t, id } => action(&t, &id, "reset-password", json!({ "password": password()? })),
+        Users::ResetMfa { tenant: t, id } => action(&t, &id, "reset-mfa", json!({})),
+    }
+}
+
+fn totp_code(secret: &str) -> Result<Value, Failure> {
+    let bytes = health_identity::totp::base32_decode(secret)
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| Failure::Usage("--secret must be base32".into()))?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = i64::try_from(now).unwrap_or_default();
+    let step = health_identity::totp::step_at(now);
+    let remaining = health_identity::totp::STEP_SECS - now.rem_euclid(health_identity::totp::STEP_SECS);
+    Ok(json!({ "otp": health_identity::totp::code(&bytes, step), "valid_for_secs": remaining }))
 }
 
 fn main() -> ExitCode {

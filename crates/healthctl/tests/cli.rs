@@ -129,3 +129,50 @@ async fn tokens_revoke_and_audit_verify_against_the_running_app() {
     let bad_use = run(args(&["keys", "rotate", "--tenant", "demo-hospital", "--use", "data"])).await.expect("join");
     assert_eq!((empty.status.code(), bad_use.status.code()), (Some(2), Some(2)));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_tenants_first_admin_is_created_with_the_password_from_the_environment() {
+    let app = TestApp::start(|_| {}).expect("app loads");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(health_host::serve(app.app.clone(), listener));
+    let run = |args: &'static [&'static str], password: Option<&'static str>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_healthctl"));
+            cmd.env("HEALTHCTL_URL", &url)
+                .env("HEALTH_OPERATOR_TOKEN", OPERATOR_TOKEN)
+                .env_remove("HEALTHCTL_PASSWORD");
+            if let Some(password) = password {
+                cmd.env("HEALTHCTL_PASSWORD", password);
+            }
+            cmd.args(args).output().expect("healthctl runs")
+        })
+    };
+    let created = run(&["tenants", "create", "st-marys"], None).await.expect("join");
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let missing = run(&["users", "create", "--tenant", "st-marys", "--username", "root", "--role", "admin"], None)
+        .await
+        .expect("join");
+    assert_eq!(missing.status.code(), Some(2), "no password in the environment is a usage error");
+    let user = run(
+        &["users", "create", "--tenant", "st-marys", "--username", "root", "--role", "admin"],
+        Some("st-marys-first-admin"),
+    )
+    .await
+    .expect("join");
+    assert!(user.status.success(), "{}", String::from_utf8_lossy(&user.stderr));
+    assert_eq!(stdout_json(&user)["role"], "admin");
+    // The password works: the admin is asked to enrol MFA, which only follows a right password.
+    let body = serde_json::json!({ "tenant": "st-marys", "username": "root", "password": "st-marys-first-admin" });
+    let login = app.send("POST", "/auth/login", &[("content-type", "application/json")], &body.to_string()).await;
+    assert_eq!(login.status, 403, "{}", login.body);
+    assert!(login.body.contains("mfa-enrollment-required"));
+
+    let code = run(&["totp", "--secret", "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"], None).await.expect("join");
+    assert!(code.status.success());
+    let otp = stdout_json(&code)["otp"].as_str().expect("otp").to_owned();
+    assert!(otp.len() == 6 && otp.bytes().all(|b| b.is_ascii_digit()), "{otp}");
+    let bad = run(&["totp", "--secret", "not base32!"], None).await.expect("join");
+    assert_eq!(bad.status.code(), Some(2));
+}
