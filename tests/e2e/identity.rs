@@ -543,3 +543,62 @@ async fn no_secret_reaches_the_audit_log() {
         assert!(!output.contains(secret), "guest output contains a secret");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_insurer_token_is_spent_by_its_first_use_even_under_64_concurrent_uses() {
+    let app = TestApp::start(|_| {}).expect("app loads");
+    let reply =
+        post_form(&app, "/auth/token", Some(&basic(ACME_ID, ACME_SECRET)), &[("grant_type", "client_credentials")])
+            .await;
+    let jwe = reply.json()["access_token"].as_str().expect("token").to_owned();
+    let mut uses = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let app = app.app.clone();
+        let auth = format!("Bearer {jwe}");
+        uses.spawn(async move {
+            let req = http::Request::builder()
+                .uri("/api/patients/p-1001/record")
+                .header("authorization", auth)
+                .body(bytes::Bytes::new())
+                .expect("request");
+            app.handle(req).await.expect("handled").status().as_u16()
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(status) = uses.join_next().await {
+        statuses.push(status.expect("join"));
+    }
+    // The one use that got through authentication meets the policy (insurers have no record
+    // route: 403); every other use is an unauthenticated replay.
+    assert_eq!(statuses.iter().filter(|s| **s == 403).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 63, "{statuses:?}");
+    let replays =
+        app.query_strings("audit.db", "SELECT reason FROM audit_events WHERE reason = 'one_time_token_replayed'");
+    assert_eq!(replays.len(), 63);
+
+    // An insurance token that was only signed, not encrypted, is refused outright.
+    let (kid, key) = app.tenant_private_key("demo-hospital");
+    let now =
+        i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs())
+            .expect("time");
+    let claims = health_jose::Claims {
+        iss: "http://127.0.0.1:3000/t/demo-hospital".into(),
+        sub: ACME_ID.into(),
+        aud: "health-platform".into(),
+        exp: now + 300,
+        iat: now,
+        nbf: now,
+        jti: "signed-only-insurer-token".into(),
+        tenant_id: health_core::TenantId::parse("demo-hospital").expect("tenant"),
+        role: "insurance".into(),
+        scope: "insurance/summary.read".into(),
+        client_id: ACME_ID.into(),
+        amr: Vec::new(),
+        auth_time: now,
+    };
+    let jws = health_jose::sign_rs256(&key, &kid, &claims, &mut rand_core::OsRng).expect("sign");
+    assert_eq!(app.get_with("/api/patients/p-1001/record", &jws).await.status, 401);
+    let reasons =
+        app.query_strings("audit.db", "SELECT reason FROM audit_events WHERE reason = 'insurer_token_not_encrypted'");
+    assert_eq!(reasons.len(), 1);
+}

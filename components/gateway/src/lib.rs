@@ -1,6 +1,7 @@
 //! The `gateway` component: every `/api/...` request enters here. It verifies the bearer token
-//! locally against the tenant's public keys in `public-keys` (never calling auth or jwks), in
-//! the fixed order of ARCHITECTURE.md §4, checks revocation, asks the composed `policy`, forwards
+//! against the tenant's public keys in `public-keys`, in the fixed order of ARCHITECTURE.md §4
+//! (a nested JWE is first decrypted by `jwks` over chaining, the only call it makes for a
+//! token), checks revocation, spends one-time insurer tokens, asks the composed `policy`, forwards
 //! to the private role service with an HMAC-attested caller context, and writes one audit
 //! event per request to `audit`. If that write fails the request fails: no unaudited access.
 //! Every authentication failure is the same 401; the precise reason goes only to the audit log.
@@ -14,7 +15,7 @@ use health_core::{Caller, PatientId, Problem, Role};
 use health_spin::authz;
 use health_spin::respond::{self, Cache};
 use health_spin::service::REASON_HEADER;
-use health_spin::tokens;
+use health_spin::{nested, tokens};
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
 
@@ -105,7 +106,7 @@ fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
 }
 
 async fn process(req: &Request, event: &mut Event) -> anyhow::Result<Response> {
-    let refusal = match authenticate(req, event)? {
+    let refusal = match authenticate(req, event).await? {
         Err(reason) => Refusal::Unauthenticated(reason),
         Ok(caller) => match parse(req.method(), req.path()) {
             None => Refusal::NotFound,
@@ -142,15 +143,18 @@ async fn process(req: &Request, event: &mut Event) -> anyhow::Result<Response> {
 }
 
 /// Verifies the bearer token (ARCHITECTURE.md §4) and returns the caller, or the precise reason.
-fn authenticate(req: &Request, event: &mut Event) -> anyhow::Result<Result<Caller, &'static str>> {
+/// Insurer tokens must come encrypted and are good for one request: the first use spends the
+/// `jti` atomically and every later or concurrent use is refused.
+async fn authenticate(req: &Request, event: &mut Event) -> anyhow::Result<Result<Caller, &'static str>> {
     let token = match tokens::bearer_token(req) {
         Ok(token) => token,
         Err(reason) => return Ok(Err(reason)),
     };
-    let claims = match tokens::verify(token, event.time)? {
-        Ok(claims) => claims,
+    let verified = match nested::verify(token, event.time, "gateway").await? {
+        Ok(verified) => verified,
         Err(reason) => return Ok(Err(reason)),
     };
+    let claims = verified.claims;
     // From here on the event is attributable to the verified tenant.
     event.tenant_id = claims.tenant_id.to_string();
     event.actor_sub = Some(claims.sub.clone());
@@ -160,6 +164,14 @@ fn authenticate(req: &Request, event: &mut Event) -> anyhow::Result<Result<Calle
     let Some(role) = Role::parse(&claims.role) else {
         return Ok(Err("unknown_role"));
     };
+    if role == Role::Insurance {
+        if !verified.encrypted {
+            return Ok(Err("insurer_token_not_encrypted"));
+        }
+        if !tokens::spend_once(&claims.tenant_id, &claims.jti, claims.exp, event.time)? {
+            return Ok(Err("one_time_token_replayed"));
+        }
+    }
     Ok(Ok(Caller {
         tenant_id: claims.tenant_id,
         subject: claims.sub,

@@ -9,7 +9,7 @@ use spin_sdk::sqlite::{Connection, Value};
 
 /// The audit database label in spin.toml.
 pub const DATABASE: &str = "audit";
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const MIGRATION: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS audit_events (
@@ -32,6 +32,13 @@ const MIGRATION: &[&str] = &[
         BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END",
     "CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit_events
         BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END",
+    // Version 2: the ledger of spent one-time tokens (see `tokens::spend_once`).
+    "CREATE TABLE IF NOT EXISTS spent_tokens (
+        jti TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        spent_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    )",
 ];
 
 const HEAD: &str = "SELECT seq, hash FROM audit_events WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1";

@@ -83,6 +83,30 @@ pub fn verify(token: &str, now: i64) -> anyhow::Result<Result<Claims, &'static s
     Ok(Ok(claims))
 }
 
+/// Spends a one-time token (ARCHITECTURE.md §4, insurer tokens): `true` only for the one
+/// request whose insert recorded its `jti`, however many arrive at once. Spin's key-value
+/// interface has no compare-and-set, so the ledger is a table with the `jti` as primary key in
+/// the `audit` database (an append-only record of token use beside the events). Entries past
+/// their token's expiry are swept, since such a token is refused before it gets here.
+pub fn spend_once(tenant: &health_core::TenantId, jti: &str, exp: i64, now: i64) -> anyhow::Result<bool> {
+    use spin_sdk::sqlite::Value;
+    const SWEEP: &str = "DELETE FROM spent_tokens WHERE expires_at < ?";
+    const SPEND: &str = "INSERT INTO spent_tokens (jti, tenant_id, spent_at, expires_at) VALUES (?, ?, ?, ?)
+        ON CONFLICT DO NOTHING RETURNING jti";
+    let conn = crate::audit::open()?;
+    let params =
+        [Value::Text(jti.to_owned()), Value::Text(tenant.to_string()), Value::Integer(now), Value::Integer(exp)];
+    for _ in 0..50 {
+        match conn.execute(SWEEP, &[Value::Integer(now - 120)]).and_then(|_| conn.execute(SPEND, &params)) {
+            Ok(spent) => return Ok(spent.rows().next().is_some()),
+            // Another writer holds the database for a moment: try again (never count it spent).
+            Err(spin_sdk::sqlite::Error::Io(message)) if message.contains("locked") || message.contains("busy") => {}
+            Err(e) => return Err(e).context("spending one-time token"),
+        }
+    }
+    anyhow::bail!("one-time token ledger stayed busy")
+}
+
 /// Key in `revocations` marking a revoked `jti` (128 random bits, unique across tenants); the
 /// value is the time after which no token with it could be valid anyway.
 pub fn revoked_jti_key(jti: &str) -> String {
