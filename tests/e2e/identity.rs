@@ -476,6 +476,17 @@ async fn discovery_matches_the_tokens_and_validates_in_authlib() {
     assert!(doc["access_token_signing_alg_values_supported"].as_array().expect("algs").contains(&header["alg"]));
     assert_eq!(app.send("GET", "/t/no-such-tenant/.well-known/openid-configuration", &[], "").await.status, 404);
 
+    let issuer = format!("{base}/t/demo-hospital");
+    assert_eq!(authlib_verdict(&doc, &issuer), json!({ "ok": true }));
+    // And Authlib really checks: a document with an http issuer is refused.
+    let mut broken = doc.clone();
+    broken["issuer"] = "http://health.example.test/t/demo-hospital".into();
+    let verdict = authlib_verdict(&broken, "http://health.example.test/t/demo-hospital");
+    assert_eq!(verdict["ok"], false);
+}
+
+/// Authlib's verdict on a discovery document (tests/interop/oidc_discovery.py).
+fn authlib_verdict(document: &Value, issuer: &str) -> Value {
     let python = std::env::var_os("HEALTH_INTEROP_PYTHON")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| root().join("target/interop-venv/bin/python"));
@@ -486,29 +497,10 @@ async fn discovery_matches_the_tokens_and_validates_in_authlib() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("python runs");
-    let request = json!({ "document": doc, "issuer": format!("{base}/t/demo-hospital") });
+    let request = json!({ "document": document, "issuer": issuer });
     std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), request.to_string().as_bytes()).expect("write");
     let output = child.wait_with_output().expect("python finishes");
-    let verdict: Value = serde_json::from_slice(&output.stdout).expect("verdict json");
-    assert_eq!(verdict, json!({ "ok": true }));
-
-    // And Authlib really checks: a document with an http issuer is refused.
-    let mut broken = doc.clone();
-    broken["issuer"] = "http://health.example.test/t/demo-hospital".into();
-    let mut child = Command::new(
-        std::env::var_os("HEALTH_INTEROP_PYTHON")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| root().join("target/interop-venv/bin/python")),
-    )
-    .arg(root().join("tests/interop/oidc_discovery.py"))
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .spawn()
-    .expect("python runs");
-    let request = json!({ "document": broken, "issuer": "http://health.example.test/t/demo-hospital" });
-    std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), request.to_string().as_bytes()).expect("write");
-    let verdict: Value = serde_json::from_slice(&child.wait_with_output().expect("done").stdout).expect("json");
-    assert_eq!(verdict["ok"], false);
+    serde_json::from_slice(&output.stdout).expect("verdict json")
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use health_core::{Role, TenantId, Username};
 use health_identity::client::{SubmittedJwk, register_jwk};
 use health_identity::password;
 use health_jose::KeyUse;
-use health_spin::admin::{self as principal, Principal};
+use health_spin::admin as principal;
 use health_spin::respond::{self, Cache};
 use serde::Deserialize;
 use spin_sdk::http::{Method, Response};
@@ -170,7 +170,7 @@ pub fn handle(ctx: &Ctx<'_>, api: AdminApi, event: &mut Event) -> Outcome {
         event.reason = "unknown_tenant".into();
         return Ok(Err(Error::NotFound));
     }
-    run(ctx, &principal, &tenant, command, event)
+    run(ctx, &tenant, command, event)
 }
 
 enum Command {
@@ -208,7 +208,7 @@ fn user_json(user: &User, mfa: bool) -> serde_json::Value {
     })
 }
 
-fn run(ctx: &Ctx<'_>, _principal: &Principal, tenant: &TenantId, command: Command, event: &mut Event) -> Outcome {
+fn run(ctx: &Ctx<'_>, tenant: &TenantId, command: Command, event: &mut Event) -> Outcome {
     let db = ctx.db()?;
     let ok = |status: u16, body: serde_json::Value| Ok(Ok(respond::json(status, &body, Cache::NoStore)));
     match command {
