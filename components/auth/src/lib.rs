@@ -20,7 +20,7 @@ mod sessions;
 
 use std::collections::BTreeMap;
 
-use health_core::audit::{Event, NO_TENANT, Outcome};
+use health_core::audit::{Event, Outcome};
 use health_core::{Problem, Role, TenantId};
 use health_identity::lockout::LockoutPolicy;
 use health_spin::respond;
@@ -81,25 +81,9 @@ pub(crate) enum Error {
     },
 }
 
-impl Error {
-    fn status(&self) -> u16 {
-        match self {
-            Error::NotFound => 404,
-            Error::MethodNotAllowed => 405,
-            Error::UnsupportedMediaType => 415,
-            Error::TooLarge => 413,
-            Error::BadRequest(_) => 400,
-            Error::InvalidCredentials | Error::MfaRequired | Error::Unauthorized => 401,
-            Error::Locked { .. } => 429,
-            Error::MfaEnrollmentRequired | Error::Forbidden(_) => 403,
-            Error::Conflict(_) => 409,
-            Error::OAuth { status, .. } => *status,
-        }
-    }
-}
-
-fn error_response(error: &Error) -> Response {
-    let problem = match error {
+/// The RFC 9457 problem for each refusal: the one place its status is decided.
+fn problem(error: &Error) -> Problem {
+    match error {
         Error::NotFound => Problem::not_found(),
         Error::MethodNotAllowed => Problem::method_not_allowed(),
         Error::UnsupportedMediaType => Problem::unsupported_media_type(),
@@ -119,8 +103,11 @@ fn error_response(error: &Error) -> Response {
             let title = if *status == 401 { "Client Authentication Failed" } else { "Token Request Refused" };
             Problem::new(&code.replace('_', "-"), title, *status).with_detail(*detail).with_oauth_error(code)
         }
-    };
-    let mut response = respond::problem(&problem);
+    }
+}
+
+fn error_response(error: &Error) -> Response {
+    let mut response = respond::problem(&problem(error));
     match error {
         Error::Locked { retry_after } => response.set_header("retry-after", retry_after.to_string()),
         Error::OAuth { status: 401, .. } => response.set_header("www-authenticate", r#"Basic realm="health-platform""#),
@@ -197,7 +184,7 @@ impl Settings {
     /// Whether `tenant` exists: it has keys in `public-keys`, or it is the demo tenant, whose
     /// keys `jwks` creates on first use.
     pub fn tenant_exists(&self, tenant: &TenantId) -> anyhow::Result<bool> {
-        Ok((self.demo && tenant.as_str() == DEMO_TENANT) || health_spin::tokens::tenant_keys(tenant)?.is_some())
+        Ok((self.demo && tenant.as_str() == DEMO_TENANT) || health_spin::tokens::tenant_exists(tenant)?)
     }
 }
 
@@ -249,24 +236,13 @@ fn media_type_is(req: &Request, expected: &str) -> bool {
         .is_some_and(|m| m.trim().eq_ignore_ascii_case(expected))
 }
 
-fn base_event(req: &Request, now: i64) -> Event {
-    Event {
-        time: now,
-        request_id: health_spin::random_id(),
-        tenant_id: NO_TENANT.into(),
-        client_ip: req.header("spin-client-addr").and_then(|v| v.as_str()).map(str::to_owned),
-        user_agent: req.header("user-agent").and_then(|v| v.as_str()).map(|s| s.chars().take(256).collect()),
-        ..Event::default()
-    }
-}
-
 /// Marks `event` with the outcome of the request and appends it; an audit failure fails the
 /// request, so nothing is issued unaudited.
 fn finish(event: &mut Event, outcome: &Result<Response, Error>) -> anyhow::Result<()> {
     event.outcome = Some(if outcome.is_ok() { Outcome::Allow } else { Outcome::Deny });
     event.status = match outcome {
         Ok(response) => *response.status(),
-        Err(error) => error.status(),
+        Err(error) => problem(error).status,
     };
     if event.reason.is_empty() {
         event.reason = if outcome.is_ok() { "ok".into() } else { "refused".into() };
@@ -292,7 +268,7 @@ async fn serve(req: &Request) -> anyhow::Result<Response> {
     };
     let now = health_spin::now();
     let ctx = Ctx { req, now, settings: Settings::load()? };
-    let mut event = base_event(req, now);
+    let mut event = health_spin::audit::request_event(req, now);
     let outcome = match api {
         Api::Login => login::login(&ctx, &mut event).await?,
         Api::MfaEnroll => login::enroll(&ctx, &mut event)?,

@@ -10,7 +10,7 @@
 #![allow(unsafe_code)]
 
 use anyhow::Context;
-use health_core::audit::{Event, NO_TENANT, Outcome};
+use health_core::audit::{Event, Outcome};
 use health_core::{Caller, PatientId, Problem, Role};
 use health_spin::authz;
 use health_spin::respond::{self, Cache};
@@ -74,14 +74,9 @@ enum Refusal {
 #[http_component]
 async fn handle(req: Request) -> Response {
     let mut event = Event {
-        time: health_spin::now(),
-        request_id: health_spin::random_id(),
-        tenant_id: NO_TENANT.into(),
         action: format!("{} {}", req.method(), req.path().chars().take(256).collect::<String>()),
         resource: req.path().chars().take(256).collect(),
-        client_ip: header(&req, "spin-client-addr").map(str::to_owned),
-        user_agent: header(&req, "user-agent").map(|s| s.chars().take(256).collect()),
-        ..Event::default()
+        ..health_spin::audit::request_event(&req, health_spin::now())
     };
     let response = match process(&req, &mut event).await {
         Ok(response) => response,
@@ -99,10 +94,6 @@ async fn handle(req: Request) -> Response {
         return respond::problem(&Problem::unavailable());
     }
     response
-}
-
-fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
-    req.header(name).and_then(|v| v.as_str())
 }
 
 async fn process(req: &Request, event: &mut Event) -> anyhow::Result<Response> {
@@ -189,19 +180,12 @@ async fn forward(
     path: &str,
     event: &mut Event,
 ) -> anyhow::Result<Response> {
-    let key = health_spin::secret_key("context_key")?;
-    let method = req.method().clone();
-    let att = health_core::context::attest(&key, &method.to_string(), path, req.body(), caller, event.time);
-    let request = Request::builder()
-        .method(method)
-        .uri(format!("http://{service}.spin.internal{path}"))
-        .header(health_core::context::CALLER_HEADER, att.caller)
-        .header(health_core::context::TIMESTAMP_HEADER, att.timestamp)
-        .header(health_core::context::MAC_HEADER, att.mac)
-        .header("x-request-id", event.request_id.clone())
-        .body(req.body().to_vec())
-        .build();
-    let upstream: Response = spin_sdk::http::send(request).await.with_context(|| format!("forwarding to {service}"))?;
+    let base = format!("http://{service}.spin.internal");
+    let mut request =
+        health_spin::chain::attested(req.method().clone(), &base, path, req.body().to_vec(), caller, event.time)?;
+    request.header("x-request-id", event.request_id.clone());
+    let upstream: Response =
+        spin_sdk::http::send(request.build()).await.with_context(|| format!("forwarding to {service}"))?;
     let status = upstream.status().to_owned();
     event.reason = header_of(&upstream, REASON_HEADER).unwrap_or("upstream_no_reason").chars().take(64).collect();
     event.outcome = Some(if status < 400 { Outcome::Allow } else { Outcome::Deny });

@@ -16,7 +16,7 @@
 #![allow(unsafe_code)]
 
 use anyhow::Context;
-use health_core::audit::{Event, NO_TENANT, Outcome};
+use health_core::audit::{Event, Outcome};
 use health_core::{Problem, TenantId};
 use health_jose::jwe::{self, JwePolicy};
 use health_jose::{Algorithm, Claims, KeyRecord, KeyStatus, KeyUse, LifecycleError, PrivateKey, TenantKeys};
@@ -137,8 +137,9 @@ fn parse(method: &Method, path: &str) -> Result<Api, Error> {
     Ok(api)
 }
 
-fn error_response(error: &Error) -> Response {
-    let problem = match error {
+/// The RFC 9457 problem for each refusal: the one place its status is decided.
+fn problem(error: &Error) -> Problem {
+    match error {
         Error::NotFound => Problem::not_found(),
         Error::MethodNotAllowed => Problem::method_not_allowed(),
         Error::BadRequest(detail) => Problem::bad_request(*detail),
@@ -147,8 +148,11 @@ fn error_response(error: &Error) -> Response {
         Error::TooLarge => Problem::payload_too_large(),
         Error::UnsupportedMediaType => Problem::unsupported_media_type(),
         Error::Conflict(detail) => Problem::conflict(*detail),
-    };
-    respond::problem(&problem)
+    }
+}
+
+fn error_response(error: &Error) -> Response {
+    respond::problem(&problem(error))
 }
 
 #[http_component]
@@ -202,23 +206,14 @@ fn route(req: &Request) -> anyhow::Result<Result<Response, Error>> {
     }
 }
 
-fn admin_event(req: &Request, now: i64) -> Event {
-    Event {
-        time: now,
-        request_id: health_spin::random_id(),
-        tenant_id: NO_TENANT.into(),
-        action: format!("{} {}", req.method(), req.path().chars().take(128).collect::<String>()),
-        resource: "admin".into(),
-        client_ip: req.header("spin-client-addr").and_then(|v| v.as_str()).map(str::to_owned),
-        user_agent: req.header("user-agent").and_then(|v| v.as_str()).map(|s| s.chars().take(256).collect()),
-        ..Event::default()
-    }
-}
-
 /// Key, token and audit administration. Every attempt, allowed or refused, is audited; if the
 /// audit write fails the change is reported as failed.
 fn admin(req: &Request, api: Api, keys: &Keys, now: i64) -> anyhow::Result<Result<Response, Error>> {
-    let mut event = admin_event(req, now);
+    let mut event = Event {
+        action: format!("{} {}", req.method(), req.path().chars().take(128).collect::<String>()),
+        resource: "admin".into(),
+        ..health_spin::audit::request_event(req, now)
+    };
     let outcome = match authenticate(req, now)? {
         Err(reason) => {
             event.reason = reason.into();
@@ -233,11 +228,7 @@ fn admin(req: &Request, api: Api, keys: &Keys, now: i64) -> anyhow::Result<Resul
     event.outcome = Some(if outcome.is_ok() { Outcome::Allow } else { Outcome::Deny });
     event.status = match &outcome {
         Ok(response) => *response.status(),
-        Err(Error::Unauthorized) => 401,
-        Err(Error::Forbidden) => 403,
-        Err(Error::NotFound) => 404,
-        Err(Error::Conflict(_)) => 409,
-        Err(_) => 400,
+        Err(error) => problem(error).status,
     };
     if event.reason.is_empty() {
         event.reason = match &outcome {

@@ -72,6 +72,20 @@ fn opt(value: &Option<String>) -> Value {
     value.as_ref().map_or(Value::Null, |v| Value::Text(v.clone()))
 }
 
+/// A new event for a request from outside: time, a fresh request id, the client's address and
+/// user agent (capped), attributed to no tenant until the handler knows which.
+pub fn request_event(req: &spin_sdk::http::Request, now: i64) -> Event {
+    let header = |name| req.header(name).and_then(|v| v.as_str());
+    Event {
+        time: now,
+        request_id: crate::random_id(),
+        tenant_id: health_core::audit::NO_TENANT.into(),
+        client_ip: header("spin-client-addr").map(str::to_owned),
+        user_agent: header("user-agent").map(|s| s.chars().take(256).collect()),
+        ..Event::default()
+    }
+}
+
 /// Appends `event` to its tenant's chain. An error means the event was not recorded, and the
 /// caller must fail the request (no unaudited access).
 pub fn append(event: &Event) -> anyhow::Result<()> {

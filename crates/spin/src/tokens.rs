@@ -44,10 +44,20 @@ pub fn options() -> anyhow::Result<VerifyOptions> {
     })
 }
 
+fn tenant_key_name(tenant: &health_core::TenantId) -> String {
+    format!("tenant/{tenant}")
+}
+
+/// Whether `jwks` has created the tenant (its key set exists), without reading the set.
+pub fn tenant_exists(tenant: &health_core::TenantId) -> anyhow::Result<bool> {
+    let public = Store::open("public-keys").context("opening public-keys")?;
+    public.exists(&tenant_key_name(tenant)).context("checking tenant keys")
+}
+
 /// The tenant's key set as `jwks` stores it, if the tenant exists.
 pub fn tenant_keys(tenant: &health_core::TenantId) -> anyhow::Result<Option<TenantKeys>> {
     let public = Store::open("public-keys").context("opening public-keys")?;
-    let Some(bytes) = public.get(&format!("tenant/{tenant}")).context("reading tenant keys")? else {
+    let Some(bytes) = public.get(&tenant_key_name(tenant)).context("reading tenant keys")? else {
         return Ok(None);
     };
     serde_json::from_slice(&bytes).context("decoding tenant keys").map(Some)
