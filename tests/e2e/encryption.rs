@@ -4,7 +4,7 @@
 //! revoked; signing keys rotate to ES256 and EdDSA and the gateway follows.
 
 use health_core::{Caller, Role, TenantId};
-use health_e2e::{ALICE, OPERATOR_TOKEN, TestApp};
+use health_e2e::{ALICE, OPERATOR_TOKEN, TestApp, send_from};
 use health_jose::PublicJwk;
 use health_jose::jwe::{self, EncryptionKey};
 use serde_json::{Value, json};
@@ -178,15 +178,10 @@ async fn sealed_private_keys_are_useless_without_the_master_key() {
     app.token(ALICE).await;
     let thief = app.reopen_with_master_key(&"3".repeat(64)).expect("app loads");
     let body = json!({ "tenant": "demo-hospital", "username": ALICE.0, "password": ALICE.1 }).to_string();
-    let req = http::Request::builder()
-        .method("POST")
-        .uri("/auth/login")
-        .header("content-type", "application/json")
-        .body(bytes::Bytes::from(body))
-        .expect("request");
-    let res = thief.handle(req).await.expect("handled");
-    assert_eq!(res.status(), 500, "signing must fail when the sealed key does not open");
-    assert!(!String::from_utf8_lossy(res.body()).contains("token"));
+    let json = [("content-type", "application/json")];
+    let res = send_from(&thief, health_host::DEFAULT_CLIENT, "POST", "/auth/login", &json, &body).await;
+    assert_eq!(res.status, 500, "signing must fail when the sealed key does not open");
+    assert!(!res.body.contains("token"));
     assert!(
         thief.guest_output().iter().any(|line| line.contains("does not open under master_key")),
         "{:?}",

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
 use health_core::b64url;
-use health_e2e::{ADMIN, ALICE, DR_GREY, OPERATOR_TOKEN, Reply, TestApp, root};
+use health_e2e::{ADMIN, ALICE, DR_GREY, OPERATOR_TOKEN, Reply, TestApp, root, send_from};
 use serde_json::{Value, json};
 
 const ACME_ID: &str = "acme-health";
@@ -63,16 +63,9 @@ async fn introspect(app: &TestApp, token: &str) -> Value {
     reply.json()
 }
 
-async fn send_from(app: &TestApp, from: SocketAddr, path: &str, body: &Value) -> (u16, Value, http::HeaderMap) {
-    let req = http::Request::builder()
-        .method("POST")
-        .uri(path)
-        .header("content-type", "application/json")
-        .body(bytes::Bytes::from(body.to_string()))
-        .expect("request");
-    let res = app.app.handle_from(req, from).await.expect("handled");
-    let json = serde_json::from_slice(res.body()).unwrap_or(Value::Null);
-    (res.status().as_u16(), json, res.headers().clone())
+/// A JSON POST from client address `from`.
+async fn post_from(app: &TestApp, from: SocketAddr, path: &str, body: &Value) -> Reply {
+    send_from(&app.app, from, "POST", path, &[JSON], &body.to_string()).await
 }
 
 fn claims_of(jws: &str) -> Value {
@@ -116,27 +109,27 @@ async fn lockout_counts_per_user_and_source_and_lifts_after_the_configured_time(
     let wrong = json!({ "tenant": "demo-hospital", "username": "alice", "password": "guess-guess-guess" });
     let right = json!({ "tenant": "demo-hospital", "username": "alice", "password": ALICE.1 });
     for attempt in 1..=5 {
-        let (status, body, _) = send_from(&app, attacker, "/auth/login", &wrong).await;
-        assert_eq!(status, 401, "attempt {attempt}: {body}");
+        let reply = post_from(&app, attacker, "/auth/login", &wrong).await;
+        assert_eq!(reply.status, 401, "attempt {attempt}: {}", reply.body);
     }
     // Locked for the attacker's address, even with the right password...
-    let (status, body, headers) = send_from(&app, attacker, "/auth/login", &right).await;
-    assert_eq!(status, 429, "{body}");
-    assert_eq!(body["type"], "https://health-platform.dev/problems/login-locked");
-    assert!(headers.get("retry-after").is_some());
+    let locked = post_from(&app, attacker, "/auth/login", &right).await;
+    assert_eq!(locked.status, 429, "{}", locked.body);
+    assert_eq!(locked.json()["type"], "https://health-platform.dev/problems/login-locked");
+    assert!(!locked.header("retry-after").is_empty());
     // ...but the user, elsewhere, is not locked out.
-    let (status, body, _) = send_from(&app, user, "/auth/login", &right).await;
-    assert_eq!(status, 200, "{body}");
+    let elsewhere = post_from(&app, user, "/auth/login", &right).await;
+    assert_eq!(elsewhere.status, 200, "{}", elsewhere.body);
     // Unknown users lock the same way, so locking reveals nothing.
     let ghost = json!({ "tenant": "demo-hospital", "username": "nobody", "password": "guess-guess-guess" });
     for _ in 0..5 {
-        assert_eq!(send_from(&app, attacker, "/auth/login", &ghost).await.0, 401);
+        assert_eq!(post_from(&app, attacker, "/auth/login", &ghost).await.status, 401);
     }
-    assert_eq!(send_from(&app, attacker, "/auth/login", &ghost).await.0, 429);
+    assert_eq!(post_from(&app, attacker, "/auth/login", &ghost).await.status, 429);
     // The lock lifts by itself.
     tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
-    let (status, body, _) = send_from(&app, attacker, "/auth/login", &right).await;
-    assert_eq!(status, 200, "{body}");
+    let lifted = post_from(&app, attacker, "/auth/login", &right).await;
+    assert_eq!(lifted.status, 200, "{}", lifted.body);
     assert_eq!(audit_reasons(&app, "auth.lockout"), ["locked_for_3s", "locked_for_3s"]);
     let refusals = audit_reasons(&app, "auth.login");
     assert!(refusals.iter().filter(|r| *r == "locked_out").count() == 2, "{refusals:?}");
@@ -152,15 +145,7 @@ async fn concurrent_guesses_cannot_outrun_the_lockout() {
     for _ in 0..24 {
         let app = app.app.clone();
         let body = wrong.to_string();
-        guesses.spawn(async move {
-            let req = http::Request::builder()
-                .method("POST")
-                .uri("/auth/login")
-                .header("content-type", "application/json")
-                .body(bytes::Bytes::from(body))
-                .expect("request");
-            app.handle_from(req, from).await.expect("handled").status().as_u16()
-        });
+        guesses.spawn(async move { send_from(&app, from, "POST", "/auth/login", &[JSON], &body).await.status });
     }
     let mut statuses = Vec::new();
     while let Some(status) = guesses.join_next().await {
@@ -548,12 +533,10 @@ async fn an_insurer_token_is_spent_by_its_first_use_even_under_64_concurrent_use
         let app = app.app.clone();
         let auth = format!("Bearer {jwe}");
         uses.spawn(async move {
-            let req = http::Request::builder()
-                .uri("/api/patients/p-1001/record")
-                .header("authorization", auth)
-                .body(bytes::Bytes::new())
-                .expect("request");
-            app.handle(req).await.expect("handled").status().as_u16()
+            let headers = [("authorization", auth.as_str())];
+            send_from(&app, health_host::DEFAULT_CLIENT, "GET", "/api/patients/p-1001/record", &headers, "")
+                .await
+                .status
         });
     }
     let mut statuses = Vec::new();

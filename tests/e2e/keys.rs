@@ -2,7 +2,7 @@
 //! the rotation keep working while their key is retiring, new tokens use the new key, and a
 //! revoked key's tokens are refused at once. Uses its own app, since it revokes keys.
 
-use health_e2e::{ALICE, OPERATOR_TOKEN, TestApp};
+use health_e2e::{ALICE, OPERATOR_TOKEN, TestApp, send_from};
 
 fn kid_of(token: &str) -> String {
     use base64::Engine;
@@ -99,12 +99,10 @@ async fn rotation_keeps_old_tokens_until_revocation_refuses_them_at_once() {
 }
 
 async fn post(app: &health_host::App, path: &str, auth: Option<&str>, body: &str) -> (u16, serde_json::Value) {
-    let mut req = http::Request::builder().method("POST").uri(path).header("content-type", "application/json");
-    if let Some(auth) = auth {
-        req = req.header("authorization", auth);
-    }
-    let res = app.handle(req.body(bytes::Bytes::from(body.to_owned())).expect("request")).await.expect("handled");
-    (res.status().as_u16(), serde_json::from_slice(res.body()).unwrap_or(serde_json::Value::Null))
+    let mut headers = vec![("content-type", "application/json")];
+    headers.extend(auth.map(|auth| ("authorization", auth)));
+    let reply = send_from(app, health_host::DEFAULT_CLIENT, "POST", path, &headers, body).await;
+    (reply.status, serde_json::from_str(&reply.body).unwrap_or(serde_json::Value::Null))
 }
 
 /// `n` logins as Alice at once, each from its own address (concurrent attempts from one
@@ -116,14 +114,9 @@ async fn concurrent_logins(app: &TestApp, n: usize) -> Vec<String> {
         let app = app.app.clone();
         let from = std::net::SocketAddr::from(([10, 0, 0, u8::try_from(i + 1).expect("small n")], 40000));
         logins.spawn(async move {
-            let req = http::Request::builder()
-                .method("POST")
-                .uri("/auth/login")
-                .header("content-type", "application/json")
-                .body(bytes::Bytes::from_static(login.as_bytes()))
-                .expect("request");
-            let res = app.handle_from(req, from).await.expect("handled");
-            (res.status().as_u16(), serde_json::from_slice::<serde_json::Value>(res.body()).expect("json"))
+            let reply =
+                send_from(&app, from, "POST", "/auth/login", &[("content-type", "application/json")], login).await;
+            (reply.status, reply.json())
         });
     }
     let mut tokens = Vec::new();

@@ -114,19 +114,7 @@ allowed_outbound_hosts = ["http://jwks.spin.internal"]
 
     /// Sends a request; a host error fails the test with the guests' output.
     pub async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-        let mut req = http::Request::builder().method(method).uri(path);
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        let req = req.body(Bytes::from(body.to_owned())).expect("valid request");
-        let res = self.app.handle(req).await.unwrap_or_else(|e| {
-            panic!("{method} {path}: {e:#}\nguest output:\n{}", self.app.guest_output().join("\n"))
-        });
-        Reply {
-            status: res.status().as_u16(),
-            headers: res.headers().clone(),
-            body: String::from_utf8_lossy(res.body()).into_owned(),
-        }
+        send_from(&self.app, health_host::DEFAULT_CLIENT, method, path, headers, body).await
     }
 
     pub async fn login(&self, (username, password): (&str, &str)) -> Reply {
@@ -280,6 +268,33 @@ allowed_outbound_hosts = ["http://jwks.spin.internal"]
 
     pub async fn get_with(&self, path: &str, token: &str) -> Reply {
         self.send("GET", path, &[("authorization", &format!("Bearer {token}"))], "").await
+    }
+}
+
+/// Sends a request to `app` as if from client address `from` (what Spin reports as
+/// `spin-client-addr`); a host error fails the test with the guests' output. Takes the `App`
+/// so concurrent tasks can each hold a clone.
+pub async fn send_from(
+    app: &App,
+    from: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    let mut req = http::Request::builder().method(method).uri(path);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req.body(Bytes::from(body.to_owned())).expect("valid request");
+    let res = app
+        .handle_from(req, from)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e:#}\nguest output:\n{}", app.guest_output().join("\n")));
+    Reply {
+        status: res.status().as_u16(),
+        headers: res.headers().clone(),
+        body: String::from_utf8_lossy(res.body()).into_owned(),
     }
 }
 
