@@ -36,6 +36,8 @@ fn action(action: Action) -> health_policy::Action {
         Action::ManageConsent => A::ManageConsent,
         Action::BreakGlass => A::BreakGlass,
         Action::ReadAudit => A::ReadAudit,
+        Action::ErasePatient => A::ErasePatient,
+        Action::RotateDataKey => A::RotateDataKey,
     }
 }
 
@@ -73,6 +75,7 @@ impl Guest for Policy {
             client_id: caller.client_id,
             scopes: caller.scopes,
             jti: caller.jti,
+            enc_jwk: None,
         };
         let decision = health_policy::authorize(&caller, action(act), &resource(res));
         Decision { allow: decision.allow, reason: decision.reason.into() }

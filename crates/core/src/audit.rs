@@ -50,6 +50,32 @@ pub struct Event {
     pub policy_version: Option<String>,
 }
 
+impl Event {
+    /// Whether the event belongs in the break-glass review queue: a grant (its stated reason is
+    /// recorded) or an access that only a break-glass grant allowed.
+    pub fn flags_break_glass(&self) -> bool {
+        self.break_glass_reason.is_some() || self.reason == "break_glass"
+    }
+
+    /// The event as exported under `audit_redaction = strict`: subjects and patients replaced
+    /// by stable pseudonyms (SHA-256 of tenant and value, so one person's events still line up),
+    /// and the client address, user agent and free-text break-glass reason dropped. A redacted
+    /// export no longer verifies against the hash chain; `/api/admin/audit/verify` does that.
+    pub fn redacted(mut self) -> Self {
+        let pseudonym = |value: &str| format!("pseud-{}", &crate::sha256_hex(format!("{}/{value}", self.tenant_id))[..16]);
+        self.actor_sub = self.actor_sub.as_deref().map(pseudonym);
+        self.patient_id = self.patient_id.as_deref().map(pseudonym);
+        if self.patient_id.is_some() {
+            // The path names the patient too.
+            self.resource = "[redacted]".into();
+        }
+        self.client_ip = None;
+        self.user_agent = None;
+        self.break_glass_reason = self.break_glass_reason.map(|_| "[redacted]".into());
+        self
+    }
+}
+
 /// The link hash of `event_json` after `prev_hash`.
 pub fn link(prev_hash: &str, event_json: &str) -> String {
     crate::sha256_hex(format!("{prev_hash}\n{event_json}"))
@@ -101,6 +127,30 @@ mod tests {
                 row
             })
             .collect()
+    }
+
+    #[test]
+    fn strict_redaction_pseudonymises_people_and_drops_free_text() {
+        let event = Event {
+            tenant_id: "t1".into(),
+            actor_sub: Some("u-dr-grey".into()),
+            patient_id: Some("p-1002".into()),
+            resource: "/api/patients/p-1002/records".into(),
+            client_ip: Some("10.0.0.1:5000".into()),
+            user_agent: Some("curl".into()),
+            break_glass_reason: Some("Unconscious, no care team".into()),
+            ..Event::default()
+        };
+        assert!(event.flags_break_glass());
+        let redacted = event.clone().redacted();
+        let text = serde_json::to_string(&redacted).unwrap();
+        for secret in ["u-dr-grey", "p-1002", "10.0.0.1", "curl", "Unconscious"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert_eq!(redacted.actor_sub, event.clone().redacted().actor_sub, "pseudonyms are stable");
+        assert_ne!(redacted.actor_sub, redacted.patient_id);
+        let other_tenant = Event { tenant_id: "t2".into(), ..event }.redacted();
+        assert_ne!(redacted.actor_sub, other_tenant.actor_sub, "pseudonyms differ per tenant");
     }
 
     #[test]

@@ -54,6 +54,10 @@ pub struct Caller {
     pub client_id: String,
     pub scopes: Vec<String>,
     pub jti: String,
+    /// An insurer's registered public encryption JWK, from its verified token: the key the
+    /// insurance service encrypts the summary to. Absent for everyone else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enc_jwk: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -126,6 +130,7 @@ mod tests {
             client_id: "web".into(),
             scopes: vec!["records:read".into()],
             jti: "j1".into(),
+            enc_jwk: None,
         }
     }
 

@@ -16,8 +16,20 @@ fn valid(text: &str) -> bool {
         && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_')
 }
 
+/// Opaque identifiers minted by the platform (client ids, subjects, `jti`s) are base64url, so
+/// they may hold upper case; still no separators, quotes, `%` or whitespace.
+fn valid_opaque(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    (1..=64).contains(&bytes.len())
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+}
+
 macro_rules! id_type {
     ($name:ident, $kind:literal) => {
+        id_type!($name, $kind, valid);
+    };
+    ($name:ident, $kind:literal, $valid:ident) => {
         #[doc = concat!("A validated ", $kind, ".")]
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
         #[serde(transparent)]
@@ -25,7 +37,7 @@ macro_rules! id_type {
 
         impl $name {
             pub fn parse(text: &str) -> Result<Self, IdError> {
-                if valid(text) { Ok(Self(text.to_owned())) } else { Err(IdError::Invalid { kind: $kind }) }
+                if $valid(text) { Ok(Self(text.to_owned())) } else { Err(IdError::Invalid { kind: $kind }) }
             }
 
             pub fn as_str(&self) -> &str {
@@ -51,6 +63,10 @@ macro_rules! id_type {
 id_type!(TenantId, "tenant id");
 id_type!(PatientId, "patient id");
 id_type!(Username, "username");
+id_type!(OrderId, "order id");
+id_type!(EntryId, "entry id");
+id_type!(ClientId, "client id", valid_opaque);
+id_type!(Opaque, "opaque identifier", valid_opaque);
 
 #[cfg(test)]
 mod tests {
@@ -68,6 +84,16 @@ mod tests {
         for bad in ["", "../etc", "a/b", "A", "x'--", "a b", "-lead", "%2e", "é", &"a".repeat(65)] {
             assert_eq!(TenantId::parse(bad), Err(IdError::Invalid { kind: "tenant id" }), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn opaque_ids_allow_base64url_but_nothing_else() {
+        assert!(ClientId::parse("ins-AbC_9-x").is_ok());
+        assert!(Opaque::parse("u-alice").is_ok());
+        for bad in ["", "a.b", "a b", "x'", "a%20", "-x", &"A".repeat(65)] {
+            assert!(ClientId::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(PatientId::parse("P-1").is_err());
     }
 
     #[test]

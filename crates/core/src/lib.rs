@@ -1,6 +1,7 @@
 //! Pure domain logic shared by every component of the platform: identifiers and their
-//! validation, roles and the caller record, RFC 9457 problem details, AES-256-GCM sealing of
-//! secrets and data, and the HMAC-attested caller context the gateway hands to role services.
+//! validation, the public API's routes and request bodies, roles and the caller record, RFC 9457
+//! problem details, AES-256-GCM sealing of secrets and the PHI field-encryption key hierarchy,
+//! the audit chain, and the HMAC-attested caller context the gateway hands to role services.
 //!
 //! No I/O, no clock and no global randomness: time and RNGs are parameters, so everything here
 //! is unit-tested natively. It deliberately knows nothing about Spin or HTTP transports.
@@ -8,11 +9,13 @@
 pub mod audit;
 pub mod context;
 pub mod ids;
+pub mod phi;
 pub mod problem;
+pub mod routes;
 pub mod seal;
 
 pub use context::{Caller, ContextError, Role};
-pub use ids::{IdError, PatientId, TenantId, Username};
+pub use ids::{ClientId, EntryId, IdError, Opaque, OrderId, PatientId, TenantId, Username};
 pub use problem::Problem;
 pub use seal::{SealError, SecretKey};
 

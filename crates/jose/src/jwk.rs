@@ -59,6 +59,15 @@ impl PublicJwk {
         Algorithm::parse(&self.alg)
     }
 
+    /// The key as a JWE recipient, if it is an encryption key of a supported algorithm.
+    pub fn encryption_key(&self) -> Option<crate::jwe::EncryptionKey> {
+        match self.algorithm()? {
+            Algorithm::EcdhEsA256kw => self.p256_public_key().map(crate::jwe::EncryptionKey::P256),
+            Algorithm::RsaOaep256 => self.rsa_public_key().map(crate::jwe::EncryptionKey::Rsa),
+            Algorithm::Rs256 | Algorithm::Es256 | Algorithm::EdDsa => None,
+        }
+    }
+
     pub fn rsa_public_key(&self) -> Option<RsaPublicKey> {
         if self.kty != "RSA" {
             return None;

@@ -108,6 +108,11 @@ pub struct Claims {
     pub client_id: String,
     pub amr: Vec<String>,
     pub auth_time: i64,
+    /// A registered insurer client's public encryption key, bound into its token by `auth` at
+    /// issuance, so what the platform returns to it (a summary) is encrypted to that key without
+    /// the role service reading the identity database. Absent on every other token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enc_jwk: Option<PublicJwk>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,6 +174,7 @@ struct RawClaims {
     client_id: Option<String>,
     amr: Option<Vec<String>>,
     auth_time: Option<i64>,
+    enc_jwk: Option<PublicJwk>,
 }
 
 struct Parts<'a> {
@@ -309,6 +315,7 @@ pub fn verify(token: &str, keys: &TenantKeys, now: i64, opts: &VerifyOptions) ->
         client_id: raw.client_id.unwrap_or_default(),
         amr: raw.amr.unwrap_or_default(),
         auth_time: raw.auth_time.unwrap_or(iat),
+        enc_jwk: raw.enc_jwk,
     })
 }
 

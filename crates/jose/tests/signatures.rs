@@ -41,6 +41,7 @@ fn claims(now: i64) -> Claims {
         client_id: "web".into(),
         amr: vec!["pwd".into()],
         auth_time: now,
+        enc_jwk: None,
     }
 }
 

@@ -7,7 +7,7 @@
 use health_core::{Caller, Role};
 
 /// Recorded with every audit event so a decision can be traced to the rules that made it.
-pub const POLICY_VERSION: &str = "2026-11-22.1";
+pub const POLICY_VERSION: &str = "2026-11-23.1";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -21,6 +21,8 @@ pub enum Action {
     ManageConsent,
     BreakGlass,
     ReadAudit,
+    ErasePatient,
+    RotateDataKey,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +65,9 @@ const fn deny(reason: &'static str) -> Decision {
     Decision { allow: false, reason }
 }
 
+/// The scope an insurer's token must carry to read summaries.
+pub const SUMMARY_SCOPE: &str = "insurance/summary.read";
+
 /// Decides whether `caller` may perform `action` on `resource`. Deny by default.
 pub fn authorize(caller: &Caller, action: Action, resource: &Resource) -> Decision {
     use Action::*;
@@ -72,6 +77,8 @@ pub fn authorize(caller: &Caller, action: Action, resource: &Resource) -> Decisi
         Resource::Tenant(tenant) if !tenant_of(tenant) => deny("tenant_mismatch"),
         Resource::Tenant(_) => match (caller.role, action) {
             (Role::Admin, ReadAudit) => allow("admin_audit"),
+            (Role::Admin, ErasePatient) => allow("admin_erasure"),
+            (Role::Admin, RotateDataKey) => allow("admin_data_key_rotation"),
             _ => deny("role_not_permitted"),
         },
         Resource::Patient(p) if !tenant_of(&p.tenant_id) => deny("tenant_mismatch"),
@@ -92,6 +99,9 @@ pub fn authorize(caller: &Caller, action: Action, resource: &Resource) -> Decisi
                 }
                 (Role::Doctor, BreakGlass) => allow("break_glass_request"),
                 (Role::Doctor, _) => deny("not_on_care_team"),
+                (Role::Insurance, ReadSummary) if !caller.scopes.iter().any(|s| s == SUMMARY_SCOPE) => {
+                    deny("missing_scope")
+                }
                 (Role::Insurance, ReadSummary) if p.consent_active => allow("consent"),
                 (Role::Insurance, _) => deny("no_consent"),
                 (Role::Lab | Role::Admin, _) => deny("role_not_permitted"),
@@ -118,7 +128,7 @@ fn route(role: Role, action: Action, family: &str) -> Decision {
         }
         ("lab", Role::Lab, ListLabOrders | AppendLabResult) => allow("route"),
         ("insurance", Role::Insurance, ReadSummary) => allow("route"),
-        ("admin", Role::Admin, ReadAudit) => allow("route"),
+        ("admin", Role::Admin, ReadAudit | ErasePatient | RotateDataKey) => allow("route"),
         _ => deny("route_not_permitted"),
     }
 }
@@ -136,6 +146,7 @@ mod tests {
             client_id: "web".into(),
             scopes: vec![],
             jti: "j".into(),
+            enc_jwk: None,
         }
     }
 
@@ -198,12 +209,42 @@ mod tests {
     }
 
     #[test]
-    fn insurer_reads_summary_only_with_consent() {
-        let ins = caller(Role::Insurance, "c-acme");
+    fn insurer_reads_summary_only_with_consent_and_scope() {
+        let mut ins = caller(Role::Insurance, "c-acme");
+        ins.scopes = vec![SUMMARY_SCOPE.into()];
         let mut facts = patient("u-alice");
         assert_eq!(authorize(&ins, Action::ReadSummary, &Resource::Patient(facts.clone())), deny("no_consent"));
         facts.consent_active = true;
-        assert_eq!(authorize(&ins, Action::ReadSummary, &Resource::Patient(facts)), allow("consent"));
+        assert_eq!(authorize(&ins, Action::ReadSummary, &Resource::Patient(facts.clone())), allow("consent"));
+        for action in [Action::ReadRecord, Action::WriteRecord, Action::ReadDemographics, Action::ReadLabResults] {
+            assert!(!authorize(&ins, action, &Resource::Patient(facts.clone())).allow, "{action:?}");
+        }
+        ins.scopes.clear();
+        assert_eq!(authorize(&ins, Action::ReadSummary, &Resource::Patient(facts)), deny("missing_scope"));
+    }
+
+    #[test]
+    fn admin_erases_and_rotates_only_in_its_own_tenant_and_never_reads_records() {
+        let admin = caller(Role::Admin, "u-admin");
+        for action in [Action::ReadAudit, Action::ErasePatient, Action::RotateDataKey] {
+            assert!(authorize(&admin, action, &Resource::Tenant("demo".into())).allow, "{action:?}");
+            assert!(authorize(&admin, action, &Resource::Route("admin".into())).allow, "{action:?}");
+            assert_eq!(authorize(&admin, action, &Resource::Tenant("other".into())), deny("tenant_mismatch"));
+            assert!(!authorize(&caller(Role::Doctor, "d"), action, &Resource::Tenant("demo".into())).allow);
+        }
+        for action in [Action::ReadRecord, Action::ReadDemographics, Action::ReadLabResults, Action::ReadSummary] {
+            assert!(!authorize(&admin, action, &Resource::Route("patients".into())).allow, "{action:?}");
+        }
+    }
+
+    #[test]
+    fn patients_manage_only_their_own_consents() {
+        let alice = caller(Role::Patient, "u-alice");
+        assert!(authorize(&alice, Action::ManageConsent, &Resource::Patient(patient("u-alice"))).allow);
+        assert!(!authorize(&alice, Action::ManageConsent, &Resource::Patient(patient("u-bob"))).allow);
+        let mut facts = patient("u-alice");
+        facts.on_care_team = true;
+        assert!(!authorize(&caller(Role::Doctor, "d"), Action::ManageConsent, &Resource::Patient(facts)).allow);
     }
 
     #[test]

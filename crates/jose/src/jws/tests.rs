@@ -76,6 +76,7 @@ fn claims() -> Claims {
         client_id: "web".into(),
         amr: vec!["pwd".into()],
         auth_time: NOW,
+        enc_jwk: None,
     }
 }
 

@@ -1,0 +1,506 @@
+//! The public API as typed values (ARCHITECTURE.md §9: identifiers validated at the edge). The
+//! gateway parses every `/api/...` request here before it authorises or forwards anything, and
+//! forwards the same path to the role service, which parses it again with the same function: one
+//! grammar, so the two can never disagree about which patient or order a request is about.
+//!
+//! Also the request bodies, with their limits, so they are checked natively and fuzzed.
+//! Nothing here reads a store or knows about Spin.
+
+use serde::Deserialize;
+
+use crate::{ClientId, EntryId, Opaque, OrderId, PatientId};
+
+/// Largest request body the API accepts (bytes); larger ones are refused with 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest free-text field (record content, break-glass reason, lab note), in bytes.
+pub const MAX_TEXT_BYTES: usize = 16 * 1024;
+/// Largest page of audit events one query returns.
+pub const MAX_AUDIT_LIMIT: u32 = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Delete,
+    Other,
+}
+
+impl Method {
+    pub fn parse(name: &str) -> Self {
+        match name {
+            "GET" => Method::Get,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            _ => Method::Other,
+        }
+    }
+}
+
+/// Which events an audit query selects (all conditions must hold).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Unix seconds, inclusive.
+    pub from: Option<i64>,
+    /// Unix seconds, inclusive.
+    pub to: Option<i64>,
+    pub actor: Option<Opaque>,
+    pub patient: Option<PatientId>,
+    pub jti: Option<Opaque>,
+    pub outcome: Option<&'static str>,
+    /// Only events with a sequence number above this (paging).
+    pub after: Option<i64>,
+    pub limit: u32,
+}
+
+/// One request of the public API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Api {
+    /// `GET /api/patients/{id}`
+    Demographics(PatientId),
+    /// `GET /api/patients/{id}/records`
+    Records(PatientId),
+    /// `POST /api/patients/{id}/records` with [`NewEntry`]
+    AddRecord(PatientId),
+    /// `PUT /api/patients/{id}/records` with [`EntryUpdate`]
+    UpdateRecord(PatientId),
+    /// `GET /api/patients/{id}/lab-results`
+    LabResults(PatientId),
+    /// `POST /api/patients/{id}/break-glass` with [`BreakGlass`]
+    BreakGlass(PatientId),
+    /// `POST /api/patients/{id}/consents` with [`Consent`]
+    GrantConsent(PatientId),
+    /// `DELETE /api/patients/{id}/consents?insurer={client_id}`
+    RevokeConsent(PatientId, ClientId),
+    /// `GET /api/lab/orders`
+    LabOrders,
+    /// `POST /api/lab/orders/{order_id}/results` with [`LabResult`]
+    AddLabResult(OrderId),
+    /// `GET /api/insurance/patients/{id}/summary`
+    Summary(PatientId),
+    /// `GET /api/admin/audit?from&to&actor&patient&jti&outcome&after&limit`
+    Audit(AuditFilter),
+    /// `GET /api/admin/audit/export?...` (NDJSON, same filters)
+    AuditExport(AuditFilter),
+    /// `GET /api/admin/audit/verify`
+    AuditVerify,
+    /// `GET /api/admin/break-glass?from&to&after&limit`
+    BreakGlassReview(AuditFilter),
+    /// `DELETE /api/admin/patients/{id}`: crypto-shredding erasure.
+    ErasePatient(PatientId),
+    /// `POST /api/admin/data-keys/rotate`
+    RotateDataKey,
+    /// A known route with a query string that does not validate (answered 400).
+    BadQuery(&'static str),
+}
+
+/// Which component serves a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Patient,
+    Doctor,
+    Lab,
+    Insurance,
+    /// Answered by the gateway itself from the audit database.
+    Gateway,
+}
+
+impl Service {
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Patient => "patient",
+            Service::Doctor => "doctor",
+            Service::Lab => "lab",
+            Service::Insurance => "insurance",
+            Service::Gateway => "gateway",
+        }
+    }
+}
+
+impl Api {
+    /// The patient the request is about, for the audit log.
+    pub fn patient(&self) -> Option<&PatientId> {
+        match self {
+            Api::Demographics(p)
+            | Api::Records(p)
+            | Api::AddRecord(p)
+            | Api::UpdateRecord(p)
+            | Api::LabResults(p)
+            | Api::BreakGlass(p)
+            | Api::GrantConsent(p)
+            | Api::RevokeConsent(p, _)
+            | Api::Summary(p)
+            | Api::ErasePatient(p) => Some(p),
+            Api::LabOrders
+            | Api::AddLabResult(_)
+            | Api::Audit(_)
+            | Api::AuditExport(_)
+            | Api::AuditVerify
+            | Api::BreakGlassReview(_)
+            | Api::RotateDataKey
+            | Api::BadQuery(_) => None,
+        }
+    }
+
+    /// The route template, a bounded label for audit rows and metrics (never an id).
+    pub fn template(&self) -> &'static str {
+        match self {
+            Api::Demographics(_) => "GET /api/patients/{id}",
+            Api::Records(_) => "GET /api/patients/{id}/records",
+            Api::AddRecord(_) => "POST /api/patients/{id}/records",
+            Api::UpdateRecord(_) => "PUT /api/patients/{id}/records",
+            Api::LabResults(_) => "GET /api/patients/{id}/lab-results",
+            Api::BreakGlass(_) => "POST /api/patients/{id}/break-glass",
+            Api::GrantConsent(_) => "POST /api/patients/{id}/consents",
+            Api::RevokeConsent(..) => "DELETE /api/patients/{id}/consents",
+            Api::LabOrders => "GET /api/lab/orders",
+            Api::AddLabResult(_) => "POST /api/lab/orders/{id}/results",
+            Api::Summary(_) => "GET /api/insurance/patients/{id}/summary",
+            Api::Audit(_) => "GET /api/admin/audit",
+            Api::AuditExport(_) => "GET /api/admin/audit/export",
+            Api::AuditVerify => "GET /api/admin/audit/verify",
+            Api::BreakGlassReview(_) => "GET /api/admin/break-glass",
+            Api::ErasePatient(_) => "DELETE /api/admin/patients/{id}",
+            Api::RotateDataKey => "POST /api/admin/data-keys/rotate",
+            Api::BadQuery(_) => "bad query",
+        }
+    }
+
+    /// Whether the request carries a JSON body (the gateway then requires
+    /// `Content-Type: application/json`).
+    pub fn takes_json(&self) -> bool {
+        matches!(
+            self,
+            Api::AddRecord(_) | Api::UpdateRecord(_) | Api::BreakGlass(_) | Api::GrantConsent(_) | Api::AddLabResult(_)
+        )
+    }
+}
+
+/// The `?query` of a path as (name, value) pairs. Values are taken literally (no
+/// percent-decoding): every value the API accepts is an identifier or a number, and one
+/// spelling per value keeps the gateway and the services from reading a query differently.
+pub fn query_pairs(path_and_query: &str) -> Vec<(&str, &str)> {
+    path_and_query
+        .split_once('?')
+        .map(|(_, q)| q)
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .collect()
+}
+
+fn audit_filter(path_and_query: &str, allowed: &[&str]) -> Result<AuditFilter, &'static str> {
+    let mut filter = AuditFilter { limit: 100, ..AuditFilter::default() };
+    let mut seen = Vec::new();
+    for (name, value) in query_pairs(path_and_query) {
+        if !allowed.contains(&name) {
+            return Err("unknown_query_parameter");
+        }
+        if seen.contains(&name) {
+            return Err("repeated_query_parameter");
+        }
+        seen.push(name);
+        let number = || value.parse::<i64>().ok().filter(|n| *n >= 0).ok_or("bad_number");
+        match name {
+            "from" => filter.from = Some(number()?),
+            "to" => filter.to = Some(number()?),
+            "after" => filter.after = Some(number()?),
+            "limit" => {
+                filter.limit = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=MAX_AUDIT_LIMIT).contains(n))
+                    .ok_or("bad_limit")?;
+            }
+            "actor" => filter.actor = Some(Opaque::parse(value).map_err(|_| "bad_actor")?),
+            "patient" => filter.patient = Some(PatientId::parse(value).map_err(|_| "bad_patient")?),
+            "jti" => filter.jti = Some(Opaque::parse(value).map_err(|_| "bad_jti")?),
+            "outcome" => {
+                filter.outcome = Some(match value {
+                    "allow" => "allow",
+                    "deny" => "deny",
+                    "error" => "error",
+                    _ => return Err("bad_outcome"),
+                });
+            }
+            _ => return Err("unknown_query_parameter"),
+        }
+    }
+    Ok(filter)
+}
+
+const AUDIT_PARAMS: &[&str] = &["from", "to", "actor", "patient", "jti", "outcome", "after", "limit"];
+const REVIEW_PARAMS: &[&str] = &["from", "to", "after", "limit"];
+
+/// Parses a request of the public API; `None` for anything that is not one of its routes
+/// (answered 404). Never panics, whatever the input.
+pub fn parse(method: &str, path_and_query: &str) -> Option<Api> {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path_and_query, None),
+    };
+    let segments: Vec<&str> = path.strip_prefix("/api/")?.split('/').collect();
+    let method = Method::parse(method);
+    let patient = |id: &str| PatientId::parse(id).ok();
+    let with_filter = |allowed, make: fn(AuditFilter) -> Api| {
+        Some(audit_filter(path_and_query, allowed).map_or_else(Api::BadQuery, make))
+    };
+    // Only the audit routes and consent revocation take a query; elsewhere one is refused, so
+    // nothing a client appends can change what a service reads.
+    let takes_query = matches!(
+        (method, segments.as_slice()),
+        (Method::Get, ["admin", "audit" | "break-glass"] | ["admin", "audit", "export"])
+            | (Method::Delete, ["patients", _, "consents"])
+    );
+    if query.is_some() && !takes_query {
+        return None;
+    }
+    match (method, segments.as_slice()) {
+        (Method::Get, ["patients", id]) => patient(id).map(Api::Demographics),
+        (Method::Get, ["patients", id, "records"]) => patient(id).map(Api::Records),
+        (Method::Post, ["patients", id, "records"]) => patient(id).map(Api::AddRecord),
+        (Method::Put, ["patients", id, "records"]) => patient(id).map(Api::UpdateRecord),
+        (Method::Get, ["patients", id, "lab-results"]) => patient(id).map(Api::LabResults),
+        (Method::Post, ["patients", id, "break-glass"]) => patient(id).map(Api::BreakGlass),
+        (Method::Post, ["patients", id, "consents"]) => patient(id).map(Api::GrantConsent),
+        (Method::Delete, ["patients", id, "consents"]) => {
+            let id = patient(id)?;
+            Some(match query_pairs(path_and_query).as_slice() {
+                [("insurer", insurer)] => match ClientId::parse(insurer) {
+                    Ok(insurer) => Api::RevokeConsent(id, insurer),
+                    Err(_) => Api::BadQuery("bad_insurer"),
+                },
+                _ => Api::BadQuery("insurer_required"),
+            })
+        }
+        (Method::Get, ["lab", "orders"]) => Some(Api::LabOrders),
+        (Method::Post, ["lab", "orders", order, "results"]) => OrderId::parse(order).ok().map(Api::AddLabResult),
+        (Method::Get, ["insurance", "patients", id, "summary"]) => patient(id).map(Api::Summary),
+        (Method::Get, ["admin", "audit"]) => with_filter(AUDIT_PARAMS, Api::Audit),
+        (Method::Get, ["admin", "audit", "export"]) => with_filter(AUDIT_PARAMS, Api::AuditExport),
+        (Method::Get, ["admin", "audit", "verify"]) => Some(Api::AuditVerify),
+        (Method::Get, ["admin", "break-glass"]) => with_filter(REVIEW_PARAMS, Api::BreakGlassReview),
+        (Method::Delete, ["admin", "patients", id]) => patient(id).map(Api::ErasePatient),
+        (Method::Post, ["admin", "data-keys", "rotate"]) => Some(Api::RotateDataKey),
+        _ => None,
+    }
+}
+
+/// Why a request body was refused (answered 400 with a generic detail).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("body is not the expected JSON object")]
+    Malformed,
+    #[error("a text field is empty or too long")]
+    BadText,
+    #[error("a field has an invalid value")]
+    BadValue,
+}
+
+fn text(value: &str, max: usize) -> Result<(), BodyError> {
+    if value.trim().is_empty() || value.len() > max || value.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(BodyError::BadText);
+    }
+    Ok(())
+}
+
+fn short(value: &str) -> Result<(), BodyError> {
+    text(value, 64)
+}
+
+/// Parses a JSON body strictly: unknown members and duplicates are refused, then `validate`.
+pub fn body<T: for<'de> Deserialize<'de> + Validate>(bytes: &[u8]) -> Result<T, BodyError> {
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(BodyError::Malformed);
+    }
+    let value: T = serde_json::from_slice(bytes).map_err(|_| BodyError::Malformed)?;
+    value.validate()?;
+    Ok(value)
+}
+
+pub trait Validate {
+    fn validate(&self) -> Result<(), BodyError>;
+}
+
+/// Kinds of record entries a doctor may write.
+pub const ENTRY_KINDS: &[&str] = &["diagnosis", "medication", "allergy", "procedure", "note", "history"];
+
+/// A new record entry (`POST .../records`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewEntry {
+    pub kind: String,
+    pub content: String,
+}
+
+impl Validate for NewEntry {
+    fn validate(&self) -> Result<(), BodyError> {
+        if !ENTRY_KINDS.contains(&self.kind.as_str()) {
+            return Err(BodyError::BadValue);
+        }
+        text(&self.content, MAX_TEXT_BYTES)
+    }
+}
+
+/// A correction of an existing entry (`PUT .../records`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryUpdate {
+    pub entry_id: EntryId,
+    pub content: String,
+}
+
+impl Validate for EntryUpdate {
+    fn validate(&self) -> Result<(), BodyError> {
+        text(&self.content, MAX_TEXT_BYTES)
+    }
+}
+
+/// A break-glass request: the stated reason is mandatory and goes to the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakGlass {
+    pub reason: String,
+}
+
+impl Validate for BreakGlass {
+    fn validate(&self) -> Result<(), BodyError> {
+        // A reason someone can review: at least a few words, at most a paragraph.
+        if self.reason.trim().len() < 10 {
+            return Err(BodyError::BadText);
+        }
+        text(&self.reason, 1000)
+    }
+}
+
+/// A patient's consent for one insurer, until `expires_at` (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Consent {
+    pub insurer: ClientId,
+    pub expires_at: i64,
+}
+
+impl Validate for Consent {
+    fn validate(&self) -> Result<(), BodyError> {
+        Ok(())
+    }
+}
+
+/// A lab result appended to an order.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabResult {
+    /// The analyte (e.g. a LOINC code such as `4548-4`).
+    pub code: String,
+    pub value: String,
+    pub unit: String,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+impl Validate for LabResult {
+    fn validate(&self) -> Result<(), BodyError> {
+        short(&self.code)?;
+        short(&self.value)?;
+        short(&self.unit)?;
+        self.note.as_deref().map_or(Ok(()), |n| text(n, MAX_TEXT_BYTES))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(id: &str) -> PatientId {
+        PatientId::parse(id).unwrap()
+    }
+
+    #[test]
+    fn parses_every_role_route() {
+        assert_eq!(parse("GET", "/api/patients/p-1"), Some(Api::Demographics(p("p-1"))));
+        assert_eq!(parse("GET", "/api/patients/p-1/records"), Some(Api::Records(p("p-1"))));
+        assert_eq!(parse("POST", "/api/patients/p-1/records"), Some(Api::AddRecord(p("p-1"))));
+        assert_eq!(parse("PUT", "/api/patients/p-1/records"), Some(Api::UpdateRecord(p("p-1"))));
+        assert_eq!(parse("GET", "/api/patients/p-1/lab-results"), Some(Api::LabResults(p("p-1"))));
+        assert_eq!(parse("POST", "/api/patients/p-1/break-glass"), Some(Api::BreakGlass(p("p-1"))));
+        assert_eq!(parse("POST", "/api/patients/p-1/consents"), Some(Api::GrantConsent(p("p-1"))));
+        assert_eq!(
+            parse("DELETE", "/api/patients/p-1/consents?insurer=acme-health"),
+            Some(Api::RevokeConsent(p("p-1"), ClientId::parse("acme-health").unwrap()))
+        );
+        assert_eq!(parse("GET", "/api/lab/orders"), Some(Api::LabOrders));
+        assert_eq!(
+            parse("POST", "/api/lab/orders/o-1/results"),
+            Some(Api::AddLabResult(OrderId::parse("o-1").unwrap()))
+        );
+        assert_eq!(parse("GET", "/api/insurance/patients/p-1/summary"), Some(Api::Summary(p("p-1"))));
+        assert_eq!(parse("GET", "/api/admin/audit/verify"), Some(Api::AuditVerify));
+        assert_eq!(parse("DELETE", "/api/admin/patients/p-1"), Some(Api::ErasePatient(p("p-1"))));
+        assert_eq!(parse("POST", "/api/admin/data-keys/rotate"), Some(Api::RotateDataKey));
+    }
+
+    #[test]
+    fn refuses_unknown_methods_paths_and_invalid_ids() {
+        for (method, path) in [
+            ("DELETE", "/api/patients/p-1/records"),
+            ("GET", "/api/patients/P-1/records"),
+            ("GET", "/api/patients/..%2f/records"),
+            ("GET", "/api/patients/p-1/records/"),
+            ("GET", "/api/patients//records"),
+            ("GET", "/patients/p-1/records"),
+            ("POST", "/api/insurance/patients/p-1/summary"),
+            ("PATCH", "/api/patients/p-1/records"),
+            ("GET", "/api/patients/p-1/records?role=doctor"),
+            ("GET", "/api/lab/orders/o-1/results"),
+        ] {
+            assert_eq!(parse(method, path), None, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn audit_filters_are_validated() {
+        let Some(Api::Audit(filter)) =
+            parse("GET", "/api/admin/audit?from=10&to=20&actor=u-alice&outcome=deny&limit=5&jti=AbC_-1")
+        else {
+            panic!("audit query did not parse");
+        };
+        assert_eq!((filter.from, filter.to, filter.limit), (Some(10), Some(20), 5));
+        assert_eq!(filter.outcome, Some("deny"));
+        assert_eq!(filter.actor.unwrap().as_str(), "u-alice");
+        assert_eq!(parse("GET", "/api/admin/audit").map(|a| matches!(a, Api::Audit(f) if f.limit == 100)), Some(true));
+        for (query, reason) in [
+            ("limit=0", "bad_limit"),
+            ("limit=1001", "bad_limit"),
+            ("from=-1", "bad_number"),
+            ("actor=a'b", "bad_actor"),
+            ("outcome=maybe", "bad_outcome"),
+            ("role=admin", "unknown_query_parameter"),
+            ("from=1&from=2", "repeated_query_parameter"),
+        ] {
+            assert_eq!(parse("GET", &format!("/api/admin/audit?{query}")), Some(Api::BadQuery(reason)), "{query}");
+        }
+        assert_eq!(parse("GET", "/api/admin/break-glass?actor=x"), Some(Api::BadQuery("unknown_query_parameter")));
+        assert_eq!(parse("DELETE", "/api/patients/p-1/consents"), Some(Api::BadQuery("insurer_required")));
+    }
+
+    #[test]
+    fn bodies_are_strict() {
+        let entry: NewEntry = body(br#"{"kind":"diagnosis","content":"Asthma (J45)"}"#).unwrap();
+        assert_eq!(entry.kind, "diagnosis");
+        assert_eq!(body::<NewEntry>(br#"{"kind":"diagnosis","content":"x","role":"admin"}"#), Err(BodyError::Malformed));
+        assert_eq!(body::<NewEntry>(br#"{"kind":"bogus","content":"x"}"#), Err(BodyError::BadValue));
+        assert_eq!(body::<NewEntry>(br#"{"kind":"note","content":"  "}"#), Err(BodyError::BadText));
+        assert_eq!(body::<BreakGlass>(br#"{"reason":"why"}"#), Err(BodyError::BadText));
+        assert!(body::<BreakGlass>(br#"{"reason":"Unconscious in ED, no care team on shift"}"#).is_ok());
+        assert_eq!(body::<Consent>(br#"{"insurer":"a b","expires_at":1}"#), Err(BodyError::Malformed));
+        let big = format!(r#"{{"kind":"note","content":"{}"}}"#, "a".repeat(MAX_TEXT_BYTES + 1));
+        assert_eq!(body::<NewEntry>(big.as_bytes()), Err(BodyError::BadText));
+        assert_eq!(
+            body::<LabResult>(br#"{"code":"4548-4","value":"6.1","unit":"%","note":"bell\u0007"}"#),
+            Err(BodyError::BadText)
+        );
+    }
+}
