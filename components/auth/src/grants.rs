@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use anyhow::Context;
 use health_core::Role;
 use health_core::audit::Event;
 use health_identity::client::{self, ClientAuth};
@@ -117,6 +118,7 @@ async fn refresh_grant(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, event: &m
         client_id: family.client_id.clone(),
         amr: family.amr.clone(),
         auth_time: family.auth_time,
+        enc_jwk: None,
     };
     let issued = issue::issue(ctx, &db, &subject, Refresh::Family(&family.family_id), event).await?;
     event.reason = "refresh_rotated".into();
@@ -138,6 +140,7 @@ async fn client_credentials(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, even
         event.reason = "invalid_scope".into();
         return Ok(Err(oauth(400, "invalid_scope", "insurers may only ask for insurance/summary.read")));
     }
+    let enc_jwk = serde_json::from_str(&client.enc_jwk).context("decoding the client's registered enc_jwk")?;
     let subject = Subject {
         tenant: client.tenant_id.clone(),
         sub: client.client_id.clone(),
@@ -145,6 +148,7 @@ async fn client_credentials(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, even
         client_id: client.client_id.clone(),
         amr: Vec::new(),
         auth_time: ctx.now,
+        enc_jwk: Some(enc_jwk),
     };
     let issued = issue::issue(ctx, &db, &subject, Refresh::None, event).await?;
     event.reason = "token_issued".into();

@@ -20,6 +20,8 @@ pub struct Subject {
     pub client_id: String,
     pub amr: Vec<String>,
     pub auth_time: i64,
+    /// A registered insurer's public encryption key, carried in its token (see `Claims::enc_jwk`).
+    pub enc_jwk: Option<health_jose::PublicJwk>,
 }
 
 /// Whether a refresh token comes with the access token.
@@ -86,6 +88,7 @@ pub async fn issue(
         client_id: subject.client_id.clone(),
         amr: subject.amr.clone(),
         auth_time: subject.auth_time,
+        enc_jwk: subject.enc_jwk.clone(),
     };
     let caller = Caller {
         tenant_id: claims.tenant_id.clone(),
@@ -94,6 +97,7 @@ pub async fn issue(
         client_id: claims.client_id.clone(),
         scopes: claims.scope.split(' ').map(str::to_owned).collect(),
         jti: claims.jti.clone(),
+        enc_jwk: None,
     };
     let signed: Signed = call(&caller, "/internal/sign", &claims, now).await?;
     event.kid = Some(signed.kid);

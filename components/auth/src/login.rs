@@ -188,6 +188,7 @@ pub async fn login(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
         client_id: WEB_CLIENT.into(),
         amr,
         auth_time: ctx.now,
+        enc_jwk: None,
     };
     // Insurers get a one-time nested JWE and never a refresh token (ARCHITECTURE.md §4).
     let refresh = if subject.role == Role::Insurance { Refresh::None } else { Refresh::NewFamily };

@@ -1,14 +1,84 @@
-//! The `doctor` role service (private: reachable only as `doctor.spin.internal`). Serves the
-//! record of a patient on the doctor's active care team, after checking the caller context and
-//! asking the composed policy. Writes and break-glass come with the gateway issue.
+//! The `doctor` role service (private: reachable only as `doctor.spin.internal`). Doctors read
+//! and write the records of patients on their active care team; for anyone else they may open
+//! a break-glass grant with a stated reason, which allows access for a short window
+//! (`break_glass_window_secs`, default one hour), and every access under it is flagged for the
+//! admins' review. Every request needs the gateway's attested caller context, and every
+//! decision is the composed policy's.
 
 // The Spin SDK macros expand to the component ABI's `unsafe` glue.
 #![allow(unsafe_code)]
 
+use health_core::routes::{self, Api};
+use health_core::{Caller, PatientId};
+use health_spin::authz;
+use health_spin::records::{self, Vault};
+use health_spin::service::{self, Done, Handled, Refusal};
 use spin_sdk::http::{Request, Response};
 use spin_sdk::http_component;
+use spin_sdk::sqlite::Connection;
+
+/// Never more than a shift, whatever is configured.
+const MAX_BREAK_GLASS_SECS: i64 = 12 * 3600;
 
 #[http_component]
 fn handle(req: Request) -> Response {
-    health_spin::service::serve_records(&req)
+    service::serve(&req, |caller, api, body| {
+        let conn = records::open_for_service()?;
+        if let Some(read) = service::shared_reads(&conn, caller, &api) {
+            return read;
+        }
+        match api {
+            Api::AddRecord(patient) => add_record(&conn, caller, &patient, body),
+            Api::UpdateRecord(patient) => update_record(&conn, caller, &patient, body),
+            Api::BreakGlass(patient) => break_glass(&conn, caller, &patient, body),
+            _ => Ok(Err(Refusal::NotFound("no_such_route"))),
+        }
+    })
+}
+
+fn add_record(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[u8]) -> Handled {
+    let now = health_spin::now();
+    let (_, reason) =
+        health_spin::allowed!(service::authorize_patient(conn, caller, authz::Action::WriteRecord, patient.as_str(), now));
+    let entry: routes::NewEntry = match service::body(body) {
+        Ok(entry) => entry,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let entry_id = health_spin::random_hex_id("e");
+    let mut vault = Vault::open(conn, caller.tenant_id.as_str())?;
+    records::add_entry(&mut vault, patient.as_str(), &entry_id, &entry.kind, &entry.content, &caller.subject, now)?;
+    let body = serde_json::json!({ "entry_id": entry_id, "patient_id": patient, "kind": entry.kind, "created_at": now });
+    Ok(Ok(Done::json(201, body, reason)))
+}
+
+fn update_record(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[u8]) -> Handled {
+    let now = health_spin::now();
+    let (_, reason) =
+        health_spin::allowed!(service::authorize_patient(conn, caller, authz::Action::WriteRecord, patient.as_str(), now));
+    let update: routes::EntryUpdate = match service::body(body) {
+        Ok(update) => update,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let mut vault = Vault::open(conn, caller.tenant_id.as_str())?;
+    let entry = update.entry_id.as_str();
+    if !records::update_entry(&mut vault, patient.as_str(), entry, &update.content, &caller.subject, now)? {
+        return Ok(Err(Refusal::NotFound("no_such_entry")));
+    }
+    let body = serde_json::json!({ "entry_id": entry, "patient_id": patient, "updated_at": now });
+    Ok(Ok(Done::json(200, body, reason)))
+}
+
+fn break_glass(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[u8]) -> Handled {
+    let now = health_spin::now();
+    let (_, reason) =
+        health_spin::allowed!(service::authorize_patient(conn, caller, authz::Action::BreakGlass, patient.as_str(), now));
+    // The reason itself is recorded by the gateway in the audit event; here it must only be valid.
+    if let Err(refusal) = service::body::<routes::BreakGlass>(body) {
+        return Ok(Err(refusal));
+    }
+    let window = health_spin::var_i64("break_glass_window_secs")?.clamp(60, MAX_BREAK_GLASS_SECS);
+    let until = now + window;
+    records::grant_break_glass(conn, caller.tenant_id.as_str(), patient.as_str(), &caller.subject, now, until)?;
+    let body = serde_json::json!({ "patient_id": patient, "granted_at": now, "expires_at": until, "review": "flagged" });
+    Ok(Ok(Done::json(201, body, reason)))
 }

@@ -1,17 +1,23 @@
 //! The `gateway` component: every `/api/...` request enters here. It verifies the bearer token
 //! against the tenant's public keys in `public-keys`, in the fixed order of ARCHITECTURE.md §4
 //! (a nested JWE is first decrypted by `jwks` over chaining, the only call it makes for a
-//! token), checks revocation, spends one-time insurer tokens, asks the composed `policy`, forwards
-//! to the private role service with an HMAC-attested caller context, and writes one audit
-//! event per request to `audit`. If that write fails the request fails: no unaudited access.
-//! Every authentication failure is the same 401; the precise reason goes only to the audit log.
+//! token), checks revocation, spends one-time insurer tokens, parses the route
+//! (`health_core::routes`), checks size and media type, asks the composed `policy` for the
+//! route, forwards to the private role service with an HMAC-attested caller context, and writes
+//! one audit event per request to `audit`. If that write fails the request fails: no unaudited
+//! access. The admin's audit queries, export, chain check and break-glass review are answered
+//! here from `audit`; `/metrics` derives its counters from the same log, and `/health` checks
+//! the stores. Every authentication failure is the same 401; the precise reason goes only to
+//! the audit log.
 
 // The Spin SDK and wit-bindgen macros expand to the component ABI's `unsafe` glue.
 #![allow(unsafe_code)]
 
 use anyhow::Context;
 use health_core::audit::{Event, Outcome};
-use health_core::{Caller, PatientId, Problem, Role};
+use health_core::routes::{self, Api, Service};
+use health_core::{Caller, Problem, Role};
+use health_spin::audit::{self as audit_log, Selection};
 use health_spin::authz;
 use health_spin::respond::{self, Cache};
 use health_spin::service::REASON_HEADER;
@@ -19,66 +25,95 @@ use health_spin::{nested, tokens};
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Api {
-    ReadRecord(PatientId),
+/// The policy action and route family of a request, for the gateway's coarse check.
+fn route_rule(api: &Api) -> Option<(authz::Action, &'static str)> {
+    use authz::Action as A;
+    Some(match api {
+        Api::Demographics(_) => (A::ReadDemographics, "patients"),
+        Api::Records(_) => (A::ReadRecord, "patients"),
+        Api::AddRecord(_) | Api::UpdateRecord(_) => (A::WriteRecord, "patients"),
+        Api::LabResults(_) => (A::ReadLabResults, "patients"),
+        Api::BreakGlass(_) => (A::BreakGlass, "patients"),
+        Api::GrantConsent(_) | Api::RevokeConsent(..) => (A::ManageConsent, "patients"),
+        Api::LabOrders => (A::ListLabOrders, "lab"),
+        Api::AddLabResult(_) => (A::AppendLabResult, "lab"),
+        Api::Summary(_) => (A::ReadSummary, "insurance"),
+        Api::Audit(_) | Api::AuditExport(_) | Api::AuditVerify | Api::BreakGlassReview(_) => (A::ReadAudit, "admin"),
+        Api::ErasePatient(_) => (A::ErasePatient, "admin"),
+        Api::RotateDataKey => (A::RotateDataKey, "admin"),
+        Api::BadQuery(_) => return None,
+    })
 }
 
-impl Api {
-    fn action(&self) -> authz::Action {
-        match self {
-            Api::ReadRecord(_) => authz::Action::ReadRecord,
-        }
-    }
-
-    fn family(&self) -> &'static str {
-        match self {
-            Api::ReadRecord(_) => "patients",
-        }
-    }
-
-    fn patient(&self) -> Option<&PatientId> {
-        match self {
-            Api::ReadRecord(p) => Some(p),
-        }
-    }
-
-    /// The role service and path this request is forwarded to.
-    fn upstream(&self, role: Role) -> Option<(&'static str, String)> {
-        let service = match role {
-            Role::Patient => "patient",
-            Role::Doctor => "doctor",
+/// Which component answers a request from a caller of `role`.
+fn upstream(api: &Api, role: Role) -> Option<Service> {
+    Some(match api {
+        Api::Demographics(_) | Api::Records(_) | Api::LabResults(_) => match role {
+            Role::Patient => Service::Patient,
+            Role::Doctor => Service::Doctor,
             Role::Lab | Role::Insurance | Role::Admin => return None,
-        };
-        match self {
-            Api::ReadRecord(p) => Some((service, format!("/patients/{p}/record"))),
-        }
-    }
+        },
+        Api::AddRecord(_) | Api::UpdateRecord(_) | Api::BreakGlass(_) => Service::Doctor,
+        Api::GrantConsent(_) | Api::RevokeConsent(..) | Api::ErasePatient(_) | Api::RotateDataKey => Service::Patient,
+        Api::LabOrders | Api::AddLabResult(_) => Service::Lab,
+        Api::Summary(_) => Service::Insurance,
+        Api::Audit(_) | Api::AuditExport(_) | Api::AuditVerify | Api::BreakGlassReview(_) => Service::Gateway,
+        Api::BadQuery(_) => return None,
+    })
 }
 
-fn parse(method: &Method, path: &str) -> Option<Api> {
-    match (method, health_spin::segments(path).as_slice()) {
-        (Method::Get, ["api", "patients", id, "record"]) => PatientId::parse(id).ok().map(Api::ReadRecord),
-        _ => None,
-    }
-}
-
-/// Why a request was refused before reaching a service.
+/// Why a request was refused at the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Refusal {
     Unauthenticated(&'static str),
-    NotFound,
+    NotFound(&'static str),
+    BadRequest(&'static str),
+    TooLarge,
+    UnsupportedMediaType,
     Forbidden(String),
+}
+
+impl Refusal {
+    /// The one mapping from a gateway refusal to its response and audit reason.
+    fn answer(self, event: &mut Event) -> Response {
+        event.outcome = Some(Outcome::Deny);
+        let (problem, reason) = match self {
+            Refusal::Unauthenticated(reason) => (Problem::unauthorized(), reason.to_owned()),
+            Refusal::NotFound(reason) => (Problem::not_found(), reason.to_owned()),
+            Refusal::BadRequest(reason) => (Problem::bad_request("the request is not valid"), reason.to_owned()),
+            Refusal::TooLarge => (Problem::payload_too_large(), "body_too_large".to_owned()),
+            Refusal::UnsupportedMediaType => (Problem::unsupported_media_type(), "unsupported_media_type".to_owned()),
+            Refusal::Forbidden(reason) => (Problem::forbidden(), reason),
+        };
+        event.reason = reason;
+        respond::problem(&problem)
+    }
 }
 
 #[http_component]
 async fn handle(req: Request) -> Response {
+    if req.path() == "/health" {
+        return health();
+    }
+    let path = req.path_and_query().unwrap_or(req.path()).to_owned();
+    let method = req.method().to_string();
+    let api = routes::parse(&method, &path);
     let mut event = Event {
-        action: format!("{} {}", req.method(), req.path().chars().take(256).collect::<String>()),
-        resource: req.path().chars().take(256).collect(),
+        // A bounded label (a route template, never an id), so metrics stay small.
+        action: match (&api, req.path()) {
+            (Some(api), _) => api.template().to_owned(),
+            (None, "/metrics") => "GET /metrics".to_owned(),
+            (None, _) => format!("{} unmatched", method.chars().take(16).collect::<String>()),
+        },
+        resource: path.chars().take(256).collect(),
         ..health_spin::audit::request_event(&req, health_spin::now())
     };
-    let response = match process(&req, &mut event).await {
+    let outcome = if req.path() == "/metrics" {
+        metrics(&req, &mut event)
+    } else {
+        process(&req, &path, api, &mut event).await
+    };
+    let mut response = match outcome {
         Ok(response) => response,
         Err(e) => {
             eprintln!("gateway: internal error: {e:#}");
@@ -91,46 +126,65 @@ async fn handle(req: Request) -> Response {
     if let Err(e) = health_spin::audit::append(&event) {
         // Fail closed: whatever the service answered is withheld.
         eprintln!("gateway: audit write failed: {e:#}");
-        return respond::problem(&Problem::unavailable());
+        response = respond::problem(&Problem::unavailable());
     }
+    response.set_header("x-request-id", event.request_id);
     response
 }
 
-async fn process(req: &Request, event: &mut Event) -> anyhow::Result<Response> {
-    let refusal = match authenticate(req, event).await? {
-        Err(reason) => Refusal::Unauthenticated(reason),
-        Ok(caller) => match parse(req.method(), req.path()) {
-            None => Refusal::NotFound,
-            Some(api) => {
-                event.patient_id = api.patient().map(ToString::to_string);
-                event.policy_version = Some(authz::policy_version());
-                let route = authz::Resource::Route(api.family().into());
-                let decision = authz::authorize(&authz::caller(&caller), api.action(), &route);
-                match (decision.allow, api.upstream(caller.role)) {
-                    (true, Some((service, path))) => {
-                        return forward(req, &caller, service, &path, event).await;
-                    }
-                    (true, None) => Refusal::Forbidden("no_service_for_role".into()),
-                    (false, _) => Refusal::Forbidden(decision.reason),
-                }
-            }
-        },
+async fn process(req: &Request, path: &str, api: Option<Api>, event: &mut Event) -> anyhow::Result<Response> {
+    let caller = match authenticate(req, event).await? {
+        Ok(caller) => caller,
+        Err(reason) => return Ok(Refusal::Unauthenticated(reason).answer(event)),
     };
-    event.outcome = Some(Outcome::Deny);
-    Ok(match refusal {
-        Refusal::Unauthenticated(reason) => {
-            event.reason = reason.into();
-            respond::problem(&Problem::unauthorized())
+    let api = match api {
+        None => return Ok(Refusal::NotFound("no_such_route").answer(event)),
+        Some(Api::BadQuery(reason)) => return Ok(Refusal::BadRequest(reason).answer(event)),
+        Some(api) => api,
+    };
+    event.patient_id = api.patient().map(ToString::to_string);
+    event.policy_version = Some(authz::policy_version());
+    if let Err(refusal) = check_body(req, &api) {
+        return Ok(refusal.answer(event));
+    }
+    let Some((action, family)) = route_rule(&api) else {
+        return Ok(Refusal::NotFound("no_such_route").answer(event));
+    };
+    let decision = authz::authorize(&authz::caller(&caller), action, &authz::Resource::Route(family.into()));
+    if !decision.allow {
+        return Ok(Refusal::Forbidden(decision.reason).answer(event));
+    }
+    if let Api::BreakGlass(_) = api {
+        // The stated reason is part of the audit trail and the admins' review queue.
+        match routes::body::<routes::BreakGlass>(req.body()) {
+            Ok(body) => event.break_glass_reason = Some(body.reason.chars().take(1000).collect()),
+            Err(_) => return Ok(Refusal::BadRequest("bad_break_glass_reason").answer(event)),
         }
-        Refusal::NotFound => {
-            event.reason = "no_such_route".into();
-            respond::problem(&Problem::not_found())
-        }
-        Refusal::Forbidden(reason) => {
-            event.reason = reason;
-            respond::problem(&Problem::forbidden())
-        }
-    })
+    }
+    match upstream(&api, caller.role) {
+        None => Ok(Refusal::Forbidden("no_service_for_role".into()).answer(event)),
+        Some(Service::Gateway) => admin(&api, &caller, event),
+        Some(service) => forward(req, path, &caller, service.name(), event).await,
+    }
+}
+
+/// Body size, media type, and no body where none is expected (ARCHITECTURE.md §9).
+fn check_body(req: &Request, api: &Api) -> Result<(), Refusal> {
+    let body = req.body();
+    if body.len() > routes::MAX_BODY_BYTES {
+        return Err(Refusal::TooLarge);
+    }
+    if !api.takes_json() {
+        return if body.is_empty() { Ok(()) } else { Err(Refusal::BadRequest("unexpected_body")) };
+    }
+    let media_type = req
+        .header("content-type")
+        .and_then(|v| v.as_str())
+        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
+    if media_type.as_deref() != Some("application/json") {
+        return Err(Refusal::UnsupportedMediaType);
+    }
+    Ok(())
 }
 
 /// Verifies the bearer token (ARCHITECTURE.md §4) and returns the caller, or the precise reason.
@@ -163,6 +217,7 @@ async fn authenticate(req: &Request, event: &mut Event) -> anyhow::Result<Result
             return Ok(Err("one_time_token_replayed"));
         }
     }
+    let enc_jwk = claims.enc_jwk.map(serde_json::to_value).transpose().context("encoding the recipient key")?;
     Ok(Ok(Caller {
         tenant_id: claims.tenant_id,
         subject: claims.sub,
@@ -170,25 +225,27 @@ async fn authenticate(req: &Request, event: &mut Event) -> anyhow::Result<Result
         client_id: claims.client_id,
         scopes: claims.scope.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
         jti: claims.jti,
+        enc_jwk,
     }))
 }
 
-async fn forward(
-    req: &Request,
-    caller: &Caller,
-    service: &str,
-    path: &str,
-    event: &mut Event,
-) -> anyhow::Result<Response> {
+async fn forward(req: &Request, path: &str, caller: &Caller, service: &str, event: &mut Event) -> anyhow::Result<Response> {
     let base = format!("http://{service}.spin.internal");
     let mut request =
         health_spin::chain::attested(req.method().clone(), &base, path, req.body().to_vec(), caller, event.time)?;
     request.header("x-request-id", event.request_id.clone());
+    if let Some(content_type) = header_of_request(req, "content-type") {
+        request.header("content-type", content_type);
+    }
     let upstream: Response =
         spin_sdk::http::send(request.build()).await.with_context(|| format!("forwarding to {service}"))?;
     let status = upstream.status().to_owned();
     event.reason = header_of(&upstream, REASON_HEADER).unwrap_or("upstream_no_reason").chars().take(64).collect();
-    event.outcome = Some(if status < 400 { Outcome::Allow } else { Outcome::Deny });
+    event.outcome = Some(match status {
+        ..400 => Outcome::Allow,
+        500.. => Outcome::Error,
+        _ => Outcome::Deny,
+    });
     if status == 401 {
         // A service refusing our own attestation is a platform fault, not the client's.
         anyhow::bail!("{service} refused the gateway's caller context ({})", event.reason);
@@ -204,24 +261,169 @@ fn header_of<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
     response.header(name).and_then(|v| v.as_str())
 }
 
+fn header_of_request<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
+    request.header(name).and_then(|v| v.as_str())
+}
+
+/// The tenant admin's audit routes, answered from the `audit` database: queries, NDJSON export
+/// (redacted when `audit_redaction` is `strict`), the chain check and the break-glass queue.
+/// Only the caller's own tenant, whatever is asked.
+fn admin(api: &Api, caller: &Caller, event: &mut Event) -> anyhow::Result<Response> {
+    let tenant = caller.tenant_id.to_string();
+    let decision =
+        authz::authorize(&authz::caller(caller), authz::Action::ReadAudit, &authz::Resource::Tenant(tenant.clone()));
+    if !decision.allow {
+        return Ok(Refusal::Forbidden(decision.reason).answer(event));
+    }
+    event.outcome = Some(Outcome::Allow);
+    event.reason = decision.reason;
+    let page = |events: Vec<audit_log::Stored>| {
+        let next_after = events.last().map(|e| e.seq);
+        serde_json::json!({ "tenant_id": tenant, "events": events, "next_after": next_after })
+    };
+    Ok(match api {
+        Api::Audit(filter) => respond::json(200, &page(audit_log::query(&tenant, filter, Selection::All)?), Cache::NoStore),
+        Api::BreakGlassReview(filter) => {
+            respond::json(200, &page(audit_log::query(&tenant, filter, Selection::BreakGlass)?), Cache::NoStore)
+        }
+        Api::AuditExport(filter) => {
+            let strict = match health_spin::var("audit_redaction")?.trim() {
+                "none" => false,
+                "strict" => true,
+                other => anyhow::bail!("audit_redaction must be none or strict, not {other:?}"),
+            };
+            let mut ndjson = Vec::new();
+            for stored in audit_log::query(&tenant, filter, Selection::All)? {
+                let event = if strict { stored.event.redacted() } else { stored.event };
+                let line = serde_json::json!({ "seq": stored.seq, "hash": stored.hash, "event": event });
+                serde_json::to_writer(&mut ndjson, &line)?;
+                ndjson.push(b'\n');
+            }
+            respond::bytes(200, "application/x-ndjson", ndjson, Cache::NoStore)
+        }
+        Api::AuditVerify => {
+            let chain = audit_log::chain(&tenant)?;
+            let body = match health_core::audit::verify_chain(&chain) {
+                Ok(events) => serde_json::json!({ "tenant_id": tenant, "intact": true, "events": events }),
+                Err(broken) => serde_json::json!({ "tenant_id": tenant, "intact": false, "broken_at": broken.seq }),
+            };
+            respond::json(200, &body, Cache::NoStore)
+        }
+        _ => anyhow::bail!("not an audit route: {}", api.template()),
+    })
+}
+
+/// `GET /health`: 200 when the stores the gateway needs answer, else 503. Not audited: load
+/// balancers probe it every few seconds, it needs no credentials and returns no data.
+fn health() -> Response {
+    let stores = health_spin::audit::open()
+        .and_then(|conn| conn.execute("SELECT 1", &[]).context("querying audit"))
+        .and_then(|_| spin_sdk::key_value::Store::open("public-keys").context("opening public-keys"));
+    match stores {
+        Ok(_) => respond::json(200, &serde_json::json!({ "status": "ok" }), Cache::NoStore),
+        Err(e) => {
+            eprintln!("gateway: health check failed: {e:#}");
+            respond::problem(&Problem::unavailable())
+        }
+    }
+}
+
+/// `GET /metrics` in the Prometheus text format, for a scraper holding the token whose SHA-256
+/// is `metrics_token_hash` (empty: metrics disabled, 404). Counters come from the audit log.
+fn metrics(req: &Request, event: &mut Event) -> anyhow::Result<Response> {
+    let expected = health_spin::var("metrics_token_hash")?;
+    if expected.trim().is_empty() {
+        return Ok(Refusal::NotFound("metrics_disabled").answer(event));
+    }
+    if *req.method() != Method::Get {
+        return Ok(Refusal::NotFound("no_such_route").answer(event));
+    }
+    let authorized = tokens::bearer_token(req).is_ok_and(|token| health_core::token_matches_hash(token, &expected));
+    if !authorized {
+        return Ok(Refusal::Unauthenticated("bad_metrics_token").answer(event));
+    }
+    event.outcome = Some(Outcome::Allow);
+    event.reason = "metrics_scraped".into();
+    let text = render_metrics(&audit_log::counters()?);
+    Ok(respond::bytes(200, "text/plain; version=0.0.4; charset=utf-8", text.into_bytes(), Cache::NoStore))
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn render_metrics(c: &audit_log::Counters) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, help: &str, samples: Vec<(String, i64)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+        for (labels, value) in samples {
+            out.push_str(&format!("{name}{labels} {value}\n"));
+        }
+    };
+    family(
+        "health_requests_total",
+        "API requests through the gateway, by route template and audited outcome.",
+        c.requests
+            .iter()
+            .map(|(route, outcome, n)| (format!("{{route=\"{}\",outcome=\"{}\"}}", label(route), label(outcome)), *n))
+            .collect(),
+    );
+    family("health_auth_failures_total", "API requests refused with 401 (token missing or invalid).", vec![(
+        String::new(),
+        c.auth_failures,
+    )]);
+    family(
+        "health_decrypt_failures_total",
+        "Token JWEs and stored PHI fields that did not decrypt.",
+        audit_log::DECRYPT_FAILURE_REASONS
+            .iter()
+            .map(|reason| {
+                let n = c.decrypt_failures.iter().find(|(r, _)| r == reason).map_or(0, |(_, n)| *n);
+                (format!("{{reason=\"{reason}\"}}"), n)
+            })
+            .collect(),
+    );
+    family("health_break_glass_total", "Break-glass grants made, and accesses allowed only by one.", vec![
+        ("{kind=\"grant\"}".to_owned(), c.break_glass_grants),
+        ("{kind=\"access\"}".to_owned(), c.break_glass_accesses),
+    ]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use health_core::PatientId;
 
     #[test]
-    fn parses_record_reads_with_valid_ids_only() {
-        let id = PatientId::parse("p-1001").unwrap();
-        assert_eq!(parse(&Method::Get, "/api/patients/p-1001/record"), Some(Api::ReadRecord(id)));
-        assert_eq!(parse(&Method::Get, "/api/patients/..%2Fx/record"), None);
-        assert_eq!(parse(&Method::Post, "/api/patients/p-1001/record"), None);
-        assert_eq!(parse(&Method::Get, "/api/patients/p-1001/record/extra"), None);
+    fn every_route_has_a_rule_and_a_service_per_role() {
+        let p = || PatientId::parse("p-1").unwrap();
+        assert_eq!(upstream(&Api::Records(p()), Role::Patient), Some(Service::Patient));
+        assert_eq!(upstream(&Api::Records(p()), Role::Doctor), Some(Service::Doctor));
+        assert_eq!(upstream(&Api::Records(p()), Role::Admin), None);
+        assert_eq!(upstream(&Api::Summary(p()), Role::Insurance), Some(Service::Insurance));
+        assert_eq!(upstream(&Api::AuditVerify, Role::Admin), Some(Service::Gateway));
+        assert_eq!(upstream(&Api::ErasePatient(p()), Role::Admin), Some(Service::Patient));
+        assert!(route_rule(&Api::BadQuery("x")).is_none());
+        assert_eq!(route_rule(&Api::LabOrders).map(|r| r.1), Some("lab"));
     }
 
     #[test]
-    fn only_patient_and_doctor_roles_have_a_record_service() {
-        let api = Api::ReadRecord(PatientId::parse("p-1").unwrap());
-        assert_eq!(api.upstream(Role::Patient), Some(("patient", "/patients/p-1/record".into())));
-        assert_eq!(api.upstream(Role::Doctor).map(|u| u.0), Some("doctor"));
-        assert_eq!(api.upstream(Role::Admin), None);
+    fn metrics_render_as_prometheus_text() {
+        let counters = audit_log::Counters {
+            requests: vec![("GET /api/patients/{id}/records".into(), "allow".into(), 3)],
+            auth_failures: 2,
+            decrypt_failures: vec![("phi_decrypt_failed".into(), 1)],
+            break_glass_grants: 1,
+            break_glass_accesses: 4,
+        };
+        let text = render_metrics(&counters);
+        assert!(text.contains("health_requests_total{route=\"GET /api/patients/{id}/records\",outcome=\"allow\"} 3\n"));
+        assert!(text.contains("health_auth_failures_total 2\n"));
+        assert!(text.contains("health_decrypt_failures_total{reason=\"phi_decrypt_failed\"} 1\n"));
+        assert!(text.contains("health_decrypt_failures_total{reason=\"jwe_decryption_failed\"} 0\n"));
+        assert!(text.contains("health_break_glass_total{kind=\"access\"} 4\n"));
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

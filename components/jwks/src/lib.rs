@@ -481,7 +481,7 @@ fn encrypt(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Respon
         let set = keys.load(&caller.tenant_id, now)?.context("tenant keys vanished during rotation")?;
         active = set.find(&kid).context("rotated key missing")?.clone();
     }
-    let key = encryption_key(&active).context("active encryption key does not parse")?;
+    let key = active.jwk.encryption_key().context("active encryption key does not parse")?;
     // The tenant's issuer rides in the protected header (RFC 7519 §5.3) so a recipient knows
     // whose key decrypts it; recipients check it against the inner token's verified `iss`.
     let protected = jwe::Protected { kid: Some(&active.jwk.kid), cty: body.cty.as_deref(), iss: Some(&set.issuer) };
@@ -490,13 +490,6 @@ fn encrypt(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Respon
     Ok(Ok(respond::json(200, &serde_json::json!({ "jwe": token, "kid": active.jwk.kid }), Cache::NoStore)))
 }
 
-fn encryption_key(record: &KeyRecord) -> Option<jwe::EncryptionKey> {
-    match record.jwk.algorithm()? {
-        Algorithm::EcdhEsA256kw => record.jwk.p256_public_key().map(jwe::EncryptionKey::P256),
-        Algorithm::RsaOaep256 => record.jwk.rsa_public_key().map(jwe::EncryptionKey::Rsa),
-        Algorithm::Rs256 | Algorithm::Es256 | Algorithm::EdDsa => None,
-    }
-}
 
 /// Decrypts a JWE addressed to one of the attested caller's tenant's published (active or
 /// retiring) encryption keys. Every failure, including an unknown, retired or revoked key, is

@@ -1,15 +1,74 @@
-//! The `lab` role service (private: reachable only as `lab.spin.internal`). It already refuses
-//! any request without a valid, fresh caller context from the gateway; its routes arrive with
-//! the gateway and role-services issue, so every attested request is answered 404 for now.
+//! The `lab` role service (private: reachable only as `lab.spin.internal`). A diagnostic lab
+//! lists its own open orders (order id, patient id, test: never clinical record content) and
+//! appends one result to each order assigned to it, which closes the order; nothing else.
+//! Every request needs the gateway's attested caller context, and every decision is the
+//! composed policy's, with the order's assignment as the fact.
 
-// The Spin SDK and wit-bindgen macros expand to the component ABI's `unsafe` glue.
+// The Spin SDK macros expand to the component ABI's `unsafe` glue.
 #![allow(unsafe_code)]
 
-use health_spin::service::{self, Refusal};
+use health_core::routes::{self, Api};
+use health_core::{Caller, OrderId};
+use health_spin::authz;
+use health_spin::records::{self, LabOrder, NewResult, Vault};
+use health_spin::service::{self, Done, Handled, Refusal};
 use spin_sdk::http::{Request, Response};
 use spin_sdk::http_component;
+use spin_sdk::sqlite::Connection;
 
 #[http_component]
 fn handle(req: Request) -> Response {
-    service::serve(&req, |_caller| Ok(Err(Refusal::NotFound("no_such_route"))))
+    service::serve(&req, |caller, api, body| {
+        let conn = records::open_for_service()?;
+        match api {
+            Api::LabOrders => list(&conn, caller),
+            Api::AddLabResult(order) => append(&conn, caller, &order, body),
+            _ => Ok(Err(Refusal::NotFound("no_such_route"))),
+        }
+    })
+}
+
+fn decide(caller: &Caller, action: authz::Action, order: &LabOrder) -> authz::Decision {
+    let facts = authz::OrderFacts {
+        tenant_id: caller.tenant_id.to_string(),
+        order_id: order.order_id.clone(),
+        assigned_subject: order.lab_subject.clone(),
+    };
+    authz::authorize(&authz::caller(caller), action, &authz::Resource::LabOrder(facts))
+}
+
+fn list(conn: &Connection, caller: &Caller) -> Handled {
+    let orders = records::open_lab_orders(conn, caller.tenant_id.as_str(), &caller.subject)?;
+    // The query already selects this lab's orders; policy still decides each one.
+    let visible: Vec<&LabOrder> =
+        orders.iter().filter(|o| decide(caller, authz::Action::ListLabOrders, o).allow).collect();
+    Ok(Ok(Done::json(200, serde_json::json!({ "orders": visible }), "assigned_lab")))
+}
+
+fn append(conn: &Connection, caller: &Caller, order_id: &OrderId, body: &[u8]) -> Handled {
+    let tenant = caller.tenant_id.as_str();
+    // An unknown order and another lab's order are refused alike.
+    let Some(order) = records::lab_order(conn, tenant, order_id.as_str())? else {
+        return Ok(Err(Refusal::Forbidden("no_such_order".into())));
+    };
+    let decision = decide(caller, authz::Action::AppendLabResult, &order);
+    if !decision.allow {
+        return Ok(Err(Refusal::Forbidden(decision.reason)));
+    }
+    let result: routes::LabResult = match service::body(body) {
+        Ok(result) => result,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    if records::patient(conn, tenant, &order.patient_id)?.is_none_or(|p| p.erased) {
+        return Ok(Err(Refusal::Conflict("patient_erased")));
+    }
+    let result_id = health_spin::random_hex_id("r");
+    let now = health_spin::now();
+    let new = NewResult { code: &result.code, value: &result.value, unit: &result.unit, note: result.note.as_deref() };
+    let mut vault = Vault::open(conn, tenant)?;
+    if !records::append_lab_result(&mut vault, &order, &result_id, &new, now)? {
+        return Ok(Err(Refusal::Conflict("order_not_open")));
+    }
+    let body = serde_json::json!({ "result_id": result_id, "order_id": order.order_id, "resulted_at": now });
+    Ok(Ok(Done::json(201, body, decision.reason)))
 }

@@ -1,6 +1,7 @@
 //! Spin glue shared by the components: reading variables and secrets, building responses with
 //! the platform's security headers and RFC 9457 problems, reading the attested caller context,
-//! appending to the hash-chained audit log, and the `records` schema with its demo data.
+//! the hash-chained audit log (append, query, counters), the `records` store with its PHI key
+//! vault and demo data, and the shell every role service answers through.
 //!
 //! Everything here talks to Spin host interfaces through `spin-sdk`; the rules themselves live
 //! in the pure crates (`health-core`, `health-jose`, `health-policy`).
@@ -58,6 +59,13 @@ pub fn random_id() -> String {
     health_core::b64url(bytes)
 }
 
+/// A fresh identifier `{prefix}-{16 hex digits}` (64 random bits), lower case so it is a valid
+/// entry, result or order id.
+pub fn random_hex_id(prefix: &str) -> String {
+    use rand_core::RngCore;
+    format!("{prefix}-{:016x}", rng().next_u64())
+}
+
 /// The attestation headers of a request, if all three are present.
 pub fn attestation(req: &spin_sdk::http::Request) -> Option<health_core::context::Attestation> {
     use health_core::context::{Attestation, CALLER_HEADER, MAC_HEADER, TIMESTAMP_HEADER};
@@ -71,7 +79,9 @@ pub fn verify_context(
 ) -> anyhow::Result<Result<health_core::Caller, health_core::ContextError>> {
     let key = secret_key("context_key")?;
     let method = req.method().to_string();
-    Ok(health_core::context::verify(&key, &method, req.path(), req.body(), attestation(req).as_ref(), now()))
+    // The MAC covers the query too: it selects data (an insurer to revoke, audit filters).
+    let path = req.path_and_query().unwrap_or(req.path());
+    Ok(health_core::context::verify(&key, &method, path, req.body(), attestation(req).as_ref(), now()))
 }
 
 /// The path segments of a request path, without empty leading segment.

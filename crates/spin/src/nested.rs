@@ -80,6 +80,7 @@ async fn decrypt(token: &str, tenant: &TenantId, now: i64, service: &str) -> any
         client_id: service.to_owned(),
         scopes: Vec::new(),
         jti: crate::random_id(),
+        enc_jwk: None,
     };
     let body = serde_json::to_vec(&serde_json::json!({ "jwe": token }))?;
     let response = crate::chain::post_json(JWKS, "/internal/decrypt", body, &caller, now).await?;

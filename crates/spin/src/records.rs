@@ -1,21 +1,33 @@
-//! The `records` database shared by the role services: schema, demo data and the queries for
-//! resource facts that policy needs. Each service opens it with its own capability.
+//! The `records` database shared by the role services: schema, the PHI key store behind
+//! field-level encryption (ARCHITECTURE.md §8; the format is `health_core::phi`), demo data, and
+//! the queries for the resource facts policy needs. Each service opens it with its own
+//! capability and reads only through these functions, so every PHI field is sealed on the way
+//! in and opened on the way out in one place.
+
+use std::collections::HashMap;
 
 use anyhow::Context;
+use health_core::phi::{self, Field, PhiError};
+use health_core::{SecretKey, TenantId};
 use spin_sdk::sqlite::{Connection, Value};
 
 /// The records database label in spin.toml.
 pub const DATABASE: &str = "records";
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const MIGRATION: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS patients (
+    // Version 1 stored the demo records in clear and had no write route, so it held nothing but
+    // the demo seed: its tables are dropped and the seed is written again, encrypted.
+    "DROP TABLE IF EXISTS record_entries",
+    "DROP TABLE IF EXISTS patients",
+    "CREATE TABLE IF NOT EXISTS patient (
         tenant_id TEXT NOT NULL,
         patient_id TEXT NOT NULL,
         owner_subject TEXT,
         given_name TEXT NOT NULL,
         family_name TEXT NOT NULL,
         birth_date TEXT NOT NULL,
+        erased_at INTEGER,
         PRIMARY KEY (tenant_id, patient_id)
     )",
     "CREATE TABLE IF NOT EXISTS care_team (
@@ -25,97 +37,642 @@ const MIGRATION: &[&str] = &[
         active INTEGER NOT NULL DEFAULT 1,
         PRIMARY KEY (tenant_id, patient_id, doctor_subject)
     )",
-    "CREATE TABLE IF NOT EXISTS record_entries (
+    "CREATE TABLE IF NOT EXISTS entry (
         tenant_id TEXT NOT NULL,
         entry_id TEXT NOT NULL,
         patient_id TEXT NOT NULL,
         kind TEXT NOT NULL,
         content TEXT NOT NULL,
         author_subject TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
         updated_at INTEGER NOT NULL,
         PRIMARY KEY (tenant_id, entry_id)
     )",
-    "CREATE INDEX IF NOT EXISTS entries_by_patient ON record_entries (tenant_id, patient_id)",
+    "CREATE INDEX IF NOT EXISTS entry_by_patient ON entry (tenant_id, patient_id)",
+    "CREATE TABLE IF NOT EXISTS lab_order (
+        tenant_id TEXT NOT NULL,
+        order_id TEXT NOT NULL,
+        patient_id TEXT NOT NULL,
+        lab_subject TEXT NOT NULL,
+        test_code TEXT NOT NULL,
+        test_name TEXT NOT NULL,
+        ordered_by TEXT NOT NULL,
+        ordered_at INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, order_id)
+    )",
+    "CREATE INDEX IF NOT EXISTS lab_order_by_lab ON lab_order (tenant_id, lab_subject, status)",
+    "CREATE TABLE IF NOT EXISTS lab_result (
+        tenant_id TEXT NOT NULL,
+        result_id TEXT NOT NULL,
+        order_id TEXT NOT NULL,
+        patient_id TEXT NOT NULL,
+        code TEXT NOT NULL,
+        value TEXT NOT NULL,
+        unit TEXT NOT NULL,
+        note TEXT,
+        lab_subject TEXT NOT NULL,
+        resulted_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, result_id)
+    )",
+    "CREATE INDEX IF NOT EXISTS lab_result_by_patient ON lab_result (tenant_id, patient_id)",
+    "CREATE TABLE IF NOT EXISTS consent (
+        tenant_id TEXT NOT NULL,
+        patient_id TEXT NOT NULL,
+        insurer TEXT NOT NULL,
+        granted_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        revoked_at INTEGER,
+        PRIMARY KEY (tenant_id, patient_id, insurer)
+    )",
+    "CREATE TABLE IF NOT EXISTS break_glass (
+        tenant_id TEXT NOT NULL,
+        patient_id TEXT NOT NULL,
+        doctor_subject TEXT NOT NULL,
+        granted_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, patient_id, doctor_subject, granted_at)
+    )",
+    "CREATE TABLE IF NOT EXISTS data_key (
+        tenant_id TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        wrapped TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, key_id)
+    )",
+    "CREATE TABLE IF NOT EXISTS patient_key (
+        tenant_id TEXT NOT NULL,
+        patient_id TEXT NOT NULL,
+        data_key_id TEXT NOT NULL,
+        wrapped TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, patient_id, data_key_id)
+    )",
 ];
 
-/// Demo tenant data, inserted idempotently. Subjects match the users seeded by `auth`.
-const DEMO_SEED: &[&str] = &[
-    "INSERT OR IGNORE INTO patients VALUES ('demo-hospital', 'p-1001', 'u-alice', 'Alice', 'Andersen', '1984-03-12')",
-    "INSERT OR IGNORE INTO patients VALUES ('demo-hospital', 'p-1002', 'u-bob', 'Bob', 'Berg', '1971-11-02')",
-    "INSERT OR IGNORE INTO care_team VALUES ('demo-hospital', 'p-1001', 'u-dr-grey', 1)",
-    "INSERT OR IGNORE INTO record_entries VALUES ('demo-hospital', 'e-1', 'p-1001', 'diagnosis',
-        'Type 2 diabetes mellitus without complications (E11.9)', 'u-dr-grey', 1767225600)",
-    "INSERT OR IGNORE INTO record_entries VALUES ('demo-hospital', 'e-2', 'p-1001', 'medication',
-        'Metformin 500 mg twice daily', 'u-dr-grey', 1767225600)",
-    "INSERT OR IGNORE INTO record_entries VALUES ('demo-hospital', 'e-3', 'p-1002', 'diagnosis',
-        'Essential hypertension (I10)', 'u-dr-grey', 1767225600)",
-];
+const DEMO_TENANT: &str = "demo-hospital";
+/// 2026-01-01T00:00:00Z, the demo data's timestamps.
+const DEMO_TIME: i64 = 1_767_225_600;
 
-const PATIENT: &str =
-    "SELECT owner_subject, given_name, family_name, birth_date FROM patients WHERE tenant_id = ? AND patient_id = ?";
-const ON_CARE_TEAM: &str =
-    "SELECT 1 FROM care_team WHERE tenant_id = ? AND patient_id = ? AND doctor_subject = ? AND active = 1";
-const ENTRIES: &str = "SELECT entry_id, kind, content, author_subject, updated_at FROM record_entries
-    WHERE tenant_id = ? AND patient_id = ? ORDER BY updated_at, entry_id";
-
-/// Opens `records`, creating the schema (and the demo tenant's data when `seed_demo`) on first use.
+/// Opens `records`, creating the schema on first use and, when `seed_demo`, the demo tenant's
+/// data (encrypted like any other). Deleted rows are overwritten on disk (`secure_delete`), so
+/// an erased patient's key material does not linger in free pages.
 pub fn open(seed_demo: bool) -> anyhow::Result<Connection> {
     let conn = Connection::open(DATABASE).context("opening the records database")?;
-    let statements: Vec<&str> = MIGRATION.iter().chain(if seed_demo { DEMO_SEED } else { &[] }).copied().collect();
-    crate::audit::migrate(&conn, SCHEMA_VERSION, &statements)?;
+    if let Err(e) = conn.execute("PRAGMA secure_delete = ON", &[]) {
+        // Some remote SQLite backends refuse pragmas; erasure still holds (the keys are gone
+        // from the database), only the bytes may linger in the backend's free pages.
+        eprintln!("records: secure_delete unavailable: {e}");
+    }
+    crate::audit::migrate(&conn, SCHEMA_VERSION, MIGRATION)?;
+    if seed_demo && !patient_exists(&conn, DEMO_TENANT, "p-1001")? {
+        seed(&conn)?;
+    }
     Ok(conn)
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Patient {
-    pub patient_id: String,
-    #[serde(skip)]
-    pub owner_subject: Option<String>,
-    pub given_name: String,
-    pub family_name: String,
-    pub birth_date: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Entry {
-    pub entry_id: String,
-    pub kind: String,
-    pub content: String,
-    pub author: String,
-    pub updated_at: i64,
+/// Opens `records` as a role service does: demo data per the `demo_tenant` variable.
+pub fn open_for_service() -> anyhow::Result<Connection> {
+    open(crate::var("demo_tenant").is_ok_and(|v| v == "true"))
 }
 
 fn text(v: &str) -> Value {
     Value::Text(v.to_owned())
 }
 
-pub fn patient(conn: &Connection, tenant: &str, patient_id: &str) -> anyhow::Result<Option<Patient>> {
+fn opt_text(v: Option<&str>) -> Value {
+    v.map_or(Value::Null, text)
+}
+
+/// The PHI keys of one tenant, opened lazily and kept for one request.
+pub struct Vault<'c> {
+    conn: &'c Connection,
+    tenant: String,
+    wrapping: SecretKey,
+    data_keys: HashMap<String, SecretKey>,
+    patient_keys: HashMap<(String, String), Option<SecretKey>>,
+    newest: Option<String>,
+}
+
+impl<'c> Vault<'c> {
+    /// The vault of `tenant`, its data keys wrapped under a key derived from `master_key`.
+    pub fn open(conn: &'c Connection, tenant: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            conn,
+            tenant: tenant.to_owned(),
+            wrapping: phi::wrapping_key(&crate::secret_key("master_key")?),
+            data_keys: HashMap::new(),
+            patient_keys: HashMap::new(),
+            newest: None,
+        })
+    }
+
+    fn data_key(&mut self, key_id: &str) -> anyhow::Result<Option<SecretKey>> {
+        if let Some(key) = self.data_keys.get(key_id) {
+            return Ok(Some(key.clone()));
+        }
+        const GET: &str = "SELECT wrapped FROM data_key WHERE tenant_id = ? AND key_id = ?";
+        let rows = self.conn.execute(GET, &[text(&self.tenant), text(key_id)]).context("reading data key")?;
+        let Some(wrapped) = rows.rows().next().and_then(|r| r.get::<&str>("wrapped").map(str::to_owned)) else {
+            return Ok(None);
+        };
+        let key = phi::open_data_key(&self.wrapping, &self.tenant, key_id, &wrapped)
+            .map_err(|e| anyhow::anyhow!("data key {key_id} of {} does not open: {e}", self.tenant))?;
+        self.data_keys.insert(key_id.to_owned(), key.clone());
+        Ok(Some(key))
+    }
+
+    /// The id of the tenant's newest data key, creating the first one on first use.
+    pub fn newest_data_key(&mut self) -> anyhow::Result<String> {
+        if let Some(id) = &self.newest {
+            return Ok(id.clone());
+        }
+        const NEWEST: &str =
+            "SELECT key_id FROM data_key WHERE tenant_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1";
+        let rows = self.conn.execute(NEWEST, &[text(&self.tenant)]).context("reading newest data key")?;
+        let id = match rows.rows().next().and_then(|r| r.get::<&str>("key_id").map(str::to_owned)) {
+            Some(id) => id,
+            None => self.rotate(crate::now())?,
+        };
+        self.newest = Some(id.clone());
+        Ok(id)
+    }
+
+    /// Adds a new data key dated `now`; new writes use it, older keys stay to read older values.
+    pub fn rotate(&mut self, now: i64) -> anyhow::Result<String> {
+        const INSERT: &str = "INSERT INTO data_key (tenant_id, key_id, wrapped, created_at) VALUES (?, ?, ?, ?)";
+        let id = format!("dk-{}", crate::random_id());
+        let wrapped = phi::new_data_key(&self.wrapping, &self.tenant, &id, &mut crate::rng());
+        self.conn
+            .execute(INSERT, &[text(&self.tenant), text(&id), text(&wrapped), Value::Integer(now)])
+            .context("storing data key")?;
+        self.newest = Some(id.clone());
+        Ok(id)
+    }
+
+    /// The patient's key under data key `data_key_id`; `None` once the patient was erased.
+    fn patient_key(&mut self, patient: &str, data_key_id: &str, create: bool) -> anyhow::Result<Option<SecretKey>> {
+        let slot = (patient.to_owned(), data_key_id.to_owned());
+        if let Some(Some(key)) = self.patient_keys.get(&slot) {
+            return Ok(Some(key.clone()));
+        }
+        const GET: &str = "SELECT wrapped FROM patient_key WHERE tenant_id = ? AND patient_id = ? AND data_key_id = ?";
+        // Concurrent first writers race on the primary key and all read back the winner; the
+        // insert is refused once the patient is erased, so no key appears after an erasure.
+        const CREATE: &str = "INSERT OR IGNORE INTO patient_key (tenant_id, patient_id, data_key_id, wrapped)
+            SELECT ?, ?, ?, ? WHERE NOT EXISTS
+            (SELECT 1 FROM patient WHERE tenant_id = ? AND patient_id = ? AND erased_at IS NOT NULL)";
+        let Some(data_key) = self.data_key(data_key_id)? else {
+            return Ok(None);
+        };
+        let params = [text(&self.tenant), text(patient), text(data_key_id)];
+        if create {
+            let wrapped = phi::new_patient_key(&data_key, &self.tenant, patient, data_key_id, &mut crate::rng());
+            let mut insert = params.to_vec();
+            insert.extend([text(&wrapped), text(&self.tenant), text(patient)]);
+            self.conn.execute(CREATE, &insert).context("storing patient key")?;
+        }
+        let rows = self.conn.execute(GET, &params).context("reading patient key")?;
+        let key = match rows.rows().next().and_then(|r| r.get::<&str>("wrapped").map(str::to_owned)) {
+            None => None,
+            Some(wrapped) => Some(
+                phi::open_patient_key(&data_key, &self.tenant, patient, data_key_id, &wrapped)
+                    .map_err(|e| anyhow::anyhow!("patient key of {patient} does not open: {e}"))?,
+            ),
+        };
+        self.patient_keys.insert(slot, key.clone());
+        Ok(key)
+    }
+
+    /// Seals a PHI value for `field` of `patient` under the newest data key.
+    pub fn seal(&mut self, patient: &str, table: &str, row: &str, field: &str, plaintext: &str) -> anyhow::Result<String> {
+        let data_key_id = self.newest_data_key()?;
+        let key = self
+            .patient_key(patient, &data_key_id, true)?
+            .ok_or_else(|| anyhow::anyhow!("patient {patient} is erased: nothing may be written for them"))?;
+        let tenant = self.tenant.clone();
+        let place = Field { tenant: &tenant, table, row, field };
+        Ok(phi::seal_field(&key, &data_key_id, &place, plaintext, &mut crate::rng()))
+    }
+
+    /// Opens a stored PHI value. The inner error is the data's fault (moved, tampered or
+    /// erased), the outer one the platform's.
+    pub fn open_field(
+        &mut self,
+        patient: &str,
+        table: &str,
+        row: &str,
+        field: &str,
+        stored: &str,
+    ) -> anyhow::Result<Result<String, PhiError>> {
+        let data_key_id = match phi::data_key_id(stored) {
+            Ok(id) => id.to_owned(),
+            Err(e) => return Ok(Err(e)),
+        };
+        let key = self.patient_key(patient, &data_key_id, false)?;
+        let place = Field { tenant: &self.tenant, table, row, field };
+        Ok(phi::open_field(key.as_ref(), &place, stored))
+    }
+
+    /// Crypto-shredding: marks the patient erased, then destroys every key of theirs. From then
+    /// on nothing can open their PHI, and no new key can be made for them.
+    pub fn erase(&mut self, patient: &str, now: i64) -> anyhow::Result<bool> {
+        const MARK: &str = "UPDATE patient SET erased_at = ? WHERE tenant_id = ? AND patient_id = ? AND erased_at IS NULL
+            RETURNING patient_id";
+        const SHRED: &str = "DELETE FROM patient_key WHERE tenant_id = ? AND patient_id = ?";
+        const WITHDRAW: &str = "UPDATE consent SET revoked_at = ? WHERE tenant_id = ? AND patient_id = ? AND revoked_at IS NULL";
+        let marked = self
+            .conn
+            .execute(MARK, &[Value::Integer(now), text(&self.tenant), text(patient)])
+            .context("marking patient erased")?;
+        let erased = marked.rows().next().is_some();
+        // Shred even when already marked: a half-finished earlier erasure completes.
+        self.conn.execute(SHRED, &[text(&self.tenant), text(patient)]).context("destroying patient keys")?;
+        self.conn
+            .execute(WITHDRAW, &[Value::Integer(now), text(&self.tenant), text(patient)])
+            .context("withdrawing consents")?;
+        self.patient_keys.retain(|(p, _), _| p != patient);
+        Ok(erased)
+    }
+}
+
+/// Demographics as stored (PHI still sealed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatientRow {
+    pub patient_id: String,
+    pub owner_subject: Option<String>,
+    pub erased: bool,
+    given_name: String,
+    family_name: String,
+    birth_date: String,
+}
+
+/// Demographics as returned.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Demographics {
+    pub patient_id: String,
+    pub given_name: String,
+    pub family_name: String,
+    pub birth_date: String,
+}
+
+const PATIENT: &str = "SELECT owner_subject, given_name, family_name, birth_date, erased_at FROM patient
+    WHERE tenant_id = ? AND patient_id = ?";
+
+fn patient_exists(conn: &Connection, tenant: &str, patient_id: &str) -> anyhow::Result<bool> {
+    Ok(patient(conn, tenant, patient_id)?.is_some())
+}
+
+pub fn patient(conn: &Connection, tenant: &str, patient_id: &str) -> anyhow::Result<Option<PatientRow>> {
     let rows = conn.execute(PATIENT, &[text(tenant), text(patient_id)]).context("reading patient")?;
-    Ok(rows.rows().next().map(|r| Patient {
-        patient_id: patient_id.to_owned(),
-        owner_subject: r.get::<&str>("owner_subject").map(str::to_owned),
-        given_name: r.get::<&str>("given_name").unwrap_or_default().to_owned(),
-        family_name: r.get::<&str>("family_name").unwrap_or_default().to_owned(),
-        birth_date: r.get::<&str>("birth_date").unwrap_or_default().to_owned(),
+    Ok(rows.rows().next().map(|r| {
+        let field = |name: &str| r.get::<&str>(name).unwrap_or_default().to_owned();
+        PatientRow {
+            patient_id: patient_id.to_owned(),
+            owner_subject: r.get::<&str>("owner_subject").map(str::to_owned),
+            erased: r.get::<i64>("erased_at").is_some(),
+            given_name: field("given_name"),
+            family_name: field("family_name"),
+            birth_date: field("birth_date"),
+        }
     }))
 }
 
+/// Opens a patient's demographics.
+pub fn demographics(vault: &mut Vault<'_>, row: &PatientRow) -> anyhow::Result<Result<Demographics, PhiError>> {
+    let id = row.patient_id.as_str();
+    let mut open = |field: &str, stored: &str| vault.open_field(id, "patient", id, field, stored);
+    let given_name = match open("given_name", &row.given_name)? {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
+    let family_name = match open("family_name", &row.family_name)? {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
+    let birth_date = match open("birth_date", &row.birth_date)? {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
+    Ok(Ok(Demographics { patient_id: id.to_owned(), given_name, family_name, birth_date }))
+}
+
+/// Adds a patient with sealed demographics (`INSERT OR IGNORE`: an existing one is kept).
+pub fn add_patient(
+    vault: &mut Vault<'_>,
+    patient_id: &str,
+    owner: Option<&str>,
+    demographics: [&str; 3],
+) -> anyhow::Result<()> {
+    const INSERT: &str = "INSERT OR IGNORE INTO patient
+        (tenant_id, patient_id, owner_subject, given_name, family_name, birth_date) VALUES (?, ?, ?, ?, ?, ?)";
+    let [given, family, birth] = demographics;
+    let sealed = [
+        vault.seal(patient_id, "patient", patient_id, "given_name", given)?,
+        vault.seal(patient_id, "patient", patient_id, "family_name", family)?,
+        vault.seal(patient_id, "patient", patient_id, "birth_date", birth)?,
+    ];
+    let tenant = vault.tenant.clone();
+    let [given, family, birth] = sealed.map(Value::Text);
+    vault
+        .conn
+        .execute(INSERT, &[text(&tenant), text(patient_id), opt_text(owner), given, family, birth])
+        .context("inserting patient")?;
+    Ok(())
+}
+
 pub fn on_care_team(conn: &Connection, tenant: &str, patient_id: &str, doctor: &str) -> anyhow::Result<bool> {
+    const ON_CARE_TEAM: &str =
+        "SELECT 1 FROM care_team WHERE tenant_id = ? AND patient_id = ? AND doctor_subject = ? AND active = 1";
     let rows =
         conn.execute(ON_CARE_TEAM, &[text(tenant), text(patient_id), text(doctor)]).context("reading care team")?;
     Ok(rows.rows().next().is_some())
 }
 
-pub fn entries(conn: &Connection, tenant: &str, patient_id: &str) -> anyhow::Result<Vec<Entry>> {
-    let rows = conn.execute(ENTRIES, &[text(tenant), text(patient_id)]).context("reading record entries")?;
-    Ok(rows
-        .rows()
-        .map(|r| Entry {
-            entry_id: r.get::<&str>("entry_id").unwrap_or_default().to_owned(),
-            kind: r.get::<&str>("kind").unwrap_or_default().to_owned(),
-            content: r.get::<&str>("content").unwrap_or_default().to_owned(),
-            author: r.get::<&str>("author_subject").unwrap_or_default().to_owned(),
+/// Whether `doctor` holds a break-glass grant for the patient that is still open at `now`.
+pub fn break_glass_active(conn: &Connection, tenant: &str, patient_id: &str, doctor: &str, now: i64) -> anyhow::Result<bool> {
+    const ACTIVE: &str = "SELECT 1 FROM break_glass WHERE tenant_id = ? AND patient_id = ? AND doctor_subject = ?
+        AND granted_at <= ? AND expires_at > ? LIMIT 1";
+    let params = [text(tenant), text(patient_id), text(doctor), Value::Integer(now), Value::Integer(now)];
+    Ok(conn.execute(ACTIVE, &params).context("reading break-glass grants")?.rows().next().is_some())
+}
+
+pub fn grant_break_glass(conn: &Connection, tenant: &str, patient_id: &str, doctor: &str, now: i64, until: i64) -> anyhow::Result<()> {
+    const GRANT: &str = "INSERT OR REPLACE INTO break_glass (tenant_id, patient_id, doctor_subject, granted_at, expires_at)
+        VALUES (?, ?, ?, ?, ?)";
+    let params = [text(tenant), text(patient_id), text(doctor), Value::Integer(now), Value::Integer(until)];
+    conn.execute(GRANT, &params).context("storing break-glass grant")?;
+    Ok(())
+}
+
+/// Whether `insurer` holds the patient's consent at `now` (granted, not expired, not revoked).
+pub fn consent_active(conn: &Connection, tenant: &str, patient_id: &str, insurer: &str, now: i64) -> anyhow::Result<bool> {
+    const ACTIVE: &str = "SELECT 1 FROM consent WHERE tenant_id = ? AND patient_id = ? AND insurer = ?
+        AND revoked_at IS NULL AND expires_at > ?";
+    let params = [text(tenant), text(patient_id), text(insurer), Value::Integer(now)];
+    Ok(conn.execute(ACTIVE, &params).context("reading consent")?.rows().next().is_some())
+}
+
+/// Grants (or renews) a consent.
+pub fn grant_consent(conn: &Connection, tenant: &str, patient_id: &str, insurer: &str, now: i64, until: i64) -> anyhow::Result<()> {
+    const GRANT: &str = "INSERT INTO consent (tenant_id, patient_id, insurer, granted_at, expires_at, revoked_at)
+        VALUES (?, ?, ?, ?, ?, NULL) ON CONFLICT (tenant_id, patient_id, insurer)
+        DO UPDATE SET granted_at = excluded.granted_at, expires_at = excluded.expires_at, revoked_at = NULL";
+    let params = [text(tenant), text(patient_id), text(insurer), Value::Integer(now), Value::Integer(until)];
+    conn.execute(GRANT, &params).context("storing consent")?;
+    Ok(())
+}
+
+/// Revokes a consent; `false` if there was no live one.
+pub fn revoke_consent(conn: &Connection, tenant: &str, patient_id: &str, insurer: &str, now: i64) -> anyhow::Result<bool> {
+    const REVOKE: &str = "UPDATE consent SET revoked_at = ? WHERE tenant_id = ? AND patient_id = ? AND insurer = ?
+        AND revoked_at IS NULL RETURNING insurer";
+    let params = [Value::Integer(now), text(tenant), text(patient_id), text(insurer)];
+    Ok(conn.execute(REVOKE, &params).context("revoking consent")?.rows().next().is_some())
+}
+
+/// A record entry as returned.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Entry {
+    pub entry_id: String,
+    pub kind: String,
+    pub content: String,
+    pub author: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// The patient's entries, opened; an entry that does not open fails the whole read.
+pub fn entries(vault: &mut Vault<'_>, patient_id: &str) -> anyhow::Result<Result<Vec<Entry>, PhiError>> {
+    const ENTRIES: &str = "SELECT entry_id, kind, content, author_subject, created_at, updated_at FROM entry
+        WHERE tenant_id = ? AND patient_id = ? ORDER BY created_at, entry_id";
+    let tenant = vault.tenant.clone();
+    let rows = vault.conn.execute(ENTRIES, &[text(&tenant), text(patient_id)]).context("reading entries")?;
+    let mut out = Vec::new();
+    for r in rows.rows() {
+        let field = |name: &str| r.get::<&str>(name).unwrap_or_default().to_owned();
+        let entry_id = field("entry_id");
+        let content = match vault.open_field(patient_id, "entry", &entry_id, "content", &field("content"))? {
+            Ok(content) => content,
+            Err(e) => return Ok(Err(e)),
+        };
+        out.push(Entry {
+            entry_id,
+            kind: field("kind"),
+            content,
+            author: field("author_subject"),
+            created_at: r.get::<i64>("created_at").unwrap_or_default(),
             updated_at: r.get::<i64>("updated_at").unwrap_or_default(),
-        })
-        .collect())
+        });
+    }
+    Ok(Ok(out))
+}
+
+/// Adds an entry with sealed content.
+pub fn add_entry(vault: &mut Vault<'_>, patient_id: &str, entry_id: &str, kind: &str, content: &str, author: &str, now: i64) -> anyhow::Result<()> {
+    const INSERT: &str = "INSERT OR IGNORE INTO entry
+        (tenant_id, entry_id, patient_id, kind, content, author_subject, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+    let sealed = vault.seal(patient_id, "entry", entry_id, "content", content)?;
+    let tenant = vault.tenant.clone();
+    let params = [
+        text(&tenant),
+        text(entry_id),
+        text(patient_id),
+        text(kind),
+        Value::Text(sealed),
+        text(author),
+        Value::Integer(now),
+        Value::Integer(now),
+    ];
+    vault.conn.execute(INSERT, &params).context("inserting entry")?;
+    Ok(())
+}
+
+/// Replaces an entry's content (sealed again under the newest key); `false` if the patient has
+/// no such entry.
+pub fn update_entry(vault: &mut Vault<'_>, patient_id: &str, entry_id: &str, content: &str, author: &str, now: i64) -> anyhow::Result<bool> {
+    const UPDATE: &str = "UPDATE entry SET content = ?, author_subject = ?, updated_at = ?
+        WHERE tenant_id = ? AND entry_id = ? AND patient_id = ? RETURNING entry_id";
+    let sealed = vault.seal(patient_id, "entry", entry_id, "content", content)?;
+    let tenant = vault.tenant.clone();
+    let params =
+        [Value::Text(sealed), text(author), Value::Integer(now), text(&tenant), text(entry_id), text(patient_id)];
+    Ok(vault.conn.execute(UPDATE, &params).context("updating entry")?.rows().next().is_some())
+}
+
+/// A lab order as a lab sees it: no clinical content.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LabOrder {
+    pub order_id: String,
+    pub patient_id: String,
+    #[serde(skip)]
+    pub lab_subject: String,
+    pub test_code: String,
+    pub test_name: String,
+    pub ordered_at: i64,
+    pub status: String,
+}
+
+const ORDER_COLUMNS: &str = "order_id, patient_id, lab_subject, test_code, test_name, ordered_at, status";
+
+fn order_from(r: &spin_sdk::sqlite::Row<'_>) -> LabOrder {
+    let field = |name: &str| r.get::<&str>(name).unwrap_or_default().to_owned();
+    LabOrder {
+        order_id: field("order_id"),
+        patient_id: field("patient_id"),
+        lab_subject: field("lab_subject"),
+        test_code: field("test_code"),
+        test_name: field("test_name"),
+        ordered_at: r.get::<i64>("ordered_at").unwrap_or_default(),
+        status: field("status"),
+    }
+}
+
+pub fn lab_order(conn: &Connection, tenant: &str, order_id: &str) -> anyhow::Result<Option<LabOrder>> {
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM lab_order WHERE tenant_id = ? AND order_id = ?");
+    let rows = conn.execute(&sql, &[text(tenant), text(order_id)]).context("reading lab order")?;
+    Ok(rows.rows().next().map(|r| order_from(&r)))
+}
+
+/// The open orders assigned to `lab`.
+pub fn open_lab_orders(conn: &Connection, tenant: &str, lab: &str) -> anyhow::Result<Vec<LabOrder>> {
+    let sql = format!(
+        "SELECT {ORDER_COLUMNS} FROM lab_order WHERE tenant_id = ? AND lab_subject = ? AND status = 'open' ORDER BY ordered_at, order_id"
+    );
+    let rows = conn.execute(&sql, &[text(tenant), text(lab)]).context("reading lab orders")?;
+    Ok(rows.rows().map(|r| order_from(&r)).collect())
+}
+
+/// A result to append to an order.
+pub struct NewResult<'a> {
+    pub code: &'a str,
+    pub value: &'a str,
+    pub unit: &'a str,
+    pub note: Option<&'a str>,
+}
+
+/// Closes the open order `order_id` of `lab` and appends its result, sealed. `false` if the
+/// order was no longer open (a second submission, or another racing it): exactly one wins.
+pub fn append_lab_result(vault: &mut Vault<'_>, order: &LabOrder, result_id: &str, result: &NewResult<'_>, now: i64) -> anyhow::Result<bool> {
+    const CLOSE: &str = "UPDATE lab_order SET status = 'resulted' WHERE tenant_id = ? AND order_id = ? AND lab_subject = ?
+        AND status = 'open' RETURNING order_id";
+    const INSERT: &str = "INSERT INTO lab_result
+        (tenant_id, result_id, order_id, patient_id, code, value, unit, note, lab_subject, resulted_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    let patient = order.patient_id.as_str();
+    let value = vault.seal(patient, "lab_result", result_id, "value", result.value)?;
+    let note = result.note.map(|n| vault.seal(patient, "lab_result", result_id, "note", n)).transpose()?;
+    let tenant = vault.tenant.clone();
+    let closed = vault
+        .conn
+        .execute(CLOSE, &[text(&tenant), text(&order.order_id), text(&order.lab_subject)])
+        .context("closing lab order")?;
+    if closed.rows().next().is_none() {
+        return Ok(false);
+    }
+    let params = [
+        text(&tenant),
+        text(result_id),
+        text(&order.order_id),
+        text(patient),
+        text(result.code),
+        Value::Text(value),
+        text(result.unit),
+        note.map_or(Value::Null, Value::Text),
+        text(&order.lab_subject),
+        Value::Integer(now),
+    ];
+    vault.conn.execute(INSERT, &params).context("inserting lab result")?;
+    Ok(true)
+}
+
+/// A lab result as returned to the patient and their doctors.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LabResultView {
+    pub result_id: String,
+    pub order_id: String,
+    pub code: String,
+    pub value: String,
+    pub unit: String,
+    pub note: Option<String>,
+    pub lab: String,
+    pub resulted_at: i64,
+}
+
+pub fn lab_results(vault: &mut Vault<'_>, patient_id: &str) -> anyhow::Result<Result<Vec<LabResultView>, PhiError>> {
+    const RESULTS: &str = "SELECT result_id, order_id, code, value, unit, note, lab_subject, resulted_at FROM lab_result
+        WHERE tenant_id = ? AND patient_id = ? ORDER BY resulted_at, result_id";
+    let tenant = vault.tenant.clone();
+    let rows = vault.conn.execute(RESULTS, &[text(&tenant), text(patient_id)]).context("reading lab results")?;
+    let mut out = Vec::new();
+    for r in rows.rows() {
+        let field = |name: &str| r.get::<&str>(name).unwrap_or_default().to_owned();
+        let result_id = field("result_id");
+        let value = match vault.open_field(patient_id, "lab_result", &result_id, "value", &field("value"))? {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        let note = match r.get::<&str>("note") {
+            None => None,
+            Some(stored) => match vault.open_field(patient_id, "lab_result", &result_id, "note", stored)? {
+                Ok(v) => Some(v),
+                Err(e) => return Ok(Err(e)),
+            },
+        };
+        out.push(LabResultView {
+            result_id,
+            order_id: field("order_id"),
+            code: field("code"),
+            value,
+            unit: field("unit"),
+            note,
+            lab: field("lab_subject"),
+            resulted_at: r.get::<i64>("resulted_at").unwrap_or_default(),
+        });
+    }
+    Ok(Ok(out))
+}
+
+/// The demo tenant: three patients (Carol has no account), a doctor on Alice's and Carol's care
+/// team but not Bob's, open lab orders for `lab-north` and one for another lab, a result, and
+/// Carol's consent for the demo insurer. Subjects match the users `auth` seeds. Idempotent.
+fn seed(conn: &Connection) -> anyhow::Result<()> {
+    let tenant = TenantId::parse(DEMO_TENANT).context("demo tenant id")?;
+    let mut vault = Vault::open(conn, tenant.as_str())?;
+    vault.newest_data_key()?;
+    for (id, owner, names) in [
+        ("p-1001", Some("u-alice"), ["Alice", "Andersen", "1984-03-12"]),
+        ("p-1002", Some("u-bob"), ["Bob", "Berg", "1971-11-02"]),
+        ("p-1003", None, ["Carol", "Castillo", "1990-07-21"]),
+    ] {
+        add_patient(&mut vault, id, owner, names)?;
+    }
+    for statement in [
+        "INSERT OR IGNORE INTO care_team VALUES ('demo-hospital', 'p-1001', 'u-dr-grey', 1)",
+        "INSERT OR IGNORE INTO care_team VALUES ('demo-hospital', 'p-1003', 'u-dr-grey', 1)",
+        "INSERT OR IGNORE INTO lab_order VALUES ('demo-hospital', 'o-2000', 'p-1001', 'u-lab-north', '2345-7',
+            'Glucose [Moles/volume] in Serum or Plasma', 'u-dr-grey', 1767225600, 'resulted')",
+        "INSERT OR IGNORE INTO lab_order VALUES ('demo-hospital', 'o-2001', 'p-1001', 'u-lab-north', '4548-4',
+            'Hemoglobin A1c/Hemoglobin.total in Blood', 'u-dr-grey', 1767225600, 'open')",
+        "INSERT OR IGNORE INTO lab_order VALUES ('demo-hospital', 'o-2002', 'p-1003', 'u-lab-north', '57698-3',
+            'Lipid panel with direct LDL', 'u-dr-grey', 1767225600, 'open')",
+        "INSERT OR IGNORE INTO lab_order VALUES ('demo-hospital', 'o-2003', 'p-1002', 'u-lab-south', '3016-3',
+            'Thyrotropin [Units/volume] in Serum or Plasma', 'u-dr-grey', 1767225600, 'open')",
+        "INSERT OR IGNORE INTO consent VALUES ('demo-hospital', 'p-1003', 'acme-health', 1767225600, 4102444800, NULL)",
+    ] {
+        conn.execute(statement, &[]).context("seeding demo data")?;
+    }
+    for (entry, patient, kind, content) in [
+        ("e-1", "p-1001", "diagnosis", "Type 2 diabetes mellitus without complications (E11.9)"),
+        ("e-2", "p-1001", "medication", "Metformin 500 mg twice daily"),
+        ("e-3", "p-1002", "diagnosis", "Essential hypertension (I10)"),
+        ("e-4", "p-1003", "diagnosis", "Mild persistent asthma, uncomplicated (J45.30)"),
+        ("e-5", "p-1003", "medication", "Budesonide inhaler 200 mcg twice daily"),
+    ] {
+        add_entry(&mut vault, patient, entry, kind, content, "u-dr-grey", DEMO_TIME)?;
+    }
+    const RESULT: &str = "INSERT OR IGNORE INTO lab_result VALUES (?, 'r-1', 'o-2000', 'p-1001', '2345-7', ?, 'mmol/L', NULL,
+        'u-lab-north', 1767225600)";
+    let value = vault.seal("p-1001", "lab_result", "r-1", "value", "7.2")?;
+    conn.execute(RESULT, &[text(DEMO_TENANT), Value::Text(value)]).context("seeding demo lab result")?;
+    Ok(())
 }

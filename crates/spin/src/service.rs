@@ -1,15 +1,23 @@
 //! The common shell of a role service: refuse anything without a valid, fresh caller context,
-//! then answer through the service's handler, carrying the policy's reason back to the gateway
-//! (which audits it) in [`REASON_HEADER`].
+//! parse the forwarded request with the same grammar as the gateway (`health_core::routes`),
+//! answer through the service's handler, and carry the decision's reason back to the gateway
+//! (which audits it) in [`REASON_HEADER`]. Also the reads the patient and doctor services
+//! share, each decided by the composed policy with the facts only this database knows.
 
-use health_core::{Caller, Problem};
-use spin_sdk::http::{Method, Request, Response};
+use health_core::routes::{self, Api};
+use health_core::{Caller, Problem, Role};
+use spin_sdk::http::{Request, Response};
+use spin_sdk::sqlite::Connection;
 
 use crate::authz;
+use crate::records::{self, PatientRow, Vault};
 use crate::respond::{self, Cache};
 
 /// Response header with the machine-readable decision reason, for the gateway's audit event.
 pub const REASON_HEADER: &str = "x-health-reason";
+
+/// Media type of a compact JOSE object (RFC 7515 §9.2.1), here an encrypted summary.
+pub const JOSE: &str = "application/jose";
 
 /// A refusal by a role service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,27 +26,73 @@ pub enum Refusal {
     Unattested(&'static str),
     NotFound(&'static str),
     Forbidden(String),
+    BadRequest(&'static str),
+    Conflict(&'static str),
+    /// Stored PHI that does not open (tampered, moved): the request fails, loudly.
+    Unreadable,
 }
 
-/// Runs `handler` for an attested caller and maps its outcome to a response.
-pub fn serve(
-    req: &Request,
-    handler: impl FnOnce(&Caller) -> anyhow::Result<Result<serde_json::Value, Refusal>>,
-) -> Response {
+/// What a handler answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    Json(serde_json::Value),
+    /// A compact JWE, sent as `application/jose`.
+    Jose(String),
+    Empty,
+}
+
+/// A successful answer with the reason it was allowed (audited by the gateway).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Done {
+    pub status: u16,
+    pub body: Body,
+    pub reason: String,
+}
+
+impl Done {
+    pub fn json(status: u16, body: serde_json::Value, reason: impl Into<String>) -> Self {
+        Self { status, body: Body::Json(body), reason: reason.into() }
+    }
+}
+
+pub type Handled = anyhow::Result<Result<Done, Refusal>>;
+
+/// Runs `handler` for an attested caller and a request of the public API, and maps its outcome
+/// to a response (the one error-to-status mapping of every role service).
+pub fn serve(req: &Request, handler: impl FnOnce(&Caller, Api, &[u8]) -> Handled) -> Response {
     let outcome = crate::verify_context(req).and_then(|verified| match verified {
-        Ok(caller) => handler(&caller),
         Err(e) => Ok(Err(Refusal::Unattested(match e {
             health_core::ContextError::Missing => "context_missing",
             health_core::ContextError::Malformed => "context_malformed",
             health_core::ContextError::BadMac => "context_bad_mac",
             health_core::ContextError::Stale => "context_stale",
         }))),
+        Ok(caller) => match routes::parse(&req.method().to_string(), req.path_and_query().unwrap_or(req.path())) {
+            None => Ok(Err(Refusal::NotFound("no_such_route"))),
+            Some(Api::BadQuery(reason)) => Ok(Err(Refusal::BadRequest(reason))),
+            Some(api) => handler(&caller, api, req.body()),
+        },
     });
     let (mut response, reason) = match outcome {
-        Ok(Ok(body)) => (respond::json(200, &body, Cache::NoStore), "allowed".to_owned()),
-        Ok(Err(Refusal::Unattested(reason))) => (respond::problem(&Problem::unauthorized()), reason.to_owned()),
-        Ok(Err(Refusal::NotFound(reason))) => (respond::problem(&Problem::not_found()), reason.to_owned()),
-        Ok(Err(Refusal::Forbidden(reason))) => (respond::problem(&Problem::forbidden()), reason),
+        Ok(Ok(done)) => {
+            let response = match done.body {
+                Body::Json(value) => respond::json(done.status, &value, Cache::NoStore),
+                Body::Jose(token) => respond::bytes(done.status, JOSE, token.into_bytes(), Cache::NoStore),
+                Body::Empty => respond::bytes(done.status, "application/json", Vec::new(), Cache::NoStore),
+            };
+            (response, done.reason)
+        }
+        Ok(Err(refusal)) => {
+            let (problem, reason) = match refusal {
+                Refusal::Unattested(reason) => (Problem::unauthorized(), reason.to_owned()),
+                Refusal::NotFound(reason) => (Problem::not_found(), reason.to_owned()),
+                Refusal::Forbidden(reason) => (Problem::forbidden(), reason),
+                Refusal::BadRequest(reason) => (Problem::bad_request("the request is not valid"), reason.to_owned()),
+                Refusal::Conflict(reason) => (Problem::conflict("the resource is not in a state that allows this"), reason.to_owned()),
+                Refusal::Unreadable => (Problem::internal(), "phi_decrypt_failed".to_owned()),
+            };
+            (respond::problem(&problem), reason)
+        }
         Err(e) => {
             eprintln!("service: internal error: {e:#}");
             (respond::problem(&Problem::internal()), "internal_error".to_owned())
@@ -48,60 +102,108 @@ pub fn serve(
     response
 }
 
-/// Reads a patient's record (demographics and entries) if policy allows `caller` to.
-pub fn read_record(caller: &Caller, patient_id: &str) -> anyhow::Result<Result<serde_json::Value, Refusal>> {
-    let conn = crate::records::open(crate::var("demo_tenant").is_ok_and(|v| v == "true"))?;
-    let tenant = caller.tenant_id.as_str();
-    let Some(patient) = crate::records::patient(&conn, tenant, patient_id)? else {
-        return Ok(Err(Refusal::NotFound("no_such_patient")));
-    };
-    let facts = authz::PatientFacts {
-        tenant_id: tenant.to_owned(),
-        patient_id: patient_id.to_owned(),
-        owner_subject: patient.owner_subject.clone(),
-        on_care_team: crate::records::on_care_team(&conn, tenant, patient_id, &caller.subject)?,
-        break_glass_active: false,
-        consent_active: false,
-    };
-    let decision =
-        authz::authorize(&authz::caller(caller), authz::Action::ReadRecord, &authz::Resource::Patient(facts));
-    if !decision.allow {
-        return Ok(Err(Refusal::Forbidden(decision.reason)));
-    }
-    let entries = crate::records::entries(&conn, tenant, patient_id)?;
-    Ok(Ok(serde_json::json!({ "patient": patient, "entries": entries })))
-}
-
-/// The record routes shared by the patient and doctor services (private paths).
-#[derive(Debug, PartialEq, Eq)]
-pub enum RecordApi<'a> {
-    ReadRecord(&'a str),
-}
-
-pub fn parse_record_api<'a>(method: &Method, path: &'a str) -> Option<RecordApi<'a>> {
-    match (method, crate::segments(path).as_slice()) {
-        (Method::Get, ["patients", id, "record"]) => Some(RecordApi::ReadRecord(id)),
-        _ => None,
-    }
-}
-
-/// Serves the record routes for an attested caller; policy decides per role.
-pub fn serve_records(req: &Request) -> Response {
-    serve(req, |caller| match parse_record_api(req.method(), req.path()) {
-        Some(RecordApi::ReadRecord(id)) => read_record(caller, id),
-        None => Ok(Err(Refusal::NotFound("no_such_route"))),
+/// A strictly parsed JSON body, or the refusal for a bad one.
+pub fn body<T: for<'de> serde::Deserialize<'de> + routes::Validate>(bytes: &[u8]) -> Result<T, Refusal> {
+    routes::body(bytes).map_err(|e| {
+        Refusal::BadRequest(match e {
+            routes::BodyError::Malformed => "malformed_body",
+            routes::BodyError::BadText => "bad_text",
+            routes::BodyError::BadValue => "bad_value",
+        })
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_only_record_reads() {
-        assert_eq!(parse_record_api(&Method::Get, "/patients/p-1001/record"), Some(RecordApi::ReadRecord("p-1001")));
-        assert_eq!(parse_record_api(&Method::Put, "/patients/p-1001/record"), None);
-        assert_eq!(parse_record_api(&Method::Get, "/patients/p-1001"), None);
-        assert_eq!(parse_record_api(&Method::Get, "/patients/p-1001/record/x"), None);
+/// Asks policy whether `caller` may do `action` to the patient, with the facts from `records`.
+/// An unknown patient gets the same 403 as someone else's (the audit reason tells them apart),
+/// so a refusal reveals nothing about which patients exist, in this tenant or another. On
+/// success, the patient's row and the policy's reason (e.g. `break_glass`, for review).
+pub fn authorize_patient(
+    conn: &Connection,
+    caller: &Caller,
+    action: authz::Action,
+    patient_id: &str,
+    now: i64,
+) -> anyhow::Result<Result<(PatientRow, String), Refusal>> {
+    let tenant = caller.tenant_id.as_str();
+    let row = records::patient(conn, tenant, patient_id)?;
+    let subject = caller.subject.as_str();
+    let facts = authz::PatientFacts {
+        tenant_id: tenant.to_owned(),
+        patient_id: patient_id.to_owned(),
+        owner_subject: row.as_ref().and_then(|r| r.owner_subject.clone()),
+        on_care_team: caller.role == Role::Doctor && records::on_care_team(conn, tenant, patient_id, subject)?,
+        break_glass_active: caller.role == Role::Doctor
+            && records::break_glass_active(conn, tenant, patient_id, subject, now)?,
+        consent_active: caller.role == Role::Insurance
+            && records::consent_active(conn, tenant, patient_id, &caller.client_id, now)?,
+    };
+    let decision = authz::authorize(&authz::caller(caller), action, &authz::Resource::Patient(facts));
+    match row {
+        None if decision.allow => Ok(Err(Refusal::NotFound("no_such_patient"))),
+        None => Ok(Err(Refusal::Forbidden("no_such_patient".into()))),
+        Some(_) if !decision.allow => Ok(Err(Refusal::Forbidden(decision.reason))),
+        Some(row) if row.erased => Ok(Err(Refusal::NotFound("patient_erased"))),
+        Some(row) => Ok(Ok((row, decision.reason))),
     }
+}
+
+/// Unwraps a PHI read (`anyhow::Result<Result<T, PhiError>>`) in a handler, answering
+/// [`Refusal::Unreadable`] when stored data does not open.
+#[macro_export]
+macro_rules! opened {
+    ($read:expr) => {
+        match $read? {
+            Ok(value) => value,
+            Err(e) => {
+                eprintln!("service: stored PHI does not open: {e}");
+                return Ok(Err($crate::service::Refusal::Unreadable));
+            }
+        }
+    };
+}
+
+/// Unwraps a decision (`anyhow::Result<Result<T, Refusal>>`) in a handler, returning the refusal.
+#[macro_export]
+macro_rules! allowed {
+    ($decision:expr) => {
+        match $decision? {
+            Ok(allowed) => allowed,
+            Err(refusal) => return Ok(Err(refusal)),
+        }
+    };
+}
+
+/// `GET /api/patients/{id}`: demographics only.
+pub fn read_demographics(conn: &Connection, caller: &Caller, patient_id: &str) -> Handled {
+    let (row, reason) = crate::allowed!(authorize_patient(conn, caller, authz::Action::ReadDemographics, patient_id, crate::now()));
+    let mut vault = Vault::open(conn, caller.tenant_id.as_str())?;
+    let patient = crate::opened!(records::demographics(&mut vault, &row));
+    Ok(Ok(Done::json(200, serde_json::json!({ "patient": patient }), reason)))
+}
+
+/// `GET /api/patients/{id}/records`: demographics and every entry.
+pub fn read_records(conn: &Connection, caller: &Caller, patient_id: &str) -> Handled {
+    let (row, reason) = crate::allowed!(authorize_patient(conn, caller, authz::Action::ReadRecord, patient_id, crate::now()));
+    let mut vault = Vault::open(conn, caller.tenant_id.as_str())?;
+    let patient = crate::opened!(records::demographics(&mut vault, &row));
+    let entries = crate::opened!(records::entries(&mut vault, patient_id));
+    Ok(Ok(Done::json(200, serde_json::json!({ "patient": patient, "entries": entries }), reason)))
+}
+
+/// `GET /api/patients/{id}/lab-results`.
+pub fn read_lab_results(conn: &Connection, caller: &Caller, patient_id: &str) -> Handled {
+    let (_, reason) = crate::allowed!(authorize_patient(conn, caller, authz::Action::ReadLabResults, patient_id, crate::now()));
+    let mut vault = Vault::open(conn, caller.tenant_id.as_str())?;
+    let results = crate::opened!(records::lab_results(&mut vault, patient_id));
+    Ok(Ok(Done::json(200, serde_json::json!({ "patient_id": patient_id, "lab_results": results }), reason)))
+}
+
+/// The reads both the patient and the doctor service answer; `None` for any other route.
+pub fn shared_reads(conn: &Connection, caller: &Caller, api: &Api) -> Option<Handled> {
+    Some(match api {
+        Api::Demographics(id) => read_demographics(conn, caller, id.as_str()),
+        Api::Records(id) => read_records(conn, caller, id.as_str()),
+        Api::LabResults(id) => read_lab_results(conn, caller, id.as_str()),
+        _ => return None,
+    })
 }

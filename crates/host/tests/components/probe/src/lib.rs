@@ -88,6 +88,7 @@ async fn handle(req: Request) -> Response {
                 client_id: "c".into(),
                 scopes: vec![],
                 jti: "j".into(),
+                enc_jwk: None,
             };
             let decision = authz::authorize(
                 &authz::caller(&caller),
