@@ -5,7 +5,7 @@
 use health_e2e::{ADMIN, ALICE, OPERATOR_TOKEN, TestApp};
 use serde_json::{Value, json};
 
-const RECORD: &str = "/api/patients/p-1001/record";
+const RECORD: &str = "/api/patients/p-1001/records";
 
 async fn admin_call(app: &TestApp, method: &str, path: &str, token: &str, body: Value) -> (u16, Value) {
     let auth = format!("Bearer {token}");

@@ -17,6 +17,7 @@ fn caller(tenant: &str) -> Caller {
         client_id: "gateway".into(),
         scopes: vec![],
         jti: "j-chained".into(),
+        enc_jwk: None,
     }
 }
 
@@ -141,7 +142,7 @@ async fn jwks_encrypts_and_decrypts_for_attested_callers_with_one_failure_answer
 #[tokio::test(flavor = "multi_thread")]
 async fn signing_keys_rotate_to_es256_and_eddsa_and_the_gateway_follows() {
     let app = TestApp::start(|_| {}).expect("app loads");
-    let record = "/api/patients/p-1001/record";
+    let record = "/api/patients/p-1001/records";
     let rs256 = app.token(ALICE).await;
     assert_eq!(header(&rs256)["alg"], "RS256");
     for (alg, kty) in [("ES256", "EC"), ("EdDSA", "OKP")] {

@@ -534,7 +534,7 @@ async fn an_insurer_token_is_spent_by_its_first_use_even_under_64_concurrent_use
         let auth = format!("Bearer {jwe}");
         uses.spawn(async move {
             let headers = [("authorization", auth.as_str())];
-            send_from(&app, health_host::DEFAULT_CLIENT, "GET", "/api/patients/p-1001/record", &headers, "")
+            send_from(&app, health_host::DEFAULT_CLIENT, "GET", "/api/patients/p-1001/records", &headers, "")
                 .await
                 .status
         });
@@ -570,9 +570,10 @@ async fn an_insurer_token_is_spent_by_its_first_use_even_under_64_concurrent_use
         client_id: ACME_ID.into(),
         amr: Vec::new(),
         auth_time: now,
+        enc_jwk: None,
     };
     let jws = health_jose::sign_rs256(&key, &kid, &claims, &mut rand_core::OsRng).expect("sign");
-    assert_eq!(app.get_with("/api/patients/p-1001/record", &jws).await.status, 401);
+    assert_eq!(app.get_with("/api/patients/p-1001/records", &jws).await.status, 401);
     let reasons =
         app.query_strings("audit.db", "SELECT reason FROM audit_events WHERE reason = 'insurer_token_not_encrypted'");
     assert_eq!(reasons.len(), 1);

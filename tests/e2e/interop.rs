@@ -13,7 +13,7 @@ use health_e2e::{ALICE, OPERATOR_TOKEN, TestApp, root};
 use health_jose::{Algorithm, PrivateKey};
 use serde_json::{Value, json};
 
-const RECORD: &str = "/api/patients/p-1001/record";
+const RECORD: &str = "/api/patients/p-1001/records";
 
 fn python() -> std::path::PathBuf {
     let path = std::env::var_os("HEALTH_INTEROP_PYTHON")
@@ -53,6 +53,7 @@ fn caller() -> Caller {
         client_id: "gateway".into(),
         scopes: vec![],
         jti: "j-interop".into(),
+        enc_jwk: None,
     }
 }
 

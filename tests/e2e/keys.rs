@@ -17,7 +17,7 @@ fn published_kids(reply: &health_e2e::Reply) -> Vec<String> {
     keys.iter().filter(|k| k["use"] == "sig").map(|k| k["kid"].as_str().expect("kid").to_owned()).collect()
 }
 
-const RECORD: &str = "/api/patients/p-1001/record";
+const RECORD: &str = "/api/patients/p-1001/records";
 
 #[tokio::test]
 async fn rotation_keeps_old_tokens_until_revocation_refuses_them_at_once() {

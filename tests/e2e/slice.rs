@@ -76,7 +76,7 @@ async fn login_rejects_malformed_requests() {
 async fn patient_reads_own_record_but_not_another_patients() {
     let app = app();
     let token = app.token(ALICE).await;
-    let own = app.get_with("/api/patients/p-1001/record", &token).await;
+    let own = app.get_with("/api/patients/p-1001/records", &token).await;
     assert_eq!(own.status, 200, "{}", own.body);
     assert_eq!(own.header("cache-control"), "no-store");
     assert_eq!(own.header("x-content-type-options"), "nosniff");
@@ -87,33 +87,33 @@ async fn patient_reads_own_record_but_not_another_patients() {
             .as_array()
             .is_some_and(|e| { e.iter().any(|e| e["content"].as_str().is_some_and(|c| c.contains("E11.9"))) })
     );
-    let other = app.get_with("/api/patients/p-1002/record", &token).await;
+    let other = app.get_with("/api/patients/p-1002/records", &token).await;
     assert_eq!(other.status, 403, "{}", other.body);
     assert_eq!(other.header("content-type"), "application/problem+json");
     assert!(!other.body.contains("Berg") && !other.body.contains("I10"), "{}", other.body);
     let bob = app.token(BOB).await;
-    assert_eq!(app.get_with("/api/patients/p-1002/record", &bob).await.status, 200);
-    assert_eq!(app.get_with("/api/patients/p-1001/record", &bob).await.status, 403);
+    assert_eq!(app.get_with("/api/patients/p-1002/records", &bob).await.status, 200);
+    assert_eq!(app.get_with("/api/patients/p-1001/records", &bob).await.status, 403);
 }
 
 #[tokio::test]
 async fn doctor_reads_care_team_patients_only_and_other_roles_none() {
     let app = app();
     let doctor = app.token(DR_GREY).await;
-    assert_eq!(app.get_with("/api/patients/p-1001/record", &doctor).await.status, 200);
-    assert_eq!(app.get_with("/api/patients/p-1002/record", &doctor).await.status, 403);
+    assert_eq!(app.get_with("/api/patients/p-1001/records", &doctor).await.status, 200);
+    assert_eq!(app.get_with("/api/patients/p-1002/records", &doctor).await.status, 403);
     for user in [LAB, ADMIN] {
         let token = app.token(user).await;
-        assert_eq!(app.get_with("/api/patients/p-1001/record", &token).await.status, 403, "{}", user.0);
+        assert_eq!(app.get_with("/api/patients/p-1001/records", &token).await.status, 403, "{}", user.0);
     }
 }
 
 #[tokio::test]
 async fn missing_malformed_and_forged_tokens_get_a_uniform_401() {
     let app = app();
-    assert_unauthorized(&app.send("GET", "/api/patients/p-1001/record", &[], "").await);
-    assert_unauthorized(&app.send("GET", "/api/patients/p-1001/record", &[("authorization", "Basic YTpi")], "").await);
-    assert_unauthorized(&app.get_with("/api/patients/p-1001/record", "not.a.token").await);
+    assert_unauthorized(&app.send("GET", "/api/patients/p-1001/records", &[], "").await);
+    assert_unauthorized(&app.send("GET", "/api/patients/p-1001/records", &[("authorization", "Basic YTpi")], "").await);
+    assert_unauthorized(&app.get_with("/api/patients/p-1001/records", "not.a.token").await);
     let token = app.token(ALICE).await;
     let parts: Vec<&str> = token.split('.').collect();
     // Payload swapped for one claiming to be the doctor: the signature no longer matches.
@@ -122,16 +122,16 @@ async fn missing_malformed_and_forged_tokens_get_a_uniform_401() {
     claims["sub"] = "u-dr-grey".into();
     let forged_payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string());
     assert_unauthorized(
-        &app.get_with("/api/patients/p-1002/record", &format!("{}.{forged_payload}.{}", parts[0], parts[2])).await,
+        &app.get_with("/api/patients/p-1002/records", &format!("{}.{forged_payload}.{}", parts[0], parts[2])).await,
     );
     // alg none with the original claims.
     let none = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"at+jwt"}"#);
-    assert_unauthorized(&app.get_with("/api/patients/p-1001/record", &format!("{none}.{}.", parts[1])).await);
+    assert_unauthorized(&app.get_with("/api/patients/p-1001/records", &format!("{none}.{}.", parts[1])).await);
     // Unknown tenant.
     claims["tenant_id"] = "other-hospital".into();
     let other = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string());
     assert_unauthorized(
-        &app.get_with("/api/patients/p-1001/record", &format!("{}.{other}.{}", parts[0], parts[2])).await,
+        &app.get_with("/api/patients/p-1001/records", &format!("{}.{other}.{}", parts[0], parts[2])).await,
     );
 }
 
@@ -140,7 +140,7 @@ async fn role_services_are_private() {
     let app = app();
     let token = app.token(ALICE).await;
     // The patient service's own path is not routable from outside.
-    assert_eq!(app.get_with("/patients/p-1001/record", &token).await.status, 404);
+    assert_eq!(app.get_with("/patients/p-1001/records", &token).await.status, 404);
     // Neither is jwks's signing endpoint.
     let sign = app.send("POST", "/internal/sign", &[("content-type", "application/json")], "{}").await;
     assert_eq!(sign.status, 404);
@@ -195,20 +195,20 @@ async fn gateway_accepts_a_token_minted_by_an_independent_library_with_the_tenan
     });
     let token = jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_rsa_der(der.as_bytes()))
         .expect("encodes");
-    assert_eq!(app.get_with("/api/patients/p-1001/record", &token).await.status, 200);
+    assert_eq!(app.get_with("/api/patients/p-1001/records", &token).await.status, 200);
     // The same library's token without the access-token type is refused.
     header.typ = Some("JWT".into());
     let wrong_type = jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_rsa_der(der.as_bytes()))
         .expect("encodes");
-    assert_unauthorized(&app.get_with("/api/patients/p-1001/record", &wrong_type).await);
+    assert_unauthorized(&app.get_with("/api/patients/p-1001/records", &wrong_type).await);
 }
 
 #[tokio::test]
 async fn every_gateway_request_is_audited_in_an_intact_append_only_chain() {
     let app = app();
     let token = app.token(ALICE).await;
-    assert_eq!(app.get_with("/api/patients/p-1001/record", &token).await.status, 200);
-    assert_eq!(app.get_with("/api/patients/p-1002/record", &token).await.status, 403);
+    assert_eq!(app.get_with("/api/patients/p-1001/records", &token).await.status, 200);
+    assert_eq!(app.get_with("/api/patients/p-1002/records", &token).await.status, 403);
     let db = rusqlite::Connection::open(app.state.path().join("audit.db")).expect("audit db");
     let mut stmt = db
         .prepare("SELECT seq, event, prev_hash, hash FROM audit_events WHERE tenant_id = 'demo-hospital' ORDER BY seq")
@@ -242,14 +242,14 @@ async fn every_gateway_request_is_audited_in_an_intact_append_only_chain() {
 async fn an_audit_write_failure_fails_the_request_without_data() {
     let app = TestApp::start(|_| {}).expect("app loads");
     let token = app.token(ALICE).await;
-    assert_eq!(app.get_with("/api/patients/p-1001/record", &token).await.status, 200);
+    assert_eq!(app.get_with("/api/patients/p-1001/records", &token).await.status, 200);
     // Replace the audit table with one that cannot take the gateway's rows.
     let db = rusqlite::Connection::open(app.state.path().join("audit.db")).expect("db");
     db.execute_batch(
         "DROP TABLE audit_events; CREATE TABLE audit_events (tenant_id TEXT NOT NULL, seq INTEGER, CHECK (seq < 0));",
     )
     .expect("break audit");
-    let reply = app.get_with("/api/patients/p-1001/record", &token).await;
+    let reply = app.get_with("/api/patients/p-1001/records", &token).await;
     assert_eq!(reply.status, 503, "{}", reply.body);
     assert!(!reply.body.contains("E11.9") && !reply.body.contains("Andersen"), "{}", reply.body);
     // Login is audited too and fails closed the same way.

@@ -6,7 +6,7 @@ use health_core::TenantId;
 use health_e2e::{ALICE, OPERATOR_TOKEN, TestApp};
 use health_jose::Claims;
 
-const RECORD: &str = "/api/patients/p-1001/record";
+const RECORD: &str = "/api/patients/p-1001/records";
 const BASE: &str = "http://127.0.0.1:3000";
 
 fn now() -> i64 {
@@ -28,6 +28,7 @@ fn claims(tenant: &str, iss_tenant: &str) -> Claims {
         client_id: "health-web".into(),
         amr: vec!["pwd".into()],
         auth_time: now(),
+        enc_jwk: None,
     }
 }
 

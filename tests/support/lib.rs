@@ -40,7 +40,8 @@ pub struct TestApp {
     totp: std::sync::Mutex<HashMap<String, (Vec<u8>, i64)>>,
 }
 
-fn unix_now() -> i64 {
+/// The current Unix time in seconds.
+pub fn unix_now() -> i64 {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
     i64::try_from(secs).expect("time")
 }

@@ -48,7 +48,7 @@ async fn rotate_changes_the_served_kid_while_earlier_tokens_keep_working() {
     let signing = set["keys"].as_array().expect("keys").iter().filter(|k| k["use"] == "sig");
     let kids: Vec<&str> = signing.filter_map(|k| k["kid"].as_str()).collect();
     assert_eq!(kids, [old_kid.as_str(), new_kid.as_str()]);
-    assert_eq!(app.get_with("/api/patients/p-1001/record", &before).await.status, 200);
+    assert_eq!(app.get_with("/api/patients/p-1001/records", &before).await.status, 200);
 
     let u = url.clone();
     let revoked = tokio::task::spawn_blocking(move || {
@@ -57,7 +57,7 @@ async fn rotate_changes_the_served_kid_while_earlier_tokens_keep_working() {
     .await
     .expect("join");
     assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));
-    assert_eq!(app.get_with("/api/patients/p-1001/record", &before).await.status, 401);
+    assert_eq!(app.get_with("/api/patients/p-1001/records", &before).await.status, 401);
 
     // Clear failures: no token (2), bad tenant id (2), wrong token (1), unreachable server (3).
     let u = url.clone();
@@ -84,7 +84,7 @@ async fn tokens_revoke_and_audit_verify_against_the_running_app() {
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(health_host::serve(app.app.clone(), listener));
     let token = app.token(ALICE).await;
-    assert_eq!(app.get_with("/api/patients/p-1001/record", &token).await.status, 200);
+    assert_eq!(app.get_with("/api/patients/p-1001/records", &token).await.status, 200);
     let jti = {
         use base64::Engine;
         let payload = token.split('.').nth(1).expect("payload");
@@ -106,7 +106,7 @@ async fn tokens_revoke_and_audit_verify_against_the_running_app() {
     let revoked = run(args(&["tokens", "revoke", "--jti", &jti])).await.expect("join");
     assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));
     assert_eq!(stdout_json(&revoked)["revoked"], true);
-    assert_eq!(app.get_with("/api/patients/p-1001/record", &token).await.status, 401);
+    assert_eq!(app.get_with("/api/patients/p-1001/records", &token).await.status, 401);
 
     let verified = run(args(&["audit", "verify", "--tenant", "demo-hospital"])).await.expect("join");
     assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stderr));
