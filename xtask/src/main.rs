@@ -14,9 +14,20 @@ use std::process::Command;
 use anyhow::{Context, bail};
 use sha2::Digest;
 
-/// Every Wasm guest: the app's components and the host's test guests.
-const GUESTS: &[&str] =
-    &["policy", "gateway", "auth", "jwks", "patient", "doctor", "lab", "insurance", "host-probe", "host-probe-baddep"];
+/// Every Wasm guest: the app's components, the host's test guests and the benchmark's JOSE guest.
+const GUESTS: &[&str] = &[
+    "policy",
+    "gateway",
+    "auth",
+    "jwks",
+    "patient",
+    "doctor",
+    "lab",
+    "insurance",
+    "host-probe",
+    "host-probe-baddep",
+    "bench-guest",
+];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
