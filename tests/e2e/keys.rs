@@ -203,3 +203,57 @@ async fn an_old_active_key_rotates_exactly_once_on_the_next_signings() {
     );
     assert!(!rotations.is_empty() && rotations.iter().all(|r| r == "scheduled"), "{rotations:?}");
 }
+
+#[tokio::test]
+async fn a_remembered_verification_never_outlives_a_revoked_key_or_jti() {
+    let app = TestApp::start(|_| {}).expect("app loads");
+    let operator = format!("Bearer {OPERATOR_TOKEN}");
+    let json = ("content-type", "application/json");
+    let token = app.token(ALICE).await;
+    // The first use verifies in full and remembers it; the second is answered from the cache.
+    assert_eq!(app.get_with(RECORD, &token).await.status, 200);
+    assert_eq!(app.get_with(RECORD, &token).await.status, 200);
+    let hash = health_core::sha256_hex(&token);
+    let remembered = app.query_strings("audit.db", &format!("SELECT kid FROM verified_tokens WHERE token_hash = '{hash}'"));
+    assert_eq!(remembered, [kid_of(&token)]);
+    // A remembered token with its payload altered is another token: it is verified afresh and refused.
+    let mut forged: Vec<&str> = token.split('.').collect();
+    let claims = base64_payload_with(forged[1], "role", "doctor");
+    forged[1] = &claims;
+    assert_eq!(app.get_with(RECORD, &forged.join(".")).await.status, 401);
+    // Its jti revoked: refused at once, although remembered.
+    let other = app.token(ALICE).await;
+    assert_eq!(app.get_with(RECORD, &other).await.status, 200);
+    let jti = base64_claim(&other, "jti");
+    let revoke = format!(r#"{{"jti":"{jti}","tenant_id":"demo-hospital"}}"#);
+    let revoked = app.send("POST", "/admin/revoke-token", &[json, ("authorization", &operator)], &revoke).await;
+    assert_eq!(revoked.status, 200, "{}", revoked.body);
+    assert_eq!(app.get_with(RECORD, &other).await.status, 401);
+    // Its key revoked: refused at once, although remembered.
+    let rotate = r#"{"tenant_id":"demo-hospital","use":"sig"}"#;
+    assert_eq!(app.send("POST", "/admin/rotate-key", &[json, ("authorization", &operator)], rotate).await.status, 200);
+    let body = format!(r#"{{"tenant_id":"demo-hospital","kid":"{}"}}"#, kid_of(&token));
+    let revoked = app.send("POST", "/admin/revoke-key", &[json, ("authorization", &operator)], &body).await;
+    assert_eq!(revoked.status, 200, "{}", revoked.body);
+    assert_eq!(app.get_with(RECORD, &token).await.status, 401);
+    let reasons = app.query_strings(
+        "audit.db",
+        "SELECT reason FROM audit_events WHERE action = 'GET /api/patients/{id}/records' ORDER BY rowid DESC LIMIT 1",
+    );
+    assert_eq!(reasons, ["key_revoked"]);
+}
+
+fn base64_claim(token: &str, name: &str) -> String {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("b64");
+    serde_json::from_slice::<serde_json::Value>(&bytes).expect("json")[name].as_str().expect("claim").to_owned()
+}
+
+fn base64_payload_with(payload: &str, name: &str, value: &str) -> String {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut claims: serde_json::Value = serde_json::from_slice(&engine.decode(payload).expect("b64")).expect("json");
+    claims[name] = value.into();
+    engine.encode(claims.to_string())
+}

@@ -255,6 +255,11 @@ fn verify_signature_parts<'a, 'k>(
 /// tenant binding → key status. Revocation by `jti` and per-subject not-before need stores and
 /// are the caller's next step.
 pub fn verify(token: &str, keys: &TenantKeys, now: i64, opts: &VerifyOptions) -> Result<Claims> {
+    verify_keyed(token, keys, now, opts).map(|(claims, _)| claims)
+}
+
+/// [`verify`], also returning the `kid` of the key that verified the token (for [`recheck`]).
+pub fn verify_keyed(token: &str, keys: &TenantKeys, now: i64, opts: &VerifyOptions) -> Result<(Claims, String)> {
     let (parts, record) = verify_signature_parts(token, keys, opts)?;
     let header = &parts.header;
     let raw: RawClaims = serde_json::from_slice(&parts.payload).map_err(|_| Error::BadClaims)?;
@@ -266,16 +271,7 @@ pub fn verify(token: &str, keys: &TenantKeys, now: i64, opts: &VerifyOptions) ->
     let tenant_id = raw.tenant_id.ok_or(Error::MissingClaim("tenant_id"))?;
     let sub = raw.sub.filter(|s| !s.is_empty()).ok_or(Error::MissingClaim("sub"))?;
 
-    let tolerance = opts.tolerance_secs.clamp(0, 60);
-    if now.saturating_sub(tolerance) >= exp {
-        return Err(Error::Expired);
-    }
-    if iat > now.saturating_add(tolerance) {
-        return Err(Error::IssuedInFuture);
-    }
-    if raw.nbf.is_some_and(|nbf| nbf > now.saturating_add(tolerance)) {
-        return Err(Error::NotYetValid);
-    }
+    check_times(exp, iat, raw.nbf, now, opts)?;
     if exp.saturating_sub(iat) > opts.max_lifetime_secs || exp < iat {
         return Err(Error::LifetimeTooLong);
     }
@@ -296,12 +292,8 @@ pub fn verify(token: &str, keys: &TenantKeys, now: i64, opts: &VerifyOptions) ->
     if iss != keys.issuer {
         return Err(Error::WrongIssuer);
     }
-    match record.status_at(now) {
-        KeyStatus::Active | KeyStatus::Retiring => {}
-        KeyStatus::Retired => return Err(Error::KeyRetired),
-        KeyStatus::Revoked => return Err(Error::KeyRevoked),
-    }
-    Ok(Claims {
+    check_key_status(record, now)?;
+    let claims = Claims {
         iss,
         sub,
         aud: opts.audience.clone(),
@@ -316,7 +308,44 @@ pub fn verify(token: &str, keys: &TenantKeys, now: i64, opts: &VerifyOptions) ->
         amr: raw.amr.unwrap_or_default(),
         auth_time: raw.auth_time.unwrap_or(iat),
         enc_jwk: raw.enc_jwk,
-    })
+    };
+    Ok((claims, record.jwk.kid.clone()))
+}
+
+/// Re-checks, at `now`, a token that [`verify_keyed`] accepted earlier with key `kid`: what
+/// can change since (the clock, and the key's status in the tenant's current set: a retired,
+/// revoked or removed key refuses it at once). What cannot change (signature, `typ`,
+/// audience, issuer and tenant binding) is not re-done; the caller must be sure `claims` are
+/// exactly what `verify_keyed` returned for this token (e.g. cached under the token's hash).
+pub fn recheck(claims: &Claims, kid: &str, keys: &TenantKeys, now: i64, opts: &VerifyOptions) -> Result<()> {
+    check_times(claims.exp, claims.iat, Some(claims.nbf), now, opts)?;
+    let record = keys.find(kid).filter(|k| k.jwk.key_use == KeyUse::Sig).ok_or(Error::UnknownKid)?;
+    if claims.tenant_id != keys.tenant_id || record.jwk.tenant_id != keys.tenant_id || claims.iss != keys.issuer {
+        return Err(Error::TenantMismatch);
+    }
+    check_key_status(record, now)
+}
+
+fn check_times(exp: i64, iat: i64, nbf: Option<i64>, now: i64, opts: &VerifyOptions) -> Result<()> {
+    let tolerance = opts.tolerance_secs.clamp(0, 60);
+    if now.saturating_sub(tolerance) >= exp {
+        return Err(Error::Expired);
+    }
+    if iat > now.saturating_add(tolerance) {
+        return Err(Error::IssuedInFuture);
+    }
+    if nbf.is_some_and(|nbf| nbf > now.saturating_add(tolerance)) {
+        return Err(Error::NotYetValid);
+    }
+    Ok(())
+}
+
+fn check_key_status(record: &crate::KeyRecord, now: i64) -> Result<()> {
+    match record.status_at(now) {
+        KeyStatus::Active | KeyStatus::Retiring => Ok(()),
+        KeyStatus::Retired => Err(Error::KeyRetired),
+        KeyStatus::Revoked => Err(Error::KeyRevoked),
+    }
 }
 
 /// Checks `signature` over `input` with the public key of `jwk` under `alg`.

@@ -17,7 +17,8 @@ pub use jwk::{
     generate_rs256, thumbprint,
 };
 pub use jws::{
-    Claims, Error, Result, VerifyOptions, peek_tenant, sign, sign_bytes, sign_rs256, verify, verify_signature,
+    Claims, Error, Result, VerifyOptions, peek_tenant, recheck, sign, sign_bytes, sign_rs256, verify, verify_keyed,
+    verify_signature,
 };
 
 /// Header `typ` of an access token (RFC 9068 §2.1).

@@ -9,7 +9,7 @@ use spin_sdk::sqlite::{Connection, Value};
 
 /// The audit database label in spin.toml.
 pub const DATABASE: &str = "audit";
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const MIGRATION: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS audit_events (
@@ -45,6 +45,14 @@ const MIGRATION: &[&str] = &[
     "ALTER TABLE audit_events ADD COLUMN break_glass INTEGER NOT NULL DEFAULT 0",
     "CREATE INDEX IF NOT EXISTS audit_by_action ON audit_events (action, outcome)",
     "CREATE INDEX IF NOT EXISTS audit_break_glass ON audit_events (tenant_id, seq) WHERE break_glass = 1",
+    // Version 4: tokens already verified in full, by SHA-256 of the token (see `tokens::verify`).
+    "CREATE TABLE IF NOT EXISTS verified_tokens (
+        token_hash TEXT PRIMARY KEY,
+        kid TEXT NOT NULL,
+        claims TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS verified_tokens_by_expiry ON verified_tokens (expires_at)",
 ];
 
 const HEAD: &str = "SELECT seq, hash FROM audit_events WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1";
@@ -58,6 +66,17 @@ const MAX_ATTEMPTS: usize = 50;
 /// be idempotent, since the first requests of several components may migrate at once: `IF NOT
 /// EXISTS` everywhere, and an `ADD COLUMN` that another migrator already applied is skipped.
 pub fn migrate(conn: &Connection, version: i64, statements: &[&str]) -> anyhow::Result<()> {
+    migrate_then(conn, version, statements, |_| Ok(()))
+}
+
+/// [`migrate`], running `then` (e.g. idempotent seeding) after the statements and before the
+/// version is recorded, so an interrupted first run is simply repeated by the next request.
+pub fn migrate_then(
+    conn: &Connection,
+    version: i64,
+    statements: &[&str],
+    then: impl FnOnce(&Connection) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let current = conn.execute("PRAGMA user_version", &[]).context("reading schema version")?;
     let current = current.rows().next().and_then(|r| r.get::<i64>("user_version")).unwrap_or(0);
     if current >= version {
@@ -71,6 +90,7 @@ pub fn migrate(conn: &Connection, version: i64, statements: &[&str]) -> anyhow::
             Err(e) => return Err(e).with_context(|| format!("migration statement failed: {statement}")),
         }
     }
+    then(conn)?;
     conn.execute(&format!("PRAGMA user_version = {version}"), &[]).context("setting schema version")?;
     Ok(())
 }

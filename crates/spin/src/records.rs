@@ -113,20 +113,11 @@ const DEMO_TENANT: &str = "demo-hospital";
 /// 2026-01-01T00:00:00Z, the demo data's timestamps.
 const DEMO_TIME: i64 = 1_767_225_600;
 
-/// Opens `records`, creating the schema on first use and, when `seed_demo`, the demo tenant's
-/// data (encrypted like any other). Deleted rows are overwritten on disk (`secure_delete`), so
-/// an erased patient's key material does not linger in free pages.
+/// Opens `records`, creating the schema and, when `seed_demo`, the demo tenant's data
+/// (encrypted like any other) the first time.
 pub fn open(seed_demo: bool) -> anyhow::Result<Connection> {
     let conn = Connection::open(DATABASE).context("opening the records database")?;
-    if let Err(e) = conn.execute("PRAGMA secure_delete = ON", &[]) {
-        // Some remote SQLite backends refuse pragmas; erasure still holds (the keys are gone
-        // from the database), only the bytes may linger in the backend's free pages.
-        eprintln!("records: secure_delete unavailable: {e}");
-    }
-    crate::audit::migrate(&conn, SCHEMA_VERSION, MIGRATION)?;
-    if seed_demo && !patient_exists(&conn, DEMO_TENANT, "p-1001")? {
-        seed(&conn)?;
-    }
+    crate::audit::migrate_then(&conn, SCHEMA_VERSION, MIGRATION, |conn| if seed_demo { seed(conn) } else { Ok(()) })?;
     Ok(conn)
 }
 
@@ -280,6 +271,12 @@ impl<'c> Vault<'c> {
             RETURNING patient_id";
         const SHRED: &str = "DELETE FROM patient_key WHERE tenant_id = ? AND patient_id = ?";
         const WITHDRAW: &str = "UPDATE consent SET revoked_at = ? WHERE tenant_id = ? AND patient_id = ? AND revoked_at IS NULL";
+        // Deleted rows are overwritten on disk, so the shredded keys do not linger in free pages.
+        if let Err(e) = self.conn.execute("PRAGMA secure_delete = ON", &[]) {
+            // Some remote SQLite backends refuse pragmas; the keys are still gone from the
+            // database, only their bytes may linger in the backend's free pages.
+            eprintln!("records: secure_delete unavailable: {e}");
+        }
         let marked = self
             .conn
             .execute(MARK, &[Value::Integer(now), text(&self.tenant), text(patient)])
@@ -317,10 +314,6 @@ pub struct Demographics {
 
 const PATIENT: &str = "SELECT owner_subject, given_name, family_name, birth_date, erased_at FROM patient
     WHERE tenant_id = ? AND patient_id = ?";
-
-fn patient_exists(conn: &Connection, tenant: &str, patient_id: &str) -> anyhow::Result<bool> {
-    Ok(patient(conn, tenant, patient_id)?.is_some())
-}
 
 pub fn patient(conn: &Connection, tenant: &str, patient_id: &str) -> anyhow::Result<Option<PatientRow>> {
     let rows = conn.execute(PATIENT, &[text(tenant), text(patient_id)]).context("reading patient")?;

@@ -65,18 +65,45 @@ pub fn tenant_keys(tenant: &health_core::TenantId) -> anyhow::Result<Option<Tena
 
 /// Verifies `token` at `now` in the full order of ARCHITECTURE.md §4. `Err` is a platform
 /// fault; `Ok(Err(reason))` a refused token with the reason for the audit log.
+///
+/// A token verified in full once is remembered by its SHA-256 in `verified_tokens` (in the
+/// `audit` database) until it expires, so its next uses skip parsing and the signature check,
+/// which dominate a request in Wasm. Everything that can change is checked on every use all the
+/// same: the clock, the key's status in the tenant's current key set (a revoked or retired key
+/// refuses the token at once), the `jti` revocation and the subject's not-before. Only a full
+/// verification writes an entry, and only this exact token can find it.
 pub fn verify(token: &str, now: i64) -> anyhow::Result<Result<Claims, &'static str>> {
     let opts = options()?;
-    let tenant = match health_jose::peek_tenant(token, &opts) {
-        Ok(tenant) => tenant,
-        Err(e) => return Ok(Err(e.reason())),
-    };
-    let Some(keys) = tenant_keys(&tenant)? else {
-        return Ok(Err("unknown_tenant"));
-    };
-    let claims = match health_jose::verify(token, &keys, now, &opts) {
-        Ok(claims) => claims,
-        Err(e) => return Ok(Err(e.reason())),
+    let conn = crate::audit::open()?;
+    let hash = health_core::sha256_hex(token);
+    let claims = match cached(&conn, &hash)? {
+        Some((kid, claims)) => {
+            let Some(keys) = tenant_keys(&claims.tenant_id)? else {
+                return Ok(Err("unknown_tenant"));
+            };
+            if let Err(e) = health_jose::recheck(&claims, &kid, &keys, now, &opts) {
+                return Ok(Err(e.reason()));
+            }
+            claims
+        }
+        None => {
+            let tenant = match health_jose::peek_tenant(token, &opts) {
+                Ok(tenant) => tenant,
+                Err(e) => return Ok(Err(e.reason())),
+            };
+            let Some(keys) = tenant_keys(&tenant)? else {
+                return Ok(Err("unknown_tenant"));
+            };
+            let (claims, kid) = match health_jose::verify_keyed(token, &keys, now, &opts) {
+                Ok(verified) => verified,
+                Err(e) => return Ok(Err(e.reason())),
+            };
+            if let Err(e) = remember(&conn, &hash, &kid, &claims, now) {
+                // Only a cache: the token was verified in full, so the request goes on.
+                eprintln!("tokens: could not cache a verified token: {e:#}");
+            }
+            claims
+        }
     };
     let revocations = Store::open("revocations").context("opening revocations")?;
     if revocations.exists(&revoked_jti_key(&claims.jti)).context("checking jti revocation")? {
@@ -91,6 +118,37 @@ pub fn verify(token: &str, now: i64) -> anyhow::Result<Result<Claims, &'static s
         }
     }
     Ok(Ok(claims))
+}
+
+/// The `kid` and claims remembered for a token hash, if any.
+fn cached(conn: &spin_sdk::sqlite::Connection, hash: &str) -> anyhow::Result<Option<(String, Claims)>> {
+    use spin_sdk::sqlite::Value;
+    const GET: &str = "SELECT kid, claims FROM verified_tokens WHERE token_hash = ?";
+    let rows = conn.execute(GET, &[Value::Text(hash.to_owned())]).context("reading verified tokens")?;
+    let Some(row) = rows.rows().next() else {
+        return Ok(None);
+    };
+    let kid = row.get::<&str>("kid").context("cached kid")?.to_owned();
+    let claims = serde_json::from_str(row.get::<&str>("claims").context("cached claims")?)
+        .context("decoding cached claims")?;
+    Ok(Some((kid, claims)))
+}
+
+/// Remembers a fully verified token until it expires (plus the largest clock tolerance), and
+/// sweeps entries past theirs, so the table holds only live tokens.
+fn remember(conn: &spin_sdk::sqlite::Connection, hash: &str, kid: &str, claims: &Claims, now: i64) -> anyhow::Result<()> {
+    use spin_sdk::sqlite::Value;
+    const SWEEP: &str = "DELETE FROM verified_tokens WHERE expires_at < ?";
+    const PUT: &str = "INSERT OR REPLACE INTO verified_tokens (token_hash, kid, claims, expires_at) VALUES (?, ?, ?, ?)";
+    conn.execute(SWEEP, &[Value::Integer(now)]).context("sweeping verified tokens")?;
+    let params = [
+        Value::Text(hash.to_owned()),
+        Value::Text(kid.to_owned()),
+        Value::Text(serde_json::to_string(claims)?),
+        Value::Integer(claims.exp.saturating_add(60)),
+    ];
+    conn.execute(PUT, &params).context("remembering a verified token")?;
+    Ok(())
 }
 
 /// Spends a one-time token (ARCHITECTURE.md §4, insurer tokens): `true` only for the one

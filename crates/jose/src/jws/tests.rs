@@ -281,3 +281,19 @@ fn retiring_key_past_its_window_is_refused_without_a_store_update() {
     keys.keys[0].not_after = Some(NOW + 1);
     assert!(verify(&good(), &keys, NOW, &VerifyOptions::default()).is_ok());
 }
+
+#[test]
+fn recheck_refuses_what_changed_since_a_token_was_verified() {
+    let opts = VerifyOptions::default();
+    let (claims, kid) = verify_keyed(&good(), &keys(), NOW, &opts).unwrap();
+    assert_eq!(kid, "k1");
+    assert_eq!(recheck(&claims, &kid, &keys(), NOW + 60, &opts), Ok(()));
+    // The clock moved past expiry (plus tolerance).
+    assert_eq!(recheck(&claims, &kid, &keys(), claims.exp + 60, &opts), Err(Error::Expired));
+    // The key was revoked or retired, or vanished from the set.
+    assert_eq!(recheck(&claims, &kid, &keys_for("demo", KeyStatus::Revoked), NOW, &opts), Err(Error::KeyRevoked));
+    assert_eq!(recheck(&claims, &kid, &keys_for("demo", KeyStatus::Retired), NOW, &opts), Err(Error::KeyRetired));
+    assert_eq!(recheck(&claims, "k2", &keys(), NOW, &opts), Err(Error::UnknownKid));
+    // Another tenant's key set never vouches for it.
+    assert_eq!(recheck(&claims, &kid, &keys_for("other", KeyStatus::Active), NOW, &opts), Err(Error::TenantMismatch));
+}
