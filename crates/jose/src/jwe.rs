@@ -157,7 +157,7 @@ fn split<'a>(token: &'a str, policy: &JwePolicy) -> Result<Parts<'a>> {
         return Err(JweError);
     }
     let decode = |part: &str| b64url_decode(part).ok_or(JweError);
-    let header: RawHeader = serde_json::from_slice(&decode(h)?).map_err(|_| JweError)?;
+    let header: RawHeader = crate::strict_json(&decode(h)?).ok_or(JweError)?;
     let refused = [&header.zip, &header.crit, &header.jku, &header.x5u, &header.jwk, &header.x5c];
     if refused.iter().any(|member| member.is_some())
         || !policy.key_algs.contains(&header.alg.as_str())

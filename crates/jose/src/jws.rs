@@ -198,7 +198,7 @@ fn split<'a>(token: &'a str, opts: &VerifyOptions) -> Result<Parts<'a>> {
     let header_bytes = b64url_decode(h).ok_or(Error::Malformed)?;
     let payload = b64url_decode(p).ok_or(Error::Malformed)?;
     let signature = b64url_decode(s).ok_or(Error::Malformed)?;
-    let header: Header = serde_json::from_slice(&header_bytes).map_err(|_| Error::BadHeader)?;
+    let header: Header = crate::strict_json(&header_bytes).ok_or(Error::BadHeader)?;
     Ok(Parts { signing_input: &token[..h.len() + 1 + p.len()], header, payload, signature })
 }
 
@@ -206,7 +206,7 @@ fn split<'a>(token: &'a str, opts: &VerifyOptions) -> Result<Parts<'a>> {
 /// against. Nothing else may be trusted before [`verify`] succeeds.
 pub fn peek_tenant(token: &str, opts: &VerifyOptions) -> Result<TenantId> {
     let parts = split(token, opts)?;
-    let raw: RawClaims = serde_json::from_slice(&parts.payload).map_err(|_| Error::BadClaims)?;
+    let raw: RawClaims = crate::strict_json(&parts.payload).ok_or(Error::BadClaims)?;
     let tenant = raw.tenant_id.ok_or(Error::MissingClaim("tenant_id"))?;
     TenantId::parse(&tenant).map_err(|_| Error::BadClaims)
 }
@@ -262,7 +262,7 @@ pub fn verify(token: &str, keys: &TenantKeys, now: i64, opts: &VerifyOptions) ->
 pub fn verify_keyed(token: &str, keys: &TenantKeys, now: i64, opts: &VerifyOptions) -> Result<(Claims, String)> {
     let (parts, record) = verify_signature_parts(token, keys, opts)?;
     let header = &parts.header;
-    let raw: RawClaims = serde_json::from_slice(&parts.payload).map_err(|_| Error::BadClaims)?;
+    let raw: RawClaims = crate::strict_json(&parts.payload).ok_or(Error::BadClaims)?;
     let exp = raw.exp.ok_or(Error::MissingClaim("exp"))?;
     let iat = raw.iat.ok_or(Error::MissingClaim("iat"))?;
     let iss = raw.iss.ok_or(Error::MissingClaim("iss"))?;

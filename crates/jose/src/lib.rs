@@ -21,5 +21,12 @@ pub use jws::{
     verify_signature,
 };
 
+/// Parses a JOSE header or JWT claims set, which must be a completely valid UTF-8 JSON object
+/// (RFC 7515 §5.2, RFC 7519 §7.2): serde would otherwise skip an unknown member without
+/// checking its bytes, and two parsers could disagree about the same token.
+pub(crate) fn strict_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    serde_json::from_str(std::str::from_utf8(bytes).ok()?).ok()
+}
+
 /// Header `typ` of an access token (RFC 9068 §2.1).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";

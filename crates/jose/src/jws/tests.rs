@@ -297,3 +297,22 @@ fn recheck_refuses_what_changed_since_a_token_was_verified() {
     // Another tenant's key set never vouches for it.
     assert_eq!(recheck(&claims, &kid, &keys_for("other", KeyStatus::Active), NOW, &opts), Err(Error::TenantMismatch));
 }
+
+#[test]
+fn rejects_invalid_utf8_even_in_members_nothing_reads() {
+    // Signed, well-formed JSON apart from two bytes that are not UTF-8 in an ignored member.
+    let sign_raw = |header: &[u8], payload: &[u8]| {
+        let input = format!("{}.{}", b64url(header), b64url(payload));
+        let sig = SigningKey::<Sha256>::new(rfc_key()).try_sign_with_rng(&mut rng(), input.as_bytes()).unwrap();
+        format!("{input}.{}", b64url(sig.to_bytes()))
+    };
+    let payload = payload_with(|_| {});
+    let mut header = br#"{"alg":"RS256","typ":"at+jwt","kid":"k1","x":""#.to_vec();
+    header.extend([0xff, 0xfe, b'"', b'}']);
+    assert_eq!(check(&sign_raw(&header, payload.as_bytes())), Err(Error::BadHeader));
+    let mut claims = payload.trim_end_matches('}').as_bytes().to_vec();
+    claims.extend(br#","note":""#);
+    claims.extend([0xff, 0xfe, b'"', b'}']);
+    assert_eq!(check(&sign_raw(HEADER.as_bytes(), &claims)), Err(Error::BadClaims));
+    assert!(check(&sign_raw(HEADER.as_bytes(), payload.as_bytes())).is_ok(), "the same token, valid UTF-8, verifies");
+}
