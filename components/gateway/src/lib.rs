@@ -22,7 +22,8 @@ use health_spin::authz;
 use health_spin::respond::{self, Cache};
 use health_spin::service::REASON_HEADER;
 use health_spin::{nested, tokens};
-use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::http::conversions::TryFromIncomingRequest;
+use spin_sdk::http::{IncomingRequest, Method, Request, Response};
 use spin_sdk::http_component;
 
 /// The policy action and route family of a request, for the gateway's coarse check.
@@ -91,7 +92,18 @@ impl Refusal {
 }
 
 #[http_component]
-async fn handle(req: Request) -> Response {
+async fn handle(incoming: IncomingRequest) -> Response {
+    // spin-sdk's `Request` keeps one value per header name (the last), so a repeated
+    // `Authorization` is counted on the raw fields: two credentials are ambiguous (a proxy may
+    // check one and we use the other), and are refused.
+    let authorizations = incoming.headers().get(&"authorization".to_owned()).len();
+    let req = match Request::try_from_incoming_request(incoming).await {
+        Ok(req) => req,
+        Err(e) => {
+            eprintln!("gateway: unreadable request: {e}");
+            return respond::problem(&Problem::bad_request("the request could not be read"));
+        }
+    };
     if req.path() == "/health" {
         return health();
     }
@@ -109,9 +121,9 @@ async fn handle(req: Request) -> Response {
         ..health_spin::audit::request_event(&req, health_spin::now())
     };
     let outcome = if req.path() == "/metrics" {
-        metrics(&req, &mut event)
+        metrics(&req, authorizations, &mut event)
     } else {
-        process(&req, &path, api, &mut event).await
+        process(&req, authorizations, &path, api, &mut event).await
     };
     let mut response = match outcome {
         Ok(response) => response,
@@ -132,7 +144,16 @@ async fn handle(req: Request) -> Response {
     response
 }
 
-async fn process(req: &Request, path: &str, api: Option<Api>, event: &mut Event) -> anyhow::Result<Response> {
+async fn process(
+    req: &Request,
+    authorizations: usize,
+    path: &str,
+    api: Option<Api>,
+    event: &mut Event,
+) -> anyhow::Result<Response> {
+    if authorizations > 1 {
+        return Ok(Refusal::Unauthenticated("missing_or_repeated_authorization").answer(event));
+    }
     let caller = match authenticate(req, event).await? {
         Ok(caller) => caller,
         Err(reason) => return Ok(Refusal::Unauthenticated(reason).answer(event)),
@@ -330,7 +351,7 @@ fn health() -> Response {
 
 /// `GET /metrics` in the Prometheus text format, for a scraper holding the token whose SHA-256
 /// is `metrics_token_hash` (empty: metrics disabled, 404). Counters come from the audit log.
-fn metrics(req: &Request, event: &mut Event) -> anyhow::Result<Response> {
+fn metrics(req: &Request, authorizations: usize, event: &mut Event) -> anyhow::Result<Response> {
     let expected = health_spin::var("metrics_token_hash")?;
     if expected.trim().is_empty() {
         return Ok(Refusal::NotFound("metrics_disabled").answer(event));
@@ -338,7 +359,8 @@ fn metrics(req: &Request, event: &mut Event) -> anyhow::Result<Response> {
     if *req.method() != Method::Get {
         return Ok(Refusal::NotFound("no_such_route").answer(event));
     }
-    let authorized = tokens::bearer_token(req).is_ok_and(|token| health_core::token_matches_hash(token, &expected));
+    let authorized = authorizations == 1
+        && tokens::bearer_token(req).is_ok_and(|token| health_core::token_matches_hash(token, &expected));
     if !authorized {
         return Ok(Refusal::Unauthenticated("bad_metrics_token").answer(event));
     }
