@@ -3,7 +3,11 @@
 //! - `cargo xtask up`: build the Wasm components and serve the app on 127.0.0.1:3000 with
 //!   development secrets generated once into `.spin/dev-secrets.env`;
 //! - `cargo xtask test`: build the Wasm components once (release), install the pinned Python
-//!   `jwcrypto` and `Authlib` the interop tests compare against into `target/interop-venv`, run every test;
+//!   `jwcrypto` and `Authlib` the interop tests compare against into `target/interop-venv`, run every test,
+//!   then a bounded fuzzing pass (every target for [`CI_FUZZ_SECONDS`]);
+//! - `cargo xtask fuzz [--seconds N] [--sanitizer none|address] [target...]`: build the `fuzz/`
+//!   targets with the pinned cargo-fuzz (installed into `target/tools` on first use) and run each
+//!   for N seconds (default [`DEFAULT_FUZZ_SECONDS`]); fails on any crash, panic or hang;
 //! - `cargo xtask build`: only build the Wasm components;
 //! - `cargo xtask plugin`: package `healthctl` as a Spin plugin (`target/plugin/healthctl.json`)
 //!   for `spin plugins install --file target/plugin/healthctl.json`, then `spin healthctl ...`.
@@ -166,6 +170,129 @@ fn plugin() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// cargo-fuzz, pinned; installed into `target/tools` on first use.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+/// Every target of `fuzz/` (its `Cargo.toml` `[[bin]]`s).
+const FUZZ_TARGETS: &[&str] = &["jws_verify", "jwe_decrypt", "caller_context", "routes", "identity", "ids"];
+/// Seconds per target in the bounded pass of `cargo xtask test`.
+const CI_FUZZ_SECONDS: u64 = 15;
+/// Seconds per target of `cargo xtask fuzz` without `--seconds`: the longer run.
+const DEFAULT_FUZZ_SECONDS: u64 = 300;
+/// libFuzzer's per-input limit: an input that runs longer is reported as a hang (the slowest
+/// legitimate input, an RSA-OAEP decryption, takes milliseconds).
+const FUZZ_INPUT_TIMEOUT_SECS: u64 = 10;
+
+struct FuzzOptions {
+    seconds: u64,
+    sanitizer: String,
+    targets: Vec<String>,
+}
+
+impl Default for FuzzOptions {
+    fn default() -> Self {
+        Self {
+            seconds: DEFAULT_FUZZ_SECONDS,
+            // The code under test is safe Rust (the workspace denies `unsafe_code`), where
+            // panics, overflow and bounds checks already catch what a fuzzer finds; AddressSanitizer
+            // would only watch the dependencies' unsafe code, at twice the run time.
+            sanitizer: "none".into(),
+            targets: FUZZ_TARGETS.iter().map(|t| (*t).to_owned()).collect(),
+        }
+    }
+}
+
+impl FuzzOptions {
+    fn parse(args: &[String]) -> anyhow::Result<Self> {
+        let mut options = Self { targets: Vec::new(), ..Self::default() };
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--seconds" => {
+                    let value = args.next().context("--seconds needs a number")?;
+                    options.seconds = value.parse().with_context(|| format!("--seconds {value:?}"))?;
+                }
+                "--sanitizer" => options.sanitizer = args.next().context("--sanitizer needs a name")?.clone(),
+                target if FUZZ_TARGETS.contains(&target) => options.targets.push(target.to_owned()),
+                other => bail!("unknown fuzz argument {other:?} (targets: {})", FUZZ_TARGETS.join(", ")),
+            }
+        }
+        if options.targets.is_empty() {
+            options.targets = Self::default().targets;
+        }
+        Ok(options)
+    }
+}
+
+/// `target/tools/bin/cargo-fuzz` at [`CARGO_FUZZ_VERSION`], installed from crates.io if missing.
+fn ensure_cargo_fuzz() -> anyhow::Result<PathBuf> {
+    let tools = root().join("target/tools");
+    let bin = tools.join("bin/cargo-fuzz");
+    let installed = |bin: &Path| {
+        Command::new(bin).args(["fuzz", "--version"]).output().is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).split_whitespace().any(|w| w == CARGO_FUZZ_VERSION)
+        })
+    };
+    if !installed(&bin) {
+        let mut cmd = cargo();
+        cmd.args(["install", "--locked", "--version", CARGO_FUZZ_VERSION, "cargo-fuzz", "--root"]).arg(&tools);
+        run(cmd).context("installing cargo-fuzz from crates.io")?;
+        anyhow::ensure!(installed(&bin), "{} is not cargo-fuzz {CARGO_FUZZ_VERSION}", bin.display());
+    }
+    Ok(bin)
+}
+
+/// `cargo fuzz <subcommand>` with the project's build settings: release (`-O`, cargo-fuzz's
+/// default) with debug assertions and overflow checks (`-a`), into `fuzz/target`.
+fn cargo_fuzz(bin: &Path, subcommand: &str, options: &FuzzOptions) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.current_dir(root());
+    cmd.args(["fuzz", subcommand, "--sanitizer", &options.sanitizer, "--debug-assertions"]);
+    // cargo-fuzz passes unstable flags to rustc for sanitizers (`-Zsanitizer=address`), which a
+    // stable toolchain refuses unless RUSTC_BOOTSTRAP is set; the toolchain is pinned to stable
+    // and CI can fetch no nightly. With `--sanitizer none` no `-Z` flag is used, so this only
+    // matters for `--sanitizer address`.
+    cmd.env("RUSTC_BOOTSTRAP", "1");
+    cmd
+}
+
+/// Builds every fuzz target, then runs each for `options.seconds` on its committed seeds
+/// (`fuzz/corpus/<target>`) plus what earlier runs found (`fuzz/target/corpus/<target>`, not
+/// committed). Fails if any target crashes, panics, hangs past [`FUZZ_INPUT_TIMEOUT_SECS`] on an
+/// input, or runs out of memory; libFuzzer leaves the input in `fuzz/artifacts/<target>/`.
+fn fuzz(options: &FuzzOptions) -> anyhow::Result<()> {
+    let bin = ensure_cargo_fuzz()?;
+    let mut build = cargo_fuzz(&bin, "build", options);
+    // `cargo fuzz build` takes one target or none (all).
+    if let [only] = options.targets.as_slice() {
+        build.arg(only);
+    }
+    run(build)?;
+    let mut failed = Vec::new();
+    for target in &options.targets {
+        let found = root().join("fuzz/target/corpus").join(target);
+        std::fs::create_dir_all(&found).with_context(|| format!("creating {}", found.display()))?;
+        let mut cmd = cargo_fuzz(&bin, "run", options);
+        cmd.arg(target).arg(&found).arg(root().join("fuzz/corpus").join(target));
+        cmd.arg("--");
+        cmd.arg(format!("-max_total_time={}", options.seconds));
+        cmd.arg(format!("-timeout={FUZZ_INPUT_TIMEOUT_SECS}"));
+        cmd.args(["-rss_limit_mb=2048", "-print_final_stats=1"]);
+        println!("fuzzing {target} for {} s", options.seconds);
+        if let Err(error) = run(cmd) {
+            eprintln!("{error:#}");
+            failed.push(target.as_str());
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "fuzz targets failed: {} (inputs in fuzz/artifacts/<target>/; replay one with \
+             `target/tools/bin/cargo-fuzz fuzz run --sanitizer none -a <target> <input>`)",
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -178,8 +305,10 @@ fn main() -> anyhow::Result<()> {
             cmd.env("HEALTH_INTEROP_PYTHON", python);
             cmd.args(["test", "--workspace"]);
             cmd.args(&args[1..]);
-            run(cmd)
+            run(cmd)?;
+            fuzz(&FuzzOptions { seconds: CI_FUZZ_SECONDS, ..FuzzOptions::default() })
         }
+        Some("fuzz") => fuzz(&FuzzOptions::parse(&args[1..])?),
         Some("up") => {
             build_guests()?;
             let mut cmd = cargo();
@@ -203,7 +332,10 @@ fn main() -> anyhow::Result<()> {
             run(cmd)
         }
         _ => {
-            eprintln!("usage: cargo xtask <up [host args]|test [cargo test args]|build|plugin>");
+            eprintln!(
+                "usage: cargo xtask <up [host args]|test [cargo test args]|build|plugin\
+                 |fuzz [--seconds N] [--sanitizer none|address] [target...]>"
+            );
             std::process::exit(2);
         }
     }
