@@ -397,16 +397,47 @@ impl PrivateKey {
         use p256::pkcs8::DecodePrivateKey;
         Some(match alg {
             Algorithm::Rs256 | Algorithm::RsaOaep256 => PrivateKey::Rsa(RsaPrivateKey::from_pkcs8_der(der).ok()?),
-            Algorithm::Es256 | Algorithm::EcdhEsA256kw => PrivateKey::P256(p256::SecretKey::from_pkcs8_der(der).ok()?),
+            Algorithm::Es256 | Algorithm::EcdhEsA256kw => PrivateKey::P256(p256_from_pkcs8(der)?),
             Algorithm::EdDsa => PrivateKey::Ed25519(Box::new(ed25519_dalek::SigningKey::from_pkcs8_der(der).ok()?)),
         })
     }
+}
+
+/// A P-256 private key from PKCS#8 without `p256`'s check that the embedded public key matches
+/// the scalar: that check is a full scalar multiplication (about a millisecond in Wasm) on every
+/// signing or decryption, and it guards against corruption that the AES-GCM seal around every
+/// stored private key already rules out. The algorithm and curve are still checked.
+fn p256_from_pkcs8(der: &[u8]) -> Option<p256::SecretKey> {
+    use p256::pkcs8::AssociatedOid;
+    let info = p256::pkcs8::PrivateKeyInfo::try_from(der).ok()?;
+    let curve_ok = info.algorithm.oid == p256::elliptic_curve::ALGORITHM_OID
+        && info.algorithm.parameters_oid().ok() == Some(p256::NistP256::OID);
+    if !curve_ok {
+        return None;
+    }
+    let ec = sec1::EcPrivateKey::try_from(info.private_key).ok()?;
+    p256::SecretKey::from_slice(ec.private_key).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand_core::SeedableRng;
+
+    #[test]
+    fn p256_keys_parse_from_pkcs8_as_the_validating_parser_does() {
+        use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+        let key = p256::SecretKey::random(&mut rand_chacha::ChaCha20Rng::seed_from_u64(3));
+        let der = key.to_pkcs8_der().unwrap();
+        let parsed = p256_from_pkcs8(der.as_bytes()).unwrap();
+        assert_eq!(parsed.to_bytes(), p256::SecretKey::from_pkcs8_der(der.as_bytes()).unwrap().to_bytes());
+        // Another curve's or algorithm's key is refused.
+        let p384 = p384::SecretKey::random(&mut rand_chacha::ChaCha20Rng::seed_from_u64(3)).to_pkcs8_der().unwrap();
+        assert!(p256_from_pkcs8(p384.as_bytes()).is_none());
+        let ed = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        assert!(p256_from_pkcs8(ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_der(&ed).unwrap().as_bytes()).is_none());
+        assert!(p256_from_pkcs8(b"not der").is_none());
+    }
 
     #[test]
     fn generated_keys_do_not_carry_the_roca_fingerprint() {

@@ -55,7 +55,8 @@ pub async fn verify(token: &str, now: i64, service: &str) -> anyhow::Result<Resu
     if inner.split('.').count() != 3 {
         return Ok(Err("jwe_inner_not_jws"));
     }
-    let claims = match tokens::verify(&inner, now)? {
+    // Nested tokens are insurers' one-time tokens: not worth remembering.
+    let claims = match tokens::verify_and(&inner, now, tokens::Remember::No)? {
         Ok(claims) => claims,
         Err(reason) => return Ok(Err(reason)),
     };

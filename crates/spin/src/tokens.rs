@@ -73,6 +73,20 @@ pub fn tenant_keys(tenant: &health_core::TenantId) -> anyhow::Result<Option<Tena
 /// refuses the token at once), the `jti` revocation and the subject's not-before. Only a full
 /// verification writes an entry, and only this exact token can find it.
 pub fn verify(token: &str, now: i64) -> anyhow::Result<Result<Claims, &'static str>> {
+    verify_and(token, now, Remember::Yes)
+}
+
+/// Whether a fully verified token is remembered for its next uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remember {
+    Yes,
+    /// The token cannot be used again (the inner token of a one-time nested JWE): remembering it
+    /// would cost a write for nothing.
+    No,
+}
+
+/// [`verify`], choosing whether to remember the token.
+pub fn verify_and(token: &str, now: i64, remember_it: Remember) -> anyhow::Result<Result<Claims, &'static str>> {
     let opts = options()?;
     let conn = crate::audit::open()?;
     let hash = health_core::sha256_hex(token);
@@ -98,7 +112,9 @@ pub fn verify(token: &str, now: i64) -> anyhow::Result<Result<Claims, &'static s
                 Ok(verified) => verified,
                 Err(e) => return Ok(Err(e.reason())),
             };
-            if let Err(e) = remember(&conn, &hash, &kid, &claims, now) {
+            if remember_it == Remember::Yes
+                && let Err(e) = remember(&conn, &hash, &kid, &claims, now)
+            {
                 // Only a cache: the token was verified in full, so the request goes on.
                 eprintln!("tokens: could not cache a verified token: {e:#}");
             }
