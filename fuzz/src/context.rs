@@ -49,7 +49,10 @@ pub fn run(data: &[u8]) {
     match (&attestation, &result) {
         (None, _) => assert_eq!(result, Err(ContextError::Missing)),
         (Some(_), Err(ContextError::BadMac)) => {
-            assert!(mode % 3 == 0, "the MAC computed as context.rs documents it was refused: update fuzz/src/context.rs")
+            assert!(
+                mode % 3 == 0,
+                "the MAC computed as context.rs documents it was refused: update fuzz/src/context.rs"
+            )
         }
         (Some(att), Ok(caller)) => {
             let issued: i64 = att.timestamp.parse().expect("accepted timestamp is a number");

@@ -39,7 +39,11 @@ pub static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         p256: DecryptionKey::P256(p256),
         rsa_public: EncryptionKey::Rsa(rsa.to_public_key()),
         rsa: DecryptionKey::Rsa(rsa.clone()),
-        cookbook: [DecryptionKey::Rsa(rsa), DecryptionKey::P384(p384), DecryptionKey::Aes(member(&fixture("aes"), "k"))],
+        cookbook: [
+            DecryptionKey::Rsa(rsa),
+            DecryptionKey::P384(p384),
+            DecryptionKey::Aes(member(&fixture("aes"), "k")),
+        ],
     }
 });
 
@@ -82,7 +86,8 @@ fn round_trip(meta: &[u8], plaintext: &[u8], rsa: bool) {
         cty: Some("JWT"),
         iss: Some(iss).filter(|i| !i.is_empty()),
     };
-    let (public, private) = if rsa { (&fixture.rsa_public, &fixture.rsa) } else { (&fixture.p256_public, &fixture.p256) };
+    let (public, private) =
+        if rsa { (&fixture.rsa_public, &fixture.rsa) } else { (&fixture.p256_public, &fixture.p256) };
     let token = jwe::encrypt(plaintext, public, &protected, &mut rng(11)).expect("encryption never fails");
     let policy = JwePolicy::PLATFORM;
     let decrypted = jwe::decrypt(&token, private, &policy);

@@ -173,7 +173,8 @@ fn is_ours(token: &str) -> bool {
     else {
         return false;
     };
-    let kid = serde_json::from_slice::<serde_json::Value>(&header).ok().and_then(|h| h["kid"].as_str().map(str::to_owned));
+    let kid =
+        serde_json::from_slice::<serde_json::Value>(&header).ok().and_then(|h| h["kid"].as_str().map(str::to_owned));
     FIXTURE.signers.iter().any(|s| {
         (s.alg == Algorithm::Es256 && kid.as_deref() == Some(s.kid.as_str()))
             || s.sign(&header, &payload).ends_with(&format!(".{signature}"))

@@ -89,7 +89,8 @@ fn jws_seeds() -> Seeds {
     }
     let nested = vectors("rfc7520/6.nesting_signatures_and_encryption.json");
     seeds.push(("rfc7520-6-ps256", with_mode(0, nested["sign"]["output"]["compact"].as_str().expect("compact"))));
-    const WYCHEPROOF: [&str; 6] = ["wycheproof-1", "wycheproof-2", "wycheproof-3", "wycheproof-4", "wycheproof-5", "wycheproof-6"];
+    const WYCHEPROOF: [&str; 6] =
+        ["wycheproof-1", "wycheproof-2", "wycheproof-3", "wycheproof-4", "wycheproof-5", "wycheproof-6"];
     for (name, token) in WYCHEPROOF.iter().zip(wycheproof("json_web_signature_test.json", "jws", 6)) {
         seeds.push((name, with_mode(0, token)));
     }
@@ -104,11 +105,14 @@ fn jws_seeds() -> Seeds {
         ("signed-wrong-issuer", edited(|c| c["iss"] = json!("https://evil.example/t/demo-hospital"))),
         ("signed-other-tenant", edited(|c| c["tenant_id"] = json!("st-marys"))),
         ("signed-no-jti", edited(|c| c["jti"] = json!(""))),
-        ("signed-extreme-times", edited(|c| {
-            c["exp"] = json!(i64::MAX);
-            c["iat"] = json!(i64::MIN);
-            c["nbf"] = json!(i64::MIN);
-        })),
+        (
+            "signed-extreme-times",
+            edited(|c| {
+                c["exp"] = json!(i64::MAX);
+                c["iat"] = json!(i64::MIN);
+                c["nbf"] = json!(i64::MIN);
+            }),
+        ),
         ("signed-duplicate-sub", br#"{"sub":"a","sub":"b"}"#.to_vec()),
     ];
     for (i, (name, payload)) in signed.into_iter().enumerate() {
@@ -122,9 +126,8 @@ fn jws_seeds() -> Seeds {
 fn jwe_seeds() -> Seeds {
     let fixture = &*jwe_target::FIXTURE;
     let inner = access_token(0);
-    let nested = |key, seed| {
-        jwe::encrypt_nested(&inner, key, Some("kid-1"), Some(ISSUER), &mut rng(seed)).expect("encrypts")
-    };
+    let nested =
+        |key, seed| jwe::encrypt_nested(&inner, key, Some("kid-1"), Some(ISSUER), &mut rng(seed)).expect("encrypts");
     let mut seeds: Seeds = vec![
         ("nested-p256", with_mode(0, nested(&fixture.p256_public, 30))),
         ("nested-rsa", with_mode(0, nested(&fixture.rsa_public, 31))),
@@ -195,8 +198,7 @@ fn identity_seeds() -> Seeds {
         edit(&mut value);
         value.to_string()
     };
-    let assertion =
-        fixture.client.sign(fixture.assertion_header().as_bytes(), assertion_claims(|_| {}).as_bytes());
+    let assertion = fixture.client.sign(fixture.assertion_header().as_bytes(), assertion_claims(|_| {}).as_bytes());
     let form_assertion = format!(
         "grant_type=client_credentials&client_assertion_type={}&client_assertion={assertion}",
         "urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer"
@@ -257,12 +259,27 @@ fn routes_seeds() -> Seeds {
         ("update-record", "PUT", "/api/patients/p-1001/records", r#"{"entry_id":"e-1","content":"Asthma, mild"}"#),
         ("lab-results", "GET", "/api/patients/p-1001/lab-results", ""),
         ("break-glass", "POST", "/api/patients/p-1001/break-glass", r#"{"reason":"Unconscious in ED, no care team"}"#),
-        ("grant-consent", "POST", "/api/patients/p-1001/consents", r#"{"insurer":"acme-health","expires_at":1900000000}"#),
+        (
+            "grant-consent",
+            "POST",
+            "/api/patients/p-1001/consents",
+            r#"{"insurer":"acme-health","expires_at":1900000000}"#,
+        ),
         ("revoke-consent", "DELETE", "/api/patients/p-1001/consents?insurer=acme-health", ""),
         ("lab-orders", "GET", "/api/lab/orders", ""),
-        ("lab-result", "POST", "/api/lab/orders/o-1/results", r#"{"code":"4548-4","value":"6.1","unit":"%","note":"fasting"}"#),
+        (
+            "lab-result",
+            "POST",
+            "/api/lab/orders/o-1/results",
+            r#"{"code":"4548-4","value":"6.1","unit":"%","note":"fasting"}"#,
+        ),
         ("summary", "GET", "/api/insurance/patients/p-1001/summary", ""),
-        ("audit", "GET", "/api/admin/audit?from=10&to=20&actor=u-alice&outcome=deny&limit=5&jti=AbC_-1&after=3&patient=p-1", ""),
+        (
+            "audit",
+            "GET",
+            "/api/admin/audit?from=10&to=20&actor=u-alice&outcome=deny&limit=5&jti=AbC_-1&after=3&patient=p-1",
+            "",
+        ),
         ("audit-export", "GET", "/api/admin/audit/export?limit=1000", ""),
         ("audit-verify", "GET", "/api/admin/audit/verify", ""),
         ("break-glass-review", "GET", "/api/admin/break-glass?from=0&after=9", ""),
