@@ -111,7 +111,9 @@ pub fn verify(
     let tag = crate::b64url_decode(&att.mac).ok_or(ContextError::Malformed)?;
     mac(key, method, path, body, &att.timestamp, &att.caller).verify_slice(&tag).map_err(|_| ContextError::BadMac)?;
     let issued: i64 = att.timestamp.parse().map_err(|_| ContextError::Malformed)?;
-    if (now - issued).abs() > MAX_AGE_SECS {
+    // abs_diff, not (now - issued).abs(): the timestamp is the sender's, and a value near
+    // i64::MIN would overflow the subtraction (found by the caller_context fuzz target).
+    if now.abs_diff(issued) > MAX_AGE_SECS.unsigned_abs() {
         return Err(ContextError::Stale);
     }
     let json = crate::b64url_decode(&att.caller).ok_or(ContextError::Malformed)?;
@@ -154,6 +156,17 @@ mod tests {
         );
         assert_eq!(verify(&key(), "GET", "/p", b"", Some(&att), 1031), Err(ContextError::Stale));
         assert_eq!(verify(&key(), "GET", "/p", b"", Some(&att), 969), Err(ContextError::Stale));
+    }
+
+    #[test]
+    fn extreme_timestamps_are_stale_not_a_panic() {
+        for issued in [i64::MIN, i64::MIN + 1, -9_223_372_036_854_775_807, i64::MAX] {
+            let caller = crate::b64url(serde_json::to_vec(&caller()).unwrap());
+            let timestamp = issued.to_string();
+            let tag = mac(&key(), "GET", "/p", b"", &timestamp, &caller).finalize().into_bytes();
+            let att = Attestation { caller, timestamp, mac: crate::b64url(tag) };
+            assert_eq!(verify(&key(), "GET", "/p", b"", Some(&att), 1000), Err(ContextError::Stale), "{issued}");
+        }
     }
 
     #[test]
