@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::Context;
 use bench_guest::{Request, Timing};
 use rand::SeedableRng;
+use wasmtime::Store;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::p2::bindings::sync::Command;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -68,38 +68,6 @@ pub fn run(budget: Duration) -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// `health-host`'s engine configuration (crates/host/src/app.rs, `engine()`, private there):
-/// components, the compilation cache and the pooling allocator with the same limits, Cranelift
-/// defaults otherwise. Code generation is what a compute-bound guest feels; keep them in step.
-fn engine() -> anyhow::Result<Engine> {
-    const POOL_INSTANCES: u32 = 256;
-    const POOL_MAX_MEMORY: usize = 256 << 20;
-    let configure = |pooled: bool| -> anyhow::Result<Engine> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.cache(Some(
-            wasmtime::Cache::new(wasmtime::CacheConfig::new())
-                .map_err(anyhow::Error::from)
-                .context("wasmtime compilation cache")?,
-        ));
-        if pooled {
-            let mut pooling = wasmtime::PoolingAllocationConfig::default();
-            pooling
-                .total_component_instances(POOL_INSTANCES)
-                .total_core_instances(POOL_INSTANCES * 8)
-                .total_memories(POOL_INSTANCES * 2)
-                .total_tables(POOL_INSTANCES * 4)
-                .max_memory_size(POOL_MAX_MEMORY);
-            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
-        }
-        Ok(Engine::new(&config)?)
-    };
-    configure(true).or_else(|e| {
-        eprintln!("pooling allocator unavailable ({e:#}); instantiating on demand");
-        configure(false)
-    })
-}
-
 /// Builds the guest natively with the release profile (`cargo build --release -p bench-guest`;
 /// seconds once built, a minute or two the first time).
 fn build_native() -> anyhow::Result<PathBuf> {
@@ -145,7 +113,7 @@ impl WasiView for Guest {
 /// Runs the guest command once with `request` on stdin and reads its timings from stdout.
 fn run_guest(request: &[u8]) -> anyhow::Result<Vec<Timing>> {
     let path = health_e2e::root().join(GUEST_WASM);
-    let engine = engine()?;
+    let engine = health_host::engine()?;
     let component = Component::from_file(&engine, &path)
         .map_err(anyhow::Error::from)
         .with_context(|| format!("loading {} (run `cargo xtask build` first)", path.display()))?;

@@ -269,7 +269,8 @@ impl App {
 
 /// The engine: component model, compilation cache and, where the machine allows reserving
 /// its address space, the pooling allocator Spin uses (every request instantiates fresh).
-fn engine() -> anyhow::Result<Engine> {
+/// Public so benchmarks run guests with exactly the code generation the host uses.
+pub fn engine() -> anyhow::Result<Engine> {
     let configure = |pooled: bool| -> anyhow::Result<Engine> {
         let mut config = Config::new();
         config.wasm_component_model(true);

@@ -19,7 +19,7 @@ mod serve;
 mod spin_api;
 mod variables;
 
-pub use app::{App, DEFAULT_CLIENT, LoadOptions, State};
+pub use app::{App, DEFAULT_CLIENT, LoadOptions, State, engine};
 pub use compose::{check_dependency, compose, interfaces};
 pub use manifest::Manifest;
 pub use serve::serve;
