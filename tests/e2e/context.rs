@@ -97,10 +97,28 @@ fn genuine_requests() -> Vec<(&'static str, Caller, &'static str, &'static str, 
     public["tenant_id"] = "demo-hospital".into();
     insurer.enc_jwk = Some(public);
     vec![
-        ("patient", caller("u-alice", Role::Patient, "health-web"), "/api/patients/p-1001/records", "E11.9", "/api/patients/p-1002/records"),
-        ("doctor", caller("u-dr-grey", Role::Doctor, "health-web"), "/api/patients/p-1003/records", "J45.30", "/api/patients/p-1001/records"),
+        (
+            "patient",
+            caller("u-alice", Role::Patient, "health-web"),
+            "/api/patients/p-1001/records",
+            "E11.9",
+            "/api/patients/p-1002/records",
+        ),
+        (
+            "doctor",
+            caller("u-dr-grey", Role::Doctor, "health-web"),
+            "/api/patients/p-1003/records",
+            "J45.30",
+            "/api/patients/p-1001/records",
+        ),
         ("lab", caller("u-lab-north", Role::Lab, "health-web"), "/api/lab/orders", "o-2001", "/api/lab/orders?x=1"),
-        ("insurance", insurer, "/api/insurance/patients/p-1003/summary", "200 ", "/api/insurance/patients/p-1001/summary"),
+        (
+            "insurance",
+            insurer,
+            "/api/insurance/patients/p-1003/summary",
+            "200 ",
+            "/api/insurance/patients/p-1001/summary",
+        ),
     ]
 }
 
@@ -140,13 +158,20 @@ async fn every_role_service_refuses_missing_forged_stale_and_replayed_contexts()
         refused(call(&app, service, path, None).await, "no context");
         let wrong_key = attest(&SecretKey::from_bytes([7; 32]), "GET", path, b"", &who, now());
         refused(call(&app, service, path, Some(&wrong_key)).await, "a context under another key");
-        refused(call(&app, service, path, Some(&attest(&key, "GET", path, b"", &who, now() - 120))).await, "a stale context");
-        refused(call(&app, service, path, Some(&attest(&key, "GET", path, b"", &who, now() + 120))).await, "a future context");
+        refused(
+            call(&app, service, path, Some(&attest(&key, "GET", path, b"", &who, now() - 120))).await,
+            "a stale context",
+        );
+        refused(
+            call(&app, service, path, Some(&attest(&key, "GET", path, b"", &who, now() + 120))).await,
+            "a future context",
+        );
         refused(call(&app, service, other_path, Some(&genuine)).await, "a context replayed onto another path");
         let mut escalated = who.clone();
         escalated.role = Role::Doctor;
         escalated.subject = "u-dr-grey-impostor".into();
-        let forged = Attestation { caller: attest(&key, "GET", path, b"", &escalated, now()).caller, ..genuine.clone() };
+        let forged =
+            Attestation { caller: attest(&key, "GET", path, b"", &escalated, now()).caller, ..genuine.clone() };
         refused(call(&app, service, path, Some(&forged)).await, "a caller rewritten without re-signing");
         let mut garbled = genuine.clone();
         garbled.mac = "!!".into();

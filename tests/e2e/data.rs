@@ -31,8 +31,10 @@ async fn phi_is_encrypted_at_rest_and_a_value_moved_to_another_row_does_not_open
     let read = app.get_with("/api/patients/p-1001/records", &alice).await;
     assert_eq!(read.status, 500, "{}", read.body);
     assert!(!read.body.contains("E11.9") && !read.body.contains("Andersen"));
-    let reason =
-        app.query_strings("audit.db", "SELECT reason FROM audit_events WHERE action LIKE 'GET %' ORDER BY rowid DESC LIMIT 1");
+    let reason = app.query_strings(
+        "audit.db",
+        "SELECT reason FROM audit_events WHERE action LIKE 'GET %' ORDER BY rowid DESC LIMIT 1",
+    );
     assert_eq!(reason, ["phi_decrypt_failed"]);
     // Moved to another patient's row, the same value fails too.
     db.execute(
@@ -52,7 +54,8 @@ async fn data_keys_rotate_for_new_writes_while_old_rows_stay_readable() {
     let old_key = app.query_strings("records.db", "SELECT key_id FROM data_key");
     assert_eq!(old_key.len(), 1);
     let admin = app.token(ADMIN).await;
-    let rotated = app.send("POST", "/api/admin/data-keys/rotate", &[("authorization", &format!("Bearer {admin}"))], "").await;
+    let rotated =
+        app.send("POST", "/api/admin/data-keys/rotate", &[("authorization", &format!("Bearer {admin}"))], "").await;
     assert_eq!(rotated.status, 201, "{}", rotated.body);
     let new_key = rotated.json()["data_key_id"].as_str().expect("key id").to_owned();
     assert_ne!(new_key, old_key[0]);
@@ -70,7 +73,8 @@ async fn data_keys_rotate_for_new_writes_while_old_rows_stay_readable() {
     assert_eq!(record.status, 200, "{}", record.body);
     assert!(record.body.contains("E11.9") && record.body.contains("Foot exam normal"));
     // Only admins rotate.
-    let refused = app.send("POST", "/api/admin/data-keys/rotate", &[("authorization", &format!("Bearer {doctor}"))], "").await;
+    let refused =
+        app.send("POST", "/api/admin/data-keys/rotate", &[("authorization", &format!("Bearer {doctor}"))], "").await;
     assert_eq!(refused.status, 403);
 }
 
@@ -88,22 +92,29 @@ async fn erasure_shreds_a_patients_keys_so_nothing_of_theirs_decrypts() {
     assert!(!erased.body.contains("Berg"));
     // The ciphertext is still there; the keys are not.
     assert_eq!(app.query_strings("records.db", "SELECT entry_id FROM entry WHERE patient_id = 'p-1002'").len(), 1);
-    assert!(app.query_strings("records.db", "SELECT data_key_id FROM patient_key WHERE patient_id = 'p-1002'").is_empty());
-    assert!(!app.query_strings("records.db", "SELECT data_key_id FROM patient_key WHERE patient_id = 'p-1001'").is_empty());
+    assert!(
+        app.query_strings("records.db", "SELECT data_key_id FROM patient_key WHERE patient_id = 'p-1002'").is_empty()
+    );
+    assert!(
+        !app.query_strings("records.db", "SELECT data_key_id FROM patient_key WHERE patient_id = 'p-1001'").is_empty()
+    );
     assert_eq!(app.get_with("/api/patients/p-1002/records", &bob).await.status, 404);
     assert_eq!(app.get_with("/api/patients/p-1002", &bob).await.status, 404);
     // No break-glass opens for an erased patient, nor can new PHI be written for them.
     let doctor = app.token(DR_GREY).await;
     let headers = [("authorization", format!("Bearer {doctor}")), ("content-type", "application/json".into())];
     let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let glass = app.send("POST", "/api/patients/p-1002/break-glass", &headers, r#"{"reason":"Erased patient check"}"#).await;
+    let glass =
+        app.send("POST", "/api/patients/p-1002/break-glass", &headers, r#"{"reason":"Erased patient check"}"#).await;
     assert_eq!(glass.status, 404, "{}", glass.body);
     // Carol is on Dr Grey's care team: once erased, he can neither read nor write her record.
     assert_eq!(app.send("DELETE", "/api/admin/patients/p-1003", &auth, "").await.status, 200);
     assert_eq!(app.get_with("/api/patients/p-1003/records", &doctor).await.status, 404);
     let write = app.send("POST", "/api/patients/p-1003/records", &headers, r#"{"kind":"note","content":"x"}"#).await;
     assert_eq!(write.status, 404, "{}", write.body);
-    assert!(app.query_strings("records.db", "SELECT data_key_id FROM patient_key WHERE patient_id = 'p-1003'").is_empty());
+    assert!(
+        app.query_strings("records.db", "SELECT data_key_id FROM patient_key WHERE patient_id = 'p-1003'").is_empty()
+    );
     // Alice is untouched; the erasure is audited; erasing again is harmless.
     let alice = app.token(ALICE).await;
     assert_eq!(app.get_with("/api/patients/p-1001/records", &alice).await.status, 200);
@@ -115,7 +126,8 @@ async fn erasure_shreds_a_patients_keys_so_nothing_of_theirs_decrypts() {
     let again = app.send("DELETE", "/api/admin/patients/p-1002", &auth, "").await;
     assert_eq!((again.status, again.json()["already_erased"].as_bool()), (200, Some(true)));
     assert_eq!(app.send("DELETE", "/api/admin/patients/p-9999", &auth, "").await.status, 404);
-    let patient_refused = app.send("DELETE", "/api/admin/patients/p-1001", &[("authorization", &format!("Bearer {alice}"))], "").await;
+    let patient_refused =
+        app.send("DELETE", "/api/admin/patients/p-1001", &[("authorization", &format!("Bearer {alice}"))], "").await;
     assert_eq!(patient_refused.status, 403);
 }
 

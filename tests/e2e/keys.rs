@@ -214,7 +214,8 @@ async fn a_remembered_verification_never_outlives_a_revoked_key_or_jti() {
     assert_eq!(app.get_with(RECORD, &token).await.status, 200);
     assert_eq!(app.get_with(RECORD, &token).await.status, 200);
     let hash = health_core::sha256_hex(&token);
-    let remembered = app.query_strings("audit.db", &format!("SELECT kid FROM verified_tokens WHERE token_hash = '{hash}'"));
+    let remembered =
+        app.query_strings("audit.db", &format!("SELECT kid FROM verified_tokens WHERE token_hash = '{hash}'"));
     assert_eq!(remembered, [kid_of(&token)]);
     // A remembered token with its payload altered is another token: it is verified afresh and refused.
     let mut forged: Vec<&str> = token.split('.').collect();

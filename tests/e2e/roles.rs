@@ -122,9 +122,17 @@ async fn patients_read_only_their_own_demographics_records_and_results() {
     assert_eq!((missing.status, missing.body.clone()), (other.status, other.body.clone()));
     assert_eq!(audited(app(), "/api/patients/p-9999/records").0, "no_such_patient");
     // Patients never write records, open break-glass or read summaries.
-    let write = send_json("POST", "/api/patients/p-1001/records", alice, serde_json::json!({"kind": "note", "content": "x"})).await;
+    let write =
+        send_json("POST", "/api/patients/p-1001/records", alice, serde_json::json!({"kind": "note", "content": "x"}))
+            .await;
     assert_problem(&write, 403);
-    let glass = send_json("POST", "/api/patients/p-1001/break-glass", alice, serde_json::json!({"reason": "I want to see it all"})).await;
+    let glass = send_json(
+        "POST",
+        "/api/patients/p-1001/break-glass",
+        alice,
+        serde_json::json!({"reason": "I want to see it all"}),
+    )
+    .await;
     assert_problem(&glass, 403);
     assert_problem(&get("/api/insurance/patients/p-1001/summary", alice).await, 403);
     assert_problem(&get("/api/lab/orders", alice).await, 403);
@@ -158,19 +166,33 @@ async fn doctors_read_and_write_care_team_records_only() {
     .await;
     assert_eq!(corrected.status, 200, "{}", corrected.body);
     let record = get("/api/patients/p-1003/records", doctor).await.json();
-    let entry = record["entries"].as_array().expect("entries").iter().find(|e| e["entry_id"] == entry_id.as_str()).cloned();
+    let entry =
+        record["entries"].as_array().expect("entries").iter().find(|e| e["entry_id"] == entry_id.as_str()).cloned();
     assert_eq!(entry.expect("the new entry")["content"], "Peak flow 430 L/min, improving");
     // An entry of another patient cannot be corrected through this one.
-    let elsewhere =
-        send_json("PUT", "/api/patients/p-1003/records", doctor, serde_json::json!({"entry_id": "e-1", "content": "x"})).await;
+    let elsewhere = send_json(
+        "PUT",
+        "/api/patients/p-1003/records",
+        doctor,
+        serde_json::json!({"entry_id": "e-1", "content": "x"}),
+    )
+    .await;
     assert_problem(&elsewhere, 404);
     // Bob is not on Dr Grey's care team.
     assert_problem(&get("/api/patients/p-1002/records", doctor).await, 403);
-    let write = send_json("POST", "/api/patients/p-1002/records", doctor, serde_json::json!({"kind": "note", "content": "x"})).await;
+    let write =
+        send_json("POST", "/api/patients/p-1002/records", doctor, serde_json::json!({"kind": "note", "content": "x"}))
+            .await;
     assert_problem(&write, 403);
     assert_eq!(audited(app(), "/api/patients/p-1002/records").0, "not_on_care_team");
     // Bad bodies: unknown kind, unknown member, wrong media type.
-    let bad = send_json("POST", "/api/patients/p-1003/records", doctor, serde_json::json!({"kind": "gossip", "content": "x"})).await;
+    let bad = send_json(
+        "POST",
+        "/api/patients/p-1003/records",
+        doctor,
+        serde_json::json!({"kind": "gossip", "content": "x"}),
+    )
+    .await;
     assert_problem(&bad, 400);
     let extra = send_json(
         "POST",
@@ -181,7 +203,12 @@ async fn doctors_read_and_write_care_team_records_only() {
     .await;
     assert_problem(&extra, 400);
     let text = app()
-        .send("POST", "/api/patients/p-1003/records", &[("authorization", &bearer(doctor)), ("content-type", "text/plain")], "{}")
+        .send(
+            "POST",
+            "/api/patients/p-1003/records",
+            &[("authorization", &bearer(doctor)), ("content-type", "text/plain")],
+            "{}",
+        )
         .await;
     assert_problem(&text, 415);
     // Doctors have no consent, summary, lab or admin routes.
@@ -200,7 +227,12 @@ async fn break_glass_opens_a_short_audited_window_listed_for_review() {
     assert_problem(&vague, 400);
     let reason = "Unconscious in ED, no care team on shift";
     let granted = app
-        .send("POST", "/api/patients/p-1002/break-glass", &headers, &serde_json::json!({ "reason": reason }).to_string())
+        .send(
+            "POST",
+            "/api/patients/p-1002/break-glass",
+            &headers,
+            &serde_json::json!({ "reason": reason }).to_string(),
+        )
         .await;
     assert_eq!(granted.status, 201, "{}", granted.body);
     let grant = granted.json();
@@ -214,7 +246,10 @@ async fn break_glass_opens_a_short_audited_window_listed_for_review() {
     let queue = app.get_with("/api/admin/break-glass", &admin).await;
     assert_eq!(queue.status, 200, "{}", queue.body);
     let events = queue.json()["events"].as_array().cloned().expect("events");
-    assert!(events.iter().any(|e| e["event"]["break_glass_reason"] == reason && e["event"]["status"] == 201), "{events:?}");
+    assert!(
+        events.iter().any(|e| e["event"]["break_glass_reason"] == reason && e["event"]["status"] == 201),
+        "{events:?}"
+    );
     assert!(events.iter().any(|e| e["event"]["reason"] == "break_glass" && e["event"]["patient_id"] == "p-1002"));
     assert!(events.iter().all(|e| e["event"]["actor_sub"] == "u-dr-grey"), "only break-glass events: {events:?}");
     // Another doctor's care team is unaffected: Alice's record is still read under care_team.
@@ -300,8 +335,9 @@ async fn insurers_read_consented_summaries_encrypted_to_their_own_key_once_per_t
     let summary = app.get_with("/api/insurance/patients/p-1001/summary", &insurer_token(&app).await).await;
     assert_eq!(summary.status, 200, "{}", summary.body);
     assert!(decrypt_summary(&summary.body)["diagnoses"].to_string().contains("E11.9"));
-    let withdrawn =
-        app.send("DELETE", "/api/patients/p-1001/consents?insurer=acme-health", &[("authorization", auth.as_str())], "").await;
+    let withdrawn = app
+        .send("DELETE", "/api/patients/p-1001/consents?insurer=acme-health", &[("authorization", auth.as_str())], "")
+        .await;
     assert_eq!(withdrawn.status, 204, "{}", withdrawn.body);
     assert_problem(&app.get_with("/api/insurance/patients/p-1001/summary", &insurer_token(&app).await).await, 403);
     // Insurers read nothing else and never write.
@@ -317,7 +353,12 @@ async fn insurers_read_consented_summaries_encrypted_to_their_own_key_once_per_t
     }
     let token = insurer_token(&app).await;
     let write = app
-        .send("POST", "/api/patients/p-1003/records", &[("authorization", &bearer(&token)), JSON], r#"{"kind":"note","content":"x"}"#)
+        .send(
+            "POST",
+            "/api/patients/p-1003/records",
+            &[("authorization", &bearer(&token)), JSON],
+            r#"{"kind":"note","content":"x"}"#,
+        )
         .await;
     assert_problem(&write, 403);
 }
@@ -332,9 +373,16 @@ async fn one_insurer_token_under_64_concurrent_summary_reads_succeeds_exactly_on
         tasks.spawn(async move {
             let from = std::net::SocketAddr::from(([10, 1, 0, 1], 40000 + i));
             let auth = format!("Bearer {token}");
-            health_e2e::send_from(&app, from, "GET", "/api/insurance/patients/p-1003/summary", &[("authorization", &auth)], "")
-                .await
-                .status
+            health_e2e::send_from(
+                &app,
+                from,
+                "GET",
+                "/api/insurance/patients/p-1003/summary",
+                &[("authorization", &auth)],
+                "",
+            )
+            .await
+            .status
         });
     }
     let mut statuses = Vec::new();
@@ -424,7 +472,8 @@ async fn tenants_are_isolated() {
     // Doctors must enrol TOTP: enrol Mallory like any other doctor.
     assert_eq!(reply.status, 403, "{}", reply.body);
     let enrolled = app.send("POST", "/auth/mfa/enroll", &[JSON], &login.to_string()).await;
-    let secret = health_identity::totp::base32_decode(enrolled.json()["secret"].as_str().expect("secret")).expect("b32");
+    let secret =
+        health_identity::totp::base32_decode(enrolled.json()["secret"].as_str().expect("secret")).expect("b32");
     let step = health_identity::totp::step_at(health_e2e::unix_now());
     let mut confirm = login.clone();
     confirm["otp"] = health_identity::totp::code(&secret, step).into();

@@ -38,8 +38,13 @@ fn handle(req: Request) -> Response {
 
 fn add_record(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[u8]) -> Handled {
     let now = health_spin::now();
-    let (_, reason) =
-        health_spin::allowed!(service::authorize_patient(conn, caller, authz::Action::WriteRecord, patient.as_str(), now));
+    let (_, reason) = health_spin::allowed!(service::authorize_patient(
+        conn,
+        caller,
+        authz::Action::WriteRecord,
+        patient.as_str(),
+        now
+    ));
     let entry: routes::NewEntry = match service::body(body) {
         Ok(entry) => entry,
         Err(refusal) => return Ok(Err(refusal)),
@@ -47,14 +52,20 @@ fn add_record(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[u
     let entry_id = health_spin::random_hex_id("e");
     let mut vault = Vault::open(conn, caller.tenant_id.as_str())?;
     records::add_entry(&mut vault, patient.as_str(), &entry_id, &entry.kind, &entry.content, &caller.subject, now)?;
-    let body = serde_json::json!({ "entry_id": entry_id, "patient_id": patient, "kind": entry.kind, "created_at": now });
+    let body =
+        serde_json::json!({ "entry_id": entry_id, "patient_id": patient, "kind": entry.kind, "created_at": now });
     Ok(Ok(Done::json(201, body, reason)))
 }
 
 fn update_record(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[u8]) -> Handled {
     let now = health_spin::now();
-    let (_, reason) =
-        health_spin::allowed!(service::authorize_patient(conn, caller, authz::Action::WriteRecord, patient.as_str(), now));
+    let (_, reason) = health_spin::allowed!(service::authorize_patient(
+        conn,
+        caller,
+        authz::Action::WriteRecord,
+        patient.as_str(),
+        now
+    ));
     let update: routes::EntryUpdate = match service::body(body) {
         Ok(update) => update,
         Err(refusal) => return Ok(Err(refusal)),
@@ -70,8 +81,13 @@ fn update_record(conn: &Connection, caller: &Caller, patient: &PatientId, body: 
 
 fn break_glass(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[u8]) -> Handled {
     let now = health_spin::now();
-    let (_, reason) =
-        health_spin::allowed!(service::authorize_patient(conn, caller, authz::Action::BreakGlass, patient.as_str(), now));
+    let (_, reason) = health_spin::allowed!(service::authorize_patient(
+        conn,
+        caller,
+        authz::Action::BreakGlass,
+        patient.as_str(),
+        now
+    ));
     // The reason itself is recorded by the gateway in the audit event; here it must only be valid.
     if let Err(refusal) = service::body::<routes::BreakGlass>(body) {
         return Ok(Err(refusal));
@@ -79,6 +95,7 @@ fn break_glass(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[
     let window = health_spin::var_i64("break_glass_window_secs")?.clamp(60, MAX_BREAK_GLASS_SECS);
     let until = now + window;
     records::grant_break_glass(conn, caller.tenant_id.as_str(), patient.as_str(), &caller.subject, now, until)?;
-    let body = serde_json::json!({ "patient_id": patient, "granted_at": now, "expires_at": until, "review": "flagged" });
+    let body =
+        serde_json::json!({ "patient_id": patient, "granted_at": now, "expires_at": until, "review": "flagged" });
     Ok(Ok(Done::json(201, body, reason)))
 }

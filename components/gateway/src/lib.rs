@@ -96,7 +96,7 @@ async fn handle(incoming: IncomingRequest) -> Response {
     // spin-sdk's `Request` keeps one value per header name (the last), so a repeated
     // `Authorization` is counted on the raw fields: two credentials are ambiguous (a proxy may
     // check one and we use the other), and are refused.
-    let authorizations = incoming.headers().get(&"authorization".to_owned()).len();
+    let authorizations = incoming.headers().get("authorization").len();
     let req = match Request::try_from_incoming_request(incoming).await {
         Ok(req) => req,
         Err(e) => {
@@ -250,7 +250,13 @@ async fn authenticate(req: &Request, event: &mut Event) -> anyhow::Result<Result
     }))
 }
 
-async fn forward(req: &Request, path: &str, caller: &Caller, service: &str, event: &mut Event) -> anyhow::Result<Response> {
+async fn forward(
+    req: &Request,
+    path: &str,
+    caller: &Caller,
+    service: &str,
+    event: &mut Event,
+) -> anyhow::Result<Response> {
     let base = format!("http://{service}.spin.internal");
     let mut request =
         health_spin::chain::attested(req.method().clone(), &base, path, req.body().to_vec(), caller, event.time)?;
@@ -303,7 +309,9 @@ fn admin(api: &Api, caller: &Caller, event: &mut Event) -> anyhow::Result<Respon
         serde_json::json!({ "tenant_id": tenant, "events": events, "next_after": next_after })
     };
     Ok(match api {
-        Api::Audit(filter) => respond::json(200, &page(audit_log::query(&tenant, filter, Selection::All)?), Cache::NoStore),
+        Api::Audit(filter) => {
+            respond::json(200, &page(audit_log::query(&tenant, filter, Selection::All)?), Cache::NoStore)
+        }
         Api::BreakGlassReview(filter) => {
             respond::json(200, &page(audit_log::query(&tenant, filter, Selection::BreakGlass)?), Cache::NoStore)
         }
@@ -391,10 +399,11 @@ fn render_metrics(c: &audit_log::Counters) -> String {
             .map(|(route, outcome, n)| (format!("{{route=\"{}\",outcome=\"{}\"}}", label(route), label(outcome)), *n))
             .collect(),
     );
-    family("health_auth_failures_total", "API requests refused with 401 (token missing or invalid).", vec![(
-        String::new(),
-        c.auth_failures,
-    )]);
+    family(
+        "health_auth_failures_total",
+        "API requests refused with 401 (token missing or invalid).",
+        vec![(String::new(), c.auth_failures)],
+    );
     family(
         "health_decrypt_failures_total",
         "Token JWEs and stored PHI fields that did not decrypt.",
@@ -406,10 +415,14 @@ fn render_metrics(c: &audit_log::Counters) -> String {
             })
             .collect(),
     );
-    family("health_break_glass_total", "Break-glass grants made, and accesses allowed only by one.", vec![
-        ("{kind=\"grant\"}".to_owned(), c.break_glass_grants),
-        ("{kind=\"access\"}".to_owned(), c.break_glass_accesses),
-    ]);
+    family(
+        "health_break_glass_total",
+        "Break-glass grants made, and accesses allowed only by one.",
+        vec![
+            ("{kind=\"grant\"}".to_owned(), c.break_glass_grants),
+            ("{kind=\"access\"}".to_owned(), c.break_glass_accesses),
+        ],
+    );
     out
 }
 

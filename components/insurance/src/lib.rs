@@ -40,8 +40,13 @@ fn recipient(caller: &Caller) -> Option<(PublicJwk, jwe::EncryptionKey)> {
 
 fn summary(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handled {
     let now = health_spin::now();
-    let (row, reason) =
-        health_spin::allowed!(service::authorize_patient(conn, caller, authz::Action::ReadSummary, patient.as_str(), now));
+    let (row, reason) = health_spin::allowed!(service::authorize_patient(
+        conn,
+        caller,
+        authz::Action::ReadSummary,
+        patient.as_str(),
+        now
+    ));
     let Some((jwk, key)) = recipient(caller) else {
         // Only registered insurer clients have a key to encrypt to; nothing leaves in clear.
         return Ok(Err(Refusal::Forbidden("no_recipient_key".into())));

@@ -490,7 +490,6 @@ fn encrypt(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Respon
     Ok(Ok(respond::json(200, &serde_json::json!({ "jwe": token, "kid": active.jwk.kid }), Cache::NoStore)))
 }
 
-
 /// Decrypts a JWE addressed to one of the attested caller's tenant's published (active or
 /// retiring) encryption keys. Every failure, including an unknown, retired or revoked key, is
 /// the same 400, so the endpoint is no oracle; the inner token's signature is the caller's to

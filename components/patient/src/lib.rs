@@ -38,8 +38,13 @@ fn handle(req: Request) -> Response {
 
 fn grant_consent(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[u8]) -> Handled {
     let now = health_spin::now();
-    let (_, reason) =
-        health_spin::allowed!(service::authorize_patient(conn, caller, authz::Action::ManageConsent, patient.as_str(), now));
+    let (_, reason) = health_spin::allowed!(service::authorize_patient(
+        conn,
+        caller,
+        authz::Action::ManageConsent,
+        patient.as_str(),
+        now
+    ));
     let consent: routes::Consent = match service::body(body) {
         Ok(consent) => consent,
         Err(refusal) => return Ok(Err(refusal)),
@@ -57,8 +62,13 @@ fn grant_consent(conn: &Connection, caller: &Caller, patient: &PatientId, body: 
 
 fn revoke_consent(conn: &Connection, caller: &Caller, patient: &PatientId, insurer: &ClientId) -> Handled {
     let now = health_spin::now();
-    let (_, reason) =
-        health_spin::allowed!(service::authorize_patient(conn, caller, authz::Action::ManageConsent, patient.as_str(), now));
+    let (_, reason) = health_spin::allowed!(service::authorize_patient(
+        conn,
+        caller,
+        authz::Action::ManageConsent,
+        patient.as_str(),
+        now
+    ));
     if !records::revoke_consent(conn, caller.tenant_id.as_str(), patient.as_str(), insurer.as_str(), now)? {
         return Ok(Err(Refusal::NotFound("no_such_consent")));
     }

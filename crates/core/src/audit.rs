@@ -62,7 +62,8 @@ impl Event {
     /// and the client address, user agent and free-text break-glass reason dropped. A redacted
     /// export no longer verifies against the hash chain; `/api/admin/audit/verify` does that.
     pub fn redacted(mut self) -> Self {
-        let pseudonym = |value: &str| format!("pseud-{}", &crate::sha256_hex(format!("{}/{value}", self.tenant_id))[..16]);
+        let pseudonym =
+            |value: &str| format!("pseud-{}", &crate::sha256_hex(format!("{}/{value}", self.tenant_id))[..16]);
         self.actor_sub = self.actor_sub.as_deref().map(pseudonym);
         self.patient_id = self.patient_id.as_deref().map(pseudonym);
         if self.patient_id.is_some() {

@@ -6,10 +6,10 @@
 //! 1. a wrapping key derived from `master_key` for this purpose only;
 //! 2. per-tenant **data keys**, wrapped under it (AAD = tenant + data key id); rotation adds a
 //!    newer one, older ones stay to read older values;
-//! 3. per-patient keys, one per patient and data key, wrapped under that data key (AAD = tenant
-//!    + patient + data key id). Every PHI field of a patient is sealed under the patient's key
-//!    for the newest data key (AAD = tenant + table + row + field), and the stored value names
-//!    the data key: `{data_key_id}:{sealed}`.
+//! 3. per-patient keys, one per patient and data key, wrapped under that data key (AAD =
+//!    tenant, patient and data key id). Every PHI field of a patient is sealed under the
+//!    patient's key for the newest data key (AAD = tenant, table, row and field), and the stored
+//!    value names the data key: `{data_key_id}:{sealed}`.
 //!
 //! Erasing a patient destroys that patient's keys (crypto-shredding): the rows stay, but no key
 //! in the system can open them any more. A value copied to another row, field or tenant does
@@ -81,7 +81,12 @@ pub fn new_data_key(
     new_wrapped(wrapping, &data_key_aad(tenant, data_key_id), rng)
 }
 
-pub fn open_data_key(wrapping: &SecretKey, tenant: &str, data_key_id: &str, wrapped: &str) -> Result<SecretKey, PhiError> {
+pub fn open_data_key(
+    wrapping: &SecretKey,
+    tenant: &str,
+    data_key_id: &str,
+    wrapped: &str,
+) -> Result<SecretKey, PhiError> {
     unwrap_key(wrapping, &data_key_aad(tenant, data_key_id), wrapped)
 }
 

@@ -208,11 +208,8 @@ fn audit_filter(path_and_query: &str, allowed: &[&str]) -> Result<AuditFilter, &
             "to" => filter.to = Some(number()?),
             "after" => filter.after = Some(number()?),
             "limit" => {
-                filter.limit = value
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|n| (1..=MAX_AUDIT_LIMIT).contains(n))
-                    .ok_or("bad_limit")?;
+                filter.limit =
+                    value.parse::<u32>().ok().filter(|n| (1..=MAX_AUDIT_LIMIT).contains(n)).ok_or("bad_limit")?;
             }
             "actor" => filter.actor = Some(Opaque::parse(value).map_err(|_| "bad_actor")?),
             "patient" => filter.patient = Some(PatientId::parse(value).map_err(|_| "bad_patient")?),
@@ -490,7 +487,10 @@ mod tests {
     fn bodies_are_strict() {
         let entry: NewEntry = body(br#"{"kind":"diagnosis","content":"Asthma (J45)"}"#).unwrap();
         assert_eq!(entry.kind, "diagnosis");
-        assert_eq!(body::<NewEntry>(br#"{"kind":"diagnosis","content":"x","role":"admin"}"#), Err(BodyError::Malformed));
+        assert_eq!(
+            body::<NewEntry>(br#"{"kind":"diagnosis","content":"x","role":"admin"}"#),
+            Err(BodyError::Malformed)
+        );
         assert_eq!(body::<NewEntry>(br#"{"kind":"bogus","content":"x"}"#), Err(BodyError::BadValue));
         assert_eq!(body::<NewEntry>(br#"{"kind":"note","content":"  "}"#), Err(BodyError::BadText));
         assert_eq!(body::<BreakGlass>(br#"{"reason":"why"}"#), Err(BodyError::BadText));

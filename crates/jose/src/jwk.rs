@@ -435,7 +435,9 @@ mod tests {
         let p384 = p384::SecretKey::random(&mut rand_chacha::ChaCha20Rng::seed_from_u64(3)).to_pkcs8_der().unwrap();
         assert!(p256_from_pkcs8(p384.as_bytes()).is_none());
         let ed = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
-        assert!(p256_from_pkcs8(ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_der(&ed).unwrap().as_bytes()).is_none());
+        assert!(
+            p256_from_pkcs8(ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_der(&ed).unwrap().as_bytes()).is_none()
+        );
         assert!(p256_from_pkcs8(b"not der").is_none());
     }
 

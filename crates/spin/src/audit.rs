@@ -197,7 +197,11 @@ pub enum Selection {
 
 /// A tenant's events matching `filter`, in chain order, at most `filter.limit`. The SQL is
 /// fixed text; every filter value is a bound parameter.
-pub fn query(tenant_id: &str, filter: &health_core::routes::AuditFilter, selection: Selection) -> anyhow::Result<Vec<Stored>> {
+pub fn query(
+    tenant_id: &str,
+    filter: &health_core::routes::AuditFilter,
+    selection: Selection,
+) -> anyhow::Result<Vec<Stored>> {
     let mut sql = String::from("SELECT seq, hash, event FROM audit_events WHERE tenant_id = ?");
     let mut params = vec![Value::Text(tenant_id.to_owned())];
     let mut condition = |clause: &str, value: Value| {

@@ -235,7 +235,14 @@ impl<'c> Vault<'c> {
     }
 
     /// Seals a PHI value for `field` of `patient` under the newest data key.
-    pub fn seal(&mut self, patient: &str, table: &str, row: &str, field: &str, plaintext: &str) -> anyhow::Result<String> {
+    pub fn seal(
+        &mut self,
+        patient: &str,
+        table: &str,
+        row: &str,
+        field: &str,
+        plaintext: &str,
+    ) -> anyhow::Result<String> {
         let data_key_id = self.newest_data_key()?;
         let key = self
             .patient_key(patient, &data_key_id, true)?
@@ -267,10 +274,12 @@ impl<'c> Vault<'c> {
     /// Crypto-shredding: marks the patient erased, then destroys every key of theirs. From then
     /// on nothing can open their PHI, and no new key can be made for them.
     pub fn erase(&mut self, patient: &str, now: i64) -> anyhow::Result<bool> {
-        const MARK: &str = "UPDATE patient SET erased_at = ? WHERE tenant_id = ? AND patient_id = ? AND erased_at IS NULL
+        const MARK: &str =
+            "UPDATE patient SET erased_at = ? WHERE tenant_id = ? AND patient_id = ? AND erased_at IS NULL
             RETURNING patient_id";
         const SHRED: &str = "DELETE FROM patient_key WHERE tenant_id = ? AND patient_id = ?";
-        const WITHDRAW: &str = "UPDATE consent SET revoked_at = ? WHERE tenant_id = ? AND patient_id = ? AND revoked_at IS NULL";
+        const WITHDRAW: &str =
+            "UPDATE consent SET revoked_at = ? WHERE tenant_id = ? AND patient_id = ? AND revoked_at IS NULL";
         // Deleted rows are overwritten on disk, so the shredded keys do not linger in free pages.
         if let Err(e) = self.conn.execute("PRAGMA secure_delete = ON", &[]) {
             // Some remote SQLite backends refuse pragmas; the keys are still gone from the
@@ -382,15 +391,29 @@ pub fn on_care_team(conn: &Connection, tenant: &str, patient_id: &str, doctor: &
 }
 
 /// Whether `doctor` holds a break-glass grant for the patient that is still open at `now`.
-pub fn break_glass_active(conn: &Connection, tenant: &str, patient_id: &str, doctor: &str, now: i64) -> anyhow::Result<bool> {
+pub fn break_glass_active(
+    conn: &Connection,
+    tenant: &str,
+    patient_id: &str,
+    doctor: &str,
+    now: i64,
+) -> anyhow::Result<bool> {
     const ACTIVE: &str = "SELECT 1 FROM break_glass WHERE tenant_id = ? AND patient_id = ? AND doctor_subject = ?
         AND granted_at <= ? AND expires_at > ? LIMIT 1";
     let params = [text(tenant), text(patient_id), text(doctor), Value::Integer(now), Value::Integer(now)];
     Ok(conn.execute(ACTIVE, &params).context("reading break-glass grants")?.rows().next().is_some())
 }
 
-pub fn grant_break_glass(conn: &Connection, tenant: &str, patient_id: &str, doctor: &str, now: i64, until: i64) -> anyhow::Result<()> {
-    const GRANT: &str = "INSERT OR REPLACE INTO break_glass (tenant_id, patient_id, doctor_subject, granted_at, expires_at)
+pub fn grant_break_glass(
+    conn: &Connection,
+    tenant: &str,
+    patient_id: &str,
+    doctor: &str,
+    now: i64,
+    until: i64,
+) -> anyhow::Result<()> {
+    const GRANT: &str =
+        "INSERT OR REPLACE INTO break_glass (tenant_id, patient_id, doctor_subject, granted_at, expires_at)
         VALUES (?, ?, ?, ?, ?)";
     let params = [text(tenant), text(patient_id), text(doctor), Value::Integer(now), Value::Integer(until)];
     conn.execute(GRANT, &params).context("storing break-glass grant")?;
@@ -398,7 +421,13 @@ pub fn grant_break_glass(conn: &Connection, tenant: &str, patient_id: &str, doct
 }
 
 /// Whether `insurer` holds the patient's consent at `now` (granted, not expired, not revoked).
-pub fn consent_active(conn: &Connection, tenant: &str, patient_id: &str, insurer: &str, now: i64) -> anyhow::Result<bool> {
+pub fn consent_active(
+    conn: &Connection,
+    tenant: &str,
+    patient_id: &str,
+    insurer: &str,
+    now: i64,
+) -> anyhow::Result<bool> {
     const ACTIVE: &str = "SELECT 1 FROM consent WHERE tenant_id = ? AND patient_id = ? AND insurer = ?
         AND revoked_at IS NULL AND expires_at > ?";
     let params = [text(tenant), text(patient_id), text(insurer), Value::Integer(now)];
@@ -406,7 +435,14 @@ pub fn consent_active(conn: &Connection, tenant: &str, patient_id: &str, insurer
 }
 
 /// Grants (or renews) a consent.
-pub fn grant_consent(conn: &Connection, tenant: &str, patient_id: &str, insurer: &str, now: i64, until: i64) -> anyhow::Result<()> {
+pub fn grant_consent(
+    conn: &Connection,
+    tenant: &str,
+    patient_id: &str,
+    insurer: &str,
+    now: i64,
+    until: i64,
+) -> anyhow::Result<()> {
     const GRANT: &str = "INSERT INTO consent (tenant_id, patient_id, insurer, granted_at, expires_at, revoked_at)
         VALUES (?, ?, ?, ?, ?, NULL) ON CONFLICT (tenant_id, patient_id, insurer)
         DO UPDATE SET granted_at = excluded.granted_at, expires_at = excluded.expires_at, revoked_at = NULL";
@@ -416,7 +452,13 @@ pub fn grant_consent(conn: &Connection, tenant: &str, patient_id: &str, insurer:
 }
 
 /// Revokes a consent; `false` if there was no live one.
-pub fn revoke_consent(conn: &Connection, tenant: &str, patient_id: &str, insurer: &str, now: i64) -> anyhow::Result<bool> {
+pub fn revoke_consent(
+    conn: &Connection,
+    tenant: &str,
+    patient_id: &str,
+    insurer: &str,
+    now: i64,
+) -> anyhow::Result<bool> {
     const REVOKE: &str = "UPDATE consent SET revoked_at = ? WHERE tenant_id = ? AND patient_id = ? AND insurer = ?
         AND revoked_at IS NULL RETURNING insurer";
     let params = [Value::Integer(now), text(tenant), text(patient_id), text(insurer)];
@@ -461,7 +503,15 @@ pub fn entries(vault: &mut Vault<'_>, patient_id: &str) -> anyhow::Result<Result
 }
 
 /// Adds an entry with sealed content.
-pub fn add_entry(vault: &mut Vault<'_>, patient_id: &str, entry_id: &str, kind: &str, content: &str, author: &str, now: i64) -> anyhow::Result<()> {
+pub fn add_entry(
+    vault: &mut Vault<'_>,
+    patient_id: &str,
+    entry_id: &str,
+    kind: &str,
+    content: &str,
+    author: &str,
+    now: i64,
+) -> anyhow::Result<()> {
     const INSERT: &str = "INSERT OR IGNORE INTO entry
         (tenant_id, entry_id, patient_id, kind, content, author_subject, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
     let sealed = vault.seal(patient_id, "entry", entry_id, "content", content)?;
@@ -482,7 +532,14 @@ pub fn add_entry(vault: &mut Vault<'_>, patient_id: &str, entry_id: &str, kind: 
 
 /// Replaces an entry's content (sealed again under the newest key); `false` if the patient has
 /// no such entry.
-pub fn update_entry(vault: &mut Vault<'_>, patient_id: &str, entry_id: &str, content: &str, author: &str, now: i64) -> anyhow::Result<bool> {
+pub fn update_entry(
+    vault: &mut Vault<'_>,
+    patient_id: &str,
+    entry_id: &str,
+    content: &str,
+    author: &str,
+    now: i64,
+) -> anyhow::Result<bool> {
     const UPDATE: &str = "UPDATE entry SET content = ?, author_subject = ?, updated_at = ?
         WHERE tenant_id = ? AND entry_id = ? AND patient_id = ? RETURNING entry_id";
     let sealed = vault.seal(patient_id, "entry", entry_id, "content", content)?;
@@ -545,8 +602,15 @@ pub struct NewResult<'a> {
 
 /// Closes the open order `order_id` of `lab` and appends its result, sealed. `false` if the
 /// order was no longer open (a second submission, or another racing it): exactly one wins.
-pub fn append_lab_result(vault: &mut Vault<'_>, order: &LabOrder, result_id: &str, result: &NewResult<'_>, now: i64) -> anyhow::Result<bool> {
-    const CLOSE: &str = "UPDATE lab_order SET status = 'resulted' WHERE tenant_id = ? AND order_id = ? AND lab_subject = ?
+pub fn append_lab_result(
+    vault: &mut Vault<'_>,
+    order: &LabOrder,
+    result_id: &str,
+    result: &NewResult<'_>,
+    now: i64,
+) -> anyhow::Result<bool> {
+    const CLOSE: &str =
+        "UPDATE lab_order SET status = 'resulted' WHERE tenant_id = ? AND order_id = ? AND lab_subject = ?
         AND status = 'open' RETURNING order_id";
     const INSERT: &str = "INSERT INTO lab_result
         (tenant_id, result_id, order_id, patient_id, code, value, unit, note, lab_subject, resulted_at)
@@ -592,7 +656,8 @@ pub struct LabResultView {
 }
 
 pub fn lab_results(vault: &mut Vault<'_>, patient_id: &str) -> anyhow::Result<Result<Vec<LabResultView>, PhiError>> {
-    const RESULTS: &str = "SELECT result_id, order_id, code, value, unit, note, lab_subject, resulted_at FROM lab_result
+    const RESULTS: &str =
+        "SELECT result_id, order_id, code, value, unit, note, lab_subject, resulted_at FROM lab_result
         WHERE tenant_id = ? AND patient_id = ? ORDER BY resulted_at, result_id";
     let tenant = vault.tenant.clone();
     let rows = vault.conn.execute(RESULTS, &[text(&tenant), text(patient_id)]).context("reading lab results")?;
@@ -663,7 +728,8 @@ fn seed(conn: &Connection) -> anyhow::Result<()> {
     ] {
         add_entry(&mut vault, patient, entry, kind, content, "u-dr-grey", DEMO_TIME)?;
     }
-    const RESULT: &str = "INSERT OR IGNORE INTO lab_result VALUES (?, 'r-1', 'o-2000', 'p-1001', '2345-7', ?, 'mmol/L', NULL,
+    const RESULT: &str =
+        "INSERT OR IGNORE INTO lab_result VALUES (?, 'r-1', 'o-2000', 'p-1001', '2345-7', ?, 'mmol/L', NULL,
         'u-lab-north', 1767225600)";
     let value = vault.seal("p-1001", "lab_result", "r-1", "value", "7.2")?;
     conn.execute(RESULT, &[text(DEMO_TENANT), Value::Text(value)]).context("seeding demo lab result")?;

@@ -88,7 +88,9 @@ pub fn serve(req: &Request, handler: impl FnOnce(&Caller, Api, &[u8]) -> Handled
                 Refusal::NotFound(reason) => (Problem::not_found(), reason.to_owned()),
                 Refusal::Forbidden(reason) => (Problem::forbidden(), reason),
                 Refusal::BadRequest(reason) => (Problem::bad_request("the request is not valid"), reason.to_owned()),
-                Refusal::Conflict(reason) => (Problem::conflict("the resource is not in a state that allows this"), reason.to_owned()),
+                Refusal::Conflict(reason) => {
+                    (Problem::conflict("the resource is not in a state that allows this"), reason.to_owned())
+                }
                 Refusal::Unreadable => (Problem::internal(), "phi_decrypt_failed".to_owned()),
             };
             (respond::problem(&problem), reason)
@@ -175,7 +177,8 @@ macro_rules! allowed {
 
 /// `GET /api/patients/{id}`: demographics only.
 pub fn read_demographics(conn: &Connection, caller: &Caller, patient_id: &str) -> Handled {
-    let (row, reason) = crate::allowed!(authorize_patient(conn, caller, authz::Action::ReadDemographics, patient_id, crate::now()));
+    let (row, reason) =
+        crate::allowed!(authorize_patient(conn, caller, authz::Action::ReadDemographics, patient_id, crate::now()));
     let mut vault = Vault::open(conn, caller.tenant_id.as_str())?;
     let patient = crate::opened!(records::demographics(&mut vault, &row));
     Ok(Ok(Done::json(200, serde_json::json!({ "patient": patient }), reason)))
@@ -183,7 +186,8 @@ pub fn read_demographics(conn: &Connection, caller: &Caller, patient_id: &str) -
 
 /// `GET /api/patients/{id}/records`: demographics and every entry.
 pub fn read_records(conn: &Connection, caller: &Caller, patient_id: &str) -> Handled {
-    let (row, reason) = crate::allowed!(authorize_patient(conn, caller, authz::Action::ReadRecord, patient_id, crate::now()));
+    let (row, reason) =
+        crate::allowed!(authorize_patient(conn, caller, authz::Action::ReadRecord, patient_id, crate::now()));
     let mut vault = Vault::open(conn, caller.tenant_id.as_str())?;
     let patient = crate::opened!(records::demographics(&mut vault, &row));
     let entries = crate::opened!(records::entries(&mut vault, patient_id));
@@ -192,7 +196,8 @@ pub fn read_records(conn: &Connection, caller: &Caller, patient_id: &str) -> Han
 
 /// `GET /api/patients/{id}/lab-results`.
 pub fn read_lab_results(conn: &Connection, caller: &Caller, patient_id: &str) -> Handled {
-    let (_, reason) = crate::allowed!(authorize_patient(conn, caller, authz::Action::ReadLabResults, patient_id, crate::now()));
+    let (_, reason) =
+        crate::allowed!(authorize_patient(conn, caller, authz::Action::ReadLabResults, patient_id, crate::now()));
     let mut vault = Vault::open(conn, caller.tenant_id.as_str())?;
     let results = crate::opened!(records::lab_results(&mut vault, patient_id));
     Ok(Ok(Done::json(200, serde_json::json!({ "patient_id": patient_id, "lab_results": results }), reason)))

@@ -145,17 +145,24 @@ fn cached(conn: &spin_sdk::sqlite::Connection, hash: &str) -> anyhow::Result<Opt
         return Ok(None);
     };
     let kid = row.get::<&str>("kid").context("cached kid")?.to_owned();
-    let claims = serde_json::from_str(row.get::<&str>("claims").context("cached claims")?)
-        .context("decoding cached claims")?;
+    let claims =
+        serde_json::from_str(row.get::<&str>("claims").context("cached claims")?).context("decoding cached claims")?;
     Ok(Some((kid, claims)))
 }
 
 /// Remembers a fully verified token until it expires (plus the largest clock tolerance), and
 /// sweeps entries past theirs, so the table holds only live tokens.
-fn remember(conn: &spin_sdk::sqlite::Connection, hash: &str, kid: &str, claims: &Claims, now: i64) -> anyhow::Result<()> {
+fn remember(
+    conn: &spin_sdk::sqlite::Connection,
+    hash: &str,
+    kid: &str,
+    claims: &Claims,
+    now: i64,
+) -> anyhow::Result<()> {
     use spin_sdk::sqlite::Value;
     const SWEEP: &str = "DELETE FROM verified_tokens WHERE expires_at < ?";
-    const PUT: &str = "INSERT OR REPLACE INTO verified_tokens (token_hash, kid, claims, expires_at) VALUES (?, ?, ?, ?)";
+    const PUT: &str =
+        "INSERT OR REPLACE INTO verified_tokens (token_hash, kid, claims, expires_at) VALUES (?, ?, ?, ?)";
     conn.execute(SWEEP, &[Value::Integer(now)]).context("sweeping verified tokens")?;
     let params = [
         Value::Text(hash.to_owned()),
