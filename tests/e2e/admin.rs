@@ -105,3 +105,25 @@ async fn revoked_jti_is_refused_and_the_audit_chain_verifies_until_a_row_is_alte
     let (_, report) = admin_call(&app, "GET", "/admin/audit/verify/demo-hospital", OPERATOR_TOKEN, Value::Null).await;
     assert_eq!((&report["intact"], &report["broken_at"]), (&json!(false), &json!(2)), "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_authorization_headers_are_refused_by_jwks_and_auth_before_either_is_read() {
+    let app = TestApp::start(|_| {}).expect("app loads");
+    let operator = format!("Bearer {OPERATOR_TOKEN}");
+    let alice = app.token(ALICE).await;
+    let alice = format!("Bearer {alice}");
+    // One credential works; the same plus a second one, in either order, does not.
+    let keys = "/admin/keys/demo-hospital";
+    assert_eq!(app.send("GET", keys, &[("authorization", &operator)], "").await.status, 200);
+    for pair in [[&operator, &alice], [&alice, &operator], [&operator, &operator]] {
+        let headers = [("authorization", pair[0].as_str()), ("authorization", pair[1].as_str())];
+        let reply = app.send("GET", keys, &headers, "").await;
+        assert_eq!(reply.status, 400, "{}", reply.body);
+        assert_eq!(reply.header("content-type"), "application/problem+json");
+        assert!(!reply.body.contains("\"kid\""), "{}", reply.body);
+        let logout = app.send("POST", "/auth/logout", &headers, "").await;
+        assert_eq!(logout.status, 400, "{}", logout.body);
+    }
+    // Alice's token was never spent by the refused logouts.
+    assert_eq!(app.get_with(RECORD, &alice["Bearer ".len()..]).await.status, 200);
+}

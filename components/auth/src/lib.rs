@@ -251,7 +251,11 @@ fn finish(event: &mut Event, outcome: &Result<Response, Error>) -> anyhow::Resul
 }
 
 #[http_component]
-async fn handle(req: Request) -> Response {
+async fn handle(incoming: spin_sdk::http::IncomingRequest) -> Response {
+    let req = match health_spin::single_credential(incoming).await {
+        Ok(req) => req,
+        Err(refused) => return refused,
+    };
     match serve(&req).await {
         Ok(response) => response,
         Err(e) => {

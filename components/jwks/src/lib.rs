@@ -156,7 +156,11 @@ fn error_response(error: &Error) -> Response {
 }
 
 #[http_component]
-fn handle(req: Request) -> Response {
+async fn handle(incoming: spin_sdk::http::IncomingRequest) -> Response {
+    let req = match health_spin::single_credential(incoming).await {
+        Ok(req) => req,
+        Err(refused) => return refused,
+    };
     match route(&req) {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => error_response(&error),

@@ -66,6 +66,25 @@ pub fn random_hex_id(prefix: &str) -> String {
     format!("{prefix}-{:016x}", rng().next_u64())
 }
 
+/// The request, unless it carries more than one `Authorization` header: spin-sdk's `Request`
+/// keeps only the last value of a repeated header, so the raw fields are counted first. Two
+/// credentials are ambiguous (a proxy may check one while the component uses the other) and are
+/// refused with 400 before anything reads them.
+pub async fn single_credential(
+    incoming: spin_sdk::http::IncomingRequest,
+) -> Result<spin_sdk::http::Request, spin_sdk::http::Response> {
+    use spin_sdk::http::conversions::TryFromIncomingRequest;
+    let repeated = incoming.headers().get("authorization").len() > 1;
+    let req = spin_sdk::http::Request::try_from_incoming_request(incoming).await.map_err(|e| {
+        eprintln!("unreadable request: {e}");
+        respond::problem(&health_core::Problem::bad_request("the request could not be read"))
+    })?;
+    if repeated {
+        return Err(respond::problem(&health_core::Problem::bad_request("more than one Authorization header")));
+    }
+    Ok(req)
+}
+
 /// The attestation headers of a request, if all three are present.
 pub fn attestation(req: &spin_sdk::http::Request) -> Option<health_core::context::Attestation> {
     use health_core::context::{Attestation, CALLER_HEADER, MAC_HEADER, TIMESTAMP_HEADER};
