@@ -45,10 +45,7 @@ fn add_record(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[u
         patient.as_str(),
         now
     ));
-    let entry: routes::NewEntry = match service::body(body) {
-        Ok(entry) => entry,
-        Err(refusal) => return Ok(Err(refusal)),
-    };
+    let entry: routes::NewEntry = health_spin::allowed!(service::body(body));
     let entry_id = health_spin::random_hex_id("e");
     let mut vault = Vault::open(conn, caller.tenant_id.as_str())?;
     records::add_entry(&mut vault, patient.as_str(), &entry_id, &entry.kind, &entry.content, &caller.subject, now)?;
@@ -66,10 +63,7 @@ fn update_record(conn: &Connection, caller: &Caller, patient: &PatientId, body: 
         patient.as_str(),
         now
     ));
-    let update: routes::EntryUpdate = match service::body(body) {
-        Ok(update) => update,
-        Err(refusal) => return Ok(Err(refusal)),
-    };
+    let update: routes::EntryUpdate = health_spin::allowed!(service::body(body));
     let mut vault = Vault::open(conn, caller.tenant_id.as_str())?;
     let entry = update.entry_id.as_str();
     if !records::update_entry(&mut vault, patient.as_str(), entry, &update.content, &caller.subject, now)? {
@@ -89,9 +83,7 @@ fn break_glass(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[
         now
     ));
     // The reason itself is recorded by the gateway in the audit event; here it must only be valid.
-    if let Err(refusal) = service::body::<routes::BreakGlass>(body) {
-        return Ok(Err(refusal));
-    }
+    health_spin::allowed!(service::body::<routes::BreakGlass>(body));
     let window = health_spin::var_i64("break_glass_window_secs")?.clamp(60, MAX_BREAK_GLASS_SECS);
     let until = now + window;
     records::grant_break_glass(conn, caller.tenant_id.as_str(), patient.as_str(), &caller.subject, now, until)?;

@@ -55,10 +55,7 @@ fn append(conn: &Connection, caller: &Caller, order_id: &OrderId, body: &[u8]) -
     if !decision.allow {
         return Ok(Err(Refusal::Forbidden(decision.reason)));
     }
-    let result: routes::LabResult = match service::body(body) {
-        Ok(result) => result,
-        Err(refusal) => return Ok(Err(refusal)),
-    };
+    let result: routes::LabResult = health_spin::allowed!(service::body(body));
     if records::patient(conn, tenant, &order.patient_id)?.is_none_or(|p| p.erased) {
         return Ok(Err(Refusal::Conflict("patient_erased")));
     }

@@ -45,10 +45,7 @@ fn grant_consent(conn: &Connection, caller: &Caller, patient: &PatientId, body: 
         patient.as_str(),
         now
     ));
-    let consent: routes::Consent = match service::body(body) {
-        Ok(consent) => consent,
-        Err(refusal) => return Ok(Err(refusal)),
-    };
+    let consent: routes::Consent = health_spin::allowed!(service::body(body));
     if consent.expires_at <= now || consent.expires_at > now + MAX_CONSENT_SECS {
         return Ok(Err(Refusal::BadRequest("consent_expiry_out_of_range")));
     }
@@ -76,17 +73,14 @@ fn revoke_consent(conn: &Connection, caller: &Caller, patient: &PatientId, insur
 }
 
 /// The admin's decision on their own tenant (erasure and data-key rotation).
-fn authorize_tenant(caller: &Caller, action: authz::Action) -> Result<String, Refusal> {
+fn authorize_tenant(caller: &Caller, action: authz::Action) -> anyhow::Result<Result<String, Refusal>> {
     let resource = authz::Resource::Tenant(caller.tenant_id.to_string());
     let decision = authz::authorize(&authz::caller(caller), action, &resource);
-    if decision.allow { Ok(decision.reason) } else { Err(Refusal::Forbidden(decision.reason)) }
+    Ok(if decision.allow { Ok(decision.reason) } else { Err(Refusal::Forbidden(decision.reason)) })
 }
 
 fn erase(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handled {
-    let reason = match authorize_tenant(caller, authz::Action::ErasePatient) {
-        Ok(reason) => reason,
-        Err(refusal) => return Ok(Err(refusal)),
-    };
+    let reason = health_spin::allowed!(authorize_tenant(caller, authz::Action::ErasePatient));
     let tenant = caller.tenant_id.as_str();
     if records::patient(conn, tenant, patient.as_str())?.is_none() {
         return Ok(Err(Refusal::NotFound("no_such_patient")));
@@ -98,10 +92,7 @@ fn erase(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handled {
 }
 
 fn rotate(conn: &Connection, caller: &Caller) -> Handled {
-    let reason = match authorize_tenant(caller, authz::Action::RotateDataKey) {
-        Ok(reason) => reason,
-        Err(refusal) => return Ok(Err(refusal)),
-    };
+    let reason = health_spin::allowed!(authorize_tenant(caller, authz::Action::RotateDataKey));
     let key_id = Vault::open(conn, caller.tenant_id.as_str())?.rotate(health_spin::now())?;
     Ok(Ok(Done::json(201, serde_json::json!({ "data_key_id": key_id }), reason)))
 }

@@ -104,15 +104,18 @@ pub fn serve(req: &Request, handler: impl FnOnce(&Caller, Api, &[u8]) -> Handled
     response
 }
 
-/// A strictly parsed JSON body, or the refusal for a bad one.
-pub fn body<T: for<'de> serde::Deserialize<'de> + routes::Validate>(bytes: &[u8]) -> Result<T, Refusal> {
-    routes::body(bytes).map_err(|e| {
+/// A strictly parsed JSON body, or the refusal for a bad one (shaped like the other handler
+/// steps, for [`allowed!`](crate::allowed); parsing never fails the platform).
+pub fn body<T: for<'de> serde::Deserialize<'de> + routes::Validate>(
+    bytes: &[u8],
+) -> anyhow::Result<Result<T, Refusal>> {
+    Ok(routes::body(bytes).map_err(|e| {
         Refusal::BadRequest(match e {
             routes::BodyError::Malformed => "malformed_body",
             routes::BodyError::BadText => "bad_text",
             routes::BodyError::BadValue => "bad_value",
         })
-    })
+    }))
 }
 
 /// Asks policy whether `caller` may do `action` to the patient, with the facts from `records`.
