@@ -352,9 +352,8 @@ fn check_key_status(record: &crate::KeyRecord, now: i64) -> Result<()> {
 fn verify_with(jwk: &PublicJwk, alg: Algorithm, input: &[u8], signature: &[u8]) -> Result<()> {
     match alg {
         Algorithm::Rs256 => {
-            let key = jwk.rsa_public_key().ok_or(Error::UnknownKid)?;
-            let signature = rsa::pkcs1v15::Signature::try_from(signature).map_err(|_| Error::BadSignature)?;
-            rsa::pkcs1v15::VerifyingKey::<Sha256>::new(key).verify(input, &signature).map_err(|_| Error::BadSignature)
+            let key = jwk.rs256_key().ok_or(Error::UnknownKid)?;
+            if key.verify(input, signature) { Ok(()) } else { Err(Error::BadSignature) }
         }
         Algorithm::Es256 => {
             let key = p256::ecdsa::VerifyingKey::from(jwk.p256_public_key().ok_or(Error::UnknownKid)?);

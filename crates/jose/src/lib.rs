@@ -6,11 +6,12 @@
 //! Pure: the clock (`now`) and the RNG are parameters; storage, revocation lists and HTTP live
 //! elsewhere. The signature algorithm always comes from the key record, never from the token
 //! header. Signatures use RustCrypto (`rsa`, `p256`,
-//! `ed25519-dalek`); `jwt-simple` is the independent implementation the tests check them against.
+//! `ed25519-dalek`; RS256 verification on `num-bigint`, see `rs256`); `jwt-simple` is the independent implementation the tests check them against.
 
 pub mod jwe;
 mod jwk;
 mod jws;
+mod rs256;
 
 pub use jwk::{
     Algorithm, KeyRecord, KeyStatus, KeyUse, LifecycleError, PrivateKey, PublicJwk, TenantKeys, generate,
