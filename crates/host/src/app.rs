@@ -44,6 +44,9 @@ const GUEST_LOG_LINES: usize = 500;
 const POOL_INSTANCES: u32 = 256;
 /// Largest linear memory one instance may grow to.
 const POOL_MAX_MEMORY: usize = 256 << 20;
+/// Set (to anything) to have wasmtime write `/tmp/perf-{pid}.map`, so `perf report` names the
+/// guests' functions (README, Performance).
+pub const PERF_MAP_ENV: &str = "HEALTH_HOST_PERF_MAP";
 const GUEST_OUTPUT_BYTES: usize = 64 * 1024;
 
 /// A component's grants, as spin.toml gives them.
@@ -274,6 +277,9 @@ pub fn engine() -> anyhow::Result<Engine> {
     let configure = |pooled: bool| -> anyhow::Result<Engine> {
         let mut config = Config::new();
         config.wasm_component_model(true);
+        if std::env::var_os(PERF_MAP_ENV).is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         config.cache(Some(
             wasmtime::Cache::new(wasmtime::CacheConfig::new())
                 .map_err(anyhow::Error::from)
