@@ -308,7 +308,7 @@ async fn record_path(app: &App, alice: &str, notes: &mut Vec<String>) -> anyhow:
 }
 
 /// Every scenario at every concurrency, `duration` each; ratios filled in.
-pub async fn run(duration: Duration) -> anyhow::Result<Results> {
+pub async fn run(duration: Duration, only: &[String]) -> anyhow::Result<Results> {
     let platform = TestApp::start(|_| {})?;
     let baseline_state = tempfile::tempdir()?;
     let baseline = baseline_app(baseline_state.path())?;
@@ -369,6 +369,10 @@ pub async fn run(duration: Duration) -> anyhow::Result<Results> {
         401,
     ));
 
+    if !only.is_empty() {
+        scenarios.retain(|s| s.key == "hello" || only.iter().any(|k| k == s.key));
+        results.notes.push(format!("only these scenarios were run: {}", only.join(", ")));
+    }
     for concurrency in CONCURRENCY {
         for s in &scenarios {
             let pool = if s.one_time_tokens {

@@ -42,12 +42,16 @@ struct Args {
     /// Milliseconds per JOSE operation, natively and again in Wasm.
     #[arg(long, default_value_t = 1000)]
     crypto_ms: u64,
+    /// Only these request scenarios (hello, jwks, login, record, insurer, rejected), with the
+    /// baseline always; for profiling one path. Default: all.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let requests = runtime.block_on(http::run(std::time::Duration::from_secs(args.seconds)))?;
+    let requests = runtime.block_on(http::run(std::time::Duration::from_secs(args.seconds), &args.only))?;
     // Outside the async runtime: the guest runs on wasmtime-wasi's synchronous bindings.
     let crypto = crypto::run(std::time::Duration::from_millis(args.crypto_ms))?;
     let out = health_e2e::root().join("target/bench");
