@@ -1,5 +1,7 @@
 //! Requests through the local host, in-process: each scenario at each concurrency for a fixed
-//! time, every latency kept, p50 and p99 read from the sorted list.
+//! time, in slices alternating with slices of the baseline (so the ratio compares requests
+//! measured side by side on a machine whose speed drifts), every latency kept, p50 and p99
+//! read from the sorted list.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,6 +32,9 @@ pub const TAIL_LIMIT: f64 = 5.0;
 
 /// Workers that mint insurer tokens before a cell (untimed).
 const MINTERS: usize = 8;
+/// Each scenario's time is cut into this many slices, each right after a baseline slice of the
+/// same length: the ratio compares requests measured side by side, not a minute apart.
+const SLICES: u32 = 3;
 /// Largest token pool minted for one cell (tokens live five minutes).
 const MAX_POOL: usize = 50_000;
 /// Address of warm-up and setup requests; workers use 10.0.1.{worker}.
@@ -143,12 +148,20 @@ async fn once(s: &Scenario, pool: Option<&TokenPool>, from: SocketAddr) -> anyho
     Ok(Some(took))
 }
 
-async fn measure(
+/// The requests of one timed slice.
+struct Sample {
+    latencies: Vec<Duration>,
+    seconds: f64,
+    /// The token pool ran out before the slice's time was up.
+    exhausted: bool,
+}
+
+async fn sample(
     s: &Scenario,
     concurrency: usize,
     duration: Duration,
     pool: Option<Arc<TokenPool>>,
-) -> anyhow::Result<Cell> {
+) -> anyhow::Result<Sample> {
     // Warm-up, and a check that the scenario behaves before it is timed.
     once(s, pool.as_deref(), SETUP_CLIENT.into()).await?.context("no token left for the warm-up")?;
     let deadline = Instant::now() + duration;
@@ -169,30 +182,41 @@ async fn measure(
             anyhow::Ok(latencies)
         });
     }
-    let mut all = Vec::new();
+    let mut latencies = Vec::new();
     while let Some(done) = workers.join_next().await {
-        all.extend(done??);
+        latencies.extend(done??);
     }
     let seconds = started.elapsed().as_secs_f64();
+    Ok(Sample { latencies, seconds, exhausted: seconds + 0.05 < duration.as_secs_f64() })
+}
+
+fn rps(samples: &[Sample]) -> f64 {
+    let seconds: f64 = samples.iter().map(|s| s.seconds).sum();
+    samples.iter().map(|s| s.latencies.len()).sum::<usize>() as f64 / seconds.max(f64::EPSILON)
+}
+
+/// One cell from its slices; `ratio` is left for the caller.
+fn cell(s: &Scenario, concurrency: usize, samples: &[Sample]) -> Cell {
+    let mut all: Vec<Duration> = samples.iter().flat_map(|s| s.latencies.iter().copied()).collect();
     all.sort();
     let pct = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
             .map_or(0.0, |d| d.as_secs_f64() * 1e3)
     };
-    let exhausted = seconds + 0.05 < duration.as_secs_f64();
-    Ok(Cell {
+    let seconds = samples.iter().map(|s| s.seconds).sum();
+    Cell {
         key: s.key,
         label: s.label,
         concurrency,
         requests: all.len(),
         seconds,
-        rps: all.len() as f64 / seconds,
+        rps: rps(samples),
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         ratio: 0.0,
         target: s.target,
-        note: exhausted.then(|| format!("token pool used up after {seconds:.1} s")),
-    })
+        note: samples.iter().any(|s| s.exhausted).then(|| "token pool used up before a slice ended".to_owned()),
+    }
 }
 
 fn baseline_app(state: &std::path::Path) -> anyhow::Result<App> {
@@ -373,27 +397,50 @@ pub async fn run(duration: Duration, only: &[String]) -> anyhow::Result<Results>
         scenarios.retain(|s| s.key == "hello" || only.iter().any(|k| k == s.key));
         results.notes.push(format!("only these scenarios were run: {}", only.join(", ")));
     }
+    let (baseline, scenarios) = scenarios.split_first().context("the baseline scenario")?;
+    let slice = duration / SLICES;
     for concurrency in CONCURRENCY {
-        for s in &scenarios {
-            let pool = if s.one_time_tokens {
-                let n = pool_size(&results.cells, s.key, concurrency, duration);
-                eprintln!("minting {n} insurer tokens for {} at c={concurrency} (untimed)", s.key);
-                Some(mint_pool(&app, n).await?)
-            } else {
-                None
-            };
-            let cell = measure(s, concurrency, duration, pool).await?;
+        let mut baseline_samples = Vec::new();
+        let mut cells = Vec::new();
+        for s in scenarios {
+            let (mut mine, mut paired) = (Vec::new(), Vec::new());
+            for _ in 0..SLICES {
+                paired.push(sample(baseline, concurrency, slice, None).await?);
+                let pool = if s.one_time_tokens {
+                    let n = pool_size(&results.cells, s.key, concurrency, slice);
+                    eprintln!("minting {n} insurer tokens for {} at c={concurrency} (untimed)", s.key);
+                    Some(mint_pool(&app, n).await?)
+                } else {
+                    None
+                };
+                mine.push(sample(s, concurrency, slice, pool).await?);
+            }
+            let mut measured = cell(s, concurrency, &mine);
+            // Against the baseline slices run between this scenario's, so drift in the
+            // machine's speed over the run moves both sides alike.
+            measured.ratio = measured.rps / rps(&paired).max(f64::EPSILON);
             eprintln!(
-                "{:<48} c={:<2} {:>8.1} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms",
-                cell.label, cell.concurrency, cell.rps, cell.p50_ms, cell.p99_ms
+                "{:<48} c={:<2} {:>8.1} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  {:>5.1}% of the baseline",
+                measured.label,
+                measured.concurrency,
+                measured.rps,
+                measured.p50_ms,
+                measured.p99_ms,
+                measured.ratio * 100.0
             );
-            results.cells.push(cell);
+            results.cells.push(measured.clone());
+            cells.push(measured);
+            baseline_samples.extend(paired);
         }
-    }
-    let base = |c: usize| results.cells.iter().find(|m| m.concurrency == c && m.key == "hello").map(|m| m.rps);
-    let bases: HashMap<usize, f64> = CONCURRENCY.iter().filter_map(|&c| Some((c, base(c)?))).collect();
-    for cell in &mut results.cells {
-        cell.ratio = bases.get(&cell.concurrency).map_or(0.0, |b| cell.rps / b);
+        if baseline_samples.is_empty() {
+            baseline_samples.push(sample(baseline, concurrency, duration, None).await?);
+        }
+        let mut base = cell(baseline, concurrency, &baseline_samples);
+        base.ratio = 1.0;
+        eprintln!("{:<48} c={:<2} {:>8.1} req/s (all its slices)", base.label, concurrency, base.rps);
+        results.cells.retain(|c| c.concurrency != concurrency);
+        results.cells.push(base);
+        results.cells.extend(cells);
     }
     Ok(results)
 }
