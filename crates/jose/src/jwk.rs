@@ -68,26 +68,23 @@ impl PublicJwk {
         }
     }
 
-    /// The key as an `rsa` public key (JWE's RSA-OAEP-256), if it passes [`Self::rs256_key`]'s checks.
+    /// The key as an `rsa` public key (for RSA-OAEP-256), with the same checks as RS256 keys.
     pub fn rsa_public_key(&self) -> Option<RsaPublicKey> {
-        let (n, e) = self.rsa_components()?;
-        self.rs256_key()?;
+        let key = self.rs256_key()?;
+        let (n, e) = (key.modulus().to_bytes_be(), key.exponent().to_bytes_be());
         RsaPublicKey::new(BigUint::from_bytes_be(&n), BigUint::from_bytes_be(&e)).ok()
     }
 
     /// The key for RS256 verification: an RSA key of 2048 to 4096 bits with an odd public
     /// exponent, and not one of the weak keys ROCA broke.
     pub(crate) fn rs256_key(&self) -> Option<crate::rs256::VerifyingKey> {
-        let (n, e) = self.rsa_components()?;
-        let key = crate::rs256::VerifyingKey::new(&n, &e)?;
-        (!roca_fingerprint(key.modulus())).then_some(key)
-    }
-
-    fn rsa_components(&self) -> Option<(Vec<u8>, Vec<u8>)> {
         if self.kty != "RSA" {
             return None;
         }
-        Some((health_core::b64url_decode(self.n.as_deref()?)?, health_core::b64url_decode(self.e.as_deref()?)?))
+        let n = health_core::b64url_decode(self.n.as_deref()?)?;
+        let e = health_core::b64url_decode(self.e.as_deref()?)?;
+        let key = crate::rs256::VerifyingKey::new(&n, &e)?;
+        (!roca_fingerprint(key.modulus())).then_some(key)
     }
 
     /// The P-256 point of an EC key; `None` unless it is a valid point on the curve.

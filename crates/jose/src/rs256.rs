@@ -21,8 +21,9 @@ use sha2::{Digest, Sha256};
 /// prefix of the hash in EMSA-PKCS1-v1_5 (RFC 8017 §9.2, note 1).
 const SHA256_DIGEST_INFO: [u8; 19] =
     [0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20];
-/// Public-exponent and modulus bounds, the same as the `rsa` crate's (`RsaPublicKey::new`).
-const MIN_MODULUS_BITS: u64 = 2048;
+/// Modulus and public-exponent bounds: the platform's minimum key size, and the `rsa` crate's
+/// other limits (`RsaPublicKey::new`).
+const MIN_MODULUS_BITS: u64 = crate::jwk::RSA_BITS as u64;
 const MAX_MODULUS_BITS: u64 = 4096;
 const MAX_EXPONENT: u64 = (1 << 33) - 1;
 
@@ -53,6 +54,10 @@ impl VerifyingKey {
 
     pub(crate) fn modulus(&self) -> &BigUint {
         &self.n
+    }
+
+    pub(crate) fn exponent(&self) -> &BigUint {
+        &self.e
     }
 
     /// Whether `signature` is a valid RS256 signature of `message` under this key.
