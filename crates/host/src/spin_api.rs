@@ -92,9 +92,28 @@ pub fn open_sqlite(path: &Path) -> anyhow::Result<rusqlite::Connection> {
     }
     let db = rusqlite::Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
     db.busy_handler(Some(retry_when_busy))?;
-    db.pragma_update(None, "journal_mode", "WAL")?;
-    db.pragma_update(None, "synchronous", "NORMAL")?;
+    until_not_busy(|| db.pragma_update(None, "journal_mode", "WAL"))?;
+    until_not_busy(|| db.pragma_update(None, "synchronous", "NORMAL"))?;
     Ok(db)
+}
+
+/// Runs `op` again while it fails with `SQLITE_BUSY`, for about as long as the busy handler
+/// waits. Switching a new database to WAL needs an exclusive lock, and SQLite answers a
+/// connection that would deadlock waiting for it with `SQLITE_BUSY` at once, without calling
+/// the busy handler: the first requests of a fresh state directory, opening the same database
+/// together, failed that way ("database is locked").
+fn until_not_busy<T>(mut op: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match op() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Tries of [`retry_when_busy`] before a statement gives up with `SQLITE_BUSY`: about 10 s.
@@ -293,6 +312,30 @@ mod tests {
         waiter.join().unwrap().expect("the second writer waits for the lock, then commits");
         let rows: i64 = holder.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
         assert_eq!(rows, 2);
+    }
+
+    #[test]
+    fn many_connections_opening_a_fresh_database_at_once_all_succeed() {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("fresh.db");
+            let openers: Vec<_> = (0..16)
+                .map(|_| {
+                    let path = path.clone();
+                    std::thread::spawn(move || {
+                        let db = open_sqlite(&path)?;
+                        db.execute_batch("CREATE TABLE IF NOT EXISTS t (x INTEGER); INSERT INTO t VALUES (1);")?;
+                        anyhow::Ok(())
+                    })
+                })
+                .collect();
+            for opener in openers {
+                opener.join().unwrap().expect("every connection opens and writes");
+            }
+            let db = open_sqlite(&path).unwrap();
+            let mode: String = db.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+            assert_eq!(mode, "wal");
+        }
     }
 
     #[test]
