@@ -401,7 +401,8 @@ pub async fn run(duration: Duration, only: &[String]) -> anyhow::Result<Results>
     let slice = duration / SLICES;
     for concurrency in CONCURRENCY {
         let mut baseline_samples = Vec::new();
-        let mut cells = Vec::new();
+        // This concurrency's baseline row goes here, in front of its scenarios, once measured.
+        let first = results.cells.len();
         for s in scenarios {
             let (mut mine, mut paired) = (Vec::new(), Vec::new());
             for _ in 0..SLICES {
@@ -428,8 +429,8 @@ pub async fn run(duration: Duration, only: &[String]) -> anyhow::Result<Results>
                 measured.p99_ms,
                 measured.ratio * 100.0
             );
-            results.cells.push(measured.clone());
-            cells.push(measured);
+            // Kept in `results` at once: the c=16 token pools are sized from the c=1 rate.
+            results.cells.push(measured);
             baseline_samples.extend(paired);
         }
         if baseline_samples.is_empty() {
@@ -438,9 +439,7 @@ pub async fn run(duration: Duration, only: &[String]) -> anyhow::Result<Results>
         let mut base = cell(baseline, concurrency, &baseline_samples);
         base.ratio = 1.0;
         eprintln!("{:<48} c={:<2} {:>8.1} req/s (all its slices)", base.label, concurrency, base.rps);
-        results.cells.retain(|c| c.concurrency != concurrency);
-        results.cells.push(base);
-        results.cells.extend(cells);
+        results.cells.insert(first, base);
     }
     Ok(results)
 }

@@ -16,7 +16,8 @@
 //!   component on the same host (the baseline), JWKS GET, login, an authorized JWS record
 //!   read, an insurer's JWE summary read (each request spends its own pre-minted one-time
 //!   token; minting is not timed) and a rejected request; each one's throughput as a ratio of
-//!   the baseline's, measured in slices alternating with the scenario's, and whether p99 ≤ 5 × p50 (issue 6's targets).
+//!   the baseline's, measured in slices alternating with the scenario's, and whether
+//!   p99 ≤ 5 × p50 (issue 6's targets).
 //! - **JOSE micro-benchmarks**: RS256, ES256 and EdDSA verification and JWE decryption
 //!   (ECDH-ES+A256KW, RSA-OAEP-256; A256GCM), natively and in Wasm: the `bench-guest` command
 //!   built with the release profile both ways (this command builds the native one), the Wasm

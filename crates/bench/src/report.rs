@@ -98,8 +98,8 @@ fn markdown(meta: &Meta, requests: &Results, crypto: &[Row]) -> String {
         "## Requests through the local host ({} s per cell, host built with the {} profile)\n\n\
          Each scenario's time is cut into three slices, each run right after a baseline slice of \
          the same length; its ratio is its throughput over the baseline's in those slices (the \
-         baseline's row is all its slices). Issue 6's targets: authorized JWS record read ≥ 30% of the baseline, insurer JWE \
-         read ≥ 15%, p99 ≤ {TAIL_LIMIT} × p50.\n\n\
+         baseline's row is all its slices). Issue 6's targets: authorized JWS record read ≥ 30% \
+         of the baseline, insurer JWE read ≥ 15%, p99 ≤ {TAIL_LIMIT} × p50.\n\n\
          | scenario | c | req/s | p50 ms | p99 ms | p99/p50 ≤ {TAIL_LIMIT} | vs baseline | target |\n\
          |---|---|---|---|---|---|---|---|\n",
         meta.seconds,

@@ -97,13 +97,13 @@ pub fn open_sqlite(path: &Path) -> anyhow::Result<rusqlite::Connection> {
     Ok(db)
 }
 
-/// Runs `op` again while it fails with `SQLITE_BUSY`, for about as long as the busy handler
-/// waits. Switching a new database to WAL needs an exclusive lock, and SQLite answers a
+/// Runs `op` again while it fails with `SQLITE_BUSY`, for up to [`BUSY_WAIT`] like the busy
+/// handler. Switching a new database to WAL needs an exclusive lock, and SQLite answers a
 /// connection that would deadlock waiting for it with `SQLITE_BUSY` at once, without calling
 /// the busy handler: the first requests of a fresh state directory, opening the same database
 /// together, failed that way ("database is locked").
 fn until_not_busy<T>(mut op: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + BUSY_WAIT;
     loop {
         match op() {
             Err(rusqlite::Error::SqliteFailure(e, _))
@@ -116,8 +116,11 @@ fn until_not_busy<T>(mut op: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::R
     }
 }
 
-/// Tries of [`retry_when_busy`] before a statement gives up with `SQLITE_BUSY`: about 10 s.
-const BUSY_ATTEMPTS: i32 = 10_050;
+/// How long a connection waits for another's lock before `SQLITE_BUSY` reaches the guest.
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Tries of [`retry_when_busy`] before a statement gives up with `SQLITE_BUSY`: [`BUSY_WAIT`]
+/// (the first 50 back off to 1 ms in about 25 ms; every later one sleeps 1 ms).
+const BUSY_ATTEMPTS: i32 = 50 + BUSY_WAIT.as_millis() as i32;
 
 /// Waits for another connection's write lock. SQLite's default handler sleeps 1, 2, 5, 10… ms
 /// between tries, while the writers here (one audit row, one key-value pair) hold the lock for
