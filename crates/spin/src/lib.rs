@@ -1,7 +1,9 @@
 //! Spin glue shared by the components: reading variables and secrets, building responses with
 //! the platform's security headers and RFC 9457 problems, reading the attested caller context,
-//! the hash-chained audit log (append, query, counters), the `records` store with its PHI key
-//! vault and demo data, and the shell every role service answers through.
+//! SQLite as every component opens it (per-connection settings, WAL, migrations, transactions
+//! and bounded retries, the same on Spin's SQLite and on libSQL), the hash-chained audit log
+//! (append, query, counters), the `records` store with its PHI key vault and demo data, and the
+//! shell every role service answers through.
 //!
 //! Everything here talks to Spin host interfaces through `spin-sdk`; the rules themselves live
 //! in the pure crates (`health-core`, `health-jose`, `health-policy`).
@@ -12,6 +14,7 @@ pub mod audit;
 #[cfg(feature = "authorizer")]
 pub mod authz;
 pub mod chain;
+pub mod db;
 #[cfg(feature = "tokens")]
 pub mod nested;
 pub mod records;
