@@ -7,11 +7,14 @@
 use anyhow::Context;
 use health_core::{Role, TenantId, Username};
 use health_identity::lockout::{Attempts, Failure, LockoutPolicy};
+use health_spin::db::{self, Migration, Step};
 use spin_sdk::sqlite::{Connection, QueryResult, Value};
 
-const SCHEMA_VERSION: i64 = 2;
-/// Idempotent, so a version-1 database (users only) upgrades by running them all.
-const MIGRATION: &[&str] = &[
+/// The schema (see `health_spin::db::migrate`): version 1 held the users only.
+const MIGRATIONS: &[Migration<'static>] =
+    &[Migration { version: 1, steps: VERSION_1 }, Migration { version: 2, steps: VERSION_2 }];
+
+const VERSION_1: &[Step<'static>] = &[Step::Sql(
     "CREATE TABLE IF NOT EXISTS users (
         tenant_id TEXT NOT NULL,
         user_id TEXT NOT NULL,
@@ -22,7 +25,11 @@ const MIGRATION: &[&str] = &[
         PRIMARY KEY (tenant_id, user_id),
         UNIQUE (tenant_id, username)
     )",
-    "CREATE TABLE IF NOT EXISTS login_attempts (
+)];
+
+const VERSION_2: &[Step<'static>] = &[
+    Step::Sql(
+        "CREATE TABLE IF NOT EXISTS login_attempts (
         tenant_id TEXT NOT NULL,
         username TEXT NOT NULL,
         source TEXT NOT NULL,
@@ -31,7 +38,9 @@ const MIGRATION: &[&str] = &[
         locked_until INTEGER NOT NULL,
         PRIMARY KEY (tenant_id, username, source)
     )",
-    "CREATE TABLE IF NOT EXISTS mfa (
+    ),
+    Step::Sql(
+        "CREATE TABLE IF NOT EXISTS mfa (
         tenant_id TEXT NOT NULL,
         user_id TEXT NOT NULL,
         secret_sealed TEXT NOT NULL,
@@ -40,7 +49,9 @@ const MIGRATION: &[&str] = &[
         created_at INTEGER NOT NULL,
         PRIMARY KEY (tenant_id, user_id)
     )",
-    "CREATE TABLE IF NOT EXISTS refresh_families (
+    ),
+    Step::Sql(
+        "CREATE TABLE IF NOT EXISTS refresh_families (
         family_id TEXT PRIMARY KEY,
         tenant_id TEXT NOT NULL,
         user_id TEXT NOT NULL,
@@ -52,8 +63,10 @@ const MIGRATION: &[&str] = &[
         revoked_at INTEGER,
         revoked_reason TEXT
     )",
-    "CREATE INDEX IF NOT EXISTS refresh_families_by_user ON refresh_families (tenant_id, user_id)",
-    "CREATE TABLE IF NOT EXISTS refresh_tokens (
+    ),
+    Step::Sql("CREATE INDEX IF NOT EXISTS refresh_families_by_user ON refresh_families (tenant_id, user_id)"),
+    Step::Sql(
+        "CREATE TABLE IF NOT EXISTS refresh_tokens (
         token_hash TEXT PRIMARY KEY,
         family_id TEXT NOT NULL REFERENCES refresh_families (family_id),
         issued_at INTEGER NOT NULL,
@@ -61,9 +74,11 @@ const MIGRATION: &[&str] = &[
         access_jti TEXT NOT NULL,
         access_exp INTEGER NOT NULL
     )",
-    "CREATE INDEX IF NOT EXISTS refresh_tokens_by_family ON refresh_tokens (family_id)",
-    "CREATE INDEX IF NOT EXISTS refresh_tokens_by_access ON refresh_tokens (access_jti)",
-    "CREATE TABLE IF NOT EXISTS clients (
+    ),
+    Step::Sql("CREATE INDEX IF NOT EXISTS refresh_tokens_by_family ON refresh_tokens (family_id)"),
+    Step::Sql("CREATE INDEX IF NOT EXISTS refresh_tokens_by_access ON refresh_tokens (access_jti)"),
+    Step::Sql(
+        "CREATE TABLE IF NOT EXISTS clients (
         client_id TEXT PRIMARY KEY,
         tenant_id TEXT NOT NULL,
         name TEXT NOT NULL,
@@ -74,12 +89,15 @@ const MIGRATION: &[&str] = &[
         created_at INTEGER NOT NULL,
         CHECK (secret_hash IS NOT NULL OR sig_jwk IS NOT NULL)
     )",
-    "CREATE TABLE IF NOT EXISTS client_assertions (
+    ),
+    Step::Sql(
+        "CREATE TABLE IF NOT EXISTS client_assertions (
         client_id TEXT NOT NULL,
         jti TEXT NOT NULL,
         expires_at INTEGER NOT NULL,
         PRIMARY KEY (client_id, jti)
     )",
+    ),
 ];
 
 /// Demo users: argon2id (m=19456 KiB, t=2, p=1), passwords `<name>-demo-2026` as in the README.
@@ -99,9 +117,13 @@ const DEMO_SEED: &[&str] = &[
 ];
 
 pub fn open(seed_demo: bool) -> anyhow::Result<Connection> {
-    let conn = Connection::open("identity").context("opening the identity database")?;
-    let statements: Vec<&str> = MIGRATION.iter().chain(if seed_demo { DEMO_SEED } else { &[] }).copied().collect();
-    health_spin::audit::migrate(&conn, SCHEMA_VERSION, &statements)?;
+    let conn = db::open("identity")?;
+    db::migrate(&conn, MIGRATIONS, |conn| {
+        for statement in if seed_demo { DEMO_SEED } else { &[] } {
+            conn.execute(statement, &[]).context("seeding the demo tenant")?;
+        }
+        Ok(())
+    })?;
     Ok(conn)
 }
 
@@ -204,7 +226,9 @@ pub enum Reservation {
 
 /// Counts an attempt as failed *before* the password is checked, with a compare-and-set on
 /// the stored counter, so concurrent guesses cannot all slip in before the first failure is
-/// recorded: at most `max_failures` attempts are ever checked per window.
+/// recorded: at most `max_failures` attempts are ever checked per window. A lost race (no row
+/// back) reads the counter again; a failed statement is retried too, which can only count one
+/// failure more (a remote write whose answer was lost), never one less.
 pub fn reserve_attempt(
     conn: &Connection,
     tenant: &TenantId,
@@ -219,11 +243,11 @@ pub fn reserve_attempt(
     const SWAP: &str = "UPDATE login_attempts SET failures = ?, window_start = ?, locked_until = ?
         WHERE tenant_id = ? AND username = ? AND source = ? AND failures = ? AND window_start = ? AND locked_until = ?
         RETURNING failures";
-    for _ in 0..32 {
+    db::Retry::SWAP.run("counting a login attempt", || {
         let stored = attempts(conn, tenant, username, source)?;
         let current = stored.unwrap_or_default();
         if current.is_locked(now) {
-            return Ok(Reservation::Locked { retry_after: current.retry_after(now) });
+            return Ok(Some(Reservation::Locked { retry_after: current.retry_after(now) }));
         }
         let mut next = current;
         let failure = next.fail(policy, now);
@@ -248,11 +272,8 @@ pub fn reserve_attempt(
                 first(&conn.execute(SWAP, &params).context("counting attempt")?).is_some()
             }
         };
-        if won {
-            return Ok(Reservation::Counted(failure));
-        }
-    }
-    anyhow::bail!("login attempt counter lost 32 races in a row")
+        Ok(won.then_some(Reservation::Counted(failure)))
+    })
 }
 
 /// Drops counters whose window and lock are both over, so guessing random usernames cannot

@@ -1,103 +1,104 @@
 //! Appends events to the `audit` SQLite database: append-only (triggers refuse UPDATE and
-//! DELETE) and hash-chained per tenant. Concurrent writers race on the `(tenant_id, seq)`
-//! primary key; the loser re-reads the chain head and retries, so the chain stays linear
-//! without cross-statement transactions.
+//! DELETE) and hash-chained per tenant. An append reads the tenant's chain head and inserts the
+//! next link inside one `BEGIN IMMEDIATE` transaction, so concurrent writers (other instances,
+//! other `spin up` processes on the same file) queue on the write lock instead of racing; the
+//! insert is still `ON CONFLICT DO NOTHING RETURNING`, so a backend that did not serialise them
+//! would make the loser retry, never overwrite or drop.
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use health_core::audit::{Event, GENESIS, StoredLink, link};
 use spin_sdk::sqlite::{Connection, Value};
 
+use crate::db::{self, Migration, Retry, Sql, Step};
+
 /// The audit database label in spin.toml.
 pub const DATABASE: &str = "audit";
-const SCHEMA_VERSION: i64 = 4;
 
-const MIGRATION: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS audit_events (
-        tenant_id TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        time INTEGER NOT NULL,
-        actor_sub TEXT,
-        jti TEXT,
-        patient_id TEXT,
-        outcome TEXT,
-        reason TEXT NOT NULL,
-        status INTEGER NOT NULL,
-        event TEXT NOT NULL,
-        prev_hash TEXT NOT NULL,
-        hash TEXT NOT NULL,
-        PRIMARY KEY (tenant_id, seq)
-    )",
-    "CREATE INDEX IF NOT EXISTS audit_by_time ON audit_events (tenant_id, time)",
-    "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit_events
-        BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END",
-    "CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit_events
-        BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END",
-    // Version 2: the ledger of spent one-time tokens (see `tokens::spend_once`).
-    "CREATE TABLE IF NOT EXISTS spent_tokens (
-        jti TEXT PRIMARY KEY,
-        tenant_id TEXT NOT NULL,
-        spent_at INTEGER NOT NULL,
-        expires_at INTEGER NOT NULL
-    )",
-    // Version 3: the route template (bounded, for metrics and queries) and the break-glass flag
-    // (for the admin review queue) as columns beside the hashed event.
-    "ALTER TABLE audit_events ADD COLUMN action TEXT",
-    "ALTER TABLE audit_events ADD COLUMN break_glass INTEGER NOT NULL DEFAULT 0",
-    "CREATE INDEX IF NOT EXISTS audit_by_action ON audit_events (action, outcome)",
-    "CREATE INDEX IF NOT EXISTS audit_break_glass ON audit_events (tenant_id, seq) WHERE break_glass = 1",
-    // Version 4: tokens already verified in full, by SHA-256 of the token (see `tokens::verify`).
-    "CREATE TABLE IF NOT EXISTS verified_tokens (
-        token_hash TEXT PRIMARY KEY,
-        kid TEXT NOT NULL,
-        claims TEXT NOT NULL,
-        expires_at INTEGER NOT NULL
-    )",
-    "CREATE INDEX IF NOT EXISTS verified_tokens_by_expiry ON verified_tokens (expires_at)",
+/// The schema, one entry per version (see [`db::migrate`]).
+pub const MIGRATIONS: &[Migration<'static>] = &[
+    Migration {
+        version: 1,
+        steps: &[
+            Step::Sql(
+                "CREATE TABLE IF NOT EXISTS audit_events (
+                tenant_id TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                time INTEGER NOT NULL,
+                actor_sub TEXT,
+                jti TEXT,
+                patient_id TEXT,
+                outcome TEXT,
+                reason TEXT NOT NULL,
+                status INTEGER NOT NULL,
+                event TEXT NOT NULL,
+                prev_hash TEXT NOT NULL,
+                hash TEXT NOT NULL,
+                PRIMARY KEY (tenant_id, seq)
+            )",
+            ),
+            Step::Sql("CREATE INDEX IF NOT EXISTS audit_by_time ON audit_events (tenant_id, time)"),
+            Step::Sql(
+                "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit_events
+                BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END",
+            ),
+            Step::Sql(
+                "CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit_events
+                BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END",
+            ),
+        ],
+    },
+    // The ledger of spent one-time tokens (see `tokens::spend_once`).
+    Migration {
+        version: 2,
+        steps: &[Step::Sql(
+            "CREATE TABLE IF NOT EXISTS spent_tokens (
+            jti TEXT PRIMARY KEY,
+            tenant_id TEXT NOT NULL,
+            spent_at INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL
+        )",
+        )],
+    },
+    // The route template (bounded, for metrics and queries) and the break-glass flag (for the
+    // admin review queue) as columns beside the hashed event.
+    Migration {
+        version: 3,
+        steps: &[
+            Step::AddColumn { table: "audit_events", column: "action", definition: "TEXT" },
+            Step::AddColumn { table: "audit_events", column: "break_glass", definition: "INTEGER NOT NULL DEFAULT 0" },
+            Step::Sql("CREATE INDEX IF NOT EXISTS audit_by_action ON audit_events (action, outcome)"),
+            Step::Sql(
+                "CREATE INDEX IF NOT EXISTS audit_break_glass ON audit_events (tenant_id, seq) WHERE break_glass = 1",
+            ),
+        ],
+    },
+    // Tokens already verified in full, by SHA-256 of the token (see `tokens::verify`).
+    Migration {
+        version: 4,
+        steps: &[
+            Step::Sql(
+                "CREATE TABLE IF NOT EXISTS verified_tokens (
+                token_hash TEXT PRIMARY KEY,
+                kid TEXT NOT NULL,
+                claims TEXT NOT NULL,
+                expires_at INTEGER NOT NULL
+            )",
+            ),
+            Step::Sql("CREATE INDEX IF NOT EXISTS verified_tokens_by_expiry ON verified_tokens (expires_at)"),
+        ],
+    },
 ];
 
 const HEAD: &str = "SELECT seq, hash FROM audit_events WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1";
 const INSERT: &str = "INSERT INTO audit_events
     (tenant_id, seq, time, actor_sub, jti, patient_id, outcome, reason, status, event, prev_hash, hash, action, break_glass)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT DO NOTHING RETURNING seq";
 const CHAIN: &str = "SELECT seq, event, prev_hash, hash FROM audit_events WHERE tenant_id = ? ORDER BY seq";
-const MAX_ATTEMPTS: usize = 50;
-
-/// Runs `statements` once per database, guarded by `PRAGMA user_version`. Every statement must
-/// be idempotent, since the first requests of several components may migrate at once: `IF NOT
-/// EXISTS` everywhere, and an `ADD COLUMN` that another migrator already applied is skipped.
-pub fn migrate(conn: &Connection, version: i64, statements: &[&str]) -> anyhow::Result<()> {
-    migrate_then(conn, version, statements, |_| Ok(()))
-}
-
-/// [`migrate`], running `then` (e.g. idempotent seeding) after the statements and before the
-/// version is recorded, so an interrupted first run is simply repeated by the next request.
-pub fn migrate_then(
-    conn: &Connection,
-    version: i64,
-    statements: &[&str],
-    then: impl FnOnce(&Connection) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let current = conn.execute("PRAGMA user_version", &[]).context("reading schema version")?;
-    let current = current.rows().next().and_then(|r| r.get::<i64>("user_version")).unwrap_or(0);
-    if current >= version {
-        return Ok(());
-    }
-    for statement in statements {
-        match conn.execute(statement, &[]) {
-            Ok(_) => {}
-            Err(spin_sdk::sqlite::Error::Io(message))
-                if statement.starts_with("ALTER TABLE") && message.contains("duplicate column") => {}
-            Err(e) => return Err(e).with_context(|| format!("migration statement failed: {statement}")),
-        }
-    }
-    then(conn)?;
-    conn.execute(&format!("PRAGMA user_version = {version}"), &[]).context("setting schema version")?;
-    Ok(())
-}
 
 pub fn open() -> anyhow::Result<Connection> {
-    let conn = Connection::open(DATABASE).context("opening the audit database")?;
-    migrate(&conn, SCHEMA_VERSION, MIGRATION)?;
+    let conn = db::open(DATABASE)?;
+    db::migrate(&conn, MIGRATIONS, |_| Ok(()))?;
     Ok(conn)
 }
 
@@ -122,45 +123,47 @@ pub fn request_event(req: &spin_sdk::http::Request, now: i64) -> Event {
 /// Appends `event` to its tenant's chain. An error means the event was not recorded, and the
 /// caller must fail the request (no unaudited access).
 pub fn append(event: &Event) -> anyhow::Result<()> {
-    let conn = open()?;
+    append_to(&open()?, event)
+}
+
+/// [`append`] on an open connection. Each try is one transaction, safe to repeat: a failed one
+/// leaves nothing behind. (Over a remote backend, a commit whose answer is lost and then
+/// retried appends the event twice, as two intact links: a duplicate, never a gap.)
+pub fn append_to<C: Sql>(conn: &C, event: &Event) -> anyhow::Result<()> {
     let json = serde_json::to_string(event).context("encoding audit event")?;
+    Retry::WRITE
+        .run("appending an audit event", || db::transaction(conn, |conn| append_once(conn, event, &json)))
+        .with_context(|| format!("audit append for tenant {:?}", event.tenant_id))
+}
+
+/// Reads the chain head and inserts the next link; `None` if another writer took that `seq`.
+fn append_once<C: Sql>(conn: &C, event: &Event, json: &str) -> anyhow::Result<Option<()>> {
     let outcome = event.outcome.map(|o| o.as_str().to_owned());
-    for _ in 0..MAX_ATTEMPTS {
-        let head = conn.execute(HEAD, &[Value::Text(event.tenant_id.clone())]).context("reading audit chain head")?;
-        let (seq, prev) = head
-            .rows()
-            .next()
-            .map(|r| (r.get::<i64>("seq").unwrap_or(0), r.get::<&str>("hash").unwrap_or(GENESIS).to_owned()))
-            .unwrap_or((0, GENESIS.to_owned()));
-        let hash = link(&prev, &json);
-        let params = [
-            Value::Text(event.tenant_id.clone()),
-            Value::Integer(seq + 1),
-            Value::Integer(event.time),
-            opt(&event.actor_sub),
-            opt(&event.jti),
-            opt(&event.patient_id),
-            opt(&outcome),
-            Value::Text(event.reason.clone()),
-            Value::Integer(i64::from(event.status)),
-            Value::Text(json.clone()),
-            Value::Text(prev),
-            Value::Text(hash),
-            Value::Text(event.action.clone()),
-            Value::Integer(i64::from(event.flags_break_glass())),
-        ];
-        match conn.execute(INSERT, &params) {
-            Ok(_) => return Ok(()),
-            // Another writer took this seq first (or the database was busy): re-read and retry.
-            Err(spin_sdk::sqlite::Error::Io(message))
-                if message.contains("UNIQUE") || message.contains("locked") || message.contains("busy") =>
-            {
-                continue;
-            }
-            Err(e) => return Err(e).context("appending audit event"),
-        }
-    }
-    bail!("audit append for tenant {:?} lost {MAX_ATTEMPTS} races in a row", event.tenant_id)
+    let head = conn.execute(HEAD, &[Value::Text(event.tenant_id.clone())]).context("reading audit chain head")?;
+    let (seq, prev) = head
+        .rows()
+        .next()
+        .map(|r| (r.get::<i64>("seq").unwrap_or(0), r.get::<&str>("hash").unwrap_or(GENESIS).to_owned()))
+        .unwrap_or((0, GENESIS.to_owned()));
+    let hash = link(&prev, json);
+    let params = [
+        Value::Text(event.tenant_id.clone()),
+        Value::Integer(seq + 1),
+        Value::Integer(event.time),
+        opt(&event.actor_sub),
+        opt(&event.jti),
+        opt(&event.patient_id),
+        opt(&outcome),
+        Value::Text(event.reason.clone()),
+        Value::Integer(i64::from(event.status)),
+        Value::Text(json.to_owned()),
+        Value::Text(prev),
+        Value::Text(hash),
+        Value::Text(event.action.clone()),
+        Value::Integer(i64::from(event.flags_break_glass())),
+    ];
+    let inserted = conn.execute(INSERT, &params).context("appending audit event")?;
+    Ok(inserted.rows().next().map(|_| ()))
 }
 
 /// Reads one tenant's chain in order, for verification.
@@ -305,4 +308,113 @@ pub fn counters() -> anyhow::Result<Counters> {
         break_glass_grants: sum("grants"),
         break_glass_accesses: sum("accesses"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::testing::Native;
+
+    fn event(tenant: &str, reason: &str) -> Event {
+        Event { tenant_id: tenant.into(), reason: reason.into(), time: 1_767_225_600, ..Event::default() }
+    }
+
+    fn stored_chain(db: &Native, tenant: &str) -> Vec<StoredLink> {
+        let rows = db.execute(CHAIN, &[Value::Text(tenant.into())]).expect("chain");
+        rows.rows()
+            .map(|r| StoredLink {
+                seq: r.get::<i64>("seq").unwrap_or(-1),
+                event_json: r.get::<&str>("event").unwrap_or_default().to_owned(),
+                prev_hash: r.get::<&str>("prev_hash").unwrap_or_default().to_owned(),
+                hash: r.get::<&str>("hash").unwrap_or_default().to_owned(),
+            })
+            .collect()
+    }
+
+    fn migrated(path: &std::path::Path) -> Native {
+        let db = Native::open(path);
+        db::configure(&db);
+        db::migrate(&db, MIGRATIONS, |_| Ok(())).expect("migrates");
+        db
+    }
+
+    #[test]
+    fn migrations_are_in_version_order_up_to_four() {
+        let versions: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
+        assert_eq!(versions, [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_version_two_database_of_an_earlier_release_gains_the_columns_and_keeps_its_events() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.db");
+        let old = Native::open(&path);
+        // What the user_version-based release left at version 2 (the version 1 and 2 statements).
+        for migration in &MIGRATIONS[..2] {
+            for step in migration.steps {
+                let db::Step::Sql(sql) = step else { panic!("versions 1 and 2 are plain SQL") };
+                old.0.execute_batch(sql).expect("old schema");
+            }
+        }
+        old.0
+            .execute_batch(
+                "INSERT INTO audit_events (tenant_id, seq, time, reason, status, event, prev_hash, hash)
+                 VALUES ('t', 1, 0, 'old', 200, '{}', 'x', 'y'); PRAGMA user_version = 2;",
+            )
+            .expect("old row");
+        drop(old);
+        let db = migrated(&path);
+        assert_eq!(db.integer("SELECT COUNT(*) FROM audit_events"), 1);
+        assert_eq!(db.integer("SELECT break_glass FROM audit_events"), 0);
+        assert_eq!(db.integer("SELECT MAX(version) FROM schema_migrations"), 4);
+        assert_eq!(db.integer("SELECT COUNT(*) FROM sqlite_master WHERE name = 'verified_tokens'"), 1);
+    }
+
+    #[test]
+    fn appends_link_each_event_to_the_one_before() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = migrated(&dir.path().join("audit.db"));
+        for reason in ["a", "b", "c"] {
+            append_to(&db, &event("t1", reason)).expect("appends");
+        }
+        append_to(&db, &event("t2", "other tenant")).expect("appends");
+        let chain = stored_chain(&db, "t1");
+        assert_eq!(chain.iter().map(|l| l.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(health_core::audit::verify_chain(&chain), Ok(3));
+        assert_eq!(stored_chain(&db, "t2").len(), 1);
+    }
+
+    #[test]
+    fn concurrent_appends_from_separate_connections_keep_every_event_and_the_chain_intact() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.db");
+        drop(migrated(&path));
+        let (writers, each) = (8, 25);
+        std::thread::scope(|scope| {
+            for w in 0..writers {
+                let path = &path;
+                scope.spawn(move || {
+                    // A connection per writer, opened as Spin opens one per component instance.
+                    let db = Native::open(path);
+                    db::configure(&db);
+                    for i in 0..each {
+                        append_to(&db, &event("t1", &format!("w{w}-{i}"))).expect("no event is dropped");
+                    }
+                });
+            }
+        });
+        let db = Native::open(&path);
+        let chain = stored_chain(&db, "t1");
+        assert_eq!(chain.len(), writers * each);
+        assert_eq!(health_core::audit::verify_chain(&chain), Ok(writers * each));
+    }
+
+    #[test]
+    fn an_append_that_cannot_be_written_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Native::open(&dir.path().join("audit.db"));
+        // No schema: every try fails, and the caller learns it (fail closed).
+        let error = append_to(&db, &event("t1", "lost?")).expect_err("not recorded");
+        assert!(format!("{error:#}").contains("appending an audit event: failed 4 times"), "{error:#}");
+    }
 }

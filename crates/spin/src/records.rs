@@ -11,16 +11,21 @@ use health_core::phi::{self, Field, PhiError};
 use health_core::{SecretKey, TenantId};
 use spin_sdk::sqlite::{Connection, Value};
 
+use crate::db::{self, Migration, Step};
+
 /// The records database label in spin.toml.
 pub const DATABASE: &str = "records";
-const SCHEMA_VERSION: i64 = 2;
 
-const MIGRATION: &[&str] = &[
-    // Version 1 stored the demo records in clear and had no write route, so it held nothing but
-    // the demo seed: its tables are dropped and the seed is written again, encrypted.
-    "DROP TABLE IF EXISTS record_entries",
-    "DROP TABLE IF EXISTS patients",
-    "CREATE TABLE IF NOT EXISTS patient (
+/// The schema (see [`crate::db::migrate`]). Version 1 stored the demo records in clear and had
+/// no write route, so it held nothing but the demo seed: version 2 drops its tables and the
+/// seed is written again, encrypted.
+pub const MIGRATIONS: &[Migration<'static>] = &[Migration { version: 2, steps: VERSION_2 }];
+
+const VERSION_2: &[Step<'static>] = &[
+    Step::Sql("DROP TABLE IF EXISTS record_entries"),
+    Step::Sql("DROP TABLE IF EXISTS patients"),
+    Step::Sql(
+        "CREATE TABLE IF NOT EXISTS patient (
         tenant_id TEXT NOT NULL,
         patient_id TEXT NOT NULL,
         owner_subject TEXT,
@@ -30,14 +35,18 @@ const MIGRATION: &[&str] = &[
         erased_at INTEGER,
         PRIMARY KEY (tenant_id, patient_id)
     )",
-    "CREATE TABLE IF NOT EXISTS care_team (
+    ),
+    Step::Sql(
+        "CREATE TABLE IF NOT EXISTS care_team (
         tenant_id TEXT NOT NULL,
         patient_id TEXT NOT NULL,
         doctor_subject TEXT NOT NULL,
         active INTEGER NOT NULL DEFAULT 1,
         PRIMARY KEY (tenant_id, patient_id, doctor_subject)
     )",
-    "CREATE TABLE IF NOT EXISTS entry (
+    ),
+    Step::Sql(
+        "CREATE TABLE IF NOT EXISTS entry (
         tenant_id TEXT NOT NULL,
         entry_id TEXT NOT NULL,
         patient_id TEXT NOT NULL,
@@ -48,8 +57,10 @@ const MIGRATION: &[&str] = &[
         updated_at INTEGER NOT NULL,
         PRIMARY KEY (tenant_id, entry_id)
     )",
-    "CREATE INDEX IF NOT EXISTS entry_by_patient ON entry (tenant_id, patient_id)",
-    "CREATE TABLE IF NOT EXISTS lab_order (
+    ),
+    Step::Sql("CREATE INDEX IF NOT EXISTS entry_by_patient ON entry (tenant_id, patient_id)"),
+    Step::Sql(
+        "CREATE TABLE IF NOT EXISTS lab_order (
         tenant_id TEXT NOT NULL,
         order_id TEXT NOT NULL,
         patient_id TEXT NOT NULL,
@@ -61,8 +72,10 @@ const MIGRATION: &[&str] = &[
         status TEXT NOT NULL,
         PRIMARY KEY (tenant_id, order_id)
     )",
-    "CREATE INDEX IF NOT EXISTS lab_order_by_lab ON lab_order (tenant_id, lab_subject, status)",
-    "CREATE TABLE IF NOT EXISTS lab_result (
+    ),
+    Step::Sql("CREATE INDEX IF NOT EXISTS lab_order_by_lab ON lab_order (tenant_id, lab_subject, status)"),
+    Step::Sql(
+        "CREATE TABLE IF NOT EXISTS lab_result (
         tenant_id TEXT NOT NULL,
         result_id TEXT NOT NULL,
         order_id TEXT NOT NULL,
@@ -75,8 +88,10 @@ const MIGRATION: &[&str] = &[
         resulted_at INTEGER NOT NULL,
         PRIMARY KEY (tenant_id, result_id)
     )",
-    "CREATE INDEX IF NOT EXISTS lab_result_by_patient ON lab_result (tenant_id, patient_id)",
-    "CREATE TABLE IF NOT EXISTS consent (
+    ),
+    Step::Sql("CREATE INDEX IF NOT EXISTS lab_result_by_patient ON lab_result (tenant_id, patient_id)"),
+    Step::Sql(
+        "CREATE TABLE IF NOT EXISTS consent (
         tenant_id TEXT NOT NULL,
         patient_id TEXT NOT NULL,
         insurer TEXT NOT NULL,
@@ -85,7 +100,9 @@ const MIGRATION: &[&str] = &[
         revoked_at INTEGER,
         PRIMARY KEY (tenant_id, patient_id, insurer)
     )",
-    "CREATE TABLE IF NOT EXISTS break_glass (
+    ),
+    Step::Sql(
+        "CREATE TABLE IF NOT EXISTS break_glass (
         tenant_id TEXT NOT NULL,
         patient_id TEXT NOT NULL,
         doctor_subject TEXT NOT NULL,
@@ -93,20 +110,25 @@ const MIGRATION: &[&str] = &[
         expires_at INTEGER NOT NULL,
         PRIMARY KEY (tenant_id, patient_id, doctor_subject, granted_at)
     )",
-    "CREATE TABLE IF NOT EXISTS data_key (
+    ),
+    Step::Sql(
+        "CREATE TABLE IF NOT EXISTS data_key (
         tenant_id TEXT NOT NULL,
         key_id TEXT NOT NULL,
         wrapped TEXT NOT NULL,
         created_at INTEGER NOT NULL,
         PRIMARY KEY (tenant_id, key_id)
     )",
-    "CREATE TABLE IF NOT EXISTS patient_key (
+    ),
+    Step::Sql(
+        "CREATE TABLE IF NOT EXISTS patient_key (
         tenant_id TEXT NOT NULL,
         patient_id TEXT NOT NULL,
         data_key_id TEXT NOT NULL,
         wrapped TEXT NOT NULL,
         PRIMARY KEY (tenant_id, patient_id, data_key_id)
     )",
+    ),
 ];
 
 const DEMO_TENANT: &str = "demo-hospital";
@@ -116,8 +138,8 @@ const DEMO_TIME: i64 = 1_767_225_600;
 /// Opens `records`, creating the schema and, when `seed_demo`, the demo tenant's data
 /// (encrypted like any other) the first time.
 pub fn open(seed_demo: bool) -> anyhow::Result<Connection> {
-    let conn = Connection::open(DATABASE).context("opening the records database")?;
-    crate::audit::migrate_then(&conn, SCHEMA_VERSION, MIGRATION, |conn| if seed_demo { seed(conn) } else { Ok(()) })?;
+    let conn = db::open(DATABASE)?;
+    db::migrate(&conn, MIGRATIONS, |conn| if seed_demo { seed(conn) } else { Ok(()) })?;
     Ok(conn)
 }
 

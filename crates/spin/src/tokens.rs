@@ -180,22 +180,31 @@ fn remember(
 /// the `audit` database (an append-only record of token use beside the events). Entries past
 /// their token's expiry are swept, since such a token is refused before it gets here.
 pub fn spend_once(tenant: &health_core::TenantId, jti: &str, exp: i64, now: i64) -> anyhow::Result<bool> {
+    spend_once_on(&crate::audit::open()?, tenant, jti, exp, now)
+}
+
+/// [`spend_once`] on an open connection. Who won is the `RETURNING` row, never an error's
+/// text. A failed try is repeated: either it inserted nothing (SQLite), or, over a remote
+/// backend whose answer was lost, it did and the repeat finds the `jti` spent and refuses: a
+/// refusal, never a second use.
+pub fn spend_once_on<C: crate::db::Sql>(
+    conn: &C,
+    tenant: &health_core::TenantId,
+    jti: &str,
+    exp: i64,
+    now: i64,
+) -> anyhow::Result<bool> {
     use spin_sdk::sqlite::Value;
     const SWEEP: &str = "DELETE FROM spent_tokens WHERE expires_at < ?";
     const SPEND: &str = "INSERT INTO spent_tokens (jti, tenant_id, spent_at, expires_at) VALUES (?, ?, ?, ?)
         ON CONFLICT DO NOTHING RETURNING jti";
-    let conn = crate::audit::open()?;
     let params =
         [Value::Text(jti.to_owned()), Value::Text(tenant.to_string()), Value::Integer(now), Value::Integer(exp)];
-    for _ in 0..50 {
-        match conn.execute(SWEEP, &[Value::Integer(now - 120)]).and_then(|_| conn.execute(SPEND, &params)) {
-            Ok(spent) => return Ok(spent.rows().next().is_some()),
-            // Another writer holds the database for a moment: try again (never count it spent).
-            Err(spin_sdk::sqlite::Error::Io(message)) if message.contains("locked") || message.contains("busy") => {}
-            Err(e) => return Err(e).context("spending one-time token"),
-        }
-    }
-    anyhow::bail!("one-time token ledger stayed busy")
+    crate::db::Retry::WRITE.run("spending a one-time token", || {
+        conn.execute(SWEEP, &[Value::Integer(now - 120)]).context("sweeping spent tokens")?;
+        let spent = conn.execute(SPEND, &params).context("spending one-time token")?;
+        Ok(Some(spent.rows().next().is_some()))
+    })
 }
 
 /// Key in `revocations` marking a revoked `jti` (128 random bits, unique across tenants); the
@@ -211,7 +220,31 @@ pub fn not_before_key(tenant: &health_core::TenantId, sub: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::bearer;
+    use super::{bearer, spend_once_on};
+    use crate::db::{self, testing::Native};
+
+    #[test]
+    fn a_one_time_token_is_spent_by_exactly_one_of_many_concurrent_uses() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.db");
+        let db = Native::open(&path);
+        db::migrate(&db, crate::audit::MIGRATIONS, |_| Ok(())).expect("migrates");
+        let tenant = health_core::TenantId::parse("demo-hospital").expect("tenant");
+        let wins = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..16 {
+                scope.spawn(|| {
+                    let db = Native::open(&path);
+                    db::configure(&db);
+                    if spend_once_on(&db, &tenant, "jti-1", 2_000, 1_000).expect("no error") {
+                        wins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        assert_eq!(wins.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(spend_once_on(&db, &tenant, "jti-2", 2_000, 1_000).expect("no error"), "another jti is fresh");
+    }
 
     #[test]
     fn accepts_only_well_formed_bearer_credentials() {
