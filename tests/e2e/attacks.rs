@@ -307,11 +307,12 @@ async fn run_case(
             if !reason.is_empty() && String::from_utf8_lossy(&answer.body).contains(&reason) {
                 problems.push("the body reveals the audit reason".into());
             }
-            // Every header but the request's own correlation id.
+            // Every header the application sets but the request's own correlation id (`date`
+            // and the framing headers come from the runtime's HTTP server).
             let mut headers: Vec<(String, String)> = answer
                 .headers
                 .keys()
-                .filter(|k| k.as_str() != "x-request-id")
+                .filter(|k| !matches!(k.as_str(), "x-request-id" | "date" | "transfer-encoding" | "content-length"))
                 .map(|k| (k.to_string(), answer.header(k.as_str())))
                 .collect();
             headers.sort();

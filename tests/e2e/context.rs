@@ -9,8 +9,9 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use health_core::context::{Attestation, CALLER_HEADER, MAC_HEADER, TIMESTAMP_HEADER, attest};
 use health_core::{Caller, Role, SecretKey, TenantId};
+use health_e2e::Target;
 use health_e2e::{CONTEXT_KEY, MASTER_KEY, root};
-use health_host::{App, LoadOptions};
+use health_host::LoadOptions;
 
 const SERVICES: [&str; 4] = ["patient", "doctor", "lab", "insurance"];
 
@@ -18,7 +19,7 @@ fn release(name: &str) -> String {
     root().join("target/wasm32-wasip2/release").join(name).display().to_string()
 }
 
-fn app(state: &std::path::Path) -> App {
+fn app(state: &std::path::Path) -> Target {
     let policy = release("policy.wasm");
     let mut manifest = format!(
         r#"spin_manifest_version = 2
@@ -61,7 +62,7 @@ break_glass_window_secs = "3600"
     std::fs::write(state.join("spin.toml"), manifest).expect("manifest");
     std::fs::write(state.join("rc.toml"), "[sqlite_database.records]\ntype = \"spin\"\npath = \"records.db\"\n")
         .expect("runtime config");
-    App::load(&LoadOptions {
+    Target::load(&LoadOptions {
         manifest: state.join("spin.toml"),
         runtime_config: Some(state.join("rc.toml")),
         state_dir: state.join(".spin"),
@@ -127,7 +128,7 @@ fn now() -> i64 {
 }
 
 /// Asks the probe to GET `path` on `service` with `attestation`; returns "status body".
-async fn call(app: &App, service: &str, path: &str, attestation: Option<&Attestation>) -> String {
+async fn call(app: &Target, service: &str, path: &str, attestation: Option<&Attestation>) -> String {
     // The probe forwards everything after `url=` as is, a query included.
     let url = format!("/call?url=http://{service}.spin.internal{path}");
     let mut req = http::Request::builder().uri(url);

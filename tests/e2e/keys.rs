@@ -98,7 +98,7 @@ async fn rotation_keeps_old_tokens_until_revocation_refuses_them_at_once() {
     assert_eq!(denied.len(), 3, "refused admin attempts are audited: {denied:?}");
 }
 
-async fn post(app: &health_host::App, path: &str, auth: Option<&str>, body: &str) -> (u16, serde_json::Value) {
+async fn post(app: &health_e2e::Target, path: &str, auth: Option<&str>, body: &str) -> (u16, serde_json::Value) {
     let mut headers = vec![("content-type", "application/json")];
     headers.extend(auth.map(|auth| ("authorization", auth)));
     let reply = send_from(app, health_host::DEFAULT_CLIENT, "POST", path, &headers, body).await;

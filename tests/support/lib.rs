@@ -1,11 +1,15 @@
-//! Shared helpers for the end-to-end tests: the real `spin.toml` loaded in the local host with
-//! test secrets and a throwaway state directory, and a one-line way to send it requests.
+//! Shared helpers for the end-to-end tests: the real `spin.toml` loaded with test secrets and a
+//! throwaway state directory, on the project's host or on real Spin ([`runtime`]), and a
+//! one-line way to send it requests.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use health_host::{App, LoadOptions};
+use health_host::LoadOptions;
+
+pub mod runtime;
+pub use runtime::{Runtime, Target};
 
 /// Test secrets (never used outside tests).
 pub const MASTER_KEY: &str = "1111111111111111111111111111111111111111111111111111111111111111";
@@ -24,7 +28,7 @@ pub fn root() -> PathBuf {
 }
 
 /// The three secret variables, as `SPIN_VARIABLE_*` for the host.
-fn secrets(master_key: &str) -> HashMap<String, String> {
+pub fn secrets(master_key: &str) -> HashMap<String, String> {
     HashMap::from([
         ("SPIN_VARIABLE_MASTER_KEY".to_owned(), master_key.to_owned()),
         ("SPIN_VARIABLE_CONTEXT_KEY".to_owned(), CONTEXT_KEY.to_owned()),
@@ -34,7 +38,7 @@ fn secrets(master_key: &str) -> HashMap<String, String> {
 
 /// The application with its state in a temporary directory.
 pub struct TestApp {
-    pub app: App,
+    pub app: Target,
     pub state: tempfile::TempDir,
     /// TOTP secrets of the users this app enrolled, and the last step each used.
     totp: std::sync::Mutex<HashMap<String, (Vec<u8>, i64)>>,
@@ -110,7 +114,7 @@ allowed_outbound_hosts = ["http://jwks.spin.internal"]
         };
         let options =
             LoadOptions { manifest, runtime_config: Some(runtime_path), state_dir: state.path().join(".spin"), env };
-        Ok(Self { app: App::load(&options)?, state, totp: std::sync::Mutex::default() })
+        Ok(Self { app: Target::load(&options)?, state, totp: std::sync::Mutex::default() })
     }
 
     /// Sends a request; a host error fails the test with the guests' output.
@@ -125,11 +129,13 @@ allowed_outbound_hosts = ["http://jwks.spin.internal"]
 
     /// The same manifest and state directory loaded again with another `master_key`: what a
     /// thief holding a copy of the stores, but not the key, could run.
-    pub fn reopen_with_master_key(&self, master_key: &str) -> anyhow::Result<App> {
-        App::load(&LoadOptions {
+    pub fn reopen_with_master_key(&self, master_key: &str) -> anyhow::Result<Target> {
+        Target::load(&LoadOptions {
             manifest: root().join("spin.toml"),
             runtime_config: Some(self.state.path().join("runtime-config.toml")),
-            state_dir: self.state.path().join(".spin"),
+            // Its own state directory for what Spin keeps there (logs); the stores are the
+            // runtime config's files, shared with `self`.
+            state_dir: self.state.path().join(".spin-reopened"),
             env: secrets(master_key),
         })
     }
@@ -273,10 +279,10 @@ allowed_outbound_hosts = ["http://jwks.spin.internal"]
 }
 
 /// Sends a request to `app` as if from client address `from` (what Spin reports as
-/// `spin-client-addr`); a host error fails the test with the guests' output. Takes the `App`
-/// so concurrent tasks can each hold a clone.
+/// `spin-client-addr`); a host error fails the test with the guests' output. Takes the
+/// [`Target`] so concurrent tasks can each hold a clone.
 pub async fn send_from(
-    app: &App,
+    app: &Target,
     from: std::net::SocketAddr,
     method: &str,
     path: &str,

@@ -3,8 +3,10 @@
 //! - `cargo xtask up`: build the Wasm components and serve the app on 127.0.0.1:3000 with
 //!   development secrets generated once into `.spin/dev-secrets.env`;
 //! - `cargo xtask test`: build the Wasm components once (release), install the pinned Python
-//!   `jwcrypto` and `Authlib` the interop tests compare against into `target/interop-venv`, run every test,
-//!   then a bounded fuzzing pass (every target for [`CI_FUZZ_SECONDS`]);
+//!   `jwcrypto` and `Authlib` the interop tests compare against into `target/interop-venv`, run every test
+//!   (the end-to-end suites on the project's host), run the end-to-end suites again on real Spin
+//!   when a Spin binary is found ([`find_spin`]), then a bounded fuzzing pass (every target for
+//!   [`CI_FUZZ_SECONDS`]);
 //! - `cargo xtask fuzz [--seconds N] [--sanitizer none|address] [target...]`: build the `fuzz/`
 //!   targets with the pinned cargo-fuzz (installed into `target/tools` on first use) and run each
 //!   for N seconds (default [`DEFAULT_FUZZ_SECONDS`]); fails on any crash, panic or hang;
@@ -13,7 +15,7 @@
 //!   for `spin plugins install --file target/plugin/healthctl.json`, then `spin healthctl ...`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 use sha2::Digest;
@@ -293,6 +295,112 @@ fn fuzz(options: &FuzzOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The packages whose test binaries run once per runtime: the end-to-end suites and the
+/// `healthctl` tests (they select the runtime from `HEALTH_E2E_RUNTIME` at run time, so the same
+/// binaries serve both passes and nothing is built twice).
+const E2E_PACKAGES: &[&str] = &["health-e2e", "healthctl"];
+/// Set by xtask for the test binaries: which runtime runs the application (`host` or `spin`).
+const RUNTIME_ENV: &str = "HEALTH_E2E_RUNTIME";
+
+/// A real Spin binary, in this order: `SPIN_BIN`; `target/tools/spin` (unpacked earlier);
+/// `spin` on `PATH`; `../shared/tools/spin-*.xz` beside the project, unpacked into
+/// `target/tools/spin` with `xz`. `None` when there is none (a laptop without Spin).
+fn find_spin() -> anyhow::Result<Option<PathBuf>> {
+    let works = |bin: &Path| {
+        Command::new(bin)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if let Some(bin) = std::env::var_os("SPIN_BIN").filter(|b| !b.is_empty()).map(PathBuf::from) {
+        anyhow::ensure!(works(&bin), "SPIN_BIN={} does not run `--version`", bin.display());
+        return Ok(Some(bin));
+    }
+    let unpacked = root().join("target/tools/spin");
+    if works(&unpacked) {
+        return Ok(Some(unpacked));
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .map(|dir| dir.join("spin"))
+        .find(|bin| works(bin));
+    if on_path.is_some() {
+        return Ok(on_path);
+    }
+    let shared = root().join("../shared/tools");
+    let Some(archive) = std::fs::read_dir(&shared).ok().and_then(|entries| {
+        entries.filter_map(Result::ok).map(|e| e.path()).find(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("spin-") && n.ends_with(".xz"))
+        })
+    }) else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(unpacked.parent().unwrap_or(&unpacked))?;
+    let out = std::fs::File::create(&unpacked).with_context(|| format!("creating {}", unpacked.display()))?;
+    let mut xz = Command::new("xz");
+    xz.arg("-dc").arg(&archive).stdout(out);
+    run(xz).with_context(|| format!("unpacking {} needs `xz`", archive.display()))?;
+    let mut chmod = Command::new("chmod");
+    chmod.arg("+x").arg(&unpacked);
+    run(chmod)?;
+    anyhow::ensure!(works(&unpacked), "{} (from {}) does not run", unpacked.display(), archive.display());
+    Ok(Some(unpacked))
+}
+
+/// The test binaries of [`E2E_PACKAGES`] that `cargo test --workspace` built, with their
+/// package directories (cargo runs a test binary there).
+fn e2e_test_binaries() -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace", "--no-run", "--message-format=json-render-diagnostics"]);
+    cmd.stdout(Stdio::piped());
+    let output = cmd.output().context("listing the test binaries")?;
+    anyhow::ensure!(output.status.success(), "cargo test --no-run failed");
+    let mut binaries = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let is_test = message["profile"]["test"].as_bool() == Some(true)
+            && message["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "test"));
+        let manifest = message["manifest_path"].as_str().map(PathBuf::from);
+        if message["reason"] != "compiler-artifact" || !is_test {
+            continue;
+        }
+        let (Some(executable), Some(manifest)) = (message["executable"].as_str(), manifest) else { continue };
+        let dir = manifest.parent().map(Path::to_path_buf).unwrap_or_default();
+        let name = std::fs::read_to_string(&manifest).ok().and_then(|text| {
+            text.lines().find_map(|l| l.strip_prefix("name = ").map(|n| n.trim_matches('"').to_owned()))
+        });
+        if name.is_some_and(|n| E2E_PACKAGES.contains(&n.as_str())) {
+            binaries.push((PathBuf::from(executable), dir));
+        }
+    }
+    anyhow::ensure!(!binaries.is_empty(), "no end-to-end test binaries found");
+    Ok(binaries)
+}
+
+/// Runs the end-to-end suites again with the application on real Spin (`spin`); every suite
+/// runs, and the failures are listed together at the end.
+fn test_on_spin(spin: &Path, python: &Path, filters: &[String]) -> anyhow::Result<()> {
+    let version = Command::new(spin).arg("--version").output()?;
+    println!("\n== the end-to-end suites on real Spin: {} ==", String::from_utf8_lossy(&version.stdout).trim());
+    let mut failed = Vec::new();
+    for (binary, dir) in e2e_test_binaries()? {
+        let mut cmd = Command::new(&binary);
+        cmd.current_dir(&dir).env(RUNTIME_ENV, "spin").env("SPIN_BIN", spin).env("HEALTH_INTEROP_PYTHON", python);
+        cmd.args(filters);
+        if let Err(error) = run(cmd) {
+            eprintln!("{error:#}");
+            failed.push(binary.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        }
+    }
+    if !failed.is_empty() {
+        bail!("end-to-end suites failed on real Spin: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -300,13 +408,31 @@ fn main() -> anyhow::Result<()> {
         Some("plugin") => plugin(),
         Some("test") => {
             build_guests()?;
+            let spin = find_spin()?;
             let python = ensure_interop_python()?;
             let mut cmd = cargo();
-            cmd.env("HEALTH_INTEROP_PYTHON", python);
+            cmd.env("HEALTH_INTEROP_PYTHON", &python).env(RUNTIME_ENV, "host");
             cmd.args(["test", "--workspace"]);
             cmd.args(&args[1..]);
             run(cmd)?;
-            fuzz(&FuzzOptions { seconds: CI_FUZZ_SECONDS, ..FuzzOptions::default() })
+            // Arguments after `--` (test name filters, `--nocapture`) go to the Spin pass too.
+            let filters = args.iter().skip_while(|a| *a != "--").skip(1).cloned().collect::<Vec<_>>();
+            match &spin {
+                Some(spin) => test_on_spin(spin, &python, &filters)?,
+                None if std::env::var_os("HEALTH_E2E_REQUIRE_ALL").is_some() => {
+                    bail!("HEALTH_E2E_REQUIRE_ALL is set but no Spin binary was found")
+                }
+                None => println!(
+                    "NOT RUN on real Spin (no SPIN_BIN, no `spin` on PATH, no ../shared/tools/spin-*.xz): \
+                     the end-to-end suites ({}) ran on the project's host only",
+                    E2E_PACKAGES.join(", ")
+                ),
+            }
+            fuzz(&FuzzOptions { seconds: CI_FUZZ_SECONDS, ..FuzzOptions::default() })?;
+            if spin.is_none() {
+                println!("NOT RUN: the end-to-end suites on real Spin (no Spin binary found; see above)");
+            }
+            Ok(())
         }
         Some("fuzz") => fuzz(&FuzzOptions::parse(&args[1..])?),
         Some("up") => {

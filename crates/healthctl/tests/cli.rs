@@ -22,9 +22,7 @@ fn stdout_json(output: &Output) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn rotate_changes_the_served_kid_while_earlier_tokens_keep_working() {
     let app = TestApp::start(|_| {}).expect("app loads");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(health_host::serve(app.app.clone(), listener));
+    let url = app.app.url().await.expect("served over HTTP");
     let before = app.token(ALICE).await;
 
     let token = Some(OPERATOR_TOKEN);
@@ -80,9 +78,7 @@ async fn rotate_changes_the_served_kid_while_earlier_tokens_keep_working() {
 #[tokio::test(flavor = "multi_thread")]
 async fn tokens_revoke_and_audit_verify_against_the_running_app() {
     let app = TestApp::start(|_| {}).expect("app loads");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(health_host::serve(app.app.clone(), listener));
+    let url = app.app.url().await.expect("served over HTTP");
     let token = app.token(ALICE).await;
     assert_eq!(app.get_with("/api/patients/p-1001/records", &token).await.status, 200);
     let jti = {
@@ -133,9 +129,7 @@ async fn tokens_revoke_and_audit_verify_against_the_running_app() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_tenants_first_admin_is_created_with_the_password_from_the_environment() {
     let app = TestApp::start(|_| {}).expect("app loads");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(health_host::serve(app.app.clone(), listener));
+    let url = app.app.url().await.expect("served over HTTP");
     let run = |args: &'static [&'static str], password: Option<&'static str>| {
         let url = url.clone();
         tokio::task::spawn_blocking(move || {
