@@ -286,10 +286,12 @@ impl sqlite::HostConnection for State {
 
 impl variables::Host for State {
     fn get(&mut self, name: String) -> wasmtime::Result<Result<String, variables::Error>> {
-        if !crate::variables::valid_name(&name) {
-            return Ok(Err(variables::Error::InvalidName(name)));
+        // Spin's words for both errors (`crates/expressions/src/lib.rs`).
+        if let Some(reason) = crate::variables::name_error(&name) {
+            return Ok(Err(variables::Error::InvalidName(reason)));
         }
-        Ok(self.component.variables.get(&name).cloned().ok_or(variables::Error::Undefined(name)))
+        let undefined = || variables::Error::Undefined(format!("no variable for {:?}.{name:?}", self.component.id));
+        Ok(self.component.variables.get(&name).cloned().ok_or_else(undefined))
     }
 }
 

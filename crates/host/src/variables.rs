@@ -9,10 +9,28 @@ use crate::manifest::Variable;
 
 /// Spin variable names: lowercase ASCII letters, digits and underscores, starting with a letter.
 pub fn valid_name(name: &str) -> bool {
-    name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && !name.contains("__")
-        && !name.ends_with('_')
+    name_error(name).is_none()
+}
+
+/// Why `name` is not a variable name, in Spin's words (`Key::validate` in
+/// `crates/expressions/src/lib.rs`), or `None` if it is one.
+pub fn name_error(name: &str) -> Option<String> {
+    let reason = if name.is_empty() {
+        "must not be empty".to_owned()
+    } else if let Some(invalid) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')) {
+        format!(
+            "invalid character {invalid:?}. Variable names may contain only lower-case letters, numbers, and underscores."
+        )
+    } else if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        "must start with a lowercase ASCII letter".to_owned()
+    } else if !name.ends_with(|c: char| c.is_ascii_alphanumeric()) {
+        "must end with a lowercase ASCII letter or digit".to_owned()
+    } else if name.contains("__") {
+        "must not contain multiple consecutive underscores".to_owned()
+    } else {
+        return None;
+    };
+    Some(format!("{name:?}: {reason}"))
 }
 
 /// Resolves every application variable. A `required` variable without a value is an error.

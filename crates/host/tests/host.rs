@@ -195,8 +195,11 @@ async fn variables_resolve_defaults_overrides_and_refuse_undeclared_names() {
     let f = load(&default_env());
     assert_eq!(get(&f.app, "/var/greeting").await, (200, "hi, world".into()));
     assert_eq!(get(&f.app, "/var/token").await, (200, "s3cret".into()));
-    assert_eq!(get(&f.app, "/var/undeclared").await, (500, "Error::Undefined(\"undeclared\")".into()));
-    assert!(get(&f.app, "/var/Bad-Name").await.1.starts_with("Error::InvalidName"));
+    // Spin's words, as a guest logging them would show.
+    let undefined = r#"Error::Undefined("no variable for \"probe\".\"undeclared\"")"#;
+    assert_eq!(get(&f.app, "/var/undeclared").await, (500, undefined.into()));
+    let invalid = r#"Error::InvalidName("\"Bad-Name\": invalid character 'B'. Variable names may contain only lower-case letters, numbers, and underscores.")"#;
+    assert_eq!(get(&f.app, "/var/Bad-Name").await, (500, invalid.into()));
     let overridden = load(&[("SPIN_VARIABLE_TOKEN", "t"), ("SPIN_VARIABLE_GREETING", "hello")]);
     assert_eq!(get(&overridden.app, "/var/greeting").await, (200, "hello, world".into()));
 }
