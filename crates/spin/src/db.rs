@@ -265,10 +265,12 @@ pub fn migrate<C: Sql>(
     {
         return Ok(());
     }
-    // Outside the transaction: SQLite cannot change the journal mode inside one.
+    // Outside the transaction: SQLite cannot change the journal mode inside one, and a backend
+    // that refuses `PRAGMA user_version` then fails a statement outside any Hrana transaction.
     ensure_wal(conn);
+    let legacy = legacy_version(conn);
     Retry::MIGRATE.run(&format!("migrating the schema to version {target}"), || {
-        transaction(conn, |conn| apply(conn, migrations, target, &then)).map(Some)
+        transaction(conn, |conn| apply(conn, migrations, target, legacy, &then)).map(Some)
     })
 }
 
@@ -276,6 +278,7 @@ fn apply<C: Sql>(
     conn: &C,
     migrations: &[Migration<'_>],
     target: i64,
+    legacy: i64,
     then: &impl Fn(&C) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     conn.execute(MIGRATIONS_TABLE, &[]).context("creating schema_migrations")?;
@@ -283,7 +286,6 @@ fn apply<C: Sql>(
     let current = match recorded {
         Some(version) => version,
         None => {
-            let legacy = legacy_version(conn);
             if legacy > 0 {
                 record(conn, legacy, "adopted from PRAGMA user_version")?;
             }
