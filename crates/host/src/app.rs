@@ -67,8 +67,8 @@ struct Loaded {
 pub(crate) struct Shared {
     components: HashMap<String, Loaded>,
     router: Router,
-    pub key_value: HashMap<String, Arc<Mutex<rusqlite::Connection>>>,
-    pub sqlite: HashMap<String, Arc<crate::spin_api::SqlitePool>>,
+    pub key_value: HashMap<String, Arc<crate::spin_api::KeyValueDb>>,
+    pub sqlite: HashMap<String, Arc<crate::runtime_config::SqliteDatabase>>,
     guest_log: Mutex<Vec<String>>,
 }
 
@@ -87,6 +87,8 @@ pub struct State {
     hooks: Hooks,
     pub(crate) component: Arc<ComponentConfig>,
     pub(crate) shared: Arc<Shared>,
+    /// SQLite connections the instance has open (Spin caps them at 256).
+    pub(crate) open_connections: usize,
 }
 
 impl WasiView for State {
@@ -197,26 +199,19 @@ impl App {
             }
         }
 
+        // As Spin: every store's and database's directory exists once the app is loaded; the
+        // files themselves are opened when a guest first uses them.
         let mut key_value = HashMap::new();
         for label in used_kv {
-            if key_value.contains_key(&label) {
-                continue;
-            }
-            let db = crate::spin_api::open_sqlite(&runtime.key_value[&label])?;
-            db.execute(crate::spin_api::KV_SCHEMA, []).with_context(|| format!("key-value store {label:?}"))?;
-            key_value.insert(label, Arc::new(Mutex::new(db)));
+            let location = &runtime.key_value[&label];
+            create_parent(location).with_context(|| format!("key-value store {label:?}"))?;
+            key_value.insert(label, Arc::new(crate::spin_api::KeyValueDb::new(location.clone())));
         }
-        for (label, path) in &runtime.sqlite {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)
-                    .with_context(|| format!("creating directory for database {label:?}"))?;
-            }
+        let mut sqlite = HashMap::new();
+        for (label, database) in runtime.sqlite {
+            create_parent(&database.location).with_context(|| format!("database {label:?}"))?;
+            sqlite.insert(label, Arc::new(database));
         }
-        let sqlite = runtime
-            .sqlite
-            .into_iter()
-            .map(|(label, path)| (label, Arc::new(crate::spin_api::SqlitePool::new(path))))
-            .collect();
         let shared = Shared { components, router, key_value, sqlite, guest_log: Mutex::new(Vec::new()) };
         Ok(Self { shared: Arc::new(shared), routes })
     }
@@ -303,6 +298,15 @@ pub fn engine() -> anyhow::Result<Engine> {
     })
 }
 
+fn create_parent(location: &crate::runtime_config::Location) -> anyhow::Result<()> {
+    if let crate::runtime_config::Location::Path(path) = location
+        && let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    Ok(())
+}
+
 /// Runs one request through a fresh instance of `component_id`.
 async fn invoke(
     shared: Arc<Shared>,
@@ -322,6 +326,7 @@ async fn invoke(
         hooks: Hooks { shared: shared.clone(), component: loaded.config.clone() },
         component: loaded.config.clone(),
         shared: shared.clone(),
+        open_connections: 0,
     };
     let mut store = Store::new(loaded.pre.engine(), state);
     let req = req.map(Full::new);

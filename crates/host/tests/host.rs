@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use health_host::{App, LoadOptions};
 
@@ -43,30 +45,37 @@ fn ensure_built() {
     });
 }
 
-const RUNTIME_CONFIG: &str = r#"
+/// Every store in the state directory (Spin resolves a relative SQLite path against the working
+/// directory, a relative key-value path against this file's directory).
+fn runtime_config(state: &Path) -> String {
+    let state = state.display();
+    format!(
+        r#"
 [key_value_store.allowed]
 type = "spin"
-path = "allowed.db"
+path = "{state}/allowed.db"
 [key_value_store.other]
 type = "spin"
-path = "other.db"
+path = "{state}/other.db"
 [sqlite_database.db]
 type = "spin"
-path = "db.db"
+path = "{state}/db.db"
 [sqlite_database.otherdb]
 type = "spin"
-path = "otherdb.db"
-"#;
+path = "{state}/otherdb.db"
+"#
+    )
+}
 
 struct Fixture {
     app: App,
-    _state: tempfile::TempDir,
+    state: tempfile::TempDir,
 }
 
 fn options(manifest: PathBuf, state: &Path, env: &[(&str, &str)]) -> LoadOptions {
     let runtime = state.join("runtime-config.toml");
     if !runtime.exists() {
-        std::fs::write(&runtime, RUNTIME_CONFIG).expect("write runtime config");
+        std::fs::write(&runtime, runtime_config(state)).expect("write runtime config");
     }
     LoadOptions {
         manifest,
@@ -84,7 +93,7 @@ fn load(env: &[(&str, &str)]) -> Fixture {
     ensure_built();
     let state = tempfile::tempdir().expect("tempdir");
     let app = App::load(&options(fixture_manifest(), state.path(), env)).expect("fixture loads");
-    Fixture { app, _state: state }
+    Fixture { app, state }
 }
 
 fn default_env() -> Vec<(&'static str, &'static str)> {
@@ -280,4 +289,135 @@ async fn a_connection_left_in_a_transaction_is_never_reused() {
     let (status, body) = send(&f.app, "POST", "/sql/db", "COMMIT").await;
     assert_eq!(status, 500);
     assert!(body.contains("no transaction is active"), "{body}");
+}
+
+// --- Behaving as Spin 4.0.2 does (issue 13) ---
+
+fn sql_value(text: &str) -> String {
+    format!("[Value::Text(\"{text}\")]")
+}
+
+#[tokio::test]
+async fn attaching_another_database_file_is_denied_as_spin_denies_it() {
+    let f = load(&default_env());
+    // `probe` is granted `db`, not `otherdb`: ATTACH must not open `otherdb`'s file anyway.
+    let other = f.state.path().join("otherdb.db");
+    rusqlite::Connection::open(&other).unwrap().execute_batch("CREATE TABLE secret (x)").unwrap();
+    let attach = format!("ATTACH '{}' AS o", other.display());
+    assert_eq!(send(&f.app, "POST", "/sql/db", &attach).await, (500, "execute: Error::Io(\"not authorized\")".into()));
+    let uri = "ATTACH 'file:x?mode=memory' AS u";
+    assert_eq!(send(&f.app, "POST", "/sql/db", uri).await, (500, "execute: Error::Io(\"not authorized\")".into()));
+    // Spin's authorizer lets a temporary or in-memory database through.
+    assert_eq!(send(&f.app, "POST", "/sql/db", "ATTACH ':memory:' AS m").await, (200, String::new()));
+    assert_eq!(send(&f.app, "POST", "/sql/db", "ATTACH '' AS t").await, (200, String::new()));
+}
+
+#[tokio::test]
+async fn attaching_is_allowed_where_the_runtime_config_says_allow_attach_file() {
+    ensure_built();
+    let state = tempfile::tempdir().expect("tempdir");
+    let other = state.path().join("otherdb.db");
+    rusqlite::Connection::open(&other).unwrap().execute_batch("CREATE TABLE secret (x)").unwrap();
+    let config = runtime_config(state.path()).replace(
+        &format!("path = \"{}/db.db\"", state.path().display()),
+        &format!("path = \"{}/db.db\"\nallow_attach_file = true", state.path().display()),
+    );
+    std::fs::write(state.path().join("runtime-config.toml"), config).unwrap();
+    let app = App::load(&options(fixture_manifest(), state.path(), &default_env())).expect("load");
+    let attach = format!("ATTACH '{}' AS o", other.display());
+    assert_eq!(send(&app, "POST", "/sql/db", &attach).await, (200, String::new()));
+}
+
+#[tokio::test]
+async fn databases_keep_sqlites_journal_synchronous_and_rusqlites_busy_timeout() {
+    let f = load(&default_env());
+    assert_eq!(send(&f.app, "POST", "/sql/db", "PRAGMA journal_mode").await, (200, sql_value("delete")));
+    assert_eq!(send(&f.app, "POST", "/sql/db", "PRAGMA synchronous").await, (200, "[Value::Integer(2)]".into()));
+    assert_eq!(send(&f.app, "POST", "/sql/db", "PRAGMA busy_timeout").await, (200, "[Value::Integer(5000)]".into()));
+    // An application may choose WAL itself, through a statement Spin allows.
+    assert_eq!(send(&f.app, "POST", "/sql/db", "PRAGMA journal_mode=WAL").await, (200, sql_value("wal")));
+    // Key-value files are Spin's too: rollback journal, `spin_key_value(store, key, value)`.
+    assert_eq!(send(&f.app, "PUT", "/kv/allowed/k", "v").await.0, 200);
+    let kv = rusqlite::Connection::open(f.state.path().join("allowed.db")).unwrap();
+    let mode: String = kv.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "delete");
+    let row: (String, String, Vec<u8>) = kv
+        .query_row("SELECT store, key, value FROM spin_key_value", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap();
+    assert_eq!(row, ("allowed".into(), "k".into(), b"v".to_vec()));
+}
+
+#[tokio::test]
+async fn every_open_is_a_new_connection_never_one_kept_from_another_request() {
+    let f = load(&default_env());
+    // Two opens in one instance: the second does not see the first's temporary table.
+    let two = "CREATE TEMP TABLE mine (x)\n---\nSELECT name FROM sqlite_temp_master";
+    assert_eq!(send(&f.app, "POST", "/sql2/db", two).await, (200, String::new()));
+    // Nor does a later request: connections are closed, not pooled.
+    assert_eq!(send(&f.app, "POST", "/sql/db", "CREATE TEMP TABLE leak (x)").await.0, 200);
+    assert_eq!(send(&f.app, "POST", "/sql/db", "SELECT name FROM sqlite_temp_master").await, (200, String::new()));
+}
+
+#[tokio::test]
+async fn open_connections_are_capped_per_instance_and_stores_are_not_as_in_spin() {
+    let f = load(&default_env());
+    assert_eq!(get(&f.app, "/open-many/sql/db/256").await, (200, "opened 256".into()));
+    assert_eq!(
+        get(&f.app, "/open-many/sql/db/257").await,
+        (500, "open 257: Error::Io(\"too many connections opened\")".into())
+    );
+    // Spin's key-value store table has a capacity of u32::MAX.
+    assert_eq!(get(&f.app, "/open-many/kv/allowed/300").await, (200, "opened 300".into()));
+}
+
+/// Holds an exclusive lock on a database file, so the host's statements on it wait in SQLite's
+/// busy handler (up to rusqlite's 5 s) until [`Lock::release`].
+struct Lock(rusqlite::Connection);
+
+impl Lock {
+    fn take(path: &Path) -> Self {
+        let db = rusqlite::Connection::open(path).expect("open the file to lock");
+        db.execute_batch("CREATE TABLE IF NOT EXISTS t (x INTEGER); BEGIN EXCLUSIVE;").expect("lock");
+        Self(db)
+    }
+
+    fn release(self) {
+        self.0.execute_batch("COMMIT").expect("unlock");
+    }
+}
+
+fn spawn_send(
+    app: &App,
+    method: &'static str,
+    path: &'static str,
+    body: &'static str,
+) -> tokio::task::JoinHandle<(u16, String)> {
+    let app = app.clone();
+    tokio::spawn(async move { send(&app, method, path, body).await })
+}
+
+/// On the current-thread runtime (one worker, as in most in-process tests) a statement waiting
+/// for a lock must leave the worker free for other requests.
+async fn a_wait_for_a_lock_leaves_the_worker_free(f: &Fixture, lock: Lock, method: &'static str, path: &'static str) {
+    let waiting = spawn_send(&f.app, method, path, "INSERT INTO t VALUES (1)");
+    tokio::time::sleep(Duration::from_millis(500)).await; // it reaches the lock and waits
+    assert_eq!(get(&f.app, "/hello").await, (200, "hello".into()));
+    assert!(!waiting.is_finished(), "the waiting request is still waiting for the lock");
+    lock.release();
+    assert_eq!(waiting.await.expect("the waiting request ends").0, 200);
+}
+
+#[tokio::test]
+async fn a_sqlite_statement_waiting_for_a_lock_runs_off_the_async_worker() {
+    let f = load(&default_env());
+    assert_eq!(send(&f.app, "POST", "/sql/db", "CREATE TABLE t (x INTEGER)").await.0, 200);
+    let lock = Lock::take(&f.state.path().join("db.db"));
+    a_wait_for_a_lock_leaves_the_worker_free(&f, lock, "POST", "/sql/db").await;
+}
+
+#[tokio::test]
+async fn a_key_value_call_waiting_for_a_lock_runs_off_the_async_worker() {
+    let f = load(&default_env());
+    let lock = Lock::take(&f.state.path().join("allowed.db"));
+    a_wait_for_a_lock_leaves_the_worker_free(&f, lock, "PUT", "/kv/allowed/k").await;
 }

@@ -58,6 +58,70 @@ async fn handle(req: Request) -> Response {
                 Err(e) => text(500, format!("execute: {e:?}")),
             },
         },
+        (_, ["sql2", label]) => {
+            // The body's first statement on one connection, the second on another opened after
+            // it while the first is still open: tells a connection per `open` from one per instance.
+            let body = String::from_utf8_lossy(req.body()).into_owned();
+            let (first, second) = body.split_once("\n---\n").unwrap_or((&body, ""));
+            let run = |conn: &spin_sdk::sqlite::Connection, statement: &str| {
+                conn.execute(statement, &[])
+                    .map(|r| r.rows.iter().map(|r| format!("{:?}", r.values)).collect::<Vec<_>>().join("\n"))
+            };
+            let a = match spin_sdk::sqlite::Connection::open(label) {
+                Ok(a) => a,
+                Err(e) => return text(500, format!("open: {e:?}")),
+            };
+            if let Err(e) = run(&a, first) {
+                return text(500, format!("execute: {e:?}"));
+            }
+            let b = match spin_sdk::sqlite::Connection::open(label) {
+                Ok(b) => b,
+                Err(e) => return text(500, format!("open: {e:?}")),
+            };
+            let answer = match run(&b, second) {
+                Ok(rows) => text(200, rows),
+                Err(e) => text(500, format!("execute: {e:?}")),
+            };
+            drop(a);
+            answer
+        }
+        (_, ["open-many", kind, label, count]) => {
+            // Opens `count` connections or stores and keeps them open; reports the first refusal.
+            let count: usize = count.parse().unwrap_or(0);
+            let mut connections = Vec::new();
+            let mut stores = Vec::new();
+            for i in 0..count {
+                let refused = match *kind {
+                    "sql" => spin_sdk::sqlite::Connection::open(label)
+                        .map(|c| connections.push(c))
+                        .err()
+                        .map(|e| format!("{e:?}")),
+                    _ => {
+                        spin_sdk::key_value::Store::open(label).map(|s| stores.push(s)).err().map(|e| format!("{e:?}"))
+                    }
+                };
+                if let Some(e) = refused {
+                    return text(500, format!("open {}: {e}", i + 1));
+                }
+            }
+            text(200, format!("opened {count}"))
+        }
+        (_, ["busy", ms]) => {
+            // Computes for `ms` milliseconds (reading the clock, never waiting).
+            let until = std::time::Instant::now() + std::time::Duration::from_millis(ms.parse().unwrap_or(0));
+            let mut spins = 0_u64;
+            while std::time::Instant::now() < until {
+                spins = std::hint::black_box(spins.wrapping_add(1));
+            }
+            text(200, "done")
+        }
+        (_, ["loop"]) => {
+            // Never returns: only an epoch deadline can stop it.
+            let mut spins = 0_u64;
+            loop {
+                spins = std::hint::black_box(spins.wrapping_add(1));
+            }
+        }
         (_, ["var", name]) => match spin_sdk::variables::get(name) {
             Ok(value) => text(200, value),
             Err(e) => text(500, format!("{e:?}")),
