@@ -1,6 +1,13 @@
 //! Loading a Spin application and serving requests to it: one pre-instantiated component per
 //! `[component.X]`, a fresh `Store` and instance per request, routing, the Spin request
 //! headers, and outbound HTTP with `*.spin.internal` chaining dispatched in-process.
+//!
+//! A request from outside goes the way Spin 4.0.2's `HttpServer::handle` takes it
+//! (`crates/trigger-http/src/server.rs`): a `Host` naming a service-chaining host is removed,
+//! `/.well-known/spin/` is answered by the host, an unrouted path is a 404 with an empty body,
+//! and a routed request whose authority cannot be determined (no `Host` left and none in the
+//! URI, an invalid `Host`, or one that contradicts the URI) is refused before any component
+//! runs: Spin's server then closes the connection without an answer ([`RequestRefused`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,6 +25,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
+use crate::limits::Limits;
 use crate::manifest::{Manifest, Route};
 use crate::outbound::AllowedHost;
 use crate::routing::Router;
@@ -38,12 +46,15 @@ pub struct LoadOptions {
 
 /// Address reported as `spin-client-addr` when a caller does not give one.
 pub const DEFAULT_CLIENT: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0));
+/// The `Host` an in-process request without one is given, as if a client had sent it.
+const DEFAULT_HOST: &str = "127.0.0.1:3000";
+/// Paths under this prefix are answered by Spin itself, never routed to a component.
+const WELL_KNOWN_PREFIX: &str = "/.well-known/spin/";
+/// Spin's `SERVICE_CHAINING_DOMAIN`.
+const SERVICE_CHAINING_DOMAIN: &str = "spin.internal";
+/// Spin's `DEFAULT_EPOCH_TICK_INTERVAL`: how often the engine's epoch advances.
+const EPOCH_TICK: std::time::Duration = std::time::Duration::from_millis(10);
 const GUEST_LOG_LINES: usize = 500;
-/// Concurrent component instances the pooling allocator reserves room for (a chained request
-/// holds two or three at once).
-const POOL_INSTANCES: u32 = 256;
-/// Largest linear memory one instance may grow to.
-const POOL_MAX_MEMORY: usize = 256 << 20;
 /// Set (to anything) to have wasmtime write `/tmp/perf-{pid}.map`, so `perf report` names the
 /// guests' functions (README, Performance).
 pub const PERF_MAP_ENV: &str = "HEALTH_HOST_PERF_MAP";
@@ -65,11 +76,39 @@ struct Loaded {
 }
 
 pub(crate) struct Shared {
+    app_name: String,
+    app_version: Option<String>,
     components: HashMap<String, Loaded>,
     router: Router,
     pub key_value: HashMap<String, Arc<crate::spin_api::KeyValueDb>>,
     pub sqlite: HashMap<String, Arc<crate::runtime_config::SqliteDatabase>>,
+    limits: Limits,
+    /// `wasmtime serve`'s request semaphore, when [`Limits::max_concurrent_requests`] is set.
+    requests: Option<tokio::sync::Semaphore>,
     guest_log: Mutex<Vec<String>>,
+}
+
+/// A request Spin's HTTP trigger refuses before any component runs, because its authority
+/// cannot be determined (`set_req_uri` in `crates/trigger-http/src/server.rs`). Spin's server
+/// answers it by closing the connection; [`crate::serve`] does the same, and in-process callers
+/// get it as the error of [`App::handle`] (downcast the `anyhow::Error` to tell it apart).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRefused(pub &'static str);
+
+impl std::fmt::Display for RequestRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for RequestRefused {}
+
+/// Who sent a request: a caller in this process (which may leave `Host` out), or a client
+/// over the network (which, as for Spin, must send one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    InProcess,
+    Network,
 }
 
 /// A loaded application. Cheap to clone; share one per test binary.
@@ -104,14 +143,20 @@ impl WasiHttpView for State {
 }
 
 impl App {
-    /// Loads, composes and pre-instantiates every component of the application.
+    /// Loads, composes and pre-instantiates every component of the application, with Spin's
+    /// limits ([`Limits::from_env`] on the options' environment).
     pub fn load(options: &LoadOptions) -> anyhow::Result<Self> {
+        Self::load_with_limits(options, Limits::from_env(&options.env)?)
+    }
+
+    /// [`App::load`] with explicit [`Limits`].
+    pub fn load_with_limits(options: &LoadOptions, limits: Limits) -> anyhow::Result<Self> {
         let manifest = Manifest::load(&options.manifest)?;
         let base = options.manifest.parent().unwrap_or(Path::new(".")).to_path_buf();
         let runtime = RuntimeConfig::load(options.runtime_config.as_deref(), &options.state_dir)?;
         let values = crate::variables::resolve(&manifest.variables, &options.env)?;
 
-        let engine = engine()?;
+        let engine = build_engine(&limits, true)?;
         let mut linker: Linker<State> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
@@ -212,7 +257,18 @@ impl App {
             create_parent(&database.location).with_context(|| format!("database {label:?}"))?;
             sqlite.insert(label, Arc::new(database));
         }
-        let shared = Shared { components, router, key_value, sqlite, guest_log: Mutex::new(Vec::new()) };
+        let requests = limits.max_concurrent_requests.map(tokio::sync::Semaphore::new);
+        let shared = Shared {
+            app_name: manifest.application.name.clone(),
+            app_version: manifest.application.version.clone(),
+            components,
+            router,
+            key_value,
+            sqlite,
+            limits,
+            requests,
+            guest_log: Mutex::new(Vec::new()),
+        };
         Ok(Self { shared: Arc::new(shared), routes })
     }
 
@@ -227,17 +283,52 @@ impl App {
     }
 
     /// Handles a request from outside: routes it, sets Spin's headers, runs a fresh instance.
+    /// A request without `Host` is given `Host: 127.0.0.1:3000`; one whose `Host` names a
+    /// service-chaining host (`<component>.spin.internal`) has it removed, as Spin does, and is
+    /// then refused with [`RequestRefused`] if it reaches a component.
     pub async fn handle_from(
         &self,
         req: http::Request<Bytes>,
         client: SocketAddr,
     ) -> anyhow::Result<http::Response<Bytes>> {
-        let Some(matched) = self.shared.router.route(req.uri().path()) else {
-            return Ok(http::Response::builder().status(404).body(Bytes::from_static(b"Not Found"))?);
+        self.respond(req, client, Origin::InProcess).await
+    }
+
+    pub(crate) async fn respond(
+        &self,
+        req: http::Request<Bytes>,
+        client: SocketAddr,
+        origin: Origin,
+    ) -> anyhow::Result<http::Response<Bytes>> {
+        let _permit = match &self.shared.requests {
+            Some(requests) => Some(requests.acquire().await.context("request semaphore closed")?),
+            None => None,
         };
         let (mut parts, body) = req.into_parts();
+        // Spin's `strip_forbidden_headers`: outside requests cannot pose as chained ones.
+        let mut stripped_host = false;
+        if parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).is_some_and(is_service_chaining_host) {
+            parts.headers.remove(http::header::HOST);
+            stripped_host = true;
+        }
+        let path = parts.uri.path().to_owned();
+        if let Some(well_known) = path.strip_prefix(WELL_KNOWN_PREFIX) {
+            return self.well_known(well_known);
+        }
+        let Some(matched) = self.shared.router.route(&path) else {
+            return Ok(http::Response::builder().status(404).body(Bytes::new())?);
+        };
+        if origin == Origin::InProcess
+            && !stripped_host
+            && parts.uri.authority().is_none()
+            && !parts.headers.contains_key(http::header::HOST)
+        {
+            parts.headers.insert(http::header::HOST, http::HeaderValue::from_static(DEFAULT_HOST));
+        }
+        request_authority(&parts)?;
+        // As Spin's `prepare_request_headers`: the URL's host is the `Host` header's, else "localhost".
         let host =
-            parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1:3000").to_owned();
+            parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_owned();
         let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         // Spin's own headers come from the host only; a client cannot supply them.
         let client_supplied: Vec<_> =
@@ -256,7 +347,35 @@ impl App {
         set(&mut parts.headers, "spin-component-route", matched.base_route.clone())?;
         set(&mut parts.headers, "spin-base-path", "/".into())?;
         set(&mut parts.headers, "spin-client-addr", client.to_string())?;
-        invoke(self.shared.clone(), &matched.component, http::Request::from_parts(parts, body)).await
+        let request = invoke(self.shared.clone(), &matched.component, http::Request::from_parts(parts, body));
+        match self.shared.limits.request_timeout {
+            None => request.await,
+            Some(timeout) => tokio::time::timeout(timeout, request).await.unwrap_or_else(|_| {
+                Err(anyhow::anyhow!(
+                    "component {:?} did not finish within the request timeout of {timeout:?}",
+                    matched.component
+                ))
+            }),
+        }
+    }
+
+    /// Spin's own endpoints: `health` and `info`, anything else a 404.
+    fn well_known(&self, path: &str) -> anyhow::Result<http::Response<Bytes>> {
+        let response = match path {
+            "health" => http::Response::builder().body(Bytes::from_static(b"OK"))?,
+            "info" => {
+                let mut info = serde_json::Map::new();
+                info.insert("name".into(), self.shared.app_name.clone().into());
+                if let Some(version) = &self.shared.app_version {
+                    info.insert("version".into(), version.clone().into());
+                }
+                http::Response::builder()
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(Bytes::from(serde_json::to_vec_pretty(&info)?))?
+            }
+            _ => http::Response::builder().status(404).body(Bytes::new())?,
+        };
+        Ok(response)
     }
 
     /// Recent guest stdout/stderr lines, prefixed with the component id (for test failure output).
@@ -265,37 +384,33 @@ impl App {
     }
 }
 
-/// The engine: component model, compilation cache and, where the machine allows reserving
-/// its address space, the pooling allocator Spin uses (every request instantiates fresh).
-/// Public so benchmarks run guests with exactly the code generation the host uses.
-pub fn engine() -> anyhow::Result<Engine> {
-    let configure = |pooled: bool| -> anyhow::Result<Engine> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        if std::env::var_os(PERF_MAP_ENV).is_some() {
-            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+/// Spin's `is_service_chaining_host` (`crates/outbound-networking-config/src/allowed_hosts.rs`):
+/// one label, then exactly `spin.internal`, with any port.
+fn is_service_chaining_host(host: &str) -> bool {
+    let (host, _) = host.rsplit_once(':').unwrap_or((host, ""));
+    host.split_once('.').is_some_and(|(_, rest)| rest == SERVICE_CHAINING_DOMAIN)
+}
+
+/// The request's authority as Spin's `set_req_uri` determines it: the `Host` header's or the
+/// URI's, which must agree when both are present.
+fn request_authority(parts: &http::request::Parts) -> Result<http::uri::Authority, RequestRefused> {
+    let header = parts
+        .headers
+        .get(http::header::HOST)
+        .map(|h| {
+            h.to_str()
+                .map_err(|_| RequestRefused("'Host' header is not valid UTF-8"))?
+                .parse::<http::uri::Authority>()
+                .map_err(|_| RequestRefused("'Host' header contains an invalid authority"))
+        })
+        .transpose()?;
+    match (header, parts.uri.authority().cloned()) {
+        (None, None) => Err(RequestRefused("no 'Host' header present in request")),
+        (Some(a1), Some(a2)) if a1 != a2 => {
+            Err(RequestRefused("authority in 'Host' header does not match authority in URI"))
         }
-        config.cache(Some(
-            wasmtime::Cache::new(wasmtime::CacheConfig::new())
-                .map_err(anyhow::Error::from)
-                .context("wasmtime compilation cache")?,
-        ));
-        if pooled {
-            let mut pooling = wasmtime::PoolingAllocationConfig::default();
-            pooling
-                .total_component_instances(POOL_INSTANCES)
-                .total_core_instances(POOL_INSTANCES * 8)
-                .total_memories(POOL_INSTANCES * 2)
-                .total_tables(POOL_INSTANCES * 4)
-                .max_memory_size(POOL_MAX_MEMORY);
-            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
-        }
-        Ok(Engine::new(&config)?)
-    };
-    configure(true).or_else(|e| {
-        tracing::warn!("pooling allocator unavailable ({e:#}); instantiating on demand");
-        configure(false)
-    })
+        (Some(a), _) | (None, Some(a)) => Ok(a),
+    }
 }
 
 fn create_parent(location: &crate::runtime_config::Location) -> anyhow::Result<()> {
@@ -307,6 +422,92 @@ fn create_parent(location: &crate::runtime_config::Location) -> anyhow::Result<(
     Ok(())
 }
 
+/// An engine configured as the host runs guests, minus epoch interruption (whose stores need
+/// a deadline set, see [`App::load_with_limits`]): component model, compilation cache and
+/// Spin's pooling allocator. Public so benchmarks compile guests as the host does.
+pub fn engine() -> anyhow::Result<Engine> {
+    build_engine(&Limits::default(), false)
+}
+
+/// Spin's engine (`crates/core/src/lib.rs`): the component model, wasmtime's compilation
+/// cache, epoch interruption advanced every [`EPOCH_TICK`] by a thread that ends with the
+/// engine, and where the machine can reserve its address space, the pooling allocator with
+/// Spin's sizes derived from [`Limits::max_instances`] (else instances are allocated on demand,
+/// as Spin falls back to).
+fn build_engine(limits: &Limits, epochs: bool) -> anyhow::Result<Engine> {
+    const MB: usize = 1 << 20;
+    let n = limits.max_instances;
+    let configure = |pooled: bool| -> anyhow::Result<Engine> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(epochs);
+        if std::env::var_os(PERF_MAP_ENV).is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
+        config.cache(Some(
+            wasmtime::Cache::new(wasmtime::CacheConfig::new())
+                .map_err(anyhow::Error::from)
+                .context("wasmtime compilation cache")?,
+        ));
+        if pooled {
+            let mut pooling = wasmtime::PoolingAllocationConfig::default();
+            pooling
+                .total_component_instances(n)
+                .total_memories(n)
+                .total_tables(2 * n)
+                .total_stacks(n)
+                .total_core_instances(4 * n)
+                .table_elements(100_000)
+                .max_component_instance_size(10 * MB)
+                .max_core_instance_size(10 * MB)
+                .max_core_instances_per_component(200)
+                .max_tables_per_component(64)
+                .max_memories_per_component(32)
+                .max_tables_per_module(2)
+                .max_memories_per_module(2)
+                .max_memory_size(4 << 30)
+                .linear_memory_keep_resident(2 * MB)
+                .table_keep_resident(MB / 2);
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
+        }
+        Ok(Engine::new(&config)?)
+    };
+    let engine = configure(true).or_else(|e| {
+        tracing::warn!("pooling allocator unavailable ({e:#}); instantiating on demand");
+        configure(false)
+    })?;
+    if epochs {
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while let Some(engine) = {
+                    std::thread::sleep(EPOCH_TICK);
+                    weak.upgrade()
+                } {
+                    engine.increment_epoch();
+                }
+            })
+            .context("starting the epoch ticker thread")?;
+    }
+    Ok(engine)
+}
+
+/// A guest's task. With a request timeout the guest is stopped when its request is dropped
+/// (as `wasmtime serve` drops it); without one it runs to its end, as under Spin.
+struct GuestTask {
+    handle: tokio::task::JoinHandle<wasmtime::Result<()>>,
+    abort_on_drop: bool,
+}
+
+impl Drop for GuestTask {
+    fn drop(&mut self) {
+        if self.abort_on_drop {
+            self.handle.abort();
+        }
+    }
+}
+
 /// Runs one request through a fresh instance of `component_id`.
 async fn invoke(
     shared: Arc<Shared>,
@@ -315,7 +516,7 @@ async fn invoke(
 ) -> anyhow::Result<http::Response<Bytes>> {
     let loaded = shared.components.get(component_id).with_context(|| format!("no component {component_id:?}"))?;
     if req.uri().authority().is_none() && !req.headers().contains_key(http::header::HOST) {
-        req.headers_mut().insert(http::header::HOST, http::HeaderValue::from_static("127.0.0.1:3000"));
+        req.headers_mut().insert(http::header::HOST, http::HeaderValue::from_static(DEFAULT_HOST));
     }
     let output = MemoryOutputPipe::new(GUEST_OUTPUT_BYTES);
     let wasi = WasiCtx::builder().stdout(output.clone()).stderr(output.clone()).build();
@@ -329,27 +530,37 @@ async fn invoke(
         open_connections: 0,
     };
     let mut store = Store::new(loaded.pre.engine(), state);
+    let timeout = shared.limits.request_timeout.is_some();
+    if timeout {
+        // `wasmtime serve -W timeout`: yield every tick, so the deadline can stop the guest.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+    } else {
+        // Spin's `StoreBuilder::build`: "practically forever".
+        store.set_epoch_deadline(u64::MAX / 2);
+    }
     let req = req.map(Full::new);
     let incoming = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let out = store.data_mut().http().new_response_outparam(sender)?;
     let pre = loaded.pre.clone();
-    let task = tokio::task::spawn(async move {
+    let handle = tokio::task::spawn(async move {
         let proxy = pre.instantiate_async(&mut store).await?;
         proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, out).await
     });
+    let mut task = GuestTask { handle, abort_on_drop: timeout };
     let result = match receiver.await {
         Ok(Ok(response)) => {
             let (parts, body) = response.into_parts();
             let body = body.collect().await.map_err(|e| anyhow::anyhow!("guest response body: {e:?}"))?.to_bytes();
-            let finished = task.await.context("guest task panicked")?;
+            let finished = (&mut task.handle).await.context("guest task panicked")?;
             if let Err(e) = finished {
                 tracing::warn!(component = component_id, "guest trapped after responding: {e:#}");
             }
             Ok(http::Response::from_parts(parts, body))
         }
         Ok(Err(code)) => Err(anyhow::anyhow!("component {component_id:?} answered with error {code:?}")),
-        Err(_) => match task.await.context("guest task panicked")? {
+        Err(_) => match (&mut task.handle).await.context("guest task panicked")? {
             Ok(()) => Err(anyhow::anyhow!("component {component_id:?} never set a response")),
             Err(e) => Err(anyhow::Error::from(e).context(format!("component {component_id:?} trapped"))),
         },

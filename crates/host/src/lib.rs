@@ -11,6 +11,7 @@
 
 mod app;
 mod compose;
+mod limits;
 mod manifest;
 mod outbound;
 mod routing;
@@ -19,7 +20,8 @@ mod serve;
 mod spin_api;
 mod variables;
 
-pub use app::{App, DEFAULT_CLIENT, LoadOptions, State, engine};
+pub use app::{App, DEFAULT_CLIENT, LoadOptions, RequestRefused, State, engine};
 pub use compose::{check_dependency, compose, interfaces};
+pub use limits::{DEFAULT_MAX_INSTANCES, Limits};
 pub use manifest::Manifest;
 pub use serve::serve;

@@ -2,10 +2,11 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use health_host::{App, LoadOptions, Manifest};
+use health_host::{App, Limits, LoadOptions, Manifest};
 
 #[derive(Parser)]
 #[command(version, about = "Run a Spin application the way `spin up` does (wasmtime-based local host)")]
@@ -33,6 +34,15 @@ enum Command {
         /// Run every component's build command first.
         #[arg(long)]
         build: bool,
+        /// Stop a request not finished within this long and answer 500, as `wasmtime serve -W
+        /// timeout=...` does (e.g. `30s`, `500ms`). Spin has no such deadline for wasi-http 0.2
+        /// components, so there is none by default.
+        #[arg(long, value_parser = parse_duration)]
+        request_timeout: Option<Duration>,
+        /// Serve at most this many requests at once, later ones waiting, as `wasmtime serve
+        /// --max-concurrent-requests` does. Spin has no such limit, so there is none by default.
+        #[arg(long)]
+        max_concurrent_requests: Option<usize>,
     },
     /// Run every component's `[component.X.build] command`.
     Build {
@@ -69,6 +79,16 @@ fn build(manifest_path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `500ms`, `30s` or `30` (seconds).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = match text.strip_suffix("ms") {
+        Some(ms) => (ms, Duration::from_millis(1)),
+        None => (text.strip_suffix('s').unwrap_or(text), Duration::from_secs(1)),
+    };
+    let n: u32 = number.trim().parse().map_err(|_| format!("{text:?} is not a duration like 500ms or 30s"))?;
+    Ok(unit * n)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -80,7 +100,15 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Build { file } => build(&file),
-        Command::Up { file, listen, runtime_config_file, state_dir, build: run_build } => {
+        Command::Up {
+            file,
+            listen,
+            runtime_config_file,
+            state_dir,
+            build: run_build,
+            request_timeout,
+            max_concurrent_requests,
+        } => {
             if run_build {
                 build(&file)?;
             }
@@ -91,7 +119,8 @@ async fn main() -> anyhow::Result<()> {
                 state_dir: state_dir.unwrap_or_else(|| base.join(".spin")),
                 env: std::env::vars().collect(),
             };
-            let app = App::load(&options)?;
+            let limits = Limits { request_timeout, max_concurrent_requests, ..Limits::from_env(&options.env)? };
+            let app = App::load_with_limits(&options, limits)?;
             let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
             println!("Serving http://{listen}\nAvailable Routes:");
             for (route, component) in app.routes() {

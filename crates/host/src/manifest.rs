@@ -22,6 +22,7 @@ pub struct Manifest {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Application {
     pub name: String,
+    pub version: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

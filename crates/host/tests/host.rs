@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use health_host::{App, LoadOptions};
+use health_host::{App, Limits, LoadOptions, RequestRefused};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -90,9 +90,13 @@ fn fixture_manifest() -> PathBuf {
 }
 
 fn load(env: &[(&str, &str)]) -> Fixture {
+    load_with(env, Limits::default())
+}
+
+fn load_with(env: &[(&str, &str)], limits: Limits) -> Fixture {
     ensure_built();
     let state = tempfile::tempdir().expect("tempdir");
-    let app = App::load(&options(fixture_manifest(), state.path(), env)).expect("fixture loads");
+    let app = App::load_with_limits(&options(fixture_manifest(), state.path(), env), limits).expect("fixture loads");
     Fixture { app, state }
 }
 
@@ -420,4 +424,125 @@ async fn a_key_value_call_waiting_for_a_lock_runs_off_the_async_worker() {
     let f = load(&default_env());
     let lock = Lock::take(&f.state.path().join("allowed.db"));
     a_wait_for_a_lock_leaves_the_worker_free(&f, lock, "PUT", "/kv/allowed/k").await;
+}
+
+#[tokio::test]
+async fn without_a_request_timeout_a_guest_runs_for_many_epoch_ticks_as_under_spin() {
+    let f = load(&default_env());
+    assert_eq!(get(&f.app, "/busy/300").await, (200, "done".into()));
+}
+
+#[tokio::test]
+async fn a_request_timeout_stops_a_guest_that_never_returns() {
+    let limits = Limits { request_timeout: Some(Duration::from_millis(300)), ..Limits::default() };
+    let f = load_with(&default_env(), limits);
+    let started = std::time::Instant::now();
+    let req = http::Request::builder().uri("/loop").body(Bytes::new()).unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(20), f.app.handle(req))
+        .await
+        .expect("the looping guest is stopped")
+        .expect_err("a request past its deadline fails");
+    assert!(format!("{err:#}").contains("request timeout of 300ms"), "{err:#}");
+    assert!(started.elapsed() < Duration::from_secs(10), "stopped after {:?}", started.elapsed());
+    // Requests within the deadline are unaffected.
+    assert_eq!(get(&f.app, "/busy/50").await, (200, "done".into()));
+}
+
+#[tokio::test]
+async fn max_concurrent_requests_makes_later_requests_wait_as_wasmtime_serve_does() {
+    let limits = Limits { max_concurrent_requests: Some(1), ..Limits::default() };
+    let f = load_with(&default_env(), limits);
+    assert_eq!(send(&f.app, "POST", "/sql/db", "CREATE TABLE t (x INTEGER)").await.0, 200);
+    let lock = Lock::take(&f.state.path().join("db.db"));
+    let first = spawn_send(&f.app, "POST", "/sql/db", "INSERT INTO t VALUES (1)");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = spawn_send(&f.app, "GET", "/hello", "");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!second.is_finished(), "the second request waits for the first");
+    lock.release();
+    assert_eq!(first.await.unwrap().0, 200);
+    assert_eq!(second.await.unwrap(), (200, "hello".into()));
+}
+
+#[tokio::test]
+async fn a_request_finding_the_instance_pool_full_fails_as_under_spin() {
+    // Spin sizes every pool total from SPIN_MAX_INSTANCE_COUNT; the probe, composed with its
+    // policy dependency, has two linear memories, so a pool of 2 holds one instance.
+    let limits = Limits { max_instances: 2, ..Limits::default() };
+    let f = load_with(&default_env(), limits);
+    assert_eq!(send(&f.app, "POST", "/sql/db", "CREATE TABLE t (x INTEGER)").await.0, 200);
+    let lock = Lock::take(&f.state.path().join("db.db"));
+    let first = spawn_send(&f.app, "POST", "/sql/db", "INSERT INTO t VALUES (1)");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let req = http::Request::builder().uri("/hello").body(Bytes::new()).unwrap();
+    let err = f.app.handle(req).await.expect_err("no room for a second instance");
+    assert!(format!("{err:#}").contains("limit"), "{err:#}");
+    lock.release();
+    assert_eq!(first.await.unwrap().0, 200);
+    assert_eq!(get(&f.app, "/hello").await, (200, "hello".into()));
+}
+
+async fn send_with_host(app: &App, host: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    let req = http::Request::builder().uri(path).header("host", host).body(Bytes::new()).expect("request");
+    let res = app.handle(req).await?;
+    Ok((res.status().as_u16(), String::from_utf8_lossy(res.body()).into_owned()))
+}
+
+#[tokio::test]
+async fn a_service_chaining_host_from_outside_is_refused_as_spin_refuses_it() {
+    let f = load(&default_env());
+    for host in ["hidden.spin.internal", "probe.spin.internal:3000"] {
+        let err = send_with_host(&f.app, host, "/hello").await.expect_err(host);
+        assert_eq!(err.downcast_ref::<RequestRefused>(), Some(&RequestRefused("no 'Host' header present in request")));
+    }
+    // Spin's rule is exact: one label, then `spin.internal`, case-sensitive.
+    for host in ["a.b.spin.internal", "HIDDEN.SPIN.INTERNAL", "spin.internal", "hidden.spin.internal."] {
+        assert_eq!(send_with_host(&f.app, host, "/hello").await.unwrap(), (200, "hello".into()), "{host}");
+    }
+    // Spin's own endpoints answer before the host is looked at.
+    let health = send_with_host(&f.app, "hidden.spin.internal", "/.well-known/spin/health").await.unwrap();
+    assert_eq!(health, (200, "OK".into()));
+}
+
+#[tokio::test]
+async fn spins_well_known_endpoints_are_answered_by_the_host() {
+    let f = load(&default_env());
+    assert_eq!(get(&f.app, "/.well-known/spin/health").await, (200, "OK".into()));
+    assert_eq!(get(&f.app, "/.well-known/spin/info").await, (200, "{\n  \"name\": \"host-fixture\"\n}".into()));
+    assert_eq!(get(&f.app, "/.well-known/spin/other").await, (404, String::new()));
+}
+
+/// Sends raw bytes to `addr` and returns everything the server writes back before closing.
+async fn raw_exchange(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer))
+        .await
+        .expect("the server answers or closes")
+        .expect("read");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn the_listener_closes_the_connection_without_an_answer_where_spin_does() {
+    let f = load(&default_env());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(health_host::serve(f.app.clone(), listener));
+    let ok = raw_exchange(addr, "GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await;
+    assert!(ok.starts_with("HTTP/1.1 200 OK") && ok.ends_with("hello"), "{ok}");
+    for refused in [
+        "GET /hello HTTP/1.1\r\nHost: hidden.spin.internal\r\nConnection: close\r\n\r\n",
+        "GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GET /hello HTTP/1.0\r\n\r\n",
+        "GET http://a.example/hello HTTP/1.1\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+    ] {
+        assert_eq!(raw_exchange(addr, refused).await, "", "{refused:?}");
+    }
+    // A request that names its authority in the URI is served even without `Host`.
+    let absolute =
+        "GET http://hidden.spin.internal/hello HTTP/1.1\r\nHost: hidden.spin.internal\r\nConnection: close\r\n\r\n";
+    assert!(raw_exchange(addr, absolute).await.ends_with("hello"));
 }
