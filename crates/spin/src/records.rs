@@ -304,8 +304,9 @@ impl<'c> Vault<'c> {
             "UPDATE consent SET revoked_at = ? WHERE tenant_id = ? AND patient_id = ? AND revoked_at IS NULL";
         // Deleted rows are overwritten on disk, so the shredded keys do not linger in free pages.
         if let Err(e) = self.conn.execute("PRAGMA secure_delete = ON", &[]) {
-            // Some remote SQLite backends refuse pragmas; the keys are still gone from the
-            // database, only their bytes may linger in the backend's free pages.
+            // libSQL's client refuses `PRAGMA secure_delete = ON` before sending it ("unsupported
+            // statement", libsql 0.5 `src/parser.rs`); the keys are still gone from the
+            // database, only their bytes may linger in the server's free pages.
             eprintln!("records: secure_delete unavailable: {e}");
         }
         let marked = self
