@@ -3,9 +3,13 @@
 //! receiving component can check who is asking. The gateway forwards with it; `auth` and the
 //! gateway call `jwks` with it.
 
+use std::time::Duration;
+
 use anyhow::Context;
 use health_core::Caller;
 use spin_sdk::http::{Method, Request, RequestBuilder, Response};
+
+use crate::stores::Unavailable;
 
 /// A request to `{base}{path}` with `body` and the caller context for `caller` attested at
 /// `now` (method, path, body digest, context and time under the MAC); the caller may add
@@ -31,10 +35,26 @@ pub fn attested(
     Ok(builder)
 }
 
+/// How long a chained call may take before the caller gives up with 503: what bounds the stores
+/// the caller's own probe does not cover (`jwks`'s, which cannot probe, and the role services'
+/// `records`). Generous, as a first signing for a tenant generates its keys (an RSA key takes
+/// seconds in Wasm).
+pub const CALL_DEADLINE: Duration = Duration::from_secs(30);
+
 /// POSTs a JSON `body` to `{base}{path}` (e.g. `http://jwks.spin.internal`, `/internal/sign`)
-/// on behalf of `caller`, attested at `now`.
+/// on behalf of `caller`, attested at `now`. No answer within [`CALL_DEADLINE`], or a 503 (the
+/// callee's stores do not answer), is [`Unavailable`](crate::stores::Unavailable), so the caller
+/// answers 503 too.
 pub async fn post_json(base: &str, path: &str, body: Vec<u8>, caller: &Caller, now: i64) -> anyhow::Result<Response> {
     let mut request = attested(Method::Post, base, path, body, caller, now)?;
     request.header("content-type", "application/json");
-    spin_sdk::http::send(request.build()).await.with_context(|| format!("calling {base}{path}"))
+    let sent = crate::deadline::within(CALL_DEADLINE, spin_sdk::http::send::<_, Response>(request.build())).await;
+    let Ok(response) = sent else {
+        return Err(Unavailable(format!("{base}{path} did not answer within {CALL_DEADLINE:?}")).into());
+    };
+    let response = response.with_context(|| format!("calling {base}{path}"))?;
+    if *response.status() == 503 {
+        return Err(Unavailable(format!("{base}{path} answered 503")).into());
+    }
+    Ok(response)
 }

@@ -15,12 +15,14 @@ pub mod audit;
 pub mod authz;
 pub mod chain;
 pub mod db;
+pub mod deadline;
 #[cfg(feature = "tokens")]
 pub mod nested;
 pub mod records;
 pub mod respond;
 #[cfg(feature = "authorizer")]
 pub mod service;
+pub mod stores;
 #[cfg(feature = "tokens")]
 pub mod tokens;
 
