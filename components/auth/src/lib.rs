@@ -7,6 +7,8 @@
 //! (`refresh_token`, `client_credentials`), RFC 7662 introspection, RFC 7009 revocation, the
 //! validation service, per-tenant OIDC discovery, and the admin API for users and insurer
 //! clients. Every security event is audited; no secret ever reaches a log, error or audit row.
+//! A request whose stores do not answer within seconds is refused with 503
+//! (`health_spin::stores`), before it is audited.
 
 // The Spin SDK and wit-bindgen macros expand to the component ABI's `unsafe` glue.
 #![allow(unsafe_code)]
@@ -23,7 +25,7 @@ use std::collections::BTreeMap;
 use health_core::audit::{Event, Outcome};
 use health_core::{Problem, Role, TenantId};
 use health_identity::lockout::LockoutPolicy;
-use health_spin::respond;
+use health_spin::{respond, stores};
 use serde::de::DeserializeOwned;
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
@@ -35,6 +37,9 @@ pub const DEMO_TENANT: &str = "demo-hospital";
 const MAX_BODY: usize = 16 * 1024 + 1024;
 /// Insurer tokens never live longer than this, whatever is configured (ARCHITECTURE.md §4).
 const MAX_INSURER_TTL: i64 = 300;
+/// Every store `auth` uses, checked by its store probe before each request.
+const STORES: stores::Stores =
+    stores::Stores { key_value: &["revocations", "public-keys"], sqlite: &["identity", "audit"] };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Api {
@@ -256,8 +261,20 @@ async fn handle(incoming: spin_sdk::http::IncomingRequest) -> Response {
         Ok(req) => req,
         Err(refused) => return refused,
     };
+    if req.path() == stores::PROBE_PATH {
+        return stores::answer_probe("auth", &STORES);
+    }
+    if let Err(e) = stores::probe("auth").await {
+        // Not audited: `audit` may be the store that does not answer; nothing was done.
+        eprintln!("auth: refused without audit: {e}");
+        return respond::problem(&Problem::unavailable());
+    }
     match serve(&req).await {
         Ok(response) => response,
+        Err(e) if stores::is_unavailable(&e) => {
+            eprintln!("auth: {e:#}");
+            respond::problem(&Problem::unavailable())
+        }
         Err(e) => {
             eprintln!("auth: internal error: {e:#}");
             respond::problem(&Problem::internal())

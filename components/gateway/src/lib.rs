@@ -8,7 +8,9 @@
 //! access. The admin's audit queries, export, chain check and break-glass review are answered
 //! here from `audit`; `/metrics` derives its counters from the same log, and `/health` checks
 //! the stores. Every authentication failure is the same 401; the precise reason goes only to
-//! the audit log.
+//! the audit log. Before any of that, a probe in another instance checks that the stores
+//! answer (`health_spin::stores`): if they do not within seconds the request is refused with
+//! 503 instead of waiting on them.
 
 // The Spin SDK and wit-bindgen macros expand to the component ABI's `unsafe` glue.
 #![allow(unsafe_code)]
@@ -19,9 +21,10 @@ use health_core::routes::{self, Api, Service};
 use health_core::{Caller, Problem, Role};
 use health_spin::audit::{self as audit_log, Selection};
 use health_spin::authz;
+use health_spin::chain::CALL_DEADLINE;
 use health_spin::respond::{self, Cache};
 use health_spin::service::REASON_HEADER;
-use health_spin::{nested, tokens};
+use health_spin::{nested, stores, tokens};
 use spin_sdk::http::conversions::TryFromIncomingRequest;
 use spin_sdk::http::{IncomingRequest, Method, Request, Response};
 use spin_sdk::http_component;
@@ -62,6 +65,9 @@ fn upstream(api: &Api, role: Role) -> Option<Service> {
         Api::BadQuery(_) => return None,
     })
 }
+
+/// Every store the gateway reads or writes, checked by its store probe before each request.
+const STORES: stores::Stores = stores::Stores { key_value: &["public-keys", "revocations"], sqlite: &["audit"] };
 
 /// Why a request was refused at the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,8 +110,17 @@ async fn handle(incoming: IncomingRequest) -> Response {
             return respond::problem(&Problem::bad_request("the request could not be read"));
         }
     };
+    if req.path() == stores::PROBE_PATH {
+        return stores::answer_probe("gateway", &STORES);
+    }
     if req.path() == "/health" {
-        return health();
+        return health().await;
+    }
+    if let Err(e) = stores::probe("gateway").await {
+        // Not audited: the audit database may be the store that does not answer, and nothing
+        // was read or served.
+        eprintln!("gateway: refused without audit: {e}");
+        return respond::problem(&Problem::unavailable());
     }
     let path = req.path_and_query().unwrap_or(req.path()).to_owned();
     let method = req.method().to_string();
@@ -127,6 +142,12 @@ async fn handle(incoming: IncomingRequest) -> Response {
     };
     let mut response = match outcome {
         Ok(response) => response,
+        Err(e) if stores::is_unavailable(&e) => {
+            eprintln!("gateway: {e:#}");
+            event.outcome = Some(Outcome::Error);
+            event.reason = "store_unavailable".into();
+            respond::problem(&Problem::unavailable())
+        }
         Err(e) => {
             eprintln!("gateway: internal error: {e:#}");
             event.outcome = Some(Outcome::Error);
@@ -264,8 +285,13 @@ async fn forward(
     if let Some(content_type) = header_of_request(req, "content-type") {
         request.header("content-type", content_type);
     }
-    let upstream: Response =
-        spin_sdk::http::send(request.build()).await.with_context(|| format!("forwarding to {service}"))?;
+    // Bounded: the service's `records` database is not in the gateway's probe. A write that
+    // finishes after the deadline has happened although the client got 503.
+    let sent = health_spin::deadline::within(CALL_DEADLINE, spin_sdk::http::send::<_, Response>(request.build())).await;
+    let Ok(sent) = sent else {
+        anyhow::bail!(stores::Unavailable(format!("{service} did not answer within {CALL_DEADLINE:?}")));
+    };
+    let upstream = sent.with_context(|| format!("forwarding to {service}"))?;
     let status = upstream.status().to_owned();
     event.reason = header_of(&upstream, REASON_HEADER).unwrap_or("upstream_no_reason").chars().take(64).collect();
     event.outcome = Some(match status {
@@ -342,16 +368,15 @@ fn admin(api: &Api, caller: &Caller, event: &mut Event) -> anyhow::Result<Respon
     })
 }
 
-/// `GET /health`: 200 when the stores the gateway needs answer, else 503. Not audited: load
-/// balancers probe it every few seconds, it needs no credentials and returns no data.
-fn health() -> Response {
-    let stores = health_spin::audit::open()
-        .and_then(|conn| conn.execute("SELECT 1", &[]).context("querying audit"))
-        .and_then(|_| spin_sdk::key_value::Store::open("public-keys").context("opening public-keys"));
-    match stores {
-        Ok(_) => respond::json(200, &serde_json::json!({ "status": "ok" }), Cache::NoStore),
+/// `GET /health`: 200 when every store the gateway uses answers within
+/// [`stores::PROBE_DEADLINE`], else 503 (the probe runs in another instance, so a store that
+/// hangs cannot hang this answer). Not audited: load balancers probe it every few seconds, it
+/// needs no credentials and returns no data.
+async fn health() -> Response {
+    match stores::probe("gateway").await {
+        Ok(()) => respond::json(200, &serde_json::json!({ "status": "ok" }), Cache::NoStore),
         Err(e) => {
-            eprintln!("gateway: health check failed: {e:#}");
+            eprintln!("gateway: health check failed: {e}");
             respond::problem(&Problem::unavailable())
         }
     }
