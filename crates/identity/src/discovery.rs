@@ -51,7 +51,9 @@ pub fn metadata(settings: &Settings<'_>) -> Metadata {
         token_endpoint: format!("{base}/auth/token"),
         introspection_endpoint: format!("{base}/auth/introspect"),
         revocation_endpoint: format!("{base}/auth/revoke"),
-        grant_types_supported: vec!["password", "refresh_token", "client_credentials"],
+        // Only what `/auth/token` grants: passwords go to `/auth/login`, never to the token
+        // endpoint (RFC 9700 §2.4 forbids the password grant).
+        grant_types_supported: vec!["refresh_token", "client_credentials"],
         response_types_supported: vec!["token"],
         subject_types_supported: vec!["public"],
         scopes_supported: vec![

@@ -64,6 +64,24 @@ impl Attempts {
     }
 }
 
+impl Attempts {
+    /// Takes back one failure that [`Attempts::fail`] counted in advance for an attempt that
+    /// turned out not to be one: the password matched and no one-time code was checked (MFA
+    /// enrolment still required, enrolment already done). `counted` is what that `fail`
+    /// answered; if it started the lock, the lock is lifted again. Only a code check keeps a
+    /// correct password's attempt counted, so a stolen password buys no code guesses, while
+    /// correct passwords alone never lock anyone out.
+    pub fn refund(&mut self, policy: LockoutPolicy, counted: Failure) {
+        match counted {
+            Failure::Locked if self.locked_until != 0 => {
+                self.locked_until = 0;
+                self.failures = policy.max_failures.saturating_sub(1);
+            }
+            Failure::Locked | Failure::Counted => self.failures = self.failures.saturating_sub(1),
+        }
+    }
+}
+
 /// The source an attempt is counted against: the client address without its port, so one
 /// machine cannot spread guesses over ephemeral ports.
 pub fn source_of(client_addr: Option<&str>) -> String {
@@ -107,6 +125,25 @@ mod tests {
         assert_eq!(attempts.fail(POLICY, T0 + 4 + 1800), Failure::Counted);
         assert_eq!(attempts.failures, 1);
         assert!(!attempts.is_locked(T0 + 4 + 1800));
+    }
+
+    #[test]
+    fn refunded_attempts_never_lock() {
+        let mut attempts = Attempts::default();
+        for i in 0..20 {
+            let counted = attempts.fail(POLICY, T0 + i);
+            attempts.refund(POLICY, counted);
+            assert!(!attempts.is_locked(T0 + i), "attempt {i}");
+        }
+        for i in 0..4 {
+            assert_eq!(attempts.fail(POLICY, T0 + 30 + i), Failure::Counted);
+        }
+        // The attempt that locked, refunded, lifts its lock; a real failure then locks.
+        let counted = attempts.fail(POLICY, T0 + 40);
+        assert_eq!(counted, Failure::Locked);
+        attempts.refund(POLICY, counted);
+        assert!(!attempts.is_locked(T0 + 40));
+        assert_eq!(attempts.fail(POLICY, T0 + 41), Failure::Locked);
     }
 
     #[test]
