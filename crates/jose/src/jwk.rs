@@ -220,6 +220,20 @@ impl TenantKeys {
         Ok(())
     }
 
+    /// Revokes `kid` like [`Self::revoke`]; if it is the active key of its use, `successor`
+    /// (a fresh key of that use) becomes active in the same step, so the tenant is never left
+    /// without an active key (no signing, no logins) between a revocation and a rotation.
+    /// Returns whether `successor` was taken.
+    pub fn revoke_replacing(&mut self, kid: &str, successor: &KeyRecord, now: i64) -> Result<bool, LifecycleError> {
+        let key = self.find(kid).ok_or(LifecycleError::UnknownKid)?;
+        let replace = key.status == KeyStatus::Active && key.jwk.key_use == successor.jwk.key_use;
+        self.revoke(kid, now)?;
+        if replace && self.find(&successor.jwk.kid).is_none() {
+            self.keys.push(successor.clone());
+        }
+        Ok(replace)
+    }
+
     /// Persists what [`KeyRecord::status_at`] already implies; true if anything changed.
     pub fn retire_expired(&mut self, now: i64) -> bool {
         let mut changed = false;
@@ -474,6 +488,25 @@ mod tests {
         let kids: Vec<_> = keys.published(0).map(|k| k.kid.as_str()).collect();
         assert_eq!(kids, ["a", "b"]);
         assert_eq!(keys.active(KeyUse::Sig).unwrap().jwk.kid, "a");
+    }
+
+    #[test]
+    fn revoking_the_active_key_activates_its_successor_in_the_same_step() {
+        let mut keys = TenantKeys {
+            tenant_id: TenantId::parse("t").unwrap(),
+            issuer: "i".into(),
+            keys: vec![record("old", KeyStatus::Retiring), record("live", KeyStatus::Active)],
+        };
+        assert_eq!(keys.revoke_replacing("live", &record("next", KeyStatus::Active), 5), Ok(true));
+        assert_eq!(keys.active(KeyUse::Sig).unwrap().jwk.kid, "next");
+        assert_eq!(keys.find("live").unwrap().status, KeyStatus::Revoked);
+        // A key that is not active is revoked without a successor.
+        assert_eq!(keys.revoke_replacing("old", &record("unused", KeyStatus::Active), 6), Ok(false));
+        assert!(keys.find("unused").is_none());
+        assert_eq!(
+            keys.revoke_replacing("live", &record("x", KeyStatus::Active), 7),
+            Err(LifecycleError::AlreadyRevoked)
+        );
     }
 
     fn record(kid: &str, status: KeyStatus) -> KeyRecord {
