@@ -75,14 +75,21 @@ async fn revoked_jti_is_refused_and_the_audit_chain_verifies_until_a_row_is_alte
     let other = app.token(ALICE).await;
     assert_eq!(app.get_with(RECORD, &alice).await.status, 200);
 
-    let (status, revoked) =
-        admin_call(&app, "POST", "/admin/revoke-token", OPERATOR_TOKEN, json!({ "jti": jti_of(&alice) })).await;
+    let (status, revoked) = admin_call(
+        &app,
+        "POST",
+        "/admin/revoke-token",
+        OPERATOR_TOKEN,
+        json!({ "jti": jti_of(&alice), "tenant_id": "demo-hospital" }),
+    )
+    .await;
     assert_eq!(status, 200, "{revoked}");
     assert_eq!(app.get_with(RECORD, &alice).await.status, 401);
     assert_eq!(app.get_with(RECORD, &other).await.status, 200, "only that jti is revoked");
     let denied = app.query_strings("audit.db", "SELECT reason FROM audit_events WHERE reason = 'revoked_jti'");
     assert_eq!(denied.len(), 1);
-    assert_eq!(admin_call(&app, "POST", "/admin/revoke-token", OPERATOR_TOKEN, json!({ "jti": "" })).await.0, 400);
+    let empty = json!({ "jti": "", "tenant_id": "demo-hospital" });
+    assert_eq!(admin_call(&app, "POST", "/admin/revoke-token", OPERATOR_TOKEN, empty).await.0, 400);
 
     let (status, report) =
         admin_call(&app, "GET", "/admin/audit/verify/demo-hospital", OPERATOR_TOKEN, Value::Null).await;

@@ -93,7 +93,7 @@ async fn refresh_grant(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, event: &m
             return Ok(Err(INVALID_GRANT));
         }
         Decision::Reuse => {
-            issue::revoke_family(&db, &family.family_id, "refresh_reuse", ctx.now)?;
+            issue::revoke_family(&db, &family.tenant_id, &family.family_id, "refresh_reuse", ctx.now)?;
             event.reason = "refresh_reuse_family_revoked".into();
             return Ok(Err(INVALID_GRANT));
         }
@@ -101,13 +101,13 @@ async fn refresh_grant(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, event: &m
     }
     let user = identity::user_by_id(&db, &family.tenant_id, &family.user_id)?;
     let Some(user) = user.filter(|u| !u.disabled) else {
-        issue::revoke_family(&db, &family.family_id, "user_disabled", ctx.now)?;
+        issue::revoke_family(&db, &family.tenant_id, &family.family_id, "user_disabled", ctx.now)?;
         event.reason = "user_disabled".into();
         return Ok(Err(INVALID_GRANT));
     };
     let not_before = issue::not_before(&issue::revocations()?, &family.tenant_id, &family.user_id)?;
     if not_before.is_some_and(|nb| family.created_at < nb) {
-        issue::revoke_family(&db, &family.family_id, "subject_logged_out", ctx.now)?;
+        issue::revoke_family(&db, &family.tenant_id, &family.family_id, "subject_logged_out", ctx.now)?;
         event.reason = "subject_logged_out".into();
         return Ok(Err(INVALID_GRANT));
     }
@@ -121,6 +121,15 @@ async fn refresh_grant(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, event: &m
         enc_jwk: None,
     };
     let issued = issue::issue(ctx, &db, &subject, Refresh::Family(&family.family_id), event).await?;
+    // The new tokens are recorded in the family (above, in `issue`) before this read, and a
+    // revocation marks the family before it lists the family's tokens: so either that listing
+    // saw this access token and revoked it, or this read sees the family revoked. A concurrent
+    // reuse of the same refresh token (or a logout) cannot leave the winner's token alive.
+    if identity::family_revoked(&db, &family.family_id)? {
+        issue::revoke_jti(&issue::revocations()?, &family.tenant_id, &issued.jti, issued.exp)?;
+        event.reason = "refresh_family_revoked_during_rotation".into();
+        return Ok(Err(INVALID_GRANT));
+    }
     event.reason = "refresh_rotated".into();
     Ok(Ok(issued.response()))
 }

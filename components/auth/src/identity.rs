@@ -276,6 +276,42 @@ pub fn reserve_attempt(
     })
 }
 
+/// Takes back an attempt [`reserve_attempt`] counted (see [`Attempts::refund`]), with the same
+/// compare-and-set, so a concurrent failure is never lost.
+pub fn refund_attempt(
+    conn: &Connection,
+    tenant: &TenantId,
+    username: &str,
+    source: &str,
+    policy: LockoutPolicy,
+    counted: Failure,
+) -> anyhow::Result<()> {
+    const SWAP: &str = "UPDATE login_attempts SET failures = ?, locked_until = ?
+        WHERE tenant_id = ? AND username = ? AND source = ? AND failures = ? AND window_start = ? AND locked_until = ?
+        RETURNING failures";
+    db::Retry::SWAP.run("refunding a login attempt", || {
+        let Some(old) = attempts(conn, tenant, username, source)? else {
+            return Ok(Some(()));
+        };
+        let mut next = old;
+        next.refund(policy, counted);
+        if next == old {
+            return Ok(Some(()));
+        }
+        let params = [
+            Value::Integer(i64::from(next.failures)),
+            Value::Integer(next.locked_until),
+            text(tenant.as_str()),
+            text(username),
+            text(source),
+            Value::Integer(i64::from(old.failures)),
+            Value::Integer(old.window_start),
+            Value::Integer(old.locked_until),
+        ];
+        Ok(first(&conn.execute(SWAP, &params).context("refunding attempt")?).map(|_| ()))
+    })
+}
+
 /// Drops counters whose window and lock are both over, so guessing random usernames cannot
 /// grow the table without bound.
 pub fn sweep_attempts(conn: &Connection, policy: LockoutPolicy, now: i64) -> anyhow::Result<()> {
@@ -459,6 +495,12 @@ pub fn revoke_family(conn: &Connection, family_id: &str, reason: &str, now: i64)
         .rows()
         .filter_map(|r| Some((r.get::<&str>("access_jti")?.to_owned(), r.get::<i64>("access_exp")?)))
         .collect())
+}
+
+/// Whether a family has been revoked (or does not exist).
+pub fn family_revoked(conn: &Connection, family_id: &str) -> anyhow::Result<bool> {
+    const SELECT: &str = "SELECT 1 FROM refresh_families WHERE family_id = ? AND revoked_at IS NULL";
+    Ok(first(&conn.execute(SELECT, &[text(family_id)]).context("reading family")?).is_none())
 }
 
 /// The live families of a user (logout-all, password reset, disable).

@@ -35,6 +35,9 @@ pub enum Refresh<'a> {
 
 pub struct Issued {
     pub access_token: String,
+    /// The access token's `jti` and `exp`, to revoke it if its family was revoked meanwhile.
+    pub jti: String,
+    pub exp: i64,
     pub expires_in: i64,
     pub refresh_token: Option<String>,
     pub scope: &'static str,
@@ -140,7 +143,14 @@ pub async fn issue(
             Some(token)
         }
     };
-    Ok(Issued { access_token, expires_in: claims.exp - now, refresh_token, scope: scopes(subject.role) })
+    Ok(Issued {
+        access_token,
+        jti: claims.jti,
+        exp: claims.exp,
+        expires_in: claims.exp - now,
+        refresh_token,
+        scope: scopes(subject.role),
+    })
 }
 
 impl Issued {
@@ -183,17 +193,23 @@ async fn call<T: serde::de::DeserializeOwned>(
 
 /// Revokes one access token for its remaining life: the stored value is the moment it would
 /// be refused anyway (`exp` plus the largest clock tolerance), after which a sweep may drop it.
-pub fn revoke_jti(revocations: &Store, jti: &str, exp: i64) -> anyhow::Result<()> {
+pub fn revoke_jti(revocations: &Store, tenant: &TenantId, jti: &str, exp: i64) -> anyhow::Result<()> {
     revocations
-        .set(&health_spin::tokens::revoked_jti_key(jti), (exp + 60).to_string().as_bytes())
+        .set(&health_spin::tokens::revoked_jti_key(tenant, jti), (exp + 60).to_string().as_bytes())
         .context("writing revocation")
 }
 
 /// Revokes a refresh family and every access token issued in it that may still be valid.
-pub fn revoke_family(db: &Connection, family_id: &str, reason: &str, now: i64) -> anyhow::Result<()> {
+pub fn revoke_family(
+    db: &Connection,
+    tenant: &TenantId,
+    family_id: &str,
+    reason: &str,
+    now: i64,
+) -> anyhow::Result<()> {
     let store = revocations()?;
     for (jti, exp) in identity::revoke_family(db, family_id, reason, now)? {
-        revoke_jti(&store, &jti, exp)?;
+        revoke_jti(&store, tenant, &jti, exp)?;
     }
     Ok(())
 }

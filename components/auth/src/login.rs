@@ -7,7 +7,7 @@
 
 use health_core::audit::Event;
 use health_core::{Role, SecretKey, TenantId, Username};
-use health_identity::lockout::{Failure, source_of};
+use health_identity::lockout::{Failure, LockoutPolicy, source_of};
 use health_identity::{password, totp};
 use serde::Deserialize;
 use spin_sdk::http::Response;
@@ -38,14 +38,26 @@ struct Checked {
     user: User,
     source: String,
     creds: Credentials,
-    /// This attempt's advance count reached the limit and started a lock.
-    just_locked: bool,
+    /// What counting this attempt in advance did (it may have started a lock).
+    counted: Failure,
 }
 
 impl Checked {
     /// The whole step succeeded: forget this source's failures.
     fn succeed(&self) -> anyhow::Result<()> {
         identity::clear_attempts(&self.db, &self.creds.tenant, self.creds.username.as_str(), Some(&self.source))
+    }
+
+    /// The password matched and the step ends without checking a code (enrolment required,
+    /// already enrolled, nothing to confirm): not a failed login, so its advance count is taken
+    /// back. Clearing the earlier failures is left to a whole success.
+    fn refund(&self, policy: LockoutPolicy) -> anyhow::Result<()> {
+        let (tenant, username) = (&self.creds.tenant, self.creds.username.as_str());
+        identity::refund_attempt(&self.db, tenant, username, &self.source, policy, self.counted)
+    }
+
+    fn just_locked(&self) -> bool {
+        self.counted == Failure::Locked
     }
 }
 
@@ -63,27 +75,33 @@ fn check_password(ctx: &Ctx<'_>, event: &mut Event, action: &str) -> anyhow::Res
         event.reason = "malformed_request".into();
         return Ok(Err(Error::BadRequest("password must be 1-1024 bytes")));
     }
-    let exists = ctx.settings.tenant_exists(&creds.tenant)?;
-    if exists {
-        event.tenant_id = creds.tenant.to_string();
-    }
     event.resource = format!("tenant/{}/users/{}", creds.tenant, creds.username);
+    if !ctx.settings.tenant_exists(&creds.tenant)? {
+        // No account can exist, so there is nothing to protect and no counter is kept: guesses
+        // against made-up tenants would otherwise fill `login_attempts`. The dummy hash keeps
+        // the answer as slow as any other refusal (tenants are public: `/jwk/{tenant}`).
+        password::matches(password::DUMMY_HASH, &creds.password);
+        event.reason = "unknown_tenant".into();
+        return Ok(Err(Error::InvalidCredentials));
+    }
+    event.tenant_id = creds.tenant.to_string();
     let db = ctx.db()?;
     let source = source_of(ctx.client_addr());
     let policy = ctx.settings.lockout;
     let reservation = identity::reserve_attempt(&db, &creds.tenant, creds.username.as_str(), &source, policy, ctx.now)?;
-    let just_locked = match reservation {
+    let counted = match reservation {
         Reservation::Locked { retry_after } => {
             event.reason = "locked_out".into();
             return Ok(Err(Error::Locked { retry_after }));
         }
-        Reservation::Counted(failure) => failure == Failure::Locked,
+        Reservation::Counted(failure) => failure,
     };
-    let user = if exists { identity::find_user(&db, &creds.tenant, &creds.username)? } else { None };
+    let just_locked = counted == Failure::Locked;
+    let user = identity::find_user(&db, &creds.tenant, &creds.username)?;
     let refusal = match &user {
         None => {
             password::matches(password::DUMMY_HASH, &creds.password);
-            Some(if exists { "unknown_user" } else { "unknown_tenant" })
+            Some("unknown_user")
         }
         Some(user) if !password::matches(&user.password_hash, &creds.password) => Some("bad_password"),
         Some(user) if user.disabled => Some("user_disabled"),
@@ -93,7 +111,7 @@ fn check_password(ctx: &Ctx<'_>, event: &mut Event, action: &str) -> anyhow::Res
         (None, Some(user)) => {
             event.actor_sub = Some(user.user_id.clone());
             event.actor_role = Some(user.role.as_str().into());
-            Ok(Ok(Checked { db, user, source, creds, just_locked }))
+            Ok(Ok(Checked { db, user, source, creds, counted }))
         }
         (reason, _) => {
             refuse_credentials(ctx, event, &db, just_locked, reason.unwrap_or("unknown_user"))?;
@@ -126,7 +144,7 @@ fn refuse_credentials(
 
 /// Refuses a wrong or replayed one-time code: the attempt was already counted.
 fn refuse_code(ctx: &Ctx<'_>, event: &mut Event, checked: &Checked, reason: &str) -> anyhow::Result<Error> {
-    refuse_credentials(ctx, event, &checked.db, checked.just_locked, reason)?;
+    refuse_credentials(ctx, event, &checked.db, checked.just_locked(), reason)?;
     Ok(Error::InvalidCredentials)
 }
 
@@ -166,6 +184,7 @@ pub async fn login(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
     match identity::mfa(&checked.db, &checked.creds.tenant, &checked.user.user_id)?.filter(|m| m.confirmed) {
         Some(enrolment) => {
             let Some(code) = checked.creds.otp.as_deref() else {
+                checked.refund(ctx.settings.lockout)?;
                 event.reason = "mfa_required".into();
                 return Ok(Err(Error::MfaRequired));
             };
@@ -175,6 +194,7 @@ pub async fn login(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
             amr.push("otp".into());
         }
         None if ctx.settings.mfa_roles.contains(&checked.user.role) => {
+            checked.refund(ctx.settings.lockout)?;
             event.reason = "mfa_enrollment_required".into();
             return Ok(Err(Error::MfaEnrollmentRequired));
         }
@@ -207,6 +227,7 @@ pub fn enroll(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
     let secret = totp::generate_secret(&mut health_spin::rng());
     let sealed = totp_key()?.seal(&aad(tenant, &user.user_id), &secret, &mut health_spin::rng());
     if !identity::start_enrolment(&checked.db, tenant, &user.user_id, &sealed, ctx.now)? {
+        checked.refund(ctx.settings.lockout)?;
         event.reason = "mfa_already_enrolled".into();
         return Ok(Err(Error::Conflict("MFA is already enrolled; a tenant admin can reset it")));
     }
@@ -228,14 +249,17 @@ pub fn confirm(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
         Err(error) => return Ok(Err(error)),
     };
     let Some(enrolment) = identity::mfa(&checked.db, &checked.creds.tenant, &checked.user.user_id)? else {
+        checked.refund(ctx.settings.lockout)?;
         event.reason = "mfa_not_enrolling".into();
         return Ok(Err(Error::Conflict("no enrollment in progress: POST /auth/mfa/enroll first")));
     };
     if enrolment.confirmed {
+        checked.refund(ctx.settings.lockout)?;
         event.reason = "mfa_already_enrolled".into();
         return Ok(Err(Error::Conflict("MFA is already enrolled; a tenant admin can reset it")));
     }
     let Some(code) = checked.creds.otp.as_deref() else {
+        checked.refund(ctx.settings.lockout)?;
         event.reason = "malformed_request".into();
         return Ok(Err(Error::BadRequest("send the code from the authenticator app as \"otp\"")));
     };

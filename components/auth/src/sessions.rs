@@ -51,9 +51,9 @@ pub async fn logout(ctx: &Ctx<'_>, event: &mut Event, everywhere: bool) -> Outco
         issue::revoke_subject(&db, &claims.tenant_id, &claims.sub, "logout_all", ctx.now)?;
         event.reason = "all_sessions_ended".into();
     } else {
-        issue::revoke_jti(&issue::revocations()?, &claims.jti, claims.exp)?;
+        issue::revoke_jti(&issue::revocations()?, &claims.tenant_id, &claims.jti, claims.exp)?;
         if let Some(family) = identity::family_of_access(&db, &claims.jti)? {
-            issue::revoke_family(&db, &family, "logout", ctx.now)?;
+            issue::revoke_family(&db, &claims.tenant_id, &family, "logout", ctx.now)?;
         }
         event.reason = "session_ended".into();
     }
@@ -113,7 +113,9 @@ pub async fn introspect(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
     let inactive = serde_json::json!({ "active": false });
     let answer = if token.contains('.') {
         match verify(token, ctx.now).await? {
-            Ok(verified) if verified.claims.tenant_id == client.tenant_id => {
+            // RFC 7662 §2.2: an expired token is inactive, even within the clock tolerance a
+            // resource server allows itself.
+            Ok(verified) if verified.claims.tenant_id == client.tenant_id && ctx.now < verified.claims.exp => {
                 let c = &verified.claims;
                 event.jti = Some(c.jti.clone());
                 serde_json::json!({
@@ -192,7 +194,7 @@ pub async fn revoke(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
                     return Ok(Err(oauth(400, "unauthorized_client", "the token was not issued to this client")));
                 }
                 actor(event, &claims);
-                issue::revoke_jti(&issue::revocations()?, &claims.jti, claims.exp)?;
+                issue::revoke_jti(&issue::revocations()?, &claims.tenant_id, &claims.jti, claims.exp)?;
                 event.reason = "access_token_revoked".into();
             }
             Err(reason) => event.reason = format!("nothing_to_revoke_{reason}"),
@@ -207,7 +209,7 @@ pub async fn revoke(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
                 event.tenant_id = family.tenant_id.to_string();
                 event.actor_sub = Some(family.user_id.clone());
                 event.resource = format!("refresh_family/{}", family.family_id);
-                issue::revoke_family(&db, &family.family_id, "revoked", ctx.now)?;
+                issue::revoke_family(&db, &family.tenant_id, &family.family_id, "revoked", ctx.now)?;
                 event.reason = "refresh_family_revoked".into();
             }
             None => event.reason = "nothing_to_revoke".into(),
@@ -233,6 +235,10 @@ pub async fn validate(ctx: &Ctx<'_>) -> Outcome {
         return invalid();
     };
     let claims = verified.claims;
+    // Past `exp` is invalid here, whatever tolerance verification allowed (as introspection).
+    if ctx.now >= claims.exp {
+        return invalid();
+    }
     let db = ctx.db()?;
     let username = match identity::user_by_id(&db, &claims.tenant_id, &claims.sub)? {
         Some(user) if !user.disabled => user.username,

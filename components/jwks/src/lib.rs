@@ -23,7 +23,6 @@ use health_jose::{Algorithm, Claims, KeyRecord, KeyStatus, KeyUse, LifecycleErro
 use health_spin::admin::{Principal, authenticate};
 use health_spin::respond::{self, Cache};
 use health_spin::tokens;
-use rand_chacha::rand_core::SeedableRng;
 use serde::Deserialize;
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
@@ -40,6 +39,11 @@ const MAX_BODY: usize = 32 * 1024;
 const CLOCK_TOLERANCE_SECS: i64 = 60;
 /// Read-back rounds before a key-set update under contention gives up.
 const UPDATE_ATTEMPTS: usize = 8;
+/// How long a [`claim`] on a key-set change holds off other claimants (well above any key
+/// generation), after which the one-time ledger's sweep lets a new claim through.
+const KEY_CLAIM_SECS: i64 = 300;
+/// How long a request that lost a [`claim`] waits for the winner's keys to be published.
+const KEY_CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// The one answer to every failed decryption, whatever failed (no oracle).
 const DECRYPTION_FAILED: &str = "JWE could not be decrypted";
 
@@ -84,7 +88,7 @@ struct RevokeRequest {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RevokeTokenRequest {
-    /// Required of a tenant admin (its own tenant); the operator may leave it out.
+    /// The token's tenant (a tenant admin's own); revocations are scoped by tenant.
     tenant_id: Option<TenantId>,
     jti: String,
 }
@@ -271,13 +275,13 @@ impl Command {
                 Command::Rotate(json_body(req, "body must be {\"tenant_id\", \"use\": \"sig\"|\"enc\", \"alg\"?}")?)
             }
             Api::Revoke => Command::Revoke(json_body(req, "body must be {\"tenant_id\", \"kid\"}")?),
-            Api::RevokeToken => Command::RevokeToken(json_body(req, "body must be {\"jti\", \"tenant_id\"?}")?),
+            Api::RevokeToken => Command::RevokeToken(json_body(req, "body must be {\"jti\", \"tenant_id\"}")?),
             Api::CreateTenant => Command::CreateTenant(json_body(req, "body must be {\"tenant_id\"}")?),
             Api::AllKeys | Api::TenantKeys(_) | Api::Sign | Api::Encrypt | Api::Decrypt => return Err(Error::NotFound),
         })
     }
 
-    /// The tenant the request is about; `None` only for the operator's tenant-less token revocation.
+    /// The tenant the request is about; `None` only for a token revocation without one (refused).
     fn target(&self) -> Option<&TenantId> {
         match self {
             Command::ListKeys(t) | Command::VerifyAudit(t) => Some(t),
@@ -303,10 +307,7 @@ fn administer(
     };
     // The tenant the request is about, then whether this principal may act on it.
     let Some(target) = command.target().cloned() else {
-        return Ok(match (principal, command) {
-            (Principal::Operator, Command::RevokeToken(body)) => revoke_token(None, &body.jti, now, event)?,
-            _ => Err(Error::BadRequest("tenant_id is required")),
-        });
+        return Ok(Err(Error::BadRequest("tenant_id is required")));
     };
     event.tenant_id = target.to_string();
     event.resource = format!("tenant/{target}");
@@ -377,16 +378,22 @@ fn administer(
             (kid, "key.rotate")
         }
         Command::Revoke(body) => {
-            match keys.revoke(&target, &body.kid, now)? {
+            let successor = match keys.revoke(&target, &set, &body.kid, now)? {
                 None | Some(Err(LifecycleError::UnknownKid)) => return Ok(Err(Error::NotFound)),
                 Some(Err(LifecycleError::AlreadyRevoked)) => {
                     return Ok(Err(Error::Conflict("key already revoked")));
                 }
-                Some(Ok(())) => {}
+                Some(Ok(successor)) => successor,
+            };
+            if let Some(successor) = &successor {
+                audit_key_event(&target, successor, "key.create", "replaces_revoked_active_key", now)?;
             }
-            (body.kid, "key.revoke")
+            event.action = "key.revoke".into();
+            event.kid = Some(body.kid.clone());
+            let body = serde_json::json!({ "tenant_id": target, "kid": body.kid, "replaced_by": successor });
+            return Ok(Ok(respond::json(200, &body, Cache::NoStore)));
         }
-        Command::RevokeToken(body) => return revoke_token(Some(&target), &body.jti, now, event),
+        Command::RevokeToken(body) => return revoke_token(&target, &body.jti, now, event),
         // Answered above, before the tenant has to exist.
         Command::CreateTenant(_) => return Ok(Err(Error::NotFound)),
     };
@@ -395,25 +402,41 @@ fn administer(
     Ok(Ok(respond::json(200, &serde_json::json!({ "tenant_id": target, "kid": kid }), Cache::NoStore)))
 }
 
-/// Revokes one access token by `jti` until no token could still be valid.
-fn revoke_token(
-    tenant: Option<&TenantId>,
-    jti: &str,
-    now: i64,
-    event: &mut Event,
-) -> anyhow::Result<Result<Response, Error>> {
+/// Revokes one access token of `tenant` by `jti` until no token could still be valid. Only a
+/// `jti` the tenant's audit log records as issued (a login, refresh or client-credentials grant
+/// that answered 200) is revoked; any other is 404 and nothing is written, so `revoked: true`
+/// always names a token that existed. The entry is scoped by tenant: it cannot touch a token
+/// of another tenant, whatever `jti` is sent.
+fn revoke_token(tenant: &TenantId, jti: &str, now: i64, event: &mut Event) -> anyhow::Result<Result<Response, Error>> {
     event.action = "token.revoke".into();
     event.jti = Some(jti.chars().take(128).collect());
     if jti.is_empty() || jti.len() > 128 {
         return Ok(Err(Error::BadRequest("jti must be 1 to 128 characters")));
     }
+    if !issued(tenant, jti)? {
+        event.reason = "unknown_jti".into();
+        return Ok(Err(Error::NotFound));
+    }
     let until = now + health_spin::var_i64("access_token_ttl_secs")? + CLOCK_TOLERANCE_SECS;
     Store::open("revocations")
         .context("opening revocations")?
-        .set(&tokens::revoked_jti_key(jti), until.to_string().as_bytes())
+        .set(&tokens::revoked_jti_key(tenant, jti), until.to_string().as_bytes())
         .context("writing revocation")?;
     let body = serde_json::json!({ "tenant_id": tenant, "jti": jti, "revoked": true, "until": until });
     Ok(Ok(respond::json(200, &body, Cache::NoStore)))
+}
+
+/// Whether `tenant`'s audit log records issuing an access token with `jti` (`auth` audits every
+/// issuance with its `jti`, and an issuance whose event cannot be written is not answered).
+fn issued(tenant: &TenantId, jti: &str) -> anyhow::Result<bool> {
+    use spin_sdk::sqlite::Value;
+    const ISSUED: &str = "SELECT 1 FROM audit_events WHERE tenant_id = ? AND jti = ? AND status = 200
+        AND action IN ('auth.login', 'auth.token.refresh', 'auth.token.client_credentials') LIMIT 1";
+    let conn = health_spin::audit::open()?;
+    let rows = conn
+        .execute(ISSUED, &[Value::Text(tenant.to_string()), Value::Text(jti.to_owned())])
+        .context("looking up an issued jti")?;
+    Ok(rows.rows().next().is_some())
 }
 
 fn audit_key_event(tenant: &TenantId, kid: &str, action: &str, reason: &str, now: i64) -> anyhow::Result<()> {
@@ -448,9 +471,15 @@ fn sign(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Response,
     if claims.exp.saturating_sub(claims.iat) > ttl || claims.exp <= claims.iat {
         return Ok(Err(Error::BadRequest("token lifetime out of bounds")));
     }
-    let Some(set) = keys.load(&claims.tenant_id, now)? else {
+    let Some(mut set) = keys.load(&claims.tenant_id, now)? else {
         return Ok(Err(Error::NotFound));
     };
+    if set.active(KeyUse::Sig).is_none() {
+        // Left without an active key by an older version (revocation now replaces it): make
+        // one rather than fail every login.
+        keys.ensure_tenant(&claims.tenant_id)?;
+        set = keys.load(&claims.tenant_id, now)?.context("tenant keys vanished")?;
+    }
     if claims.iss != set.issuer {
         return Ok(Err(Error::BadRequest("issuer does not belong to the tenant")));
     }
@@ -646,23 +675,25 @@ impl Keys {
         Ok(updated.map(|_| kid))
     }
 
-    /// Rotation on schedule, done lazily by the next signing (Spin has no scheduler). Every
-    /// concurrent signer derives the same successor of `old` from `master_key`, and adds it
-    /// only if absent, so however many race there is exactly one rotation.
+    /// Rotation on schedule, done lazily by the next signing (Spin has no scheduler). However
+    /// many signers find `old` due at once, one claims its succession (see [`claim`]) and adds
+    /// a random successor; the others wait for it to be published and sign with it.
     fn scheduled_rotate(&self, tenant: &TenantId, old: &KeyRecord, now: i64) -> anyhow::Result<String> {
+        let key_use = old.jwk.key_use;
+        if !claim(tenant, &format!("successor:{}", old.jwk.kid), now)? {
+            let set = self.wait_for(tenant, |set| set.active(key_use).is_some_and(|k| k.jwk.kid != old.jwk.kid))?;
+            return Ok(set.active(key_use).context("successor just published")?.jwk.kid.clone());
+        }
         let alg = old.jwk.algorithm().context("key with an unsupported algorithm")?;
-        let seed = self.seed(&format!("scheduled-rotation/v1/{tenant}/{}", old.jwk.kid))?;
-        let record = self.generate(tenant, alg, now, &mut rand_chacha::ChaCha20Rng::from_seed(seed))?;
+        let record = self.generate(tenant, alg, now, &mut health_spin::rng())?;
         let kid = record.jwk.kid.clone();
         let retiring_secs = health_spin::var_i64("access_token_ttl_secs")? + CLOCK_TOLERANCE_SECS;
-        let mut added = false;
         self.update(
             tenant,
             now,
             |set| {
                 if set.find(&kid).is_none() {
                     set.rotate(record.clone(), now, retiring_secs);
-                    added = true;
                 }
                 Ok(())
             },
@@ -670,10 +701,26 @@ impl Keys {
         )?
         .context("tenant keys vanished during rotation")?
         .map_err(|e| anyhow::anyhow!("scheduled rotation refused: {e}"))?;
-        if added {
-            audit_key_event(tenant, &kid, "key.rotate", "scheduled", now)?;
-        }
+        audit_key_event(tenant, &kid, "key.rotate", "scheduled", now)?;
         Ok(kid)
+    }
+
+    /// The tenant's set once `done` holds of it: what a racer that lost a [`claim`] waits for.
+    /// The winner publishes within its key generation, so the wait is bounded; past it the
+    /// request fails (and a winner that died lets a later request claim again, see
+    /// [`KEY_CLAIM_SECS`]).
+    fn wait_for(&self, tenant: &TenantId, done: impl Fn(&TenantKeys) -> bool) -> anyhow::Result<TenantKeys> {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(set) = self.load(tenant, health_spin::now())?.filter(&done) {
+                return Ok(set);
+            }
+            anyhow::ensure!(
+                start.elapsed() < KEY_CLAIM_WAIT,
+                "tenant {tenant:?}: the request that claimed its next key did not publish it"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     /// Whether `key` is older than the `key_rotation_days` variable allows.
@@ -682,20 +729,43 @@ impl Keys {
         Ok(health_spin::now().saturating_sub(key.created_at) > max_age)
     }
 
-    /// A 256-bit seed derived from `master_key` for a key every concurrent racer must agree on.
-    fn seed(&self, purpose: &str) -> anyhow::Result<[u8; 32]> {
-        let master = health_spin::secret_key("master_key")?;
-        Ok(health_core::derive(&master, &format!("health-platform/{purpose}")))
-    }
-
-    /// Revokes `kid` so that no concurrent update can bring it back.
-    fn revoke(&self, tenant: &TenantId, kid: &str, now: i64) -> anyhow::Result<Option<Result<(), LifecycleError>>> {
-        self.update(
+    /// Revokes `kid` so that no concurrent update can bring it back. If it is the active key of
+    /// its use, a fresh random key of the same algorithm becomes active in the same write, so
+    /// signing (logins) and encryption never find the tenant without a key; its kid is returned.
+    fn revoke(
+        &self,
+        tenant: &TenantId,
+        current: &TenantKeys,
+        kid: &str,
+        now: i64,
+    ) -> anyhow::Result<Option<Result<Option<String>, LifecycleError>>> {
+        let Some(record) = current.find(kid) else {
+            return Ok(Some(Err(LifecycleError::UnknownKid)));
+        };
+        // Generated before the update (key generation is slow); unused if a concurrent rotation
+        // already moved `kid` out of `active`.
+        let successor = match record.status_at(now) {
+            KeyStatus::Active => {
+                let alg = record.jwk.algorithm().context("key with an unsupported algorithm")?;
+                Some(self.generate(tenant, alg, now, &mut health_spin::rng())?)
+            }
+            _ => None,
+        };
+        let key_use = record.jwk.key_use;
+        let replaced = std::cell::Cell::new(false);
+        let outcome = self.update(
             tenant,
             now,
-            |set| set.revoke(kid, now),
-            |set| set.find(kid).is_some_and(|k| k.status == KeyStatus::Revoked),
-        )
+            |set| match &successor {
+                Some(successor) => set.revoke_replacing(kid, successor, now).map(|r| replaced.set(replaced.get() || r)),
+                None => set.revoke(kid, now),
+            },
+            |set| {
+                set.find(kid).is_some_and(|k| k.status == KeyStatus::Revoked)
+                    && (!replaced.get() || set.active(key_use).is_some())
+            },
+        )?;
+        Ok(outcome.map(|r| r.map(|()| successor.filter(|_| replaced.get()).map(|s| s.jwk.kid))))
     }
 
     fn private(&self, tenant: &TenantId, record: &KeyRecord) -> anyhow::Result<PrivateKey> {
@@ -709,39 +779,72 @@ impl Keys {
         PrivateKey::from_pkcs8_der(alg, &der).context("decoding private key")
     }
 
-    /// Creates the tenant's signing and encryption keys if it lacks them. Concurrent first
-    /// requests race here with no compare-and-swap to arbitrate, so first keys are derived
-    /// deterministically (an RNG seeded with HMAC-SHA256(master_key, tenant and use)): every
-    /// racer generates the same keys and kids, and whichever write lands, tokens signed or
-    /// encrypted by any racer work. This derives nothing a `master_key` holder could not
-    /// already unseal; rotated keys are random.
+    /// Creates the tenant's signing and encryption keys if it lacks them. The keys are random
+    /// (nothing about them follows from `master_key` or the tenant id), so a revoked key never
+    /// comes back and two deployments never share one. Concurrent first requests agree on one
+    /// set because exactly one of them wins the [`claim`] for the set's current state and
+    /// creates the keys; the others wait for them to be published.
     fn ensure_tenant(&self, tenant: &TenantId) -> anyhow::Result<()> {
         let now = health_spin::now();
+        let complete = |set: &TenantKeys| set.active(KeyUse::Sig).is_some() && set.active(KeyUse::Enc).is_some();
         let existing = self.load(tenant, now)?;
-        if existing.as_ref().is_some_and(|set| set.active(KeyUse::Sig).is_some() && set.active(KeyUse::Enc).is_some()) {
+        if existing.as_ref().is_some_and(complete) {
             return Ok(());
         }
-        let mut set = existing.unwrap_or(TenantKeys {
-            tenant_id: tenant.clone(),
-            issuer: format!("{}/t/{tenant}", health_spin::var("issuer_base")?.trim_end_matches('/')),
-            keys: Vec::new(),
-        });
-        let mut created = Vec::new();
-        for (key_use, purpose) in [(KeyUse::Sig, "bootstrap-signing-key"), (KeyUse::Enc, "bootstrap-encryption-key")] {
-            if set.active(key_use).is_none() {
-                let seed = self.seed(&format!("{purpose}/v1/{tenant}"))?;
-                let alg = Algorithm::default_for(key_use);
-                let record = self.generate(tenant, alg, now, &mut rand_chacha::ChaCha20Rng::from_seed(seed))?;
-                created.push(record.jwk.kid.clone());
-                set.keys.push(record);
+        let state = existing.as_ref().map_or(0, |set| set.keys.len());
+        if !claim(tenant, &format!("bootstrap:{state}"), now)? {
+            self.wait_for(tenant, complete)?;
+            return Ok(());
+        }
+        let mut records = Vec::new();
+        for key_use in [KeyUse::Sig, KeyUse::Enc] {
+            if existing.as_ref().is_none_or(|set| set.active(key_use).is_none()) {
+                let record = self.generate(tenant, Algorithm::default_for(key_use), now, &mut health_spin::rng())?;
+                records.push(record);
             }
         }
-        self.store(&set)?;
-        for kid in created {
-            audit_key_event(tenant, &kid, "key.create", "tenant_bootstrap", now)?;
+        match existing {
+            // A new tenant: only the claim's winner writes its set, so one write suffices.
+            None => self.store(&TenantKeys {
+                tenant_id: tenant.clone(),
+                issuer: format!("{}/t/{tenant}", health_spin::var("issuer_base")?.trim_end_matches('/')),
+                keys: records.clone(),
+            })?,
+            // A set left without an active key (by an older version): add them, surviving
+            // concurrent rotations and revocations.
+            Some(_) => {
+                self.update(
+                    tenant,
+                    now,
+                    |set| {
+                        for record in &records {
+                            if set.find(&record.jwk.kid).is_none() {
+                                set.keys.push(record.clone());
+                            }
+                        }
+                        Ok(())
+                    },
+                    |set| records.iter().all(|r| set.find(&r.jwk.kid).is_some()),
+                )?
+                .context("tenant keys vanished during bootstrap")?
+                .map_err(|e| anyhow::anyhow!("bootstrap refused: {e}"))?;
+            }
+        }
+        for record in &records {
+            audit_key_event(tenant, &record.jwk.kid, "key.create", "tenant_bootstrap", now)?;
         }
         Ok(())
     }
+}
+
+/// Claims the one right to make a change to `tenant`'s key set (`change` names it and the state
+/// it starts from, e.g. `bootstrap:0`): `true` for exactly one of any number of concurrent
+/// callers. Spin's key-value interface has no compare-and-set, so the arbiter is the one-time
+/// ledger's atomic insert in the `audit` database (`tokens::spend_once`: SQLite `INSERT ... ON
+/// CONFLICT DO NOTHING RETURNING`, shared by every instance), under a name no `jti` can take.
+/// The claim lapses after [`KEY_CLAIM_SECS`], so a winner that died does not block forever.
+fn claim(tenant: &TenantId, change: &str, now: i64) -> anyhow::Result<bool> {
+    tokens::spend_once(tenant, &format!("key-claim:{tenant}:{change}"), now + KEY_CLAIM_SECS, now)
 }
 
 #[cfg(test)]

@@ -95,13 +95,14 @@ enum Users {
 
 #[derive(Subcommand)]
 enum Tokens {
-    /// Revoke one access token by its `jti`: the gateway refuses it from now on.
+    /// Revoke one access token of a tenant by its `jti`: the gateway refuses it from now on.
+    /// A `jti` the tenant never issued is refused (exit 1, 404), nothing is written.
     Revoke {
         #[arg(long)]
         jti: String,
-        /// The token's tenant (the operator may leave it out).
+        /// The token's tenant (revocations are per tenant).
         #[arg(long)]
-        tenant: Option<String>,
+        tenant: String,
     },
 }
 
@@ -204,11 +205,7 @@ fn run(cli: Cli) -> Result<Value, Failure> {
             if jti.is_empty() || jti.len() > 128 {
                 return Err(Failure::Usage("--jti must be 1 to 128 characters".into()));
             }
-            let body = match t {
-                Some(t) => json!({ "jti": jti, "tenant_id": tenant(&t)? }),
-                None => json!({ "jti": jti }),
-            };
-            request(&url, "POST", "/admin/revoke-token", Some(body))
+            request(&url, "POST", "/admin/revoke-token", Some(json!({ "jti": jti, "tenant_id": tenant(&t)? })))
         }
         Command::Users(command) => users(&url, command),
         Command::Totp { secret } => totp_code(&secret),

@@ -99,9 +99,14 @@ async fn tokens_revoke_and_audit_verify_against_the_running_app() {
     };
     let args = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
 
-    let revoked = run(args(&["tokens", "revoke", "--jti", &jti])).await.expect("join");
+    let revoked = run(args(&["tokens", "revoke", "--tenant", "demo-hospital", "--jti", &jti])).await.expect("join");
     assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));
     assert_eq!(stdout_json(&revoked)["revoked"], true);
+    // A jti the tenant never issued is refused (404, exit 1), not reported revoked.
+    let unknown =
+        run(args(&["tokens", "revoke", "--tenant", "demo-hospital", "--jti", "never-issued"])).await.expect("join");
+    assert_eq!(unknown.status.code(), Some(1), "{}", String::from_utf8_lossy(&unknown.stdout));
+    assert!(!String::from_utf8_lossy(&unknown.stdout).contains("\"revoked\""));
     assert_eq!(app.get_with("/api/patients/p-1001/records", &token).await.status, 401);
 
     let verified = run(args(&["audit", "verify", "--tenant", "demo-hospital"])).await.expect("join");
@@ -121,7 +126,7 @@ async fn tokens_revoke_and_audit_verify_against_the_running_app() {
     );
 
     // Bad input: an empty jti and an unknown --use are usage errors (2).
-    let empty = run(args(&["tokens", "revoke", "--jti", ""])).await.expect("join");
+    let empty = run(args(&["tokens", "revoke", "--tenant", "demo-hospital", "--jti", ""])).await.expect("join");
     let bad_use = run(args(&["keys", "rotate", "--tenant", "demo-hospital", "--use", "data"])).await.expect("join");
     assert_eq!((empty.status.code(), bad_use.status.code()), (Some(2), Some(2)));
 }

@@ -122,7 +122,9 @@ pub fn verify_and(token: &str, now: i64, remember_it: Remember) -> anyhow::Resul
         }
     };
     let revocations = Store::open("revocations").context("opening revocations")?;
-    if revocations.exists(&revoked_jti_key(&claims.jti)).context("checking jti revocation")? {
+    if revocations.exists(&revoked_jti_key(&claims.tenant_id, &claims.jti)).context("checking jti revocation")?
+        || legacy_revocation(&revocations, &claims.jti, now)?
+    {
         return Ok(Err("revoked_jti"));
     }
     if let Some(not_before) =
@@ -207,10 +209,24 @@ pub fn spend_once_on<C: crate::db::Sql>(
     })
 }
 
-/// Key in `revocations` marking a revoked `jti` (128 random bits, unique across tenants); the
-/// value is the time after which no token with it could be valid anyway.
-pub fn revoked_jti_key(jti: &str) -> String {
-    format!("jti/{jti}")
+/// Key in `revocations` marking a revoked `jti` of `tenant`; the value is the time after which
+/// no token with it could be valid anyway. Scoped by tenant like every key-value entry, so a
+/// revocation written for one tenant can never refuse another tenant's token.
+pub fn revoked_jti_key(tenant: &health_core::TenantId, jti: &str) -> String {
+    format!("jti/{tenant}/{jti}")
+}
+
+/// Revocations written before they were scoped by tenant (`jti/{jti}`), honoured until the
+/// time stored with them (at most one access-token lifetime plus tolerance after they were
+/// written), so upgrading revives no logged-out token; after that they are inert, and no new
+/// ones are written. (A tenant admin could write one for another tenant's `jti`; that is the
+/// hole the scoped key closes, and an old entry refuses a token for minutes at most.)
+fn legacy_revocation(revocations: &Store, jti: &str, now: i64) -> anyhow::Result<bool> {
+    let Some(until) = revocations.get(&format!("jti/{jti}")).context("checking legacy jti revocation")? else {
+        return Ok(false);
+    };
+    let until: i64 = std::str::from_utf8(&until).ok().and_then(|s| s.parse().ok()).unwrap_or(i64::MAX);
+    Ok(now <= until)
 }
 
 /// Key in `revocations` holding a subject's not-before time (logout-all, password reset).
