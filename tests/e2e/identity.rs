@@ -286,7 +286,9 @@ async fn validate_and_introspect_report_active_tokens_until_revoked() {
     let until: Vec<String> = {
         let conn = rusqlite::Connection::open(app.state.path().join("revocations.db")).expect("db");
         let value: Vec<u8> = conn
-            .query_row("SELECT value FROM spin_key_value WHERE key = ?1", [format!("jti/{jti}")], |r| r.get(0))
+            .query_row("SELECT value FROM spin_key_value WHERE key = ?1", [format!("jti/demo-hospital/{jti}")], |r| {
+                r.get(0)
+            })
             .expect("revocation stored");
         vec![String::from_utf8(value).expect("utf8")]
     };
