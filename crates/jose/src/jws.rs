@@ -280,7 +280,7 @@ pub fn verify_keyed(token: &str, keys: &TenantKeys, now: i64, opts: &VerifyOptio
         Audience::Many(all) => all.contains(&opts.audience),
     };
 
-    if header.typ.as_deref() != Some(ACCESS_TOKEN_TYP) {
+    if !header.typ.as_deref().is_some_and(crate::is_access_token_typ) {
         return Err(Error::WrongType);
     }
     if !audience_ok {

@@ -31,3 +31,17 @@ pub(crate) fn strict_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Optio
 
 /// Header `typ` of an access token (RFC 9068 §2.1).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+
+/// Whether a header `typ` names an access token: RFC 9068 §4 requires accepting
+/// `application/at+jwt` as well, and RFC 7515 §4.1.9 makes media types case-insensitive with
+/// the `application/` prefix optional.
+pub fn is_access_token_typ(typ: &str) -> bool {
+    let typ = typ.as_bytes();
+    let prefix = b"application/";
+    let bare = if typ.len() > prefix.len() && typ[..prefix.len()].eq_ignore_ascii_case(prefix) {
+        &typ[prefix.len()..]
+    } else {
+        typ
+    };
+    bare.eq_ignore_ascii_case(ACCESS_TOKEN_TYP.as_bytes())
+}

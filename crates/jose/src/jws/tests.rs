@@ -245,10 +245,24 @@ fn enforces_required_claims_and_time_window() {
 }
 
 #[test]
+fn accepts_the_access_token_media_type_in_every_spelling() {
+    // RFC 9068 §4, RFC 7515 §4.1.9: `application/` is optional and the comparison ignores case.
+    let payload = payload_with(|_| {});
+    for typ in ["at+jwt", "application/at+jwt", "AT+JWT", "Application/At+Jwt"] {
+        let header = format!(r#"{{"alg":"RS256","typ":"{typ}","kid":"k1"}}"#);
+        assert!(check(&forge(&header, &payload)).is_ok(), "{typ}");
+    }
+}
+
+#[test]
 fn rejects_wrong_typ_audience_and_issuer() {
     let payload = payload_with(|_| {});
     assert_eq!(check(&forge(r#"{"alg":"RS256","typ":"JWT","kid":"k1"}"#, &payload)), Err(Error::WrongType));
     assert_eq!(check(&forge(r#"{"alg":"RS256","kid":"k1"}"#, &payload)), Err(Error::WrongType));
+    for other in ["application/jwt", "text/at+jwt", "application/", "at+jwt ", "application/application/at+jwt"] {
+        let header = format!(r#"{{"alg":"RS256","typ":"{other}","kid":"k1"}}"#);
+        assert_eq!(check(&forge(&header, &payload)), Err(Error::WrongType), "{other}");
+    }
     assert_eq!(check(&forge(HEADER, &payload_with(|c| c["aud"] = json!("other")))), Err(Error::WrongAudience));
     assert!(check(&forge(HEADER, &payload_with(|c| c["aud"] = json!(["x", "health-platform"])))).is_ok());
     let iss = forge(HEADER, &payload_with(|c| c["iss"] = json!("https://h.example/t/other")));
