@@ -66,15 +66,37 @@ impl Event {
             |value: &str| format!("pseud-{}", &crate::sha256_hex(format!("{}/{value}", self.tenant_id))[..16]);
         self.actor_sub = self.actor_sub.as_deref().map(pseudonym);
         self.patient_id = self.patient_id.as_deref().map(pseudonym);
-        if self.patient_id.is_some() {
-            // The path names the patient too.
-            self.resource = "[redacted]".into();
-        }
+        // The resource may name a patient, user, order or client in any request, routed or not
+        // (and rows written before resources were reduced hold raw paths and queries): keep its
+        // shape only.
+        self.resource = shape(&self.resource);
         self.client_ip = None;
         self.user_agent = None;
         self.break_glass_reason = self.break_glass_reason.map(|_| "[redacted]".into());
         self
     }
+}
+
+/// A resource with every identifier and query value gone: the API's path words stay, any other
+/// segment becomes `*`, and of a query only the names of the API's parameters stay.
+fn shape(resource: &str) -> String {
+    use crate::routes::{AUDIT_PARAMS, PATH_WORDS};
+    let (path, query) = match resource.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (resource, None),
+    };
+    let word = |part: &str| PATH_WORDS.contains(&part) || ["tenant", "users", "clients", "keys"].contains(&part);
+    let mut out =
+        path.split('/').take(16).map(|p| if p.is_empty() || word(p) { p } else { "*" }).collect::<Vec<_>>().join("/");
+    if let Some(query) = query {
+        let names = query.split('&').filter(|p| !p.is_empty()).take(16).map(|p| {
+            let name = p.split_once('=').map_or(p, |(name, _)| name);
+            if AUDIT_PARAMS.contains(&name) || name == "insurer" { name } else { "*" }
+        });
+        out.push('?');
+        out.push_str(&names.collect::<Vec<_>>().join("&"));
+    }
+    out
 }
 
 /// The link hash of `event_json` after `prev_hash`.
@@ -143,6 +165,13 @@ mod tests {
             ..Event::default()
         };
         assert!(event.flags_break_glass());
+        for raw in
+            ["/api/patients/p-1003/records/", "/api/patients/p-1002/records?q=p-1002-secret", "tenant/t1/users/p-1002"]
+        {
+            let redacted = Event { resource: raw.into(), patient_id: None, ..event.clone() }.redacted();
+            assert!(!redacted.resource.contains("p-100"), "{raw} -> {}", redacted.resource);
+            assert!(!redacted.resource.contains("secret"), "{raw} -> {}", redacted.resource);
+        }
         let redacted = event.clone().redacted();
         let text = serde_json::to_string(&redacted).unwrap();
         for secret in ["u-dr-grey", "p-1002", "10.0.0.1", "curl", "Unconscious"] {

@@ -25,6 +25,13 @@ fn valid_opaque(text: &str) -> bool {
         && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
 }
 
+/// Token ids (`jti`) are random base64url, so any of its characters may come first, `-` and `_`
+/// included (2 in 64 do); still nothing outside that alphabet.
+fn valid_base64url(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    (1..=64).contains(&bytes.len()) && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+}
+
 macro_rules! id_type {
     ($name:ident, $kind:literal) => {
         id_type!($name, $kind, valid);
@@ -67,6 +74,7 @@ id_type!(OrderId, "order id");
 id_type!(EntryId, "entry id");
 id_type!(ClientId, "client id", valid_opaque);
 id_type!(Opaque, "opaque identifier", valid_opaque);
+id_type!(TokenId, "token id", valid_base64url);
 
 #[cfg(test)]
 mod tests {
@@ -94,6 +102,16 @@ mod tests {
             assert!(ClientId::parse(bad).is_err(), "{bad:?}");
         }
         assert!(PatientId::parse("P-1").is_err());
+    }
+
+    #[test]
+    fn token_ids_may_start_with_any_base64url_character() {
+        for jti in ["-x", "_x", "-", "AbC_9-x", &"_".repeat(64)] {
+            assert!(TokenId::parse(jti).is_ok(), "{jti:?}");
+        }
+        for bad in ["", "a.b", "a b", "x'", "a%20", "a=", &"A".repeat(65)] {
+            assert!(TokenId::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub mod routes;
 pub mod seal;
 
 pub use context::{Caller, ContextError, Role};
-pub use ids::{ClientId, EntryId, IdError, Opaque, OrderId, PatientId, TenantId, Username};
+pub use ids::{ClientId, EntryId, IdError, Opaque, OrderId, PatientId, TenantId, TokenId, Username};
 pub use problem::Problem;
 pub use seal::{SealError, SecretKey};
 

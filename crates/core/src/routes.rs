@@ -8,7 +8,7 @@
 
 use serde::Deserialize;
 
-use crate::{ClientId, EntryId, Opaque, OrderId, PatientId};
+use crate::{ClientId, EntryId, Opaque, OrderId, PatientId, TokenId};
 
 /// Largest request body the API accepts (bytes); larger ones are refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -47,7 +47,7 @@ pub struct AuditFilter {
     pub to: Option<i64>,
     pub actor: Option<Opaque>,
     pub patient: Option<PatientId>,
-    pub jti: Option<Opaque>,
+    pub jti: Option<TokenId>,
     pub outcome: Option<&'static str>,
     /// Only events with a sequence number above this (paging).
     pub after: Option<i64>,
@@ -202,18 +202,18 @@ fn audit_filter(path_and_query: &str, allowed: &[&str]) -> Result<AuditFilter, &
             return Err("repeated_query_parameter");
         }
         seen.push(name);
-        let number = || value.parse::<i64>().ok().filter(|n| *n >= 0).ok_or("bad_number");
+        let number = |reason| value.parse::<i64>().ok().filter(|n| *n >= 0).ok_or(reason);
         match name {
-            "from" => filter.from = Some(number()?),
-            "to" => filter.to = Some(number()?),
-            "after" => filter.after = Some(number()?),
+            "from" => filter.from = Some(number("bad_from")?),
+            "to" => filter.to = Some(number("bad_to")?),
+            "after" => filter.after = Some(number("bad_after")?),
             "limit" => {
                 filter.limit =
                     value.parse::<u32>().ok().filter(|n| (1..=MAX_AUDIT_LIMIT).contains(n)).ok_or("bad_limit")?;
             }
             "actor" => filter.actor = Some(Opaque::parse(value).map_err(|_| "bad_actor")?),
             "patient" => filter.patient = Some(PatientId::parse(value).map_err(|_| "bad_patient")?),
-            "jti" => filter.jti = Some(Opaque::parse(value).map_err(|_| "bad_jti")?),
+            "jti" => filter.jti = Some(TokenId::parse(value).map_err(|_| "bad_jti")?),
             "outcome" => {
                 filter.outcome = Some(match value {
                     "allow" => "allow",
@@ -228,7 +228,73 @@ fn audit_filter(path_and_query: &str, allowed: &[&str]) -> Result<AuditFilter, &
     Ok(filter)
 }
 
-const AUDIT_PARAMS: &[&str] = &["from", "to", "actor", "patient", "jti", "outcome", "after", "limit"];
+/// What a [`Api::BadQuery`] reason tells the client: which parameter is wrong, never its value.
+pub fn bad_query_detail(reason: &str) -> String {
+    match reason {
+        "unknown_query_parameter" => "a query parameter is not one this route takes".into(),
+        "repeated_query_parameter" => "a query parameter is given more than once".into(),
+        "insurer_required" => "query parameter insurer is required".into(),
+        other => match other.strip_prefix("bad_") {
+            Some(name) => format!("query parameter {name} is not valid"),
+            None => "the query is not valid".into(),
+        },
+    }
+}
+
+/// The literal words of the API's paths (everything a route template holds but its ids).
+pub(crate) const PATH_WORDS: &[&str] = &[
+    "api",
+    "patients",
+    "records",
+    "lab-results",
+    "break-glass",
+    "consents",
+    "lab",
+    "orders",
+    "results",
+    "insurance",
+    "summary",
+    "admin",
+    "audit",
+    "export",
+    "verify",
+    "data-keys",
+    "rotate",
+    "metrics",
+    "health",
+];
+
+/// The request target as the audit log keeps it, for any request, parsed or not: path words of
+/// the API and segments that validate as identifiers are kept, anything else becomes `*`; of a
+/// query only the parameter names are kept (the same way), never a value. So a token, a
+/// password or free text sent in a path or query (`?access_token=...`) never reaches the log.
+pub fn audit_resource(path_and_query: &str) -> String {
+    let keep = |part: &str| PATH_WORDS.contains(&part) || PatientId::parse(part).is_ok();
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path_and_query, None),
+    };
+    let mut out: String = path
+        .split('/')
+        .take(16)
+        .map(|part| if part.is_empty() || keep(part) { part } else { "*" })
+        .collect::<Vec<_>>()
+        .join("/");
+    if let Some(query) = query {
+        let query = format!("?{query}");
+        let names: Vec<&str> = query_pairs(&query)
+            .into_iter()
+            .take(16)
+            .map(|(name, _)| if AUDIT_PARAMS.contains(&name) || name == "insurer" || keep(name) { name } else { "*" })
+            .collect();
+        out.push('?');
+        out.push_str(&names.join("&"));
+    }
+    out.truncate(256);
+    out
+}
+
+pub(crate) const AUDIT_PARAMS: &[&str] = &["from", "to", "actor", "patient", "jti", "outcome", "after", "limit"];
 const REVIEW_PARAMS: &[&str] = &["from", "to", "after", "limit"];
 
 /// Parses a request of the public API; `None` for anything that is not one of its routes
@@ -471,7 +537,9 @@ mod tests {
         for (query, reason) in [
             ("limit=0", "bad_limit"),
             ("limit=1001", "bad_limit"),
-            ("from=-1", "bad_number"),
+            ("from=-1", "bad_from"),
+            ("after=x", "bad_after"),
+            ("jti=a.b", "bad_jti"),
             ("actor=a'b", "bad_actor"),
             ("outcome=maybe", "bad_outcome"),
             ("role=admin", "unknown_query_parameter"),
@@ -481,6 +549,26 @@ mod tests {
         }
         assert_eq!(parse("GET", "/api/admin/break-glass?actor=x"), Some(Api::BadQuery("unknown_query_parameter")));
         assert_eq!(parse("DELETE", "/api/patients/p-1/consents"), Some(Api::BadQuery("insurer_required")));
+    }
+
+    #[test]
+    fn audit_resources_keep_no_token_text_or_query_values() {
+        let jwt = "eyJhbGciOiJSUzI1NiIsInR5cCI6ImF0K2p3dCJ9.eyJzdWIiOiJ1LWFsaWNlIn0.c2ln";
+        for (target, want) in [
+            ("/api/patients/p-1001/records", "/api/patients/p-1001/records".to_owned()),
+            (
+                &format!("/api/patients/p-1001/records?access_token={jwt}"),
+                "/api/patients/p-1001/records?access_token".into(),
+            ),
+            (&format!("/api/patients/{jwt}/records"), "/api/patients/*/records".into()),
+            (&format!("/api/admin/audit?jti=x&{jwt}=1&from=2"), "/api/admin/audit?jti&*&from".into()),
+            ("/api/patients/p-1003/records/", "/api/patients/p-1003/records/".into()),
+            ("/api/x%2e%2e/Y?", "/api/*/*?".into()),
+        ] {
+            assert_eq!(audit_resource(target), want, "{target}");
+        }
+        assert!(audit_resource(&format!("/api/{}", "a/".repeat(500))).len() <= 256);
+        assert_eq!(bad_query_detail("bad_jti"), "query parameter jti is not valid");
     }
 
     #[test]
