@@ -2,7 +2,10 @@
 //! encryption key. The tenant is read from the issuer replicated in the JWE header, `jwks`
 //! decrypts over chaining (only it holds private keys), and the inner JWS is then verified in
 //! full like any access token, its `iss` required to equal the header's. Decryption alone
-//! proves nothing about the sender.
+//! proves nothing about the sender: anyone can encrypt to a published key, so a nested token
+//! is accepted only for the role it is issued to (insurers), and only under `ECDH-ES+A256KW`,
+//! so no caller from outside can make `jwks` run an RSA decryption (the `rsa` crate's
+//! RUSTSEC-2023-0071 timing side channel) on text of its choosing.
 
 use anyhow::Context;
 use health_core::{Caller, Role, TenantId};
@@ -12,6 +15,12 @@ use health_jose::jwe::{self, JwePolicy};
 use crate::tokens;
 
 const JWKS: &str = "http://jwks.spin.internal";
+
+/// What a bearer token may be encrypted with: the platform's ECDH-ES key agreement only.
+const BEARER: &str = "ECDH-ES+A256KW";
+
+/// The only role whose access tokens are issued nested (`auth`'s `client_credentials` grant).
+const NESTED_ROLE: Role = Role::Insurance;
 
 /// A verified access token and whether it came encrypted.
 #[derive(Debug, Clone)]
@@ -40,6 +49,9 @@ pub async fn verify(token: &str, now: i64, service: &str) -> anyhow::Result<Resu
     let Ok(header) = jwe::peek_header(token, &JwePolicy::PLATFORM) else {
         return Ok(Err("malformed_jwe"));
     };
+    if header.alg != BEARER {
+        return Ok(Err("jwe_alg_not_allowed"));
+    }
     if !header.cty.as_deref().is_some_and(|c| c.eq_ignore_ascii_case("JWT")) {
         return Ok(Err("jwe_not_nested"));
     }
@@ -62,6 +74,10 @@ pub async fn verify(token: &str, now: i64, service: &str) -> anyhow::Result<Resu
     };
     if claims.tenant_id != tenant || claims.iss != iss {
         return Ok(Err("jwe_issuer_mismatch"));
+    }
+    if claims.role != NESTED_ROLE.as_str() {
+        // A patient's (or any other role's) token wrapped by whoever holds it: not issued so.
+        return Ok(Err("nested_token_role"));
     }
     Ok(Ok(Verified { claims, encrypted: true }))
 }
