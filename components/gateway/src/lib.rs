@@ -72,9 +72,12 @@ const STORES: stores::Stores = stores::Stores { key_value: &["public-keys", "rev
 /// Why a request was refused at the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Refusal {
+    /// No bearer credentials at all (no `Authorization`, or another scheme).
+    NoCredentials(&'static str),
     Unauthenticated(&'static str),
     NotFound(&'static str),
-    BadRequest(&'static str),
+    /// The audit reason and what the client is told is wrong (a field name, never a value).
+    BadRequest(&'static str, String),
     TooLarge,
     UnsupportedMediaType,
     Forbidden(String),
@@ -85,9 +88,17 @@ impl Refusal {
     fn answer(self, event: &mut Event) -> Response {
         event.outcome = Some(Outcome::Deny);
         let (problem, reason) = match self {
+            Refusal::NoCredentials(reason) => {
+                event.reason = reason.to_owned();
+                let mut response = respond::problem(&Problem::unauthorized());
+                // RFC 6750 §3.1: a request without credentials gets the challenge without an
+                // error code.
+                response.set_header("www-authenticate", "Bearer");
+                return response;
+            }
             Refusal::Unauthenticated(reason) => (Problem::unauthorized(), reason.to_owned()),
             Refusal::NotFound(reason) => (Problem::not_found(), reason.to_owned()),
-            Refusal::BadRequest(reason) => (Problem::bad_request("the request is not valid"), reason.to_owned()),
+            Refusal::BadRequest(reason, detail) => (Problem::bad_request(detail), reason.to_owned()),
             Refusal::TooLarge => (Problem::payload_too_large(), "body_too_large".to_owned()),
             Refusal::UnsupportedMediaType => (Problem::unsupported_media_type(), "unsupported_media_type".to_owned()),
             Refusal::Forbidden(reason) => (Problem::forbidden(), reason),
@@ -132,7 +143,8 @@ async fn handle(incoming: IncomingRequest) -> Response {
             (None, "/metrics") => "GET /metrics".to_owned(),
             (None, _) => format!("{} unmatched", method.chars().take(16).collect::<String>()),
         },
-        resource: path.chars().take(256).collect(),
+        // Only path words, validated ids and query parameter names: never token text or values.
+        resource: routes::audit_resource(&path),
         ..health_spin::audit::request_event(&req, health_spin::now())
     };
     let outcome = if req.path() == "/metrics" {
@@ -177,11 +189,14 @@ async fn process(
     }
     let caller = match authenticate(req, event).await? {
         Ok(caller) => caller,
+        Err(reason) if !offers_bearer(req) => return Ok(Refusal::NoCredentials(reason).answer(event)),
         Err(reason) => return Ok(Refusal::Unauthenticated(reason).answer(event)),
     };
     let api = match api {
         None => return Ok(Refusal::NotFound("no_such_route").answer(event)),
-        Some(Api::BadQuery(reason)) => return Ok(Refusal::BadRequest(reason).answer(event)),
+        Some(Api::BadQuery(reason)) => {
+            return Ok(Refusal::BadRequest(reason, routes::bad_query_detail(reason)).answer(event));
+        }
         Some(api) => api,
     };
     event.patient_id = api.patient().map(ToString::to_string);
@@ -200,7 +215,10 @@ async fn process(
         // The stated reason is part of the audit trail and the admins' review queue.
         match routes::body::<routes::BreakGlass>(req.body()) {
             Ok(body) => event.break_glass_reason = Some(body.reason.chars().take(1000).collect()),
-            Err(_) => return Ok(Refusal::BadRequest("bad_break_glass_reason").answer(event)),
+            Err(_) => {
+                let detail = "body member reason must be 10 to 1000 bytes of text, and the only member";
+                return Ok(Refusal::BadRequest("bad_break_glass_reason", detail.into()).answer(event));
+            }
         }
     }
     match upstream(&api, caller.role) {
@@ -210,6 +228,15 @@ async fn process(
     }
 }
 
+/// Whether the request offers bearer credentials at all: an `Authorization` field with the
+/// `Bearer` scheme (RFC 6750 §3.1 leaves the error code out for a request without any).
+fn offers_bearer(req: &Request) -> bool {
+    req.headers().any(|(name, value)| {
+        let scheme = value.as_bytes().split(|b| *b == b' ').next().unwrap_or_default();
+        name.eq_ignore_ascii_case("authorization") && scheme.eq_ignore_ascii_case(b"bearer")
+    })
+}
+
 /// Body size, media type, and no body where none is expected (ARCHITECTURE.md §9).
 fn check_body(req: &Request, api: &Api) -> Result<(), Refusal> {
     let body = req.body();
@@ -217,7 +244,11 @@ fn check_body(req: &Request, api: &Api) -> Result<(), Refusal> {
         return Err(Refusal::TooLarge);
     }
     if !api.takes_json() {
-        return if body.is_empty() { Ok(()) } else { Err(Refusal::BadRequest("unexpected_body")) };
+        return if body.is_empty() {
+            Ok(())
+        } else {
+            Err(Refusal::BadRequest("unexpected_body", "this route takes no request body".into()))
+        };
     }
     let media_type = req
         .header("content-type")
@@ -284,6 +315,16 @@ async fn forward(
     request.header("x-request-id", event.request_id.clone());
     if let Some(content_type) = header_of_request(req, "content-type") {
         request.header("content-type", content_type);
+    }
+    if *req.method() != Method::Get {
+        // A change is made by the service before the outcome event below can be written, and
+        // the audit log is another database: so the intent is written first, fail-closed. If
+        // it cannot be, nothing is forwarded; if the outcome event then fails, the change is
+        // still on record under this request id.
+        let pending = audit_log::pending(event);
+        if let Err(e) = audit_log::append(&pending) {
+            anyhow::bail!(stores::Unavailable(format!("audit log refused the pending event: {e:#}")));
+        }
     }
     // Bounded: the service's `records` database is not in the gateway's probe. A write that
     // finishes after the deadline has happened although the client got 503.

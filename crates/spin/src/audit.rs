@@ -120,6 +120,16 @@ pub fn request_event(req: &spin_sdk::http::Request, now: i64) -> Event {
     }
 }
 
+/// The reason of an event written before a mutating request is forwarded (see [`pending`]).
+pub const PENDING: &str = "pending_forward";
+
+/// The event a gateway writes before it forwards a mutating request: the request as known so
+/// far, no outcome, status 0. Its outcome follows as a second event with the same request id.
+/// The break-glass reason stays with the outcome event (one entry in the review queue).
+pub fn pending(event: &Event) -> Event {
+    Event { outcome: None, reason: PENDING.into(), status: 0, break_glass_reason: None, ..event.clone() }
+}
+
 /// Appends `event` to its tenant's chain. An error means the event was not recorded, and the
 /// caller must fail the request (no unaudited access).
 pub fn append(event: &Event) -> anyhow::Result<()> {
@@ -272,7 +282,8 @@ pub const DECRYPT_FAILURE_REASONS: [&str; 2] = ["jwe_decryption_failed", "phi_de
 
 pub fn counters() -> anyhow::Result<Counters> {
     const REQUESTS: &str = "SELECT action, COALESCE(outcome, 'none') AS outcome, COUNT(*) AS n FROM audit_events
-        WHERE action LIKE '% /api/%' GROUP BY action, outcome ORDER BY action, outcome";
+        WHERE action LIKE '% /api/%' AND reason <> 'pending_forward' GROUP BY action, outcome
+        ORDER BY action, outcome";
     const AUTH: &str = "SELECT COUNT(*) AS n FROM audit_events WHERE action LIKE '% /api/%' AND status = 401";
     const DECRYPT: &str = "SELECT reason, COUNT(*) AS n FROM audit_events WHERE reason IN (?, ?) GROUP BY reason";
     const BREAK_GLASS: &str = "SELECT SUM(CASE WHEN reason = 'break_glass' THEN 0 ELSE 1 END) AS grants,
