@@ -86,8 +86,11 @@ fn break_glass(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[
     health_spin::allowed!(service::body::<routes::BreakGlass>(body));
     let window = health_spin::var_i64("break_glass_window_secs")?.clamp(60, MAX_BREAK_GLASS_SECS);
     let until = now + window;
-    records::grant_break_glass(conn, caller.tenant_id.as_str(), patient.as_str(), &caller.subject, now, until)?;
-    let body =
-        serde_json::json!({ "patient_id": patient, "granted_at": now, "expires_at": until, "review": "flagged" });
-    Ok(Ok(Done::json(201, body, reason)))
+    let grant =
+        records::grant_break_glass(conn, caller.tenant_id.as_str(), patient.as_str(), &caller.subject, now, until)?;
+    let body = serde_json::json!({
+        "patient_id": patient, "granted_at": grant.granted_at, "expires_at": grant.expires_at, "review": "flagged"
+    });
+    // A repeat while a grant is live creates nothing: 200 with the grant that stands.
+    Ok(Ok(Done::json(if grant.new { 201 } else { 200 }, body, reason)))
 }

@@ -427,6 +427,17 @@ pub fn break_glass_active(
     Ok(conn.execute(ACTIVE, &params).context("reading break-glass grants")?.rows().next().is_some())
 }
 
+/// A break-glass grant: its window, and whether this request made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub granted_at: i64,
+    pub expires_at: i64,
+    pub new: bool,
+}
+
+/// Grants break-glass access until `until`, unless the doctor already holds a live grant for
+/// the patient: then that grant stands, unchanged (a repeated request neither extends the
+/// window nor counts as a new grant). One conditional `INSERT`, so two racing requests make one.
 pub fn grant_break_glass(
     conn: &Connection,
     tenant: &str,
@@ -434,13 +445,26 @@ pub fn grant_break_glass(
     doctor: &str,
     now: i64,
     until: i64,
-) -> anyhow::Result<()> {
-    const GRANT: &str =
-        "INSERT OR REPLACE INTO break_glass (tenant_id, patient_id, doctor_subject, granted_at, expires_at)
-        VALUES (?, ?, ?, ?, ?)";
+) -> anyhow::Result<Grant> {
+    const GRANT: &str = "INSERT INTO break_glass (tenant_id, patient_id, doctor_subject, granted_at, expires_at)
+        SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS (SELECT 1 FROM break_glass WHERE tenant_id = ?1
+            AND patient_id = ?2 AND doctor_subject = ?3 AND granted_at <= ?4 AND expires_at > ?4)
+        ON CONFLICT DO NOTHING RETURNING granted_at";
+    const LIVE: &str = "SELECT granted_at, expires_at FROM break_glass WHERE tenant_id = ? AND patient_id = ?
+        AND doctor_subject = ? AND granted_at <= ? AND expires_at > ? ORDER BY expires_at DESC LIMIT 1";
     let params = [text(tenant), text(patient_id), text(doctor), Value::Integer(now), Value::Integer(until)];
-    conn.execute(GRANT, &params).context("storing break-glass grant")?;
-    Ok(())
+    let inserted = conn.execute(GRANT, &params).context("storing break-glass grant")?;
+    if inserted.rows().next().is_some() {
+        return Ok(Grant { granted_at: now, expires_at: until, new: true });
+    }
+    let params = [text(tenant), text(patient_id), text(doctor), Value::Integer(now), Value::Integer(now)];
+    let live = conn.execute(LIVE, &params).context("reading the live break-glass grant")?;
+    let row = live.rows().next().context("no break-glass grant stored and none live")?;
+    Ok(Grant {
+        granted_at: row.get::<i64>("granted_at").context("granted_at")?,
+        expires_at: row.get::<i64>("expires_at").context("expires_at")?,
+        new: false,
+    })
 }
 
 /// Whether `insurer` holds the patient's consent at `now` (granted, not expired, not revoked).
