@@ -42,6 +42,10 @@ pub struct Expect {
     /// The audit reason of the request; required for every 401.
     #[serde(default)]
     pub reason: Option<String>,
+    /// The `WWW-Authenticate` of a 401: `Bearer error="invalid_token"` unless named (a request
+    /// without bearer credentials gets `Bearer` alone, RFC 6750 §3.1).
+    #[serde(default)]
+    pub challenge: Option<String>,
 }
 
 /// Actions against the app, run in order before the attack request; `as` names a slot that

@@ -122,7 +122,8 @@ async fn erasure_shreds_a_patients_keys_so_nothing_of_theirs_decrypts() {
         "audit.db",
         "SELECT reason FROM audit_events WHERE action = 'DELETE /api/admin/patients/{id}' AND patient_id = 'p-1002'",
     );
-    assert_eq!(audited, ["admin_erasure"]);
+    // The intent is written before the erasure is forwarded, its outcome after (issue 14, 11).
+    assert_eq!(audited, ["pending_forward", "admin_erasure"]);
     let again = app.send("DELETE", "/api/admin/patients/p-1002", &auth, "").await;
     assert_eq!((again.status, again.json()["already_erased"].as_bool()), (200, Some(true)));
     assert_eq!(app.send("DELETE", "/api/admin/patients/p-9999", &auth, "").await.status, 404);

@@ -111,8 +111,12 @@ async fn doctor_reads_care_team_patients_only_and_other_roles_none() {
 #[tokio::test]
 async fn missing_malformed_and_forged_tokens_get_a_uniform_401() {
     let app = app();
-    assert_unauthorized(&app.send("GET", "/api/patients/p-1001/records", &[], "").await);
-    assert_unauthorized(&app.send("GET", "/api/patients/p-1001/records", &[("authorization", "Basic YTpi")], "").await);
+    // Without bearer credentials the challenge carries no error code (RFC 6750 §3.1).
+    for authorization in [&[][..], &[("authorization", "Basic YTpi")][..]] {
+        let reply = app.send("GET", "/api/patients/p-1001/records", authorization, "").await;
+        assert_eq!((reply.status, reply.header("www-authenticate")), (401, "Bearer"), "{}", reply.body);
+        assert_eq!(reply.json()["type"], "https://health-platform.dev/problems/invalid-token");
+    }
     assert_unauthorized(&app.get_with("/api/patients/p-1001/records", "not.a.token").await);
     let token = app.token(ALICE).await;
     let parts: Vec<&str> = token.split('.').collect();
