@@ -46,6 +46,10 @@ pub struct Expect {
     /// without bearer credentials gets `Bearer` alone, RFC 6750 §3.1).
     #[serde(default)]
     pub challenge: Option<String>,
+    /// Refused by the runtime's HTTP server before any component runs (Spin's hyper server for
+    /// an oversized head, Spin's header conversion for a non-UTF-8 value), so no audit event.
+    #[serde(default)]
+    pub by_runtime: bool,
 }
 
 /// Actions against the app, run in order before the attack request; `as` names a slot that

@@ -277,7 +277,11 @@ async fn run_case(
     if answer.status != case.expect.status {
         problems.push(format!("status {} (expected {})", answer.status, case.expect.status));
     }
-    if audited.rowid <= before {
+    if case.expect.by_runtime {
+        if audited.rowid > before {
+            problems.push("an audit event was written: the request reached the application".into());
+        }
+    } else if audited.rowid <= before {
         problems.push("no audit event written for the request".into());
     } else {
         if audited.status != answer.status.to_string() {

@@ -287,11 +287,13 @@ fn push_line(output: &Mutex<Vec<String>>, line: String) {
     }
 }
 
-/// `bin args...` under a watchdog shell that kills it (`SIGKILL`) when the shell's stdin, a
+/// `bin args...` under a watchdog shell that kills it and its children (`SIGKILL`) when the shell's stdin, a
 /// pipe this process holds, reaches end of file: on [`stop_watched`], or when the test process
 /// ends, even with the handle in a `static` that is never dropped.
 fn watched(bin: &Path, args: &[&str]) -> Command {
-    let script = r#""$0" "$@" & child=$!; cat >/dev/null; kill -KILL "$child" 2>/dev/null; wait "$child""#;
+    // The children go first: `spin up` runs the application in a child process (`spin
+    // trigger http`) that would otherwise outlive it, reparented to init.
+    let script = r#""$0" "$@" & child=$!; cat >/dev/null; pkill -KILL -P "$child" 2>/dev/null; kill -KILL "$child" 2>/dev/null; wait "$child""#;
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg(script).arg(bin).args(args).stdin(Stdio::piped());
     cmd

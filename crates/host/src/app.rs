@@ -44,6 +44,17 @@ pub struct LoadOptions {
     pub env: HashMap<String, String>,
 }
 
+/// The most a request head may take in hyper 1's HTTP/1 server with its default buffer
+/// (`DEFAULT_MAX_BUFFER_SIZE`: 8 KiB plus 100 × 4 KiB), which Spin 4.0.2 does not change.
+const HYPER_MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
+
+/// The size of a request head as sent over HTTP/1.1: request line and header lines.
+fn request_head_len(parts: &http::request::Parts) -> usize {
+    let line = parts.method.as_str().len() + parts.uri.to_string().len() + " HTTP/1.1\r\n".len() + 1;
+    let headers: usize = parts.headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    line + headers + 2
+}
+
 /// Address reported as `spin-client-addr` when a caller does not give one.
 pub const DEFAULT_CLIENT: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0));
 /// The `Host` an in-process request without one is given, as if a client had sent it.
@@ -305,6 +316,11 @@ impl App {
             None => None,
         };
         let (mut parts, body) = req.into_parts();
+        // Spin's HTTP server (hyper, default `max_buf_size`) refuses a request head it cannot
+        // buffer with 431 before anything else looks at it; `serve` gets that from hyper itself.
+        if request_head_len(&parts) > HYPER_MAX_HEAD_BYTES {
+            return Ok(http::Response::builder().status(431).body(Bytes::new())?);
+        }
         // Spin's `strip_forbidden_headers`: outside requests cannot pose as chained ones.
         let mut stripped_host = false;
         if parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).is_some_and(is_service_chaining_host) {
@@ -326,6 +342,12 @@ impl App {
             parts.headers.insert(http::header::HOST, http::HeaderValue::from_static(DEFAULT_HOST));
         }
         request_authority(&parts)?;
+        // Spin's `prepare_request_headers` turns every header value into a `str`; a value that
+        // is not UTF-8 fails the request with an empty 500 before any component runs.
+        if parts.headers.values().any(|v| std::str::from_utf8(v.as_bytes()).is_err()) {
+            tracing::error!("request refused: a header value is not valid UTF-8 (as Spin refuses it)");
+            return Ok(http::Response::builder().status(500).body(Bytes::new())?);
+        }
         // As Spin's `prepare_request_headers`: the URL's host is the `Host` header's, else "localhost".
         let host =
             parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_owned();

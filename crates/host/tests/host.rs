@@ -546,3 +546,26 @@ async fn the_listener_closes_the_connection_without_an_answer_where_spin_does() 
         "GET http://hidden.spin.internal/hello HTTP/1.1\r\nHost: hidden.spin.internal\r\nConnection: close\r\n\r\n";
     assert!(raw_exchange(addr, absolute).await.ends_with("hello"));
 }
+
+/// Spin's HTTP server refuses a request head larger than hyper's default buffer with 431, and
+/// Spin fails a request carrying a header value that is not UTF-8 with an empty 500 (its
+/// `prepare_request_headers` makes a `str` of every value); neither reaches a component.
+#[tokio::test]
+async fn oversized_heads_and_non_utf8_header_values_are_refused_before_any_component_as_spin_does() {
+    let f = load(&default_env());
+    let send = |name: &'static str, value: http::HeaderValue| {
+        let app = f.app.clone();
+        async move {
+            let req =
+                http::Request::builder().uri("/api/hello").header(name, value).body(Bytes::new()).expect("request");
+            let res = app.handle(req).await.expect("answered");
+            (res.status().as_u16(), String::from_utf8_lossy(res.body()).into_owned())
+        }
+    };
+    let big = http::HeaderValue::from_str(&"A".repeat(1 << 20)).expect("value");
+    assert_eq!(send("authorization", big).await, (431, String::new()));
+    let just_fits = http::HeaderValue::from_str(&"A".repeat(300 * 1024)).expect("value");
+    assert_eq!(send("x-large", just_fits).await, (200, "hello".into()));
+    let not_utf8 = http::HeaderValue::from_bytes(b"Bearer abc\xff\xfe").expect("obs-text is a valid value");
+    assert_eq!(send("authorization", not_utf8).await, (500, String::new()));
+}
