@@ -336,7 +336,10 @@ pub async fn run(duration: Duration, only: &[String]) -> anyhow::Result<Results>
     let platform = TestApp::start(|_| {})?;
     let baseline_state = tempfile::tempdir()?;
     let baseline = baseline_app(baseline_state.path())?;
-    let app = platform.app.clone();
+    // This bench drives the host in process; real Spin over HTTP is the performance issue's.
+    let health_e2e::Target::Host(app) = platform.app.clone() else {
+        anyhow::bail!("health-bench runs the platform on the project's host: unset HEALTH_E2E_RUNTIME");
+    };
     let alice = platform.token(ALICE).await;
     let mut results = Results::default();
     let records = record_path(&app, &alice, &mut results.notes).await?;
