@@ -12,15 +12,13 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use health_e2e::runtime::{self, Runtime, SpinProcess};
+use health_e2e::runtime::{self, RedisServer, Runtime, SpinProcess};
 use health_e2e::{ALICE, CONTEXT_KEY, MASTER_KEY, OPERATOR_TOKEN, root};
 use health_host::LoadOptions;
 use http_body_util::Full;
@@ -46,7 +44,7 @@ fn runnable(test: &str) -> bool {
         "runs in the real-Spin pass (HEALTH_E2E_RUNTIME=spin)"
     } else if runtime::spin_binary().is_none() {
         "no Spin binary (SPIN_BIN, target/tools/spin or spin on PATH)"
-    } else if !on_path("redis-server") {
+    } else if RedisServer::binary().is_none() {
         "no redis-server on PATH (Debian package redis-server)"
     } else {
         return true;
@@ -55,73 +53,6 @@ fn runnable(test: &str) -> bool {
     assert!(!required || Runtime::selected() != Runtime::Spin, "deploy::{test} cannot run: {why_not}");
     println!("deploy::{test}: NOT RUN here: {why_not}");
     false
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
-}
-
-/// A `redis-server` on a loopback port, appending every write to disk before answering, so a
-/// restart in the same directory has every key back. Killed when dropped.
-struct Redis {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Redis {
-    fn start(dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let mut redis = Self { child: None, port: runtime::free_port()?, dir: dir.to_owned() };
-        redis.restart()?;
-        Ok(redis)
-    }
-
-    /// (Re)starts the server on the same port and directory and waits until it answers PING.
-    fn restart(&mut self) -> anyhow::Result<()> {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !redis_answers(self.port) {
-            anyhow::ensure!(Instant::now() < deadline, "redis-server on port {} did not answer PING", self.port);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(())
-    }
-
-    /// Kills the server at once, as a crash would.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn url(&self, db: u8) -> String {
-        format!("redis://127.0.0.1:{}/{db}", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn redis_answers(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(1))
-    else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-    let mut answer = [0u8; 5];
-    stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut answer).is_ok() && &answer == b"+PONG"
 }
 
 /// A minimal HashiCorp Vault: exactly what Spin's Vault provider (vaultrs 0.7.3 `kv2::read`)
@@ -252,7 +183,12 @@ fn replace_once(text: &str, from: &str, to: &str) -> String {
 
 /// `deploy/runtime-config.cloud.toml` with Redis, Vault and credentials pointed at the test's
 /// services, and each libSQL database's `url` line replaced by `libsql(name)`'s lines.
-fn cloud_config(redis: &Redis, keys_redis: &Redis, vault_url: &str, libsql: impl Fn(&str) -> String) -> String {
+fn cloud_config(
+    redis: &RedisServer,
+    keys_redis: &RedisServer,
+    vault_url: &str,
+    libsql: impl Fn(&str) -> String,
+) -> String {
     let mut text = std::fs::read_to_string(root().join("deploy/runtime-config.cloud.toml")).expect("cloud config");
     text = text.replace("redis://health-redis:6379/0", &redis.url(0));
     text = text.replace("redis://health-redis:6379/1", &redis.url(1));
@@ -383,8 +319,8 @@ async fn the_cloud_runtime_config_serves_from_redis_and_vault_and_fails_fast_whi
     }
     let _serial = SERIAL.lock().await;
     let state = tempfile::tempdir().expect("state");
-    let mut redis = Redis::start(&state.path().join("redis")).expect("redis");
-    let keys_redis = Redis::start(&state.path().join("keys-redis")).expect("keys redis");
+    let mut redis = RedisServer::start_durable(&state.path().join("redis")).expect("redis");
+    let keys_redis = RedisServer::start_durable(&state.path().join("keys-redis")).expect("keys redis");
     let vault = Vault::start("secret", "health-platform", vault_secrets()).expect("vault");
     // No libSQL server can be installed here: the databases are local SQLite files in this run
     // (the next test points them at unreachable libSQL addresses).
@@ -444,8 +380,8 @@ async fn the_cloud_runtime_config_answers_503_fast_while_libsql_is_unreachable()
     }
     let _serial = SERIAL.lock().await;
     let state = tempfile::tempdir().expect("state");
-    let redis = Redis::start(&state.path().join("redis")).expect("redis");
-    let keys_redis = Redis::start(&state.path().join("keys-redis")).expect("keys redis");
+    let redis = RedisServer::start_durable(&state.path().join("redis")).expect("redis");
+    let keys_redis = RedisServer::start_durable(&state.path().join("keys-redis")).expect("keys redis");
     let vault = Vault::start("secret", "health-platform", vault_secrets()).expect("vault");
     // `audit` refuses connections (nothing listens); `identity` and `records` accept and never
     // answer, a server that hangs.
@@ -470,8 +406,8 @@ async fn the_cloud_runtime_config_answers_503_fast_while_vault_is_unreachable() 
     }
     let _serial = SERIAL.lock().await;
     let state = tempfile::tempdir().expect("state");
-    let redis = Redis::start(&state.path().join("redis")).expect("redis");
-    let keys_redis = Redis::start(&state.path().join("keys-redis")).expect("keys redis");
+    let redis = RedisServer::start_durable(&state.path().join("redis")).expect("redis");
+    let keys_redis = RedisServer::start_durable(&state.path().join("keys-redis")).expect("keys redis");
     let vault_url = format!("http://127.0.0.1:{}", runtime::free_port().expect("port"));
     let dir = state.path().display().to_string();
     let text = cloud_config(&redis, &keys_redis, &vault_url, |db| format!("type = \"spin\"\npath = \"{dir}/{db}.db\""));

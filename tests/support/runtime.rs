@@ -320,6 +320,8 @@ pub fn free_port() -> anyhow::Result<u16> {
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
+    /// Where a durable server keeps its append-only file; `None`: nothing is kept.
+    dir: Option<PathBuf>,
 }
 
 impl RedisServer {
@@ -334,16 +336,31 @@ impl RedisServer {
 
     /// Starts one and waits until it answers `PING`.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_in(None)
+    }
+
+    /// Starts one that appends every write to a file in `dir` before answering, so a
+    /// [`Self::restart`] after a crash ([`Self::stop`]) has every key back.
+    pub fn start_durable(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        Self::start_in(Some(dir.to_owned()))
+    }
+
+    fn start_in(dir: Option<PathBuf>) -> anyhow::Result<Self> {
         let bin = Self::binary().context("redis-server is not on PATH (Debian: apt-get install redis-server)")?;
-        let port = free_port()?;
-        let mut server = Self { port, child: None };
+        let mut server = Self { port: free_port()?, child: None, dir };
         server.spawn(&bin)?;
         Ok(server)
     }
 
     fn spawn(&mut self, bin: &Path) -> anyhow::Result<()> {
         let port = self.port.to_string();
-        let args = ["--bind", "127.0.0.1", "--port", &port, "--save", "", "--appendonly", "no"];
+        let mut args = vec!["--bind", "127.0.0.1", "--port", &port, "--save", ""];
+        let dir = self.dir.as_ref().map(|d| d.display().to_string());
+        match &dir {
+            Some(dir) => args.extend(["--appendonly", "yes", "--appendfsync", "always", "--dir", dir]),
+            None => args.extend(["--appendonly", "no"]),
+        }
         let mut cmd = watched(bin, &args);
         let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("starting redis-server")?;
         self.child = Some(child);
@@ -375,7 +392,8 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/{db}", self.port)
     }
 
-    /// Stops the server (an outage); [`Self::restart`] brings it back on the same port, empty.
+    /// Kills the server at once, as a crash would; [`Self::restart`] brings it back on the same
+    /// port (empty, unless started with [`Self::start_durable`]).
     pub fn stop(&mut self) {
         if let Some(child) = self.child.take() {
             stop_watched(child);
