@@ -208,8 +208,13 @@ impl SpinProcess {
         }
         let spin = Self { addr, child: Mutex::new(Some(child)), output, log_dir };
         let deadline = Instant::now() + SPIN_START_TIMEOUT;
+        // Ready when this Spin says it serves `addr` (it prints its routes after binding) and
+        // the port accepts. A port that merely accepts may belong to another test's Spin that
+        // picked the same free port: this one then fails to bind and exits, and is retried.
+        let serving = format!("http://{addr}/");
         loop {
-            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            let announced = spin.output.lock().map(|lines| lines.iter().any(|l| l.contains(&serving))).unwrap_or(false);
+            if announced && std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
                 return Ok(spin);
             }
             let exited = match spin.child.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.as_mut() {
@@ -248,6 +253,19 @@ impl SpinProcess {
 
     /// Sends `req` over a new connection from `source` (port chosen by the kernel).
     pub async fn send(&self, req: http::Request<Bytes>, source: Ipv4Addr) -> anyhow::Result<http::Response<Bytes>> {
+        let sent = self.send_once(req, source).await;
+        sent.map_err(|e| match self.exit_status() {
+            Some(status) => e.context(format!("spin up has exited ({status})")),
+            None => e.context(format!("spin up on {} is still running", self.addr)),
+        })
+    }
+
+    /// How Spin ended, if it has.
+    fn exit_status(&self) -> Option<std::process::ExitStatus> {
+        self.child.lock().ok()?.as_mut()?.try_wait().ok()?
+    }
+
+    async fn send_once(&self, req: http::Request<Bytes>, source: Ipv4Addr) -> anyhow::Result<http::Response<Bytes>> {
         let socket = tokio::net::TcpSocket::new_v4()?;
         socket.bind(SocketAddr::from((source, 0))).with_context(|| format!("binding {source}"))?;
         let stream = socket.connect(self.addr).await.with_context(|| format!("connecting to {}", self.addr))?;
@@ -293,7 +311,16 @@ fn push_line(output: &Mutex<Vec<String>>, line: String) {
 fn watched(bin: &Path, args: &[&str]) -> Command {
     // The children go first: `spin up` runs the application in a child process (`spin
     // trigger http`) that would otherwise outlive it, reparented to init.
-    let script = r#""$0" "$@" & child=$!; cat >/dev/null; pkill -KILL -P "$child" 2>/dev/null; kill -KILL "$child" 2>/dev/null; wait "$child""#;
+    // The shell ends when the process does, with its status, so a Spin that fails to start
+    // (a port taken meanwhile) is seen to have exited. The watcher reads stdin through fd 3:
+    // a background list's own stdin is /dev/null.
+    let script = r#"exec 3<&0
+"$0" "$@" 3<&- </dev/null & child=$!
+( cat <&3 >/dev/null; pkill -KILL -P "$child" 2>/dev/null; kill -KILL "$child" 2>/dev/null ) & watcher=$!
+exec 3<&-
+wait "$child"; status=$?
+kill -KILL $(pgrep -P "$watcher") "$watcher" 2>/dev/null
+exit "$status""#;
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg(script).arg(bin).args(args).stdin(Stdio::piped());
     cmd

@@ -98,7 +98,8 @@ enum Tokens {
     /// Revoke one access token of a tenant by its `jti`: the gateway refuses it from now on.
     /// A `jti` the tenant never issued is refused (exit 1, 404), nothing is written.
     Revoke {
-        #[arg(long)]
+        /// The token's `jti`. It is base64url, so it may begin with `-`: taken as the value.
+        #[arg(long, allow_hyphen_values = true)]
         jti: String,
         /// The token's tenant (revocations are per tenant).
         #[arg(long)]
@@ -274,6 +275,21 @@ fn main() -> ExitCode {
         Err(Failure::Unavailable(message)) => {
             eprintln!("healthctl: {message}");
             ExitCode::from(3)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jti_beginning_with_a_hyphen_is_a_value_not_an_option() {
+        let cli = Cli::try_parse_from(["healthctl", "tokens", "revoke", "--tenant", "t", "--jti", "-vX3_a"])
+            .expect("parses");
+        match cli.command {
+            Command::Tokens(Tokens::Revoke { jti, .. }) => assert_eq!(jti, "-vX3_a"),
+            _ => panic!("not a revoke"),
         }
     }
 }
