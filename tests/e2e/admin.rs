@@ -134,3 +134,60 @@ async fn two_authorization_headers_are_refused_by_jwks_and_auth_before_either_is
     // Alice's token was never spent by the refused logouts.
     assert_eq!(app.get_with(RECORD, &alice["Bearer ".len()..]).await.status, 200);
 }
+
+/// Issue 14, item 7: the `_unattributed` chain (requests refused before any tenant could be
+/// verified) is the operator's to verify and export; a tenant admin reads only its own chain.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_verifies_and_exports_the_unattributed_chain() {
+    let app = TestApp::start(|_| {}).expect("app loads");
+    // Three requests no tenant can be verified for: no token, a malformed one, a forged one.
+    for auth in ["", "Bearer not-a-jwt", "Bearer eyJhbGciOiJub25lIn0.eyJ0ZW5hbnRfaWQiOiJ4In0."] {
+        let headers: Vec<(&str, &str)> = if auth.is_empty() { vec![] } else { vec![("authorization", auth)] };
+        assert_eq!(app.send("GET", RECORD, &headers, "").await.status, 401);
+    }
+    let admin = app.token(ADMIN).await;
+
+    let (status, report) =
+        admin_call(&app, "GET", "/admin/audit/verify/_unattributed", OPERATOR_TOKEN, Value::Null).await;
+    assert_eq!((status, &report["intact"], &report["tenant_id"]), (200, &json!(true), &json!("_unattributed")));
+    assert!(report["events"].as_u64().expect("count") >= 3, "{report}");
+
+    let export = |token: String, path: &'static str| {
+        let app = &app;
+        async move {
+            let auth = format!("Bearer {token}");
+            app.send("GET", path, &[("authorization", &auth)], "").await
+        }
+    };
+    let all = export(OPERATOR_TOKEN.into(), "/admin/audit/export/_unattributed").await;
+    assert_eq!(all.status, 200, "{}", all.body);
+    assert_eq!(all.header("content-type"), "application/x-ndjson");
+    let lines: Vec<Value> = all.body.lines().map(|l| serde_json::from_str(l).expect("NDJSON line")).collect();
+    assert!(lines.len() >= 3);
+    assert!(lines.windows(2).all(|w| w[0]["seq"].as_i64() < w[1]["seq"].as_i64()), "chain order");
+    assert!(lines.iter().all(|l| l["event"]["tenant_id"] == "_unattributed" && l["hash"].is_string()));
+    assert!(lines.iter().any(|l| l["event"]["resource"].as_str().is_some_and(|r| r.contains("p-1001"))));
+    // Paged: `after` and `limit` as in the tenant admin's export; a bad query names no value.
+    let page = export(OPERATOR_TOKEN.into(), "/admin/audit/export/_unattributed?limit=1&after=1").await;
+    let paged: Vec<Value> = page.body.lines().map(|l| serde_json::from_str(l).expect("line")).collect();
+    assert_eq!((paged.len(), &paged[0]["seq"]), (1, &lines[1]["seq"]), "{}", page.body);
+    assert_eq!(export(OPERATOR_TOKEN.into(), "/admin/audit/export/_unattributed?limit=0").await.status, 400);
+    assert_eq!(export(OPERATOR_TOKEN.into(), "/admin/audit/export/_unattributed?sql=1").await.status, 400);
+
+    // A tenant admin: its own chain yes, the unattributed one and another tenant's no.
+    assert_eq!(export(admin.clone(), "/admin/audit/export/demo-hospital").await.status, 200);
+    assert_eq!(export(admin.clone(), "/admin/audit/export/_unattributed").await.status, 403);
+    assert_eq!(export(admin.clone(), "/admin/audit/verify/_unattributed").await.status, 403);
+    assert_eq!(export(admin.clone(), "/admin/audit/export/other-hospital").await.status, 403);
+    assert_eq!(export(OPERATOR_TOKEN.into(), "/admin/audit/export/_other").await.status, 404);
+
+    // Altered behind the triggers' back, the unattributed chain no longer verifies.
+    let conn = rusqlite::Connection::open(app.state.path().join("audit.db")).expect("opens");
+    conn.execute_batch(
+        "DROP TRIGGER audit_no_update;
+         UPDATE audit_events SET event = event || ' ' WHERE tenant_id = '_unattributed' AND seq = 2;",
+    )
+    .expect("tampers");
+    let (_, report) = admin_call(&app, "GET", "/admin/audit/verify/_unattributed", OPERATOR_TOKEN, Value::Null).await;
+    assert_eq!((&report["intact"], &report["broken_at"]), (&json!(false), &json!(2)), "{report}");
+}

@@ -383,19 +383,7 @@ fn admin(api: &Api, caller: &Caller, event: &mut Event) -> anyhow::Result<Respon
             respond::json(200, &page(audit_log::query(&tenant, filter, Selection::BreakGlass)?), Cache::NoStore)
         }
         Api::AuditExport(filter) => {
-            let strict = match health_spin::var("audit_redaction")?.trim() {
-                "none" => false,
-                "strict" => true,
-                other => anyhow::bail!("audit_redaction must be none or strict, not {other:?}"),
-            };
-            let mut ndjson = Vec::new();
-            for stored in audit_log::query(&tenant, filter, Selection::All)? {
-                let event = if strict { stored.event.redacted() } else { stored.event };
-                let line = serde_json::json!({ "seq": stored.seq, "hash": stored.hash, "event": event });
-                serde_json::to_writer(&mut ndjson, &line)?;
-                ndjson.push(b'\n');
-            }
-            respond::bytes(200, "application/x-ndjson", ndjson, Cache::NoStore)
+            respond::bytes(200, "application/x-ndjson", audit_log::export_ndjson(&tenant, filter)?, Cache::NoStore)
         }
         Api::AuditVerify => {
             let chain = audit_log::chain(&tenant)?;

@@ -8,7 +8,8 @@
 //!
 //! `/admin/...` takes the platform operator's token (SHA-256 in `operator_token_hash`) or a
 //! tenant admin's access token for its own tenant: rotate, revoke and list keys, revoke a token
-//! by `jti`, verify the tenant's audit chain; creating tenants is the operator's alone. A
+//! by `jti`, verify and export the tenant's audit chain; creating tenants, and reading the
+//! `_unattributed` chain (requests no tenant could be verified for), are the operator's alone. A
 //! rotated-out key stays published as `retiring` for the longest token lifetime plus clock
 //! tolerance, then retires. Every admin action, allowed or refused, is audited.
 
@@ -17,6 +18,7 @@
 
 use anyhow::Context;
 use health_core::audit::{Event, Outcome};
+use health_core::routes::AuditFilter;
 use health_core::{Problem, TenantId};
 use health_jose::jwe::{self, JwePolicy};
 use health_jose::{Algorithm, Claims, KeyRecord, KeyStatus, KeyUse, LifecycleError, PrivateKey, TenantKeys};
@@ -59,7 +61,35 @@ enum Api {
     ListKeys(TenantId),
     CreateTenant,
     RevokeToken,
-    VerifyAudit(TenantId),
+    VerifyAudit(Chain),
+    ExportAudit(Chain),
+}
+
+/// Which audit hash chain an operator or tenant admin reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Chain {
+    /// A tenant's own chain.
+    Tenant(TenantId),
+    /// Requests refused before any tenant could be verified ([`health_core::audit::NO_TENANT`]):
+    /// the operator's alone.
+    Unattributed,
+}
+
+impl Chain {
+    fn parse(text: &str) -> Result<Self, Error> {
+        if text == health_core::audit::NO_TENANT {
+            return Ok(Chain::Unattributed);
+        }
+        TenantId::parse(text).map(Chain::Tenant).map_err(|_| Error::NotFound)
+    }
+
+    /// The `tenant_id` its events are stored under.
+    fn name(&self) -> &str {
+        match self {
+            Chain::Tenant(tenant) => tenant.as_str(),
+            Chain::Unattributed => health_core::audit::NO_TENANT,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,10 +161,14 @@ fn parse(method: &Method, path: &str) -> Result<Api, Error> {
         ["admin", "revoke-token"] => Api::RevokeToken,
         ["admin", "tenants"] => Api::CreateTenant,
         ["admin", "keys", t] => Api::ListKeys(tenant(t)?),
-        ["admin", "audit", "verify", t] => Api::VerifyAudit(tenant(t)?),
+        ["admin", "audit", "verify", chain] => Api::VerifyAudit(Chain::parse(chain)?),
+        ["admin", "audit", "export", chain] => Api::ExportAudit(Chain::parse(chain)?),
         _ => return Err(Error::NotFound),
     };
-    let read = matches!(api, Api::AllKeys | Api::TenantKeys(_) | Api::ListKeys(_) | Api::VerifyAudit(_));
+    let read = matches!(
+        api,
+        Api::AllKeys | Api::TenantKeys(_) | Api::ListKeys(_) | Api::VerifyAudit(_) | Api::ExportAudit(_)
+    );
     if *method != if read { Method::Get } else { Method::Post } {
         return Err(Error::MethodNotAllowed);
     }
@@ -208,9 +242,13 @@ fn route(req: &Request) -> anyhow::Result<Result<Response, Error>> {
         Api::Sign => sign(req, &keys, now),
         Api::Encrypt => encrypt(req, &keys, now),
         Api::Decrypt => decrypt(req, &keys, now),
-        Api::Rotate | Api::Revoke | Api::ListKeys(_) | Api::CreateTenant | Api::RevokeToken | Api::VerifyAudit(_) => {
-            admin(req, api, &keys, now)
-        }
+        Api::Rotate
+        | Api::Revoke
+        | Api::ListKeys(_)
+        | Api::CreateTenant
+        | Api::RevokeToken
+        | Api::VerifyAudit(_)
+        | Api::ExportAudit(_) => admin(req, api, &keys, now),
     }
 }
 
@@ -259,7 +297,8 @@ fn json_body<T: serde::de::DeserializeOwned>(req: &Request, usage: &'static str)
 /// An admin request with its body parsed, once.
 enum Command {
     ListKeys(TenantId),
-    VerifyAudit(TenantId),
+    VerifyAudit(Chain),
+    ExportAudit(Chain, AuditFilter),
     Rotate(RotateRequest),
     Revoke(RevokeRequest),
     RevokeToken(RevokeTokenRequest),
@@ -270,7 +309,15 @@ impl Command {
     fn parse(req: &Request, api: Api) -> Result<Self, Error> {
         Ok(match api {
             Api::ListKeys(t) => Command::ListKeys(t),
-            Api::VerifyAudit(t) => Command::VerifyAudit(t),
+            Api::VerifyAudit(chain) => Command::VerifyAudit(chain),
+            Api::ExportAudit(chain) => Command::ExportAudit(
+                chain,
+                health_core::routes::audit_query(req.path_and_query().unwrap_or_default()).map_err(|_| {
+                    Error::BadRequest(
+                        "query parameters: from, to, after (non-negative integers), limit (1 to 1000), actor, patient, jti, outcome (allow, deny or error), each once",
+                    )
+                })?,
+            ),
             Api::Rotate => {
                 Command::Rotate(json_body(req, "body must be {\"tenant_id\", \"use\": \"sig\"|\"enc\", \"alg\"?}")?)
             }
@@ -281,10 +328,22 @@ impl Command {
         })
     }
 
+    /// The audit chain an audit command reads, if it is one.
+    fn chain(&self) -> Option<&Chain> {
+        match self {
+            Command::VerifyAudit(chain) | Command::ExportAudit(chain, _) => Some(chain),
+            _ => None,
+        }
+    }
+
     /// The tenant the request is about; `None` only for a token revocation without one (refused).
     fn target(&self) -> Option<&TenantId> {
         match self {
-            Command::ListKeys(t) | Command::VerifyAudit(t) => Some(t),
+            Command::ListKeys(t) => Some(t),
+            Command::VerifyAudit(chain) | Command::ExportAudit(chain, _) => match chain {
+                Chain::Tenant(t) => Some(t),
+                Chain::Unattributed => None,
+            },
             Command::Rotate(body) => Some(&body.tenant_id),
             Command::Revoke(body) => Some(&body.tenant_id),
             Command::RevokeToken(body) => body.tenant_id.as_ref(),
@@ -305,6 +364,17 @@ fn administer(
         Ok(command) => command,
         Err(e) => return Ok(Err(e)),
     };
+    if command.chain() == Some(&Chain::Unattributed) {
+        // Recorded in the chain it reads; a tenant admin's refused attempt goes to its own.
+        event.tenant_id = health_core::audit::NO_TENANT.into();
+        event.resource = format!("audit/{}", health_core::audit::NO_TENANT);
+        if let Principal::TenantAdmin { tenant, .. } = principal {
+            event.tenant_id = tenant.to_string();
+            event.reason = "operator_only".into();
+            return Ok(Err(Error::Forbidden));
+        }
+        return audit_command(&command, event);
+    }
     // The tenant the request is about, then whether this principal may act on it.
     let Some(target) = command.target().cloned() else {
         return Ok(Err(Error::BadRequest("tenant_id is required")));
@@ -351,19 +421,7 @@ fn administer(
             let body = serde_json::json!({ "tenant_id": tenant, "keys": listed });
             return Ok(Ok(respond::json(200, &body, Cache::NoStore)));
         }
-        Command::VerifyAudit(tenant) => {
-            event.action = "audit.verify".into();
-            let chain = health_spin::audit::chain(tenant.as_str())?;
-            let body = match health_core::audit::verify_chain(&chain) {
-                Ok(events) => {
-                    serde_json::json!({ "tenant_id": tenant, "intact": true, "events": events })
-                }
-                Err(broken) => {
-                    serde_json::json!({ "tenant_id": tenant, "intact": false, "events": chain.len(), "broken_at": broken.seq })
-                }
-            };
-            return Ok(Ok(respond::json(200, &body, Cache::NoStore)));
-        }
+        Command::VerifyAudit(_) | Command::ExportAudit(..) => return audit_command(&command, event),
         Command::Rotate(body) => {
             let current = set.active(body.key_use).and_then(|k| k.jwk.algorithm());
             let alg = body.alg.or(current).unwrap_or_else(|| Algorithm::default_for(body.key_use));
@@ -400,6 +458,30 @@ fn administer(
     event.action = action.into();
     event.kid = Some(kid.clone());
     Ok(Ok(respond::json(200, &serde_json::json!({ "tenant_id": target, "kid": kid }), Cache::NoStore)))
+}
+
+/// Verifies or exports one audit chain, for a principal already allowed to read it. The
+/// export is the tenant admin's NDJSON export ([`health_spin::audit::export_ndjson`]).
+fn audit_command(command: &Command, event: &mut Event) -> anyhow::Result<Result<Response, Error>> {
+    match command {
+        Command::VerifyAudit(chain) => {
+            event.action = "audit.verify".into();
+            let links = health_spin::audit::chain(chain.name())?;
+            let body = match health_core::audit::verify_chain(&links) {
+                Ok(events) => serde_json::json!({ "tenant_id": chain.name(), "intact": true, "events": events }),
+                Err(broken) => serde_json::json!({
+                    "tenant_id": chain.name(), "intact": false, "events": links.len(), "broken_at": broken.seq
+                }),
+            };
+            Ok(Ok(respond::json(200, &body, Cache::NoStore)))
+        }
+        Command::ExportAudit(chain, filter) => {
+            event.action = "audit.export".into();
+            let ndjson = health_spin::audit::export_ndjson(chain.name(), filter)?;
+            Ok(Ok(respond::bytes(200, "application/x-ndjson", ndjson, Cache::NoStore)))
+        }
+        _ => anyhow::bail!("not an audit command"),
+    }
 }
 
 /// Revokes one access token of `tenant` by `jti` until no token could still be valid. Only a
@@ -872,8 +954,15 @@ mod tests {
         assert_eq!(parse(&Method::Post, "/admin/revoke-token"), Ok(Api::RevokeToken));
         assert_eq!(
             parse(&Method::Get, "/admin/audit/verify/demo-hospital"),
-            Ok(Api::VerifyAudit(TenantId::parse("demo-hospital").unwrap()))
+            Ok(Api::VerifyAudit(Chain::Tenant(TenantId::parse("demo-hospital").unwrap())))
         );
+        assert_eq!(parse(&Method::Get, "/admin/audit/verify/_unattributed"), Ok(Api::VerifyAudit(Chain::Unattributed)));
+        assert_eq!(
+            parse(&Method::Get, "/admin/audit/export/_unattributed?after=3&limit=10"),
+            Ok(Api::ExportAudit(Chain::Unattributed))
+        );
+        assert_eq!(parse(&Method::Get, "/admin/audit/export/_other"), Err(Error::NotFound));
+        assert_eq!(parse(&Method::Post, "/admin/audit/export/demo-hospital"), Err(Error::MethodNotAllowed));
     }
 
     #[test]

@@ -228,6 +228,13 @@ fn audit_filter(path_and_query: &str, allowed: &[&str]) -> Result<AuditFilter, &
     Ok(filter)
 }
 
+/// The filter of an audit query or export outside the public API (the operator's
+/// `/admin/audit/export/{chain}`): the same parameters, limits and refusal reasons as
+/// `GET /api/admin/audit`.
+pub fn audit_query(path_and_query: &str) -> Result<AuditFilter, &'static str> {
+    audit_filter(path_and_query, AUDIT_PARAMS)
+}
+
 /// What a [`Api::BadQuery`] reason tells the client: which parameter is wrong, never its value.
 pub fn bad_query_detail(reason: &str) -> String {
     match reason {

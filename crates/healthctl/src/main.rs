@@ -109,12 +109,51 @@ enum Tokens {
 
 #[derive(Subcommand)]
 enum Audit {
-    /// Check a tenant's audit hash chain link by link; exits 1 if it is broken.
+    /// Check an audit hash chain link by link; exits 1 if it is broken.
     Verify {
+        #[command(flatten)]
+        chain: ChainArg,
+    },
+    /// Export an audit chain as NDJSON on stdout (`{"seq","hash","event"}` per line, in chain
+    /// order), every page of it; redacted when the platform's `audit_redaction` is `strict`.
+    Export {
+        #[command(flatten)]
+        chain: ChainArg,
+        /// Only events at or after this Unix time.
         #[arg(long)]
-        tenant: String,
+        from: Option<u64>,
+        /// Only events at or before this Unix time.
+        #[arg(long)]
+        to: Option<u64>,
+        /// Only events with this outcome.
+        #[arg(long, value_parser = ["allow", "deny", "error"])]
+        outcome: Option<String>,
     },
 }
+
+/// Which chain: a tenant's, or (operator token only) `_unattributed`, the requests refused
+/// before any tenant could be verified.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct ChainArg {
+    #[arg(long)]
+    tenant: Option<String>,
+    /// The `_unattributed` chain.
+    #[arg(long)]
+    unattributed: bool,
+}
+
+impl ChainArg {
+    fn path_segment(&self) -> Result<String, Failure> {
+        match &self.tenant {
+            Some(t) => Ok(tenant(t)?.to_string()),
+            None => Ok(health_core::audit::NO_TENANT.to_owned()),
+        }
+    }
+}
+
+/// Events per export request (the server's largest page).
+const EXPORT_PAGE: usize = 1000;
 
 #[derive(Subcommand)]
 enum Tenants {
@@ -160,6 +199,28 @@ fn tenant(text: &str) -> Result<TenantId, Failure> {
 }
 
 fn request(url: &str, method: &str, path: &str, body: Option<Value>) -> Result<Value, Failure> {
+    let (status, text) = request_text(url, method, path, body)?;
+    let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    match status {
+        200..=299 => Ok(value),
+        _ => Err(refusal(status, &value)),
+    }
+}
+
+/// The failure for a non-2xx answer with its (problem details) body.
+fn refusal(status: u16, value: &Value) -> Failure {
+    match status {
+        400..=499 => {
+            let title = value["title"].as_str().unwrap_or("refused");
+            let detail = value["detail"].as_str().map(|d| format!(": {d}")).unwrap_or_default();
+            Failure::Refused(status, format!("{title}{detail}"))
+        }
+        _ => Failure::Unavailable(format!("server error {status}")),
+    }
+}
+
+/// One request with the operator token: the status and the body as text.
+fn request_text(url: &str, method: &str, path: &str, body: Option<Value>) -> Result<(u16, String), Failure> {
     let token = std::env::var("HEALTH_OPERATOR_TOKEN")
         .map_err(|_| Failure::Usage("HEALTH_OPERATOR_TOKEN is not set (the platform operator token)".into()))?;
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
@@ -173,15 +234,39 @@ fn request(url: &str, method: &str, path: &str, body: Option<Value>) -> Result<V
     let status = response.status().as_u16();
     let text =
         response.body_mut().read_to_string().map_err(|e| Failure::Unavailable(format!("reading response: {e}")))?;
-    let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    match status {
-        200..=299 => Ok(value),
-        400..=499 => {
-            let title = value["title"].as_str().unwrap_or("refused");
-            let detail = value["detail"].as_str().map(|d| format!(": {d}")).unwrap_or_default();
-            Err(Failure::Refused(status, format!("{title}{detail}")))
+    Ok((status, text))
+}
+
+/// Writes every page of an audit export to `out`; returns how many events it wrote.
+fn export(
+    url: &str,
+    chain: &ChainArg,
+    filters: &[(&str, String)],
+    out: &mut impl std::io::Write,
+) -> Result<usize, Failure> {
+    let base = format!("/admin/audit/export/{}?limit={EXPORT_PAGE}", chain.path_segment()?);
+    let base = filters.iter().fold(base, |path, (name, value)| format!("{path}&{name}={value}"));
+    let (mut after, mut written) = (None::<i64>, 0);
+    loop {
+        let path = match after {
+            Some(seq) => format!("{base}&after={seq}"),
+            None => base.clone(),
+        };
+        let (status, text) = request_text(url, "GET", &path, None)?;
+        if !(200..=299).contains(&status) {
+            return Err(refusal(status, &serde_json::from_str(&text).unwrap_or(Value::Null)));
         }
-        _ => Err(Failure::Unavailable(format!("server error {status}"))),
+        let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+        for line in &lines {
+            let seq = serde_json::from_str::<Value>(line).ok().and_then(|v| v["seq"].as_i64());
+            let seq = seq.ok_or_else(|| Failure::Unavailable("an export line without a seq".into()))?;
+            writeln!(out, "{line}").map_err(|e| Failure::Unavailable(format!("writing the export: {e}")))?;
+            after = Some(seq);
+        }
+        written += lines.len();
+        if lines.len() < EXPORT_PAGE {
+            return Ok(written);
+        }
     }
 }
 
@@ -210,15 +295,25 @@ fn run(cli: Cli) -> Result<Value, Failure> {
         }
         Command::Users(command) => users(&url, command),
         Command::Totp { secret } => totp_code(&secret),
-        Command::Audit(Audit::Verify { tenant: t }) => {
-            let report = request(&url, "GET", &format!("/admin/audit/verify/{}", tenant(&t)?), None)?;
+        Command::Audit(Audit::Verify { chain }) => {
+            let name = chain.path_segment()?;
+            let report = request(&url, "GET", &format!("/admin/audit/verify/{name}"), None)?;
             if report["intact"] == json!(true) {
                 Ok(report)
             } else {
                 let at = report["broken_at"].as_i64().unwrap_or_default();
                 println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
-                Err(Failure::Refused(200, format!("audit chain of {t} is broken at event {at}")))
+                Err(Failure::Refused(200, format!("audit chain of {name} is broken at event {at}")))
             }
+        }
+        Command::Audit(Audit::Export { chain, from, to, outcome }) => {
+            let mut filters = Vec::new();
+            filters.extend(from.map(|v| ("from", v.to_string())));
+            filters.extend(to.map(|v| ("to", v.to_string())));
+            filters.extend(outcome.map(|v| ("outcome", v)));
+            let events = export(&url, &chain, &filters, &mut std::io::stdout().lock())?;
+            eprintln!("healthctl: exported {events} events of {}", chain.path_segment()?);
+            Ok(Value::Null)
         }
     }
 }
@@ -260,6 +355,8 @@ fn totp_code(secret: &str) -> Result<Value, Failure> {
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
+        // `Null`: the command wrote its own output (an NDJSON export).
+        Ok(Value::Null) => ExitCode::SUCCESS,
         Ok(value) => {
             println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
             ExitCode::SUCCESS

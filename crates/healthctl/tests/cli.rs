@@ -113,6 +113,21 @@ async fn tokens_revoke_and_audit_verify_against_the_running_app() {
     assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stderr));
     assert_eq!(stdout_json(&verified)["intact"], true);
 
+    // The chain of requests no tenant could be verified for: verified and exported whole.
+    assert_eq!(app.get_with("/api/patients/p-1001/records", "not-a-jwt").await.status, 401);
+    let unattributed = run(args(&["audit", "verify", "--unattributed"])).await.expect("join");
+    assert!(unattributed.status.success(), "{}", String::from_utf8_lossy(&unattributed.stderr));
+    assert_eq!(stdout_json(&unattributed)["tenant_id"], "_unattributed");
+    let exported = run(args(&["audit", "export", "--unattributed", "--outcome", "deny"])).await.expect("join");
+    assert!(exported.status.success(), "{}", String::from_utf8_lossy(&exported.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&exported.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an NDJSON line"))
+        .collect();
+    assert!(!lines.is_empty() && lines.iter().all(|l| l["event"]["outcome"] == "deny"), "{lines:?}");
+    let both = run(args(&["audit", "export", "--unattributed", "--tenant", "demo-hospital"])).await.expect("join");
+    assert_eq!(both.status.code(), Some(2), "--tenant and --unattributed exclude each other");
+
     // Altered behind the triggers' back: the chain check fails with exit code 1.
     let conn = rusqlite::Connection::open(app.state.path().join("audit.db")).expect("opens");
     conn.execute_batch("DROP TRIGGER audit_no_update; UPDATE audit_events SET event = event || ' ' WHERE seq = 1;")

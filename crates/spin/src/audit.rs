@@ -261,6 +261,25 @@ pub fn query(
         .collect()
 }
 
+/// One chain's events matching `filter` as NDJSON (`{"seq","hash","event"}` per line, in chain
+/// order), redacted when the component's `audit_redaction` variable is `strict`: the tenant
+/// admin's export through the gateway and the operator's through `jwks` alike.
+pub fn export_ndjson(tenant_id: &str, filter: &health_core::routes::AuditFilter) -> anyhow::Result<Vec<u8>> {
+    let strict = match crate::var("audit_redaction")?.trim() {
+        "none" => false,
+        "strict" => true,
+        other => anyhow::bail!("audit_redaction must be none or strict, not {other:?}"),
+    };
+    let mut ndjson = Vec::new();
+    for stored in query(tenant_id, filter, Selection::All)? {
+        let event = if strict { stored.event.redacted() } else { stored.event };
+        let line = serde_json::json!({ "seq": stored.seq, "hash": stored.hash, "event": event });
+        serde_json::to_writer(&mut ndjson, &line)?;
+        ndjson.push(b'\n');
+    }
+    Ok(ndjson)
+}
+
 /// Counters for `/metrics`, derived from the append-only log itself, so they cost the request
 /// path nothing and cannot drift from what was audited.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
