@@ -211,9 +211,15 @@ impl SpinProcess {
         // Ready when this Spin says it serves `addr` (it prints its routes after binding) and
         // the port accepts. A port that merely accepts may belong to another test's Spin that
         // picked the same free port: this one then fails to bind and exits, and is retried.
-        let serving = format!("http://{addr}/");
+        // `http://{addr}` not followed by a digit: port 3929 is not 39297. The URL may end the
+        // line (`Serving http://{addr}`, a wildcard route at `/...`) or go on with a path.
+        let serving = format!("http://{addr}");
+        let names_addr = |line: &str| {
+            line.match_indices(&serving)
+                .any(|(at, _)| !line[at + serving.len()..].starts_with(|c: char| c.is_ascii_digit()))
+        };
         loop {
-            let announced = spin.output.lock().map(|lines| lines.iter().any(|l| l.contains(&serving))).unwrap_or(false);
+            let announced = spin.output.lock().map(|lines| lines.iter().any(|l| names_addr(l))).unwrap_or(false);
             if announced && std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
                 return Ok(spin);
             }
