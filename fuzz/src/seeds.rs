@@ -174,16 +174,21 @@ fn context_seeds() -> Seeds {
     }))
     .expect("caller record");
     let path = "/patients/p-1001/record";
-    let headers = |mode: u8, method: &str, body: &str, at: i64| {
-        let att = context::attest(&key, method, path, body.as_bytes(), &caller, at);
-        with_mode(mode, format!("{method}\0{path}\0{body}\0{}\0{}\0{}", att.caller, att.timestamp, att.mac))
+    let headers = |mode: u8, link: context::Link, method: &str, body: &str, at: i64| {
+        let att = context::attest(&key, link, method, path, body.as_bytes(), &caller, at);
+        let (from, caller, ts, mac) = (att.from, att.caller, att.timestamp, att.mac);
+        with_mode(mode, format!("{method}\0{path}\0{body}\0{caller}\0{ts}\0{mac}\0{from}"))
     };
+    let patient = crate::context::link();
+    // The same key on the auth -> jwks link: a sender the patient service does not serve.
+    let auth_jwks = context::Link::new(context::Component::Auth, context::Component::Jwks).expect("link");
     vec![
-        ("attested-get", headers(0, "GET", "", NOW)),
-        ("attested-post", headers(0, "POST", r#"{"kind":"note","content":"x"}"#, NOW - 10)),
-        ("stale", headers(0, "GET", "", NOW - 31)),
-        ("recomputed-mac", headers(1, "GET", "", NOW + 5)),
+        ("attested-get", headers(0, patient, "GET", "", NOW)),
+        ("attested-post", headers(0, patient, "POST", r#"{"kind":"note","content":"x"}"#, NOW - 10)),
+        ("stale", headers(0, patient, "GET", "", NOW - 31)),
+        ("recomputed-mac", headers(1, patient, "GET", "", NOW + 5)),
         ("recomputed-mac-bad-json", with_mode(1, format!("GET\0{path}\0\0{}\0{NOW}\0", b64url("{\"role\":1}")))),
+        ("other-sender", headers(0, auth_jwks, "GET", "", NOW)),
         ("missing", vec![2]),
     ]
 }
@@ -332,8 +337,8 @@ fn valid_seeds_reach_the_end() {
     let seed = &context_seeds()[0].1;
     let parts: Vec<&[u8]> = seed[1..].split(|&b| b == 0).collect();
     let text = |i: usize| String::from_utf8(parts[i].to_vec()).expect("utf-8");
-    let att = context::Attestation { caller: text(3), timestamp: text(4), mac: text(5) };
-    assert!(context::verify(&key, "GET", &text(1), b"", Some(&att), NOW).is_ok());
+    let att = context::Attestation { from: text(6), caller: text(3), timestamp: text(4), mac: text(5) };
+    assert!(context::verify(&key, crate::context::link(), "GET", &text(1), b"", Some(&att), NOW).is_ok());
     assert_eq!(crate::context::mac("GET", &text(1), b"", &att.timestamp, &att.caller), att.mac);
     assert!(health_core::routes::parse("GET", "/api/patients/p-1001/records").is_some());
 }

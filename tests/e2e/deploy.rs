@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use health_e2e::runtime::{self, RedisServer, Runtime, SpinProcess};
-use health_e2e::{ALICE, CONTEXT_KEY, MASTER_KEY, OPERATOR_TOKEN, root};
+use health_e2e::{ALICE, MASTER_KEY, root};
 use health_host::LoadOptions;
 use http_body_util::Full;
 
@@ -152,13 +152,9 @@ impl VaultState {
     }
 }
 
-/// The three secrets, as Vault holds them.
+/// Every secret, as Vault holds them.
 fn vault_secrets() -> HashMap<String, String> {
-    HashMap::from([
-        ("master_key".to_owned(), MASTER_KEY.to_owned()),
-        ("context_key".to_owned(), CONTEXT_KEY.to_owned()),
-        ("operator_token_hash".to_owned(), health_core::sha256_hex(OPERATOR_TOKEN)),
-    ])
+    health_e2e::secret_variables(MASTER_KEY)
 }
 
 /// A loopback address that accepts connections and never answers: a database that hangs.
@@ -331,7 +327,8 @@ async fn the_cloud_runtime_config_serves_from_redis_and_vault_and_fails_fast_whi
 
     let token = serves_alice(&spin).await;
     let reads = vault.reads();
-    for secret in ["master_key", "context_key", "operator_token_hash"] {
+    let secrets = health_e2e::secret_variables(MASTER_KEY);
+    for secret in secrets.keys() {
         assert!(reads.iter().any(|r| r == secret), "{secret} never read from Vault: {reads:?}");
     }
     let before = vault.reads().len();

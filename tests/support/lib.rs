@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use health_core::{Component, Link, SecretKey};
 use health_host::LoadOptions;
 
 pub mod runtime;
@@ -13,8 +14,17 @@ pub use runtime::{Runtime, Target};
 
 /// Test secrets (never used outside tests).
 pub const MASTER_KEY: &str = "1111111111111111111111111111111111111111111111111111111111111111";
-pub const CONTEXT_KEY: &str = "2222222222222222222222222222222222222222222222222222222222222222";
 pub const OPERATOR_TOKEN: &str = "operator-test-token";
+
+/// The test key of one caller → callee link: a different one per link, so a test can attest
+/// under another link's key than the one it calls on.
+pub fn context_key(link: Link) -> SecretKey {
+    SecretKey::from_bytes(health_core::derive(&SecretKey::from_bytes([0x22; 32]), link.key_variable()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// Demo users and their documented passwords.
 pub const ALICE: (&str, &str) = ("alice", "alice-demo-2026");
@@ -27,13 +37,25 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
-/// The three secret variables, as `SPIN_VARIABLE_*` for the host.
+/// Every secret variable by name: `master_key`, each link's `context_key_*` and the operator
+/// token's hash.
+pub fn secret_variables(master_key: &str) -> HashMap<String, String> {
+    let mut secrets = HashMap::from([
+        ("master_key".to_owned(), master_key.to_owned()),
+        ("operator_token_hash".to_owned(), health_core::sha256_hex(OPERATOR_TOKEN)),
+    ]);
+    for link in Link::ALL {
+        secrets.insert(link.key_variable().to_owned(), hex(context_key(link).expose()));
+    }
+    secrets
+}
+
+/// [`secret_variables`] as `SPIN_VARIABLE_*` for the host.
 pub fn secrets(master_key: &str) -> HashMap<String, String> {
-    HashMap::from([
-        ("SPIN_VARIABLE_MASTER_KEY".to_owned(), master_key.to_owned()),
-        ("SPIN_VARIABLE_CONTEXT_KEY".to_owned(), CONTEXT_KEY.to_owned()),
-        ("SPIN_VARIABLE_OPERATOR_TOKEN_HASH".to_owned(), health_core::sha256_hex(OPERATOR_TOKEN)),
-    ])
+    secret_variables(master_key)
+        .into_iter()
+        .map(|(name, value)| (format!("SPIN_VARIABLE_{}", name.to_uppercase()), value))
+        .collect()
 }
 
 /// The application with its state in a temporary directory.
@@ -243,8 +265,9 @@ allowed_outbound_hosts = ["http://jwks.spin.internal"]
     }
 
     /// Sends `body` to `http://{service}.spin.internal{path}` through the probe (see
-    /// [`Self::start_with_probe`]) with a caller context for `caller` attested under the test
-    /// `context_key`, as the gateway or auth would. Returns the chained service's reply.
+    /// [`Self::start_with_probe`]) with a caller context for `caller` attested as the component
+    /// that serves every endpoint of `service` would: `auth` for `jwks`, else the gateway.
+    /// Returns the chained service's reply.
     pub async fn chained(
         &self,
         service: &str,
@@ -253,14 +276,31 @@ allowed_outbound_hosts = ["http://jwks.spin.internal"]
         caller: Option<&health_core::Caller>,
         body: &str,
     ) -> Reply {
-        use health_core::context::{CALLER_HEADER, MAC_HEADER, TIMESTAMP_HEADER, attest};
-        let key = health_core::SecretKey::from_hex(CONTEXT_KEY).expect("context key");
+        let from = if service == "jwks" { Component::Auth } else { Component::Gateway };
+        self.chained_as(from, service, method, path, caller, body).await
+    }
+
+    /// [`Self::chained`] with the context attested by `from` under the test key of its link to
+    /// `service`: what that component, or whoever took it over, can send.
+    pub async fn chained_as(
+        &self,
+        from: Component,
+        service: &str,
+        method: &str,
+        path: &str,
+        caller: Option<&health_core::Caller>,
+        body: &str,
+    ) -> Reply {
+        use health_core::context::{CALLER_HEADER, FROM_HEADER, MAC_HEADER, TIMESTAMP_HEADER, attest};
+        let to = Component::parse(service).expect("a component");
+        let link = Link::new(from, to).unwrap_or_else(|| panic!("no link {from:?} -> {to:?}"));
         let now = unix_now();
         let url = format!("/probe/call?url=http://{service}.spin.internal{path}");
         let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
         if let Some(caller) = caller {
-            let att = attest(&key, method, path, body.as_bytes(), caller, now);
+            let att = attest(&context_key(link), link, method, path, body.as_bytes(), caller, now);
             headers.extend([
+                (FROM_HEADER.to_owned(), att.from),
                 (CALLER_HEADER.to_owned(), att.caller),
                 (TIMESTAMP_HEADER.to_owned(), att.timestamp),
                 (MAC_HEADER.to_owned(), att.mac),

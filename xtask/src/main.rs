@@ -104,34 +104,56 @@ fn ensure_interop_python() -> anyhow::Result<PathBuf> {
 }
 
 /// Development secrets, generated once and kept so keys sealed under `master_key` stay readable.
+/// A file from before a secret existed gets the missing ones added: each link's context key
+/// (random).
 fn dev_secrets() -> anyhow::Result<Vec<(String, String)>> {
     let path = root().join(".spin/dev-secrets.env");
+    let random = || -> anyhow::Result<String> {
+        let mut bytes = [0u8; 32];
+        getrandom::getrandom(&mut bytes).map_err(|e| anyhow::anyhow!("getrandom: {e}"))?;
+        Ok(hex::encode(bytes))
+    };
     if !path.exists() {
         std::fs::create_dir_all(root().join(".spin"))?;
-        let random = || -> anyhow::Result<String> {
-            let mut bytes = [0u8; 32];
-            getrandom::getrandom(&mut bytes).map_err(|e| anyhow::anyhow!("getrandom: {e}"))?;
-            Ok(hex::encode(bytes))
-        };
         let operator_token = random()?;
         let text = format!(
             "# Development secrets for `cargo xtask up`. Never use these outside a laptop.\n\
-             SPIN_VARIABLE_MASTER_KEY={}\nSPIN_VARIABLE_CONTEXT_KEY={}\n\
+             SPIN_VARIABLE_MASTER_KEY={}\n\
              # operator token: {operator_token}\nSPIN_VARIABLE_OPERATOR_TOKEN_HASH={}\n",
-            random()?,
             random()?,
             hex::encode(sha2::Sha256::digest(operator_token.as_bytes())),
         );
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         println!("Generated development secrets in {}", path.display());
     }
-    let text = std::fs::read_to_string(&path)?;
-    Ok(text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect())
+    let read = || -> anyhow::Result<Vec<(String, String)>> {
+        Ok(std::fs::read_to_string(&path)?
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect())
+    };
+    let secrets = read()?;
+    let has = |name: &str| secrets.iter().any(|(k, _)| k == name);
+    let mut missing = String::new();
+    for link in health_core::Link::ALL {
+        let name = format!("SPIN_VARIABLE_{}", link.key_variable().to_uppercase());
+        if !has(&name) {
+            missing.push_str(&format!("{name}={}\n", random()?));
+        }
+    }
+    if missing.is_empty() {
+        return Ok(secrets);
+    }
+    let mut text = std::fs::read_to_string(&path)?;
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&missing);
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    println!("Added the missing development secrets to {}", path.display());
+    read()
 }
 
 /// Builds `healthctl` (release), packs it as Spin expects and writes the plugin manifest.

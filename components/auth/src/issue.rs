@@ -3,14 +3,12 @@
 
 use anyhow::Context;
 use health_core::audit::Event;
-use health_core::{Caller, Role, TenantId};
+use health_core::{Caller, Component, Link, Role, TenantId};
 use health_jose::Claims;
 use spin_sdk::key_value::Store;
 use spin_sdk::sqlite::Connection;
 
 use crate::{Ctx, identity};
-
-const JWKS: &str = "http://jwks.spin.internal";
 
 /// Who a token is for.
 pub struct Subject {
@@ -186,7 +184,8 @@ async fn call<T: serde::de::DeserializeOwned>(
     body: &impl serde::Serialize,
     now: i64,
 ) -> anyhow::Result<T> {
-    let response = health_spin::chain::post_json(JWKS, path, serde_json::to_vec(body)?, caller, now).await?;
+    let link = Link::new(Component::Auth, Component::Jwks).context("no link from auth to jwks")?;
+    let response = health_spin::chain::post_json(link, path, serde_json::to_vec(body)?, caller, now).await?;
     anyhow::ensure!(*response.status() == 200, "jwks refused {path}: status {}", response.status());
     serde_json::from_slice(response.body()).with_context(|| format!("decoding jwks {path} answer"))
 }

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use health_core::TenantId;
 use health_core::audit::Event;
+use health_core::{Component, TenantId};
 use health_identity::refresh::{self, Decision, Stored};
 use health_jose::{Claims, KeyUse};
 use health_spin::nested::{self, Verified};
@@ -24,7 +24,7 @@ fn no_content() -> Response {
 
 /// Verifies any access token this platform issued (JWS, or nested JWE through `jwks`).
 async fn verify(token: &str, now: i64) -> anyhow::Result<Result<Verified, &'static str>> {
-    nested::verify(token, now, "auth").await
+    nested::verify(token, now, Component::Auth).await
 }
 
 /// `POST /auth/logout` ends this session (the bearer token and its refresh family);

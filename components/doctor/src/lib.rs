@@ -22,7 +22,7 @@ const MAX_BREAK_GLASS_SECS: i64 = 12 * 3600;
 
 #[http_component]
 fn handle(req: Request) -> Response {
-    service::serve(&req, |caller, api, body| {
+    service::serve(health_core::Component::Doctor, &req, |caller, api, body| {
         let conn = records::open_for_service()?;
         if let Some(read) = service::shared_reads(&conn, caller, &api) {
             return read;

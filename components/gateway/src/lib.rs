@@ -18,7 +18,7 @@
 use anyhow::Context;
 use health_core::audit::{Event, Outcome};
 use health_core::routes::{self, Api, Service};
-use health_core::{Caller, Problem, Role};
+use health_core::{Caller, Component, Link, Problem, Role};
 use health_spin::audit::{self as audit_log, Selection};
 use health_spin::authz;
 use health_spin::chain::CALL_DEADLINE;
@@ -268,7 +268,7 @@ async fn authenticate(req: &Request, event: &mut Event) -> anyhow::Result<Result
         Ok(token) => token,
         Err(reason) => return Ok(Err(reason)),
     };
-    let verified = match nested::verify(token, event.time, "gateway").await? {
+    let verified = match nested::verify(token, event.time, Component::Gateway).await? {
         Ok(verified) => verified,
         Err(reason) => return Ok(Err(reason)),
     };
@@ -309,9 +309,12 @@ async fn forward(
     service: &str,
     event: &mut Event,
 ) -> anyhow::Result<Response> {
-    let base = format!("http://{service}.spin.internal");
+    // Each role service has its own link, and key, from the gateway.
+    let link = Component::parse(service)
+        .and_then(|to| Link::new(Component::Gateway, to))
+        .with_context(|| format!("no link from the gateway to {service}"))?;
     let mut request =
-        health_spin::chain::attested(req.method().clone(), &base, path, req.body().to_vec(), caller, event.time)?;
+        health_spin::chain::attested(link, req.method().clone(), path, req.body().to_vec(), caller, event.time)?;
     request.header("x-request-id", event.request_id.clone());
     if let Some(content_type) = header_of_request(req, "content-type") {
         request.header("content-type", content_type);

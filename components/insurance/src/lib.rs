@@ -22,7 +22,7 @@ use spin_sdk::sqlite::Connection;
 
 #[http_component]
 fn handle(req: Request) -> Response {
-    service::serve(&req, |caller, api, _body| {
+    service::serve(health_core::Component::Insurance, &req, |caller, api, _body| {
         let conn = records::open_for_service()?;
         match api {
             Api::Summary(patient) => summary(&conn, caller, &patient),

@@ -537,10 +537,11 @@ fn audit_key_event(tenant: &TenantId, kid: &str, action: &str, reason: &str, now
     })
 }
 
-/// Signs the claims in the body after checking the chained caller's attestation, so only a
-/// holder of `context_key` reaching this private endpoint can mint tokens.
+/// Signs the claims in the body for `auth` alone, after checking its attestation under the key
+/// of the `auth` → `jwks` link: a compromised gateway or role service, holding only the keys of
+/// its own links, cannot mint tokens.
 fn sign(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Response, Error>> {
-    let Ok(caller) = health_spin::verify_context(req)? else {
+    let Some(caller) = attested(req, SIGNERS)? else {
         return Ok(Err(Error::Unauthorized));
     };
     let Ok(claims) = serde_json::from_slice::<Claims>(req.body()) else {
@@ -579,9 +580,10 @@ fn sign(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Response,
 }
 
 /// Encrypts the body's plaintext to the attested caller's tenant's active encryption key
-/// (a nested token when `cty` is `JWT`), rotating that key first if it is due.
+/// (a nested token when `cty` is `JWT`), rotating that key first if it is due. For `auth` alone,
+/// which issues the nested tokens.
 fn encrypt(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Response, Error>> {
-    let Ok(caller) = health_spin::verify_context(req)? else {
+    let Some(caller) = attested(req, SIGNERS)? else {
         return Ok(Err(Error::Unauthorized));
     };
     let Ok(body) = serde_json::from_slice::<EncryptRequest>(req.body()) else {
@@ -608,9 +610,10 @@ fn encrypt(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Respon
 /// Decrypts a JWE addressed to one of the attested caller's tenant's published (active or
 /// retiring) encryption keys. Every failure, including an unknown, retired or revoked key, is
 /// the same 400, so the endpoint is no oracle; the inner token's signature is the caller's to
-/// verify (decryption proves nothing about the sender).
+/// verify (decryption proves nothing about the sender). For the gateway and `auth`, which
+/// both verify nested tokens.
 fn decrypt(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Response, Error>> {
-    let Ok(caller) = health_spin::verify_context(req)? else {
+    let Some(caller) = attested(req, DECRYPTERS)? else {
         return Ok(Err(Error::Unauthorized));
     };
     let failed = || Ok(Err(Error::BadRequest(DECRYPTION_FAILED)));
@@ -642,6 +645,25 @@ fn decrypt(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Respon
     };
     let answer = serde_json::json!({ "plaintext": plaintext, "cty": decrypted.header.cty, "kid": record.jwk.kid });
     Ok(Ok(respond::json(200, &answer, Cache::NoStore)))
+}
+
+use health_core::Component;
+
+/// Who may ask `jwks` to sign and to encrypt: `auth`, which issues every token.
+const SIGNERS: &[Component] = &[Component::Auth];
+/// Who may ask `jwks` to decrypt a nested token: the two components that verify them.
+const DECRYPTERS: &[Component] = &[Component::Gateway, Component::Auth];
+
+/// The caller a chained request from one of `senders` attests, under that sender's link key;
+/// `None` (answered 401) for anything else, the refusal logged with its reason.
+fn attested(req: &Request, senders: &[Component]) -> anyhow::Result<Option<health_core::Caller>> {
+    match health_spin::verify_context(req, Component::Jwks, senders)? {
+        Ok(caller) => Ok(Some(caller)),
+        Err(refused) => {
+            eprintln!("jwks: {} refused: {refused}", req.path());
+            Ok(None)
+        }
+    }
 }
 
 /// The two key stores, seen through the tenant key model.

@@ -18,7 +18,7 @@ use spin_sdk::sqlite::Connection;
 
 #[http_component]
 fn handle(req: Request) -> Response {
-    service::serve(&req, |caller, api, body| {
+    service::serve(health_core::Component::Lab, &req, |caller, api, body| {
         let conn = records::open_for_service()?;
         match api {
             Api::LabOrders => list(&conn, caller),

@@ -21,7 +21,7 @@ const MAX_CONSENT_SECS: i64 = 2 * 366 * 24 * 3600;
 
 #[http_component]
 fn handle(req: Request) -> Response {
-    service::serve(&req, |caller, api, body| {
+    service::serve(health_core::Component::Patient, &req, |caller, api, body| {
         let conn = records::open_for_service()?;
         if let Some(read) = service::shared_reads(&conn, caller, &api) {
             return read;

@@ -14,7 +14,7 @@ pub mod problem;
 pub mod routes;
 pub mod seal;
 
-pub use context::{Caller, ContextError, Role};
+pub use context::{Caller, Component, ContextError, Link, Role};
 pub use ids::{ClientId, EntryId, IdError, Opaque, OrderId, PatientId, TenantId, TokenId, Username};
 pub use problem::Problem;
 pub use seal::{SealError, SecretKey};

@@ -1,33 +1,40 @@
 //! Service chaining with an attested caller context: a request to another component at
-//! `http://{name}.spin.internal`, signed under `context_key` (ARCHITECTURE.md §4), so the
-//! receiving component can check who is asking. The gateway forwards with it; `auth` and the
-//! gateway call `jwks` with it.
+//! `http://{name}.spin.internal`, signed under the key of that one caller → callee link
+//! (`health_core::context::Link`, ARCHITECTURE.md §4), so the receiving component can check
+//! who is asking and on whose behalf. The gateway forwards with it; `auth` and the gateway call
+//! `jwks` with it.
 
 use std::time::Duration;
 
 use anyhow::Context;
-use health_core::Caller;
+use health_core::{Caller, Link};
 use spin_sdk::http::{Method, Request, RequestBuilder, Response};
 
 use crate::stores::Unavailable;
 
-/// A request to `{base}{path}` with `body` and the caller context for `caller` attested at
-/// `now` (method, path, body digest, context and time under the MAC); the caller may add
-/// headers before building it.
+/// The base URL of a link's receiver: `http://{name}.spin.internal`.
+pub fn base(link: Link) -> String {
+    format!("http://{}.spin.internal", link.to().as_str())
+}
+
+/// A request over `link` to `path` on its receiver with `body` and the caller context for
+/// `caller` attested at `now` under the link's key (sender, receiver, method, path, body
+/// digest, context and time under the MAC); the caller may add headers before building it.
 pub fn attested(
+    link: Link,
     method: Method,
-    base: &str,
     path: &str,
     body: Vec<u8>,
     caller: &Caller,
     now: i64,
 ) -> anyhow::Result<RequestBuilder> {
-    let key = crate::secret_key("context_key")?;
-    let att = health_core::context::attest(&key, &method.to_string(), path, &body, caller, now);
+    let key = crate::secret_key(link.key_variable())?;
+    let att = health_core::context::attest(&key, link, &method.to_string(), path, &body, caller, now);
     let mut builder = Request::builder();
     builder
         .method(method)
-        .uri(format!("{base}{path}"))
+        .uri(format!("{}{path}", base(link)))
+        .header(health_core::context::FROM_HEADER, att.from)
         .header(health_core::context::CALLER_HEADER, att.caller)
         .header(health_core::context::TIMESTAMP_HEADER, att.timestamp)
         .header(health_core::context::MAC_HEADER, att.mac)
@@ -41,12 +48,13 @@ pub fn attested(
 /// seconds in Wasm).
 pub const CALL_DEADLINE: Duration = Duration::from_secs(30);
 
-/// POSTs a JSON `body` to `{base}{path}` (e.g. `http://jwks.spin.internal`, `/internal/sign`)
-/// on behalf of `caller`, attested at `now`. No answer within [`CALL_DEADLINE`], or a 503 (the
+/// POSTs a JSON `body` over `link` to `path` (e.g. `auth` → `jwks`, `/internal/sign`) on
+/// behalf of `caller`, attested at `now`. No answer within [`CALL_DEADLINE`], or a 503 (the
 /// callee's stores do not answer), is [`Unavailable`](crate::stores::Unavailable), so the caller
 /// answers 503 too.
-pub async fn post_json(base: &str, path: &str, body: Vec<u8>, caller: &Caller, now: i64) -> anyhow::Result<Response> {
-    let mut request = attested(Method::Post, base, path, body, caller, now)?;
+pub async fn post_json(link: Link, path: &str, body: Vec<u8>, caller: &Caller, now: i64) -> anyhow::Result<Response> {
+    let base = base(link);
+    let mut request = attested(link, Method::Post, path, body, caller, now)?;
     request.header("content-type", "application/json");
     let sent = crate::deadline::within(CALL_DEADLINE, spin_sdk::http::send::<_, Response>(request.build())).await;
     let Ok(response) = sent else {

@@ -90,22 +90,37 @@ pub async fn single_credential(
     Ok(req)
 }
 
-/// The attestation headers of a request, if all three are present.
+/// The attestation headers of a request, if all four are present.
 pub fn attestation(req: &spin_sdk::http::Request) -> Option<health_core::context::Attestation> {
-    use health_core::context::{Attestation, CALLER_HEADER, MAC_HEADER, TIMESTAMP_HEADER};
+    use health_core::context::{Attestation, CALLER_HEADER, FROM_HEADER, MAC_HEADER, TIMESTAMP_HEADER};
     let header = |name| req.header(name).and_then(|v| v.as_str()).map(str::to_owned);
-    Some(Attestation { caller: header(CALLER_HEADER)?, timestamp: header(TIMESTAMP_HEADER)?, mac: header(MAC_HEADER)? })
+    Some(Attestation {
+        from: header(FROM_HEADER)?,
+        caller: header(CALLER_HEADER)?,
+        timestamp: header(TIMESTAMP_HEADER)?,
+        mac: header(MAC_HEADER)?,
+    })
 }
 
-/// Verifies the caller context of a chained request under the `context_key` variable.
+/// Verifies the caller context of a chained request to component `me` from one of `senders`
+/// (the callers this endpoint serves), under the key of the link the request claims: the
+/// variable of that link only, read after the sender was found to be one of `senders`, so an
+/// unknown or unserved sender is refused like a forged context and no other key is needed.
 pub fn verify_context(
     req: &spin_sdk::http::Request,
+    me: health_core::Component,
+    senders: &[health_core::Component],
 ) -> anyhow::Result<Result<health_core::Caller, health_core::ContextError>> {
-    let key = secret_key("context_key")?;
+    let attestation = attestation(req);
+    let link = match health_core::context::claimed_link(attestation.as_ref(), me, senders) {
+        Ok(link) => link,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    let key = secret_key(link.key_variable())?;
     let method = req.method().to_string();
     // The MAC covers the query too: it selects data (an insurer to revoke, audit filters).
     let path = req.path_and_query().unwrap_or(req.path());
-    Ok(health_core::context::verify(&key, &method, path, req.body(), attestation(req).as_ref(), now()))
+    Ok(health_core::context::verify(&key, link, &method, path, req.body(), attestation.as_ref(), now()))
 }
 
 /// The path segments of a request path, without empty leading segment.

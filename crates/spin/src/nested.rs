@@ -8,13 +8,11 @@
 //! RUSTSEC-2023-0071 timing side channel) on text of its choosing.
 
 use anyhow::Context;
-use health_core::{Caller, Role, TenantId};
+use health_core::{Caller, Component, Link, Role, TenantId};
 use health_jose::Claims;
 use health_jose::jwe::{self, JwePolicy};
 
 use crate::tokens;
-
-const JWKS: &str = "http://jwks.spin.internal";
 
 /// What a bearer token may be encrypted with: the platform's ECDH-ES key agreement only.
 const BEARER: &str = "ECDH-ES+A256KW";
@@ -37,9 +35,9 @@ pub fn tenant_of_issuer(iss: &str) -> anyhow::Result<Option<TenantId>> {
 }
 
 /// Verifies a compact JWS or a nested JWE access token. `Ok(Err(reason))` is a refused token
-/// with the precise reason for the audit log. The component must be allowed to reach
-/// `jwks.spin.internal` and declare `issuer_base` and `context_key`.
-pub async fn verify(token: &str, now: i64, service: &str) -> anyhow::Result<Result<Verified, &'static str>> {
+/// with the precise reason for the audit log. `me` (the gateway or `auth`) must be allowed to
+/// reach `jwks.spin.internal` and declare `issuer_base` and the key of its link to `jwks`.
+pub async fn verify(token: &str, now: i64, me: Component) -> anyhow::Result<Result<Verified, &'static str>> {
     if token.len() > tokens::MAX_TOKEN_BYTES {
         return Ok(Err("token_too_large"));
     }
@@ -61,7 +59,7 @@ pub async fn verify(token: &str, now: i64, service: &str) -> anyhow::Result<Resu
     let Some(tenant) = tenant_of_issuer(iss)? else {
         return Ok(Err("jwe_unknown_issuer"));
     };
-    let Some(inner) = decrypt(token, &tenant, now, service).await? else {
+    let Some(inner) = decrypt(token, &tenant, now, me).await? else {
         return Ok(Err("jwe_decryption_failed"));
     };
     if inner.split('.').count() != 3 {
@@ -87,20 +85,21 @@ struct Decrypted {
     plaintext: String,
 }
 
-/// Asks `jwks` to decrypt `token` with `tenant`'s keys; `None` when it refuses (its answer is
-/// the same for every failure).
-async fn decrypt(token: &str, tenant: &TenantId, now: i64, service: &str) -> anyhow::Result<Option<String>> {
+/// Asks `jwks` to decrypt `token` with `tenant`'s keys over `me`'s link to it; `None` when it
+/// refuses (its answer is the same for every failure).
+async fn decrypt(token: &str, tenant: &TenantId, now: i64, me: Component) -> anyhow::Result<Option<String>> {
+    let link = Link::new(me, Component::Jwks).with_context(|| format!("{} has no link to jwks", me.as_str()))?;
     let caller = Caller {
         tenant_id: tenant.clone(),
-        subject: format!("service/{service}"),
+        subject: format!("service/{}", me.as_str()),
         role: Role::Insurance,
-        client_id: service.to_owned(),
+        client_id: me.as_str().to_owned(),
         scopes: Vec::new(),
         jti: crate::random_id(),
         enc_jwk: None,
     };
     let body = serde_json::to_vec(&serde_json::json!({ "jwe": token }))?;
-    let response = crate::chain::post_json(JWKS, "/internal/decrypt", body, &caller, now).await?;
+    let response = crate::chain::post_json(link, "/internal/decrypt", body, &caller, now).await?;
     match *response.status() {
         200 => {
             let decrypted: Decrypted =

@@ -1,11 +1,12 @@
-//! The common shell of a role service: refuse anything without a valid, fresh caller context,
+//! The common shell of a role service: refuse anything without a valid, fresh caller context
+//! from the gateway (the one sender a role service serves, under its own link's key),
 //! parse the forwarded request with the same grammar as the gateway (`health_core::routes`),
 //! answer through the service's handler, and carry the decision's reason back to the gateway
 //! (which audits it) in [`REASON_HEADER`]. Also the reads the patient and doctor services
 //! share, each decided by the composed policy with the facts only this database knows.
 
 use health_core::routes::{self, Api};
-use health_core::{Caller, Problem, Role};
+use health_core::{Caller, Component, Problem, Role};
 use spin_sdk::http::{Request, Response};
 use spin_sdk::sqlite::Connection;
 
@@ -22,7 +23,8 @@ pub const JOSE: &str = "application/jose";
 /// A refusal by a role service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    /// No valid caller context: the request did not come from the gateway.
+    /// No valid caller context: the request did not come from the gateway (on this service's
+    /// link), or not just now for this very request.
     Unattested(&'static str),
     NotFound(&'static str),
     Forbidden(String),
@@ -57,15 +59,17 @@ impl Done {
 
 pub type Handled = anyhow::Result<Result<Done, Refusal>>;
 
-/// Runs `handler` for an attested caller and a request of the public API, and maps its outcome
-/// to a response (the one error-to-status mapping of every role service).
-pub fn serve(req: &Request, handler: impl FnOnce(&Caller, Api, &[u8]) -> Handled) -> Response {
-    let outcome = crate::verify_context(req).and_then(|verified| match verified {
+/// Runs `handler` of role service `me` for a caller the gateway attested and a request of the
+/// public API, and maps its outcome to a response (the one error-to-status mapping of every
+/// role service).
+pub fn serve(me: Component, req: &Request, handler: impl FnOnce(&Caller, Api, &[u8]) -> Handled) -> Response {
+    let outcome = crate::verify_context(req, me, &[Component::Gateway]).and_then(|verified| match verified {
         Err(e) => Ok(Err(Refusal::Unattested(match e {
             health_core::ContextError::Missing => "context_missing",
             health_core::ContextError::Malformed => "context_malformed",
             health_core::ContextError::BadMac => "context_bad_mac",
             health_core::ContextError::Stale => "context_stale",
+            health_core::ContextError::UnknownSender => "context_sender_refused",
         }))),
         Ok(caller) => match routes::parse(&req.method().to_string(), req.path_and_query().unwrap_or(req.path())) {
             None => Ok(Err(Refusal::NotFound("no_such_route"))),
