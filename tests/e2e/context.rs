@@ -43,7 +43,7 @@ allowed_outbound_hosts = [{hosts}]
         variables = SERVICES
             .map(|s| format!("context_key_{s} = {{ required = true, secret = true }}"))
             .into_iter()
-            .chain(["master_key = { required = true, secret = true }".to_owned()])
+            .chain(["phi_wrapping_key = { required = true, secret = true }".to_owned()])
             .collect::<Vec<_>>()
             .join("\n"),
     );
@@ -57,7 +57,7 @@ source = "{source}"
 sqlite_databases = ["records"]
 [component.{service}.variables]
 context_key_{service} = "{{{{ context_key_{service} }}}}"
-master_key = "{{{{ master_key }}}}"
+phi_wrapping_key = "{{{{ phi_wrapping_key }}}}"
 demo_tenant = "true"
 break_glass_window_secs = "3600"
 [component.{service}.dependencies]

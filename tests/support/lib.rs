@@ -22,6 +22,14 @@ pub fn context_key(link: Link) -> SecretKey {
     SecretKey::from_bytes(health_core::derive(&SecretKey::from_bytes([0x22; 32]), link.key_variable()))
 }
 
+/// The `phi_wrapping_key` of a deployment whose `master_key` is `master_key` (hex): the key the
+/// role services derived from it before they stopped holding it, what an upgrading operator
+/// sets (`healthctl secrets phi-wrapping-key`).
+pub fn phi_wrapping_key(master_key: &str) -> String {
+    let master = SecretKey::from_hex(master_key).expect("master key is 64 hex characters");
+    hex(health_core::phi::wrapping_key(&master).expose())
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -37,11 +45,12 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
-/// Every secret variable by name: `master_key`, each link's `context_key_*` and the operator
-/// token's hash.
+/// Every secret variable by name: `master_key`, the `phi_wrapping_key` derived from it (as an
+/// upgraded deployment has it), each link's `context_key_*` and the operator token's hash.
 pub fn secret_variables(master_key: &str) -> HashMap<String, String> {
     let mut secrets = HashMap::from([
         ("master_key".to_owned(), master_key.to_owned()),
+        ("phi_wrapping_key".to_owned(), phi_wrapping_key(master_key)),
         ("operator_token_hash".to_owned(), health_core::sha256_hex(OPERATOR_TOKEN)),
     ]);
     for link in Link::ALL {
@@ -149,16 +158,23 @@ allowed_outbound_hosts = ["http://jwks.spin.internal"]
         self.send("POST", "/auth/login", &[("content-type", "application/json")], &body.to_string()).await
     }
 
-    /// The same manifest and state directory loaded again with another `master_key`: what a
-    /// thief holding a copy of the stores, but not the key, could run.
+    /// The same manifest and state directory loaded again with another `master_key` (and the
+    /// PHI wrapping key derived from it): what a thief holding a copy of the stores, but not the
+    /// key, could run.
     pub fn reopen_with_master_key(&self, master_key: &str) -> anyhow::Result<Target> {
+        self.reopen_with(secrets(master_key), ".spin-reopened")
+    }
+
+    /// The same manifest and state directory loaded again with the variables `env`
+    /// (`SPIN_VARIABLE_*`), Spin's own state in `state_dir` under the state directory.
+    pub fn reopen_with(&self, env: HashMap<String, String>, state_dir: &str) -> anyhow::Result<Target> {
         Target::load(&LoadOptions {
             manifest: root().join("spin.toml"),
             runtime_config: Some(self.state.path().join("runtime-config.toml")),
             // Its own state directory for what Spin keeps there (logs); the stores are the
             // runtime config's files, shared with `self`.
-            state_dir: self.state.path().join(".spin-reopened"),
-            env: secrets(master_key),
+            state_dir: self.state.path().join(state_dir),
+            env,
         })
     }
 

@@ -105,7 +105,9 @@ fn ensure_interop_python() -> anyhow::Result<PathBuf> {
 
 /// Development secrets, generated once and kept so keys sealed under `master_key` stay readable.
 /// A file from before a secret existed gets the missing ones added: each link's context key
-/// (random).
+/// (random) and `phi_wrapping_key`, derived from the file's `master_key` as an upgrading
+/// operator does (`healthctl secrets phi-wrapping-key`), so the records written before still
+/// open.
 fn dev_secrets() -> anyhow::Result<Vec<(String, String)>> {
     let path = root().join(".spin/dev-secrets.env");
     let random = || -> anyhow::Result<String> {
@@ -142,6 +144,13 @@ fn dev_secrets() -> anyhow::Result<Vec<(String, String)>> {
         if !has(&name) {
             missing.push_str(&format!("{name}={}\n", random()?));
         }
+    }
+    if !has("SPIN_VARIABLE_PHI_WRAPPING_KEY") {
+        let master = secrets.iter().find(|(k, _)| k == "SPIN_VARIABLE_MASTER_KEY").map(|(_, v)| v.as_str());
+        let master = health_core::SecretKey::from_hex(master.unwrap_or_default())
+            .map_err(|e| anyhow::anyhow!("SPIN_VARIABLE_MASTER_KEY in {}: {e}", path.display()))?;
+        let derived = hex::encode(health_core::phi::wrapping_key(&master).expose());
+        missing.push_str(&format!("SPIN_VARIABLE_PHI_WRAPPING_KEY={derived}\n"));
     }
     if missing.is_empty() {
         return Ok(secrets);

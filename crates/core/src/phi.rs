@@ -3,7 +3,9 @@
 //! Three layers, each sealed with AES-256-GCM (see [`crate::seal`]) and bound by its associated
 //! data to where it belongs:
 //!
-//! 1. a wrapping key derived from `master_key` for this purpose only;
+//! 1. a wrapping key, the role services' `phi_wrapping_key` secret and all they hold (never
+//!    `master_key`, which also seals the tenants' private keys); a deployment from before that
+//!    variable sets it to [`wrapping_key`] of its `master_key`, the key it used to derive;
 //! 2. per-tenant **data keys**, wrapped under it (AAD = tenant + data key id); rotation adds a
 //!    newer one, older ones stay to read older values;
 //! 3. per-patient keys, one per patient and data key, wrapped under that data key (AAD =
@@ -46,7 +48,9 @@ impl Field<'_> {
     }
 }
 
-/// The key that wraps every tenant's data keys, derived from `master_key`.
+/// The wrapping key earlier releases derived from `master_key` inside the role services: the
+/// `phi_wrapping_key` an upgrading deployment sets so its data keys still open
+/// (`healthctl secrets phi-wrapping-key`). A new deployment may use any random 32 bytes.
 pub fn wrapping_key(master: &SecretKey) -> SecretKey {
     SecretKey::from_bytes(crate::derive(master, WRAPPING_PURPOSE))
 }

@@ -1,6 +1,7 @@
 //! `healthctl`: the platform operator's command-line tool. It talks to the admin API of a
 //! running app (`cargo xtask up`, `spin up` or a deployment) with the operator token from
-//! `HEALTH_OPERATOR_TOKEN`. It holds no keys and reads no store itself.
+//! `HEALTH_OPERATOR_TOKEN`. It holds no keys and reads no store itself; `secrets` computes, offline,
+//! the value of a secret variable from a key the operator passes in the environment.
 //!
 //! Exit codes: 0 done; 1 the server refused (4xx, its problem detail printed) or the audit chain
 //! is broken; 2 bad usage or configuration; 3 the server failed or could not be reached.
@@ -44,6 +45,18 @@ enum Command {
         #[arg(long, env = "HEALTHCTL_TOTP_SECRET", hide_env_values = true)]
         secret: String,
     },
+    /// Compute secret variables offline (no server is contacted).
+    #[command(subcommand)]
+    Secrets(Secrets),
+}
+
+#[derive(Subcommand)]
+enum Secrets {
+    /// Print, as 64 hex characters, the `phi_wrapping_key` an upgrading deployment sets: the key
+    /// the role services derived from `master_key` before they stopped holding it, so existing
+    /// records keep opening. The master key comes from `HEALTHCTL_MASTER_KEY` (64 hex
+    /// characters), never from an argument. A new deployment may use any random 32 bytes.
+    PhiWrappingKey,
 }
 
 #[derive(Subcommand)]
@@ -295,6 +308,10 @@ fn run(cli: Cli) -> Result<Value, Failure> {
         }
         Command::Users(command) => users(&url, command),
         Command::Totp { secret } => totp_code(&secret),
+        Command::Secrets(Secrets::PhiWrappingKey) => {
+            println!("{}", phi_wrapping_key()?);
+            Ok(Value::Null)
+        }
         Command::Audit(Audit::Verify { chain }) => {
             let name = chain.path_segment()?;
             let report = request(&url, "GET", &format!("/admin/audit/verify/{name}"), None)?;
@@ -342,6 +359,18 @@ fn users(url: &str, command: Users) -> Result<Value, Failure> {
     }
 }
 
+/// `phi_wrapping_key` derived from the master key in `HEALTHCTL_MASTER_KEY`, as hex.
+fn phi_wrapping_key() -> Result<String, Failure> {
+    let master = std::env::var("HEALTHCTL_MASTER_KEY").map_err(|_| {
+        Failure::Usage("set HEALTHCTL_MASTER_KEY to the deployment's master_key (64 hex characters)".into())
+    })?;
+    let master = health_core::SecretKey::from_hex(master.trim()).map_err(|_| {
+        Failure::Usage("HEALTHCTL_MASTER_KEY must be 64 hex characters (32 bytes), as master_key is".into())
+    })?;
+    let key = health_core::phi::wrapping_key(&master);
+    Ok(key.expose().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 fn totp_code(secret: &str) -> Result<Value, Failure> {
     let bytes = health_identity::totp::base32_decode(secret)
         .filter(|b| !b.is_empty())
@@ -355,7 +384,7 @@ fn totp_code(secret: &str) -> Result<Value, Failure> {
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
-        // `Null`: the command wrote its own output (an NDJSON export).
+        // `Null`: the command wrote its own output (an NDJSON export, a secret's hex).
         Ok(Value::Null) => ExitCode::SUCCESS,
         Ok(value) => {
             println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());

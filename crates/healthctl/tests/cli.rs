@@ -190,3 +190,48 @@ async fn a_new_tenants_first_admin_is_created_with_the_password_from_the_environ
     let bad = run(&["totp", "--secret", "not base32!"], None).await.expect("join");
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// `healthctl secrets phi-wrapping-key` with `HEALTHCTL_MASTER_KEY` set to `master` (unset if
+/// `None`), and no other `HEALTHCTL_*` configuration.
+fn phi_wrapping_key(master: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_healthctl"));
+    cmd.env_remove("HEALTHCTL_MASTER_KEY")
+        .env("HEALTHCTL_URL", "http://127.0.0.1:9")
+        .args(["secrets", "phi-wrapping-key"]);
+    if let Some(master) = master {
+        cmd.env("HEALTHCTL_MASTER_KEY", master);
+    }
+    cmd.output().expect("healthctl runs")
+}
+
+/// Issue 14, item 15: the value an upgrading operator sets as `phi_wrapping_key` is exactly the
+/// key the role services derived from `master_key` before (HMAC-SHA256 of the master key over
+/// `health-phi-data-keys-v1`; the expected values computed independently, with Python's `hmac`).
+#[test]
+fn secrets_phi_wrapping_key_prints_the_derivation_of_the_master_key() {
+    for (master, expected) in [
+        (health_e2e::MASTER_KEY, "03d9ae00135529a2587c03e7bf185cbc9b70fb9b100dd1a10ffc4f8e05632354"),
+        (&"00".repeat(32)[..], "2a291424cfefa384b1a86d931ed0811f3b960f8b5dac8bc29c2d0f055d186a6a"),
+    ] {
+        let output = phi_wrapping_key(Some(master));
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert_eq!(String::from_utf8_lossy(&output.stdout), format!("{expected}\n"));
+    }
+    // What the test harness (and `cargo xtask up`) give the role services.
+    let output = phi_wrapping_key(Some(health_e2e::MASTER_KEY));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), health_e2e::phi_wrapping_key(health_e2e::MASTER_KEY));
+}
+
+#[test]
+fn secrets_phi_wrapping_key_refuses_a_missing_or_malformed_master_key() {
+    for master in [None, Some(""), Some("11"), Some(&"zz".repeat(32)[..]), Some(&"11".repeat(33)[..])] {
+        let output = phi_wrapping_key(master);
+        assert_eq!(output.status.code(), Some(2), "{master:?}");
+        assert!(output.stdout.is_empty(), "{master:?}: {}", String::from_utf8_lossy(&output.stdout));
+        assert!(String::from_utf8_lossy(&output.stderr).contains("HEALTHCTL_MASTER_KEY"), "{master:?}");
+    }
+    // Never an argument: a key on the command line would sit in shell history and `ps`.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_healthctl"));
+    let output = cmd.env_remove("HEALTHCTL_MASTER_KEY").args(["secrets", "phi-wrapping-key", health_e2e::MASTER_KEY]);
+    assert_eq!(output.output().expect("runs").status.code(), Some(2));
+}

@@ -167,12 +167,14 @@ pub struct Vault<'c> {
 }
 
 impl<'c> Vault<'c> {
-    /// The vault of `tenant`, its data keys wrapped under a key derived from `master_key`.
+    /// The vault of `tenant`, its data keys wrapped under `phi_wrapping_key`: the role services'
+    /// own secret, so none of them holds `master_key` (which also opens the tenants' private
+    /// signing keys).
     pub fn open(conn: &'c Connection, tenant: &str) -> anyhow::Result<Self> {
         Ok(Self {
             conn,
             tenant: tenant.to_owned(),
-            wrapping: phi::wrapping_key(&crate::secret_key("master_key")?),
+            wrapping: crate::secret_key("phi_wrapping_key")?,
             data_keys: HashMap::new(),
             patient_keys: HashMap::new(),
             newest: None,
