@@ -121,7 +121,8 @@ fn dev_secrets() -> anyhow::Result<Vec<(String, String)>> {
         let text = format!(
             "# Development secrets for `cargo xtask up`. Never use these outside a laptop.\n\
              SPIN_VARIABLE_MASTER_KEY={}\n\
-             # operator token: {operator_token}\nSPIN_VARIABLE_OPERATOR_TOKEN_HASH={}\n",
+             # The operator token, for healthctl and /admin/... (`set -a; . .spin/dev-secrets.env; set +a`).\n\
+             HEALTH_OPERATOR_TOKEN={operator_token}\nSPIN_VARIABLE_OPERATOR_TOKEN_HASH={}\n",
             random()?,
             hex::encode(sha2::Sha256::digest(operator_token.as_bytes())),
         );
@@ -139,6 +140,13 @@ fn dev_secrets() -> anyhow::Result<Vec<(String, String)>> {
     let secrets = read()?;
     let has = |name: &str| secrets.iter().any(|(k, _)| k == name);
     let mut missing = String::new();
+    // Files from before the token had a line of its own kept it in a comment only.
+    if !has("HEALTH_OPERATOR_TOKEN") {
+        let text = std::fs::read_to_string(&path)?;
+        if let Some(token) = text.lines().find_map(|l| l.strip_prefix("# operator token: ")) {
+            missing.push_str(&format!("HEALTH_OPERATOR_TOKEN={}\n", token.trim()));
+        }
+    }
     for link in health_core::Link::ALL {
         let name = format!("SPIN_VARIABLE_{}", link.key_variable().to_uppercase());
         if !has(&name) {
@@ -469,9 +477,9 @@ fn main() -> anyhow::Result<()> {
         Some("up") => {
             build_guests()?;
             let mut cmd = cargo();
+            // Not `--quiet`: the first build of the host takes minutes and should show progress.
             cmd.args([
                 "run",
-                "--quiet",
                 "-p",
                 "health-host",
                 "--",
@@ -481,8 +489,9 @@ fn main() -> anyhow::Result<()> {
             ]);
             cmd.args(&args[1..]);
             for (key, value) in dev_secrets()? {
-                // Explicit environment wins, like Spin's provider order.
-                if std::env::var_os(&key).is_none() {
+                // Explicit environment wins, like Spin's provider order. Only Spin variables
+                // go to the app (the file also holds the operator token, for healthctl).
+                if key.starts_with("SPIN_VARIABLE_") && std::env::var_os(&key).is_none() {
                     cmd.env(key, value);
                 }
             }

@@ -371,10 +371,16 @@ fn phi_wrapping_key() -> Result<String, Failure> {
     Ok(key.expose().iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// The shortest TOTP secret `healthctl totp` takes (RFC 4226 §4 requires 128 bits and
+/// recommends 160; anything under 80 is not an enrolment's secret).
+const TOTP_MIN_SECRET_BYTES: usize = 10;
+
 fn totp_code(secret: &str) -> Result<Value, Failure> {
+    // 80 bits at least (RFC 4226 §4): also catches a shell's `null` from an enrolment that
+    // answered 409 (already enrolled) instead of a secret.
     let bytes = health_identity::totp::base32_decode(secret)
-        .filter(|b| !b.is_empty())
-        .ok_or_else(|| Failure::Usage("--secret must be base32".into()))?;
+        .filter(|b| b.len() >= TOTP_MIN_SECRET_BYTES)
+        .ok_or_else(|| Failure::Usage("--secret must be the base32 secret of an enrolment (80 bits or more)".into()))?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let now = i64::try_from(now).unwrap_or_default();
     let step = health_identity::totp::step_at(now);
@@ -408,6 +414,14 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn totp_refuses_what_is_not_an_enrolments_secret() {
+        for bad in ["null", "", "JBSWY3DP", "not base32!"] {
+            assert!(matches!(totp_code(bad), Err(Failure::Usage(_))), "{bad:?}");
+        }
+        assert!(totp_code("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP").is_ok());
+    }
 
     #[test]
     fn a_jti_beginning_with_a_hyphen_is_a_value_not_an_option() {
