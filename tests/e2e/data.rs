@@ -98,8 +98,10 @@ async fn erasure_shreds_a_patients_keys_so_nothing_of_theirs_decrypts() {
     assert!(
         !app.query_strings("records.db", "SELECT data_key_id FROM patient_key WHERE patient_id = 'p-1001'").is_empty()
     );
-    assert_eq!(app.get_with("/api/patients/p-1002/records", &bob).await.status, 404);
-    assert_eq!(app.get_with("/api/patients/p-1002", &bob).await.status, 404);
+    // Bob's account is disabled and his sessions end with the erasure (issue 14, item 13).
+    assert_eq!(app.get_with("/api/patients/p-1002/records", &bob).await.status, 401);
+    assert_eq!(app.get_with("/api/patients/p-1002", &bob).await.status, 401);
+    assert_eq!(app.login(BOB).await.status, 401);
     // No break-glass opens for an erased patient, nor can new PHI be written for them.
     let doctor = app.token(DR_GREY).await;
     let headers = [("authorization", format!("Bearer {doctor}")), ("content-type", "application/json".into())];

@@ -220,3 +220,56 @@ async fn a_repeated_break_glass_answers_the_live_grant_and_a_bad_reason_is_named
     );
     assert_bad_request_naming(&glass("why").await, "reason");
 }
+
+/// Item 13: a patient consents only to an insurer client the tenant has registered and
+/// enabled; the field is named when it is not one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consent_names_a_registered_enabled_insurer() {
+    let app = TestApp::start(|_| {}).expect("app");
+    let alice = bearer(&app.token(ALICE).await);
+    let consent = |insurer: &str| json!({ "insurer": insurer, "expires_at": health_e2e::unix_now() + 3600 }).to_string();
+    let grant = |insurer: &'static str| {
+        let (app, alice, body) = (&app, alice.clone(), consent(insurer));
+        async move {
+            app.send("POST", "/api/patients/p-1001/consents", &[JSON, ("authorization", &alice)], &body).await
+        }
+    };
+    assert_eq!(grant("acme-health").await.status, 201);
+    let unknown = grant("no-such-insurer").await;
+    assert_eq!(unknown.status, 400, "{}", unknown.body);
+    assert_bad_request_naming(&unknown, "insurer");
+    assert_eq!(audited(&app, "/api/patients/p-1001/consents")["reason"], "insurer_not_registered");
+
+    // Once the tenant admin disables the insurer, no new consent to it is taken.
+    let admin = bearer(&app.token(ADMIN).await);
+    let disabled = app.send("POST", "/auth/admin/clients/acme-health/disable", &[("authorization", &admin)], "").await;
+    assert_eq!(disabled.status, 200, "{}", disabled.body);
+    assert_eq!(grant("acme-health").await.status, 400);
+}
+
+/// Item 13: erasing a patient disables the account that owned the record and ends its
+/// sessions: the erased patient can neither sign in nor refresh, and the audit log says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_erased_patient_can_no_longer_sign_in_or_refresh() {
+    let app = TestApp::start(|_| {}).expect("app");
+    let tokens = app.tokens(ALICE).await;
+    let refresh = tokens["refresh_token"].as_str().expect("refresh token").to_owned();
+    let admin = bearer(&app.token(ADMIN).await);
+    let erased = app.send("DELETE", "/api/admin/patients/p-1001", &[("authorization", &admin)], "").await;
+    assert_eq!(erased.status, 200, "{}", erased.body);
+    assert_eq!(erased.json()["account_disabled"], true);
+
+    assert_eq!(app.login(ALICE).await.status, 401);
+    let form = format!("grant_type=refresh_token&refresh_token={refresh}");
+    let refreshed =
+        app.send("POST", "/auth/token", &[("content-type", "application/x-www-form-urlencoded")], &form).await;
+    assert_eq!(refreshed.status, 400, "{}", refreshed.body);
+    let access = bearer(tokens["access_token"].as_str().expect("access token"));
+    assert_eq!(app.send("GET", RECORDS, &[("authorization", &access)], "").await.status, 401);
+    let reasons = app.query_strings("audit.db", "SELECT reason FROM audit_events WHERE action = 'user.disable'");
+    assert_eq!(reasons, ["patient_erased"]);
+
+    // Repeating the erasure is harmless: the account stays disabled.
+    let again = app.send("DELETE", "/api/admin/patients/p-1001", &[("authorization", &admin)], "").await;
+    assert_eq!((again.status, &again.json()["already_erased"]), (200, &json!(true)));
+}

@@ -16,6 +16,7 @@
 mod admin;
 mod grants;
 mod identity;
+mod internal;
 mod issue;
 mod login;
 mod sessions;
@@ -54,6 +55,7 @@ enum Api {
     Validate,
     Discovery(TenantId),
     Admin(admin::AdminApi),
+    Internal(internal::InternalApi),
 }
 
 /// Every refusal this component answers with; mapped to RFC 9457 problems in one place.
@@ -139,6 +141,7 @@ fn parse(method: &Method, path: &str) -> Result<Api, Error> {
             if *method == Method::Get { Ok(Api::Discovery(tenant)) } else { Err(Error::MethodNotAllowed) }
         }
         ["auth", "admin", rest @ ..] => admin::parse(method, rest).map(Api::Admin),
+        ["internal", rest @ ..] => internal::parse(method, rest).map(Api::Internal),
         _ => Err(Error::NotFound),
     }
 }
@@ -305,6 +308,10 @@ async fn serve(req: &Request) -> anyhow::Result<Response> {
             return sessions::discovery(&ctx, &tenant).map(|r| r.unwrap_or_else(|e| error_response(&e)));
         }
         Api::Admin(api) => admin::handle(&ctx, api, &mut event)?,
+        Api::Internal(api) => match internal::handle(&ctx, api, &mut event)? {
+            (outcome, true) => outcome,
+            (outcome, false) => return Ok(outcome.unwrap_or_else(|e| error_response(&e))),
+        },
     };
     finish(&mut event, &outcome)?;
     Ok(outcome.unwrap_or_else(|e| error_response(&e)))

@@ -3,16 +3,21 @@
 //! consent; tenant admins erase a patient (crypto-shredding) and rotate the tenant's data key
 //! here, since this service owns patient identity in `records`. Every request needs the
 //! gateway's attested caller context, and every decision is the composed policy's.
+//!
+//! Two decisions need what `auth` owns, asked over the patient → auth link: a consent names an
+//! insurer client the tenant has registered and enabled, and erasing a patient disables the
+//! account that owns the record and ends its sessions, so the erased patient cannot sign in.
 
 // The Spin SDK macros expand to the component ABI's `unsafe` glue.
 #![allow(unsafe_code)]
 
+use anyhow::Context;
 use health_core::routes::{self, Api};
-use health_core::{Caller, ClientId, PatientId};
+use health_core::{Caller, ClientId, Component, Link, PatientId};
 use health_spin::authz;
 use health_spin::records::{self, Vault};
 use health_spin::service::{self, Done, Handled, Refusal};
-use spin_sdk::http::{Request, Response};
+use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
 use spin_sdk::sqlite::Connection;
 
@@ -49,6 +54,9 @@ fn grant_consent(conn: &Connection, caller: &Caller, patient: &PatientId, body: 
     if consent.expires_at <= now || consent.expires_at > now + MAX_CONSENT_SECS {
         return Ok(Err(Refusal::BadRequest("consent_expiry_out_of_range")));
     }
+    if !insurer_registered(caller, &consent.insurer, now)? {
+        return Ok(Err(Refusal::BadRequest("insurer_not_registered")));
+    }
     let tenant = caller.tenant_id.as_str();
     records::grant_consent(conn, tenant, patient.as_str(), consent.insurer.as_str(), now, consent.expires_at)?;
     let body = serde_json::json!({
@@ -72,6 +80,38 @@ fn revoke_consent(conn: &Connection, caller: &Caller, patient: &PatientId, insur
     Ok(Ok(Done { status: 204, body: service::Body::Empty, reason }))
 }
 
+/// The patient → auth link.
+fn auth_link() -> anyhow::Result<Link> {
+    Link::new(Component::Patient, Component::Auth).context("the platform has a patient → auth link")
+}
+
+/// Whether `insurer` is an insurer client registered and enabled in the caller's tenant.
+fn insurer_registered(caller: &Caller, insurer: &ClientId, now: i64) -> anyhow::Result<bool> {
+    let path = format!("/internal/insurers/{insurer}");
+    let response = spin_sdk::http::run(health_spin::chain::send(auth_link()?, Method::Get, &path, Vec::new(), caller, now))?;
+    match *response.status() {
+        200 => {
+            let answer: serde_json::Value = serde_json::from_slice(response.body()).context("auth's insurer answer")?;
+            Ok(answer["enabled"] == true)
+        }
+        404 => Ok(false),
+        other => anyhow::bail!("auth answered {other} to an insurer lookup"),
+    }
+}
+
+/// Disables the account `user_id` that owned an erased record and ends its sessions; `false`
+/// if `auth` has no such account. An error leaves the erasure done: repeating the request
+/// (idempotent) finishes it.
+fn end_account(caller: &Caller, user_id: &str, now: i64) -> anyhow::Result<bool> {
+    let path = format!("/internal/patient-accounts/{user_id}/erased");
+    let response = spin_sdk::http::run(health_spin::chain::send(auth_link()?, Method::Post, &path, Vec::new(), caller, now))?;
+    match *response.status() {
+        200 => Ok(true),
+        404 => Ok(false),
+        other => anyhow::bail!("auth answered {other} when disabling an erased patient's account"),
+    }
+}
+
 /// The admin's decision on their own tenant (erasure and data-key rotation).
 fn authorize_tenant(caller: &Caller, action: authz::Action) -> anyhow::Result<Result<String, Refusal>> {
     let resource = authz::Resource::Tenant(caller.tenant_id.to_string());
@@ -82,12 +122,20 @@ fn authorize_tenant(caller: &Caller, action: authz::Action) -> anyhow::Result<Re
 fn erase(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handled {
     let reason = health_spin::allowed!(authorize_tenant(caller, authz::Action::ErasePatient));
     let tenant = caller.tenant_id.as_str();
-    if records::patient(conn, tenant, patient.as_str())?.is_none() {
+    let Some(row) = records::patient(conn, tenant, patient.as_str())? else {
         return Ok(Err(Refusal::NotFound("no_such_patient")));
-    }
+    };
     let now = health_spin::now();
     let newly = Vault::open(conn, tenant)?.erase(patient.as_str(), now)?;
-    let body = serde_json::json!({ "patient_id": patient, "erased": true, "already_erased": !newly, "erased_at": now });
+    // After the keys are gone: a failure here is retried by repeating the erasure.
+    let account_disabled = match &row.owner_subject {
+        Some(owner) => end_account(caller, owner, now)?,
+        None => false,
+    };
+    let body = serde_json::json!({
+        "patient_id": patient, "erased": true, "already_erased": !newly, "erased_at": now,
+        "account_disabled": account_disabled,
+    });
     Ok(Ok(Done::json(200, body, reason)))
 }
 

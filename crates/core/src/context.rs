@@ -77,14 +77,16 @@ pub struct Link {
 
 impl Link {
     /// Every link: the gateway to each role service and to `jwks` (decryption of nested
-    /// tokens), `auth` to `jwks` (signing, encryption, decryption).
-    pub const ALL: [Link; 6] = [
+    /// tokens), `auth` to `jwks` (signing, encryption, decryption), and `patient` to `auth`
+    /// (whether an insurer is registered; disabling an erased patient's account).
+    pub const ALL: [Link; 7] = [
         Link::of(Component::Gateway, Component::Patient, "context_key_patient"),
         Link::of(Component::Gateway, Component::Doctor, "context_key_doctor"),
         Link::of(Component::Gateway, Component::Lab, "context_key_lab"),
         Link::of(Component::Gateway, Component::Insurance, "context_key_insurance"),
         Link::of(Component::Gateway, Component::Jwks, "context_key_gateway_jwks"),
         Link::of(Component::Auth, Component::Jwks, "context_key_auth_jwks"),
+        Link::of(Component::Patient, Component::Auth, "context_key_patient_auth"),
     ];
 
     const fn of(from: Component, to: Component, key_variable: &'static str) -> Self {

@@ -49,13 +49,29 @@ pub fn attested(
 pub const CALL_DEADLINE: Duration = Duration::from_secs(30);
 
 /// POSTs a JSON `body` over `link` to `path` (e.g. `auth` → `jwks`, `/internal/sign`) on
-/// behalf of `caller`, attested at `now`. No answer within [`CALL_DEADLINE`], or a 503 (the
-/// callee's stores do not answer), is [`Unavailable`](crate::stores::Unavailable), so the caller
-/// answers 503 too.
+/// behalf of `caller`, attested at `now`: [`send`] with a JSON body.
 pub async fn post_json(link: Link, path: &str, body: Vec<u8>, caller: &Caller, now: i64) -> anyhow::Result<Response> {
-    let base = base(link);
     let mut request = attested(link, Method::Post, path, body, caller, now)?;
     request.header("content-type", "application/json");
+    deliver(link, path, request).await
+}
+
+/// Sends `method` `path` with `body` over `link` on behalf of `caller`, attested at `now`. No
+/// answer within [`CALL_DEADLINE`], or a 503 (the callee's stores do not answer), is
+/// [`Unavailable`](crate::stores::Unavailable), so the caller answers 503 too.
+pub async fn send(
+    link: Link,
+    method: Method,
+    path: &str,
+    body: Vec<u8>,
+    caller: &Caller,
+    now: i64,
+) -> anyhow::Result<Response> {
+    deliver(link, path, attested(link, method, path, body, caller, now)?).await
+}
+
+async fn deliver(link: Link, path: &str, mut request: RequestBuilder) -> anyhow::Result<Response> {
+    let base = base(link);
     let sent = crate::deadline::within(CALL_DEADLINE, spin_sdk::http::send::<_, Response>(request.build())).await;
     let Ok(response) = sent else {
         return Err(Unavailable(format!("{base}{path} did not answer within {CALL_DEADLINE:?}")).into());

@@ -91,13 +91,19 @@ pub fn serve(me: Component, req: &Request, handler: impl FnOnce(&Caller, Api, &[
                 Refusal::Unattested(reason) => (Problem::unauthorized(), reason.to_owned()),
                 Refusal::NotFound(reason) => (Problem::not_found(), reason.to_owned()),
                 Refusal::Forbidden(reason) => (Problem::forbidden(), reason),
-                Refusal::BadRequest(reason) => (Problem::bad_request("the request is not valid"), reason.to_owned()),
+                Refusal::BadRequest(reason) => (Problem::bad_request(bad_request_detail(reason)), reason.to_owned()),
                 Refusal::Conflict(reason) => {
                     (Problem::conflict("the resource is not in a state that allows this"), reason.to_owned())
                 }
                 Refusal::Unreadable => (Problem::internal(), "phi_decrypt_failed".to_owned()),
             };
             (respond::problem(&problem), reason)
+        }
+        // A component this service asked did not answer in time (the patient service's calls
+        // to `auth`): 503, which the gateway passes on, as for its own stores.
+        Err(e) if crate::stores::is_unavailable(&e) => {
+            eprintln!("service: unavailable: {e:#}");
+            (respond::problem(&Problem::unavailable()), "unavailable".to_owned())
         }
         Err(e) => {
             eprintln!("service: internal error: {e:#}");
@@ -106,6 +112,14 @@ pub fn serve(me: Component, req: &Request, handler: impl FnOnce(&Caller, Api, &[
     };
     response.set_header(REASON_HEADER, reason);
     response
+}
+
+/// What a 400 tells the client: the field at fault where one is, never a value.
+fn bad_request_detail(reason: &str) -> &'static str {
+    match reason {
+        "insurer_not_registered" => "insurer is not an insurer client registered and enabled in this tenant",
+        _ => "the request is not valid",
+    }
 }
 
 /// A strictly parsed JSON body, or the refusal for a bad one (shaped like the other handler

@@ -1,0 +1,102 @@
+//! What `auth` answers the `patient` service over service chaining (never public: Spin routes
+//! only `/auth/...`, `/api/auth/validate` and `/t/...` here, and each request must carry a
+//! caller context under the patient → auth link's own key). `auth` owns the identities the
+//! patient service's decisions depend on:
+//!
+//! - `GET /internal/insurers/{client_id}`: whether the caller's tenant has that insurer client
+//!   registered and enabled (a patient consents only to one that is). A read: not audited.
+//! - `POST /internal/patient-accounts/{user_id}/erased`: the patient record this account owns
+//!   was erased, so the account is disabled and every session of it ended (its refresh
+//!   families revoked, its access tokens refused from now on). Audited, with the caller (the
+//!   tenant admin who erased the record) as actor. Idempotent.
+
+use health_core::audit::Event;
+use health_core::{Caller, Component, Role};
+use spin_sdk::http::{Method, Request, Response};
+
+use crate::{Ctx, Error, identity, issue};
+
+/// An internal request `auth` serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InternalApi {
+    Insurer(String),
+    PatientErased(String),
+}
+
+/// The internal route of `segments` (after `internal`), if any.
+pub fn parse(method: &Method, segments: &[&str]) -> Result<InternalApi, Error> {
+    let valid = |id: &str| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic());
+    match segments {
+        ["insurers", id] if valid(id) => {
+            if *method == Method::Get { Ok(InternalApi::Insurer((*id).to_owned())) } else { Err(Error::MethodNotAllowed) }
+        }
+        ["patient-accounts", id, "erased"] if valid(id) => {
+            if *method == Method::Post {
+                Ok(InternalApi::PatientErased((*id).to_owned()))
+            } else {
+                Err(Error::MethodNotAllowed)
+            }
+        }
+        _ => Err(Error::NotFound),
+    }
+}
+
+/// The patient service's caller context, verified; `Err` is the refusal (401, as a forged
+/// context gets from a role service).
+fn attested(req: &Request) -> anyhow::Result<Result<Caller, Error>> {
+    Ok(match health_spin::verify_context(req, Component::Auth, &[Component::Patient])? {
+        Ok(caller) => Ok(caller),
+        Err(e) => {
+            eprintln!("auth: internal request refused: {e}");
+            Err(Error::Unauthorized)
+        }
+    })
+}
+
+/// Answers an internal request, and whether its `event` is to be audited (a read is not).
+pub fn handle(ctx: &Ctx<'_>, api: InternalApi, event: &mut Event) -> anyhow::Result<(Result<Response, Error>, bool)> {
+    let caller = match attested(ctx.req)? {
+        Ok(caller) => caller,
+        Err(refusal) => {
+            event.reason = "context_refused".into();
+            return Ok((Err(refusal), true));
+        }
+    };
+    let tenant = &caller.tenant_id;
+    let db = ctx.db()?;
+    match api {
+        InternalApi::Insurer(client_id) => {
+            let registered = identity::find_client(&db, &client_id)?.filter(|c| c.tenant_id == *tenant);
+            let outcome = match registered {
+                Some(client) => Ok(health_spin::respond::json(
+                    200,
+                    &serde_json::json!({ "client_id": client_id, "enabled": !client.disabled }),
+                    health_spin::respond::Cache::NoStore,
+                )),
+                None => Err(Error::NotFound),
+            };
+            Ok((outcome, false))
+        }
+        InternalApi::PatientErased(user_id) => {
+            event.action = "user.disable".into();
+            event.resource = format!("tenant/{tenant}/users/{user_id}");
+            event.tenant_id = tenant.to_string();
+            event.actor_sub = Some(caller.subject.clone());
+            event.actor_role = Some(caller.role.as_str().to_owned());
+            event.jti = Some(caller.jti.clone());
+            let Some(user) = identity::user_by_id(&db, tenant, &user_id)? else {
+                event.reason = "no_such_account".into();
+                return Ok((Err(Error::NotFound), true));
+            };
+            if user.role != Role::Patient {
+                event.reason = "not_a_patient_account".into();
+                return Ok((Err(Error::Conflict("the account is not a patient's")), true));
+            }
+            identity::set_disabled(&db, tenant, &user_id, true)?;
+            issue::revoke_subject(&db, tenant, &user_id, "patient_erased", ctx.now)?;
+            event.reason = "patient_erased".into();
+            let body = serde_json::json!({ "id": user_id, "disabled": true, "sessions_ended": true });
+            Ok((Ok(health_spin::respond::json(200, &body, health_spin::respond::Cache::NoStore)), true))
+        }
+    }
+}
