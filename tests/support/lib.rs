@@ -84,13 +84,18 @@ pub fn unix_now() -> i64 {
 impl TestApp {
     /// Loads the real `spin.toml`; `prepare` may seed the state directory first.
     pub fn start(prepare: impl FnOnce(&Path)) -> anyhow::Result<Self> {
-        Self::start_with(prepare, None, &[])
+        Self::start_with(prepare, None, &[], Runtime::selected())
+    }
+
+    /// Loads the real `spin.toml` on `runtime`, whatever `HEALTH_E2E_RUNTIME` says.
+    pub fn start_on(runtime: Runtime) -> anyhow::Result<Self> {
+        Self::start_with(|_| {}, None, &[], runtime)
     }
 
     /// Loads the real `spin.toml` with some variables set (`SPIN_VARIABLE_*` style names
     /// without the prefix, e.g. `("lockout_duration_secs", "2")`), as an operator would.
     pub fn start_with_variables(variables: &[(&str, &str)]) -> anyhow::Result<Self> {
-        Self::start_with(|_| {}, None, variables)
+        Self::start_with(|_| {}, None, variables, Runtime::selected())
     }
 
     /// The real `spin.toml` plus the host's probe component at `/probe/...`, allowed to call
@@ -113,20 +118,21 @@ allowed_outbound_hosts = ["http://jwks.spin.internal"]
             release.join("host_probe.wasm").display(),
             release.join("policy.wasm").display()
         );
-        Self::start_with(|_| {}, Some(probe), &[])
+        Self::start_with(|_| {}, Some(probe), &[], Runtime::selected())
     }
 
     fn start_with(
         prepare: impl FnOnce(&Path),
         extra_manifest: Option<String>,
         variables: &[(&str, &str)],
+        runtime: Runtime,
     ) -> anyhow::Result<Self> {
         let state = tempfile::tempdir()?;
         // The project's runtime config, with every store moved into the temporary directory.
-        let runtime = std::fs::read_to_string(root().join("runtime-config.toml"))?
+        let config = std::fs::read_to_string(root().join("runtime-config.toml"))?
             .replace("path = \".spin/", &format!("path = \"{}/", state.path().display()));
         let runtime_path = state.path().join("runtime-config.toml");
-        std::fs::write(&runtime_path, runtime)?;
+        std::fs::write(&runtime_path, config)?;
         prepare(state.path());
         let mut env = secrets(MASTER_KEY);
         for (name, value) in variables {
@@ -145,7 +151,7 @@ allowed_outbound_hosts = ["http://jwks.spin.internal"]
         };
         let options =
             LoadOptions { manifest, runtime_config: Some(runtime_path), state_dir: state.path().join(".spin"), env };
-        Ok(Self { app: Target::load(&options)?, state, totp: std::sync::Mutex::default() })
+        Ok(Self { app: Target::load_on(runtime, &options)?, state, totp: std::sync::Mutex::default() })
     }
 
     /// Sends a request; a host error fails the test with the guests' output.

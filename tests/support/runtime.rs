@@ -37,6 +37,14 @@ pub enum Runtime {
 }
 
 impl Runtime {
+    /// `spin` or `host`, as [`RUNTIME_ENV`] spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Host => "host",
+            Self::Spin => "spin",
+        }
+    }
+
     /// The runtime [`RUNTIME_ENV`] selects; an unknown value is a test setup error.
     pub fn selected() -> Self {
         match std::env::var(RUNTIME_ENV).as_deref() {
@@ -74,7 +82,13 @@ pub enum Target {
 impl Target {
     /// Loads the application on the [`Runtime::selected`] runtime.
     pub fn load(options: &LoadOptions) -> anyhow::Result<Self> {
-        match Runtime::selected() {
+        Self::load_on(Runtime::selected(), options)
+    }
+
+    /// Loads the application on `runtime`, whatever `HEALTH_E2E_RUNTIME` says (the benchmark
+    /// runs both in one process).
+    pub fn load_on(runtime: Runtime, options: &LoadOptions) -> anyhow::Result<Self> {
+        match runtime {
             Runtime::Host => Ok(Self::Host(App::load(options)?)),
             Runtime::Spin => Ok(Self::Spin(Arc::new(SpinProcess::start(options)?))),
         }

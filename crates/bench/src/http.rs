@@ -1,10 +1,13 @@
-//! Requests through the local host, in-process: each scenario at each concurrency for a fixed
-//! time, in slices alternating with slices of the baseline (so the ratio compares requests
-//! measured side by side on a machine whose speed drifts), every latency kept, p50 and p99
-//! read from the sorted list.
+//! Requests over HTTP, on real Spin (`spin up`) and on the project's host (served by
+//! `health_host::serve`), one runtime after the other in one run: each scenario at each
+//! concurrency for a fixed time, in slices alternating with slices of a hello-world baseline
+//! on the same runtime (so the ratio compares requests measured side by side on a machine
+//! whose speed drifts), every latency kept, p50 and p99 read from the sorted list. Each worker
+//! keeps one HTTP/1.1 connection open (as `wrk` does) from its own loopback address, which
+//! both runtimes report as the client address.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -12,8 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use base64::Engine;
 use bytes::Bytes;
-use health_e2e::{ALICE, TestApp, root};
+use health_e2e::runtime::SpinProcess;
+use health_e2e::{ALICE, Runtime, TestApp, root};
 use health_host::{App, LoadOptions};
+use http_body_util::{BodyExt, Full};
 
 pub const HELLO_PATH: &str = "/hello";
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
@@ -37,14 +42,75 @@ const MINTERS: usize = 8;
 const SLICES: u32 = 3;
 /// Largest token pool minted for one cell (tokens live five minutes).
 const MAX_POOL: usize = 50_000;
-/// Address of warm-up and setup requests; workers use 10.0.1.{worker}.
-const SETUP_CLIENT: ([u8; 4], u16) = ([10, 0, 0, 1], 40000);
+/// Address of warm-up and setup requests; workers use 127.0.1.{worker + 1}.
+const SETUP_CLIENT: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
+
+/// One HTTP/1.1 connection to `server` from `source`, kept open between requests and opened
+/// again when the server has closed it.
+struct Client {
+    server: SocketAddr,
+    source: Ipv4Addr,
+    sender: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+}
+
+impl Client {
+    fn new(server: SocketAddr, source: Ipv4Addr) -> Self {
+        Self { server, source, sender: None }
+    }
+
+    async fn connect(&self) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::from((self.source, 0))).with_context(|| format!("binding {}", self.source))?;
+        let stream = socket.connect(self.server).await.with_context(|| format!("connecting to {}", self.server))?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        Ok(sender)
+    }
+
+    /// Sends one request; on a kept connection the server closed meanwhile, once more on a new one.
+    async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> anyhow::Result<http::Response<Bytes>> {
+        for attempt in 0..2 {
+            let reused = self.sender.as_ref().is_some_and(|s| !s.is_closed());
+            if !reused {
+                self.sender = Some(self.connect().await?);
+            }
+            let sender = self.sender.as_mut().context("connected")?;
+            let mut req = http::Request::builder().method(method).uri(path).header("host", self.server.to_string());
+            for (name, value) in headers {
+                req = req.header(*name, *value);
+            }
+            let sent = match sender.ready().await {
+                Ok(()) => sender.send_request(req.body(Full::new(Bytes::from(body.to_owned())))?).await,
+                Err(e) => Err(e),
+            };
+            match sent {
+                Ok(response) => {
+                    let (parts, body) = response.into_parts();
+                    return Ok(http::Response::from_parts(parts, body.collect().await?.to_bytes()));
+                }
+                Err(e) if reused && attempt == 0 && (e.is_closed() || e.is_incomplete_message()) => {
+                    self.sender = None;
+                }
+                Err(e) => return Err(e).with_context(|| format!("{method} {path} on {}", self.server)),
+            }
+        }
+        anyhow::bail!("{method} {path}: the connection closed twice")
+    }
+}
 
 #[derive(Clone)]
 struct Scenario {
     key: &'static str,
     label: &'static str,
-    app: App,
+    /// Where the runtime serves this scenario's application.
+    addr: SocketAddr,
     method: &'static str,
     path: &'static str,
     headers: Vec<(&'static str, String)>,
@@ -98,6 +164,8 @@ pub struct Skipped {
 
 #[derive(Debug, Clone, Default)]
 pub struct Results {
+    /// The runtime measured: `spin` or `host`.
+    pub runtime: &'static str,
     /// In scenario order, concurrency 1 first.
     pub cells: Vec<Cell>,
     pub skipped: Vec<Skipped>,
@@ -117,21 +185,19 @@ impl TokenPool {
     }
 }
 
-/// One request from client address `from`, timed; `None` once the token pool is used up.
-/// Each worker has its own address: concurrent logins of one user from one address count
-/// against the lockout in advance, as an attack would.
-async fn once(s: &Scenario, pool: Option<&TokenPool>, from: SocketAddr) -> anyhow::Result<Option<Duration>> {
-    let mut req = http::Request::builder().method(s.method).uri(s.path);
-    for (name, value) in &s.headers {
-        req = req.header(*name, value);
-    }
+/// One request over `client`, timed; `None` once the token pool is used up. Each worker has
+/// its own client address: concurrent logins of one user from one address count against the
+/// lockout in advance, as an attack would.
+async fn once(s: &Scenario, pool: Option<&TokenPool>, client: &mut Client) -> anyhow::Result<Option<Duration>> {
+    let bearer;
+    let mut headers: Vec<(&str, &str)> = s.headers.iter().map(|(name, value)| (*name, value.as_str())).collect();
     if let Some(pool) = pool {
         let Some(token) = pool.take() else { return Ok(None) };
-        req = req.header("authorization", format!("Bearer {token}"));
+        bearer = format!("Bearer {token}");
+        headers.push(("authorization", &bearer));
     }
-    let req = req.body(Bytes::from(s.body.clone()))?;
     let start = Instant::now();
-    let res = s.app.handle_from(req, from).await?;
+    let res = client.send(s.method, s.path, &headers, &s.body).await?;
     let took = start.elapsed();
     anyhow::ensure!(
         res.status().as_u16() == s.expect,
@@ -163,18 +229,20 @@ async fn sample(
     pool: Option<Arc<TokenPool>>,
 ) -> anyhow::Result<Sample> {
     // Warm-up, and a check that the scenario behaves before it is timed.
-    once(s, pool.as_deref(), SETUP_CLIENT.into()).await?.context("no token left for the warm-up")?;
+    let mut setup = Client::new(s.addr, SETUP_CLIENT);
+    once(s, pool.as_deref(), &mut setup).await?.context("no token left for the warm-up")?;
     let deadline = Instant::now() + duration;
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..concurrency {
         let s = s.clone();
         let pool = pool.clone();
-        let from = SocketAddr::from(([10, 0, 1, u8::try_from(worker % 250).unwrap_or(0)], 40000));
+        let from = Ipv4Addr::new(127, 0, 1, u8::try_from(worker % 250 + 1).unwrap_or(1));
         workers.spawn(async move {
+            let mut client = Client::new(s.addr, from);
             let mut latencies = Vec::new();
             while Instant::now() < deadline {
-                match once(&s, pool.as_deref(), from).await? {
+                match once(&s, pool.as_deref(), &mut client).await? {
                     Some(took) => latencies.push(took),
                     None => break,
                 }
@@ -219,32 +287,60 @@ fn cell(s: &Scenario, concurrency: usize, samples: &[Sample]) -> Cell {
     }
 }
 
-fn baseline_app(state: &std::path::Path) -> anyhow::Result<App> {
+/// A runtime serving one application over HTTP, kept alive while measured.
+enum Served {
+    /// Held only to stop Spin when dropped.
+    Spin {
+        _process: SpinProcess,
+    },
+    Host(tokio::task::JoinHandle<anyhow::Result<()>>),
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Served::Host(task) = self {
+            task.abort();
+        }
+    }
+}
+
+/// The hello-world baseline (the host's probe fixture) on `runtime`, and where it listens.
+async fn baseline(runtime: Runtime, state: &std::path::Path) -> anyhow::Result<(Served, SocketAddr)> {
     std::fs::write(
         state.join("rc.toml"),
         "[key_value_store.allowed]\ntype = \"spin\"\npath = \"a.db\"\n[sqlite_database.db]\ntype = \"spin\"\npath = \"d.db\"\n",
     )?;
-    App::load(&LoadOptions {
+    let options = LoadOptions {
         manifest: root().join("crates/host/tests/fixtures/spin.toml"),
         runtime_config: Some(state.join("rc.toml")),
         state_dir: state.join(".spin"),
         env: HashMap::from([("SPIN_VARIABLE_TOKEN".to_owned(), "bench".to_owned())]),
-    })
-    .context("loading the hello-world baseline (run `cargo xtask build` first)")
+    };
+    let context = "loading the hello-world baseline (run `cargo xtask build` first)";
+    match runtime {
+        Runtime::Spin => {
+            let spin = SpinProcess::start(&options).context(context)?;
+            let addr = spin.addr();
+            Ok((Served::Spin { _process: spin }, addr))
+        }
+        Runtime::Host => {
+            let app = App::load(&options).context(context)?;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            Ok((Served::Host(tokio::spawn(health_host::serve(app, listener))), addr))
+        }
+    }
 }
 
+/// One setup request (untimed) on a new connection.
 async fn send(
-    app: &App,
+    addr: SocketAddr,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: &str,
 ) -> anyhow::Result<(u16, String)> {
-    let mut req = http::Request::builder().method(method).uri(path);
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    let res = app.handle_from(req.body(Bytes::from(body.to_owned()))?, SETUP_CLIENT.into()).await?;
+    let res = Client::new(addr, SETUP_CLIENT).send(method, path, headers, body).await?;
     Ok((res.status().as_u16(), String::from_utf8_lossy(res.body()).into_owned()))
 }
 
@@ -257,26 +353,27 @@ fn unix_now() -> i64 {
     i64::try_from(secs).unwrap_or(i64::MAX)
 }
 
-/// One insurer access token (`client_credentials` with HTTP Basic).
-async fn mint(app: &App) -> anyhow::Result<String> {
+/// One insurer access token (`client_credentials` with HTTP Basic), over `client`.
+async fn mint(client: &mut Client) -> anyhow::Result<String> {
     let auth = basic_auth(INSURER);
     let headers = [("content-type", "application/x-www-form-urlencoded"), ("authorization", auth.as_str())];
-    let (status, body) = send(app, "POST", TOKEN_PATH, &headers, "grant_type=client_credentials").await?;
+    let res = client.send("POST", TOKEN_PATH, &headers, "grant_type=client_credentials").await?;
+    let (status, body) = (res.status().as_u16(), String::from_utf8_lossy(res.body()).into_owned());
     anyhow::ensure!(status == 200, "minting an insurer token: {status} {body}");
     let json: serde_json::Value = serde_json::from_str(&body).context("token response is not JSON")?;
     json["access_token"].as_str().map(str::to_owned).context("token response has no access_token")
 }
 
 /// `n` insurer tokens, minted by [`MINTERS`] concurrent workers.
-async fn mint_pool(app: &App, n: usize) -> anyhow::Result<Arc<TokenPool>> {
+async fn mint_pool(addr: SocketAddr, n: usize) -> anyhow::Result<Arc<TokenPool>> {
     let mut minters = tokio::task::JoinSet::new();
     for m in 0..MINTERS {
-        let app = app.clone();
         let share = n / MINTERS + usize::from(m < n % MINTERS);
         minters.spawn(async move {
+            let mut client = Client::new(addr, SETUP_CLIENT);
             let mut tokens = Vec::with_capacity(share);
             for _ in 0..share {
-                tokens.push(mint(&app).await?);
+                tokens.push(mint(&mut client).await?);
             }
             anyhow::Ok(tokens)
         });
@@ -290,20 +387,20 @@ async fn mint_pool(app: &App, n: usize) -> anyhow::Result<Arc<TokenPool>> {
 
 /// Alice consents to the demo insurer, then one summary read is tried end to end. `Err` is
 /// the reason to skip the scenario (the routes land with issue 5).
-async fn prepare_insurer(app: &App, alice: &str) -> anyhow::Result<Result<(), String>> {
+async fn prepare_insurer(addr: SocketAddr, alice: &str) -> anyhow::Result<Result<(), String>> {
     let consent = serde_json::json!({ "insurer": INSURER.0, "expires_at": unix_now() + 24 * 3600 }).to_string();
     let bearer = format!("Bearer {alice}");
     let headers = [("content-type", "application/json"), ("authorization", bearer.as_str())];
-    let (status, body) = send(app, "POST", CONSENTS_PATH, &headers, &consent).await?;
+    let (status, body) = send(addr, "POST", CONSENTS_PATH, &headers, &consent).await?;
     match status {
         201 => {}
         404 => return Ok(Err(format!("POST {CONSENTS_PATH} answers 404: the consent route is not there yet"))),
         _ => return Ok(Err(format!("POST {CONSENTS_PATH} answers {status} (expected 201): {body}"))),
     }
-    let token = mint(app).await?;
+    let mut client = Client::new(addr, SETUP_CLIENT);
+    let token = mint(&mut client).await?;
     let bearer = format!("Bearer {token}");
-    let req = http::Request::builder().method("GET").uri(SUMMARY_PATH).header("authorization", &bearer);
-    let res = app.handle_from(req.body(Bytes::new())?, SETUP_CLIENT.into()).await?;
+    let res = client.send("GET", SUMMARY_PATH, &[("authorization", &bearer)], "").await?;
     let content_type = res.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if res.status() != 200 || content_type != "application/jose" {
         return Ok(Err(format!(
@@ -316,9 +413,9 @@ async fn prepare_insurer(app: &App, alice: &str) -> anyhow::Result<Result<(), St
 }
 
 /// The record path to measure: the plural route, or the singular one while it is missing.
-async fn record_path(app: &App, alice: &str, notes: &mut Vec<String>) -> anyhow::Result<&'static str> {
+async fn record_path(addr: SocketAddr, alice: &str, notes: &mut Vec<String>) -> anyhow::Result<&'static str> {
     let bearer = format!("Bearer {alice}");
-    let (status, body) = send(app, "GET", RECORDS_PATH, &[("authorization", &bearer)], "").await?;
+    let (status, body) = send(addr, "GET", RECORDS_PATH, &[("authorization", &bearer)], "").await?;
     match status {
         200 => Ok(RECORDS_PATH),
         404 => {
@@ -331,44 +428,44 @@ async fn record_path(app: &App, alice: &str, notes: &mut Vec<String>) -> anyhow:
     }
 }
 
-/// Every scenario at every concurrency, `duration` each; ratios filled in.
-pub async fn run(duration: Duration, only: &[String]) -> anyhow::Result<Results> {
-    let platform = TestApp::start(|_| {})?;
+/// Every scenario at every concurrency on `runtime`, `duration` each; ratios filled in.
+pub async fn run(runtime: Runtime, duration: Duration, only: &[String]) -> anyhow::Result<Results> {
+    let platform = TestApp::start_on(runtime)?;
+    let url = platform.app.url().await?;
+    let app: SocketAddr = url.trim_start_matches("http://").parse().context("the platform's address")?;
     let baseline_state = tempfile::tempdir()?;
-    let baseline = baseline_app(baseline_state.path())?;
-    // This bench drives the host in process; real Spin over HTTP is the performance issue's.
-    let health_e2e::Target::Host(app) = platform.app.clone() else {
-        anyhow::bail!("health-bench runs the platform on the project's host: unset HEALTH_E2E_RUNTIME");
-    };
+    let (_baseline_served, hello) = baseline(runtime, baseline_state.path()).await?;
     let alice = platform.token(ALICE).await;
-    let mut results = Results::default();
-    let records = record_path(&app, &alice, &mut results.notes).await?;
-    let insurer = prepare_insurer(&app, &alice).await?;
+    let mut results = Results { runtime: runtime.name(), ..Results::default() };
+    let records = record_path(app, &alice, &mut results.notes).await?;
+    let insurer = prepare_insurer(app, &alice).await?;
 
     let login = serde_json::json!({ "tenant": "demo-hospital", "username": ALICE.0, "password": ALICE.1 }).to_string();
     let bearer = vec![("authorization", format!("Bearer {alice}"))];
     let plain =
-        |key, label, app: &App, method, path, headers: Vec<(&'static str, String)>, body: &str, expect| Scenario {
-            key,
-            label,
-            app: app.clone(),
-            method,
-            path,
-            headers,
-            body: body.to_owned(),
-            expect,
-            content_type: None,
-            one_time_tokens: false,
-            target: None,
+        |key, label, addr: SocketAddr, method, path, headers: Vec<(&'static str, String)>, body: &str, expect| {
+            Scenario {
+                key,
+                label,
+                addr,
+                method,
+                path,
+                headers,
+                body: body.to_owned(),
+                expect,
+                content_type: None,
+                one_time_tokens: false,
+                target: None,
+            }
         };
     let json = vec![("content-type", "application/json".to_owned())];
     let mut scenarios = vec![
-        plain("hello", "hello-world component (baseline, same host)", &baseline, "GET", HELLO_PATH, vec![], "", 200),
-        plain("jwks", "JWKS GET", &app, "GET", JWKS_PATH, vec![], "", 200),
-        plain("login", "login (argon2id, then signing over chaining)", &app, "POST", LOGIN_PATH, json, &login, 200),
+        plain("hello", "hello-world component (baseline, same runtime)", hello, "GET", HELLO_PATH, vec![], "", 200),
+        plain("jwks", "JWKS GET", app, "GET", JWKS_PATH, vec![], "", 200),
+        plain("login", "login (argon2id, then signing over chaining)", app, "POST", LOGIN_PATH, json, &login, 200),
         Scenario {
             target: Some(0.30),
-            ..plain("record", "authorized JWS record read (chained, audited)", &app, "GET", records, bearer, "", 200)
+            ..plain("record", "authorized JWS record read (chained, audited)", app, "GET", records, bearer, "", 200)
         },
     ];
     let insurer_label = "insurer JWE summary read (one-time nested JWE)";
@@ -377,7 +474,7 @@ pub async fn run(duration: Duration, only: &[String]) -> anyhow::Result<Results>
             content_type: Some("application/jose"),
             one_time_tokens: true,
             target: Some(0.15),
-            ..plain("insurer", insurer_label, &app, "GET", SUMMARY_PATH, vec![], "", 200)
+            ..plain("insurer", insurer_label, app, "GET", SUMMARY_PATH, vec![], "", 200)
         }),
         Err(reason) => {
             eprintln!("skipping {insurer_label}: {reason}");
@@ -388,7 +485,7 @@ pub async fn run(duration: Duration, only: &[String]) -> anyhow::Result<Results>
     scenarios.push(plain(
         "rejected",
         "rejected request (bad signature, audited)",
-        &app,
+        app,
         "GET",
         records,
         rejected,
@@ -413,7 +510,7 @@ pub async fn run(duration: Duration, only: &[String]) -> anyhow::Result<Results>
                 let pool = if s.one_time_tokens {
                     let n = pool_size(&results.cells, s.key, concurrency, slice);
                     eprintln!("minting {n} insurer tokens for {} at c={concurrency} (untimed)", s.key);
-                    Some(mint_pool(&app, n).await?)
+                    Some(mint_pool(app, n).await?)
                 } else {
                     None
                 };
@@ -424,7 +521,8 @@ pub async fn run(duration: Duration, only: &[String]) -> anyhow::Result<Results>
             // machine's speed over the run moves both sides alike.
             measured.ratio = measured.rps / rps(&paired).max(f64::EPSILON);
             eprintln!(
-                "{:<48} c={:<2} {:>8.1} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  {:>5.1}% of the baseline",
+                "{:<5} {:<48} c={:<2} {:>8.1} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  {:>5.1}% of the baseline",
+                results.runtime,
                 measured.label,
                 measured.concurrency,
                 measured.rps,
@@ -441,7 +539,10 @@ pub async fn run(duration: Duration, only: &[String]) -> anyhow::Result<Results>
         }
         let mut base = cell(baseline, concurrency, &baseline_samples);
         base.ratio = 1.0;
-        eprintln!("{:<48} c={:<2} {:>8.1} req/s (all its slices)", base.label, concurrency, base.rps);
+        eprintln!(
+            "{:<5} {:<48} c={:<2} {:>8.1} req/s (all its slices)",
+            results.runtime, base.label, concurrency, base.rps
+        );
         results.cells.insert(first, base);
     }
     Ok(results)

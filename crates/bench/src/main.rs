@@ -11,13 +11,14 @@
 //!
 //! What it measures, in one run:
 //!
-//! - **Requests through the local host** (`health-host`, in-process, no sockets), at
-//!   concurrency 1 and 16, `--seconds` per cell: requests/s, p50 and p99 for a hello-world
-//!   component on the same host (the baseline), JWKS GET, login, an authorized JWS record
-//!   read, an insurer's JWE summary read (each request spends its own pre-minted one-time
-//!   token; minting is not timed) and a rejected request; each one's throughput as a ratio of
-//!   the baseline's, measured in slices alternating with the scenario's, and whether
-//!   p99 ≤ 5 × p50 (issue 6's targets).
+//! - **Requests over HTTP on real Spin, then on the project's host** (`spin up`, found as
+//!   `cargo xtask test` finds it; `health_host::serve`), at concurrency 1 and 16, `--seconds`
+//!   per cell: requests/s, p50 and p99 for a hello-world component on the same runtime (the
+//!   baseline), JWKS GET, login, an authorized JWS record read, an insurer's JWE summary read
+//!   (each request spends its own pre-minted one-time token; minting is not timed) and a
+//!   rejected request; each one's throughput as a ratio of the baseline's, measured in slices
+//!   alternating with the scenario's, and whether p99 ≤ 5 × p50. Without a Spin binary only
+//!   the host is measured, and the outputs say so.
 //! - **JOSE micro-benchmarks**: RS256, ES256 and EdDSA verification and JWE decryption
 //!   (ECDH-ES+A256KW, RSA-OAEP-256; A256GCM), natively and in Wasm: the `bench-guest` command
 //!   built with the release profile both ways (this command builds the native one), the Wasm
@@ -33,8 +34,9 @@ mod http;
 mod report;
 
 use clap::Parser;
+use health_e2e::Runtime;
 
-/// Benchmarks through the local host, and JOSE natively and in Wasm.
+/// Benchmarks over HTTP on real Spin and the host, and JOSE natively and in Wasm.
 #[derive(Parser)]
 struct Args {
     /// Seconds per scenario and concurrency.
@@ -47,12 +49,29 @@ struct Args {
     /// baseline always; for profiling one path. Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// The runtimes to measure, in order (spin, host). Default: both, Spin first; the host
+    /// only when no Spin binary is found (SPIN_BIN, target/tools/spin or PATH).
+    #[arg(long, value_delimiter = ',', value_parser = ["spin", "host"])]
+    runtimes: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let requests = runtime.block_on(http::run(std::time::Duration::from_secs(args.seconds), &args.only))?;
+    let spin = health_e2e::runtime::spin_binary().is_some();
+    let runtimes: Vec<Runtime> = match args.runtimes.as_slice() {
+        [] if spin => vec![Runtime::Spin, Runtime::Host],
+        [] => {
+            eprintln!("NOT RUN on real Spin (no SPIN_BIN, target/tools/spin or spin on PATH): the host only");
+            vec![Runtime::Host]
+        }
+        names => names.iter().map(|n| if n == "spin" { Runtime::Spin } else { Runtime::Host }).collect(),
+    };
+    let seconds = std::time::Duration::from_secs(args.seconds);
+    let mut requests = Vec::new();
+    for target in runtimes {
+        requests.push(runtime.block_on(http::run(target, seconds, &args.only))?);
+    }
     // Outside the async runtime: the guest runs on wasmtime-wasi's synchronous bindings.
     let crypto = crypto::run(std::time::Duration::from_millis(args.crypto_ms))?;
     let out = health_e2e::root().join("target/bench");

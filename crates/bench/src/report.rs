@@ -19,14 +19,27 @@ fn profile() -> &'static str {
     if cfg!(debug_assertions) { "dev (dependencies optimised)" } else { "release" }
 }
 
-pub fn write(out: &Path, meta: &Meta, requests: &Results, crypto: &[Row]) -> anyhow::Result<()> {
+/// Writes every output; `runs` holds one [`Results`] per runtime, real Spin first. The chart
+/// of the first runtime is `throughput.png`; each runtime also gets `throughput-{runtime}.png`.
+pub fn write(out: &Path, meta: &Meta, runs: &[Results], crypto: &[Row]) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&json(meta, requests, crypto))?)?;
-    std::fs::write(out.join("results.md"), markdown(meta, requests, crypto))?;
-    chart(&out.join("throughput.png"), meta, requests)
+    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&json(meta, runs, crypto))?)?;
+    let mut md = String::new();
+    for requests in runs {
+        md.push_str(&markdown(meta, requests));
+    }
+    md.push_str(&crypto_markdown(meta, crypto));
+    std::fs::write(out.join("results.md"), md)?;
+    for (i, requests) in runs.iter().enumerate() {
+        chart(&out.join(format!("throughput-{}.png", requests.runtime)), meta, requests)?;
+        if i == 0 {
+            std::fs::copy(out.join(format!("throughput-{}.png", requests.runtime)), out.join("throughput.png"))?;
+        }
+    }
+    Ok(())
 }
 
-fn json(meta: &Meta, requests: &Results, crypto: &[Row]) -> serde_json::Value {
+fn json(meta: &Meta, runs: &[Results], crypto: &[Row]) -> serde_json::Value {
     let timing = |t: &bench_guest::Timing| {
         serde_json::json!({
             "iterations": t.iterations, "nanos": t.nanos,
@@ -44,6 +57,8 @@ fn json(meta: &Meta, requests: &Results, crypto: &[Row]) -> serde_json::Value {
             "tail_limit_p99_over_p50": TAIL_LIMIT,
             "wasm_guest": crypto::GUEST_WASM,
         },
+        "runtimes": runs.iter().map(|requests| serde_json::json!({
+        "runtime": requests.runtime,
         "notes": requests.notes,
         "scenarios": requests.cells.iter().map(|c| serde_json::json!({
             "scenario": c.key, "label": c.label, "concurrency": c.concurrency,
@@ -54,6 +69,7 @@ fn json(meta: &Meta, requests: &Results, crypto: &[Row]) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "skipped": requests.skipped.iter().map(|s| serde_json::json!({
             "scenario": s.key, "label": s.label, "reason": s.reason,
+        })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "crypto": crypto.iter().map(|r| serde_json::json!({
             "op": r.op, "native": timing(&r.native), "wasm": timing(&r.wasm),
@@ -93,15 +109,24 @@ fn percent(ratio: f64) -> String {
     if ratio >= 0.1 { format!("{:.0}%", ratio * 100.0) } else { format!("{:.1}%", ratio * 100.0) }
 }
 
-fn markdown(meta: &Meta, requests: &Results, crypto: &[Row]) -> String {
+fn runtime_title(runtime: &str) -> &'static str {
+    match runtime {
+        "spin" => "real Spin (`spin up`)",
+        _ => "the project's host (`health_host::serve`)",
+    }
+}
+
+fn markdown(meta: &Meta, requests: &Results) -> String {
     let mut md = format!(
-        "## Requests through the local host ({} s per cell, host built with the {} profile)\n\n\
-         Each scenario's time is cut into three slices, each run right after a baseline slice of \
-         the same length; its ratio is its throughput over the baseline's in those slices (the \
-         baseline's row is all its slices). Issue 6's targets: authorized JWS record read ≥ 30% \
-         of the baseline, insurer JWE read ≥ 15%, p99 ≤ {TAIL_LIMIT} × p50.\n\n\
+        "## Requests over HTTP on {} ({} s per cell, bench and host built with the {} profile)\n\n\
+         Each scenario's time is cut into three slices, each run right after a slice of the \
+         hello-world baseline on the same runtime; its ratio is its throughput over the \
+         baseline's in those slices (the baseline's row is all its slices). Each worker keeps \
+         one HTTP/1.1 connection. The targets: authorized JWS record read ≥ 30% of the \
+         baseline, insurer JWE read ≥ 15%, p99 ≤ {TAIL_LIMIT} × p50.\n\n\
          | scenario | c | req/s | p50 ms | p99 ms | p99/p50 ≤ {TAIL_LIMIT} | vs baseline | target |\n\
          |---|---|---|---|---|---|---|---|\n",
+        runtime_title(requests.runtime),
         meta.seconds,
         profile()
     );
@@ -137,6 +162,12 @@ fn markdown(meta: &Meta, requests: &Results, crypto: &[Row]) -> String {
             md.push_str(&format!("- {note}\n"));
         }
     }
+    md.push('\n');
+    md
+}
+
+fn crypto_markdown(meta: &Meta, crypto: &[Row]) -> String {
+    let mut md = String::new();
     md.push_str(&format!(
         "\n## JOSE natively and in Wasm ({} ms per operation and side)\n\n\
          The same code (`crates/bench-guest`, release profile) on the same keys and tokens: as a \
@@ -178,7 +209,11 @@ fn chart(path: &Path, meta: &Meta, requests: &Results) -> anyhow::Result<()> {
     root.fill(&WHITE).map_err(|e| draw(&e))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            format!("Requests/s per scenario through health-host ({} s per cell, concurrency 1 and 16)", meta.seconds),
+            format!(
+                "Requests/s per scenario over HTTP on {} ({} s per cell, concurrency 1 and 16)",
+                if requests.runtime == "spin" { "real Spin" } else { "health-host" },
+                meta.seconds
+            ),
             (FONT, 24),
         )
         .margin(20)
