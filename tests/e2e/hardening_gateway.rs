@@ -227,12 +227,11 @@ async fn a_repeated_break_glass_answers_the_live_grant_and_a_bad_reason_is_named
 async fn a_consent_names_a_registered_enabled_insurer() {
     let app = TestApp::start(|_| {}).expect("app");
     let alice = bearer(&app.token(ALICE).await);
-    let consent = |insurer: &str| json!({ "insurer": insurer, "expires_at": health_e2e::unix_now() + 3600 }).to_string();
+    let consent =
+        |insurer: &str| json!({ "insurer": insurer, "expires_at": health_e2e::unix_now() + 3600 }).to_string();
     let grant = |insurer: &'static str| {
         let (app, alice, body) = (&app, alice.clone(), consent(insurer));
-        async move {
-            app.send("POST", "/api/patients/p-1001/consents", &[JSON, ("authorization", &alice)], &body).await
-        }
+        async move { app.send("POST", "/api/patients/p-1001/consents", &[JSON, ("authorization", &alice)], &body).await }
     };
     assert_eq!(grant("acme-health").await.status, 201);
     let unknown = grant("no-such-insurer").await;

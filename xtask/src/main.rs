@@ -478,15 +478,7 @@ fn main() -> anyhow::Result<()> {
             build_guests()?;
             let mut cmd = cargo();
             // Not `--quiet`: the first build of the host takes minutes and should show progress.
-            cmd.args([
-                "run",
-                "-p",
-                "health-host",
-                "--",
-                "up",
-                "--runtime-config-file",
-                "runtime-config.toml",
-            ]);
+            cmd.args(["run", "-p", "health-host", "--", "up", "--runtime-config-file", "runtime-config.toml"]);
             cmd.args(&args[1..]);
             for (key, value) in dev_secrets()? {
                 // Explicit environment wins, like Spin's provider order. Only Spin variables

@@ -28,7 +28,11 @@ pub fn parse(method: &Method, segments: &[&str]) -> Result<InternalApi, Error> {
     let valid = |id: &str| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic());
     match segments {
         ["insurers", id] if valid(id) => {
-            if *method == Method::Get { Ok(InternalApi::Insurer((*id).to_owned())) } else { Err(Error::MethodNotAllowed) }
+            if *method == Method::Get {
+                Ok(InternalApi::Insurer((*id).to_owned()))
+            } else {
+                Err(Error::MethodNotAllowed)
+            }
         }
         ["patient-accounts", id, "erased"] if valid(id) => {
             if *method == Method::Post {

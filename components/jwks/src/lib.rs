@@ -165,10 +165,8 @@ fn parse(method: &Method, path: &str) -> Result<Api, Error> {
         ["admin", "audit", "export", chain] => Api::ExportAudit(Chain::parse(chain)?),
         _ => return Err(Error::NotFound),
     };
-    let read = matches!(
-        api,
-        Api::AllKeys | Api::TenantKeys(_) | Api::ListKeys(_) | Api::VerifyAudit(_) | Api::ExportAudit(_)
-    );
+    let read =
+        matches!(api, Api::AllKeys | Api::TenantKeys(_) | Api::ListKeys(_) | Api::VerifyAudit(_) | Api::ExportAudit(_));
     if *method != if read { Method::Get } else { Method::Post } {
         return Err(Error::MethodNotAllowed);
     }

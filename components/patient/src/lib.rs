@@ -88,7 +88,8 @@ fn auth_link() -> anyhow::Result<Link> {
 /// Whether `insurer` is an insurer client registered and enabled in the caller's tenant.
 fn insurer_registered(caller: &Caller, insurer: &ClientId, now: i64) -> anyhow::Result<bool> {
     let path = format!("/internal/insurers/{insurer}");
-    let response = spin_sdk::http::run(health_spin::chain::send(auth_link()?, Method::Get, &path, Vec::new(), caller, now))?;
+    let response =
+        spin_sdk::http::run(health_spin::chain::send(auth_link()?, Method::Get, &path, Vec::new(), caller, now))?;
     match *response.status() {
         200 => {
             let answer: serde_json::Value = serde_json::from_slice(response.body()).context("auth's insurer answer")?;
@@ -104,7 +105,8 @@ fn insurer_registered(caller: &Caller, insurer: &ClientId, now: i64) -> anyhow::
 /// (idempotent) finishes it.
 fn end_account(caller: &Caller, user_id: &str, now: i64) -> anyhow::Result<bool> {
     let path = format!("/internal/patient-accounts/{user_id}/erased");
-    let response = spin_sdk::http::run(health_spin::chain::send(auth_link()?, Method::Post, &path, Vec::new(), caller, now))?;
+    let response =
+        spin_sdk::http::run(health_spin::chain::send(auth_link()?, Method::Post, &path, Vec::new(), caller, now))?;
     match *response.status() {
         200 => Ok(true),
         404 => Ok(false),

@@ -425,8 +425,8 @@ mod tests {
 
     #[test]
     fn a_jti_beginning_with_a_hyphen_is_a_value_not_an_option() {
-        let cli = Cli::try_parse_from(["healthctl", "tokens", "revoke", "--tenant", "t", "--jti", "-vX3_a"])
-            .expect("parses");
+        let cli =
+            Cli::try_parse_from(["healthctl", "tokens", "revoke", "--tenant", "t", "--jti", "-vX3_a"]).expect("parses");
         match cli.command {
             Command::Tokens(Tokens::Revoke { jti, .. }) => assert_eq!(jti, "-vX3_a"),
             _ => panic!("not a revoke"),
