@@ -53,6 +53,37 @@ fn run(mut cmd: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether `cargo {tool}` is installed (rustup's minimal profile has neither rustfmt nor clippy).
+fn has_cargo_tool(tool: &str) -> bool {
+    cargo()
+        .args([tool, "--version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The first gates of `cargo xtask test`, before anything is built for the tests: the code is
+/// as `cargo fmt` writes it, and `cargo clippy` finds nothing (every target, warnings are
+/// errors). A missing tool is said, not skipped silently.
+fn check_code() -> anyhow::Result<()> {
+    if has_cargo_tool("fmt") {
+        let mut cmd = cargo();
+        cmd.args(["fmt", "--all", "--check"]);
+        run(cmd).context("the code is not formatted: run `cargo fmt --all`")?;
+    } else {
+        println!("NOT RUN: the format check (`cargo fmt` is not installed: rustup component add rustfmt)");
+    }
+    if has_cargo_tool("clippy") {
+        let mut cmd = cargo();
+        cmd.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+        run(cmd).context("clippy found something: see above")?;
+    } else {
+        println!("NOT RUN: clippy (`cargo clippy` is not installed: rustup component add clippy)");
+    }
+    Ok(())
+}
+
 /// Installs the `wasm32-wasip2` standard library if the active toolchain lacks it (rustup may
 /// be told not to install anything on its own, as on CI machines).
 fn ensure_wasm_target() -> anyhow::Result<()> {
@@ -446,6 +477,7 @@ fn main() -> anyhow::Result<()> {
         Some("build") => build_guests(),
         Some("plugin") => plugin(),
         Some("test") => {
+            check_code()?;
             build_guests()?;
             let spin = find_spin()?;
             let python = ensure_interop_python()?;
