@@ -393,7 +393,9 @@ fn main() -> ExitCode {
         // `Null`: the command wrote its own output (an NDJSON export, a secret's hex).
         Ok(Value::Null) => ExitCode::SUCCESS,
         Ok(value) => {
-            println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+            // Not `println!`: a reader that stops early (`| head`) is not a panic.
+            use std::io::Write;
+            let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&value).unwrap_or_default());
             ExitCode::SUCCESS
         }
         Err(Failure::Usage(message)) => {
