@@ -25,7 +25,8 @@ pub enum InternalApi {
 
 /// The internal route of `segments` (after `internal`), if any.
 pub fn parse(method: &Method, segments: &[&str]) -> Result<InternalApi, Error> {
-    let valid = |id: &str| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic());
+    // Client ids and subjects are the platform's opaque ids (`health_core::Opaque`).
+    let valid = |id: &str| health_core::Opaque::parse(id).is_ok();
     match segments {
         ["insurers", id] if valid(id) => {
             if *method == Method::Get {

@@ -104,10 +104,10 @@ fn insurer_registered(caller: &Caller, insurer: &ClientId, now: i64) -> anyhow::
 /// if `auth` has no such account. An error leaves the erasure done: repeating the request
 /// (idempotent) finishes it.
 fn end_account(caller: &Caller, user_id: &str, now: i64) -> anyhow::Result<bool> {
-    // The id goes into a path: one that could change it ('/', '?', '%', ...) fails the request
-    // rather than miss the account and report it gone.
-    let plain = !user_id.is_empty() && user_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b));
-    anyhow::ensure!(plain, "an erased patient's account id cannot go into a path: {user_id:?}");
+    // The id goes into a path: one that is not the platform's opaque id (which could change
+    // the path with '/', '?', '%', ...) fails the request rather than miss the account.
+    let user_id = health_core::Opaque::parse(user_id)
+        .map_err(|_| anyhow::anyhow!("an erased patient's account id is not an opaque id: {user_id:?}"))?;
     let path = format!("/internal/patient-accounts/{user_id}/erased");
     let response =
         spin_sdk::http::run(health_spin::chain::send(auth_link()?, Method::Post, &path, Vec::new(), caller, now))?;
