@@ -152,9 +152,12 @@ impl VaultState {
     }
 }
 
-/// Every secret, as Vault holds them.
+/// Every secret, as Vault holds them, and the demo tenant switched on (the scenarios sign in
+/// as demo users; `spin.toml` defaults it to off).
 fn vault_secrets() -> HashMap<String, String> {
-    health_e2e::secret_variables(MASTER_KEY)
+    let mut variables = health_e2e::secret_variables(MASTER_KEY);
+    variables.extend(health_e2e::DEMO_VARIABLES.map(|(name, value)| (name.to_owned(), value.to_owned())));
+    variables
 }
 
 /// A loopback address that accepts connections and never answers: a database that hangs.

@@ -59,10 +59,17 @@ pub fn secret_variables(master_key: &str) -> HashMap<String, String> {
     secrets
 }
 
-/// [`secret_variables`] as `SPIN_VARIABLE_*` for the host.
+/// The variables besides the secrets that every suite and the benchmarks run with: the demo
+/// tenant on. `spin.toml` defaults `demo_tenant` to `false`, so that a production deployment
+/// carries no published passwords; the tests rely on the demo seed.
+pub const DEMO_VARIABLES: [(&str, &str); 1] = [("demo_tenant", "true")];
+
+/// [`secret_variables`] and [`DEMO_VARIABLES`] as `SPIN_VARIABLE_*`, for either runtime.
 pub fn secrets(master_key: &str) -> HashMap<String, String> {
+    let demo = DEMO_VARIABLES.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned()));
     secret_variables(master_key)
         .into_iter()
+        .chain(demo)
         .map(|(name, value)| (format!("SPIN_VARIABLE_{}", name.to_uppercase()), value))
         .collect()
 }

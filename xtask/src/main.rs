@@ -512,6 +512,11 @@ fn main() -> anyhow::Result<()> {
             // Not `--quiet`: the first build of the host takes minutes and should show progress.
             cmd.args(["run", "-p", "health-host", "--", "up", "--runtime-config-file", "runtime-config.toml"]);
             cmd.args(&args[1..]);
+            // The demo tenant and its published passwords: `spin.toml` leaves it off, so that
+            // a production deployment never has it; a laptop wants it on.
+            if std::env::var_os("SPIN_VARIABLE_DEMO_TENANT").is_none() {
+                cmd.env("SPIN_VARIABLE_DEMO_TENANT", "true");
+            }
             for (key, value) in dev_secrets()? {
                 // Explicit environment wins, like Spin's provider order. Only Spin variables
                 // go to the app (the file also holds the operator token, for healthctl).
