@@ -19,7 +19,12 @@ pub fn run(data: &[u8]) {
     if path.contains('?') {
         let allowed = matches!(
             api,
-            Api::Audit(_) | Api::AuditExport(_) | Api::BreakGlassReview(_) | Api::RevokeConsent(..) | Api::BadQuery(_)
+            Api::Audit(_)
+                | Api::AuditExport(_)
+                | Api::BreakGlassReview(_)
+                | Api::RevokeConsent(..)
+                | Api::AccessLog(..)
+                | Api::BadQuery(_)
         );
         assert!(allowed, "{api:?} took a query string");
     }

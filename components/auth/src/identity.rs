@@ -202,6 +202,21 @@ pub fn set_password(conn: &Connection, tenant: &TenantId, user_id: &str, hash: &
     Ok(first(&conn.execute(UPDATE, &params).context("updating password")?).is_some())
 }
 
+/// Replaces the password hash only if `old_hash` is still the stored one (a self-service
+/// change, which verified the old password): `false` if another change came first.
+pub fn replace_password(
+    conn: &Connection,
+    tenant: &TenantId,
+    user_id: &str,
+    old_hash: &str,
+    new_hash: &str,
+) -> anyhow::Result<bool> {
+    const UPDATE: &str = "UPDATE users SET password_hash = ? WHERE tenant_id = ? AND user_id = ? AND password_hash = ?
+        RETURNING user_id";
+    let params = [text(new_hash), text(tenant.as_str()), text(user_id), text(old_hash)];
+    Ok(first(&conn.execute(UPDATE, &params).context("replacing password")?).is_some())
+}
+
 // ---- lockout -----------------------------------------------------------------------------
 
 fn attempts(conn: &Connection, tenant: &TenantId, username: &str, source: &str) -> anyhow::Result<Option<Attempts>> {
@@ -509,6 +524,16 @@ pub fn user_families(conn: &Connection, tenant: &TenantId, user_id: &str) -> any
         "SELECT family_id FROM refresh_families WHERE tenant_id = ? AND user_id = ? AND revoked_at IS NULL";
     let rows = conn.execute(SELECT, &[text(tenant.as_str()), text(user_id)]).context("listing families")?;
     Ok(rows.rows().filter_map(|r| r.get::<&str>("family_id").map(str::to_owned)).collect())
+}
+
+/// The access tokens issued in a family that may still be valid at `now`, without revoking it.
+pub fn family_access_tokens(conn: &Connection, family_id: &str, now: i64) -> anyhow::Result<Vec<(String, i64)>> {
+    const ACCESS: &str = "SELECT access_jti, access_exp FROM refresh_tokens WHERE family_id = ? AND access_exp > ?";
+    let rows = conn.execute(ACCESS, &[text(family_id), Value::Integer(now)]).context("listing family tokens")?;
+    Ok(rows
+        .rows()
+        .filter_map(|r| Some((r.get::<&str>("access_jti")?.to_owned(), r.get::<i64>("access_exp")?)))
+        .collect())
 }
 
 /// The family an access token was issued in, if it came with a refresh token.

@@ -5,7 +5,7 @@
 //! insurers, encrypted by `jwks` too: `auth` never holds a private key), rotating refresh
 //! tokens with family revocation on reuse, logout and logout-all, the OAuth token endpoint
 //! (`refresh_token`, `client_credentials`), RFC 7662 introspection, RFC 7009 revocation, the
-//! validation service, per-tenant OIDC discovery, and the admin API for users and insurer
+//! validation service, self-service password change, per-tenant OIDC discovery, and the admin API for users and insurer
 //! clients. Every security event is audited; no secret ever reaches a log, error or audit row.
 //! A request whose stores do not answer within seconds is refused with 503
 //! (`health_spin::stores`), before it is audited.
@@ -13,6 +13,7 @@
 // The Spin SDK and wit-bindgen macros expand to the component ABI's `unsafe` glue.
 #![allow(unsafe_code)]
 
+mod account;
 mod admin;
 mod grants;
 mod identity;
@@ -53,6 +54,7 @@ enum Api {
     Introspect,
     Revoke,
     Validate,
+    ChangePassword,
     Discovery(TenantId),
     Admin(admin::AdminApi),
     Internal(internal::InternalApi),
@@ -80,6 +82,9 @@ pub(crate) enum Error {
     Unauthorized,
     Forbidden(&'static str),
     Conflict(&'static str),
+    /// A signed-in user's current password was wrong (self-service change): not a token
+    /// problem, so not 401.
+    WrongPassword,
     /// An OAuth endpoint's error (RFC 6749 §5.2), as a problem with the `error` member.
     OAuth {
         status: u16,
@@ -106,6 +111,8 @@ fn problem(error: &Error) -> Problem {
         Error::Unauthorized => Problem::unauthorized(),
         Error::Forbidden(detail) => Problem::forbidden().with_detail(*detail),
         Error::Conflict(detail) => Problem::conflict(*detail),
+        Error::WrongPassword => Problem::new("invalid-current-password", "Current Password Incorrect", 403)
+            .with_detail("currentPassword is not the account's password"),
         Error::OAuth { status, code, detail } => {
             let title = if *status == 401 { "Client Authentication Failed" } else { "Token Request Refused" };
             Problem::new(&code.replace('_', "-"), title, *status).with_detail(*detail).with_oauth_error(code)
@@ -136,6 +143,7 @@ fn parse(method: &Method, path: &str) -> Result<Api, Error> {
         ["auth", "introspect"] => post(Api::Introspect),
         ["auth", "revoke"] => post(Api::Revoke),
         ["api", "auth", "validate"] => post(Api::Validate),
+        ["api", "auth", "change-password"] => post(Api::ChangePassword),
         ["t", tenant, ".well-known", "openid-configuration"] => {
             let tenant = TenantId::parse(tenant).map_err(|_| Error::NotFound)?;
             if *method == Method::Get { Ok(Api::Discovery(tenant)) } else { Err(Error::MethodNotAllowed) }
@@ -301,6 +309,7 @@ async fn serve(req: &Request) -> anyhow::Result<Response> {
         Api::Logout => sessions::logout(&ctx, &mut event, false).await?,
         Api::LogoutAll => sessions::logout(&ctx, &mut event, true).await?,
         Api::Introspect => sessions::introspect(&ctx, &mut event).await?,
+        Api::ChangePassword => account::change_password(&ctx, &mut event).await?,
         Api::Revoke => sessions::revoke(&ctx, &mut event).await?,
         // High-volume reads that change nothing: not audited.
         Api::Validate => return sessions::validate(&ctx).await.map(|r| r.unwrap_or_else(|e| error_response(&e))),
@@ -327,6 +336,8 @@ mod tests {
         assert_eq!(parse(&Method::Post, "/auth/token"), Ok(Api::Token));
         assert_eq!(parse(&Method::Post, "/auth/mfa/enroll"), Ok(Api::MfaEnroll));
         assert_eq!(parse(&Method::Post, "/api/auth/validate"), Ok(Api::Validate));
+        assert_eq!(parse(&Method::Post, "/api/auth/change-password"), Ok(Api::ChangePassword));
+        assert_eq!(parse(&Method::Get, "/api/auth/change-password"), Err(Error::MethodNotAllowed));
         assert_eq!(
             parse(&Method::Get, "/t/demo-hospital/.well-known/openid-configuration"),
             Ok(Api::Discovery(TenantId::parse("demo-hospital").expect("tenant")))

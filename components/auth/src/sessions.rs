@@ -31,21 +31,10 @@ async fn verify(token: &str, now: i64) -> anyhow::Result<Result<Verified, &'stat
 /// `POST /auth/logout-all` ends every session of the subject (per-subject not-before).
 pub async fn logout(ctx: &Ctx<'_>, event: &mut Event, everywhere: bool) -> Outcome {
     event.action = if everywhere { "auth.logout_all" } else { "auth.logout" }.into();
-    let token = match health_spin::tokens::bearer_token(ctx.req) {
-        Ok(token) => token,
-        Err(reason) => {
-            event.reason = reason.into();
-            return Ok(Err(Error::Unauthorized));
-        }
+    let claims = match bearer_claims(ctx, event).await? {
+        Ok(claims) => claims,
+        Err(error) => return Ok(Err(error)),
     };
-    let claims = match verify(token, ctx.now).await? {
-        Ok(verified) => verified.claims,
-        Err(reason) => {
-            event.reason = reason.into();
-            return Ok(Err(Error::Unauthorized));
-        }
-    };
-    actor(event, &claims);
     let db = ctx.db()?;
     if everywhere {
         issue::revoke_subject(&db, &claims.tenant_id, &claims.sub, "logout_all", ctx.now)?;
@@ -58,6 +47,28 @@ pub async fn logout(ctx: &Ctx<'_>, event: &mut Event, everywhere: bool) -> Outco
         event.reason = "session_ended".into();
     }
     Ok(Ok(no_content()))
+}
+
+/// The verified claims of the request's bearer token, with the event attributed to them; a
+/// missing or invalid token is [`Error::Unauthorized`] with the precise reason on the event.
+pub(crate) async fn bearer_claims(ctx: &Ctx<'_>, event: &mut Event) -> anyhow::Result<Result<Claims, Error>> {
+    let token = match health_spin::tokens::bearer_token(ctx.req) {
+        Ok(token) => token,
+        Err(reason) => {
+            event.reason = reason.into();
+            return Ok(Err(Error::Unauthorized));
+        }
+    };
+    match verify(token, ctx.now).await? {
+        Ok(verified) => {
+            actor(event, &verified.claims);
+            Ok(Ok(verified.claims))
+        }
+        Err(reason) => {
+            event.reason = reason.into();
+            Ok(Err(Error::Unauthorized))
+        }
+    }
 }
 
 fn actor(event: &mut Event, claims: &Claims) {
@@ -256,25 +267,10 @@ pub async fn validate(ctx: &Ctx<'_>) -> Outcome {
             "role": claims.role,
             "tenantId": claims.tenant_id,
             "permissions": claims.scope.split_whitespace().collect::<Vec<_>>(),
-            "expiresAt": rfc3339(claims.exp),
+            "expiresAt": health_core::rfc3339(claims.exp),
         },
     });
     Ok(Ok(respond::json(200, &body, Cache::NoStore)))
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time (civil-from-days, H. Hinnant's algorithm).
-fn rfc3339(unix: i64) -> String {
-    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
 }
 
 /// `GET /t/{tenant}/.well-known/openid-configuration`.
@@ -301,17 +297,4 @@ pub fn discovery(ctx: &Ctx<'_>, tenant: &TenantId) -> Outcome {
         encryption_algs: algs(KeyUse::Enc, "ECDH-ES+A256KW"),
     });
     Ok(Ok(respond::json(200, &metadata, Cache::Public(300))))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::rfc3339;
-
-    #[test]
-    fn formats_unix_times_as_rfc_3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_800_000_000), "2027-01-15T08:00:00Z");
-        assert_eq!(rfc3339(4_102_444_799), "2099-12-31T23:59:59Z");
-    }
 }

@@ -15,6 +15,8 @@
 // The Spin SDK and wit-bindgen macros expand to the component ABI's `unsafe` glue.
 #![allow(unsafe_code)]
 
+mod self_service;
+
 use anyhow::Context;
 use health_core::audit::{Event, Outcome};
 use health_core::routes::{self, Api, Service};
@@ -45,6 +47,8 @@ fn route_rule(api: &Api) -> Option<(authz::Action, &'static str)> {
         Api::Audit(_) | Api::AuditExport(_) | Api::AuditVerify | Api::BreakGlassReview(_) => (A::ReadAudit, "admin"),
         Api::ErasePatient(_) => (A::ErasePatient, "admin"),
         Api::RotateDataKey => (A::RotateDataKey, "admin"),
+        Api::AccessLog(..) => (A::ReadAccessLog, "patients"),
+        Api::Export(_) => (A::ExportData, "patients"),
         Api::BadQuery(_) => return None,
     })
 }
@@ -62,6 +66,12 @@ fn upstream(api: &Api, role: Role) -> Option<Service> {
         Api::LabOrders | Api::AddLabResult(_) => Service::Lab,
         Api::Summary(_) => Service::Insurance,
         Api::Audit(_) | Api::AuditExport(_) | Api::AuditVerify | Api::BreakGlassReview(_) => Service::Gateway,
+        // The patient service decides (it knows the record's owner); the gateway adds the log.
+        Api::AccessLog(..) => match role {
+            Role::Patient | Role::Admin => Service::Patient,
+            Role::Doctor | Role::Lab | Role::Insurance => return None,
+        },
+        Api::Export(_) => Service::Patient,
         Api::BadQuery(_) => return None,
     })
 }
@@ -224,6 +234,10 @@ async fn process(
     match upstream(&api, caller.role) {
         None => Ok(Refusal::Forbidden("no_service_for_role".into()).answer(event)),
         Some(Service::Gateway) => admin(&api, &caller, event),
+        Some(service) if self_service::completes(&api) => {
+            let answer = forward(req, path, &caller, service.name(), event).await?;
+            self_service::complete(&api, &caller, answer, event.time)
+        }
         Some(service) => forward(req, path, &caller, service.name(), event).await,
     }
 }
@@ -499,6 +513,12 @@ mod tests {
         assert_eq!(upstream(&Api::ErasePatient(p()), Role::Admin), Some(Service::Patient));
         assert!(route_rule(&Api::BadQuery("x")).is_none());
         assert_eq!(route_rule(&Api::LabOrders).map(|r| r.1), Some("lab"));
+        let log = || Api::AccessLog(p(), routes::AccessLogQuery::default());
+        assert_eq!(upstream(&log(), Role::Patient), Some(Service::Patient));
+        assert_eq!(upstream(&log(), Role::Admin), Some(Service::Patient));
+        assert_eq!(upstream(&log(), Role::Doctor), None);
+        assert_eq!(upstream(&Api::Export(p()), Role::Patient), Some(Service::Patient));
+        assert_eq!(route_rule(&Api::Export(p())).map(|r| r.1), Some("patients"));
     }
 
     #[test]

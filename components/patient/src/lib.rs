@@ -1,6 +1,6 @@
 //! The `patient` role service (private: reachable only as `patient.spin.internal`). Patients
-//! read their own demographics, record and lab results and grant or withdraw insurers'
-//! consent; tenant admins erase a patient (crypto-shredding) and rotate the tenant's data key
+//! read their own demographics, record and lab results, grant or withdraw insurers' consent
+//! and export everything held about them (the gateway adds their access log); tenant admins erase a patient (crypto-shredding) and rotate the tenant's data key
 //! here, since this service owns patient identity in `records`. Every request needs the
 //! gateway's attested caller context, and every decision is the composed policy's.
 //!
@@ -10,6 +10,8 @@
 
 // The Spin SDK macros expand to the component ABI's `unsafe` glue.
 #![allow(unsafe_code)]
+
+mod export;
 
 use anyhow::Context;
 use health_core::routes::{self, Api};
@@ -36,6 +38,8 @@ fn handle(req: Request) -> Response {
             Api::RevokeConsent(patient, insurer) => revoke_consent(&conn, caller, &patient, &insurer),
             Api::ErasePatient(patient) => erase(&conn, caller, &patient),
             Api::RotateDataKey => rotate(&conn, caller),
+            Api::AccessLog(patient, _) => export::access_log(&conn, caller, &patient),
+            Api::Export(patient) => export::export(&conn, caller, &patient),
             _ => Ok(Err(Refusal::NotFound("no_such_route"))),
         }
     })

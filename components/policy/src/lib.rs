@@ -38,6 +38,8 @@ fn action(action: Action) -> health_policy::Action {
         Action::ReadAudit => A::ReadAudit,
         Action::ErasePatient => A::ErasePatient,
         Action::RotateDataKey => A::RotateDataKey,
+        Action::ReadAccessLog => A::ReadAccessLog,
+        Action::ExportData => A::ExportData,
     }
 }
 

@@ -6,6 +6,7 @@
 //! No I/O, no clock and no global randomness: time and RNGs are parameters, so everything here
 //! is unit-tested natively. It deliberately knows nothing about Spin or HTTP transports.
 
+pub mod access_log;
 pub mod audit;
 pub mod context;
 pub mod ids;
@@ -18,6 +19,21 @@ pub use context::{Caller, Component, ContextError, Link, Role};
 pub use ids::{ClientId, EntryId, IdError, Opaque, OrderId, PatientId, TenantId, TokenId, Username};
 pub use problem::Problem;
 pub use seal::{SealError, SecretKey};
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time (civil-from-days, H. Hinnant's algorithm).
+pub fn rfc3339(unix: i64) -> String {
+    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+}
 
 /// Standard base64url without padding, the only base64 flavour JOSE and this platform use.
 pub fn b64url(bytes: impl AsRef<[u8]>) -> String {

@@ -91,8 +91,40 @@ pub enum Api {
     ErasePatient(PatientId),
     /// `POST /api/admin/data-keys/rotate`
     RotateDataKey,
+    /// `GET /api/patients/{id}/access-log?format&after&limit`: who accessed the patient's data,
+    /// when and under which rule, from the tenant's audit chain (the patient, or the admin).
+    AccessLog(PatientId, AccessLogQuery),
+    /// `GET /api/patients/{id}/export`: everything held about the patient, as one document
+    /// (GDPR Art. 15 and 20; the patient only).
+    Export(PatientId),
     /// A known route with a query string that does not validate (answered 400).
     BadQuery(&'static str),
+}
+
+/// The representation of an access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// The platform's JSON, one entry per access with the EHDS Annex II 3.2 fields.
+    #[default]
+    Json,
+    /// A FHIR R4 `Bundle` of `AuditEvent` resources after IHE BALP.
+    Fhir,
+}
+
+/// The query of `GET /api/patients/{id}/access-log`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessLogQuery {
+    pub format: LogFormat,
+    /// Only events with a chain sequence number above this (paging).
+    pub after: Option<i64>,
+    /// At most this many audit events are read for one page (1–1000, default 100).
+    pub limit: u32,
+}
+
+impl Default for AccessLogQuery {
+    fn default() -> Self {
+        Self { format: LogFormat::Json, after: None, limit: 100 }
+    }
 }
 
 /// Which component serves a request.
@@ -131,7 +163,9 @@ impl Api {
             | Api::GrantConsent(p)
             | Api::RevokeConsent(p, _)
             | Api::Summary(p)
-            | Api::ErasePatient(p) => Some(p),
+            | Api::ErasePatient(p)
+            | Api::AccessLog(p, _)
+            | Api::Export(p) => Some(p),
             Api::LabOrders
             | Api::AddLabResult(_)
             | Api::Audit(_)
@@ -163,6 +197,8 @@ impl Api {
             Api::BreakGlassReview(_) => "GET /api/admin/break-glass",
             Api::ErasePatient(_) => "DELETE /api/admin/patients/{id}",
             Api::RotateDataKey => "POST /api/admin/data-keys/rotate",
+            Api::AccessLog(..) => "GET /api/patients/{id}/access-log",
+            Api::Export(_) => "GET /api/patients/{id}/export",
             Api::BadQuery(_) => "bad query",
         }
     }
@@ -267,6 +303,7 @@ pub(crate) const PATH_WORDS: &[&str] = &[
     "verify",
     "data-keys",
     "rotate",
+    "access-log",
     "metrics",
     "health",
 ];
@@ -292,7 +329,10 @@ pub fn audit_resource(path_and_query: &str) -> String {
         let names: Vec<&str> = query_pairs(&query)
             .into_iter()
             .take(16)
-            .map(|(name, _)| if AUDIT_PARAMS.contains(&name) || name == "insurer" || keep(name) { name } else { "*" })
+            .map(|(name, _)| {
+                let known = AUDIT_PARAMS.contains(&name) || matches!(name, "insurer" | "format");
+                if known || keep(name) { name } else { "*" }
+            })
             .collect();
         out.push('?');
         out.push_str(&names.join("&"));
@@ -303,6 +343,34 @@ pub fn audit_resource(path_and_query: &str) -> String {
 
 pub(crate) const AUDIT_PARAMS: &[&str] = &["from", "to", "actor", "patient", "jti", "outcome", "after", "limit"];
 const REVIEW_PARAMS: &[&str] = &["from", "to", "after", "limit"];
+
+/// `?format=json|fhir&after=&limit=` of an access log.
+fn access_log_query(path_and_query: &str) -> Result<AccessLogQuery, &'static str> {
+    let mut query = AccessLogQuery::default();
+    let mut seen = Vec::new();
+    for (name, value) in query_pairs(path_and_query) {
+        if seen.contains(&name) {
+            return Err("repeated_query_parameter");
+        }
+        seen.push(name);
+        match name {
+            "format" => {
+                query.format = match value {
+                    "json" => LogFormat::Json,
+                    "fhir" => LogFormat::Fhir,
+                    _ => return Err("bad_format"),
+                };
+            }
+            "after" => query.after = Some(value.parse::<i64>().ok().filter(|n| *n >= 0).ok_or("bad_after")?),
+            "limit" => {
+                query.limit =
+                    value.parse::<u32>().ok().filter(|n| (1..=MAX_AUDIT_LIMIT).contains(n)).ok_or("bad_limit")?;
+            }
+            _ => return Err("unknown_query_parameter"),
+        }
+    }
+    Ok(query)
+}
 
 /// Parses a request of the public API; `None` for anything that is not one of its routes
 /// (answered 404). Never panics, whatever the input.
@@ -321,8 +389,10 @@ pub fn parse(method: &str, path_and_query: &str) -> Option<Api> {
     // nothing a client appends can change what a service reads.
     let takes_query = matches!(
         (method, segments.as_slice()),
-        (Method::Get, ["admin", "audit" | "break-glass"] | ["admin", "audit", "export"])
-            | (Method::Delete, ["patients", _, "consents"])
+        (
+            Method::Get,
+            ["admin", "audit" | "break-glass"] | ["admin", "audit", "export"] | ["patients", _, "access-log"]
+        ) | (Method::Delete, ["patients", _, "consents"])
     );
     if query.is_some() && !takes_query {
         return None;
@@ -345,6 +415,11 @@ pub fn parse(method: &str, path_and_query: &str) -> Option<Api> {
                 _ => Api::BadQuery("insurer_required"),
             })
         }
+        (Method::Get, ["patients", id, "access-log"]) => {
+            let id = patient(id)?;
+            Some(access_log_query(path_and_query).map_or_else(Api::BadQuery, |q| Api::AccessLog(id, q)))
+        }
+        (Method::Get, ["patients", id, "export"]) => patient(id).map(Api::Export),
         (Method::Get, ["lab", "orders"]) => Some(Api::LabOrders),
         (Method::Post, ["lab", "orders", order, "results"]) => OrderId::parse(order).ok().map(Api::AddLabResult),
         (Method::Get, ["insurance", "patients", id, "summary"]) => patient(id).map(Api::Summary),
@@ -510,6 +585,32 @@ mod tests {
         assert_eq!(parse("GET", "/api/admin/audit/verify"), Some(Api::AuditVerify));
         assert_eq!(parse("DELETE", "/api/admin/patients/p-1"), Some(Api::ErasePatient(p("p-1"))));
         assert_eq!(parse("POST", "/api/admin/data-keys/rotate"), Some(Api::RotateDataKey));
+        assert_eq!(parse("GET", "/api/patients/p-1/export"), Some(Api::Export(p("p-1"))));
+        assert_eq!(
+            parse("GET", "/api/patients/p-1/access-log"),
+            Some(Api::AccessLog(p("p-1"), AccessLogQuery::default()))
+        );
+    }
+
+    #[test]
+    fn access_log_queries_are_validated() {
+        assert_eq!(
+            parse("GET", "/api/patients/p-1/access-log?format=fhir&after=7&limit=5"),
+            Some(Api::AccessLog(p("p-1"), AccessLogQuery { format: LogFormat::Fhir, after: Some(7), limit: 5 }))
+        );
+        for (query, reason) in [
+            ("format=xml", "bad_format"),
+            ("limit=0", "bad_limit"),
+            ("after=-1", "bad_after"),
+            ("patient=p-2", "unknown_query_parameter"),
+            ("format=json&format=fhir", "repeated_query_parameter"),
+        ] {
+            let path = format!("/api/patients/p-1/access-log?{query}");
+            assert_eq!(parse("GET", &path), Some(Api::BadQuery(reason)), "{query}");
+        }
+        assert_eq!(parse("GET", "/api/patients/p-1/export?format=fhir"), None);
+        assert_eq!(parse("POST", "/api/patients/p-1/access-log"), None);
+        assert_eq!(audit_resource("/api/patients/p-1/access-log?format=fhir"), "/api/patients/p-1/access-log?format");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `healthctl`: the platform operator's command-line tool. It talks to the admin API of a
 //! running app (`cargo xtask up`, `spin up` or a deployment) with the operator token from
 //! `HEALTH_OPERATOR_TOKEN`. It holds no keys and reads no store itself; `secrets` computes, offline,
-//! the value of a secret variable from a key the operator passes in the environment.
+//! the value of a secret variable from a key the operator passes in the environment. The
+//! self-service commands (`patients access-log`, `patients export`, `auth change-password`) act
+//! as a signed-in user instead, with the access token in `HEALTHCTL_ACCESS_TOKEN`.
 //!
 //! Exit codes: 0 done; 1 the server refused (4xx, its problem detail printed) or the audit chain
 //! is broken; 2 bad usage or configuration; 3 the server failed or could not be reached.
@@ -48,6 +50,37 @@ enum Command {
     /// Compute secret variables offline (no server is contacted).
     #[command(subcommand)]
     Secrets(Secrets),
+    /// A patient's own data, as the patient (or, for the access log, the tenant admin): the
+    /// access token comes from `HEALTHCTL_ACCESS_TOKEN`.
+    #[command(subcommand)]
+    Patients(Patients),
+    /// The signed-in user's own account; the access token comes from `HEALTHCTL_ACCESS_TOKEN`.
+    #[command(subcommand)]
+    Auth(Auth),
+}
+
+#[derive(Subcommand)]
+enum Patients {
+    /// Who read or changed the patient's data, when and under which rule: every page of the
+    /// access log, as one JSON document or one FHIR R4 Bundle of AuditEvents (IHE BALP).
+    AccessLog {
+        #[arg(long)]
+        patient: String,
+        #[arg(long, default_value = "json", value_parser = ["json", "fhir"])]
+        format: String,
+    },
+    /// Everything held about the patient, with their access log, as one JSON document.
+    Export {
+        #[arg(long)]
+        patient: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum Auth {
+    /// Change the signed-in user's password: the current one from `HEALTHCTL_PASSWORD`, the
+    /// new one from `HEALTHCTL_NEW_PASSWORD` (never arguments). Ends the user's other sessions.
+    ChangePassword,
 }
 
 #[derive(Subcommand)]
@@ -236,6 +269,23 @@ fn refusal(status: u16, value: &Value) -> Failure {
 fn request_text(url: &str, method: &str, path: &str, body: Option<Value>) -> Result<(u16, String), Failure> {
     let token = std::env::var("HEALTH_OPERATOR_TOKEN")
         .map_err(|_| Failure::Usage("HEALTH_OPERATOR_TOKEN is not set (the platform operator token)".into()))?;
+    send(url, method, path, body, &token)
+}
+
+/// One request with a signed-in user's access token (`HEALTHCTL_ACCESS_TOKEN`).
+fn request_as_user(url: &str, method: &str, path: &str, body: Option<Value>) -> Result<Value, Failure> {
+    let token = std::env::var("HEALTHCTL_ACCESS_TOKEN")
+        .map_err(|_| Failure::Usage("HEALTHCTL_ACCESS_TOKEN is not set (a signed-in user's access token)".into()))?;
+    let (status, text) = send(url, method, path, body, &token)?;
+    let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    match status {
+        200..=299 => Ok(value),
+        _ => Err(refusal(status, &value)),
+    }
+}
+
+/// Sends one request with `token` as its bearer credential.
+fn send(url: &str, method: &str, path: &str, body: Option<Value>, token: &str) -> Result<(u16, String), Failure> {
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let target = format!("{}{path}", url.trim_end_matches('/'));
     let auth = format!("Bearer {token}");
@@ -307,6 +357,16 @@ fn run(cli: Cli) -> Result<Value, Failure> {
             request(&url, "POST", "/admin/revoke-token", Some(json!({ "jti": jti, "tenant_id": tenant(&t)? })))
         }
         Command::Users(command) => users(&url, command),
+        Command::Patients(Patients::AccessLog { patient, format }) => access_log(&url, &patient, &format),
+        Command::Patients(Patients::Export { patient }) => {
+            request_as_user(&url, "GET", &format!("/api/patients/{}/export", patient_id(&patient)?), None)
+        }
+        Command::Auth(Auth::ChangePassword) => {
+            let new = std::env::var("HEALTHCTL_NEW_PASSWORD")
+                .map_err(|_| Failure::Usage("set HEALTHCTL_NEW_PASSWORD to the new password".into()))?;
+            let body = json!({ "currentPassword": password()?, "newPassword": new });
+            request_as_user(&url, "POST", "/api/auth/change-password", Some(body))
+        }
         Command::Totp { secret } => totp_code(&secret),
         Command::Secrets(Secrets::PhiWrappingKey) => {
             println!("{}", phi_wrapping_key()?);
@@ -333,6 +393,50 @@ fn run(cli: Cli) -> Result<Value, Failure> {
             Ok(Value::Null)
         }
     }
+}
+
+fn patient_id(text: &str) -> Result<health_core::PatientId, Failure> {
+    health_core::PatientId::parse(text).map_err(|e| Failure::Usage(format!("--patient {text:?}: {e}")))
+}
+
+/// Every page of a patient's access log, joined: one JSON document (`entries`), or one FHIR
+/// Bundle whose entries are every page's.
+fn access_log(url: &str, patient: &str, format: &str) -> Result<Value, Failure> {
+    let patient = patient_id(patient)?;
+    let base = format!("/api/patients/{patient}/access-log?format={format}&limit={EXPORT_PAGE}");
+    let mut joined: Option<Value> = None;
+    let mut after = None::<i64>;
+    loop {
+        let path = after.map_or_else(|| base.clone(), |seq| format!("{base}&after={seq}"));
+        let mut page = request_as_user(url, "GET", &path, None)?;
+        let (items, next) = match format {
+            "fhir" => {
+                let next = page["link"][0]["url"]
+                    .as_str()
+                    .and_then(|u| u.rsplit_once("after="))
+                    .and_then(|(_, rest)| rest.split('&').next().and_then(|n| n.parse::<i64>().ok()));
+                (page["entry"].take(), next)
+            }
+            _ => (page["entries"].take(), page["next_after"].as_i64()),
+        };
+        let key = if format == "fhir" { "entry" } else { "entries" };
+        let all = joined.get_or_insert_with(|| page.clone());
+        if let (Some(all), Some(items)) = (all[key].as_array_mut(), items.as_array()) {
+            all.extend(items.iter().cloned());
+        } else {
+            all[key] = items;
+        }
+        match next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let mut joined = joined.unwrap_or(Value::Null);
+    if let Some(object) = joined.as_object_mut() {
+        object.remove("link");
+        object.remove("next_after");
+    }
+    Ok(joined)
 }
 
 fn password() -> Result<String, Failure> {
@@ -423,6 +527,18 @@ mod tests {
             assert!(matches!(totp_code(bad), Err(Failure::Usage(_))), "{bad:?}");
         }
         assert!(totp_code("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP").is_ok());
+    }
+
+    #[test]
+    fn self_service_commands_parse_and_refuse_bad_patient_ids() {
+        let cli = Cli::try_parse_from(["healthctl", "patients", "access-log", "--patient", "p-1", "--format", "fhir"])
+            .expect("parses");
+        assert!(matches!(cli.command, Command::Patients(Patients::AccessLog { ref format, .. }) if format == "fhir"));
+        assert!(
+            Cli::try_parse_from(["healthctl", "patients", "access-log", "--patient", "p", "--format", "xml"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["healthctl", "auth", "change-password"]).is_ok());
+        assert!(matches!(patient_id("../p"), Err(Failure::Usage(_))));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use health_core::{Caller, Role};
 
 /// Recorded with every audit event so a decision can be traced to the rules that made it.
-pub const POLICY_VERSION: &str = "2026-11-23.1";
+pub const POLICY_VERSION: &str = "2026-11-26.1";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -23,6 +23,10 @@ pub enum Action {
     ReadAudit,
     ErasePatient,
     RotateDataKey,
+    /// Reading who accessed a patient's data (the patient's access log).
+    ReadAccessLog,
+    /// Exporting everything held about a patient (GDPR access and portability).
+    ExportData,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,9 +89,10 @@ pub fn authorize(caller: &Caller, action: Action, resource: &Resource) -> Decisi
         Resource::Patient(p) => {
             let is_self = p.owner_subject.as_deref() == Some(caller.subject.as_str());
             match (caller.role, action) {
-                (Role::Patient, ReadDemographics | ReadRecord | ReadLabResults | ManageConsent) if is_self => {
-                    allow("patient_self")
-                }
+                (
+                    Role::Patient,
+                    ReadDemographics | ReadRecord | ReadLabResults | ManageConsent | ReadAccessLog | ExportData,
+                ) if is_self => allow("patient_self"),
                 (Role::Patient, _) => deny("not_own_record"),
                 (Role::Doctor, ReadDemographics | ReadRecord | WriteRecord | ReadLabResults) if p.on_care_team => {
                     allow("care_team")
@@ -98,12 +103,18 @@ pub fn authorize(caller: &Caller, action: Action, resource: &Resource) -> Decisi
                     allow("break_glass")
                 }
                 (Role::Doctor, BreakGlass) => allow("break_glass_request"),
+                // Who read a patient's record is the patient's to know (and the admin's to
+                // review), not the clinicians'; the export holds everything, access log included.
+                (Role::Doctor, ReadAccessLog | ExportData) => deny("role_not_permitted"),
                 (Role::Doctor, _) => deny("not_on_care_team"),
                 (Role::Insurance, ReadSummary) if !caller.scopes.iter().any(|s| s == SUMMARY_SCOPE) => {
                     deny("missing_scope")
                 }
                 (Role::Insurance, ReadSummary) if p.consent_active => allow("consent"),
                 (Role::Insurance, _) => deny("no_consent"),
+                // The admin reviews the tenant's audit log already; a patient's access log is a
+                // view of it, with no clinical content. The export is clinical: never the admin's.
+                (Role::Admin, ReadAccessLog) => allow("admin_access_log"),
                 (Role::Lab | Role::Admin, _) => deny("role_not_permitted"),
             }
         }
@@ -122,7 +133,12 @@ pub fn authorize(caller: &Caller, action: Action, resource: &Resource) -> Decisi
 fn route(role: Role, action: Action, family: &str) -> Decision {
     use Action::*;
     match (family, role, action) {
-        ("patients", Role::Patient, ReadDemographics | ReadRecord | ReadLabResults | ManageConsent) => allow("route"),
+        (
+            "patients",
+            Role::Patient,
+            ReadDemographics | ReadRecord | ReadLabResults | ManageConsent | ReadAccessLog | ExportData,
+        ) => allow("route"),
+        ("patients", Role::Admin, ReadAccessLog) => allow("route"),
         ("patients", Role::Doctor, ReadDemographics | ReadRecord | WriteRecord | ReadLabResults | BreakGlass) => {
             allow("route")
         }
@@ -260,6 +276,32 @@ mod tests {
         assert!(authorize(&lab, Action::AppendLabResult, &order("u-lab")).allow);
         assert!(!authorize(&lab, Action::AppendLabResult, &order("u-other")).allow);
         assert!(!authorize(&caller(Role::Doctor, "u-lab"), Action::AppendLabResult, &order("u-lab")).allow);
+    }
+
+    #[test]
+    fn only_the_patient_and_the_admin_read_an_access_log_and_only_the_patient_exports() {
+        let own = || Resource::Patient(patient("u-alice"));
+        let mut everything = patient("u-alice");
+        (everything.on_care_team, everything.break_glass_active, everything.consent_active) = (true, true, true);
+        let alice = caller(Role::Patient, "u-alice");
+        for action in [Action::ReadAccessLog, Action::ExportData] {
+            assert_eq!(authorize(&alice, action, &own()), allow("patient_self"), "{action:?}");
+            assert_eq!(authorize(&alice, action, &Resource::Patient(patient("u-bob"))), deny("not_own_record"));
+            assert!(authorize(&alice, action, &Resource::Route("patients".into())).allow);
+            for role in [Role::Doctor, Role::Lab, Role::Insurance] {
+                let decision = authorize(&caller(role, "u-alice"), action, &Resource::Patient(everything.clone()));
+                assert!(!decision.allow, "{role:?} {action:?}");
+                assert!(!authorize(&caller(role, "x"), action, &Resource::Route("patients".into())).allow);
+            }
+        }
+        let admin = caller(Role::Admin, "u-admin");
+        assert_eq!(authorize(&admin, Action::ReadAccessLog, &own()), allow("admin_access_log"));
+        assert!(authorize(&admin, Action::ReadAccessLog, &Resource::Route("patients".into())).allow);
+        assert_eq!(authorize(&admin, Action::ExportData, &own()), deny("role_not_permitted"));
+        assert!(!authorize(&admin, Action::ExportData, &Resource::Route("patients".into())).allow);
+        let mut elsewhere = patient("u-alice");
+        elsewhere.tenant_id = "other".into();
+        assert_eq!(authorize(&admin, Action::ReadAccessLog, &Resource::Patient(elsewhere)), deny("tenant_mismatch"));
     }
 
     #[test]

@@ -1,0 +1,140 @@
+//! `POST /api/auth/change-password`: a signed-in user changes their own password.
+//!
+//! The bearer token says who; the current password proves it is still them (a stolen access
+//! token alone changes nothing). The attempt is counted against the same (user, source)
+//! lockout counter as a login before argon2id runs, so a wrong current password is a failed
+//! login in every respect: audited (`bad_password`), counted, and locking the pair after
+//! `lockout_max_failures`. The new password meets the same policy as everywhere else (12–1024
+//! bytes) and must differ from the current one.
+//!
+//! On success every *other* session of the user ends: each other refresh family is revoked
+//! with the access tokens issued in it, and the access tokens of the current family other than
+//! the presented one are revoked too, so the device that changed the password stays signed in
+//! and nothing else does (`requiresReauth: false`). A token that belongs to no family (an
+//! insurer user's one-time token) leaves no way to tell its session from the others: then every
+//! token of the subject is refused from now on (the per-subject not-before, as logout-all) and
+//! the answer says `requiresReauth: true`. The new hash replaces the old one only if the old one
+//! is still stored (compare-and-set), so of two concurrent changes from one password one wins
+//! and the other is refused 409.
+
+use health_core::audit::Event;
+use health_identity::lockout::{Failure, source_of};
+use health_identity::password;
+use serde::Deserialize;
+use spin_sdk::http::Response;
+
+use crate::identity::{self, Reservation};
+use crate::{Ctx, Error, issue, sessions};
+
+type Outcome = anyhow::Result<Result<Response, Error>>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ChangePassword {
+    current_password: String,
+    new_password: String,
+}
+
+const USAGE: &str = "body must be {\"currentPassword\", \"newPassword\"}";
+
+pub async fn change_password(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
+    event.action = "auth.change_password".into();
+    let claims = match sessions::bearer_claims(ctx, event).await? {
+        Ok(claims) => claims,
+        Err(error) => return Ok(Err(error)),
+    };
+    let request: ChangePassword = match ctx.json(USAGE) {
+        Ok(request) => request,
+        Err(error) => {
+            event.reason = "malformed_request".into();
+            return Ok(Err(error));
+        }
+    };
+    if request.current_password.is_empty() || request.current_password.len() > password::MAX_LEN {
+        event.reason = "malformed_request".into();
+        return Ok(Err(Error::BadRequest("currentPassword must be 1-1024 bytes")));
+    }
+    if password::check_policy(&request.new_password).is_err() {
+        event.reason = "weak_password".into();
+        return Ok(Err(Error::BadRequest("newPassword must be 12 to 1024 bytes")));
+    }
+    if request.new_password == request.current_password {
+        event.reason = "password_unchanged".into();
+        return Ok(Err(Error::BadRequest("newPassword must differ from currentPassword")));
+    }
+    let db = ctx.db()?;
+    let (tenant, sub) = (&claims.tenant_id, claims.sub.as_str());
+    // An insurer client's token has no user behind it, and so no password.
+    let Some(user) = identity::user_by_id(&db, tenant, sub)? else {
+        event.reason = "not_a_user_account".into();
+        return Ok(Err(Error::Forbidden("only a user account has a password")));
+    };
+    event.resource = format!("tenant/{tenant}/users/{}", user.username);
+    let source = source_of(ctx.client_addr());
+    let policy = ctx.settings.lockout;
+    let username = user.username.as_str();
+    let counted = match identity::reserve_attempt(&db, tenant, username, &source, policy, ctx.now)? {
+        Reservation::Locked { retry_after } => {
+            event.reason = "locked_out".into();
+            return Ok(Err(Error::Locked { retry_after }));
+        }
+        Reservation::Counted(failure) => failure,
+    };
+    if !password::matches(&user.password_hash, &request.current_password) {
+        event.reason = "bad_password".into();
+        identity::sweep_attempts(&db, policy, ctx.now)?;
+        if counted == Failure::Locked {
+            let mut lockout = event.clone();
+            lockout.action = "auth.lockout".into();
+            lockout.reason = format!("locked_for_{}s", policy.lock_secs);
+            lockout.outcome = Some(health_core::audit::Outcome::Deny);
+            lockout.status = 429;
+            health_spin::audit::append(&lockout)?;
+        }
+        return Ok(Err(Error::WrongPassword));
+    }
+    if user.disabled {
+        event.reason = "user_disabled".into();
+        return Ok(Err(Error::Forbidden("the account is disabled")));
+    }
+    identity::clear_attempts(&db, tenant, username, Some(&source))?;
+    let hash = password::hash(&request.new_password, &mut health_spin::rng())
+        .map_err(|_| anyhow::anyhow!("password hashing failed"))?;
+    if !identity::replace_password(&db, tenant, sub, &user.password_hash, &hash)? {
+        event.reason = "password_changed_concurrently".into();
+        return Ok(Err(Error::Conflict("the password was changed meanwhile; sign in again")));
+    }
+    let (ended, requires_reauth) = match identity::family_of_access(&db, &claims.jti)? {
+        Some(current) => {
+            let mut ended = 0;
+            for family in identity::user_families(&db, tenant, sub)? {
+                if family != current {
+                    issue::revoke_family(&db, tenant, &family, "password_changed", ctx.now)?;
+                    ended += 1;
+                }
+            }
+            let store = issue::revocations()?;
+            for (jti, exp) in identity::family_access_tokens(&db, &current, ctx.now)? {
+                if jti != claims.jti {
+                    issue::revoke_jti(&store, tenant, &jti, exp)?;
+                }
+            }
+            (ended, false)
+        }
+        None => {
+            let families = identity::user_families(&db, tenant, sub)?.len();
+            issue::revoke_subject(&db, tenant, sub, "password_changed", ctx.now)?;
+            (families, true)
+        }
+    };
+    event.reason =
+        if requires_reauth { "password_changed_all_sessions_ended" } else { "password_changed_other_sessions_ended" }
+            .into();
+    let body = serde_json::json!({
+        "success": true,
+        "requiresReauth": requires_reauth,
+        "passwordChangedAt": health_core::rfc3339(ctx.now),
+        "otherSessionsEnded": ended,
+    });
+    Ok(Ok(health_spin::respond::json(200, &body, health_spin::respond::Cache::NoStore)))
+}

@@ -1,0 +1,122 @@
+//! `GET /api/patients/{id}/export` and the patient service's half of
+//! `GET /api/patients/{id}/access-log`.
+//!
+//! The export is everything `records` holds about the patient, opened, as one JSON document
+//! (GDPR Art. 15 access and Art. 20 portability): demographics, record entries, lab orders and
+//! results, consents, care-team memberships and break-glass grants. The gateway adds the access
+//! log from the audit database, which this service cannot read. The access log itself is
+//! answered by the gateway; this service only decides, with the facts in `records`, whether the
+//! caller may read it (the policy's decision, like every other).
+
+use anyhow::Context;
+use health_core::{Caller, PatientId};
+use health_spin::authz;
+use health_spin::records::{self, Vault};
+use health_spin::service::{self, Done, Handled};
+use spin_sdk::sqlite::{Connection, Value};
+
+const CONSENTS: &str = "SELECT insurer, granted_at, expires_at, revoked_at FROM consent
+    WHERE tenant_id = ? AND patient_id = ? ORDER BY granted_at, insurer";
+const CARE_TEAM: &str = "SELECT doctor_subject, active FROM care_team
+    WHERE tenant_id = ? AND patient_id = ? ORDER BY doctor_subject";
+const BREAK_GLASS: &str = "SELECT doctor_subject, granted_at, expires_at FROM break_glass
+    WHERE tenant_id = ? AND patient_id = ? ORDER BY granted_at, doctor_subject";
+const LAB_ORDERS: &str = "SELECT order_id, test_code, test_name, ordered_by, ordered_at, status, lab_subject
+    FROM lab_order WHERE tenant_id = ? AND patient_id = ? ORDER BY ordered_at, order_id";
+
+/// `GET /api/patients/{id}/access-log`: the decision only; the gateway reads the log.
+pub fn access_log(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handled {
+    let now = health_spin::now();
+    let (_, reason) = health_spin::allowed!(service::authorize_patient(
+        conn,
+        caller,
+        authz::Action::ReadAccessLog,
+        patient.as_str(),
+        now
+    ));
+    Ok(Ok(Done::json(200, serde_json::json!({ "patient_id": patient, "authorized": true }), reason)))
+}
+
+/// `GET /api/patients/{id}/export`: everything in `records` about the patient.
+pub fn export(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handled {
+    let now = health_spin::now();
+    let (row, reason) = health_spin::allowed!(service::authorize_patient(
+        conn,
+        caller,
+        authz::Action::ExportData,
+        patient.as_str(),
+        now
+    ));
+    let tenant = caller.tenant_id.as_str();
+    let id = patient.as_str();
+    let mut vault = Vault::open(conn, tenant)?;
+    let demographics = health_spin::opened!(records::demographics(&mut vault, &row));
+    let entries = health_spin::opened!(records::entries(&mut vault, id));
+    let lab_results = health_spin::opened!(records::lab_results(&mut vault, id));
+    let params = || [Value::Text(tenant.to_owned()), Value::Text(id.to_owned())];
+    let rows = |sql: &str, what: &str| conn.execute(sql, &params()).with_context(|| format!("reading {what}"));
+
+    let consents = rows(CONSENTS, "consents")?;
+    let consents: Vec<_> = consents
+        .rows()
+        .map(|r| {
+            let revoked_at = r.get::<i64>("revoked_at");
+            let expires_at = r.get::<i64>("expires_at").unwrap_or_default();
+            serde_json::json!({
+                "insurer": r.get::<&str>("insurer"),
+                "granted_at": r.get::<i64>("granted_at"),
+                "expires_at": expires_at,
+                "revoked_at": revoked_at,
+                "live": revoked_at.is_none() && expires_at > now,
+            })
+        })
+        .collect();
+    let care_team = rows(CARE_TEAM, "care team")?;
+    let care_team: Vec<_> = care_team
+        .rows()
+        .map(|r| {
+            serde_json::json!({
+                "clinician": r.get::<&str>("doctor_subject"),
+                "active": r.get::<i64>("active") == Some(1),
+            })
+        })
+        .collect();
+    let grants = rows(BREAK_GLASS, "break-glass grants")?;
+    let break_glass: Vec<_> = grants
+        .rows()
+        .map(|r| {
+            serde_json::json!({
+                "clinician": r.get::<&str>("doctor_subject"),
+                "granted_at": r.get::<i64>("granted_at"),
+                "expires_at": r.get::<i64>("expires_at"),
+            })
+        })
+        .collect();
+    let orders = rows(LAB_ORDERS, "lab orders")?;
+    let lab_orders: Vec<_> = orders
+        .rows()
+        .map(|r| {
+            serde_json::json!({
+                "order_id": r.get::<&str>("order_id"),
+                "test_code": r.get::<&str>("test_code"),
+                "test_name": r.get::<&str>("test_name"),
+                "ordered_by": r.get::<&str>("ordered_by"),
+                "ordered_at": r.get::<i64>("ordered_at"),
+                "status": r.get::<&str>("status"),
+                "lab": r.get::<&str>("lab_subject"),
+            })
+        })
+        .collect();
+    let body = serde_json::json!({
+        "patient_id": id,
+        "account": row.owner_subject,
+        "demographics": demographics,
+        "record_entries": entries,
+        "lab_orders": lab_orders,
+        "lab_results": lab_results,
+        "consents": consents,
+        "care_team": care_team,
+        "break_glass_grants": break_glass,
+    });
+    Ok(Ok(Done::json(200, body, reason)))
+}
