@@ -2,14 +2,16 @@
 //!
 //! - `cargo xtask up`: build the Wasm components and serve the app on 127.0.0.1:3000 with
 //!   development secrets generated once into `.spin/dev-secrets.env`;
-//! - `cargo xtask test`: build the Wasm components once (release), install the pinned Python
-//!   `jwcrypto` and `Authlib` the interop tests compare against into `target/interop-venv`, run every test
+//! - `cargo xtask test`: build the Wasm components once (release), install the Python
+//!   `jwcrypto` and `Authlib` the interop tests compare against into `target/interop-venv` (pinned
+//!   with hashes), run every test
 //!   (the end-to-end suites on the project's host), run the end-to-end suites again on real Spin
 //!   when a Spin binary is found ([`find_spin`]), then a bounded fuzzing pass (every target for
 //!   [`CI_FUZZ_SECONDS`]);
 //! - `cargo xtask fuzz [--seconds N] [--sanitizer none|address] [target...]`: build the `fuzz/`
 //!   targets with the pinned cargo-fuzz (installed into `target/tools` on first use) and run each
 //!   for N seconds (default [`DEFAULT_FUZZ_SECONDS`]); fails on any crash, panic or hang;
+//! - `cargo xtask interop-venv`: only make `target/interop-venv` and print its Python;
 //! - `cargo xtask build`: only build the Wasm components;
 //! - `cargo xtask plugin`: package `healthctl` as a Spin plugin (`target/plugin/healthctl.json`)
 //!   for `spin plugins install --file target/plugin/healthctl.json`, then `spin healthctl ...`.
@@ -110,27 +112,38 @@ fn build_guests() -> anyhow::Result<()> {
     run(cmd)
 }
 
-/// The independent implementations the interop tests check against, pinned: jwcrypto (JOSE)
-/// and Authlib (its OpenID Connect discovery metadata validation).
-const INTEROP_PACKAGES: [&str; 2] = ["jwcrypto==1.5.6", "Authlib==1.3.2"];
+/// The independent implementations the interop tests check against, jwcrypto (JOSE) and Authlib
+/// (its OpenID Connect discovery metadata validation), and every package they pull in, each
+/// pinned to a version and the sha256 of its files (compiled from `requirements.in` by
+/// pip-compile: how is in its header).
+const INTEROP_REQUIREMENTS: &str = "tests/interop/requirements.txt";
 
-/// A Python virtual environment in `target/interop-venv` with [`INTEROP_PACKAGES`] (once).
+/// A Python virtual environment in `target/interop-venv` with exactly [`INTEROP_REQUIREMENTS`].
+/// Installed with `--require-hashes` (a file whose hash is not listed fails the install) from
+/// wheels only (no build step running code outside the pins); made again from scratch when the
+/// requirements change, so nothing installed under other pins survives.
 fn ensure_interop_python() -> anyhow::Result<PathBuf> {
     let venv = root().join("target/interop-venv");
     let python = venv.join("bin/python");
+    let requirements = root().join(INTEROP_REQUIREMENTS);
+    let pinned = std::fs::read(&requirements).with_context(|| format!("reading {}", requirements.display()))?;
+    // A copy of the requirements the environment was installed from.
+    let installed_from = venv.join("health-requirements.txt");
     let ready = |python: &Path| {
         Command::new(python).args(["-c", "import jwcrypto, authlib"]).output().is_ok_and(|o| o.status.success())
     };
-    if ready(&python) {
+    if std::fs::read(&installed_from).is_ok_and(|installed| installed == pinned) && ready(&python) {
         return Ok(python);
     }
     let mut create = Command::new("python3");
-    create.args(["-m", "venv"]).arg(&venv);
+    create.args(["-m", "venv", "--clear"]).arg(&venv);
     run(create).context("creating the interop virtualenv needs python3 (with venv)")?;
     let mut install = Command::new(venv.join("bin/pip"));
-    install.args(["install", "--quiet", "--disable-pip-version-check"]).args(INTEROP_PACKAGES);
-    run(install).context("installing the interop packages from PyPI")?;
+    install.args(["install", "--quiet", "--disable-pip-version-check"]);
+    install.args(["--require-hashes", "--only-binary=:all:", "-r"]).arg(&requirements);
+    run(install).with_context(|| format!("installing {INTEROP_REQUIREMENTS} from PyPI"))?;
     anyhow::ensure!(ready(&python), "jwcrypto or authlib did not import after installation");
+    std::fs::write(&installed_from, pinned).with_context(|| format!("writing {}", installed_from.display()))?;
     Ok(python)
 }
 
@@ -506,6 +519,10 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some("fuzz") => fuzz(&FuzzOptions::parse(&args[1..])?),
+        Some("interop-venv") => {
+            println!("{}", ensure_interop_python()?.display());
+            Ok(())
+        }
         Some("up") => {
             build_guests()?;
             let mut cmd = cargo();
@@ -528,7 +545,7 @@ fn main() -> anyhow::Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <up [host args]|test [cargo test args]|build|plugin\
+                "usage: cargo xtask <up [host args]|test [cargo test args]|build|plugin|interop-venv\
                  |fuzz [--seconds N] [--sanitizer none|address] [target...]>"
             );
             std::process::exit(2);
