@@ -2,15 +2,17 @@
 //!
 //! - `cargo xtask up`: build the Wasm components and serve the app on 127.0.0.1:3000 with
 //!   development secrets generated once into `.spin/dev-secrets.env`;
-//! - `cargo xtask test`: build the Wasm components once (release), install the Python
-//!   `jwcrypto` and `Authlib` the interop tests compare against into `target/interop-venv` (pinned
-//!   with hashes), run every test
-//!   (the end-to-end suites on the project's host), run the end-to-end suites again on real Spin
-//!   when a Spin binary is found ([`find_spin`]), then a bounded fuzzing pass (every target for
-//!   [`CI_FUZZ_SECONDS`]);
-//! - `cargo xtask fuzz [--seconds N] [--sanitizer none|address] [target...]`: build the `fuzz/`
-//!   targets with the pinned cargo-fuzz (installed into `target/tools` on first use) and run each
-//!   for N seconds (default [`DEFAULT_FUZZ_SECONDS`]); fails on any crash, panic or hang;
+//! - `cargo xtask test`: check formatting and clippy, build the Wasm components once (release),
+//!   install the Python `jwcrypto` and `Authlib` the interop tests compare against into
+//!   `target/interop-venv` (pinned with hashes), run every test (the end-to-end suites on the
+//!   project's host), run the end-to-end suites again on real Spin when a Spin binary is found
+//!   ([`find_spin`]), then a bounded, repeatable fuzzing pass (every target for a fixed number
+//!   of inputs, [`FUZZ_TARGETS`], from a fixed seed, [`CI_FUZZ_SEED`]);
+//! - `cargo xtask fuzz [--seconds N | --ci | --runs N | --seed S] [--sanitizer none|address]
+//!   [target...]`: build the `fuzz/` targets with the pinned cargo-fuzz (installed into
+//!   `target/tools` on first use) and run each for N seconds (default [`DEFAULT_FUZZ_SECONDS`]),
+//!   or, with `--ci`, `--runs` or `--seed`, repeatably as the pass of `cargo xtask test` (its
+//!   counts and seed unless given); fails on any crash, panic or hang;
 //! - `cargo xtask interop-venv`: only make `target/interop-venv` and print its Python;
 //! - `cargo xtask build`: only build the Wasm components;
 //! - `cargo xtask plugin`: package `healthctl` as a Spin plugin (`target/plugin/healthctl.json`)
@@ -257,18 +259,44 @@ fn plugin() -> anyhow::Result<()> {
 
 /// cargo-fuzz, pinned; installed into `target/tools` on first use.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
-/// Every target of `fuzz/` (its `Cargo.toml` `[[bin]]`s).
-const FUZZ_TARGETS: &[&str] = &["jws_verify", "jwe_decrypt", "caller_context", "routes", "identity", "ids"];
-/// Seconds per target in the bounded pass of `cargo xtask test`.
-const CI_FUZZ_SECONDS: u64 = 15;
-/// Seconds per target of `cargo xtask fuzz` without `--seconds`: the longer run.
+/// Every target of `fuzz/` (its `Cargo.toml` `[[bin]]`s), with its number of inputs in the
+/// bounded pass of `cargo xtask test`: about 15 s each on a loaded 2-core machine (the JOSE
+/// targets do RSA or elliptic-curve work on most inputs, about 150 a second; the parsers run a
+/// hundred thousand a second).
+const FUZZ_TARGETS: &[(&str, u64)] = &[
+    ("jws_verify", 2_000),
+    ("jwe_decrypt", 3_000),
+    ("caller_context", 1_000_000),
+    ("routes", 1_000_000),
+    ("identity", 30_000),
+    ("ids", 1_000_000),
+];
+/// libFuzzer's seed in the bounded pass. With a fixed number of inputs, the committed seeds as
+/// the only starting corpus and address-space randomisation off ([`without_aslr`]), the pass is
+/// the same run every time on a machine (the code under test takes no time or randomness from
+/// outside: `fuzz/src/lib.rs`), so a red pass is the code's doing and `cargo xtask fuzz --ci`
+/// replays it.
+const CI_FUZZ_SEED: u32 = 1;
+/// Seconds per target of `cargo xtask fuzz` without `--seconds` or `--runs`: the longer run.
 const DEFAULT_FUZZ_SECONDS: u64 = 300;
 /// libFuzzer's per-input limit: an input that runs longer is reported as a hang (the slowest
 /// legitimate input, an RSA-OAEP decryption, takes milliseconds).
 const FUZZ_INPUT_TIMEOUT_SECS: u64 = 10;
 
+/// How long each target runs.
+#[derive(Clone, Copy)]
+enum FuzzBudget {
+    /// Random exploration for this many seconds, starting from the committed seeds and
+    /// everything earlier such runs found (`fuzz/target/corpus/<target>`, kept).
+    Seconds(u64),
+    /// Exactly `runs` inputs (by default each target's count in [`FUZZ_TARGETS`]) from
+    /// libFuzzer's `seed` and the committed seeds only, new finds kept in a directory emptied
+    /// first (`fuzz/target/fixed-corpus/<target>`): the same run every time.
+    Runs { runs: Option<u64>, seed: u32 },
+}
+
 struct FuzzOptions {
-    seconds: u64,
+    budget: FuzzBudget,
     sanitizer: String,
     targets: Vec<String>,
 }
@@ -276,31 +304,54 @@ struct FuzzOptions {
 impl Default for FuzzOptions {
     fn default() -> Self {
         Self {
-            seconds: DEFAULT_FUZZ_SECONDS,
+            budget: FuzzBudget::Seconds(DEFAULT_FUZZ_SECONDS),
             // The code under test is safe Rust (the workspace denies `unsafe_code`), where
             // panics, overflow and bounds checks already catch what a fuzzer finds; AddressSanitizer
             // would only watch the dependencies' unsafe code, at twice the run time.
             sanitizer: "none".into(),
-            targets: FUZZ_TARGETS.iter().map(|t| (*t).to_owned()).collect(),
+            targets: FUZZ_TARGETS.iter().map(|(t, _)| (*t).to_owned()).collect(),
         }
     }
 }
 
 impl FuzzOptions {
+    /// The bounded, repeatable pass of `cargo xtask test`.
+    fn ci() -> Self {
+        Self { budget: FuzzBudget::Runs { runs: None, seed: CI_FUZZ_SEED }, ..Self::default() }
+    }
+
     fn parse(args: &[String]) -> anyhow::Result<Self> {
         let mut options = Self { targets: Vec::new(), ..Self::default() };
+        let (mut seconds, mut runs, mut seed, mut ci) = (None, None, None, false);
         let mut args = args.iter();
+        let number = |flag: &str, value: Option<&String>| -> anyhow::Result<u64> {
+            let value = value.with_context(|| format!("{flag} needs a number"))?;
+            value.parse().with_context(|| format!("{flag} {value:?}"))
+        };
         while let Some(arg) = args.next() {
             match arg.as_str() {
-                "--seconds" => {
-                    let value = args.next().context("--seconds needs a number")?;
-                    options.seconds = value.parse().with_context(|| format!("--seconds {value:?}"))?;
+                "--seconds" => seconds = Some(number("--seconds", args.next())?),
+                "--runs" => runs = Some(number("--runs", args.next())?),
+                "--seed" => {
+                    let value = number("--seed", args.next())?;
+                    seed = Some(u32::try_from(value).context("--seed is at most 4294967295")?);
                 }
+                "--ci" => ci = true,
                 "--sanitizer" => options.sanitizer = args.next().context("--sanitizer needs a name")?.clone(),
-                target if FUZZ_TARGETS.contains(&target) => options.targets.push(target.to_owned()),
-                other => bail!("unknown fuzz argument {other:?} (targets: {})", FUZZ_TARGETS.join(", ")),
+                target if FUZZ_TARGETS.iter().any(|(t, _)| *t == target) => options.targets.push(target.to_owned()),
+                other => bail!(
+                    "unknown fuzz argument {other:?} (targets: {})",
+                    FUZZ_TARGETS.iter().map(|(t, _)| *t).collect::<Vec<_>>().join(", ")
+                ),
             }
         }
+        let repeatable = ci || runs.is_some() || seed.is_some();
+        options.budget = match seconds {
+            Some(_) if repeatable => bail!("--seconds is a timed run; --ci, --runs and --seed make a repeatable one"),
+            Some(seconds) => FuzzBudget::Seconds(seconds),
+            None if repeatable => FuzzBudget::Runs { runs, seed: seed.unwrap_or(CI_FUZZ_SEED) },
+            None => FuzzBudget::Seconds(DEFAULT_FUZZ_SECONDS),
+        };
         if options.targets.is_empty() {
             options.targets = Self::default().targets;
         }
@@ -329,21 +380,51 @@ fn ensure_cargo_fuzz() -> anyhow::Result<PathBuf> {
 /// `cargo fuzz <subcommand>` with the project's build settings: release (`-O`, cargo-fuzz's
 /// default) with debug assertions and overflow checks (`-a`), into `fuzz/target`.
 fn cargo_fuzz(bin: &Path, subcommand: &str, options: &FuzzOptions) -> Command {
-    let mut cmd = Command::new(bin);
+    let mut cmd = match options.budget {
+        FuzzBudget::Runs { .. } if subcommand == "run" => without_aslr(bin),
+        _ => Command::new(bin),
+    };
     cmd.current_dir(root());
     cmd.args(["fuzz", subcommand, "--sanitizer", &options.sanitizer, "--debug-assertions"]);
     // cargo-fuzz passes unstable flags to rustc for sanitizers (`-Zsanitizer=address`), which a
-    // stable toolchain refuses unless RUSTC_BOOTSTRAP is set; the toolchain is pinned to stable
-    // and CI can fetch no nightly. With `--sanitizer none` no `-Z` flag is used, so this only
-    // matters for `--sanitizer address`.
+    // stable toolchain refuses unless RUSTC_BOOTSTRAP is set; the toolchain is pinned to a
+    // stable release and CI can fetch no nightly. With `--sanitizer none` no `-Z` flag is used,
+    // so this only matters for `--sanitizer address`.
     cmd.env("RUSTC_BOOTSTRAP", "1");
     cmd
 }
 
-/// Builds every fuzz target, then runs each for `options.seconds` on its committed seeds
-/// (`fuzz/corpus/<target>`) plus what earlier runs found (`fuzz/target/corpus/<target>`, not
-/// committed). Fails if any target crashes, panics, hangs past [`FUZZ_INPUT_TIMEOUT_SECS`] on an
-/// input, or runs out of memory; libFuzzer leaves the input in `fuzz/artifacts/<target>/`.
+/// `program` run with address-space randomisation off (`setarch -R`, Linux), inherited by what
+/// it starts. libFuzzer files the operands of recent comparisons, which it splices into inputs,
+/// under the code address of the comparison: with randomised addresses the same seed mutates
+/// differently from one run to the next (measured: `caller_context` after a million inputs).
+/// Where `setarch` cannot, the pass still runs, only not byte for byte the same.
+fn without_aslr(program: &Path) -> Command {
+    let arch = std::env::consts::ARCH;
+    let setarch = || {
+        let mut cmd = Command::new("setarch");
+        cmd.args([arch, "-R"]);
+        cmd
+    };
+    if setarch().arg("true").output().is_ok_and(|o| o.status.success()) {
+        let mut cmd = setarch();
+        cmd.arg(program);
+        cmd
+    } else {
+        println!("NOTE: no `setarch {arch} -R` here: the fuzzing pass runs with randomised addresses, not repeatably");
+        Command::new(program)
+    }
+}
+
+/// `target`'s number of inputs in the pass of `cargo xtask test` ([`FUZZ_TARGETS`]).
+fn ci_runs(target: &str) -> u64 {
+    FUZZ_TARGETS.iter().find(|(t, _)| *t == target).map_or(0, |(_, runs)| *runs)
+}
+
+/// Builds every fuzz target, then runs each within `options.budget` ([`FuzzBudget`]), starting
+/// from its committed seeds (`fuzz/corpus/<target>`). Fails if any target crashes, panics, hangs
+/// past [`FUZZ_INPUT_TIMEOUT_SECS`] on an input, or runs out of memory; libFuzzer leaves the
+/// input in `fuzz/artifacts/<target>/`.
 fn fuzz(options: &FuzzOptions) -> anyhow::Result<()> {
     let bin = ensure_cargo_fuzz()?;
     let mut build = cargo_fuzz(&bin, "build", options);
@@ -354,15 +435,36 @@ fn fuzz(options: &FuzzOptions) -> anyhow::Result<()> {
     run(build)?;
     let mut failed = Vec::new();
     for target in &options.targets {
-        let found = root().join("fuzz/target/corpus").join(target);
+        // libFuzzer adds what it finds to the first corpus directory and reads all of them.
+        let (found, limit) = match options.budget {
+            FuzzBudget::Seconds(seconds) => {
+                (root().join("fuzz/target/corpus").join(target), format!("-max_total_time={seconds}"))
+            }
+            FuzzBudget::Runs { runs, .. } => {
+                let runs = runs.unwrap_or_else(|| ci_runs(target));
+                let found = root().join("fuzz/target/fixed-corpus").join(target);
+                if found.exists() {
+                    std::fs::remove_dir_all(&found).with_context(|| format!("emptying {}", found.display()))?;
+                }
+                (found, format!("-runs={runs}"))
+            }
+        };
         std::fs::create_dir_all(&found).with_context(|| format!("creating {}", found.display()))?;
         let mut cmd = cargo_fuzz(&bin, "run", options);
         cmd.arg(target).arg(&found).arg(root().join("fuzz/corpus").join(target));
-        cmd.arg("--");
-        cmd.arg(format!("-max_total_time={}", options.seconds));
+        cmd.arg("--").arg(&limit);
+        if let FuzzBudget::Runs { seed, .. } = options.budget {
+            // `-reload=0`: never rescan the corpus on a timer, so time cannot change the inputs.
+            cmd.arg(format!("-seed={seed}")).arg("-reload=0");
+        }
         cmd.arg(format!("-timeout={FUZZ_INPUT_TIMEOUT_SECS}"));
         cmd.args(["-rss_limit_mb=2048", "-print_final_stats=1"]);
-        println!("fuzzing {target} for {} s", options.seconds);
+        match options.budget {
+            FuzzBudget::Seconds(seconds) => println!("fuzzing {target} for {seconds} s"),
+            FuzzBudget::Runs { runs, seed } => {
+                println!("fuzzing {target}: {} inputs from seed {seed}", runs.unwrap_or_else(|| ci_runs(target)));
+            }
+        }
         if let Err(error) = run(cmd) {
             eprintln!("{error:#}");
             failed.push(target.as_str());
@@ -512,7 +614,7 @@ fn main() -> anyhow::Result<()> {
                     E2E_PACKAGES.join(", ")
                 ),
             }
-            fuzz(&FuzzOptions { seconds: CI_FUZZ_SECONDS, ..FuzzOptions::default() })?;
+            fuzz(&FuzzOptions::ci())?;
             if spin.is_none() {
                 println!("NOT RUN: the end-to-end suites on real Spin (no Spin binary found; see above)");
             }
@@ -546,7 +648,7 @@ fn main() -> anyhow::Result<()> {
         _ => {
             eprintln!(
                 "usage: cargo xtask <up [host args]|test [cargo test args]|build|plugin|interop-venv\
-                 |fuzz [--seconds N] [--sanitizer none|address] [target...]>"
+                 |fuzz [--seconds N | --ci | --runs N | --seed S] [--sanitizer none|address] [target...]>"
             );
             std::process::exit(2);
         }
