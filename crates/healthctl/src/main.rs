@@ -68,6 +68,9 @@ enum Patients {
         patient: String,
         #[arg(long, default_value = "json", value_parser = ["json", "fhir"])]
         format: String,
+        /// Events asked per request (the server's largest page is 1000).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        page_size: u32,
     },
     /// Everything held about the patient, with their access log, as one JSON document.
     Export {
@@ -357,7 +360,9 @@ fn run(cli: Cli) -> Result<Value, Failure> {
             request(&url, "POST", "/admin/revoke-token", Some(json!({ "jti": jti, "tenant_id": tenant(&t)? })))
         }
         Command::Users(command) => users(&url, command),
-        Command::Patients(Patients::AccessLog { patient, format }) => access_log(&url, &patient, &format),
+        Command::Patients(Patients::AccessLog { patient, format, page_size }) => {
+            access_log(&url, &patient, &format, page_size)
+        }
         Command::Patients(Patients::Export { patient }) => {
             request_as_user(&url, "GET", &format!("/api/patients/{}/export", patient_id(&patient)?), None)
         }
@@ -401,9 +406,9 @@ fn patient_id(text: &str) -> Result<health_core::PatientId, Failure> {
 
 /// Every page of a patient's access log, joined: one JSON document (`entries`), or one FHIR
 /// Bundle whose entries are every page's.
-fn access_log(url: &str, patient: &str, format: &str) -> Result<Value, Failure> {
+fn access_log(url: &str, patient: &str, format: &str, page_size: u32) -> Result<Value, Failure> {
     let patient = patient_id(patient)?;
-    let base = format!("/api/patients/{patient}/access-log?format={format}&limit={EXPORT_PAGE}");
+    let base = format!("/api/patients/{patient}/access-log?format={format}&limit={page_size}");
     let mut joined: Option<Value> = None;
     let mut after = None::<i64>;
     loop {
