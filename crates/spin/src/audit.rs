@@ -1,9 +1,12 @@
 //! Appends events to the `audit` SQLite database: append-only (triggers refuse UPDATE and
 //! DELETE) and hash-chained per tenant. An append reads the tenant's chain head and inserts the
-//! next link inside one `BEGIN IMMEDIATE` transaction, so concurrent writers (other instances,
-//! other `spin up` processes on the same file) queue on the write lock instead of racing; the
-//! insert is still `ON CONFLICT DO NOTHING RETURNING`, so a backend that did not serialise them
-//! would make the loser retry, never overwrite or drop.
+//! next link with `ON CONFLICT DO NOTHING RETURNING` on `(tenant_id, seq)`: the insert lands only
+//! if no other writer took that place, so a link always follows the head it was hashed with. The
+//! first try is those two statements alone, which holds the write lock for one statement; a try
+//! that lost the race (or failed) is repeated inside `BEGIN IMMEDIATE`, so concurrent writers
+//! (other instances, other `spin up` processes on the same file) then queue on the write lock
+//! instead of racing again. Never overwritten, never dropped: a writer that cannot append
+//! returns an error and its request fails.
 
 use anyhow::Context;
 use health_core::audit::{Event, GENESIS, StoredLink, link};
@@ -96,10 +99,9 @@ const INSERT: &str = "INSERT INTO audit_events
     ON CONFLICT DO NOTHING RETURNING seq";
 const CHAIN: &str = "SELECT seq, event, prev_hash, hash FROM audit_events WHERE tenant_id = ? ORDER BY seq";
 
-pub fn open() -> anyhow::Result<Connection> {
-    let conn = db::open(DATABASE)?;
-    db::migrate(&conn, MIGRATIONS, |_| Ok(()))?;
-    Ok(conn)
+/// The instance's connection to the audit database, schema checked (see [`db::shared`]).
+pub fn open() -> anyhow::Result<std::rc::Rc<Connection>> {
+    db::shared(DATABASE, |conn| db::migrate(conn, MIGRATIONS, |_| Ok(())))
 }
 
 fn opt(value: &Option<String>) -> Value {
@@ -133,14 +135,22 @@ pub fn pending(event: &Event) -> Event {
 /// Appends `event` to its tenant's chain. An error means the event was not recorded, and the
 /// caller must fail the request (no unaudited access).
 pub fn append(event: &Event) -> anyhow::Result<()> {
-    append_to(&open()?, event)
+    append_to(&*open()?, event)
 }
 
-/// [`append`] on an open connection. Each try is one transaction, safe to repeat: a failed one
-/// leaves nothing behind. (Over a remote backend, a commit whose answer is lost and then
+/// [`append`] on an open connection. The first try is two statements, each later try one
+/// transaction; every try is safe to repeat: a failed one leaves nothing behind. (Over a remote backend, a commit whose answer is lost and then
 /// retried appends the event twice, as two intact links: a duplicate, never a gap.)
 pub fn append_to<C: Sql>(conn: &C, event: &Event) -> anyhow::Result<()> {
     let json = serde_json::to_string(event).context("encoding audit event")?;
+    // Without a writer in the way, two statements: read the head, insert after it. The insert
+    // lands only if no one took that `seq` meanwhile, and links are never changed, so what it
+    // links to is still the head. A lost race or an error queues on the write lock instead.
+    match append_once(conn, event, &json) {
+        Ok(Some(())) => return Ok(()),
+        Ok(None) => {}
+        Err(e) => eprintln!("audit: append without a transaction failed, retrying in one: {e:#}"),
+    }
     Retry::WRITE
         .run("appending an audit event", || db::transaction(conn, |conn| append_once(conn, event, &json)))
         .with_context(|| format!("audit append for tenant {:?}", event.tenant_id))
@@ -437,6 +447,40 @@ mod tests {
         let chain = stored_chain(&db, "t1");
         assert_eq!(chain.len(), writers * each);
         assert_eq!(health_core::audit::verify_chain(&chain), Ok(writers * each));
+    }
+
+    /// A connection on which another writer appends between this writer's head read and its
+    /// insert, once: the race the first, transactionless try can lose.
+    struct Overtaken<'a> {
+        db: Native,
+        other: &'a Native,
+        raced: std::cell::Cell<bool>,
+    }
+
+    impl Sql for Overtaken<'_> {
+        fn execute(&self, sql: &str, params: &[Value]) -> Result<spin_sdk::sqlite::QueryResult, spin_sdk::sqlite::Error> {
+            if sql == INSERT && !self.raced.replace(true) {
+                append_to(self.other, &event("t1", "overtaker")).expect("the other writer appends");
+            }
+            self.db.execute(sql, params)
+        }
+    }
+
+    #[test]
+    fn an_append_overtaken_between_head_and_insert_links_after_the_overtaker() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.db");
+        let other = migrated(&path);
+        append_to(&other, &event("t1", "first")).expect("appends");
+        let overtaken = Overtaken { db: Native::open(&path), other: &other, raced: std::cell::Cell::new(false) };
+        append_to(&overtaken, &event("t1", "overtaken")).expect("retried in a transaction");
+        let chain = stored_chain(&other, "t1");
+        let reasons: Vec<String> = chain
+            .iter()
+            .map(|l| serde_json::from_str::<Event>(&l.event_json).expect("event").reason)
+            .collect();
+        assert_eq!(reasons, ["first", "overtaker", "overtaken"]);
+        assert_eq!(health_core::audit::verify_chain(&chain), Ok(3));
     }
 
     #[test]

@@ -65,6 +65,32 @@ pub fn open(label: &str) -> anyhow::Result<Connection> {
     Ok(conn)
 }
 
+thread_local! {
+    /// The connections this instance has opened with [`shared`], by label.
+    static SHARED: std::cell::RefCell<Vec<(&'static str, std::rc::Rc<Connection>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The instance's one connection to `label`: opened with [`open`] and `prepare`d (the schema
+/// check) the first time, then the same connection for every later use in this instance, so a
+/// request that reads and then writes a database pays for one connection, its pragmas and its
+/// schema check once. Spin closes it when the instance ends. A connection whose `prepare`
+/// failed is not kept: the next use tries again.
+pub fn shared(
+    label: &'static str,
+    prepare: impl FnOnce(&Connection) -> anyhow::Result<()>,
+) -> anyhow::Result<std::rc::Rc<Connection>> {
+    let kept = SHARED.with_borrow(|open| open.iter().find(|(l, _)| *l == label).map(|(_, c)| c.clone()));
+    if let Some(conn) = kept {
+        return Ok(conn);
+    }
+    let conn = open(label)?;
+    prepare(&conn)?;
+    let conn = std::rc::Rc::new(conn);
+    SHARED.with_borrow_mut(|open| open.push((label, conn.clone())));
+    Ok(conn)
+}
+
 /// Applies [`CONNECTION_PRAGMAS`], stopping at the first the backend refuses (see [`open`]);
 /// `true` if all were applied.
 pub fn configure<C: Sql>(conn: &C) -> bool {

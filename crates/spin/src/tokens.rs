@@ -182,7 +182,7 @@ fn remember(
 /// the `audit` database (an append-only record of token use beside the events). Entries past
 /// their token's expiry are swept, since such a token is refused before it gets here.
 pub fn spend_once(tenant: &health_core::TenantId, jti: &str, exp: i64, now: i64) -> anyhow::Result<bool> {
-    spend_once_on(&crate::audit::open()?, tenant, jti, exp, now)
+    spend_once_on(&*crate::audit::open()?, tenant, jti, exp, now)
 }
 
 /// [`spend_once`] on an open connection. Who won is the `RETURNING` row, never an error's
