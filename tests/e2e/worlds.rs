@@ -20,6 +20,13 @@ const COMPONENTS: &[(&str, &str)] = &[
     ("policy", "policy"),
 ];
 
+/// The release build of `component`, refused if it is older than its sources.
+fn built(component: &str) -> Vec<u8> {
+    let path = root().join(format!("target/wasm32-wasip2/release/{component}.wasm"));
+    health_e2e::fresh::ensure_fresh(&path).unwrap_or_else(|e| panic!("{e:#}"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{} ({e}): run `cargo xtask build`", path.display()))
+}
+
 fn imports_of(wasm: &[u8]) -> Vec<String> {
     match wit_parser::decoding::decode(wasm) {
         Ok(wit_parser::decoding::DecodedWasm::Component(resolve, world)) => {
@@ -35,9 +42,7 @@ fn every_component_targets_its_world() {
     let (package, _) = resolve.push_dir(root().join("wit")).expect("wit/ parses");
     let mut failures = Vec::new();
     for (component, world) in COMPONENTS {
-        let path = root().join(format!("target/wasm32-wasip2/release/{component}.wasm"));
-        let wasm = std::fs::read(&path)
-            .unwrap_or_else(|e| panic!("{} missing ({e}); run `cargo xtask build`", path.display()));
+        let wasm = built(component);
         let world_id = resolve.select_world(&[package], Some(world)).expect("world exists");
         if let Err(e) = wit_component::targets(&resolve, world_id, &wasm, true) {
             failures.push(format!(
@@ -56,7 +61,7 @@ fn the_check_refuses_a_component_with_more_imports_than_its_world() {
     for (component, narrower_world) in
         [("gateway", "role-service"), ("jwks", "role-service"), ("patient", "role-service"), ("patient", "policy")]
     {
-        let wasm = std::fs::read(root().join(format!("target/wasm32-wasip2/release/{component}.wasm"))).expect("built");
+        let wasm = built(component);
         let world = resolve.select_world(&[package], Some(narrower_world)).expect("world exists");
         assert!(
             wit_component::targets(&resolve, world, &wasm, true).is_err(),
@@ -73,7 +78,7 @@ fn role_services_and_policy_import_no_store_variables_or_network_they_were_not_g
         ("doctor", &["fermyon:spin/key-value", "wasi:http/outgoing-handler", "wasi:sockets"][..]),
         ("jwks", &["wasi:http/outgoing-handler", "wasi:sockets"][..]),
     ] {
-        let wasm = std::fs::read(root().join(format!("target/wasm32-wasip2/release/{component}.wasm"))).expect("built");
+        let wasm = built(component);
         let imports = imports_of(&wasm);
         for name in &imports {
             assert!(!forbidden.iter().any(|f| name.starts_with(f)), "{component} imports {name}");

@@ -88,6 +88,7 @@ impl Target {
     /// Loads the application on `runtime`, whatever `HEALTH_E2E_RUNTIME` says (the benchmark
     /// runs both in one process).
     pub fn load_on(runtime: Runtime, options: &LoadOptions) -> anyhow::Result<Self> {
+        crate::fresh::ensure_manifest_fresh(&options.manifest)?;
         match runtime {
             Runtime::Host => Ok(Self::Host(App::load(options)?)),
             Runtime::Spin => Ok(Self::Spin(Arc::new(SpinProcess::start(options)?))),
