@@ -458,7 +458,11 @@ mod tests {
     }
 
     impl Sql for Overtaken<'_> {
-        fn execute(&self, sql: &str, params: &[Value]) -> Result<spin_sdk::sqlite::QueryResult, spin_sdk::sqlite::Error> {
+        fn execute(
+            &self,
+            sql: &str,
+            params: &[Value],
+        ) -> Result<spin_sdk::sqlite::QueryResult, spin_sdk::sqlite::Error> {
             if sql == INSERT && !self.raced.replace(true) {
                 append_to(self.other, &event("t1", "overtaker")).expect("the other writer appends");
             }
@@ -475,10 +479,8 @@ mod tests {
         let overtaken = Overtaken { db: Native::open(&path), other: &other, raced: std::cell::Cell::new(false) };
         append_to(&overtaken, &event("t1", "overtaken")).expect("retried in a transaction");
         let chain = stored_chain(&other, "t1");
-        let reasons: Vec<String> = chain
-            .iter()
-            .map(|l| serde_json::from_str::<Event>(&l.event_json).expect("event").reason)
-            .collect();
+        let reasons: Vec<String> =
+            chain.iter().map(|l| serde_json::from_str::<Event>(&l.event_json).expect("event").reason).collect();
         assert_eq!(reasons, ["first", "overtaker", "overtaken"]);
         assert_eq!(health_core::audit::verify_chain(&chain), Ok(3));
     }
