@@ -322,6 +322,10 @@ async fn a_patient_reads_who_accessed_their_record_when_and_under_which_rule() {
     let care = find("u-dr-grey", "care_team");
     assert_eq!(care["actor"]["role"], "doctor");
     assert_eq!(care["actor"]["organization"], "demo-hospital");
+    assert_eq!(
+        (care["patient_id"].as_str(), care["origin"]["organization"].as_str()),
+        (Some("p-1001"), Some("demo-hospital"))
+    );
     assert_eq!((care["data_category"].as_str(), care["operation"].as_str()), (Some("record"), Some("read")));
     assert_eq!((care["purpose"].as_str(), care["outcome"].as_str()), (Some("TREAT"), Some("allow")));
     assert!(care["time"].as_i64().is_some() && care["recorded"].as_str().is_some_and(|t| t.ends_with('Z')));

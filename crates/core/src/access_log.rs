@@ -1,11 +1,12 @@
 //! A patient's access log: the events of a tenant's audit chain about one patient, as the
 //! patient (or the tenant admin) reads them. Two forms of the same entries:
 //!
-//! - the platform's JSON, one entry per request with the fields the EHDS Regulation
-//!   (EU) 2025/327 asks of an access log (Annex II, 3.2; Art. 9): who accessed (the actor's
-//!   identifier, role and the healthcare provider, i.e. the tenant), when, which category of
-//!   data and what was done with it, and the rule that allowed or refused it (`care_team`,
-//!   `break_glass`, `consent`, `patient_self`, ...), with the outcome;
+//! - the platform's JSON, one entry per request with the elements the EHDS Regulation
+//!   (EU) 2025/327 asks of the logging component (Annex II, 3.2; Art. 9): who accessed (the
+//!   actor's identifier, role and the healthcare provider, i.e. the tenant), whose data (the
+//!   patient), which category of data and what was done with it, when, and where the data came
+//!   from (the provider and system that served them); and the rule that allowed or refused it
+//!   (`care_team`, `break_glass`, `consent`, `patient_self`, ...), with the outcome;
 //! - a FHIR R4 `Bundle` of `AuditEvent` resources after IHE Basic Audit Log Patterns (BALP),
 //!   "patient privacy": RESTful events with the patient as an entity of role Patient, the
 //!   recipient agent with its role and purpose of use, and the served data as a second entity.
@@ -132,6 +133,7 @@ pub fn entry(seq: i64, event: &Event) -> Value {
             // The healthcare provider whose staff or client acted: the tenant.
             "organization": event.tenant_id,
         },
+        "patient_id": event.patient_id,
         "data_category": access.category,
         "operation": access.operation.as_str(),
         "route": event.action,
@@ -140,6 +142,8 @@ pub fn entry(seq: i64, event: &Event) -> Value {
         "outcome": event.outcome.map(Outcome::as_str),
         "status": event.status,
         "break_glass_reason": event.break_glass_reason,
+        // Where the data were served from: the provider's records on this platform.
+        "origin": { "organization": event.tenant_id, "system": "health-platform" },
     })
 }
 
@@ -300,6 +304,8 @@ mod tests {
         assert_eq!(entry["actor"]["role"], "doctor");
         assert_eq!(entry["actor"]["organization"], "demo-hospital");
         assert_eq!(entry["recorded"], "2026-01-01T00:00:00Z");
+        assert_eq!(entry["patient_id"], "p-1001");
+        assert_eq!(entry["origin"]["organization"], "demo-hospital");
         assert_eq!((entry["data_category"].as_str(), entry["operation"].as_str()), (Some("record"), Some("read")));
         assert_eq!((entry["rule"].as_str(), entry["purpose"].as_str()), (Some("care_team"), Some("TREAT")));
         let text = entry.to_string();
