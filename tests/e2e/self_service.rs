@@ -193,6 +193,10 @@ async fn every_role_changes_its_own_password() {
         let login = login_at("demo-hospital", &username, &old).await;
         assert_eq!(login.status, 200, "{role}: {}", login.body);
         let token = login.json()["access_token"].as_str().expect("token").to_owned();
+        // Denied: a wrong current password, whatever the role; nothing changes.
+        let wrong = change_password(&token, "not-this-role-password", &new).await;
+        assert_eq!(wrong.status, 403, "{role}: {}", wrong.body);
+        assert_eq!(login_at("demo-hospital", &username, &new).await.status, 401, "{role}");
         let changed = change_password(&token, &old, &new).await;
         assert_eq!(changed.status, 200, "{role}: {}", changed.body);
         // An insurer user's token (a one-time nested JWE) is in no refresh family: no session
@@ -202,8 +206,9 @@ async fn every_role_changes_its_own_password() {
         assert_eq!(valid(&token).await, !reauth, "{role}");
         assert_eq!(login_at("demo-hospital", &username, &new).await.status, 200, "{role}");
     }
-    // Another tenant's admin changes its own password in its own tenant.
+    // Another tenant's admin changes its own password in its own tenant, and only with it.
     let other = other_tenant_admin().await;
+    assert_eq!(change_password(&other, "admin-demo-2026", "other-admin-stolen-2026").await.status, 403);
     let renewed = "other-admin-renewed-2026";
     assert_eq!(change_password(&other, OTHER_ADMIN_PASSWORD, renewed).await.status, 200);
     assert_eq!(change_password(&other, renewed, OTHER_ADMIN_PASSWORD).await.status, 200);

@@ -15,7 +15,10 @@
 //! token of the subject is refused from now on (the per-subject not-before, as logout-all) and
 //! the answer says `requiresReauth: true`. The new hash replaces the old one only if the old one
 //! is still stored (compare-and-set), so of two concurrent changes from one password one wins
-//! and the other is refused 409.
+//! and the other is refused 409. The families are listed after the new hash is stored, so a
+//! login with the old password can survive only if it checked that password before the swap
+//! and created its family after the listing, a window of one request's length; an admin's
+//! `reset-password` or the user's `logout-all` ends that one too.
 
 use health_core::audit::Event;
 use health_identity::lockout::{Failure, source_of};
