@@ -278,6 +278,7 @@ async fn a_wrong_current_password_is_a_failed_login_and_locks_like_one() {
     // An insurer client's token has no account, so no password to change.
     let client = change_password(&insurer_token().await, "anything-at-all", "anything-new-2026").await;
     assert_eq!(client.status, 403, "{}", client.body);
+    assert_eq!(audited_reason("auth.change_password", "acme-health"), "not_a_user_account");
 }
 
 // ---- item 6b: the access log ------------------------------------------------------------------

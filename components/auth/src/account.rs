@@ -21,6 +21,7 @@
 //! `reset-password` or the user's `logout-all` ends that one too.
 
 use health_core::audit::Event;
+use health_core::{Caller, Role};
 use health_identity::lockout::{Failure, source_of};
 use health_identity::password;
 use serde::Deserialize;
@@ -36,6 +37,33 @@ type Outcome = anyhow::Result<Result<Response, Error>>;
 struct ChangePassword {
     current_password: String,
     new_password: String,
+}
+
+/// The policy's decision on the token's own account (`health_policy`, linked in: `auth`'s WIT
+/// world imports no authorizer).
+fn decide(claims: &health_jose::Claims, has_password: bool) -> health_policy::Decision {
+    let Some(role) = Role::parse(&claims.role) else {
+        return health_policy::Decision { allow: false, reason: "unknown_role" };
+    };
+    let caller = Caller {
+        tenant_id: claims.tenant_id.clone(),
+        subject: claims.sub.clone(),
+        role,
+        client_id: claims.client_id.clone(),
+        scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
+        jti: claims.jti.clone(),
+        enc_jwk: None,
+    };
+    let account = health_policy::AccountFacts {
+        tenant_id: claims.tenant_id.to_string(),
+        subject: claims.sub.clone(),
+        has_password,
+    };
+    health_policy::authorize(
+        &caller,
+        health_policy::Action::ChangeOwnPassword,
+        &health_policy::Resource::Account(account),
+    )
 }
 
 const USAGE: &str = "body must be {\"currentPassword\", \"newPassword\"}";
@@ -67,10 +95,13 @@ pub async fn change_password(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
     }
     let db = ctx.db()?;
     let (tenant, sub) = (&claims.tenant_id, claims.sub.as_str());
-    // An insurer client's token has no user behind it, and so no password.
-    let Some(user) = identity::user_by_id(&db, tenant, sub)? else {
-        event.reason = "not_a_user_account".into();
-        return Ok(Err(Error::Forbidden("only a user account has a password")));
+    // The policy decides whose password this caller may change (its own, if it is a user: an
+    // insurer client's token has no user, and so no password), with the facts of `identity`.
+    let user = identity::user_by_id(&db, tenant, sub)?;
+    let decision = decide(&claims, user.is_some());
+    let (true, Some(user)) = (decision.allow, user) else {
+        event.reason = decision.reason.into();
+        return Ok(Err(Error::Forbidden("only a user changes their own password")));
     };
     event.resource = format!("tenant/{tenant}/users/{}", user.username);
     let source = source_of(ctx.client_addr());

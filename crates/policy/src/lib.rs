@@ -27,6 +27,9 @@ pub enum Action {
     ReadAccessLog,
     /// Exporting everything held about a patient (GDPR access and portability).
     ExportData,
+    /// A user changing their own password (`auth`, which links this crate: its WIT world has
+    /// no authorizer import, so this action is not in the WIT interface).
+    ChangeOwnPassword,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +49,15 @@ pub struct OrderFacts {
     pub assigned_subject: String,
 }
 
+/// Facts about the account a request acts on, supplied by `auth`, which owns `identity`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountFacts {
+    pub tenant_id: String,
+    pub subject: String,
+    /// A user account with a password (an insurer client has none).
+    pub has_password: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resource {
     /// A gateway route family (`patients`, `lab`, `insurance`, `admin`), checked before facts are known.
@@ -53,6 +65,7 @@ pub enum Resource {
     Patient(PatientFacts),
     LabOrder(OrderFacts),
     Tenant(String),
+    Account(AccountFacts),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +131,15 @@ pub fn authorize(caller: &Caller, action: Action, resource: &Resource) -> Decisi
                 (Role::Lab | Role::Admin, _) => deny("role_not_permitted"),
             }
         }
+        Resource::Account(a) if !tenant_of(&a.tenant_id) => deny("tenant_mismatch"),
+        // Every role manages its own credentials, and only its own; the current password is
+        // checked by `auth` after this decision.
+        Resource::Account(a) => match action {
+            ChangeOwnPassword if a.subject != caller.subject => deny("not_own_account"),
+            ChangeOwnPassword if !a.has_password => deny("not_a_user_account"),
+            ChangeOwnPassword => allow("own_account"),
+            _ => deny("role_not_permitted"),
+        },
         Resource::LabOrder(o) if !tenant_of(&o.tenant_id) => deny("tenant_mismatch"),
         Resource::LabOrder(o) => match (caller.role, action) {
             (Role::Lab, AppendLabResult | ListLabOrders) if o.assigned_subject == caller.subject => {
@@ -302,6 +324,25 @@ mod tests {
         let mut elsewhere = patient("u-alice");
         elsewhere.tenant_id = "other".into();
         assert_eq!(authorize(&admin, Action::ReadAccessLog, &Resource::Patient(elsewhere)), deny("tenant_mismatch"));
+    }
+
+    #[test]
+    fn every_role_changes_its_own_password_only() {
+        let account = |tenant: &str, subject: &str, has_password| {
+            Resource::Account(AccountFacts { tenant_id: tenant.into(), subject: subject.into(), has_password })
+        };
+        for role in [Role::Patient, Role::Doctor, Role::Lab, Role::Insurance, Role::Admin] {
+            let me = caller(role, "u-me");
+            let change = |resource: &Resource| authorize(&me, Action::ChangeOwnPassword, resource);
+            assert_eq!(change(&account("demo", "u-me", true)), allow("own_account"), "{role:?}");
+            assert_eq!(change(&account("demo", "u-other", true)), deny("not_own_account"), "{role:?}");
+            assert_eq!(change(&account("other", "u-me", true)), deny("tenant_mismatch"), "{role:?}");
+            assert_eq!(change(&account("demo", "u-me", false)), deny("not_a_user_account"), "{role:?}");
+            assert!(!change(&Resource::Route("patients".into())).allow);
+            assert!(!change(&Resource::Tenant("demo".into())).allow);
+            let read = authorize(&me, Action::ReadRecord, &account("demo", "u-me", true));
+            assert_eq!(read, deny("role_not_permitted"));
+        }
     }
 
     #[test]
