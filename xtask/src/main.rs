@@ -480,9 +480,11 @@ fn fuzz(options: &FuzzOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The packages whose test binaries run once per runtime: the end-to-end suites and the
-/// `healthctl` tests (they select the runtime from `HEALTH_E2E_RUNTIME` at run time, so the same
-/// binaries serve both passes and nothing is built twice).
+/// The packages whose test binaries run once per runtime: the end-to-end suites (one binary,
+/// `e2e`, a module per suite) and the `healthctl` tests (they select the runtime from
+/// `HEALTH_E2E_RUNTIME` at run time, so the same binaries serve both passes and nothing is built
+/// twice). Each binary runs its tests on libtest's default threads, one per core: on 2 cores,
+/// two `spin up` processes at work at once.
 const E2E_PACKAGES: &[&str] = &["health-e2e", "healthctl"];
 /// Set by xtask for the test binaries: which runtime runs the application (`host` or `spin`).
 const RUNTIME_ENV: &str = "HEALTH_E2E_RUNTIME";
