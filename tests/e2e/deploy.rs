@@ -157,6 +157,7 @@ impl VaultState {
 fn vault_secrets() -> HashMap<String, String> {
     let mut variables = health_e2e::secret_variables(MASTER_KEY);
     variables.extend(health_e2e::DEMO_VARIABLES.map(|(name, value)| (name.to_owned(), value.to_owned())));
+    variables.extend(health_e2e::HARNESS_RATE_LIMITS.map(|(name, value)| (name.to_owned(), value.to_owned())));
     variables
 }
 
@@ -191,6 +192,7 @@ fn cloud_config(
     let mut text = std::fs::read_to_string(root().join("deploy/runtime-config.cloud.toml")).expect("cloud config");
     text = text.replace("redis://health-redis:6379/0", &redis.url(0));
     text = text.replace("redis://health-redis:6379/1", &redis.url(1));
+    text = text.replace("redis://health-redis:6379/2", &redis.url(2));
     text = replace_once(&text, "redis://health-keys-redis:6379/0", &keys_redis.url(0));
     text = replace_once(&text, "url = \"http://vault.vault:8200\"", &format!("url = \"{vault_url}\""));
     for db in ["audit", "identity", "records"] {
@@ -302,11 +304,19 @@ async fn the_local_runtime_config_loads_on_spin() {
     // Its store paths made absolute: Spin resolves key-value paths against the file's directory
     // but SQLite paths against its working directory.
     let text = std::fs::read_to_string(root().join("runtime-config.toml")).expect("runtime config");
-    assert_eq!(text.matches("path = \".spin/").count(), 6, "{text}");
+    assert_eq!(text.matches("path = \".spin/").count(), 7, "{text}");
     let text = text.replace("path = \".spin/", &format!("path = \"{}/", state.path().display()));
     let spin = start_spin(state.path(), &text, health_e2e::secrets(MASTER_KEY));
     serves_alice(&spin).await;
-    for file in ["public-keys.db", "revocations.db", "private-keys.db", "audit.db", "identity.db", "records.db"] {
+    for file in [
+        "public-keys.db",
+        "revocations.db",
+        "rate-limits.db",
+        "private-keys.db",
+        "audit.db",
+        "identity.db",
+        "records.db",
+    ] {
         assert!(state.path().join(file).is_file(), "{file} not where runtime-config.toml puts it");
     }
 }

@@ -19,6 +19,7 @@ mod hardening_keys;
 mod identity;
 mod interop;
 mod keys;
+mod ratelimit;
 mod roles;
 mod scaleout;
 mod self_service;

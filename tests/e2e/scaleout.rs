@@ -43,10 +43,11 @@ fn pair(test: &str) -> Option<&'static Pair> {
         println!("scaleout::{test}: NOT RUN here: {why_not}");
         return None;
     }
-    PAIR.get_or_init(|| Some(start_pair().expect("two Spin instances start"))).as_ref()
+    PAIR.get_or_init(|| Some(start_pair(&[]).expect("two Spin instances start"))).as_ref()
 }
 
-fn start_pair() -> anyhow::Result<Pair> {
+/// A pair of its own with `variables` set on both instances (e.g. a low rate limit).
+fn start_pair(variables: &[(&str, &str)]) -> anyhow::Result<Pair> {
     let redis = RedisServer::start()?;
     let state = tempfile::tempdir()?;
     let dir = state.path().display().to_string();
@@ -66,6 +67,10 @@ url = "{private}"
 type = "redis"
 url = "{revocations}"
 
+[key_value_store.rate-limits]
+type = "redis"
+url = "{rate_limits}"
+
 [sqlite_database.audit]
 type = "spin"
 path = "{dir}/audit.db"
@@ -81,6 +86,7 @@ path = "{dir}/records.db"
         public = redis.url(0),
         private = redis.url(1),
         revocations = redis.url(2),
+        rate_limits = redis.url(3),
     );
     let runtime_path = state.path().join("runtime-config.toml");
     std::fs::write(&runtime_path, runtime_config)?;
@@ -89,7 +95,10 @@ path = "{dir}/records.db"
             manifest: root().join("spin.toml"),
             runtime_config: Some(runtime_path.clone()),
             state_dir: state.path().join(name),
-            env: secrets(health_e2e::MASTER_KEY),
+            env: secrets(health_e2e::MASTER_KEY)
+                .into_iter()
+                .chain(variables.iter().map(|(k, v)| (format!("SPIN_VARIABLE_{}", k.to_uppercase()), (*v).to_owned())))
+                .collect(),
         };
         Ok(Target::Spin(std::sync::Arc::new(SpinProcess::start(&options)?)))
     };
@@ -234,4 +243,23 @@ async fn concurrent_audit_writes_from_both_instances_keep_every_chain_intact() {
             assert_eq!(report.json()["intact"], json!(true), "{tenant}: {}", report.body);
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limit_counts_the_requests_of_both_instances_together() {
+    // Checks the shared pair's preconditions; this test starts a pair of its own, limited.
+    if pair("a_rate_limit_counts_the_requests_of_both_instances_together").is_none() {
+        return;
+    }
+    let pair = start_pair(&[("rate_limit_read", "4/3600")]).expect("two limited Spin instances start");
+    while 3600 - health_e2e::unix_now().rem_euclid(3600) <= 20 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let token = login(&pair.a, ALICE).await["access_token"].as_str().expect("token").to_owned();
+    for app in [&pair.a, &pair.b, &pair.a, &pair.b] {
+        assert_eq!(read_record(app, &token).await, 200);
+    }
+    // Four counted over two instances: the fifth is refused on either.
+    assert_eq!(read_record(&pair.a, &token).await, 429);
+    assert_eq!(read_record(&pair.b, &token).await, 429);
 }

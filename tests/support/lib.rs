@@ -65,9 +65,23 @@ pub fn secret_variables(master_key: &str) -> HashMap<String, String> {
 /// carries no published passwords; the tests rely on the demo seed.
 pub const DEMO_VARIABLES: [(&str, &str); 1] = [("demo_tenant", "true")];
 
-/// [`secret_variables`] and [`DEMO_VARIABLES`] as `SPIN_VARIABLE_*`, for either runtime.
+/// Rate limits far above what any suite sends from its one loopback address, so the limiter
+/// counts every request (its cost is in every run) without refusing any; `tests/e2e/ratelimit.rs`
+/// sets its own.
+pub const HARNESS_RATE_LIMITS: [(&str, &str); 4] = [
+    ("rate_limit_login", "100000/60"),
+    ("rate_limit_read", "1000000/60"),
+    ("rate_limit_write", "1000000/60"),
+    ("rate_limit_admin", "1000000/60"),
+];
+
+/// [`secret_variables`], [`DEMO_VARIABLES`] and [`HARNESS_RATE_LIMITS`] as `SPIN_VARIABLE_*`,
+/// for either runtime.
 pub fn secrets(master_key: &str) -> HashMap<String, String> {
-    let demo = DEMO_VARIABLES.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned()));
+    let demo = DEMO_VARIABLES
+        .iter()
+        .chain(&HARNESS_RATE_LIMITS)
+        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()));
     secret_variables(master_key)
         .into_iter()
         .chain(demo)

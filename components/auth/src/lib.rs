@@ -25,7 +25,7 @@ mod sessions;
 use std::collections::BTreeMap;
 
 use health_core::audit::{Event, Outcome};
-use health_core::{Problem, Role, TenantId};
+use health_core::{Problem, Role, TenantId, ratelimit};
 use health_identity::lockout::LockoutPolicy;
 use health_spin::{respond, stores};
 use serde::de::DeserializeOwned;
@@ -40,8 +40,10 @@ const MAX_BODY: usize = 16 * 1024 + 1024;
 /// Insurer tokens never live longer than this, whatever is configured (ARCHITECTURE.md §4).
 const MAX_INSURER_TTL: i64 = 300;
 /// Every store `auth` uses, checked by its store probe before each request.
-const STORES: stores::Stores =
-    stores::Stores { key_value: &["revocations", "public-keys"], sqlite: &["identity", "audit"] };
+const STORES: stores::Stores = stores::Stores {
+    key_value: &["revocations", "public-keys", health_spin::ratelimit::STORE],
+    sqlite: &["identity", "audit"],
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Api {
@@ -85,6 +87,8 @@ pub(crate) enum Error {
     /// A signed-in user's current password was wrong (self-service change): not a token
     /// problem, so not 401.
     WrongPassword,
+    /// A rate limit of the endpoint's class was reached for this address.
+    RateLimited,
     /// An OAuth endpoint's error (RFC 6749 §5.2), as a problem with the `error` member.
     OAuth {
         status: u16,
@@ -113,6 +117,7 @@ fn problem(error: &Error) -> Problem {
         Error::Conflict(detail) => Problem::conflict(*detail),
         Error::WrongPassword => Problem::new("invalid-current-password", "Current Password Incorrect", 403)
             .with_detail("currentPassword is not the account's password"),
+        Error::RateLimited => Problem::too_many_requests(),
         Error::OAuth { status, code, detail } => {
             let title = if *status == 401 { "Client Authentication Failed" } else { "Token Request Refused" };
             Problem::new(&code.replace('_', "-"), title, *status).with_detail(*detail).with_oauth_error(code)
@@ -299,30 +304,81 @@ async fn serve(req: &Request) -> anyhow::Result<Response> {
         Err(error) => return Ok(error_response(&error)),
     };
     let now = health_spin::now();
-    let ctx = Ctx { req, now, settings: Settings::load()? };
     let mut event = health_spin::audit::request_event(req, now);
+    let mut limits = Vec::new();
+    if let (Some(class), Some(address)) = (rate_class(&api), event.client_ip.as_deref().map(ratelimit::client_ip)) {
+        limits = health_spin::ratelimit::count(class, &[ratelimit::Who::Address(address)], now)?;
+        if !health_spin::ratelimit::allowed(&limits) {
+            // Audited like any refusal, with the endpoint named (a bounded set of labels).
+            event.action = format!("auth.{}", endpoint(&api));
+            event.reason = "rate_limited".into();
+            finish(&mut event, &Err(Error::RateLimited))?;
+            let mut response = error_response(&Error::RateLimited);
+            health_spin::ratelimit::set_headers(&mut response, &limits);
+            return Ok(response);
+        }
+    }
+    let mut response = dispatch(req, api, now, &mut event).await?;
+    health_spin::ratelimit::set_headers(&mut response, &limits);
+    Ok(response)
+}
+
+/// The rate-limit class of an endpoint; `None` for the chained internal routes.
+fn rate_class(api: &Api) -> Option<ratelimit::Class> {
+    use ratelimit::Class;
+    Some(match api {
+        Api::Login | Api::MfaEnroll | Api::MfaConfirm | Api::Token | Api::Logout | Api::LogoutAll => Class::Login,
+        Api::Introspect | Api::Revoke | Api::ChangePassword => Class::Login,
+        Api::Validate | Api::Discovery(_) => Class::Read,
+        Api::Admin(_) => Class::Admin,
+        Api::Internal(_) => return None,
+    })
+}
+
+/// A bounded name of the endpoint, for the audit event of a refusal made before its handler.
+fn endpoint(api: &Api) -> &'static str {
+    match api {
+        Api::Login => "login",
+        Api::MfaEnroll => "mfa.enroll",
+        Api::MfaConfirm => "mfa.confirm",
+        Api::Token => "token",
+        Api::Logout => "logout",
+        Api::LogoutAll => "logout_all",
+        Api::Introspect => "introspect",
+        Api::Revoke => "revoke",
+        Api::Validate => "validate",
+        Api::ChangePassword => "change_password",
+        Api::Discovery(_) => "discovery",
+        Api::Admin(_) => "admin",
+        Api::Internal(_) => "internal",
+    }
+}
+
+/// Runs the endpoint's handler and audits its outcome.
+async fn dispatch(req: &Request, api: Api, now: i64, event: &mut Event) -> anyhow::Result<Response> {
+    let ctx = Ctx { req, now, settings: Settings::load()? };
     let outcome = match api {
-        Api::Login => login::login(&ctx, &mut event).await?,
-        Api::MfaEnroll => login::enroll(&ctx, &mut event)?,
-        Api::MfaConfirm => login::confirm(&ctx, &mut event)?,
-        Api::Token => grants::token(&ctx, &mut event).await?,
-        Api::Logout => sessions::logout(&ctx, &mut event, false).await?,
-        Api::LogoutAll => sessions::logout(&ctx, &mut event, true).await?,
-        Api::Introspect => sessions::introspect(&ctx, &mut event).await?,
-        Api::ChangePassword => account::change_password(&ctx, &mut event).await?,
-        Api::Revoke => sessions::revoke(&ctx, &mut event).await?,
+        Api::Login => login::login(&ctx, event).await?,
+        Api::MfaEnroll => login::enroll(&ctx, event)?,
+        Api::MfaConfirm => login::confirm(&ctx, event)?,
+        Api::Token => grants::token(&ctx, event).await?,
+        Api::Logout => sessions::logout(&ctx, event, false).await?,
+        Api::LogoutAll => sessions::logout(&ctx, event, true).await?,
+        Api::Introspect => sessions::introspect(&ctx, event).await?,
+        Api::ChangePassword => account::change_password(&ctx, event).await?,
+        Api::Revoke => sessions::revoke(&ctx, event).await?,
         // High-volume reads that change nothing: not audited.
         Api::Validate => return sessions::validate(&ctx).await.map(|r| r.unwrap_or_else(|e| error_response(&e))),
         Api::Discovery(tenant) => {
             return sessions::discovery(&ctx, &tenant).map(|r| r.unwrap_or_else(|e| error_response(&e)));
         }
-        Api::Admin(api) => admin::handle(&ctx, api, &mut event)?,
-        Api::Internal(api) => match internal::handle(&ctx, api, &mut event)? {
+        Api::Admin(api) => admin::handle(&ctx, api, event)?,
+        Api::Internal(api) => match internal::handle(&ctx, api, event)? {
             (outcome, true) => outcome,
             (outcome, false) => return Ok(outcome.unwrap_or_else(|e| error_response(&e))),
         },
     };
-    finish(&mut event, &outcome)?;
+    finish(event, &outcome)?;
     Ok(outcome.unwrap_or_else(|e| error_response(&e)))
 }
 

@@ -19,6 +19,7 @@ mod self_service;
 
 use anyhow::Context;
 use health_core::audit::{Event, Outcome};
+use health_core::ratelimit::{self as ratelimit_core, Class, Verdict, Who};
 use health_core::routes::{self, Api, Service};
 use health_core::{Caller, Component, Link, Problem, Role};
 use health_spin::audit::{self as audit_log, Selection};
@@ -26,7 +27,7 @@ use health_spin::authz;
 use health_spin::chain::CALL_DEADLINE;
 use health_spin::respond::{self, Cache};
 use health_spin::service::REASON_HEADER;
-use health_spin::{nested, stores, tokens};
+use health_spin::{nested, ratelimit, stores, tokens};
 use spin_sdk::http::conversions::TryFromIncomingRequest;
 use spin_sdk::http::{IncomingRequest, Method, Request, Response};
 use spin_sdk::http_component;
@@ -53,6 +54,15 @@ fn route_rule(api: &Api) -> Option<(authz::Action, &'static str)> {
     })
 }
 
+/// The rate-limit class of a request: the admin family, else by method.
+fn rate_class(api: Option<&Api>, method: &Method) -> Class {
+    match api.and_then(route_rule) {
+        Some((_, "admin")) => Class::Admin,
+        _ if matches!(method, Method::Get | Method::Head) => Class::Read,
+        _ => Class::Write,
+    }
+}
+
 /// Which component answers a request from a caller of `role`.
 fn upstream(api: &Api, role: Role) -> Option<Service> {
     Some(match api {
@@ -77,7 +87,8 @@ fn upstream(api: &Api, role: Role) -> Option<Service> {
 }
 
 /// Every store the gateway reads or writes, checked by its store probe before each request.
-const STORES: stores::Stores = stores::Stores { key_value: &["public-keys", "revocations"], sqlite: &["audit"] };
+const STORES: stores::Stores =
+    stores::Stores { key_value: &["public-keys", "revocations", ratelimit::STORE], sqlite: &["audit"] };
 
 /// Why a request was refused at the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +102,8 @@ enum Refusal {
     TooLarge,
     UnsupportedMediaType,
     Forbidden(String),
+    /// A rate limit of the request's class was reached (`Retry-After` and `RateLimit` say which).
+    RateLimited,
 }
 
 impl Refusal {
@@ -112,6 +125,7 @@ impl Refusal {
             Refusal::TooLarge => (Problem::payload_too_large(), "body_too_large".to_owned()),
             Refusal::UnsupportedMediaType => (Problem::unsupported_media_type(), "unsupported_media_type".to_owned()),
             Refusal::Forbidden(reason) => (Problem::forbidden(), reason),
+            Refusal::RateLimited => (Problem::too_many_requests(), "rate_limited".to_owned()),
         };
         event.reason = reason;
         respond::problem(&problem)
@@ -157,10 +171,11 @@ async fn handle(incoming: IncomingRequest) -> Response {
         resource: routes::audit_resource(&path),
         ..health_spin::audit::request_event(&req, health_spin::now())
     };
+    let mut limits = Vec::new();
     let outcome = if req.path() == "/metrics" {
         metrics(&req, authorizations, &mut event)
     } else {
-        process(&req, authorizations, &path, api, &mut event).await
+        process(&req, authorizations, &path, api, &mut event, &mut limits).await
     };
     let mut response = match outcome {
         Ok(response) => response,
@@ -177,6 +192,7 @@ async fn handle(incoming: IncomingRequest) -> Response {
             respond::problem(&Problem::internal())
         }
     };
+    ratelimit::set_headers(&mut response, &limits);
     event.status = response.status().to_owned();
     if let Err(e) = health_spin::audit::append(&event) {
         // Fail closed: whatever the service answered is withheld.
@@ -193,7 +209,17 @@ async fn process(
     path: &str,
     api: Option<Api>,
     event: &mut Event,
+    limits: &mut Vec<Verdict>,
 ) -> anyhow::Result<Response> {
+    let class = rate_class(api.as_ref(), req.method());
+    // Per address before anything costly: a flood of forged tokens is refused before its
+    // signatures are checked.
+    if let Some(address) = event.client_ip.as_deref().map(ratelimit_core::client_ip) {
+        limits.extend(ratelimit::count(class, &[Who::Address(address)], event.time)?);
+        if !ratelimit::allowed(limits) {
+            return Ok(Refusal::RateLimited.answer(event));
+        }
+    }
     if authorizations > 1 {
         return Ok(Refusal::Unauthenticated("missing_or_repeated_authorization").answer(event));
     }
@@ -202,6 +228,12 @@ async fn process(
         Err(reason) if !offers_bearer(req) => return Ok(Refusal::NoCredentials(reason).answer(event)),
         Err(reason) => return Ok(Refusal::Unauthenticated(reason).answer(event)),
     };
+    // Per subject too: one stolen token used from many addresses is still one subject.
+    let subject = Who::Subject { tenant: caller.tenant_id.as_str(), subject: &caller.subject };
+    limits.extend(ratelimit::count(class, &[subject], event.time)?);
+    if !ratelimit::allowed(limits) {
+        return Ok(Refusal::RateLimited.answer(event));
+    }
     let api = match api {
         None => return Ok(Refusal::NotFound("no_such_route").answer(event)),
         Some(Api::BadQuery(reason)) => {
@@ -494,6 +526,11 @@ fn render_metrics(c: &audit_log::Counters) -> String {
             ("{kind=\"access\"}".to_owned(), c.break_glass_accesses),
         ],
     );
+    family(
+        "health_rate_limited_total",
+        "Requests refused by a rate limit (429), by route template or auth endpoint.",
+        c.rate_limited.iter().map(|(route, n)| (format!("{{route=\"{}\"}}", label(route)), *n)).collect(),
+    );
     out
 }
 
@@ -529,6 +566,7 @@ mod tests {
             decrypt_failures: vec![("phi_decrypt_failed".into(), 1)],
             break_glass_grants: 1,
             break_glass_accesses: 4,
+            rate_limited: vec![("auth.login".into(), 5)],
         };
         let text = render_metrics(&counters);
         assert!(text.contains("health_requests_total{route=\"GET /api/patients/{id}/records\",outcome=\"allow\"} 3\n"));
@@ -536,6 +574,7 @@ mod tests {
         assert!(text.contains("health_decrypt_failures_total{reason=\"phi_decrypt_failed\"} 1\n"));
         assert!(text.contains("health_decrypt_failures_total{reason=\"jwe_decryption_failed\"} 0\n"));
         assert!(text.contains("health_break_glass_total{kind=\"access\"} 4\n"));
+        assert!(text.contains("health_rate_limited_total{route=\"auth.login\"} 5\n"));
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

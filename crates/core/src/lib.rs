@@ -12,6 +12,7 @@ pub mod context;
 pub mod ids;
 pub mod phi;
 pub mod problem;
+pub mod ratelimit;
 pub mod routes;
 pub mod seal;
 

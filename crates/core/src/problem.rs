@@ -73,6 +73,11 @@ impl Problem {
     pub fn internal() -> Self {
         Self::new("internal", "Internal Server Error", 500)
     }
+    /// A rate limit was reached; `Retry-After` says when to try again.
+    pub fn too_many_requests() -> Self {
+        Self::new("rate-limited", "Too Many Requests", 429)
+            .with_detail("this client made too many requests of this kind; try again after Retry-After seconds")
+    }
     pub fn unavailable() -> Self {
         Self::new("unavailable", "Service Unavailable", 503)
     }

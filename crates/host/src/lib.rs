@@ -19,6 +19,7 @@ mod runtime_config;
 mod serve;
 mod spin_api;
 mod variables;
+mod wasi_keyvalue;
 
 pub use app::{App, DEFAULT_CLIENT, LoadOptions, RequestRefused, State, engine};
 pub use compose::{check_dependency, compose, interfaces};

@@ -304,6 +304,8 @@ pub struct Counters {
     pub break_glass_grants: i64,
     /// Accesses allowed only by a break-glass grant.
     pub break_glass_accesses: i64,
+    /// (route template or `auth.` endpoint, count) of requests refused by a rate limit.
+    pub rate_limited: Vec<(String, i64)>,
 }
 
 /// Reasons that count as decryption failures.
@@ -338,6 +340,8 @@ pub fn counters() -> anyhow::Result<Counters> {
         .rows()
         .map(|r| (r.get::<&str>("reason").unwrap_or_default().to_owned(), r.get::<i64>("n").unwrap_or(0)))
         .collect();
+    const RATE_LIMITED: &str = "SELECT action, '' AS outcome, COUNT(*) AS n FROM audit_events WHERE reason = 'rate_limited' GROUP BY action ORDER BY action";
+    let rate_limited = count(RATE_LIMITED, &[])?.into_iter().map(|(action, _, n)| (action, n)).collect();
     let break_glass = conn.execute(BREAK_GLASS, &[]).context("reading break-glass counters")?;
     let row = break_glass.rows().next();
     let sum = |name: &str| row.as_ref().and_then(|r| r.get::<i64>(name)).unwrap_or(0);
@@ -347,6 +351,7 @@ pub fn counters() -> anyhow::Result<Counters> {
         decrypt_failures,
         break_glass_grants: sum("grants"),
         break_glass_accesses: sum("accesses"),
+        rate_limited,
     })
 }
 

@@ -18,6 +18,7 @@ pub mod db;
 pub mod deadline;
 #[cfg(feature = "tokens")]
 pub mod nested;
+pub mod ratelimit;
 pub mod records;
 pub mod respond;
 #[cfg(feature = "authorizer")]
