@@ -20,6 +20,7 @@ mod identity;
 mod interop;
 mod keys;
 mod ratelimit;
+mod readme;
 mod roles;
 mod scaleout;
 mod self_service;
