@@ -3,7 +3,7 @@
 //!
 //! Input: `method \0 path-and-query \0 body`.
 
-use health_core::routes::{self, Api, BreakGlass, Consent, EntryUpdate, LabResult, NewEntry};
+use health_core::routes::{self, Api, BreakGlass, CareTeamMembership, Consent, EntryUpdate, LabResult, NewEntry};
 
 pub fn run(data: &[u8]) {
     let mut parts = data.splitn(3, |&b| b == 0);
@@ -40,4 +40,5 @@ fn bodies(body: &[u8]) {
     drop(routes::body::<BreakGlass>(body));
     drop(routes::body::<Consent>(body));
     drop(routes::body::<LabResult>(body));
+    drop(routes::body::<CareTeamMembership>(body));
 }

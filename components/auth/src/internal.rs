@@ -5,6 +5,9 @@
 //!
 //! - `GET /internal/insurers/{client_id}`: whether the caller's tenant has that insurer client
 //!   registered and enabled (a patient consents only to one that is). A read: not audited.
+//! - `GET /internal/users/{user_id}`: the role of that user of the caller's tenant and whether
+//!   it is enabled (a tenant admin puts only an enabled clinician on a care team). A read: not
+//!   audited (the care-team change it serves is).
 //! - `POST /internal/patient-accounts/{user_id}/erased`: the patient record this account owns
 //!   was erased, so the account is disabled and every session of it ended (its refresh
 //!   families revoked, its access tokens refused from now on). Audited, with the caller (the
@@ -20,6 +23,7 @@ use crate::{Ctx, Error, identity, issue};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InternalApi {
     Insurer(String),
+    User(String),
     PatientErased(String),
 }
 
@@ -31,6 +35,13 @@ pub fn parse(method: &Method, segments: &[&str]) -> Result<InternalApi, Error> {
         ["insurers", id] if valid(id) => {
             if *method == Method::Get {
                 Ok(InternalApi::Insurer((*id).to_owned()))
+            } else {
+                Err(Error::MethodNotAllowed)
+            }
+        }
+        ["users", id] if valid(id) => {
+            if *method == Method::Get {
+                Ok(InternalApi::User((*id).to_owned()))
             } else {
                 Err(Error::MethodNotAllowed)
             }
@@ -76,6 +87,17 @@ pub fn handle(ctx: &Ctx<'_>, api: InternalApi, event: &mut Event) -> anyhow::Res
                 Some(client) => Ok(health_spin::respond::json(
                     200,
                     &serde_json::json!({ "client_id": client_id, "enabled": !client.disabled }),
+                    health_spin::respond::Cache::NoStore,
+                )),
+                None => Err(Error::NotFound),
+            };
+            Ok((outcome, false))
+        }
+        InternalApi::User(user_id) => {
+            let outcome = match identity::user_by_id(&db, tenant, &user_id)? {
+                Some(user) => Ok(health_spin::respond::json(
+                    200,
+                    &serde_json::json!({ "id": user_id, "role": user.role.as_str(), "enabled": !user.disabled }),
                     health_spin::respond::Cache::NoStore,
                 )),
                 None => Err(Error::NotFound),

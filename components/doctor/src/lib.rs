@@ -2,7 +2,8 @@
 //! and write the records of patients on their active care team; for anyone else they may open
 //! a break-glass grant with a stated reason, which allows access for a short window
 //! (`break_glass_window_secs`, default one hour), and every access under it is flagged for the
-//! admins' review. Every request needs the gateway's attested caller context, and every
+//! admins' review. A doctor lists the patients whose care team they are on now, and reads the
+//! team of a patient they are on. Every request needs the gateway's attested caller context, and every
 //! decision is the composed policy's.
 
 // The Spin SDK macros expand to the component ABI's `unsafe` glue.
@@ -31,6 +32,8 @@ fn handle(req: Request) -> Response {
             Api::AddRecord(patient) => add_record(&conn, caller, &patient, body),
             Api::UpdateRecord(patient) => update_record(&conn, caller, &patient, body),
             Api::BreakGlass(patient) => break_glass(&conn, caller, &patient, body),
+            Api::CareTeam(patient) => care_team(&conn, caller, &patient),
+            Api::CareTeamPatients => care_team_patients(&conn, caller),
             _ => Ok(Err(Refusal::NotFound("no_such_route"))),
         }
     })
@@ -93,4 +96,43 @@ fn break_glass(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[
     });
     // A repeat while a grant is live creates nothing: 200 with the grant that stands.
     Ok(Ok(Done::json(if grant.new { 201 } else { 200 }, body, reason)))
+}
+
+/// `GET /api/patients/{id}/care-team` by a member of that team.
+fn care_team(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handled {
+    let now = health_spin::now();
+    let (_, reason) = health_spin::allowed!(service::authorize_patient(
+        conn,
+        caller,
+        authz::Action::ReadCareTeam,
+        patient.as_str(),
+        now
+    ));
+    let members = records::care_team(conn, caller.tenant_id.as_str(), patient.as_str(), now)?;
+    Ok(Ok(Done::json(200, serde_json::json!({ "patient_id": patient, "members": members }), reason)))
+}
+
+/// `GET /api/care-team/patients`: the caller's live memberships, one per patient they may see
+/// under the care-team rule (break-glass grants are not memberships and are not listed).
+fn care_team_patients(conn: &Connection, caller: &Caller) -> Handled {
+    let tenant = caller.tenant_id.to_string();
+    let decision = authz::authorize(
+        &authz::caller(caller),
+        authz::Action::ListCareTeamPatients,
+        &authz::Resource::Tenant(tenant.clone()),
+    );
+    if !decision.allow {
+        return Ok(Err(Refusal::Forbidden(decision.reason)));
+    }
+    let now = health_spin::now();
+    let patients: Vec<_> = records::care_team_patients(conn, &tenant, &caller.subject, now)?
+        .into_iter()
+        .map(|m| {
+            serde_json::json!({
+                "patient_id": m.patient_id, "membership_id": m.membership_id, "reason": m.reason,
+                "starts_at": m.starts_at, "ends_at": m.ends_at,
+            })
+        })
+        .collect();
+    Ok(Ok(Done::json(200, serde_json::json!({ "member": caller.subject, "patients": patients }), decision.reason)))
 }

@@ -50,6 +50,9 @@ fn route_rule(api: &Api) -> Option<(authz::Action, &'static str)> {
         Api::RotateDataKey => (A::RotateDataKey, "admin"),
         Api::AccessLog(..) => (A::ReadAccessLog, "patients"),
         Api::Export(_) => (A::ExportData, "patients"),
+        Api::CareTeam(_) => (A::ReadCareTeam, "patients"),
+        Api::AddCareTeamMember(..) | Api::EndCareTeamMembership(..) => (A::ManageCareTeam, "patients"),
+        Api::CareTeamPatients => (A::ListCareTeamPatients, "care-team"),
         Api::BadQuery(_) => return None,
     })
 }
@@ -82,13 +85,22 @@ fn upstream(api: &Api, role: Role) -> Option<Service> {
             Role::Doctor | Role::Lab | Role::Insurance => return None,
         },
         Api::Export(_) => Service::Patient,
+        // The patient service owns patient identity and asks `auth` about the member; a doctor's
+        // reads of the team they are on, and of their own patients, are the doctor service's.
+        Api::CareTeam(_) => match role {
+            Role::Patient | Role::Admin => Service::Patient,
+            Role::Doctor => Service::Doctor,
+            Role::Lab | Role::Insurance => return None,
+        },
+        Api::AddCareTeamMember(..) | Api::EndCareTeamMembership(..) => Service::Patient,
+        Api::CareTeamPatients => Service::Doctor,
         Api::BadQuery(_) => return None,
     })
 }
 
 /// Every store the gateway reads or writes, checked by its store probe before each request.
 const STORES: stores::Stores =
-    stores::Stores { key_value: &["public-keys", "revocations", ratelimit::STORE], sqlite: &["audit"] };
+    stores::Stores { key_value: &["public-keys", "revocations"], sqlite: &["audit"] };
 
 /// Why a request was refused at the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -556,6 +568,15 @@ mod tests {
         assert_eq!(upstream(&log(), Role::Doctor), None);
         assert_eq!(upstream(&Api::Export(p()), Role::Patient), Some(Service::Patient));
         assert_eq!(route_rule(&Api::Export(p())).map(|r| r.1), Some("patients"));
+        let member = || health_core::Opaque::parse("u-dr-grey").unwrap();
+        assert_eq!(upstream(&Api::CareTeam(p()), Role::Admin), Some(Service::Patient));
+        assert_eq!(upstream(&Api::CareTeam(p()), Role::Doctor), Some(Service::Doctor));
+        assert_eq!(upstream(&Api::CareTeam(p()), Role::Lab), None);
+        assert_eq!(upstream(&Api::AddCareTeamMember(p(), member()), Role::Admin), Some(Service::Patient));
+        assert_eq!(upstream(&Api::EndCareTeamMembership(p(), member()), Role::Admin), Some(Service::Patient));
+        assert_eq!(upstream(&Api::CareTeamPatients, Role::Doctor), Some(Service::Doctor));
+        assert_eq!(route_rule(&Api::CareTeamPatients).map(|r| r.1), Some("care-team"));
+        assert_eq!(rate_class(Some(&Api::EndCareTeamMembership(p(), member())), &Method::Delete), Class::Write);
     }
 
     #[test]

@@ -17,8 +17,6 @@ use spin_sdk::sqlite::{Connection, Value};
 
 const CONSENTS: &str = "SELECT insurer, granted_at, expires_at, revoked_at FROM consent
     WHERE tenant_id = ? AND patient_id = ? ORDER BY granted_at, insurer";
-const CARE_TEAM: &str = "SELECT doctor_subject, active FROM care_team
-    WHERE tenant_id = ? AND patient_id = ? ORDER BY doctor_subject";
 const BREAK_GLASS: &str = "SELECT doctor_subject, granted_at, expires_at FROM break_glass
     WHERE tenant_id = ? AND patient_id = ? ORDER BY granted_at, doctor_subject";
 const LAB_ORDERS: &str = "SELECT order_id, test_code, test_name, ordered_by, ordered_at, status, lab_subject
@@ -71,13 +69,12 @@ pub fn export(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handle
             })
         })
         .collect();
-    let care_team = rows(CARE_TEAM, "care team")?;
-    let care_team: Vec<_> = care_team
-        .rows()
-        .map(|r| {
+    let care_team: Vec<_> = records::care_team(conn, tenant, id, now)?
+        .into_iter()
+        .map(|m| {
             serde_json::json!({
-                "clinician": r.get::<&str>("doctor_subject"),
-                "active": r.get::<i64>("active") == Some(1),
+                "clinician": m.member, "reason": m.reason, "starts_at": m.starts_at, "ends_at": m.ends_at,
+                "active": m.active,
             })
         })
         .collect();

@@ -11,6 +11,7 @@
 // The Spin SDK macros expand to the component ABI's `unsafe` glue.
 #![allow(unsafe_code)]
 
+mod care_team;
 mod export;
 
 use anyhow::Context;
@@ -40,6 +41,9 @@ fn handle(req: Request) -> Response {
             Api::RotateDataKey => rotate(&conn, caller),
             Api::AccessLog(patient, _) => export::access_log(&conn, caller, &patient),
             Api::Export(patient) => export::export(&conn, caller, &patient),
+            Api::CareTeam(patient) => care_team::list(&conn, caller, &patient),
+            Api::AddCareTeamMember(patient, member) => care_team::add(&conn, caller, &patient, &member, body),
+            Api::EndCareTeamMembership(patient, member) => care_team::end(&conn, caller, &patient, &member),
             _ => Ok(Err(Refusal::NotFound("no_such_route"))),
         }
     })
@@ -85,7 +89,7 @@ fn revoke_consent(conn: &Connection, caller: &Caller, patient: &PatientId, insur
 }
 
 /// The patient → auth link.
-fn auth_link() -> anyhow::Result<Link> {
+pub(crate) fn auth_link() -> anyhow::Result<Link> {
     Link::new(Component::Patient, Component::Auth).context("the platform has a patient → auth link")
 }
 

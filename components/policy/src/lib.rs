@@ -40,6 +40,9 @@ fn action(action: Action) -> health_policy::Action {
         Action::RotateDataKey => A::RotateDataKey,
         Action::ReadAccessLog => A::ReadAccessLog,
         Action::ExportData => A::ExportData,
+        Action::ManageCareTeam => A::ManageCareTeam,
+        Action::ReadCareTeam => A::ReadCareTeam,
+        Action::ListCareTeamPatients => A::ListCareTeamPatients,
     }
 }
 

@@ -94,6 +94,7 @@ pub fn access_of(template: &str) -> Access {
         "/api/patients/{id}/consents" => "consents",
         "/api/patients/{id}/access-log" => "access_log",
         "/api/patients/{id}/export" => "export",
+        "/api/patients/{id}/care-team" | "/api/patients/{id}/care-team/{member}" => "care_team",
         "/api/insurance/patients/{id}/summary" => "insurance_summary",
         "/api/admin/patients/{id}" => "erasure",
         _ => "other",
@@ -333,6 +334,10 @@ mod tests {
         );
         assert_eq!(access_of("DELETE /api/admin/patients/{id}").category, "erasure");
         assert_eq!(access_of("GET /api/insurance/patients/{id}/summary").category, "insurance_summary");
+        assert_eq!(
+            access_of("DELETE /api/patients/{id}/care-team/{member}"),
+            Access { category: "care_team", operation: Operation::Delete }
+        );
         assert_eq!(
             access_of("POST /api/patients/{id}/something-new"),
             Access { category: "other", operation: Operation::Create }

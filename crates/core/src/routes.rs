@@ -10,6 +10,9 @@ use serde::Deserialize;
 
 use crate::{ClientId, EntryId, Opaque, OrderId, PatientId, TokenId};
 
+/// Why a clinician joins a patient's care team (`reason` of a membership).
+pub const CARE_TEAM_REASONS: &[&str] = &["encounter", "referral", "admission", "consultation", "primary-care", "other"];
+
 /// Largest request body the API accepts (bytes); larger ones are refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Largest free-text field (record content, break-glass reason, lab note), in bytes.
@@ -97,6 +100,16 @@ pub enum Api {
     /// `GET /api/patients/{id}/export`: everything held about the patient, as one document
     /// (GDPR Art. 15 and 20; the patient only).
     Export(PatientId),
+    /// `GET /api/patients/{id}/care-team`: the patient's care-team memberships, past and live.
+    CareTeam(PatientId),
+    /// `POST /api/patients/{id}/care-team/{member}` with [`CareTeamMembership`]: a clinician
+    /// joins the patient's care team (the tenant admin).
+    AddCareTeamMember(PatientId, Opaque),
+    /// `DELETE /api/patients/{id}/care-team/{member}`: ends the member's live and future
+    /// memberships of the patient's care team at once (the tenant admin).
+    EndCareTeamMembership(PatientId, Opaque),
+    /// `GET /api/care-team/patients`: the patients whose care team the calling clinician is on now.
+    CareTeamPatients,
     /// A known route with a query string that does not validate (answered 400).
     BadQuery(&'static str),
 }
@@ -165,8 +178,12 @@ impl Api {
             | Api::Summary(p)
             | Api::ErasePatient(p)
             | Api::AccessLog(p, _)
-            | Api::Export(p) => Some(p),
+            | Api::Export(p)
+            | Api::CareTeam(p)
+            | Api::AddCareTeamMember(p, _)
+            | Api::EndCareTeamMembership(p, _) => Some(p),
             Api::LabOrders
+            | Api::CareTeamPatients
             | Api::AddLabResult(_)
             | Api::Audit(_)
             | Api::AuditExport(_)
@@ -199,6 +216,10 @@ impl Api {
             Api::RotateDataKey => "POST /api/admin/data-keys/rotate",
             Api::AccessLog(..) => "GET /api/patients/{id}/access-log",
             Api::Export(_) => "GET /api/patients/{id}/export",
+            Api::CareTeam(_) => "GET /api/patients/{id}/care-team",
+            Api::AddCareTeamMember(..) => "POST /api/patients/{id}/care-team/{member}",
+            Api::EndCareTeamMembership(..) => "DELETE /api/patients/{id}/care-team/{member}",
+            Api::CareTeamPatients => "GET /api/care-team/patients",
             Api::BadQuery(_) => "bad query",
         }
     }
@@ -208,7 +229,12 @@ impl Api {
     pub fn takes_json(&self) -> bool {
         matches!(
             self,
-            Api::AddRecord(_) | Api::UpdateRecord(_) | Api::BreakGlass(_) | Api::GrantConsent(_) | Api::AddLabResult(_)
+            Api::AddRecord(_)
+                | Api::UpdateRecord(_)
+                | Api::BreakGlass(_)
+                | Api::GrantConsent(_)
+                | Api::AddLabResult(_)
+                | Api::AddCareTeamMember(..)
         )
     }
 }
@@ -304,6 +330,7 @@ pub(crate) const PATH_WORDS: &[&str] = &[
     "data-keys",
     "rotate",
     "access-log",
+    "care-team",
     "metrics",
     "health",
 ];
@@ -318,10 +345,18 @@ pub fn audit_resource(path_and_query: &str) -> String {
         Some((path, query)) => (path, Some(query)),
         None => (path_and_query, None),
     };
-    let mut out: String = path
-        .split('/')
-        .take(16)
-        .map(|part| if part.is_empty() || keep(part) { part } else { "*" })
+    // A care-team member is a user id (`u-` and base64url, so mixed case): kept in that place
+    // only, so the audit of a care-team change names whom it is about.
+    let member =
+        |before: &str, part: &str| before == "care-team" && part.starts_with("u-") && Opaque::parse(part).is_ok();
+    let parts: Vec<&str> = path.split('/').take(16).collect();
+    let mut out: String = parts
+        .iter()
+        .enumerate()
+        .map(|(i, part)| {
+            let before = if i > 0 { parts[i - 1] } else { "" };
+            if part.is_empty() || keep(part) || member(before, part) { *part } else { "*" }
+        })
         .collect::<Vec<_>>()
         .join("/");
     if let Some(query) = query {
@@ -420,6 +455,14 @@ pub fn parse(method: &str, path_and_query: &str) -> Option<Api> {
             Some(access_log_query(path_and_query).map_or_else(Api::BadQuery, |q| Api::AccessLog(id, q)))
         }
         (Method::Get, ["patients", id, "export"]) => patient(id).map(Api::Export),
+        (Method::Get, ["patients", id, "care-team"]) => patient(id).map(Api::CareTeam),
+        (Method::Post, ["patients", id, "care-team", member]) => {
+            Some(Api::AddCareTeamMember(patient(id)?, Opaque::parse(member).ok()?))
+        }
+        (Method::Delete, ["patients", id, "care-team", member]) => {
+            Some(Api::EndCareTeamMembership(patient(id)?, Opaque::parse(member).ok()?))
+        }
+        (Method::Get, ["care-team", "patients"]) => Some(Api::CareTeamPatients),
         (Method::Get, ["lab", "orders"]) => Some(Api::LabOrders),
         (Method::Post, ["lab", "orders", order, "results"]) => OrderId::parse(order).ok().map(Api::AddLabResult),
         (Method::Get, ["insurance", "patients", id, "summary"]) => patient(id).map(Api::Summary),
@@ -534,6 +577,32 @@ impl Validate for Consent {
     }
 }
 
+/// A care-team membership (`POST .../care-team/{member}`): why, from when (Unix seconds,
+/// default now) and until when (none: until ended). The service checks the times against its
+/// clock (an end must lie ahead).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CareTeamMembership {
+    pub reason: String,
+    #[serde(default)]
+    pub starts_at: Option<i64>,
+    #[serde(default)]
+    pub ends_at: Option<i64>,
+}
+
+impl Validate for CareTeamMembership {
+    fn validate(&self) -> Result<(), BodyError> {
+        if !CARE_TEAM_REASONS.contains(&self.reason.as_str()) {
+            return Err(BodyError::BadValue);
+        }
+        match (self.starts_at, self.ends_at) {
+            (Some(start), _) if start < 0 => Err(BodyError::BadValue),
+            (Some(start), Some(end)) if end <= start => Err(BodyError::BadValue),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// A lab result appended to an order.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -590,6 +659,48 @@ mod tests {
             parse("GET", "/api/patients/p-1/access-log"),
             Some(Api::AccessLog(p("p-1"), AccessLogQuery::default()))
         );
+    }
+
+    #[test]
+    fn care_team_routes_name_the_patient_and_the_member() {
+        let member = || Opaque::parse("u-dr-Grey_1").unwrap();
+        assert_eq!(parse("GET", "/api/patients/p-1/care-team"), Some(Api::CareTeam(p("p-1"))));
+        assert_eq!(
+            parse("POST", "/api/patients/p-1/care-team/u-dr-Grey_1"),
+            Some(Api::AddCareTeamMember(p("p-1"), member()))
+        );
+        assert_eq!(
+            parse("DELETE", "/api/patients/p-1/care-team/u-dr-Grey_1"),
+            Some(Api::EndCareTeamMembership(p("p-1"), member()))
+        );
+        assert_eq!(parse("GET", "/api/care-team/patients"), Some(Api::CareTeamPatients));
+        for (method, path) in [
+            ("POST", "/api/patients/p-1/care-team"),
+            ("DELETE", "/api/patients/p-1/care-team"),
+            ("GET", "/api/patients/p-1/care-team/u-x"),
+            ("POST", "/api/patients/p-1/care-team/u.x"),
+            ("DELETE", "/api/patients/p-1/care-team/u-x?reason=a"),
+            ("GET", "/api/care-team/patients?all=1"),
+            ("POST", "/api/care-team/patients"),
+        ] {
+            assert_eq!(parse(method, path), None, "{method} {path}");
+        }
+        assert!(Api::AddCareTeamMember(p("p-1"), member()).takes_json());
+        assert_eq!(audit_resource("/api/patients/p-1/care-team/u-dr-grey"), "/api/patients/p-1/care-team/u-dr-grey");
+        assert_eq!(audit_resource("/api/patients/p-1/care-team/u-Ab_9-Z"), "/api/patients/p-1/care-team/u-Ab_9-Z");
+        assert_eq!(audit_resource("/api/patients/p-1/care-team/Ab_9-Z"), "/api/patients/p-1/care-team/*");
+        assert_eq!(audit_resource("/api/patients/p-1/records/u-Ab_9-Z"), "/api/patients/p-1/records/*");
+        let ok: CareTeamMembership = body(br#"{"reason":"referral","starts_at":10,"ends_at":20}"#).unwrap();
+        assert_eq!((ok.starts_at, ok.ends_at), (Some(10), Some(20)));
+        assert!(body::<CareTeamMembership>(br#"{"reason":"encounter"}"#).is_ok());
+        for bad in [
+            &br#"{"reason":"friendship"}"#[..],
+            br#"{"reason":"referral","starts_at":20,"ends_at":20}"#,
+            br#"{"reason":"referral","starts_at":-1}"#,
+        ] {
+            assert_eq!(body::<CareTeamMembership>(bad), Err(BodyError::BadValue));
+        }
+        assert_eq!(body::<CareTeamMembership>(br#"{"reason":"referral","member":"u-x"}"#), Err(BodyError::Malformed));
     }
 
     #[test]

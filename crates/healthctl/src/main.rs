@@ -2,8 +2,8 @@
 //! running app (`cargo xtask up`, `spin up` or a deployment) with the operator token from
 //! `HEALTH_OPERATOR_TOKEN`. It holds no keys and reads no store itself; `secrets` computes, offline,
 //! the value of a secret variable from a key the operator passes in the environment. The
-//! self-service commands (`patients access-log`, `patients export`, `auth change-password`) act
-//! as a signed-in user instead, with the access token in `HEALTHCTL_ACCESS_TOKEN`.
+//! self-service commands (`patients access-log`, `patients export`, `auth change-password`) and
+//! `care-team` act as a signed-in user instead, with the access token in `HEALTHCTL_ACCESS_TOKEN`.
 //!
 //! Exit codes: 0 done; 1 the server refused (4xx, its problem detail printed) or the audit chain
 //! is broken; 2 bad usage or configuration; 3 the server failed or could not be reached.
@@ -57,6 +57,44 @@ enum Command {
     /// The signed-in user's own account; the access token comes from `HEALTHCTL_ACCESS_TOKEN`.
     #[command(subcommand)]
     Auth(Auth),
+    /// Care teams: the tenant admin adds and ends memberships and lists a patient's team; a
+    /// doctor lists their own patients. The access token comes from `HEALTHCTL_ACCESS_TOKEN`.
+    #[command(subcommand)]
+    CareTeam(CareTeam),
+}
+
+#[derive(Subcommand)]
+enum CareTeam {
+    /// Put a doctor on a patient's care team (tenant admin).
+    Add {
+        #[arg(long)]
+        patient: String,
+        /// The clinician's user id (`u-...`, as `users list` shows it).
+        #[arg(long)]
+        member: String,
+        #[arg(long, value_parser = ["encounter", "referral", "admission", "consultation", "primary-care", "other"])]
+        reason: String,
+        /// Unix seconds; default now.
+        #[arg(long)]
+        starts_at: Option<i64>,
+        /// Unix seconds; default none (until ended).
+        #[arg(long)]
+        ends_at: Option<i64>,
+    },
+    /// End a clinician's live and future memberships of a patient's care team now (tenant admin).
+    End {
+        #[arg(long)]
+        patient: String,
+        #[arg(long)]
+        member: String,
+    },
+    /// A patient's care team, ended memberships included (the admin, the patient, a member).
+    List {
+        #[arg(long)]
+        patient: String,
+    },
+    /// The patients whose care team the signed-in doctor is on now.
+    Patients,
 }
 
 #[derive(Subcommand)]
@@ -294,6 +332,7 @@ fn send(url: &str, method: &str, path: &str, body: Option<Value>, token: &str) -
     let auth = format!("Bearer {token}");
     let result = match body {
         Some(body) if method == "POST" => agent.post(&target).header("authorization", &auth).send_json(body),
+        _ if method == "DELETE" => agent.delete(&target).header("authorization", &auth).call(),
         _ => agent.get(&target).header("authorization", &auth).call(),
     };
     let mut response = result.map_err(|e| Failure::Unavailable(format!("{target}: {e}")))?;
@@ -372,6 +411,7 @@ fn run(cli: Cli) -> Result<Value, Failure> {
             let body = json!({ "currentPassword": password()?, "newPassword": new });
             request_as_user(&url, "POST", "/api/auth/change-password", Some(body))
         }
+        Command::CareTeam(command) => care_team(&url, command),
         Command::Totp { secret } => totp_code(&secret),
         Command::Secrets(Secrets::PhiWrappingKey) => {
             println!("{}", phi_wrapping_key()?);
@@ -397,6 +437,32 @@ fn run(cli: Cli) -> Result<Value, Failure> {
             eprintln!("healthctl: exported {events} events of {}", chain.path_segment()?);
             Ok(Value::Null)
         }
+    }
+}
+
+fn care_team(url: &str, command: CareTeam) -> Result<Value, Failure> {
+    let member_id =
+        |text: &str| health_core::Opaque::parse(text).map_err(|e| Failure::Usage(format!("--member {text:?}: {e}")));
+    match command {
+        CareTeam::Add { patient, member, reason, starts_at, ends_at } => {
+            let path = format!("/api/patients/{}/care-team/{}", patient_id(&patient)?, member_id(&member)?);
+            let mut body = json!({ "reason": reason });
+            if let Some(at) = starts_at {
+                body["starts_at"] = json!(at);
+            }
+            if let Some(at) = ends_at {
+                body["ends_at"] = json!(at);
+            }
+            request_as_user(url, "POST", &path, Some(body))
+        }
+        CareTeam::End { patient, member } => {
+            let path = format!("/api/patients/{}/care-team/{}", patient_id(&patient)?, member_id(&member)?);
+            request_as_user(url, "DELETE", &path, None)
+        }
+        CareTeam::List { patient } => {
+            request_as_user(url, "GET", &format!("/api/patients/{}/care-team", patient_id(&patient)?), None)
+        }
+        CareTeam::Patients => request_as_user(url, "GET", "/api/care-team/patients", None),
     }
 }
 
@@ -544,6 +610,20 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["healthctl", "auth", "change-password"]).is_ok());
         assert!(matches!(patient_id("../p"), Err(Failure::Usage(_))));
+    }
+
+    #[test]
+    fn care_team_commands_parse_and_refuse_bad_ids_before_sending() {
+        let add =
+            ["healthctl", "care-team", "add", "--patient", "p-1", "--member", "u-dr-grey", "--reason", "referral"];
+        assert!(matches!(Cli::try_parse_from(add).expect("parses").command, Command::CareTeam(CareTeam::Add { .. })));
+        let bad_reason = ["healthctl", "care-team", "add", "--patient", "p-1", "--member", "u-x", "--reason", "whim"];
+        assert!(Cli::try_parse_from(bad_reason).is_err());
+        assert!(Cli::try_parse_from(["healthctl", "care-team", "patients"]).is_ok());
+        let end = CareTeam::End { patient: "p-1".into(), member: "u/../x".into() };
+        assert!(matches!(care_team("http://127.0.0.1:1", end), Err(Failure::Usage(_))));
+        let list = CareTeam::List { patient: "P-1".into() };
+        assert!(matches!(care_team("http://127.0.0.1:1", list), Err(Failure::Usage(_))));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use health_core::{Caller, Role};
 
 /// Recorded with every audit event so a decision can be traced to the rules that made it.
-pub const POLICY_VERSION: &str = "2026-11-26.1";
+pub const POLICY_VERSION: &str = "2026-11-26.2";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -27,6 +27,12 @@ pub enum Action {
     ReadAccessLog,
     /// Exporting everything held about a patient (GDPR access and portability).
     ExportData,
+    /// Adding a clinician to a patient's care team, or ending their membership.
+    ManageCareTeam,
+    /// Reading who is (and was) on a patient's care team.
+    ReadCareTeam,
+    /// A clinician listing the patients whose care team they are on now.
+    ListCareTeamPatients,
     /// A user changing their own password (`auth`, which links this crate: its WIT world has
     /// no authorizer import, so this action is not in the WIT interface).
     ChangeOwnPassword,
@@ -96,6 +102,8 @@ pub fn authorize(caller: &Caller, action: Action, resource: &Resource) -> Decisi
             (Role::Admin, ReadAudit) => allow("admin_audit"),
             (Role::Admin, ErasePatient) => allow("admin_erasure"),
             (Role::Admin, RotateDataKey) => allow("admin_data_key_rotation"),
+            // The service lists only the caller's own live memberships.
+            (Role::Doctor, ListCareTeamPatients) => allow("own_care_team"),
             _ => deny("role_not_permitted"),
         },
         Resource::Patient(p) if !tenant_of(&p.tenant_id) => deny("tenant_mismatch"),
@@ -104,7 +112,8 @@ pub fn authorize(caller: &Caller, action: Action, resource: &Resource) -> Decisi
             match (caller.role, action) {
                 (
                     Role::Patient,
-                    ReadDemographics | ReadRecord | ReadLabResults | ManageConsent | ReadAccessLog | ExportData,
+                    ReadDemographics | ReadRecord | ReadLabResults | ManageConsent | ReadAccessLog | ExportData
+                    | ReadCareTeam,
                 ) if is_self => allow("patient_self"),
                 (Role::Patient, _) => deny("not_own_record"),
                 (Role::Doctor, ReadDemographics | ReadRecord | WriteRecord | ReadLabResults) if p.on_care_team => {
@@ -119,6 +128,9 @@ pub fn authorize(caller: &Caller, action: Action, resource: &Resource) -> Decisi
                 // Who read a patient's record is the patient's to know (and the admin's to
                 // review), not the clinicians'; the export holds everything, access log included.
                 (Role::Doctor, ReadAccessLog | ExportData) => deny("role_not_permitted"),
+                // A member sees who else treats the patient; only the admin changes the team.
+                (Role::Doctor, ReadCareTeam) if p.on_care_team => allow("care_team"),
+                (Role::Doctor, ManageCareTeam) => deny("role_not_permitted"),
                 (Role::Doctor, _) => deny("not_on_care_team"),
                 (Role::Insurance, ReadSummary) if !caller.scopes.iter().any(|s| s == SUMMARY_SCOPE) => {
                     deny("missing_scope")
@@ -128,6 +140,8 @@ pub fn authorize(caller: &Caller, action: Action, resource: &Resource) -> Decisi
                 // The admin reviews the tenant's audit log already; a patient's access log is a
                 // view of it, with no clinical content. The export is clinical: never the admin's.
                 (Role::Admin, ReadAccessLog) => allow("admin_access_log"),
+                // Who may treat whom is organisation, not clinical content: the admin's.
+                (Role::Admin, ManageCareTeam | ReadCareTeam) => allow("admin_care_team"),
                 (Role::Lab | Role::Admin, _) => deny("role_not_permitted"),
             }
         }
@@ -158,12 +172,15 @@ fn route(role: Role, action: Action, family: &str) -> Decision {
         (
             "patients",
             Role::Patient,
-            ReadDemographics | ReadRecord | ReadLabResults | ManageConsent | ReadAccessLog | ExportData,
+            ReadDemographics | ReadRecord | ReadLabResults | ManageConsent | ReadAccessLog | ExportData | ReadCareTeam,
         ) => allow("route"),
-        ("patients", Role::Admin, ReadAccessLog) => allow("route"),
-        ("patients", Role::Doctor, ReadDemographics | ReadRecord | WriteRecord | ReadLabResults | BreakGlass) => {
-            allow("route")
-        }
+        ("patients", Role::Admin, ReadAccessLog | ManageCareTeam | ReadCareTeam) => allow("route"),
+        (
+            "patients",
+            Role::Doctor,
+            ReadDemographics | ReadRecord | WriteRecord | ReadLabResults | BreakGlass | ReadCareTeam,
+        ) => allow("route"),
+        ("care-team", Role::Doctor, ListCareTeamPatients) => allow("route"),
         ("lab", Role::Lab, ListLabOrders | AppendLabResult) => allow("route"),
         ("insurance", Role::Insurance, ReadSummary) => allow("route"),
         ("admin", Role::Admin, ReadAudit | ErasePatient | RotateDataKey) => allow("route"),
@@ -324,6 +341,66 @@ mod tests {
         let mut elsewhere = patient("u-alice");
         elsewhere.tenant_id = "other".into();
         assert_eq!(authorize(&admin, Action::ReadAccessLog, &Resource::Patient(elsewhere)), deny("tenant_mismatch"));
+    }
+
+    #[test]
+    fn only_the_admin_manages_a_care_team_and_members_and_the_patient_read_it() {
+        let mut member = patient("u-alice");
+        member.on_care_team = true;
+        let admin = caller(Role::Admin, "u-admin");
+        let doctor = caller(Role::Doctor, "u-grey");
+        let alice = caller(Role::Patient, "u-alice");
+        for action in [Action::ManageCareTeam, Action::ReadCareTeam] {
+            assert_eq!(authorize(&admin, action, &Resource::Patient(patient("u-alice"))), allow("admin_care_team"));
+            assert!(authorize(&admin, action, &Resource::Route("patients".into())).allow);
+        }
+        assert_eq!(authorize(&doctor, Action::ReadCareTeam, &Resource::Patient(member.clone())), allow("care_team"));
+        assert_eq!(
+            authorize(&doctor, Action::ReadCareTeam, &Resource::Patient(patient("u-alice"))),
+            deny("not_on_care_team")
+        );
+        let mut glass = patient("u-alice");
+        glass.break_glass_active = true;
+        assert!(!authorize(&doctor, Action::ReadCareTeam, &Resource::Patient(glass)).allow);
+        assert_eq!(
+            authorize(&doctor, Action::ManageCareTeam, &Resource::Patient(member.clone())),
+            deny("role_not_permitted")
+        );
+        assert_eq!(
+            authorize(&alice, Action::ReadCareTeam, &Resource::Patient(patient("u-alice"))),
+            allow("patient_self")
+        );
+        assert!(!authorize(&alice, Action::ReadCareTeam, &Resource::Patient(patient("u-bob"))).allow);
+        assert!(!authorize(&alice, Action::ManageCareTeam, &Resource::Patient(patient("u-alice"))).allow);
+        for role in [Role::Lab, Role::Insurance] {
+            for action in [Action::ManageCareTeam, Action::ReadCareTeam] {
+                assert!(!authorize(&caller(role, "x"), action, &Resource::Patient(member.clone())).allow);
+                assert!(!authorize(&caller(role, "x"), action, &Resource::Route("patients".into())).allow);
+            }
+        }
+        for role in [Role::Patient, Role::Doctor, Role::Insurance] {
+            assert!(!authorize(&caller(role, "x"), Action::ManageCareTeam, &Resource::Route("patients".into())).allow);
+        }
+        let mut elsewhere = patient("u-alice");
+        elsewhere.tenant_id = "other".into();
+        assert_eq!(authorize(&admin, Action::ManageCareTeam, &Resource::Patient(elsewhere)), deny("tenant_mismatch"));
+    }
+
+    #[test]
+    fn only_a_doctor_lists_the_patients_of_their_care_teams() {
+        let list = |role| {
+            let who = caller(role, "u-x");
+            let tenant = authorize(&who, Action::ListCareTeamPatients, &Resource::Tenant("demo".into())).allow;
+            let route = authorize(&who, Action::ListCareTeamPatients, &Resource::Route("care-team".into())).allow;
+            (tenant, route)
+        };
+        assert_eq!(list(Role::Doctor), (true, true));
+        for role in [Role::Patient, Role::Lab, Role::Insurance, Role::Admin] {
+            assert_eq!(list(role), (false, false), "{role:?}");
+        }
+        let doctor = caller(Role::Doctor, "u-x");
+        let other = authorize(&doctor, Action::ListCareTeamPatients, &Resource::Tenant("other".into()));
+        assert_eq!(other, deny("tenant_mismatch"));
     }
 
     #[test]

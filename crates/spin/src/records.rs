@@ -18,8 +18,42 @@ pub const DATABASE: &str = "records";
 
 /// The schema (see [`crate::db::migrate`]). Version 1 stored the demo records in clear and had
 /// no write route, so it held nothing but the demo seed: version 2 drops its tables and the
-/// seed is written again, encrypted.
-pub const MIGRATIONS: &[Migration<'static>] = &[Migration { version: 2, steps: VERSION_2 }];
+/// seed is written again, encrypted. Version 3 replaces the care team's on/off flag with
+/// memberships that have a start, an optional end and a reason; every active row of version 2
+/// (only the demo seed had a way in) becomes a membership from [`DEMO_TIME`] with no end.
+pub const MIGRATIONS: &[Migration<'static>] =
+    &[Migration { version: 2, steps: VERSION_2 }, Migration { version: 3, steps: VERSION_3 }];
+
+const VERSION_3: &[Step<'static>] = &[
+    Step::Sql(
+        "CREATE TABLE IF NOT EXISTS care_team_membership (
+        tenant_id TEXT NOT NULL,
+        membership_id TEXT NOT NULL,
+        patient_id TEXT NOT NULL,
+        member_subject TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        starts_at INTEGER NOT NULL,
+        ends_at INTEGER,
+        added_by TEXT NOT NULL,
+        added_at INTEGER NOT NULL,
+        ended_by TEXT,
+        PRIMARY KEY (tenant_id, membership_id)
+    )",
+    ),
+    Step::Sql(
+        "CREATE INDEX IF NOT EXISTS care_team_by_patient
+        ON care_team_membership (tenant_id, patient_id, member_subject)",
+    ),
+    Step::Sql("CREATE INDEX IF NOT EXISTS care_team_by_member ON care_team_membership (tenant_id, member_subject)"),
+    Step::Sql(
+        "INSERT OR IGNORE INTO care_team_membership
+        (tenant_id, membership_id, patient_id, member_subject, reason, starts_at, ends_at, added_by, added_at)
+        SELECT tenant_id, 'ct-' || lower(hex(randomblob(8))), patient_id, doctor_subject, 'other', 1767225600, NULL,
+            'migration', 1767225600
+        FROM care_team WHERE active = 1",
+    ),
+    Step::Sql("DROP TABLE IF EXISTS care_team"),
+];
 
 const VERSION_2: &[Step<'static>] = &[
     Step::Sql("DROP TABLE IF EXISTS record_entries"),
@@ -36,6 +70,7 @@ const VERSION_2: &[Step<'static>] = &[
         PRIMARY KEY (tenant_id, patient_id)
     )",
     ),
+    // Replaced by `care_team_membership` in version 3 (which moves its rows there).
     Step::Sql(
         "CREATE TABLE IF NOT EXISTS care_team (
         tenant_id TEXT NOT NULL,
@@ -407,12 +442,147 @@ pub fn add_patient(
     Ok(())
 }
 
-pub fn on_care_team(conn: &Connection, tenant: &str, patient_id: &str, doctor: &str) -> anyhow::Result<bool> {
-    const ON_CARE_TEAM: &str =
-        "SELECT 1 FROM care_team WHERE tenant_id = ? AND patient_id = ? AND doctor_subject = ? AND active = 1";
-    let rows =
-        conn.execute(ON_CARE_TEAM, &[text(tenant), text(patient_id), text(doctor)]).context("reading care team")?;
+/// Whether `member` is on the patient's care team at `now`: a membership that has started and
+/// has not ended. An ended or expired membership counts for nothing from that second on.
+pub fn on_care_team(conn: &Connection, tenant: &str, patient_id: &str, member: &str, now: i64) -> anyhow::Result<bool> {
+    const ON_CARE_TEAM: &str = "SELECT 1 FROM care_team_membership WHERE tenant_id = ?1 AND patient_id = ?2
+        AND member_subject = ?3 AND starts_at <= ?4 AND (ends_at IS NULL OR ends_at > ?4) LIMIT 1";
+    let params = [text(tenant), text(patient_id), text(member), Value::Integer(now)];
+    let rows = conn.execute(ON_CARE_TEAM, &params).context("reading care team")?;
     Ok(rows.rows().next().is_some())
+}
+
+/// One care-team membership as returned.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Membership {
+    pub membership_id: String,
+    pub patient_id: String,
+    pub member: String,
+    pub reason: String,
+    pub starts_at: i64,
+    pub ends_at: Option<i64>,
+    pub added_by: String,
+    pub added_at: i64,
+    pub ended_by: Option<String>,
+    /// Started and not ended at the time of the request.
+    pub active: bool,
+}
+
+const MEMBERSHIP_COLUMNS: &str =
+    "membership_id, patient_id, member_subject, reason, starts_at, ends_at, added_by, added_at, ended_by";
+
+fn membership_from(r: &spin_sdk::sqlite::Row<'_>, now: i64) -> Membership {
+    let field = |name: &str| r.get::<&str>(name).unwrap_or_default().to_owned();
+    let starts_at = r.get::<i64>("starts_at").unwrap_or_default();
+    let ends_at = r.get::<i64>("ends_at");
+    Membership {
+        membership_id: field("membership_id"),
+        patient_id: field("patient_id"),
+        member: field("member_subject"),
+        reason: field("reason"),
+        starts_at,
+        ends_at,
+        added_by: field("added_by"),
+        added_at: r.get::<i64>("added_at").unwrap_or_default(),
+        ended_by: r.get::<&str>("ended_by").map(str::to_owned),
+        active: starts_at <= now && ends_at.is_none_or(|end| end > now),
+    }
+}
+
+/// Every membership of the patient's care team, ended ones too, oldest first.
+pub fn care_team(conn: &Connection, tenant: &str, patient_id: &str, now: i64) -> anyhow::Result<Vec<Membership>> {
+    let sql = format!(
+        "SELECT {MEMBERSHIP_COLUMNS} FROM care_team_membership WHERE tenant_id = ? AND patient_id = ?
+        ORDER BY starts_at, added_at, membership_id"
+    );
+    let rows = conn.execute(&sql, &[text(tenant), text(patient_id)]).context("reading care team")?;
+    Ok(rows.rows().map(|r| membership_from(&r, now)).collect())
+}
+
+/// The memberships `member` holds at `now`, of patients not erased: whom they may see.
+pub fn care_team_patients(conn: &Connection, tenant: &str, member: &str, now: i64) -> anyhow::Result<Vec<Membership>> {
+    let sql = format!(
+        "SELECT {MEMBERSHIP_COLUMNS} FROM care_team_membership m WHERE tenant_id = ?1 AND member_subject = ?2
+        AND starts_at <= ?3 AND (ends_at IS NULL OR ends_at > ?3)
+        AND NOT EXISTS (SELECT 1 FROM patient p WHERE p.tenant_id = ?1 AND p.patient_id = m.patient_id
+            AND p.erased_at IS NOT NULL)
+        ORDER BY patient_id, starts_at"
+    );
+    let rows =
+        conn.execute(&sql, &[text(tenant), text(member), Value::Integer(now)]).context("reading care-team patients")?;
+    Ok(rows.rows().map(|r| membership_from(&r, now)).collect())
+}
+
+/// A membership to add.
+pub struct NewMembership<'a> {
+    pub membership_id: &'a str,
+    pub patient_id: &'a str,
+    pub member: &'a str,
+    pub reason: &'a str,
+    pub starts_at: i64,
+    pub ends_at: Option<i64>,
+    pub added_by: &'a str,
+}
+
+/// Adds a membership unless the member already holds one that has not ended by `now` (live, or
+/// starting later): then `None`, and nothing changes. One conditional `INSERT`, so of two racing
+/// requests one adds.
+pub fn add_care_team_member(
+    conn: &Connection,
+    tenant: &str,
+    new: &NewMembership<'_>,
+    now: i64,
+) -> anyhow::Result<Option<Membership>> {
+    const ADD: &str = "INSERT INTO care_team_membership
+        (tenant_id, membership_id, patient_id, member_subject, reason, starts_at, ends_at, added_by, added_at)
+        SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 WHERE NOT EXISTS (SELECT 1 FROM care_team_membership
+            WHERE tenant_id = ?1 AND patient_id = ?3 AND member_subject = ?4 AND (ends_at IS NULL OR ends_at > ?9))
+        ON CONFLICT DO NOTHING RETURNING membership_id";
+    let params = [
+        text(tenant),
+        text(new.membership_id),
+        text(new.patient_id),
+        text(new.member),
+        text(new.reason),
+        Value::Integer(new.starts_at),
+        new.ends_at.map_or(Value::Null, Value::Integer),
+        text(new.added_by),
+        Value::Integer(now),
+    ];
+    let added = conn.execute(ADD, &params).context("adding care-team member")?;
+    if added.rows().next().is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Membership {
+        membership_id: new.membership_id.to_owned(),
+        patient_id: new.patient_id.to_owned(),
+        member: new.member.to_owned(),
+        reason: new.reason.to_owned(),
+        starts_at: new.starts_at,
+        ends_at: new.ends_at,
+        added_by: new.added_by.to_owned(),
+        added_at: now,
+        ended_by: None,
+        active: new.starts_at <= now && new.ends_at.is_none_or(|end| end > now),
+    }))
+}
+
+/// Ends every membership of `member` in the patient's care team that has not ended by `now`
+/// (live, or starting later), as of `now`; the ids of those ended (none: nothing was live).
+pub fn end_care_team_membership(
+    conn: &Connection,
+    tenant: &str,
+    patient_id: &str,
+    member: &str,
+    ended_by: &str,
+    now: i64,
+) -> anyhow::Result<Vec<String>> {
+    const END: &str = "UPDATE care_team_membership SET ends_at = ?5, ended_by = ?4
+        WHERE tenant_id = ?1 AND patient_id = ?2 AND member_subject = ?3 AND (ends_at IS NULL OR ends_at > ?5)
+        RETURNING membership_id";
+    let params = [text(tenant), text(patient_id), text(member), text(ended_by), Value::Integer(now)];
+    let ended = conn.execute(END, &params).context("ending care-team membership")?;
+    Ok(ended.rows().filter_map(|r| r.get::<&str>("membership_id").map(str::to_owned)).collect())
 }
 
 /// Whether `doctor` holds a break-glass grant for the patient that is still open at `now`.
@@ -754,8 +924,15 @@ fn seed(conn: &Connection) -> anyhow::Result<()> {
         add_patient(&mut vault, id, owner, names)?;
     }
     for statement in [
-        "INSERT OR IGNORE INTO care_team VALUES ('demo-hospital', 'p-1001', 'u-dr-grey', 1)",
-        "INSERT OR IGNORE INTO care_team VALUES ('demo-hospital', 'p-1003', 'u-dr-grey', 1)",
+        // Not again where version 3 moved the demo's memberships over from version 2.
+        "INSERT OR IGNORE INTO care_team_membership SELECT 'demo-hospital', 'ct-demo-1', 'p-1001', 'u-dr-grey',
+            'primary-care', 1767225600, NULL, 'u-admin', 1767225600, NULL WHERE NOT EXISTS (SELECT 1
+            FROM care_team_membership WHERE tenant_id = 'demo-hospital' AND patient_id = 'p-1001'
+            AND member_subject = 'u-dr-grey')",
+        "INSERT OR IGNORE INTO care_team_membership SELECT 'demo-hospital', 'ct-demo-2', 'p-1003', 'u-dr-grey',
+            'primary-care', 1767225600, NULL, 'u-admin', 1767225600, NULL WHERE NOT EXISTS (SELECT 1
+            FROM care_team_membership WHERE tenant_id = 'demo-hospital' AND patient_id = 'p-1003'
+            AND member_subject = 'u-dr-grey')",
         "INSERT OR IGNORE INTO lab_order VALUES ('demo-hospital', 'o-2000', 'p-1001', 'u-lab-north', '2345-7',
             'Glucose [Moles/volume] in Serum or Plasma', 'u-dr-grey', 1767225600, 'resulted')",
         "INSERT OR IGNORE INTO lab_order VALUES ('demo-hospital', 'o-2001', 'p-1001', 'u-lab-north', '4548-4',

@@ -118,6 +118,8 @@ pub fn serve(me: Component, req: &Request, handler: impl FnOnce(&Caller, Api, &[
 fn bad_request_detail(reason: &str) -> &'static str {
     match reason {
         "insurer_not_registered" => "insurer is not an insurer client registered and enabled in this tenant",
+        "member_not_a_clinician" => "the member is not an enabled doctor of this tenant",
+        "membership_times_out_of_range" => "ends_at must lie ahead, and no time more than two years ahead",
         _ => "the request is not valid",
     }
 }
@@ -154,7 +156,7 @@ pub fn authorize_patient(
         tenant_id: tenant.to_owned(),
         patient_id: patient_id.to_owned(),
         owner_subject: row.as_ref().and_then(|r| r.owner_subject.clone()),
-        on_care_team: caller.role == Role::Doctor && records::on_care_team(conn, tenant, patient_id, subject)?,
+        on_care_team: caller.role == Role::Doctor && records::on_care_team(conn, tenant, patient_id, subject, now)?,
         break_glass_active: caller.role == Role::Doctor
             && records::break_glass_active(conn, tenant, patient_id, subject, now)?,
         consent_active: caller.role == Role::Insurance

@@ -1,0 +1,117 @@
+//! A patient's care team, managed by the tenant admin: who may treat the patient, from when,
+//! until when and why (ARCHITECTURE.md §6). A membership grants a clinician access to the
+//! patient's record from its start until its end; ending one takes effect the next second,
+//! since every decision reads the memberships at the time of the request
+//! (`records::on_care_team`). Every change goes through the gateway, which audits it before and
+//! after (a `pending_forward` event, then the outcome). The member must be an enabled doctor of
+//! the tenant, asked of `auth`, which owns the accounts.
+
+use anyhow::Context;
+use health_core::routes::CareTeamMembership;
+use health_core::{Caller, Opaque, PatientId, Role};
+use health_spin::authz;
+use health_spin::records::{self, NewMembership};
+use health_spin::service::{self, Done, Handled, Refusal};
+use spin_sdk::http::Method;
+use spin_sdk::sqlite::Connection;
+
+/// The longest a membership may be set ahead: its start, or its end, at most two years out.
+const MAX_AHEAD_SECS: i64 = 2 * 366 * 24 * 3600;
+
+/// The roles a care team admits (item 5 of issue 16 adds nurses and pharmacists here).
+const MEMBER_ROLES: &[Role] = &[Role::Doctor];
+
+/// `GET /api/patients/{id}/care-team`: every membership, ended ones included.
+pub fn list(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handled {
+    let now = health_spin::now();
+    let (_, reason) = health_spin::allowed!(service::authorize_patient(
+        conn,
+        caller,
+        authz::Action::ReadCareTeam,
+        patient.as_str(),
+        now
+    ));
+    let members = records::care_team(conn, caller.tenant_id.as_str(), patient.as_str(), now)?;
+    Ok(Ok(Done::json(200, serde_json::json!({ "patient_id": patient, "members": members }), reason)))
+}
+
+/// `POST /api/patients/{id}/care-team/{member}`: a new membership, 201; 409 while the member
+/// holds one that has not ended.
+pub fn add(conn: &Connection, caller: &Caller, patient: &PatientId, member: &Opaque, body: &[u8]) -> Handled {
+    let now = health_spin::now();
+    let (_, reason) = health_spin::allowed!(service::authorize_patient(
+        conn,
+        caller,
+        authz::Action::ManageCareTeam,
+        patient.as_str(),
+        now
+    ));
+    let membership: CareTeamMembership = health_spin::allowed!(service::body(body));
+    let starts_at = membership.starts_at.unwrap_or(now);
+    let too_far = |t: i64| t > now + MAX_AHEAD_SECS;
+    if too_far(starts_at) || membership.ends_at.is_some_and(|end| end <= now || too_far(end)) {
+        return Ok(Err(Refusal::BadRequest("membership_times_out_of_range")));
+    }
+    if !clinician(caller, member, now)? {
+        return Ok(Err(Refusal::BadRequest("member_not_a_clinician")));
+    }
+    let membership_id = health_spin::random_hex_id("ct");
+    let new = NewMembership {
+        membership_id: &membership_id,
+        patient_id: patient.as_str(),
+        member: member.as_str(),
+        reason: &membership.reason,
+        starts_at,
+        ends_at: membership.ends_at,
+        added_by: &caller.subject,
+    };
+    match records::add_care_team_member(conn, caller.tenant_id.as_str(), &new, now)? {
+        Some(added) => Ok(Ok(Done::json(201, serde_json::json!(added), reason))),
+        None => Ok(Err(Refusal::Conflict("already_on_care_team"))),
+    }
+}
+
+/// `DELETE /api/patients/{id}/care-team/{member}`: ends the member's live and future
+/// memberships now, 200 with their ids; 404 if none had not ended.
+pub fn end(conn: &Connection, caller: &Caller, patient: &PatientId, member: &Opaque) -> Handled {
+    let now = health_spin::now();
+    let (_, reason) = health_spin::allowed!(service::authorize_patient(
+        conn,
+        caller,
+        authz::Action::ManageCareTeam,
+        patient.as_str(),
+        now
+    ));
+    let tenant = caller.tenant_id.as_str();
+    let ended =
+        records::end_care_team_membership(conn, tenant, patient.as_str(), member.as_str(), &caller.subject, now)?;
+    if ended.is_empty() {
+        return Ok(Err(Refusal::NotFound("no_live_membership")));
+    }
+    let body = serde_json::json!({
+        "patient_id": patient, "member": member, "ended": ended, "ended_at": now, "ended_by": caller.subject,
+    });
+    Ok(Ok(Done::json(200, body, reason)))
+}
+
+/// Whether `member` is an enabled user of the caller's tenant whose role a care team admits.
+fn clinician(caller: &Caller, member: &Opaque, now: i64) -> anyhow::Result<bool> {
+    let path = format!("/internal/users/{member}");
+    let response = spin_sdk::http::run(health_spin::chain::send(
+        crate::auth_link()?,
+        Method::Get,
+        &path,
+        Vec::new(),
+        caller,
+        now,
+    ))?;
+    match *response.status() {
+        200 => {
+            let answer: serde_json::Value = serde_json::from_slice(response.body()).context("auth's user answer")?;
+            let role = answer["role"].as_str().and_then(Role::parse);
+            Ok(answer["enabled"] == true && role.is_some_and(|role| MEMBER_ROLES.contains(&role)))
+        }
+        404 => Ok(false),
+        other => anyhow::bail!("auth answered {other} to a user lookup"),
+    }
+}
