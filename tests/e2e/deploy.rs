@@ -192,7 +192,6 @@ fn cloud_config(
     let mut text = std::fs::read_to_string(root().join("deploy/runtime-config.cloud.toml")).expect("cloud config");
     text = text.replace("redis://health-redis:6379/0", &redis.url(0));
     text = text.replace("redis://health-redis:6379/1", &redis.url(1));
-    text = text.replace("redis://health-redis:6379/2", &redis.url(2));
     text = replace_once(&text, "redis://health-keys-redis:6379/0", &keys_redis.url(0));
     text = replace_once(&text, "url = \"http://vault.vault:8200\"", &format!("url = \"{vault_url}\""));
     for db in ["audit", "identity", "records"] {
@@ -304,19 +303,11 @@ async fn the_local_runtime_config_loads_on_spin() {
     // Its store paths made absolute: Spin resolves key-value paths against the file's directory
     // but SQLite paths against its working directory.
     let text = std::fs::read_to_string(root().join("runtime-config.toml")).expect("runtime config");
-    assert_eq!(text.matches("path = \".spin/").count(), 7, "{text}");
+    assert_eq!(text.matches("path = \".spin/").count(), 6, "{text}");
     let text = text.replace("path = \".spin/", &format!("path = \"{}/", state.path().display()));
     let spin = start_spin(state.path(), &text, health_e2e::secrets(MASTER_KEY));
     serves_alice(&spin).await;
-    for file in [
-        "public-keys.db",
-        "revocations.db",
-        "rate-limits.db",
-        "private-keys.db",
-        "audit.db",
-        "identity.db",
-        "records.db",
-    ] {
+    for file in ["public-keys.db", "revocations.db", "private-keys.db", "audit.db", "identity.db", "records.db"] {
         assert!(state.path().join(file).is_file(), "{file} not where runtime-config.toml puts it");
     }
 }

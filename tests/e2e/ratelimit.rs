@@ -1,6 +1,6 @@
 //! Rate limits through the gateway and `auth`, on the host and on real Spin: per client address
 //! and per subject, per class, answered 429 with `Retry-After` and the `RateLimit` /
-//! `RateLimit-Policy` fields, audited, and old windows swept out of the `rate-limits` store.
+//! `RateLimit-Policy` fields, audited, and ended windows swept out of `audit`'s `rate_counters`.
 
 use std::net::SocketAddr;
 
@@ -133,7 +133,7 @@ async fn ended_windows_are_swept_from_the_store() {
     let app = TestApp::start_with_variables(&[("rate_limit_read", "1000/1")]).expect("app loads");
     let alice = app.token(ALICE).await;
     assert_eq!(get(&app, "10.0.2.1", &alice).await.status, 200);
-    let keys = || app.query_strings("rate-limits.db", "SELECT key FROM spin_key_value WHERE store = 'rate-limits'");
+    let keys = || app.query_strings("audit.db", "SELECT key FROM rate_counters");
     let first = keys();
     let (old, new) = (format!("/a/{}", seen_as(&app, "10.0.2.1")), format!("/a/{}", seen_as(&app, "10.0.2.2")));
     assert!(first.iter().any(|k| k.starts_with("rl/read/1/") && k.ends_with(&old)), "{first:?}");

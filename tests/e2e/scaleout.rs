@@ -67,10 +67,6 @@ url = "{private}"
 type = "redis"
 url = "{revocations}"
 
-[key_value_store.rate-limits]
-type = "redis"
-url = "{rate_limits}"
-
 [sqlite_database.audit]
 type = "spin"
 path = "{dir}/audit.db"
@@ -86,7 +82,6 @@ path = "{dir}/records.db"
         public = redis.url(0),
         private = redis.url(1),
         revocations = redis.url(2),
-        rate_limits = redis.url(3),
     );
     let runtime_path = state.path().join("runtime-config.toml");
     std::fs::write(&runtime_path, runtime_config)?;

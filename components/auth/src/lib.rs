@@ -40,10 +40,8 @@ const MAX_BODY: usize = 16 * 1024 + 1024;
 /// Insurer tokens never live longer than this, whatever is configured (ARCHITECTURE.md §4).
 const MAX_INSURER_TTL: i64 = 300;
 /// Every store `auth` uses, checked by its store probe before each request.
-const STORES: stores::Stores = stores::Stores {
-    key_value: &["revocations", "public-keys", health_spin::ratelimit::STORE],
-    sqlite: &["identity", "audit"],
-};
+const STORES: stores::Stores =
+    stores::Stores { key_value: &["revocations", "public-keys"], sqlite: &["identity", "audit"] };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Api {

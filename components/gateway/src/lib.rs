@@ -99,8 +99,7 @@ fn upstream(api: &Api, role: Role) -> Option<Service> {
 }
 
 /// Every store the gateway reads or writes, checked by its store probe before each request.
-const STORES: stores::Stores =
-    stores::Stores { key_value: &["public-keys", "revocations"], sqlite: &["audit"] };
+const STORES: stores::Stores = stores::Stores { key_value: &["public-keys", "revocations"], sqlite: &["audit"] };
 
 /// Why a request was refused at the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Rate limits: how many requests of a class one client address, and separately one
-//! authenticated subject, may make per fixed window. The counting itself is an atomic
-//! increment in the `rate-limits` key-value store (`health_spin::ratelimit`), so the limit holds
-//! across every instance and process that shares the store. This module is the arithmetic: the
+//! authenticated subject, may make per fixed window. The counting itself is one atomic upsert
+//! in the `audit` database (`health_spin::ratelimit`), so the limit holds across every instance
+//! and process that shares it. This module is the arithmetic: the
 //! limits as variables spell them, the counter key of a window, the decision, and the
 //! `RateLimit-Policy` / `RateLimit` fields of draft-ietf-httpapi-ratelimit-headers-09 (structured
 //! field lists, one member per limit that applied).
@@ -109,7 +109,7 @@ impl fmt::Display for Who<'_> {
     }
 }
 
-/// The prefix of every counter key, so a sweep touches nothing else.
+/// The prefix of every counter key.
 pub const KEY_PREFIX: &str = "rl/";
 
 /// The client's address from `spin-client-addr` (`ip:port`, or `[v6]:port`), without the port.
@@ -138,26 +138,6 @@ pub fn window(class: Class, who: Who<'_>, limit: Limit, now: i64) -> Window {
     let start = now - now.rem_euclid(width);
     let resets_in = u64::try_from(start + width - now).unwrap_or(1).max(1);
     Window { start, resets_in, key: format!("{KEY_PREFIX}{}/{}/{start}/{who}", class.name(), limit.window_secs) }
-}
-
-/// The key of `class`'s sweep marker for the window `now` falls in: counted like a counter (the
-/// request that brings it to 1 sweeps) and expiring like one. No client's key can equal it:
-/// theirs end in `a/...` or `s/...`.
-pub fn sweep_marker(class: Class, limit: Limit, now: i64) -> String {
-    let width = i64::try_from(limit.window_secs).unwrap_or(i64::MAX);
-    let start = now - now.rem_euclid(width);
-    format!("{KEY_PREFIX}{}/{}/{start}/sweep", class.name(), limit.window_secs)
-}
-
-/// Whether a counter key's window ended before `now`: a sweep deletes it.
-pub fn expired(key: &str, now: i64) -> bool {
-    let mut parts = key.strip_prefix(KEY_PREFIX).unwrap_or_default().splitn(4, '/');
-    let (_class, width, start) = (parts.next(), parts.next(), parts.next());
-    match (width.and_then(|w| w.parse::<i64>().ok()), start.and_then(|s| s.parse::<i64>().ok())) {
-        (Some(width), Some(start)) => start.saturating_add(width) <= now,
-        // Not a counter this module wrote: left alone.
-        _ => false,
-    }
 }
 
 /// What one counter said about a request.
@@ -245,18 +225,6 @@ mod tests {
         let subject = window(Class::Read, Who::Subject { tenant: "t/1", subject: "u" }, limit, 1_000_000_030);
         assert_eq!(subject.key, "rl/read/60/1000000020/s/t%2F1/u");
         assert_ne!(window(Class::Write, Who::Address("10.0.0.7"), limit, 1_000_000_030).key, w.key);
-    }
-
-    #[test]
-    fn a_window_expires_when_it_ends_and_foreign_keys_never_do() {
-        let w = window(Class::Login, Who::Address("::1"), Limit { quota: 1, window_secs: 10 }, 105);
-        assert!(!expired(&w.key, 109));
-        assert!(expired(&w.key, 110));
-        assert!(!expired("rl/sweep", i64::MAX));
-        let marker = sweep_marker(Class::Login, Limit { quota: 1, window_secs: 10 }, 105);
-        assert_eq!(marker, "rl/login/10/100/sweep");
-        assert!(!expired(&marker, 109) && expired(&marker, 110));
-        assert!(!expired("something-else", i64::MAX));
     }
 
     #[test]

@@ -172,7 +172,6 @@ impl App {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         crate::spin_api::add_to_linker(&mut linker)?;
-        crate::wasi_keyvalue::add_to_linker(&mut linker)?;
 
         let mut used_kv = Vec::new();
         let mut components = HashMap::new();

@@ -4,8 +4,8 @@
 //!
 //! It implements the HTTP trigger (exact, wildcard and private routes, Spin's request
 //! headers), a fresh instance per request, `*.spin.internal` chaining in-process,
-//! `allowed_outbound_hosts`, Spin's key-value / SQLite / variables interfaces and
-//! `wasi:keyvalue` (store, atomics, batch) with per-component label checks, `SPIN_VARIABLE_*` overrides, runtime configuration of store locations, and
+//! `allowed_outbound_hosts`, Spin's key-value / SQLite / variables interfaces with per-component
+//! label checks, `SPIN_VARIABLE_*` overrides, runtime configuration of store locations, and
 //! component dependencies composed at load time. It deliberately does not implement other
 //! triggers, Redis/Postgres/MySQL/LLM interfaces, static files or `spin deploy`; see README.md.
 
@@ -19,7 +19,6 @@ mod runtime_config;
 mod serve;
 mod spin_api;
 mod variables;
-mod wasi_keyvalue;
 
 pub use app::{App, DEFAULT_CLIENT, LoadOptions, RequestRefused, State, engine};
 pub use compose::{check_dependency, compose, interfaces};

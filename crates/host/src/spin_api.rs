@@ -38,7 +38,7 @@ use bindings::fermyon::spin::{key_value, sqlite, variables};
 
 /// Spin's `MAX_HOST_BUFFERED_BYTES` (`crates/world/src/lib.rs`): the most a query or a
 /// key-value read may return to a guest.
-pub(crate) const MAX_RESULT_BYTES: usize = 128 << 20;
+const MAX_RESULT_BYTES: usize = 128 << 20;
 /// Capacity of Spin's per-instance table of open SQLite connections.
 pub(crate) const MAX_OPEN_PER_INSTANCE: usize = 256;
 
@@ -51,7 +51,7 @@ pub const KV_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS spin_key_value (
                            PRIMARY KEY (store, key)
                         )";
 
-pub(crate) type Shared = Arc<Mutex<rusqlite::Connection>>;
+type Shared = Arc<Mutex<rusqlite::Connection>>;
 
 fn open_file(location: &Location) -> rusqlite::Result<rusqlite::Connection> {
     // rusqlite's `open` sets a 5000 ms busy timeout; nothing else is changed, as in Spin.
@@ -83,11 +83,11 @@ pub fn open_sqlite(database: &SqliteDatabase) -> rusqlite::Result<rusqlite::Conn
 /// requests. Spin's sqlite-inproc does the same with `spawn_blocking`; its key-value-spin uses
 /// `block_in_place`, which has the same effect on Spin's multi-threaded runtime but panics on
 /// the current-thread runtimes in-process tests use.
-pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> wasmtime::Result<T> {
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> wasmtime::Result<T> {
     tokio::task::spawn_blocking(work).await.map_err(|e| wasmtime::format_err!("blocking SQLite task failed: {e}"))
 }
 
-pub(crate) fn lock(connection: &Shared) -> wasmtime::Result<std::sync::MutexGuard<'_, rusqlite::Connection>> {
+fn lock(connection: &Shared) -> wasmtime::Result<std::sync::MutexGuard<'_, rusqlite::Connection>> {
     connection.lock().map_err(|_| wasmtime::format_err!("SQLite connection lock poisoned"))
 }
 
@@ -114,103 +114,10 @@ impl KeyValueDb {
     }
 }
 
-/// An open key-value store: one label's rows in its database. `fermyon:spin/key-value`'s
-/// `store` and `wasi:keyvalue/store`'s `bucket` are both this (`crate::wasi_keyvalue`).
+/// An open key-value store: one label's rows in its database.
 pub struct KvStore {
-    pub(crate) label: String,
-    pub(crate) connection: Shared,
-}
-
-/// Opens `label` for the instance, as Spin does for either interface: granted to the component,
-/// declared in the runtime configuration, its connection opened on first use.
-pub(crate) async fn open_kv(state: &mut State, label: String) -> wasmtime::Result<Result<KvStore, KvOpenError>> {
-    if !state.component.key_value_stores.contains(&label) {
-        return Ok(Err(KvOpenError::AccessDenied));
-    }
-    let Some(db) = state.shared.key_value.get(&label).cloned() else {
-        return Ok(Err(KvOpenError::NoSuchStore));
-    };
-    Ok(blocking(move || db.connection())
-        .await?
-        .map(|connection| KvStore { label, connection })
-        .map_err(|e| KvOpenError::Other(e.to_string())))
-}
-
-/// Why a store did not open, before each interface words it.
-pub(crate) enum KvOpenError {
-    AccessDenied,
-    NoSuchStore,
-    Other(String),
-}
-
-impl KvStore {
-    /// The value of `key` (Spin's `get`, capped at [`MAX_RESULT_BYTES`]).
-    pub(crate) async fn get(&self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, String>> {
-        let (label, connection) = (self.label.clone(), self.connection.clone());
-        blocking(move || {
-            let value = lock(&connection)?
-                .prepare_cached("SELECT value FROM spin_key_value WHERE store=$1 AND key=$2")
-                .and_then(|mut stmt| {
-                    stmt.query_map([&label, &key], |row| row.get::<_, Vec<u8>>(0))?.next().transpose()
-                });
-            Ok(match value {
-                Err(e) => Err(e.to_string()),
-                Ok(value) if size_of::<Option<Vec<u8>>>() + value.as_ref().map_or(0, Vec::len) > MAX_RESULT_BYTES => {
-                    Err(too_large())
-                }
-                Ok(value) => Ok(value),
-            })
-        })
-        .await?
-    }
-
-    pub(crate) async fn set(&self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
-        let (label, connection) = (self.label.clone(), self.connection.clone());
-        blocking(move || {
-            let done = lock(&connection)?
-                .prepare_cached(
-                    "INSERT INTO spin_key_value (store, key, value) VALUES ($1, $2, $3)
-                     ON CONFLICT(store, key) DO UPDATE SET value=$3",
-                )
-                .and_then(|mut stmt| stmt.execute(rusqlite::params![label, key, value]));
-            Ok(done.map(drop).map_err(|e| e.to_string()))
-        })
-        .await?
-    }
-
-    pub(crate) async fn delete(&self, key: String) -> wasmtime::Result<Result<(), String>> {
-        let (label, connection) = (self.label.clone(), self.connection.clone());
-        blocking(move || {
-            let done = lock(&connection)?
-                .prepare_cached("DELETE FROM spin_key_value WHERE store=$1 AND key=$2")
-                .and_then(|mut stmt| stmt.execute([&label, &key]));
-            Ok(done.map(drop).map_err(|e| e.to_string()))
-        })
-        .await?
-    }
-
-    pub(crate) async fn keys(&self) -> wasmtime::Result<Result<Vec<String>, String>> {
-        let (label, connection) = (self.label.clone(), self.connection.clone());
-        blocking(move || {
-            let db = lock(&connection)?;
-            let keys = (|| {
-                let mut stmt = db.prepare_cached("SELECT key FROM spin_key_value WHERE store=$1")?;
-                let rows = stmt.query_map([&label], |r| r.get::<_, String>(0))?;
-                rows.collect::<Result<Vec<_>, _>>()
-            })();
-            Ok(match keys {
-                Err(e) => Err(e.to_string()),
-                Ok(keys)
-                    if size_of::<Vec<String>>() + keys.iter().map(|k| size_of::<String>() + k.len()).sum::<usize>()
-                        > MAX_RESULT_BYTES =>
-                {
-                    Err(too_large())
-                }
-                Ok(keys) => Ok(keys),
-            })
-        })
-        .await?
-    }
+    label: String,
+    connection: Shared,
 }
 
 /// An open SQLite connection, the guest's own until it drops it (Spin's `InProcConnection`).
@@ -240,7 +147,7 @@ fn kv_error(e: impl std::fmt::Display) -> key_value::Error {
     key_value::Error::Other(e.to_string())
 }
 
-pub(crate) fn too_large() -> String {
+fn too_large() -> String {
     format!("query result exceeds limit of {MAX_RESULT_BYTES} bytes")
 }
 
@@ -248,12 +155,17 @@ impl key_value::Host for State {}
 
 impl key_value::HostStore for State {
     async fn open(&mut self, label: String) -> wasmtime::Result<Result<Resource<KvStore>, key_value::Error>> {
-        Ok(match open_kv(self, label).await? {
-            Ok(store) => Ok(self.table.push(store)?),
-            Err(KvOpenError::AccessDenied) => Err(key_value::Error::AccessDenied),
-            Err(KvOpenError::NoSuchStore) => Err(key_value::Error::NoSuchStore),
-            Err(KvOpenError::Other(e)) => Err(kv_error(e)),
-        })
+        if !self.component.key_value_stores.contains(&label) {
+            return Ok(Err(key_value::Error::AccessDenied));
+        }
+        let Some(db) = self.shared.key_value.get(&label).cloned() else {
+            return Ok(Err(key_value::Error::NoSuchStore));
+        };
+        let connection = match blocking(move || db.connection()).await? {
+            Ok(connection) => connection,
+            Err(e) => return Ok(Err(kv_error(e))),
+        };
+        Ok(Ok(self.table.push(KvStore { label, connection })?))
     }
 
     async fn get(
@@ -261,7 +173,23 @@ impl key_value::HostStore for State {
         store: Resource<KvStore>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, key_value::Error>> {
-        Ok(self.table.get(&store)?.get(key).await?.map_err(kv_error))
+        let store = self.table.get(&store)?;
+        let (label, connection) = (store.label.clone(), store.connection.clone());
+        blocking(move || {
+            let value = lock(&connection)?
+                .prepare_cached("SELECT value FROM spin_key_value WHERE store=$1 AND key=$2")
+                .and_then(|mut stmt| {
+                    stmt.query_map([&label, &key], |row| row.get::<_, Vec<u8>>(0))?.next().transpose()
+                });
+            Ok(match value {
+                Err(e) => Err(kv_error(e)),
+                Ok(value) if size_of::<Option<Vec<u8>>>() + value.as_ref().map_or(0, Vec::len) > MAX_RESULT_BYTES => {
+                    Err(key_value::Error::Other(too_large()))
+                }
+                Ok(value) => Ok(value),
+            })
+        })
+        .await?
     }
 
     async fn set(
@@ -270,7 +198,18 @@ impl key_value::HostStore for State {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), key_value::Error>> {
-        Ok(self.table.get(&store)?.set(key, value).await?.map_err(kv_error))
+        let store = self.table.get(&store)?;
+        let (label, connection) = (store.label.clone(), store.connection.clone());
+        blocking(move || {
+            let done = lock(&connection)?
+                .prepare_cached(
+                    "INSERT INTO spin_key_value (store, key, value) VALUES ($1, $2, $3)
+                     ON CONFLICT(store, key) DO UPDATE SET value=$3",
+                )
+                .and_then(|mut stmt| stmt.execute(rusqlite::params![label, key, value]));
+            Ok(done.map(drop).map_err(kv_error))
+        })
+        .await?
     }
 
     async fn delete(
@@ -278,7 +217,15 @@ impl key_value::HostStore for State {
         store: Resource<KvStore>,
         key: String,
     ) -> wasmtime::Result<Result<(), key_value::Error>> {
-        Ok(self.table.get(&store)?.delete(key).await?.map_err(kv_error))
+        let store = self.table.get(&store)?;
+        let (label, connection) = (store.label.clone(), store.connection.clone());
+        blocking(move || {
+            let done = lock(&connection)?
+                .prepare_cached("DELETE FROM spin_key_value WHERE store=$1 AND key=$2")
+                .and_then(|mut stmt| stmt.execute([&label, &key]));
+            Ok(done.map(drop).map_err(kv_error))
+        })
+        .await?
     }
 
     async fn exists(
@@ -290,7 +237,27 @@ impl key_value::HostStore for State {
     }
 
     async fn get_keys(&mut self, store: Resource<KvStore>) -> wasmtime::Result<Result<Vec<String>, key_value::Error>> {
-        Ok(self.table.get(&store)?.keys().await?.map_err(kv_error))
+        let store = self.table.get(&store)?;
+        let (label, connection) = (store.label.clone(), store.connection.clone());
+        blocking(move || {
+            let db = lock(&connection)?;
+            let keys = (|| {
+                let mut stmt = db.prepare_cached("SELECT key FROM spin_key_value WHERE store=$1")?;
+                let rows = stmt.query_map([&label], |r| r.get::<_, String>(0))?;
+                rows.collect::<Result<Vec<_>, _>>()
+            })();
+            Ok(match keys {
+                Err(e) => Err(kv_error(e)),
+                Ok(keys)
+                    if size_of::<Vec<String>>() + keys.iter().map(|k| size_of::<String>() + k.len()).sum::<usize>()
+                        > MAX_RESULT_BYTES =>
+                {
+                    Err(key_value::Error::Other(too_large()))
+                }
+                Ok(keys) => Ok(keys),
+            })
+        })
+        .await?
     }
 
     async fn drop(&mut self, store: Resource<KvStore>) -> wasmtime::Result<()> {

@@ -90,6 +90,20 @@ pub const MIGRATIONS: &[Migration<'static>] = &[
             Step::Sql("CREATE INDEX IF NOT EXISTS verified_tokens_by_expiry ON verified_tokens (expires_at)"),
         ],
     },
+    // Rate-limit counters, one row per (class, window, client or subject) (see `ratelimit`).
+    Migration {
+        version: 5,
+        steps: &[
+            Step::Sql(
+                "CREATE TABLE IF NOT EXISTS rate_counters (
+                key TEXT PRIMARY KEY,
+                window_end INTEGER NOT NULL,
+                n INTEGER NOT NULL
+            )",
+            ),
+            Step::Sql("CREATE INDEX IF NOT EXISTS rate_counters_by_end ON rate_counters (window_end)"),
+        ],
+    },
 ];
 
 const HEAD: &str = "SELECT seq, hash FROM audit_events WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1";
@@ -384,9 +398,9 @@ mod tests {
     }
 
     #[test]
-    fn migrations_are_in_version_order_up_to_four() {
+    fn migrations_are_in_version_order_up_to_five() {
         let versions: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1, 2, 3, 4]);
+        assert_eq!(versions, [1, 2, 3, 4, 5]);
     }
 
     #[test]
@@ -411,7 +425,7 @@ mod tests {
         let db = migrated(&path);
         assert_eq!(db.integer("SELECT COUNT(*) FROM audit_events"), 1);
         assert_eq!(db.integer("SELECT break_glass FROM audit_events"), 0);
-        assert_eq!(db.integer("SELECT MAX(version) FROM schema_migrations"), 4);
+        assert_eq!(db.integer("SELECT MAX(version) FROM schema_migrations"), 5);
         assert_eq!(db.integer("SELECT COUNT(*) FROM sqlite_master WHERE name = 'verified_tokens'"), 1);
     }
 
