@@ -444,7 +444,13 @@ pub fn add_patient(
 
 /// Whether `member` is on the patient's care team at `now`: a membership that has started and
 /// has not ended. An ended or expired membership counts for nothing from that second on.
-pub fn on_care_team(conn: &Connection, tenant: &str, patient_id: &str, member: &str, now: i64) -> anyhow::Result<bool> {
+pub fn on_care_team(
+    conn: &impl db::Sql,
+    tenant: &str,
+    patient_id: &str,
+    member: &str,
+    now: i64,
+) -> anyhow::Result<bool> {
     const ON_CARE_TEAM: &str = "SELECT 1 FROM care_team_membership WHERE tenant_id = ?1 AND patient_id = ?2
         AND member_subject = ?3 AND starts_at <= ?4 AND (ends_at IS NULL OR ends_at > ?4) LIMIT 1";
     let params = [text(tenant), text(patient_id), text(member), Value::Integer(now)];
@@ -490,7 +496,7 @@ fn membership_from(r: &spin_sdk::sqlite::Row<'_>, now: i64) -> Membership {
 }
 
 /// Every membership of the patient's care team, ended ones too, oldest first.
-pub fn care_team(conn: &Connection, tenant: &str, patient_id: &str, now: i64) -> anyhow::Result<Vec<Membership>> {
+pub fn care_team(conn: &impl db::Sql, tenant: &str, patient_id: &str, now: i64) -> anyhow::Result<Vec<Membership>> {
     let sql = format!(
         "SELECT {MEMBERSHIP_COLUMNS} FROM care_team_membership WHERE tenant_id = ? AND patient_id = ?
         ORDER BY starts_at, added_at, membership_id"
@@ -500,7 +506,12 @@ pub fn care_team(conn: &Connection, tenant: &str, patient_id: &str, now: i64) ->
 }
 
 /// The memberships `member` holds at `now`, of patients not erased: whom they may see.
-pub fn care_team_patients(conn: &Connection, tenant: &str, member: &str, now: i64) -> anyhow::Result<Vec<Membership>> {
+pub fn care_team_patients(
+    conn: &impl db::Sql,
+    tenant: &str,
+    member: &str,
+    now: i64,
+) -> anyhow::Result<Vec<Membership>> {
     let sql = format!(
         "SELECT {MEMBERSHIP_COLUMNS} FROM care_team_membership m WHERE tenant_id = ?1 AND member_subject = ?2
         AND starts_at <= ?3 AND (ends_at IS NULL OR ends_at > ?3)
@@ -528,7 +539,7 @@ pub struct NewMembership<'a> {
 /// starting later): then `None`, and nothing changes. One conditional `INSERT`, so of two racing
 /// requests one adds.
 pub fn add_care_team_member(
-    conn: &Connection,
+    conn: &impl db::Sql,
     tenant: &str,
     new: &NewMembership<'_>,
     now: i64,
@@ -570,7 +581,7 @@ pub fn add_care_team_member(
 /// Ends every membership of `member` in the patient's care team that has not ended by `now`
 /// (live, or starting later), as of `now`; the ids of those ended (none: nothing was live).
 pub fn end_care_team_membership(
-    conn: &Connection,
+    conn: &impl db::Sql,
     tenant: &str,
     patient_id: &str,
     member: &str,
@@ -960,4 +971,93 @@ fn seed(conn: &Connection) -> anyhow::Result<()> {
     let value = vault.seal("p-1001", "lab_result", "r-1", "value", "7.2")?;
     conn.execute(RESULT, &[text(DEMO_TENANT), Value::Text(value)]).context("seeding demo lab result")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Sql;
+    use crate::db::testing::Native;
+
+    const T: &str = "demo-hospital";
+
+    fn membership<'a>(id: &'a str, member: &'a str, starts_at: i64, ends_at: Option<i64>) -> NewMembership<'a> {
+        NewMembership {
+            membership_id: id,
+            patient_id: "p-1",
+            member,
+            reason: "referral",
+            starts_at,
+            ends_at,
+            added_by: "u-admin",
+        }
+    }
+
+    #[test]
+    fn version_3_turns_active_care_team_rows_into_open_memberships_from_the_demo_time() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let db = Native::open(&dir.path().join("records.db"));
+        db::migrate(&db, &MIGRATIONS[..1], |_| Ok(())).expect("version 2");
+        for row in [
+            "('demo-hospital', 'p-1', 'u-grey', 1)",
+            "('demo-hospital', 'p-2', 'u-grey', 0)",
+            "('t2', 'p-1', 'u-x', 1)",
+        ] {
+            db.execute(&format!("INSERT INTO care_team VALUES {row}"), &[]).expect("version 2 row");
+        }
+        db::migrate(&db, MIGRATIONS, |_| Ok(())).expect("version 3");
+        assert_eq!(db.integer("SELECT COUNT(*) FROM care_team_membership"), 2, "the inactive row is not a membership");
+        let moved = care_team(&db, T, "p-1", DEMO_TIME).expect("read");
+        assert_eq!(moved.len(), 1);
+        assert_eq!((moved[0].member.as_str(), moved[0].starts_at, moved[0].ends_at), ("u-grey", DEMO_TIME, None));
+        assert!(on_care_team(&db, T, "p-1", "u-grey", DEMO_TIME + 1).expect("read"));
+        assert!(!on_care_team(&db, T, "p-2", "u-grey", DEMO_TIME + 1).expect("read"));
+        assert!(on_care_team(&db, "t2", "p-1", "u-x", DEMO_TIME).expect("read"), "tenants keep their own rows");
+        assert!(!on_care_team(&db, T, "p-1", "u-x", DEMO_TIME).expect("read"));
+        assert_eq!(db.integer("SELECT COUNT(*) FROM sqlite_master WHERE name = 'care_team'"), 0);
+    }
+
+    #[test]
+    fn a_membership_counts_from_its_start_until_its_end_or_until_it_is_ended() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let db = Native::open(&dir.path().join("records.db"));
+        db::migrate(&db, MIGRATIONS, |_| Ok(())).expect("schema");
+        let now = 1_000;
+        let on = |member: &str, at: i64| on_care_team(&db, T, "p-1", member, at).expect("read");
+        let added = add_care_team_member(&db, T, &membership("ct-1", "u-a", now + 10, Some(now + 20)), now);
+        assert!(!added.expect("add").expect("added").active, "not started yet");
+        assert!(!on("u-a", now + 9) && on("u-a", now + 10) && on("u-a", now + 19) && !on("u-a", now + 20));
+        // One membership not yet ended per member: a second is refused, whatever its times.
+        let again = add_care_team_member(&db, T, &membership("ct-2", "u-a", now, None), now).expect("add");
+        assert_eq!(again, None);
+
+        add_care_team_member(&db, T, &membership("ct-3", "u-b", now, None), now).expect("add").expect("added");
+        assert!(on("u-b", now + 1_000_000));
+        assert_eq!(end_care_team_membership(&db, T, "p-1", "u-b", "u-admin", now + 5).expect("end"), ["ct-3"]);
+        assert!(on("u-b", now + 4) && !on("u-b", now + 5), "ended at once");
+        assert!(end_care_team_membership(&db, T, "p-1", "u-b", "u-admin", now + 6).expect("end").is_empty());
+        // Ending also ends a membership that had not started.
+        assert_eq!(end_care_team_membership(&db, T, "p-1", "u-a", "u-admin", now + 1).expect("end"), ["ct-1"]);
+        assert!(!on("u-a", now + 15));
+        let ended = add_care_team_member(&db, T, &membership("ct-4", "u-b", now + 6, None), now + 6).expect("add");
+        assert!(ended.is_some(), "a member whose memberships ended can be added again");
+
+        db.execute(
+            "INSERT INTO patient (tenant_id, patient_id, given_name, family_name, birth_date, erased_at)
+            VALUES ('demo-hospital', 'p-1', 'x', 'x', 'x', NULL)",
+            &[],
+        )
+        .expect("patient");
+        let mine = care_team_patients(&db, T, "u-b", now + 7).expect("list");
+        assert_eq!(mine.iter().map(|m| m.membership_id.as_str()).collect::<Vec<_>>(), ["ct-4"]);
+        db.execute("UPDATE patient SET erased_at = 1", &[]).expect("erase");
+        assert!(care_team_patients(&db, T, "u-b", now + 7).expect("list").is_empty(), "erased patients are not listed");
+        let team = care_team(&db, T, "p-1", now + 7).expect("team");
+        assert_eq!(team.len(), 3);
+        assert_eq!(team.iter().filter(|m| m.active).count(), 1);
+        assert_eq!(
+            team.iter().find(|m| m.membership_id == "ct-3").and_then(|m| m.ended_by.as_deref()),
+            Some("u-admin")
+        );
+    }
 }
