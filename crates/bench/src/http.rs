@@ -31,7 +31,6 @@ pub const CONSENTS_PATH: &str = "/api/patients/p-1001/consents";
 pub const SUMMARY_PATH: &str = "/api/insurance/patients/p-1001/summary";
 /// The demo insurer client and its documented secret (README).
 pub const INSURER: (&str, &str) = ("acme-health", "acme-health-demo-secret-2026");
-pub const CONCURRENCY: [usize; 2] = [1, 16];
 /// Issue 6's bar for tails: p99 at most this many times p50.
 pub const TAIL_LIMIT: f64 = 5.0;
 
@@ -166,6 +165,8 @@ pub struct Skipped {
 pub struct Results {
     /// The runtime measured: `spin` or `host`.
     pub runtime: &'static str,
+    /// The record read as the audit log and the tenants grow (`--scaling`).
+    pub scaling: Vec<crate::scaling::Step>,
     /// In scenario order, concurrency 1 first.
     pub cells: Vec<Cell>,
     pub skipped: Vec<Skipped>,
@@ -428,8 +429,45 @@ async fn record_path(addr: SocketAddr, alice: &str, notes: &mut Vec<String>) -> 
     }
 }
 
-/// Every scenario at every concurrency on `runtime`, `duration` each; ratios filled in.
-pub async fn run(runtime: Runtime, duration: Duration, only: &[String]) -> anyhow::Result<Results> {
+/// `s` at `concurrency` for `duration`, in slices each run right after a slice of `baseline`:
+/// its cell with the ratio filled in, and the baseline's slices.
+async fn measure(
+    s: &Scenario,
+    baseline: &Scenario,
+    concurrency: usize,
+    duration: Duration,
+    app: SocketAddr,
+    done: &[Cell],
+) -> anyhow::Result<(Cell, Vec<Sample>)> {
+    let slice = duration / SLICES;
+    let (mut mine, mut paired) = (Vec::new(), Vec::new());
+    for _ in 0..SLICES {
+        paired.push(sample(baseline, concurrency, slice, None).await?);
+        let pool = if s.one_time_tokens {
+            let n = pool_size(done, s.key, concurrency, slice);
+            eprintln!("minting {n} insurer tokens for {} at c={concurrency} (untimed)", s.key);
+            Some(mint_pool(app, n).await?)
+        } else {
+            None
+        };
+        mine.push(sample(s, concurrency, slice, pool).await?);
+    }
+    let mut measured = cell(s, concurrency, &mine);
+    // Against the baseline slices run between this scenario's, so drift in the machine's speed
+    // over the run moves both sides alike.
+    measured.ratio = measured.rps / rps(&paired).max(f64::EPSILON);
+    Ok((measured, paired))
+}
+
+/// Every scenario at every `concurrency` on `runtime`, `duration` each; ratios filled in. With
+/// `scaling`, the record read is measured again as the audit log and the tenants grow.
+pub async fn run(
+    runtime: Runtime,
+    duration: Duration,
+    only: &[String],
+    concurrency_levels: &[usize],
+    scaling: bool,
+) -> anyhow::Result<Results> {
     let platform = TestApp::start_on(runtime)?;
     let url = platform.app.url().await?;
     let app: SocketAddr = url.trim_start_matches("http://").parse().context("the platform's address")?;
@@ -498,28 +536,12 @@ pub async fn run(runtime: Runtime, duration: Duration, only: &[String]) -> anyho
         results.notes.push(format!("only these scenarios were run: {}", only.join(", ")));
     }
     let (baseline, scenarios) = scenarios.split_first().context("the baseline scenario")?;
-    let slice = duration / SLICES;
-    for concurrency in CONCURRENCY {
+    for &concurrency in concurrency_levels {
         let mut baseline_samples = Vec::new();
         // This concurrency's baseline row goes here, in front of its scenarios, once measured.
         let first = results.cells.len();
         for s in scenarios {
-            let (mut mine, mut paired) = (Vec::new(), Vec::new());
-            for _ in 0..SLICES {
-                paired.push(sample(baseline, concurrency, slice, None).await?);
-                let pool = if s.one_time_tokens {
-                    let n = pool_size(&results.cells, s.key, concurrency, slice);
-                    eprintln!("minting {n} insurer tokens for {} at c={concurrency} (untimed)", s.key);
-                    Some(mint_pool(app, n).await?)
-                } else {
-                    None
-                };
-                mine.push(sample(s, concurrency, slice, pool).await?);
-            }
-            let mut measured = cell(s, concurrency, &mine);
-            // Against the baseline slices run between this scenario's, so drift in the
-            // machine's speed over the run moves both sides alike.
-            measured.ratio = measured.rps / rps(&paired).max(f64::EPSILON);
+            let (measured, paired) = measure(s, baseline, concurrency, duration, app, &results.cells).await?;
             eprintln!(
                 "{:<5} {:<48} c={:<2} {:>8.1} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  {:>5.1}% of the baseline",
                 results.runtime,
@@ -545,8 +567,34 @@ pub async fn run(runtime: Runtime, duration: Duration, only: &[String]) -> anyho
         );
         results.cells.insert(first, base);
     }
+    if scaling {
+        match scenarios.iter().find(|s| s.key == "record") {
+            Some(record) => {
+                let cells = results.cells.clone();
+                results.scaling = crate::scaling::run(platform.state.path(), |step| {
+                    let done = cells.clone();
+                    async move {
+                        let (cell, _) = measure(record, baseline, SCALING_CONCURRENCY, duration, app, &done).await?;
+                        eprintln!(
+                            "{:<5} record read, {step}: {:.1} req/s, p50 {:.2} ms, {:.1}% of the baseline",
+                            runtime.name(),
+                            cell.rps,
+                            cell.p50_ms,
+                            cell.ratio * 100.0
+                        );
+                        Ok(cell)
+                    }
+                })
+                .await?;
+            }
+            None => results.notes.push("scaling not measured: the record scenario was left out".into()),
+        }
+    }
     Ok(results)
 }
+
+/// The concurrency the scaling steps are measured at.
+pub const SCALING_CONCURRENCY: usize = 16;
 
 /// Tokens for one cell: enough for the fastest rate this scenario could plausibly reach (its
 /// measured c=1 rate, scaled by the concurrency up to 4×, or a generous guess before that),

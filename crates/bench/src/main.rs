@@ -32,6 +32,7 @@
 mod crypto;
 mod http;
 mod report;
+mod scaling;
 
 use clap::Parser;
 use health_e2e::Runtime;
@@ -53,6 +54,13 @@ struct Args {
     /// only when no Spin binary is found (SPIN_BIN, target/tools/spin or PATH).
     #[arg(long, value_delimiter = ',', value_parser = ["spin", "host"])]
     runtimes: Vec<String>,
+    /// The concurrencies every scenario is measured at, e.g. `1,4,16,64`.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 16])]
+    concurrency: Vec<usize>,
+    /// Also measure the record read (at c=16) as the audit log grows to 10^4, 10^5 and 10^6
+    /// events and the stores to 10 and 100 tenants (adds minutes and about 0.5 GB of state).
+    #[arg(long)]
+    scaling: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -70,7 +78,7 @@ fn main() -> anyhow::Result<()> {
     let seconds = std::time::Duration::from_secs(args.seconds);
     let mut requests = Vec::new();
     for target in runtimes {
-        requests.push(runtime.block_on(http::run(target, seconds, &args.only))?);
+        requests.push(runtime.block_on(http::run(target, seconds, &args.only, &args.concurrency, args.scaling))?);
     }
     // Outside the async runtime: the guest runs on wasmtime-wasi's synchronous bindings.
     let crypto = crypto::run(std::time::Duration::from_millis(args.crypto_ms))?;

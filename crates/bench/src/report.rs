@@ -7,7 +7,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::crypto::{self, Row};
-use crate::http::{CONCURRENCY, Cell, Results, TAIL_LIMIT};
+use crate::http::{Cell, Results, SCALING_CONCURRENCY, TAIL_LIMIT};
 
 /// How the numbers were taken.
 pub struct Meta {
@@ -67,6 +67,10 @@ fn json(meta: &Meta, runs: &[Results], crypto: &[Row]) -> serde_json::Value {
             "ratio_to_baseline": c.ratio, "target_ratio": c.target, "meets_target": c.meets_target(),
             "p99_over_p50": c.tail(), "p99_within_limit": c.tail_ok(), "note": c.note,
         })).collect::<Vec<_>>(),
+        "scaling": requests.scaling.iter().map(|s| serde_json::json!({
+            "audit_events": s.audit_events, "tenants": s.tenants, "concurrency": s.cell.concurrency,
+            "rps": s.cell.rps, "p50_ms": s.cell.p50_ms, "p99_ms": s.cell.p99_ms, "ratio_to_baseline": s.cell.ratio,
+        })).collect::<Vec<_>>(),
         "skipped": requests.skipped.iter().map(|s| serde_json::json!({
             "scenario": s.key, "label": s.label, "reason": s.reason,
         })).collect::<Vec<_>>(),
@@ -93,8 +97,19 @@ fn scenario_keys(requests: &Results) -> Vec<&'static str> {
     keys
 }
 
+/// The concurrencies measured, in increasing order.
+fn concurrencies(requests: &Results) -> Vec<usize> {
+    let mut levels: Vec<usize> = requests.cells.iter().map(|c| c.concurrency).collect();
+    levels.sort_unstable();
+    levels.dedup();
+    levels
+}
+
 fn cells<'a>(requests: &'a Results, key: &str) -> Vec<&'a Cell> {
-    CONCURRENCY.iter().filter_map(|&c| requests.cells.iter().find(|m| m.key == key && m.concurrency == c)).collect()
+    concurrencies(requests)
+        .into_iter()
+        .filter_map(|c| requests.cells.iter().find(|m| m.key == key && m.concurrency == c))
+        .collect()
 }
 
 fn number(value: f64) -> String {
@@ -149,6 +164,29 @@ fn markdown(meta: &Meta, requests: &Results) -> String {
                 target,
             ));
         }
+    }
+    if !requests.scaling.is_empty() {
+        md.push_str(&format!(
+            "\n### How the record read's cost grows ({}, c={SCALING_CONCURRENCY})\n\n\
+             The demo tenant's audit chain grown to each size and the stores to each number of \
+             tenants between measurements (`--scaling`, crates/bench/src/scaling.rs), each \
+             measurement against its own baseline slices.\n\n\
+             | audit events in the chain | tenants | req/s | p50 ms | p99 ms | vs baseline |\n\
+             |---|---|---|---|---|---|\n",
+            runtime_title(requests.runtime)
+        ));
+        for step in &requests.scaling {
+            md.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} |\n",
+                step.audit_events,
+                step.tenants,
+                number(step.cell.rps),
+                millis(step.cell.p50_ms),
+                millis(step.cell.p99_ms),
+                percent(step.cell.ratio)
+            ));
+        }
+        md.push('\n');
     }
     for skipped in &requests.skipped {
         md.push_str(&format!("| {} | | skipped: {} | | | | | |\n", skipped.label, skipped.reason.replace('|', "\\|")));
@@ -210,9 +248,10 @@ fn chart(path: &Path, meta: &Meta, requests: &Results) -> anyhow::Result<()> {
     let mut chart = ChartBuilder::on(&root)
         .caption(
             format!(
-                "Requests/s per scenario over HTTP on {} ({} s per cell, concurrency 1 and 16)",
+                "Requests/s per scenario over HTTP on {} ({} s per cell, concurrency {})",
                 if requests.runtime == "spin" { "real Spin" } else { "health-host" },
-                meta.seconds
+                meta.seconds,
+                concurrencies(requests).iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
             ),
             (FONT, 24),
         )
@@ -233,16 +272,18 @@ fn chart(path: &Path, meta: &Meta, requests: &Results) -> anyhow::Result<()> {
         .label_style((FONT, 16))
         .draw()
         .map_err(|e| draw(&e))?;
-    let colours = [RGBColor(66, 133, 244), RGBColor(244, 160, 0)];
-    for (slot, (&concurrency, colour)) in CONCURRENCY.iter().zip(colours).enumerate() {
+    let colours = [RGBColor(66, 133, 244), RGBColor(244, 160, 0), RGBColor(15, 157, 88), RGBColor(219, 68, 55)];
+    let levels = concurrencies(requests);
+    let bar = 0.76 / levels.len().max(1) as f64;
+    for (slot, (&concurrency, colour)) in levels.iter().zip(colours.into_iter().cycle()).enumerate() {
         let bars: Vec<(f64, f64, &Cell)> = keys
             .iter()
             .enumerate()
             .filter_map(|(i, key)| {
                 let cell = requests.cells.iter().find(|c| c.key == *key && c.concurrency == concurrency)?;
-                // First scenario at the top; c=1 above c=16 within a group.
-                let top = (n - i) as f64 - 0.12 - 0.38 * slot as f64;
-                Some((top - 0.36, top, cell))
+                // First scenario at the top; lower concurrencies above higher within a group.
+                let top = (n - i) as f64 - 0.12 - bar * slot as f64;
+                Some((top - bar * 0.95, top, cell))
             })
             .collect();
         chart
