@@ -32,7 +32,7 @@ fn handle(req: Request) -> Response {
             Api::AddRecord(patient) => add_record(&conn, caller, &patient, body),
             Api::UpdateRecord(patient) => update_record(&conn, caller, &patient, body),
             Api::BreakGlass(patient) => break_glass(&conn, caller, &patient, body),
-            Api::CareTeam(patient) => care_team(&conn, caller, &patient),
+            Api::CareTeam(patient) => service::care_team(&conn, caller, &patient),
             Api::CareTeamPatients => care_team_patients(&conn, caller),
             _ => Ok(Err(Refusal::NotFound("no_such_route"))),
         }
@@ -96,20 +96,6 @@ fn break_glass(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[
     });
     // A repeat while a grant is live creates nothing: 200 with the grant that stands.
     Ok(Ok(Done::json(if grant.new { 201 } else { 200 }, body, reason)))
-}
-
-/// `GET /api/patients/{id}/care-team` by a member of that team.
-fn care_team(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handled {
-    let now = health_spin::now();
-    let (_, reason) = health_spin::allowed!(service::authorize_patient(
-        conn,
-        caller,
-        authz::Action::ReadCareTeam,
-        patient.as_str(),
-        now
-    ));
-    let members = records::care_team(conn, caller.tenant_id.as_str(), patient.as_str(), now)?;
-    Ok(Ok(Done::json(200, serde_json::json!({ "patient_id": patient, "members": members }), reason)))
 }
 
 /// `GET /api/care-team/patients`: the caller's live memberships, one per patient they may see

@@ -21,20 +21,6 @@ const MAX_AHEAD_SECS: i64 = 2 * 366 * 24 * 3600;
 /// The roles a care team admits (item 5 of issue 16 adds nurses and pharmacists here).
 const MEMBER_ROLES: &[Role] = &[Role::Doctor];
 
-/// `GET /api/patients/{id}/care-team`: every membership, ended ones included.
-pub fn list(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handled {
-    let now = health_spin::now();
-    let (_, reason) = health_spin::allowed!(service::authorize_patient(
-        conn,
-        caller,
-        authz::Action::ReadCareTeam,
-        patient.as_str(),
-        now
-    ));
-    let members = records::care_team(conn, caller.tenant_id.as_str(), patient.as_str(), now)?;
-    Ok(Ok(Done::json(200, serde_json::json!({ "patient_id": patient, "members": members }), reason)))
-}
-
 /// `POST /api/patients/{id}/care-team/{member}`: a new membership, 201; 409 while the member
 /// holds one that has not ended.
 pub fn add(conn: &Connection, caller: &Caller, patient: &PatientId, member: &Opaque, body: &[u8]) -> Handled {

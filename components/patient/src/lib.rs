@@ -41,7 +41,7 @@ fn handle(req: Request) -> Response {
             Api::RotateDataKey => rotate(&conn, caller),
             Api::AccessLog(patient, _) => export::access_log(&conn, caller, &patient),
             Api::Export(patient) => export::export(&conn, caller, &patient),
-            Api::CareTeam(patient) => care_team::list(&conn, caller, &patient),
+            Api::CareTeam(patient) => service::care_team(&conn, caller, &patient),
             Api::AddCareTeamMember(patient, member) => care_team::add(&conn, caller, &patient, &member, body),
             Api::EndCareTeamMembership(patient, member) => care_team::end(&conn, caller, &patient, &member),
             _ => Ok(Err(Refusal::NotFound("no_such_route"))),

@@ -59,6 +59,17 @@ impl Done {
 
 pub type Handled = anyhow::Result<Result<Done, Refusal>>;
 
+/// `GET /api/patients/{id}/care-team`, as the patient service (the patient, the admin) and the
+/// doctor service (a member) answer it: every membership, ended ones included, once the policy
+/// allows the caller to read the team.
+pub fn care_team(conn: &Connection, caller: &Caller, patient: &health_core::PatientId) -> Handled {
+    let now = crate::now();
+    let (_, reason) =
+        crate::allowed!(authorize_patient(conn, caller, authz::Action::ReadCareTeam, patient.as_str(), now));
+    let members = records::care_team(conn, caller.tenant_id.as_str(), patient.as_str(), now)?;
+    Ok(Ok(Done::json(200, serde_json::json!({ "patient_id": patient, "members": members }), reason)))
+}
+
 /// Runs `handler` of role service `me` for a caller the gateway attested and a request of the
 /// public API, and maps its outcome to a response (the one error-to-status mapping of every
 /// role service).
