@@ -638,6 +638,23 @@ fn main() -> anyhow::Result<()> {
             if std::env::var_os("SPIN_VARIABLE_DEMO_TENANT").is_none() {
                 cmd.env("SPIN_VARIABLE_DEMO_TENANT", "true");
             }
+            // Rate limits likewise: `spin.toml`'s defaults protect a deployment, and would throttle
+            // a developer's scripts and load tests on one loopback address; a laptop runs without
+            // them unless asked (README, Operations).
+            let mut off = Vec::new();
+            for class in ["LOGIN", "READ", "WRITE", "ADMIN"] {
+                let name = format!("SPIN_VARIABLE_RATE_LIMIT_{class}");
+                if std::env::var_os(&name).is_none() {
+                    cmd.env(&name, "off");
+                    off.push(name);
+                }
+            }
+            if !off.is_empty() {
+                println!(
+                    "Rate limits off for local development ({}); set them, e.g. =100/60, to try them.",
+                    off.join(", ")
+                );
+            }
             for (key, value) in dev_secrets()? {
                 // Explicit environment wins, like Spin's provider order. Only Spin variables
                 // go to the app (the file also holds the operator token, for healthctl).
