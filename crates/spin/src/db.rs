@@ -358,9 +358,10 @@ fn run_step<C: Sql>(conn: &C, step: &Step<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-pub(crate) mod testing {
-    //! Real SQLite (rusqlite, bundled) behind [`Sql`], so the SQL here is tested natively.
+/// Real SQLite (rusqlite, bundled) behind [`Sql`], so the SQL here and in the components' own
+/// stores is tested natively (feature `native`, for tests only; never in a Wasm build).
+#[cfg(any(test, feature = "native"))]
+pub mod testing {
 
     use super::*;
     use spin_sdk::sqlite::RowResult;

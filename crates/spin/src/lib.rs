@@ -16,6 +16,7 @@ pub mod authz;
 pub mod chain;
 pub mod db;
 pub mod deadline;
+pub mod kv;
 #[cfg(feature = "tokens")]
 pub mod nested;
 pub mod ratelimit;
