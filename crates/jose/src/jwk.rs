@@ -183,6 +183,17 @@ impl KeyRecord {
             (status, _) => status,
         }
     }
+
+    /// Whether the key is older than `max_age_secs` at `now`: an active key that is must be
+    /// rotated before it signs or encrypts again (scheduled rotation, ARCHITECTURE.md §5).
+    pub fn due_for_rotation(&self, max_age_secs: i64, now: i64) -> bool {
+        now.saturating_sub(self.created_at) > max_age_secs
+    }
+}
+
+impl KeyUse {
+    /// Every use a tenant holds an active key for.
+    pub const ALL: [KeyUse; 2] = [KeyUse::Sig, KeyUse::Enc];
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -249,6 +260,34 @@ impl TenantKeys {
 
     pub fn active(&self, key_use: KeyUse) -> Option<&KeyRecord> {
         self.keys.iter().rev().find(|k| k.status == KeyStatus::Active && k.jwk.key_use == key_use)
+    }
+
+    /// Whether the tenant can sign and encrypt: an active key of every use. A tenant's first
+    /// keys (bootstrap) are done when this holds.
+    pub fn is_complete(&self) -> bool {
+        KeyUse::ALL.iter().all(|&key_use| self.active(key_use).is_some())
+    }
+
+    /// The uses a bootstrap must create a key for: those of `set` without an active key, every
+    /// use for a tenant without a set.
+    pub fn uses_to_create(set: Option<&TenantKeys>) -> Vec<KeyUse> {
+        KeyUse::ALL.into_iter().filter(|&key_use| set.is_none_or(|set| set.active(key_use).is_none())).collect()
+    }
+
+    /// The algorithm of a requested rotation of the `key_use` key: the one asked for, else the
+    /// current active key's, else the platform default. `None` if the one asked for is of the
+    /// other use.
+    pub fn rotation_algorithm(&self, key_use: KeyUse, requested: Option<Algorithm>) -> Option<Algorithm> {
+        let current = self.active(key_use).and_then(|k| k.jwk.algorithm());
+        let alg = requested.or(current).unwrap_or_else(|| Algorithm::default_for(key_use));
+        (alg.key_use() == key_use).then_some(alg)
+    }
+
+    /// Whether revoking `kid` at `now` needs a successor: it does if `kid` is the active key
+    /// of its use, so the tenant is never left unable to sign or encrypt.
+    pub fn revocation_needs_successor(&self, kid: &str, now: i64) -> Result<bool, LifecycleError> {
+        let key = self.find(kid).ok_or(LifecycleError::UnknownKid)?;
+        Ok(key.status_at(now) == KeyStatus::Active)
     }
 
     /// Keys a JWK Set publishes at `now`: active and (still) retiring.
@@ -547,6 +586,52 @@ mod tests {
         assert!(!keys.retire_expired(1_959));
         assert!(keys.retire_expired(1_960));
         assert_eq!(keys.find("old").unwrap().status, KeyStatus::Retired);
+    }
+
+    #[test]
+    fn a_key_is_due_for_rotation_only_once_older_than_the_maximum_age() {
+        let key = KeyRecord { created_at: 1_000, ..record("a", KeyStatus::Active) };
+        assert!(!key.due_for_rotation(86_400, 1_000));
+        assert!(!key.due_for_rotation(86_400, 87_400));
+        assert!(key.due_for_rotation(86_400, 87_401));
+        // A clock behind the key's creation never makes it due; a huge age does not overflow.
+        assert!(!key.due_for_rotation(0, 0));
+        assert!(!key.due_for_rotation(i64::MAX, i64::MAX));
+        assert!(KeyRecord { created_at: i64::MIN, ..key }.due_for_rotation(i64::MAX - 1, i64::MAX));
+    }
+
+    #[test]
+    fn a_rotation_keeps_the_current_algorithm_unless_another_of_the_same_use_is_asked_for() {
+        let keys = TenantKeys {
+            tenant_id: TenantId::parse("t").unwrap(),
+            issuer: "i".into(),
+            keys: vec![KeyRecord {
+                jwk: PublicJwk { alg: "ES256".into(), ..record("a", KeyStatus::Active).jwk },
+                ..record("a", KeyStatus::Active)
+            }],
+        };
+        assert_eq!(keys.rotation_algorithm(KeyUse::Sig, None), Some(Algorithm::Es256));
+        assert_eq!(keys.rotation_algorithm(KeyUse::Sig, Some(Algorithm::EdDsa)), Some(Algorithm::EdDsa));
+        assert_eq!(keys.rotation_algorithm(KeyUse::Enc, None), Some(Algorithm::default_for(KeyUse::Enc)));
+        assert_eq!(keys.rotation_algorithm(KeyUse::Enc, Some(Algorithm::Rs256)), None);
+        assert_eq!(keys.rotation_algorithm(KeyUse::Sig, Some(Algorithm::RsaOaep256)), None);
+    }
+
+    #[test]
+    fn a_set_is_complete_with_an_active_key_of_each_use() {
+        let mut keys = TenantKeys {
+            tenant_id: TenantId::parse("t").unwrap(),
+            issuer: "i".into(),
+            keys: vec![record("a", KeyStatus::Active)],
+        };
+        assert!(!keys.is_complete());
+        assert_eq!(TenantKeys::uses_to_create(Some(&keys)), [KeyUse::Enc]);
+        let enc = record("e", KeyStatus::Active);
+        keys.keys.push(KeyRecord { jwk: PublicJwk { key_use: KeyUse::Enc, ..enc.jwk }, ..enc });
+        assert!(keys.is_complete());
+        keys.revoke("a", 1).unwrap();
+        assert!(!keys.is_complete());
+        assert_eq!(TenantKeys::uses_to_create(Some(&keys)), [KeyUse::Sig]);
     }
 
     #[test]

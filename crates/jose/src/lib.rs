@@ -1,6 +1,7 @@
 //! JOSE for the platform: JWS access tokens (RFC 7515/7519, RFC 9068 profile) signed with
 //! RS256 (default), ES256 or EdDSA; public JWKs with RFC 7638 thumbprint `kid`s; per-tenant key
-//! records and their lifecycle; verification in the one fixed order of ARCHITECTURE.md §4; and
+//! records and their lifecycle ([`lifecycle`]: the changes a key store re-applies until they
+//! land); verification in the one fixed order of ARCHITECTURE.md §4; and
 //! JWE ([`jwe`]: `ECDH-ES+A256KW` / `RSA-OAEP-256` with `A256GCM`, nested tokens).
 //!
 //! Pure: the clock (`now`) and the RNG are parameters; storage, revocation lists and HTTP live
@@ -11,6 +12,7 @@
 pub mod jwe;
 mod jwk;
 mod jws;
+pub mod lifecycle;
 mod rs256;
 
 pub use jwk::{
@@ -21,6 +23,7 @@ pub use jws::{
     Claims, Error, Result, VerifyOptions, peek_tenant, recheck, sign, sign_bytes, sign_rs256, verify, verify_keyed,
     verify_signature,
 };
+pub use lifecycle::KeyChange;
 
 /// Parses a JOSE header or JWT claims set, which must be a completely valid UTF-8 JSON object
 /// (RFC 7515 §5.2, RFC 7519 §7.2): serde would otherwise skip an unknown member without
