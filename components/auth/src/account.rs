@@ -24,10 +24,10 @@ use health_core::audit::Event;
 use health_core::{Caller, Role};
 use health_identity::lockout::{Failure, source_of};
 use health_identity::password;
+use health_spin::identity::{self, Reservation};
 use serde::Deserialize;
 use spin_sdk::http::Response;
 
-use crate::identity::{self, Reservation};
 use crate::{Ctx, Error, issue, sessions};
 
 type Outcome = anyhow::Result<Result<Response, Error>>;
@@ -43,7 +43,7 @@ struct ChangePassword {
 /// world imports no authorizer).
 fn decide(claims: &health_jose::Claims, has_password: bool) -> health_policy::Decision {
     let Some(role) = Role::parse(&claims.role) else {
-        return health_policy::Decision { allow: false, reason: "unknown_role" };
+        return health_policy::Decision { allow: false, reason: health_core::Reason::UnknownRole };
     };
     let caller = Caller {
         tenant_id: claims.tenant_id.clone(),

@@ -9,6 +9,7 @@
 // The Spin SDK macros expand to the component ABI's `unsafe` glue.
 #![allow(unsafe_code)]
 
+use health_core::Reason;
 use health_core::routes::{self, Api};
 use health_core::{Caller, PatientId};
 use health_spin::authz;
@@ -34,59 +35,41 @@ fn handle(req: Request) -> Response {
             Api::BreakGlass(patient) => break_glass(&conn, caller, &patient, body),
             Api::CareTeam(patient) => service::care_team(&conn, caller, &patient),
             Api::CareTeamPatients => care_team_patients(&conn, caller),
-            _ => Ok(Err(Refusal::NotFound("no_such_route"))),
+            _ => Err(Refusal::NotFound(Reason::NoSuchRoute).into()),
         }
     })
 }
 
 fn add_record(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[u8]) -> Handled {
     let now = health_spin::now();
-    let (_, reason) = health_spin::allowed!(service::authorize_patient(
-        conn,
-        caller,
-        authz::Action::WriteRecord,
-        patient.as_str(),
-        now
-    ));
-    let entry: routes::NewEntry = health_spin::allowed!(service::body(body));
+    let (_, reason) = service::authorize_patient(conn, caller, authz::Action::WriteRecord, patient.as_str(), now)?;
+    let entry: routes::NewEntry = service::body(body)?;
     let entry_id = health_spin::random_hex_id("e");
     let mut vault = Vault::open(conn, caller.tenant_id.as_str())?;
     records::add_entry(&mut vault, patient.as_str(), &entry_id, &entry.kind, &entry.content, &caller.subject, now)?;
     let body =
         serde_json::json!({ "entry_id": entry_id, "patient_id": patient, "kind": entry.kind, "created_at": now });
-    Ok(Ok(Done::json(201, body, reason)))
+    Ok(Done::json(201, body, reason))
 }
 
 fn update_record(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[u8]) -> Handled {
     let now = health_spin::now();
-    let (_, reason) = health_spin::allowed!(service::authorize_patient(
-        conn,
-        caller,
-        authz::Action::WriteRecord,
-        patient.as_str(),
-        now
-    ));
-    let update: routes::EntryUpdate = health_spin::allowed!(service::body(body));
+    let (_, reason) = service::authorize_patient(conn, caller, authz::Action::WriteRecord, patient.as_str(), now)?;
+    let update: routes::EntryUpdate = service::body(body)?;
     let mut vault = Vault::open(conn, caller.tenant_id.as_str())?;
     let entry = update.entry_id.as_str();
     if !records::update_entry(&mut vault, patient.as_str(), entry, &update.content, &caller.subject, now)? {
-        return Ok(Err(Refusal::NotFound("no_such_entry")));
+        return Err(Refusal::NotFound(Reason::NoSuchEntry).into());
     }
     let body = serde_json::json!({ "entry_id": entry, "patient_id": patient, "updated_at": now });
-    Ok(Ok(Done::json(200, body, reason)))
+    Ok(Done::json(200, body, reason))
 }
 
 fn break_glass(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[u8]) -> Handled {
     let now = health_spin::now();
-    let (_, reason) = health_spin::allowed!(service::authorize_patient(
-        conn,
-        caller,
-        authz::Action::BreakGlass,
-        patient.as_str(),
-        now
-    ));
+    let (_, reason) = service::authorize_patient(conn, caller, authz::Action::BreakGlass, patient.as_str(), now)?;
     // The reason itself is recorded by the gateway in the audit event; here it must only be valid.
-    health_spin::allowed!(service::body::<routes::BreakGlass>(body));
+    service::body::<routes::BreakGlass>(body)?;
     let window = health_spin::var_i64("break_glass_window_secs")?.clamp(60, MAX_BREAK_GLASS_SECS);
     let until = now + window;
     let grant =
@@ -95,7 +78,7 @@ fn break_glass(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[
         "patient_id": patient, "granted_at": grant.granted_at, "expires_at": grant.expires_at, "review": "flagged"
     });
     // A repeat while a grant is live creates nothing: 200 with the grant that stands.
-    Ok(Ok(Done::json(if grant.new { 201 } else { 200 }, body, reason)))
+    Ok(Done::json(if grant.new { 201 } else { 200 }, body, reason))
 }
 
 /// `GET /api/care-team/patients`: the caller's live memberships, one per patient they may see
@@ -108,7 +91,7 @@ fn care_team_patients(conn: &Connection, caller: &Caller) -> Handled {
         &authz::Resource::Tenant(tenant.clone()),
     );
     if !decision.allow {
-        return Ok(Err(Refusal::Forbidden(decision.reason)));
+        return Err(Refusal::Forbidden(decision.reason).into());
     }
     let now = health_spin::now();
     let patients: Vec<_> = records::care_team_patients(conn, &tenant, &caller.subject, now)?
@@ -120,5 +103,5 @@ fn care_team_patients(conn: &Connection, caller: &Caller) -> Handled {
             })
         })
         .collect();
-    Ok(Ok(Done::json(200, serde_json::json!({ "member": caller.subject, "patients": patients }), decision.reason)))
+    Ok(Done::json(200, serde_json::json!({ "member": caller.subject, "patients": patients }), decision.reason))
 }

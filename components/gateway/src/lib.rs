@@ -21,7 +21,7 @@ use anyhow::Context;
 use health_core::audit::{Event, Outcome};
 use health_core::ratelimit::{self as ratelimit_core, Class, Verdict, Who};
 use health_core::routes::{self, Api, Service};
-use health_core::{Caller, Component, Link, Problem, Role};
+use health_core::{Caller, Component, Link, Problem, Reason, Refusal, Role};
 use health_spin::audit::{self as audit_log, Selection};
 use health_spin::authz;
 use health_spin::chain::CALL_DEADLINE;
@@ -101,46 +101,25 @@ fn upstream(api: &Api, role: Role) -> Option<Service> {
 /// Every store the gateway reads or writes, checked by its store probe before each request.
 const STORES: stores::Stores = stores::Stores { key_value: &["public-keys", "revocations"], sqlite: &["audit"] };
 
-/// Why a request was refused at the gateway.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Refusal {
-    /// No bearer credentials at all (no `Authorization`, or another scheme).
-    NoCredentials(&'static str),
-    Unauthenticated(&'static str),
-    NotFound(&'static str),
-    /// The audit reason and what the client is told is wrong (a field name, never a value).
-    BadRequest(&'static str, String),
-    TooLarge,
-    UnsupportedMediaType,
-    Forbidden(String),
-    /// A rate limit of the request's class was reached (`Retry-After` and `RateLimit` say which).
-    RateLimited,
+/// The one mapping from a refusal to the gateway's response and the event's outcome and reason.
+fn answer(refusal: Refusal, event: &mut Event) -> Response {
+    event.outcome = Some(Outcome::Deny);
+    event.reason = refusal.reason();
+    let mut response = respond::problem(&refusal.problem());
+    if let Refusal::NoCredentials(_) = refusal {
+        // RFC 6750 §3.1: a request without credentials gets the challenge without an error code.
+        response.set_header("www-authenticate", "Bearer");
+    }
+    response
 }
 
-impl Refusal {
-    /// The one mapping from a gateway refusal to its response and audit reason.
-    fn answer(self, event: &mut Event) -> Response {
-        event.outcome = Some(Outcome::Deny);
-        let (problem, reason) = match self {
-            Refusal::NoCredentials(reason) => {
-                event.reason = reason.to_owned();
-                let mut response = respond::problem(&Problem::unauthorized());
-                // RFC 6750 §3.1: a request without credentials gets the challenge without an
-                // error code.
-                response.set_header("www-authenticate", "Bearer");
-                return response;
-            }
-            Refusal::Unauthenticated(reason) => (Problem::unauthorized(), reason.to_owned()),
-            Refusal::NotFound(reason) => (Problem::not_found(), reason.to_owned()),
-            Refusal::BadRequest(reason, detail) => (Problem::bad_request(detail), reason.to_owned()),
-            Refusal::TooLarge => (Problem::payload_too_large(), "body_too_large".to_owned()),
-            Refusal::UnsupportedMediaType => (Problem::unsupported_media_type(), "unsupported_media_type".to_owned()),
-            Refusal::Forbidden(reason) => (Problem::forbidden(), reason),
-            Refusal::RateLimited => (Problem::too_many_requests(), "rate_limited".to_owned()),
-        };
-        event.reason = reason;
-        respond::problem(&problem)
-    }
+/// A token refusal's reason. Every reason `tokens` and `nested` give is in the vocabulary
+/// (`health_core::reason`); one that is not is still a refusal, of a malformed token.
+fn token_reason(text: &str) -> Reason {
+    Reason::parse(text).unwrap_or_else(|| {
+        eprintln!("gateway: token refused for a reason outside the vocabulary: {text}");
+        Reason::MalformedToken
+    })
 }
 
 #[http_component]
@@ -193,13 +172,13 @@ async fn handle(incoming: IncomingRequest) -> Response {
         Err(e) if stores::is_unavailable(&e) => {
             eprintln!("gateway: {e:#}");
             event.outcome = Some(Outcome::Error);
-            event.reason = "store_unavailable".into();
+            event.reason = Reason::StoreUnavailable.into();
             respond::problem(&Problem::unavailable())
         }
         Err(e) => {
             eprintln!("gateway: internal error: {e:#}");
             event.outcome = Some(Outcome::Error);
-            event.reason = "internal_error".into();
+            event.reason = Reason::InternalError.into();
             respond::problem(&Problem::internal())
         }
     };
@@ -228,41 +207,41 @@ async fn process(
     if let Some(address) = event.client_ip.as_deref().map(ratelimit_core::client_ip) {
         limits.extend(ratelimit::count(class, &[Who::Address(address)], event.time)?);
         if !ratelimit::allowed(limits) {
-            return Ok(Refusal::RateLimited.answer(event));
+            return Ok(answer(Refusal::RateLimited, event));
         }
     }
     if authorizations > 1 {
-        return Ok(Refusal::Unauthenticated("missing_or_repeated_authorization").answer(event));
+        return Ok(answer(Refusal::Unauthenticated(Reason::MissingOrRepeatedAuthorization), event));
     }
     let caller = match authenticate(req, event).await? {
         Ok(caller) => caller,
-        Err(reason) if !offers_bearer(req) => return Ok(Refusal::NoCredentials(reason).answer(event)),
-        Err(reason) => return Ok(Refusal::Unauthenticated(reason).answer(event)),
+        Err(reason) if !offers_bearer(req) => return Ok(answer(Refusal::NoCredentials(reason), event)),
+        Err(reason) => return Ok(answer(Refusal::Unauthenticated(reason), event)),
     };
     // Per subject too: one stolen token used from many addresses is still one subject.
     let subject = Who::Subject { tenant: caller.tenant_id.as_str(), subject: &caller.subject };
     limits.extend(ratelimit::count(class, &[subject], event.time)?);
     if !ratelimit::allowed(limits) {
-        return Ok(Refusal::RateLimited.answer(event));
+        return Ok(answer(Refusal::RateLimited, event));
     }
     let api = match api {
-        None => return Ok(Refusal::NotFound("no_such_route").answer(event)),
+        None => return Ok(answer(Refusal::NotFound(Reason::NoSuchRoute), event)),
         Some(Api::BadQuery(reason)) => {
-            return Ok(Refusal::BadRequest(reason, routes::bad_query_detail(reason)).answer(event));
+            return Ok(answer(Refusal::BadRequest(reason, routes::bad_query_detail(reason)), event));
         }
         Some(api) => api,
     };
     event.patient_id = api.patient().map(ToString::to_string);
     event.policy_version = Some(authz::policy_version());
     if let Err(refusal) = check_body(req, &api) {
-        return Ok(refusal.answer(event));
+        return Ok(answer(refusal, event));
     }
     let Some((action, family)) = route_rule(&api) else {
-        return Ok(Refusal::NotFound("no_such_route").answer(event));
+        return Ok(answer(Refusal::NotFound(Reason::NoSuchRoute), event));
     };
     let decision = authz::authorize(&authz::caller(&caller), action, &authz::Resource::Route(family.into()));
     if !decision.allow {
-        return Ok(Refusal::Forbidden(decision.reason).answer(event));
+        return Ok(answer(Refusal::Forbidden(decision.reason), event));
     }
     if let Api::BreakGlass(_) = api {
         // The stated reason is part of the audit trail and the admins' review queue.
@@ -270,12 +249,12 @@ async fn process(
             Ok(body) => event.break_glass_reason = Some(body.reason.chars().take(1000).collect()),
             Err(_) => {
                 let detail = "body member reason must be 10 to 1000 bytes of text, and the only member";
-                return Ok(Refusal::BadRequest("bad_break_glass_reason", detail.into()).answer(event));
+                return Ok(answer(Refusal::BadRequest(Reason::BadBreakGlassReason, detail.into()), event));
             }
         }
     }
     match upstream(&api, caller.role) {
-        None => Ok(Refusal::Forbidden("no_service_for_role".into()).answer(event)),
+        None => Ok(answer(Refusal::forbidden(Reason::NoServiceForRole), event)),
         Some(Service::Gateway) => admin(&api, &caller, event),
         Some(service) if self_service::completes(&api) => {
             let answer = forward(req, path, &caller, service.name(), event).await?;
@@ -304,7 +283,7 @@ fn check_body(req: &Request, api: &Api) -> Result<(), Refusal> {
         return if body.is_empty() {
             Ok(())
         } else {
-            Err(Refusal::BadRequest("unexpected_body", "this route takes no request body".into()))
+            Err(Refusal::BadRequest(Reason::UnexpectedBody, "this route takes no request body".into()))
         };
     }
     let media_type = req
@@ -320,14 +299,14 @@ fn check_body(req: &Request, api: &Api) -> Result<(), Refusal> {
 /// Verifies the bearer token (ARCHITECTURE.md §4) and returns the caller, or the precise reason.
 /// Insurer tokens must come encrypted and are good for one request: the first use spends the
 /// `jti` atomically and every later or concurrent use is refused.
-async fn authenticate(req: &Request, event: &mut Event) -> anyhow::Result<Result<Caller, &'static str>> {
+async fn authenticate(req: &Request, event: &mut Event) -> anyhow::Result<Result<Caller, Reason>> {
     let token = match tokens::bearer_token(req) {
         Ok(token) => token,
-        Err(reason) => return Ok(Err(reason)),
+        Err(reason) => return Ok(Err(token_reason(reason))),
     };
     let verified = match nested::verify(token, event.time, Component::Gateway).await? {
         Ok(verified) => verified,
-        Err(reason) => return Ok(Err(reason)),
+        Err(reason) => return Ok(Err(token_reason(reason))),
     };
     let claims = verified.claims;
     // From here on the event is attributable to the verified tenant.
@@ -337,14 +316,14 @@ async fn authenticate(req: &Request, event: &mut Event) -> anyhow::Result<Result
     event.client_id = Some(claims.client_id.clone());
     event.jti = Some(claims.jti.clone());
     let Some(role) = Role::parse(&claims.role) else {
-        return Ok(Err("unknown_role"));
+        return Ok(Err(Reason::UnknownRole));
     };
     if role == Role::Insurance {
         if !verified.encrypted {
-            return Ok(Err("insurer_token_not_encrypted"));
+            return Ok(Err(Reason::InsurerTokenNotEncrypted));
         }
         if !tokens::spend_once(&claims.tenant_id, &claims.jti, claims.exp, event.time)? {
-            return Ok(Err("one_time_token_replayed"));
+            return Ok(Err(Reason::OneTimeTokenReplayed));
         }
     }
     let enc_jwk = claims.enc_jwk.map(serde_json::to_value).transpose().context("encoding the recipient key")?;
@@ -394,7 +373,8 @@ async fn forward(
     };
     let upstream = sent.with_context(|| format!("forwarding to {service}"))?;
     let status = upstream.status().to_owned();
-    event.reason = header_of(&upstream, REASON_HEADER).unwrap_or("upstream_no_reason").chars().take(64).collect();
+    event.reason =
+        header_of(&upstream, REASON_HEADER).unwrap_or(Reason::UpstreamNoReason.as_str()).chars().take(64).collect();
     event.outcome = Some(match status {
         ..400 => Outcome::Allow,
         500.. => Outcome::Error,
@@ -427,7 +407,7 @@ fn admin(api: &Api, caller: &Caller, event: &mut Event) -> anyhow::Result<Respon
     let decision =
         authz::authorize(&authz::caller(caller), authz::Action::ReadAudit, &authz::Resource::Tenant(tenant.clone()));
     if !decision.allow {
-        return Ok(Refusal::Forbidden(decision.reason).answer(event));
+        return Ok(answer(Refusal::Forbidden(decision.reason), event));
     }
     event.outcome = Some(Outcome::Allow);
     event.reason = decision.reason;
@@ -476,18 +456,18 @@ async fn health() -> Response {
 fn metrics(req: &Request, authorizations: usize, event: &mut Event) -> anyhow::Result<Response> {
     let expected = health_spin::var("metrics_token_hash")?;
     if expected.trim().is_empty() {
-        return Ok(Refusal::NotFound("metrics_disabled").answer(event));
+        return Ok(answer(Refusal::NotFound(Reason::MetricsDisabled), event));
     }
     if *req.method() != Method::Get {
-        return Ok(Refusal::NotFound("no_such_route").answer(event));
+        return Ok(answer(Refusal::NotFound(Reason::NoSuchRoute), event));
     }
     let authorized = authorizations == 1
         && tokens::bearer_token(req).is_ok_and(|token| health_core::token_matches_hash(token, &expected));
     if !authorized {
-        return Ok(Refusal::Unauthenticated("bad_metrics_token").answer(event));
+        return Ok(answer(Refusal::Unauthenticated(Reason::BadMetricsToken), event));
     }
     event.outcome = Some(Outcome::Allow);
-    event.reason = "metrics_scraped".into();
+    event.reason = Reason::MetricsScraped.into();
     let text = render_metrics(&audit_log::counters()?);
     Ok(respond::bytes(200, "text/plain; version=0.0.4; charset=utf-8", text.into_bytes(), Cache::NoStore))
 }
@@ -559,7 +539,7 @@ mod tests {
         assert_eq!(upstream(&Api::Summary(p()), Role::Insurance), Some(Service::Insurance));
         assert_eq!(upstream(&Api::AuditVerify, Role::Admin), Some(Service::Gateway));
         assert_eq!(upstream(&Api::ErasePatient(p()), Role::Admin), Some(Service::Patient));
-        assert!(route_rule(&Api::BadQuery("x")).is_none());
+        assert!(route_rule(&Api::BadQuery(Reason::BadLimit)).is_none());
         assert_eq!(route_rule(&Api::LabOrders).map(|r| r.1), Some("lab"));
         let log = || Api::AccessLog(p(), routes::AccessLogQuery::default());
         assert_eq!(upstream(&log(), Role::Patient), Some(Service::Patient));

@@ -9,6 +9,7 @@
 // The Spin SDK macros expand to the component ABI's `unsafe` glue.
 #![allow(unsafe_code)]
 
+use health_core::Reason;
 use health_core::routes::Api;
 use health_core::{Caller, PatientId};
 use health_jose::PublicJwk;
@@ -26,7 +27,7 @@ fn handle(req: Request) -> Response {
         let conn = records::open_for_service()?;
         match api {
             Api::Summary(patient) => summary(&conn, caller, &patient),
-            _ => Ok(Err(Refusal::NotFound("no_such_route"))),
+            _ => Err(Refusal::NotFound(Reason::NoSuchRoute).into()),
         }
     })
 }
@@ -40,20 +41,14 @@ fn recipient(caller: &Caller) -> Option<(PublicJwk, jwe::EncryptionKey)> {
 
 fn summary(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handled {
     let now = health_spin::now();
-    let (row, reason) = health_spin::allowed!(service::authorize_patient(
-        conn,
-        caller,
-        authz::Action::ReadSummary,
-        patient.as_str(),
-        now
-    ));
+    let (row, reason) = service::authorize_patient(conn, caller, authz::Action::ReadSummary, patient.as_str(), now)?;
     let Some((jwk, key)) = recipient(caller) else {
         // Only registered insurer clients have a key to encrypt to; nothing leaves in clear.
-        return Ok(Err(Refusal::Forbidden("no_recipient_key".into())));
+        return Err(Refusal::forbidden(Reason::NoRecipientKey).into());
     };
     let mut vault = Vault::open(conn, caller.tenant_id.as_str())?;
-    let demographics = health_spin::opened!(records::demographics(&mut vault, &row));
-    let entries = health_spin::opened!(records::entries(&mut vault, patient.as_str()));
+    let demographics = records::demographics(&mut vault, &row)??;
+    let entries = records::entries(&mut vault, patient.as_str())??;
     let diagnoses: Vec<_> = entries
         .iter()
         .filter(|e| e.kind == "diagnosis")
@@ -69,9 +64,9 @@ fn summary(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handled {
         "tenant_id": caller.tenant_id,
         "generated_at": now,
     });
-    let plaintext = serde_json::to_vec(&summary)?;
+    let plaintext = serde_json::to_vec(&summary).map_err(anyhow::Error::from)?;
     let protected = Protected { kid: Some(&jwk.kid), cty: Some("application/json"), iss: None };
     let token = jwe::encrypt(&plaintext, &key, &protected, &mut health_spin::rng())
         .map_err(|_| anyhow::anyhow!("encrypting the summary to the insurer's key failed"))?;
-    Ok(Ok(Done { status: 200, body: Body::Jose(token), reason }))
+    Ok(Done { status: 200, body: Body::Jose(token), reason })
 }

@@ -7,6 +7,7 @@
 // The Spin SDK macros expand to the component ABI's `unsafe` glue.
 #![allow(unsafe_code)]
 
+use health_core::Reason;
 use health_core::routes::{self, Api};
 use health_core::{Caller, OrderId};
 use health_spin::authz;
@@ -23,7 +24,7 @@ fn handle(req: Request) -> Response {
         match api {
             Api::LabOrders => list(&conn, caller),
             Api::AddLabResult(order) => append(&conn, caller, &order, body),
-            _ => Ok(Err(Refusal::NotFound("no_such_route"))),
+            _ => Err(Refusal::NotFound(Reason::NoSuchRoute).into()),
         }
     })
 }
@@ -42,30 +43,30 @@ fn list(conn: &Connection, caller: &Caller) -> Handled {
     // The query already selects this lab's orders; policy still decides each one.
     let visible: Vec<&LabOrder> =
         orders.iter().filter(|o| decide(caller, authz::Action::ListLabOrders, o).allow).collect();
-    Ok(Ok(Done::json(200, serde_json::json!({ "orders": visible }), "assigned_lab")))
+    Ok(Done::json(200, serde_json::json!({ "orders": visible }), Reason::AssignedLab))
 }
 
 fn append(conn: &Connection, caller: &Caller, order_id: &OrderId, body: &[u8]) -> Handled {
     let tenant = caller.tenant_id.as_str();
     // An unknown order and another lab's order are refused alike.
     let Some(order) = records::lab_order(conn, tenant, order_id.as_str())? else {
-        return Ok(Err(Refusal::Forbidden("no_such_order".into())));
+        return Err(Refusal::forbidden(Reason::NoSuchOrder).into());
     };
     let decision = decide(caller, authz::Action::AppendLabResult, &order);
     if !decision.allow {
-        return Ok(Err(Refusal::Forbidden(decision.reason)));
+        return Err(Refusal::Forbidden(decision.reason).into());
     }
-    let result: routes::LabResult = health_spin::allowed!(service::body(body));
+    let result: routes::LabResult = service::body(body)?;
     if records::patient(conn, tenant, &order.patient_id)?.is_none_or(|p| p.erased) {
-        return Ok(Err(Refusal::Conflict("patient_erased")));
+        return Err(Refusal::Conflict(Reason::PatientErased).into());
     }
     let result_id = health_spin::random_hex_id("r");
     let now = health_spin::now();
     let new = NewResult { code: &result.code, value: &result.value, unit: &result.unit, note: result.note.as_deref() };
     let mut vault = Vault::open(conn, tenant)?;
     if !records::append_lab_result(&mut vault, &order, &result_id, &new, now)? {
-        return Ok(Err(Refusal::Conflict("order_not_open")));
+        return Err(Refusal::Conflict(Reason::OrderNotOpen).into());
     }
     let body = serde_json::json!({ "result_id": result_id, "order_id": order.order_id, "resulted_at": now });
-    Ok(Ok(Done::json(201, body, decision.reason)))
+    Ok(Done::json(201, body, decision.reason))
 }

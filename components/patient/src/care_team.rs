@@ -7,6 +7,7 @@
 //! the tenant, asked of `auth`, which owns the accounts.
 
 use anyhow::Context;
+use health_core::Reason;
 use health_core::routes::CareTeamMembership;
 use health_core::{Caller, Opaque, PatientId, Role};
 use health_spin::authz;
@@ -25,21 +26,15 @@ const MEMBER_ROLES: &[Role] = &[Role::Doctor];
 /// holds one that has not ended.
 pub fn add(conn: &Connection, caller: &Caller, patient: &PatientId, member: &Opaque, body: &[u8]) -> Handled {
     let now = health_spin::now();
-    let (_, reason) = health_spin::allowed!(service::authorize_patient(
-        conn,
-        caller,
-        authz::Action::ManageCareTeam,
-        patient.as_str(),
-        now
-    ));
-    let membership: CareTeamMembership = health_spin::allowed!(service::body(body));
+    let (_, reason) = service::authorize_patient(conn, caller, authz::Action::ManageCareTeam, patient.as_str(), now)?;
+    let membership: CareTeamMembership = service::body(body)?;
     let starts_at = membership.starts_at.unwrap_or(now);
     let too_far = |t: i64| t > now + MAX_AHEAD_SECS;
     if too_far(starts_at) || membership.ends_at.is_some_and(|end| end <= now || too_far(end)) {
-        return Ok(Err(Refusal::BadRequest("membership_times_out_of_range")));
+        return Err(Refusal::bad_request(Reason::MembershipTimesOutOfRange).into());
     }
     if !clinician(caller, member, now)? {
-        return Ok(Err(Refusal::BadRequest("member_not_a_clinician")));
+        return Err(Refusal::bad_request(Reason::MemberNotAClinician).into());
     }
     let membership_id = health_spin::random_hex_id("ct");
     let new = NewMembership {
@@ -52,8 +47,8 @@ pub fn add(conn: &Connection, caller: &Caller, patient: &PatientId, member: &Opa
         added_by: &caller.subject,
     };
     match records::add_care_team_member(conn, caller.tenant_id.as_str(), &new, now)? {
-        Some(added) => Ok(Ok(Done::json(201, serde_json::json!(added), reason))),
-        None => Ok(Err(Refusal::Conflict("already_on_care_team"))),
+        Some(added) => Ok(Done::json(201, serde_json::json!(added), reason)),
+        None => Err(Refusal::Conflict(Reason::AlreadyOnCareTeam).into()),
     }
 }
 
@@ -61,23 +56,17 @@ pub fn add(conn: &Connection, caller: &Caller, patient: &PatientId, member: &Opa
 /// memberships now, 200 with their ids; 404 if none had not ended.
 pub fn end(conn: &Connection, caller: &Caller, patient: &PatientId, member: &Opaque) -> Handled {
     let now = health_spin::now();
-    let (_, reason) = health_spin::allowed!(service::authorize_patient(
-        conn,
-        caller,
-        authz::Action::ManageCareTeam,
-        patient.as_str(),
-        now
-    ));
+    let (_, reason) = service::authorize_patient(conn, caller, authz::Action::ManageCareTeam, patient.as_str(), now)?;
     let tenant = caller.tenant_id.as_str();
     let ended =
         records::end_care_team_membership(conn, tenant, patient.as_str(), member.as_str(), &caller.subject, now)?;
     if ended.is_empty() {
-        return Ok(Err(Refusal::NotFound("no_live_membership")));
+        return Err(Refusal::NotFound(Reason::NoLiveMembership).into());
     }
     let body = serde_json::json!({
         "patient_id": patient, "member": member, "ended": ended, "ended_at": now, "ended_by": caller.subject,
     });
-    Ok(Ok(Done::json(200, body, reason)))
+    Ok(Done::json(200, body, reason))
 }
 
 /// Whether `member` is an enabled user of the caller's tenant whose role a care team admits.

@@ -25,32 +25,20 @@ const LAB_ORDERS: &str = "SELECT order_id, test_code, test_name, ordered_by, ord
 /// `GET /api/patients/{id}/access-log`: the decision only; the gateway reads the log.
 pub fn access_log(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handled {
     let now = health_spin::now();
-    let (_, reason) = health_spin::allowed!(service::authorize_patient(
-        conn,
-        caller,
-        authz::Action::ReadAccessLog,
-        patient.as_str(),
-        now
-    ));
-    Ok(Ok(Done::json(200, serde_json::json!({ "patient_id": patient, "authorized": true }), reason)))
+    let (_, reason) = service::authorize_patient(conn, caller, authz::Action::ReadAccessLog, patient.as_str(), now)?;
+    Ok(Done::json(200, serde_json::json!({ "patient_id": patient, "authorized": true }), reason))
 }
 
 /// `GET /api/patients/{id}/export`: everything in `records` about the patient.
 pub fn export(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handled {
     let now = health_spin::now();
-    let (row, reason) = health_spin::allowed!(service::authorize_patient(
-        conn,
-        caller,
-        authz::Action::ExportData,
-        patient.as_str(),
-        now
-    ));
+    let (row, reason) = service::authorize_patient(conn, caller, authz::Action::ExportData, patient.as_str(), now)?;
     let tenant = caller.tenant_id.as_str();
     let id = patient.as_str();
     let mut vault = Vault::open(conn, tenant)?;
-    let demographics = health_spin::opened!(records::demographics(&mut vault, &row));
-    let entries = health_spin::opened!(records::entries(&mut vault, id));
-    let lab_results = health_spin::opened!(records::lab_results(&mut vault, id));
+    let demographics = records::demographics(&mut vault, &row)??;
+    let entries = records::entries(&mut vault, id)??;
+    let lab_results = records::lab_results(&mut vault, id)??;
     let params = || [Value::Text(tenant.to_owned()), Value::Text(id.to_owned())];
     let rows = |sql: &str, what: &str| conn.execute(sql, &params()).with_context(|| format!("reading {what}"));
 
@@ -115,5 +103,5 @@ pub fn export(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handle
         "care_team": care_team,
         "break_glass_grants": break_glass,
     });
-    Ok(Ok(Done::json(200, body, reason)))
+    Ok(Done::json(200, body, reason))
 }

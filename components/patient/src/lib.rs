@@ -15,6 +15,7 @@ mod care_team;
 mod export;
 
 use anyhow::Context;
+use health_core::Reason;
 use health_core::routes::{self, Api};
 use health_core::{Caller, ClientId, Component, Link, PatientId};
 use health_spin::authz;
@@ -44,48 +45,36 @@ fn handle(req: Request) -> Response {
             Api::CareTeam(patient) => service::care_team(&conn, caller, &patient),
             Api::AddCareTeamMember(patient, member) => care_team::add(&conn, caller, &patient, &member, body),
             Api::EndCareTeamMembership(patient, member) => care_team::end(&conn, caller, &patient, &member),
-            _ => Ok(Err(Refusal::NotFound("no_such_route"))),
+            _ => Err(Refusal::NotFound(Reason::NoSuchRoute).into()),
         }
     })
 }
 
 fn grant_consent(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[u8]) -> Handled {
     let now = health_spin::now();
-    let (_, reason) = health_spin::allowed!(service::authorize_patient(
-        conn,
-        caller,
-        authz::Action::ManageConsent,
-        patient.as_str(),
-        now
-    ));
-    let consent: routes::Consent = health_spin::allowed!(service::body(body));
+    let (_, reason) = service::authorize_patient(conn, caller, authz::Action::ManageConsent, patient.as_str(), now)?;
+    let consent: routes::Consent = service::body(body)?;
     if consent.expires_at <= now || consent.expires_at > now + MAX_CONSENT_SECS {
-        return Ok(Err(Refusal::BadRequest("consent_expiry_out_of_range")));
+        return Err(Refusal::bad_request(Reason::ConsentExpiryOutOfRange).into());
     }
     if !insurer_registered(caller, &consent.insurer, now)? {
-        return Ok(Err(Refusal::BadRequest("insurer_not_registered")));
+        return Err(Refusal::bad_request(Reason::InsurerNotRegistered).into());
     }
     let tenant = caller.tenant_id.as_str();
     records::grant_consent(conn, tenant, patient.as_str(), consent.insurer.as_str(), now, consent.expires_at)?;
     let body = serde_json::json!({
         "patient_id": patient, "insurer": consent.insurer, "granted_at": now, "expires_at": consent.expires_at,
     });
-    Ok(Ok(Done::json(201, body, reason)))
+    Ok(Done::json(201, body, reason))
 }
 
 fn revoke_consent(conn: &Connection, caller: &Caller, patient: &PatientId, insurer: &ClientId) -> Handled {
     let now = health_spin::now();
-    let (_, reason) = health_spin::allowed!(service::authorize_patient(
-        conn,
-        caller,
-        authz::Action::ManageConsent,
-        patient.as_str(),
-        now
-    ));
+    let (_, reason) = service::authorize_patient(conn, caller, authz::Action::ManageConsent, patient.as_str(), now)?;
     if !records::revoke_consent(conn, caller.tenant_id.as_str(), patient.as_str(), insurer.as_str(), now)? {
-        return Ok(Err(Refusal::NotFound("no_such_consent")));
+        return Err(Refusal::NotFound(Reason::NoSuchConsent).into());
     }
-    Ok(Ok(Done { status: 204, body: service::Body::Empty, reason }))
+    Ok(Done { status: 204, body: service::Body::Empty, reason })
 }
 
 /// The patient → auth link.
@@ -127,17 +116,17 @@ fn end_account(caller: &Caller, user_id: &str, now: i64) -> anyhow::Result<bool>
 }
 
 /// The admin's decision on their own tenant (erasure and data-key rotation).
-fn authorize_tenant(caller: &Caller, action: authz::Action) -> anyhow::Result<Result<String, Refusal>> {
+fn authorize_tenant(caller: &Caller, action: authz::Action) -> Result<String, Refusal> {
     let resource = authz::Resource::Tenant(caller.tenant_id.to_string());
     let decision = authz::authorize(&authz::caller(caller), action, &resource);
-    Ok(if decision.allow { Ok(decision.reason) } else { Err(Refusal::Forbidden(decision.reason)) })
+    if decision.allow { Ok(decision.reason) } else { Err(Refusal::Forbidden(decision.reason)) }
 }
 
 fn erase(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handled {
-    let reason = health_spin::allowed!(authorize_tenant(caller, authz::Action::ErasePatient));
+    let reason = authorize_tenant(caller, authz::Action::ErasePatient)?;
     let tenant = caller.tenant_id.as_str();
     let Some(row) = records::patient(conn, tenant, patient.as_str())? else {
-        return Ok(Err(Refusal::NotFound("no_such_patient")));
+        return Err(Refusal::NotFound(Reason::NoSuchPatient).into());
     };
     let now = health_spin::now();
     let newly = Vault::open(conn, tenant)?.erase(patient.as_str(), now)?;
@@ -150,11 +139,11 @@ fn erase(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handled {
         "patient_id": patient, "erased": true, "already_erased": !newly, "erased_at": now,
         "account_disabled": account_disabled,
     });
-    Ok(Ok(Done::json(200, body, reason)))
+    Ok(Done::json(200, body, reason))
 }
 
 fn rotate(conn: &Connection, caller: &Caller) -> Handled {
-    let reason = health_spin::allowed!(authorize_tenant(caller, authz::Action::RotateDataKey));
+    let reason = authorize_tenant(caller, authz::Action::RotateDataKey)?;
     let key_id = Vault::open(conn, caller.tenant_id.as_str())?.rotate(health_spin::now())?;
-    Ok(Ok(Done::json(201, serde_json::json!({ "data_key_id": key_id }), reason)))
+    Ok(Done::json(201, serde_json::json!({ "data_key_id": key_id }), reason))
 }

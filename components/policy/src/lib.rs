@@ -71,7 +71,7 @@ impl Guest for Policy {
     fn authorize(caller: Caller, act: Action, res: Resource) -> Decision {
         // A caller whose tenant id does not validate is denied outright, never interpreted.
         let Ok(tenant_id) = health_core::TenantId::parse(&caller.tenant_id) else {
-            return Decision { allow: false, reason: "invalid_tenant".into() };
+            return Decision { allow: false, reason: health_core::Reason::InvalidTenant.into() };
         };
         let caller = health_core::Caller {
             tenant_id,

@@ -1,6 +1,6 @@
 //! Pure domain logic shared by every component of the platform: identifiers and their
 //! validation, the public API's routes and request bodies, roles and the caller record, RFC 9457
-//! problem details, AES-256-GCM sealing of secrets and the PHI field-encryption key hierarchy,
+//! problem details with the one refusal → problem mapping and the typed audit reasons, AES-256-GCM sealing of secrets and the PHI field-encryption key hierarchy,
 //! the audit chain, and the HMAC-attested caller context the gateway hands to role services.
 //!
 //! No I/O, no clock and no global randomness: time and RNGs are parameters, so everything here
@@ -13,12 +13,16 @@ pub mod ids;
 pub mod phi;
 pub mod problem;
 pub mod ratelimit;
+pub mod reason;
+pub mod refusal;
 pub mod routes;
 pub mod seal;
 
 pub use context::{Caller, Component, ContextError, Link, Role};
 pub use ids::{ClientId, EntryId, IdError, Opaque, OrderId, PatientId, TenantId, TokenId, Username};
 pub use problem::Problem;
+pub use reason::Reason;
+pub use refusal::Refusal;
 pub use seal::{SealError, SecretKey};
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time (civil-from-days, H. Hinnant's algorithm).

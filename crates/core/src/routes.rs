@@ -8,7 +8,7 @@
 
 use serde::Deserialize;
 
-use crate::{ClientId, EntryId, Opaque, OrderId, PatientId, TokenId};
+use crate::{ClientId, EntryId, Opaque, OrderId, PatientId, Reason, TokenId};
 
 /// Why a clinician joins a patient's care team (`reason` of a membership).
 pub const CARE_TEAM_REASONS: &[&str] = &["encounter", "referral", "admission", "consultation", "primary-care", "other"];
@@ -111,7 +111,7 @@ pub enum Api {
     /// `GET /api/care-team/patients`: the patients whose care team the calling clinician is on now.
     CareTeamPatients,
     /// A known route with a query string that does not validate (answered 400).
-    BadQuery(&'static str),
+    BadQuery(Reason),
 }
 
 /// The representation of an access log.
@@ -253,38 +253,38 @@ pub fn query_pairs(path_and_query: &str) -> Vec<(&str, &str)> {
         .collect()
 }
 
-fn audit_filter(path_and_query: &str, allowed: &[&str]) -> Result<AuditFilter, &'static str> {
+fn audit_filter(path_and_query: &str, allowed: &[&str]) -> Result<AuditFilter, Reason> {
     let mut filter = AuditFilter { limit: 100, ..AuditFilter::default() };
     let mut seen = Vec::new();
     for (name, value) in query_pairs(path_and_query) {
         if !allowed.contains(&name) {
-            return Err("unknown_query_parameter");
+            return Err(Reason::UnknownQueryParameter);
         }
         if seen.contains(&name) {
-            return Err("repeated_query_parameter");
+            return Err(Reason::RepeatedQueryParameter);
         }
         seen.push(name);
         let number = |reason| value.parse::<i64>().ok().filter(|n| *n >= 0).ok_or(reason);
         match name {
-            "from" => filter.from = Some(number("bad_from")?),
-            "to" => filter.to = Some(number("bad_to")?),
-            "after" => filter.after = Some(number("bad_after")?),
+            "from" => filter.from = Some(number(Reason::BadFrom)?),
+            "to" => filter.to = Some(number(Reason::BadTo)?),
+            "after" => filter.after = Some(number(Reason::BadAfter)?),
             "limit" => {
                 filter.limit =
-                    value.parse::<u32>().ok().filter(|n| (1..=MAX_AUDIT_LIMIT).contains(n)).ok_or("bad_limit")?;
+                    value.parse::<u32>().ok().filter(|n| (1..=MAX_AUDIT_LIMIT).contains(n)).ok_or(Reason::BadLimit)?;
             }
-            "actor" => filter.actor = Some(Opaque::parse(value).map_err(|_| "bad_actor")?),
-            "patient" => filter.patient = Some(PatientId::parse(value).map_err(|_| "bad_patient")?),
-            "jti" => filter.jti = Some(TokenId::parse(value).map_err(|_| "bad_jti")?),
+            "actor" => filter.actor = Some(Opaque::parse(value).map_err(|_| Reason::BadActor)?),
+            "patient" => filter.patient = Some(PatientId::parse(value).map_err(|_| Reason::BadPatient)?),
+            "jti" => filter.jti = Some(TokenId::parse(value).map_err(|_| Reason::BadJti)?),
             "outcome" => {
                 filter.outcome = Some(match value {
                     "allow" => "allow",
                     "deny" => "deny",
                     "error" => "error",
-                    _ => return Err("bad_outcome"),
+                    _ => return Err(Reason::BadOutcome),
                 });
             }
-            _ => return Err("unknown_query_parameter"),
+            _ => return Err(Reason::UnknownQueryParameter),
         }
     }
     Ok(filter)
@@ -294,16 +294,16 @@ fn audit_filter(path_and_query: &str, allowed: &[&str]) -> Result<AuditFilter, &
 /// `/admin/audit/export/{chain}`): the same parameters, limits and refusal reasons as
 /// `GET /api/admin/audit`.
 pub fn audit_query(path_and_query: &str) -> Result<AuditFilter, &'static str> {
-    audit_filter(path_and_query, AUDIT_PARAMS)
+    audit_filter(path_and_query, AUDIT_PARAMS).map_err(Reason::as_str)
 }
 
 /// What a [`Api::BadQuery`] reason tells the client: which parameter is wrong, never its value.
-pub fn bad_query_detail(reason: &str) -> String {
+pub fn bad_query_detail(reason: Reason) -> String {
     match reason {
-        "unknown_query_parameter" => "a query parameter is not one this route takes".into(),
-        "repeated_query_parameter" => "a query parameter is given more than once".into(),
-        "insurer_required" => "query parameter insurer is required".into(),
-        other => match other.strip_prefix("bad_") {
+        Reason::UnknownQueryParameter => "a query parameter is not one this route takes".into(),
+        Reason::RepeatedQueryParameter => "a query parameter is given more than once".into(),
+        Reason::InsurerRequired => "query parameter insurer is required".into(),
+        other => match other.as_str().strip_prefix("bad_") {
             Some(name) => format!("query parameter {name} is not valid"),
             None => "the query is not valid".into(),
         },
@@ -380,12 +380,12 @@ pub(crate) const AUDIT_PARAMS: &[&str] = &["from", "to", "actor", "patient", "jt
 const REVIEW_PARAMS: &[&str] = &["from", "to", "after", "limit"];
 
 /// `?format=json|fhir&after=&limit=` of an access log.
-fn access_log_query(path_and_query: &str) -> Result<AccessLogQuery, &'static str> {
+fn access_log_query(path_and_query: &str) -> Result<AccessLogQuery, Reason> {
     let mut query = AccessLogQuery::default();
     let mut seen = Vec::new();
     for (name, value) in query_pairs(path_and_query) {
         if seen.contains(&name) {
-            return Err("repeated_query_parameter");
+            return Err(Reason::RepeatedQueryParameter);
         }
         seen.push(name);
         match name {
@@ -393,15 +393,15 @@ fn access_log_query(path_and_query: &str) -> Result<AccessLogQuery, &'static str
                 query.format = match value {
                     "json" => LogFormat::Json,
                     "fhir" => LogFormat::Fhir,
-                    _ => return Err("bad_format"),
+                    _ => return Err(Reason::BadFormat),
                 };
             }
-            "after" => query.after = Some(value.parse::<i64>().ok().filter(|n| *n >= 0).ok_or("bad_after")?),
+            "after" => query.after = Some(value.parse::<i64>().ok().filter(|n| *n >= 0).ok_or(Reason::BadAfter)?),
             "limit" => {
                 query.limit =
-                    value.parse::<u32>().ok().filter(|n| (1..=MAX_AUDIT_LIMIT).contains(n)).ok_or("bad_limit")?;
+                    value.parse::<u32>().ok().filter(|n| (1..=MAX_AUDIT_LIMIT).contains(n)).ok_or(Reason::BadLimit)?;
             }
-            _ => return Err("unknown_query_parameter"),
+            _ => return Err(Reason::UnknownQueryParameter),
         }
     }
     Ok(query)
@@ -445,9 +445,9 @@ pub fn parse(method: &str, path_and_query: &str) -> Option<Api> {
             Some(match query_pairs(path_and_query).as_slice() {
                 [("insurer", insurer)] => match ClientId::parse(insurer) {
                     Ok(insurer) => Api::RevokeConsent(id, insurer),
-                    Err(_) => Api::BadQuery("bad_insurer"),
+                    Err(_) => Api::BadQuery(Reason::BadInsurer),
                 },
-                _ => Api::BadQuery("insurer_required"),
+                _ => Api::BadQuery(Reason::InsurerRequired),
             })
         }
         (Method::Get, ["patients", id, "access-log"]) => {
@@ -717,7 +717,7 @@ mod tests {
             ("format=json&format=fhir", "repeated_query_parameter"),
         ] {
             let path = format!("/api/patients/p-1/access-log?{query}");
-            assert_eq!(parse("GET", &path), Some(Api::BadQuery(reason)), "{query}");
+            assert_eq!(parse("GET", &path), Some(Api::BadQuery(Reason::parse(reason).expect("a reason"))), "{query}");
         }
         assert_eq!(parse("GET", "/api/patients/p-1/export?format=fhir"), None);
         assert_eq!(parse("POST", "/api/patients/p-1/access-log"), None);
@@ -764,10 +764,14 @@ mod tests {
             ("role=admin", "unknown_query_parameter"),
             ("from=1&from=2", "repeated_query_parameter"),
         ] {
-            assert_eq!(parse("GET", &format!("/api/admin/audit?{query}")), Some(Api::BadQuery(reason)), "{query}");
+            assert_eq!(
+                parse("GET", &format!("/api/admin/audit?{query}")),
+                Some(Api::BadQuery(Reason::parse(reason).expect("a reason"))),
+                "{query}"
+            );
         }
-        assert_eq!(parse("GET", "/api/admin/break-glass?actor=x"), Some(Api::BadQuery("unknown_query_parameter")));
-        assert_eq!(parse("DELETE", "/api/patients/p-1/consents"), Some(Api::BadQuery("insurer_required")));
+        assert_eq!(parse("GET", "/api/admin/break-glass?actor=x"), Some(Api::BadQuery(Reason::UnknownQueryParameter)));
+        assert_eq!(parse("DELETE", "/api/patients/p-1/consents"), Some(Api::BadQuery(Reason::InsurerRequired)));
     }
 
     #[test]
@@ -787,7 +791,7 @@ mod tests {
             assert_eq!(audit_resource(target), want, "{target}");
         }
         assert!(audit_resource(&format!("/api/{}", "a/".repeat(500))).len() <= 256);
-        assert_eq!(bad_query_detail("bad_jti"), "query parameter jti is not valid");
+        assert_eq!(bad_query_detail(Reason::BadJti), "query parameter jti is not valid");
     }
 
     #[test]

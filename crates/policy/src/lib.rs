@@ -4,7 +4,7 @@
 //! The services supply the resource facts (owner, care team, consent, order assignment); this
 //! crate never reads a store. The `policy` component wraps it to export the WIT `authorizer`.
 
-use health_core::{Caller, Role};
+use health_core::{Caller, Reason, Role};
 
 /// Recorded with every audit event so a decision can be traced to the rules that made it.
 pub const POLICY_VERSION: &str = "2026-11-26.2";
@@ -77,14 +77,14 @@ pub enum Resource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub allow: bool,
-    pub reason: &'static str,
+    pub reason: Reason,
 }
 
-const fn allow(reason: &'static str) -> Decision {
+const fn allow(reason: Reason) -> Decision {
     Decision { allow: true, reason }
 }
 
-const fn deny(reason: &'static str) -> Decision {
+const fn deny(reason: Reason) -> Decision {
     Decision { allow: false, reason }
 }
 
@@ -97,16 +97,16 @@ pub fn authorize(caller: &Caller, action: Action, resource: &Resource) -> Decisi
     let tenant_of = |t: &str| t == caller.tenant_id.as_str();
     match resource {
         Resource::Route(family) => route(caller.role, action, family),
-        Resource::Tenant(tenant) if !tenant_of(tenant) => deny("tenant_mismatch"),
+        Resource::Tenant(tenant) if !tenant_of(tenant) => deny(Reason::TenantMismatch),
         Resource::Tenant(_) => match (caller.role, action) {
-            (Role::Admin, ReadAudit) => allow("admin_audit"),
-            (Role::Admin, ErasePatient) => allow("admin_erasure"),
-            (Role::Admin, RotateDataKey) => allow("admin_data_key_rotation"),
+            (Role::Admin, ReadAudit) => allow(Reason::AdminAudit),
+            (Role::Admin, ErasePatient) => allow(Reason::AdminErasure),
+            (Role::Admin, RotateDataKey) => allow(Reason::AdminDataKeyRotation),
             // The service lists only the caller's own live memberships.
-            (Role::Doctor, ListCareTeamPatients) => allow("own_care_team"),
-            _ => deny("role_not_permitted"),
+            (Role::Doctor, ListCareTeamPatients) => allow(Reason::OwnCareTeam),
+            _ => deny(Reason::RoleNotPermitted),
         },
-        Resource::Patient(p) if !tenant_of(&p.tenant_id) => deny("tenant_mismatch"),
+        Resource::Patient(p) if !tenant_of(&p.tenant_id) => deny(Reason::TenantMismatch),
         Resource::Patient(p) => {
             let is_self = p.owner_subject.as_deref() == Some(caller.subject.as_str());
             match (caller.role, action) {
@@ -114,53 +114,53 @@ pub fn authorize(caller: &Caller, action: Action, resource: &Resource) -> Decisi
                     Role::Patient,
                     ReadDemographics | ReadRecord | ReadLabResults | ManageConsent | ReadAccessLog | ExportData
                     | ReadCareTeam,
-                ) if is_self => allow("patient_self"),
-                (Role::Patient, _) => deny("not_own_record"),
+                ) if is_self => allow(Reason::PatientSelf),
+                (Role::Patient, _) => deny(Reason::NotOwnRecord),
                 (Role::Doctor, ReadDemographics | ReadRecord | WriteRecord | ReadLabResults) if p.on_care_team => {
-                    allow("care_team")
+                    allow(Reason::CareTeam)
                 }
                 (Role::Doctor, ReadDemographics | ReadRecord | WriteRecord | ReadLabResults)
                     if p.break_glass_active =>
                 {
-                    allow("break_glass")
+                    allow(Reason::BreakGlass)
                 }
-                (Role::Doctor, BreakGlass) => allow("break_glass_request"),
+                (Role::Doctor, BreakGlass) => allow(Reason::BreakGlassRequest),
                 // Who read a patient's record is the patient's to know (and the admin's to
                 // review), not the clinicians'; the export holds everything, access log included.
-                (Role::Doctor, ReadAccessLog | ExportData) => deny("role_not_permitted"),
+                (Role::Doctor, ReadAccessLog | ExportData) => deny(Reason::RoleNotPermitted),
                 // A member sees who else treats the patient; only the admin changes the team.
-                (Role::Doctor, ReadCareTeam) if p.on_care_team => allow("care_team"),
-                (Role::Doctor, ManageCareTeam) => deny("role_not_permitted"),
-                (Role::Doctor, _) => deny("not_on_care_team"),
+                (Role::Doctor, ReadCareTeam) if p.on_care_team => allow(Reason::CareTeam),
+                (Role::Doctor, ManageCareTeam) => deny(Reason::RoleNotPermitted),
+                (Role::Doctor, _) => deny(Reason::NotOnCareTeam),
                 (Role::Insurance, ReadSummary) if !caller.scopes.iter().any(|s| s == SUMMARY_SCOPE) => {
-                    deny("missing_scope")
+                    deny(Reason::MissingScope)
                 }
-                (Role::Insurance, ReadSummary) if p.consent_active => allow("consent"),
-                (Role::Insurance, _) => deny("no_consent"),
+                (Role::Insurance, ReadSummary) if p.consent_active => allow(Reason::Consent),
+                (Role::Insurance, _) => deny(Reason::NoConsent),
                 // The admin reviews the tenant's audit log already; a patient's access log is a
                 // view of it, with no clinical content. The export is clinical: never the admin's.
-                (Role::Admin, ReadAccessLog) => allow("admin_access_log"),
+                (Role::Admin, ReadAccessLog) => allow(Reason::AdminAccessLog),
                 // Who may treat whom is organisation, not clinical content: the admin's.
-                (Role::Admin, ManageCareTeam | ReadCareTeam) => allow("admin_care_team"),
-                (Role::Lab | Role::Admin, _) => deny("role_not_permitted"),
+                (Role::Admin, ManageCareTeam | ReadCareTeam) => allow(Reason::AdminCareTeam),
+                (Role::Lab | Role::Admin, _) => deny(Reason::RoleNotPermitted),
             }
         }
-        Resource::Account(a) if !tenant_of(&a.tenant_id) => deny("tenant_mismatch"),
+        Resource::Account(a) if !tenant_of(&a.tenant_id) => deny(Reason::TenantMismatch),
         // Every role manages its own credentials, and only its own; the current password is
         // checked by `auth` after this decision.
         Resource::Account(a) => match action {
-            ChangeOwnPassword if a.subject != caller.subject => deny("not_own_account"),
-            ChangeOwnPassword if !a.has_password => deny("not_a_user_account"),
-            ChangeOwnPassword => allow("own_account"),
-            _ => deny("role_not_permitted"),
+            ChangeOwnPassword if a.subject != caller.subject => deny(Reason::NotOwnAccount),
+            ChangeOwnPassword if !a.has_password => deny(Reason::NotAUserAccount),
+            ChangeOwnPassword => allow(Reason::OwnAccount),
+            _ => deny(Reason::RoleNotPermitted),
         },
-        Resource::LabOrder(o) if !tenant_of(&o.tenant_id) => deny("tenant_mismatch"),
+        Resource::LabOrder(o) if !tenant_of(&o.tenant_id) => deny(Reason::TenantMismatch),
         Resource::LabOrder(o) => match (caller.role, action) {
             (Role::Lab, AppendLabResult | ListLabOrders) if o.assigned_subject == caller.subject => {
-                allow("assigned_lab")
+                allow(Reason::AssignedLab)
             }
-            (Role::Lab, _) => deny("order_not_assigned"),
-            _ => deny("role_not_permitted"),
+            (Role::Lab, _) => deny(Reason::OrderNotAssigned),
+            _ => deny(Reason::RoleNotPermitted),
         },
     }
 }
@@ -173,18 +173,18 @@ fn route(role: Role, action: Action, family: &str) -> Decision {
             "patients",
             Role::Patient,
             ReadDemographics | ReadRecord | ReadLabResults | ManageConsent | ReadAccessLog | ExportData | ReadCareTeam,
-        ) => allow("route"),
-        ("patients", Role::Admin, ReadAccessLog | ManageCareTeam | ReadCareTeam) => allow("route"),
+        ) => allow(Reason::Route),
+        ("patients", Role::Admin, ReadAccessLog | ManageCareTeam | ReadCareTeam) => allow(Reason::Route),
         (
             "patients",
             Role::Doctor,
             ReadDemographics | ReadRecord | WriteRecord | ReadLabResults | BreakGlass | ReadCareTeam,
-        ) => allow("route"),
-        ("care-team", Role::Doctor, ListCareTeamPatients) => allow("route"),
-        ("lab", Role::Lab, ListLabOrders | AppendLabResult) => allow("route"),
-        ("insurance", Role::Insurance, ReadSummary) => allow("route"),
-        ("admin", Role::Admin, ReadAudit | ErasePatient | RotateDataKey) => allow("route"),
-        _ => deny("route_not_permitted"),
+        ) => allow(Reason::Route),
+        ("care-team", Role::Doctor, ListCareTeamPatients) => allow(Reason::Route),
+        ("lab", Role::Lab, ListLabOrders | AppendLabResult) => allow(Reason::Route),
+        ("insurance", Role::Insurance, ReadSummary) => allow(Reason::Route),
+        ("admin", Role::Admin, ReadAudit | ErasePatient | RotateDataKey) => allow(Reason::Route),
+        _ => deny(Reason::RouteNotPermitted),
     }
 }
 
@@ -221,12 +221,15 @@ mod tests {
         let alice = caller(Role::Patient, "u-alice");
         assert_eq!(
             authorize(&alice, Action::ReadRecord, &Resource::Patient(patient("u-alice"))),
-            allow("patient_self")
+            allow(Reason::PatientSelf)
         );
-        assert_eq!(authorize(&alice, Action::ReadRecord, &Resource::Patient(patient("u-bob"))), deny("not_own_record"));
+        assert_eq!(
+            authorize(&alice, Action::ReadRecord, &Resource::Patient(patient("u-bob"))),
+            deny(Reason::NotOwnRecord)
+        );
         assert_eq!(
             authorize(&alice, Action::WriteRecord, &Resource::Patient(patient("u-alice"))),
-            deny("not_own_record")
+            deny(Reason::NotOwnRecord)
         );
     }
 
@@ -234,12 +237,12 @@ mod tests {
     fn doctor_needs_care_team_or_break_glass() {
         let doc = caller(Role::Doctor, "u-house");
         let mut facts = patient("u-alice");
-        assert_eq!(authorize(&doc, Action::ReadRecord, &Resource::Patient(facts.clone())), deny("not_on_care_team"));
+        assert_eq!(authorize(&doc, Action::ReadRecord, &Resource::Patient(facts.clone())), deny(Reason::NotOnCareTeam));
         facts.on_care_team = true;
         assert!(authorize(&doc, Action::WriteRecord, &Resource::Patient(facts.clone())).allow);
         facts.on_care_team = false;
         facts.break_glass_active = true;
-        assert_eq!(authorize(&doc, Action::ReadRecord, &Resource::Patient(facts)), allow("break_glass"));
+        assert_eq!(authorize(&doc, Action::ReadRecord, &Resource::Patient(facts)), allow(Reason::BreakGlass));
     }
 
     #[test]
@@ -247,9 +250,12 @@ mod tests {
         let mut facts = patient("u-alice");
         facts.tenant_id = "other".into();
         let alice = caller(Role::Patient, "u-alice");
-        assert_eq!(authorize(&alice, Action::ReadRecord, &Resource::Patient(facts)), deny("tenant_mismatch"));
+        assert_eq!(authorize(&alice, Action::ReadRecord, &Resource::Patient(facts)), deny(Reason::TenantMismatch));
         let admin = caller(Role::Admin, "u-admin");
-        assert_eq!(authorize(&admin, Action::ReadAudit, &Resource::Tenant("other".into())), deny("tenant_mismatch"));
+        assert_eq!(
+            authorize(&admin, Action::ReadAudit, &Resource::Tenant("other".into())),
+            deny(Reason::TenantMismatch)
+        );
     }
 
     #[test]
@@ -268,14 +274,14 @@ mod tests {
         let mut ins = caller(Role::Insurance, "c-acme");
         ins.scopes = vec![SUMMARY_SCOPE.into()];
         let mut facts = patient("u-alice");
-        assert_eq!(authorize(&ins, Action::ReadSummary, &Resource::Patient(facts.clone())), deny("no_consent"));
+        assert_eq!(authorize(&ins, Action::ReadSummary, &Resource::Patient(facts.clone())), deny(Reason::NoConsent));
         facts.consent_active = true;
-        assert_eq!(authorize(&ins, Action::ReadSummary, &Resource::Patient(facts.clone())), allow("consent"));
+        assert_eq!(authorize(&ins, Action::ReadSummary, &Resource::Patient(facts.clone())), allow(Reason::Consent));
         for action in [Action::ReadRecord, Action::WriteRecord, Action::ReadDemographics, Action::ReadLabResults] {
             assert!(!authorize(&ins, action, &Resource::Patient(facts.clone())).allow, "{action:?}");
         }
         ins.scopes.clear();
-        assert_eq!(authorize(&ins, Action::ReadSummary, &Resource::Patient(facts)), deny("missing_scope"));
+        assert_eq!(authorize(&ins, Action::ReadSummary, &Resource::Patient(facts)), deny(Reason::MissingScope));
     }
 
     #[test]
@@ -284,7 +290,7 @@ mod tests {
         for action in [Action::ReadAudit, Action::ErasePatient, Action::RotateDataKey] {
             assert!(authorize(&admin, action, &Resource::Tenant("demo".into())).allow, "{action:?}");
             assert!(authorize(&admin, action, &Resource::Route("admin".into())).allow, "{action:?}");
-            assert_eq!(authorize(&admin, action, &Resource::Tenant("other".into())), deny("tenant_mismatch"));
+            assert_eq!(authorize(&admin, action, &Resource::Tenant("other".into())), deny(Reason::TenantMismatch));
             assert!(!authorize(&caller(Role::Doctor, "d"), action, &Resource::Tenant("demo".into())).allow);
         }
         for action in [Action::ReadRecord, Action::ReadDemographics, Action::ReadLabResults, Action::ReadSummary] {
@@ -324,8 +330,8 @@ mod tests {
         (everything.on_care_team, everything.break_glass_active, everything.consent_active) = (true, true, true);
         let alice = caller(Role::Patient, "u-alice");
         for action in [Action::ReadAccessLog, Action::ExportData] {
-            assert_eq!(authorize(&alice, action, &own()), allow("patient_self"), "{action:?}");
-            assert_eq!(authorize(&alice, action, &Resource::Patient(patient("u-bob"))), deny("not_own_record"));
+            assert_eq!(authorize(&alice, action, &own()), allow(Reason::PatientSelf), "{action:?}");
+            assert_eq!(authorize(&alice, action, &Resource::Patient(patient("u-bob"))), deny(Reason::NotOwnRecord));
             assert!(authorize(&alice, action, &Resource::Route("patients".into())).allow);
             for role in [Role::Doctor, Role::Lab, Role::Insurance] {
                 let decision = authorize(&caller(role, "u-alice"), action, &Resource::Patient(everything.clone()));
@@ -334,13 +340,16 @@ mod tests {
             }
         }
         let admin = caller(Role::Admin, "u-admin");
-        assert_eq!(authorize(&admin, Action::ReadAccessLog, &own()), allow("admin_access_log"));
+        assert_eq!(authorize(&admin, Action::ReadAccessLog, &own()), allow(Reason::AdminAccessLog));
         assert!(authorize(&admin, Action::ReadAccessLog, &Resource::Route("patients".into())).allow);
-        assert_eq!(authorize(&admin, Action::ExportData, &own()), deny("role_not_permitted"));
+        assert_eq!(authorize(&admin, Action::ExportData, &own()), deny(Reason::RoleNotPermitted));
         assert!(!authorize(&admin, Action::ExportData, &Resource::Route("patients".into())).allow);
         let mut elsewhere = patient("u-alice");
         elsewhere.tenant_id = "other".into();
-        assert_eq!(authorize(&admin, Action::ReadAccessLog, &Resource::Patient(elsewhere)), deny("tenant_mismatch"));
+        assert_eq!(
+            authorize(&admin, Action::ReadAccessLog, &Resource::Patient(elsewhere)),
+            deny(Reason::TenantMismatch)
+        );
     }
 
     #[test]
@@ -351,24 +360,27 @@ mod tests {
         let doctor = caller(Role::Doctor, "u-grey");
         let alice = caller(Role::Patient, "u-alice");
         for action in [Action::ManageCareTeam, Action::ReadCareTeam] {
-            assert_eq!(authorize(&admin, action, &Resource::Patient(patient("u-alice"))), allow("admin_care_team"));
+            assert_eq!(authorize(&admin, action, &Resource::Patient(patient("u-alice"))), allow(Reason::AdminCareTeam));
             assert!(authorize(&admin, action, &Resource::Route("patients".into())).allow);
         }
-        assert_eq!(authorize(&doctor, Action::ReadCareTeam, &Resource::Patient(member.clone())), allow("care_team"));
+        assert_eq!(
+            authorize(&doctor, Action::ReadCareTeam, &Resource::Patient(member.clone())),
+            allow(Reason::CareTeam)
+        );
         assert_eq!(
             authorize(&doctor, Action::ReadCareTeam, &Resource::Patient(patient("u-alice"))),
-            deny("not_on_care_team")
+            deny(Reason::NotOnCareTeam)
         );
         let mut glass = patient("u-alice");
         glass.break_glass_active = true;
         assert!(!authorize(&doctor, Action::ReadCareTeam, &Resource::Patient(glass)).allow);
         assert_eq!(
             authorize(&doctor, Action::ManageCareTeam, &Resource::Patient(member.clone())),
-            deny("role_not_permitted")
+            deny(Reason::RoleNotPermitted)
         );
         assert_eq!(
             authorize(&alice, Action::ReadCareTeam, &Resource::Patient(patient("u-alice"))),
-            allow("patient_self")
+            allow(Reason::PatientSelf)
         );
         assert!(!authorize(&alice, Action::ReadCareTeam, &Resource::Patient(patient("u-bob"))).allow);
         assert!(!authorize(&alice, Action::ManageCareTeam, &Resource::Patient(patient("u-alice"))).allow);
@@ -383,7 +395,10 @@ mod tests {
         }
         let mut elsewhere = patient("u-alice");
         elsewhere.tenant_id = "other".into();
-        assert_eq!(authorize(&admin, Action::ManageCareTeam, &Resource::Patient(elsewhere)), deny("tenant_mismatch"));
+        assert_eq!(
+            authorize(&admin, Action::ManageCareTeam, &Resource::Patient(elsewhere)),
+            deny(Reason::TenantMismatch)
+        );
     }
 
     #[test]
@@ -400,7 +415,7 @@ mod tests {
         }
         let doctor = caller(Role::Doctor, "u-x");
         let other = authorize(&doctor, Action::ListCareTeamPatients, &Resource::Tenant("other".into()));
-        assert_eq!(other, deny("tenant_mismatch"));
+        assert_eq!(other, deny(Reason::TenantMismatch));
     }
 
     #[test]
@@ -411,14 +426,14 @@ mod tests {
         for role in [Role::Patient, Role::Doctor, Role::Lab, Role::Insurance, Role::Admin] {
             let me = caller(role, "u-me");
             let change = |resource: &Resource| authorize(&me, Action::ChangeOwnPassword, resource);
-            assert_eq!(change(&account("demo", "u-me", true)), allow("own_account"), "{role:?}");
-            assert_eq!(change(&account("demo", "u-other", true)), deny("not_own_account"), "{role:?}");
-            assert_eq!(change(&account("other", "u-me", true)), deny("tenant_mismatch"), "{role:?}");
-            assert_eq!(change(&account("demo", "u-me", false)), deny("not_a_user_account"), "{role:?}");
+            assert_eq!(change(&account("demo", "u-me", true)), allow(Reason::OwnAccount), "{role:?}");
+            assert_eq!(change(&account("demo", "u-other", true)), deny(Reason::NotOwnAccount), "{role:?}");
+            assert_eq!(change(&account("other", "u-me", true)), deny(Reason::TenantMismatch), "{role:?}");
+            assert_eq!(change(&account("demo", "u-me", false)), deny(Reason::NotAUserAccount), "{role:?}");
             assert!(!change(&Resource::Route("patients".into())).allow);
             assert!(!change(&Resource::Tenant("demo".into())).allow);
             let read = authorize(&me, Action::ReadRecord, &account("demo", "u-me", true));
-            assert_eq!(read, deny("role_not_permitted"));
+            assert_eq!(read, deny(Reason::RoleNotPermitted));
         }
     }
 

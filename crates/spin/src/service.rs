@@ -6,7 +6,7 @@
 //! share, each decided by the composed policy with the facts only this database knows.
 
 use health_core::routes::{self, Api};
-use health_core::{Caller, Component, Problem, Role};
+use health_core::{Caller, Component, Problem, Reason, Role};
 use spin_sdk::http::{Request, Response};
 use spin_sdk::sqlite::Connection;
 
@@ -20,18 +20,35 @@ pub const REASON_HEADER: &str = "x-health-reason";
 /// Media type of a compact JOSE object (RFC 7515 §9.2.1), here an encrypted summary.
 pub const JOSE: &str = "application/jose";
 
-/// A refusal by a role service.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    /// No valid caller context: the request did not come from the gateway (on this service's
-    /// link), or not just now for this very request.
-    Unattested(&'static str),
-    NotFound(&'static str),
-    Forbidden(String),
-    BadRequest(&'static str),
-    Conflict(&'static str),
-    /// Stored PHI that does not open (tampered, moved): the request fails, loudly.
-    Unreadable,
+pub use health_core::Refusal;
+
+/// Why a handler did not answer: a refusal (the client's fault or the policy's decision, with
+/// its audit reason), or an internal error (500, or 503 when a component did not answer).
+/// `?` turns either into this, so a handler is one flat `Result`.
+#[derive(Debug)]
+pub enum Failure {
+    Refused(Refusal),
+    Internal(anyhow::Error),
+}
+
+impl From<Refusal> for Failure {
+    fn from(refusal: Refusal) -> Self {
+        Failure::Refused(refusal)
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Failure::Internal(error)
+    }
+}
+
+/// Stored PHI that does not open answers [`Refusal::Unreadable`], logged here.
+impl From<health_core::phi::PhiError> for Failure {
+    fn from(error: health_core::phi::PhiError) -> Self {
+        eprintln!("service: stored PHI does not open: {error}");
+        Failure::Refused(Refusal::Unreadable)
+    }
 }
 
 /// What a handler answers.
@@ -57,39 +74,40 @@ impl Done {
     }
 }
 
-pub type Handled = anyhow::Result<Result<Done, Refusal>>;
+pub type Handled = Result<Done, Failure>;
 
 /// `GET /api/patients/{id}/care-team`, as the patient service (the patient, the admin) and the
 /// doctor service (a member) answer it: every membership, ended ones included, once the policy
 /// allows the caller to read the team.
 pub fn care_team(conn: &Connection, caller: &Caller, patient: &health_core::PatientId) -> Handled {
     let now = crate::now();
-    let (_, reason) =
-        crate::allowed!(authorize_patient(conn, caller, authz::Action::ReadCareTeam, patient.as_str(), now));
+    let (_, reason) = authorize_patient(conn, caller, authz::Action::ReadCareTeam, patient.as_str(), now)?;
     let members = records::care_team(conn, caller.tenant_id.as_str(), patient.as_str(), now)?;
-    Ok(Ok(Done::json(200, serde_json::json!({ "patient_id": patient, "members": members }), reason)))
+    Ok(Done::json(200, serde_json::json!({ "patient_id": patient, "members": members }), reason))
 }
 
 /// Runs `handler` of role service `me` for a caller the gateway attested and a request of the
 /// public API, and maps its outcome to a response (the one error-to-status mapping of every
 /// role service).
 pub fn serve(me: Component, req: &Request, handler: impl FnOnce(&Caller, Api, &[u8]) -> Handled) -> Response {
-    let outcome = crate::verify_context(req, me, &[Component::Gateway]).and_then(|verified| match verified {
-        Err(e) => Ok(Err(Refusal::Unattested(match e {
-            health_core::ContextError::Missing => "context_missing",
-            health_core::ContextError::Malformed => "context_malformed",
-            health_core::ContextError::BadMac => "context_bad_mac",
-            health_core::ContextError::Stale => "context_stale",
-            health_core::ContextError::UnknownSender => "context_sender_refused",
-        }))),
-        Ok(caller) => match routes::parse(&req.method().to_string(), req.path_and_query().unwrap_or(req.path())) {
-            None => Ok(Err(Refusal::NotFound("no_such_route"))),
-            Some(Api::BadQuery(reason)) => Ok(Err(Refusal::BadRequest(reason))),
+    let outcome = match crate::verify_context(req, me, &[Component::Gateway]) {
+        Err(e) => Err(Failure::Internal(e)),
+        Ok(Err(e)) => Err(Refusal::Unauthenticated(match e {
+            health_core::ContextError::Missing => Reason::ContextMissing,
+            health_core::ContextError::Malformed => Reason::ContextMalformed,
+            health_core::ContextError::BadMac => Reason::ContextBadMac,
+            health_core::ContextError::Stale => Reason::ContextStale,
+            health_core::ContextError::UnknownSender => Reason::ContextSenderRefused,
+        })
+        .into()),
+        Ok(Ok(caller)) => match routes::parse(&req.method().to_string(), req.path_and_query().unwrap_or(req.path())) {
+            None => Err(Refusal::NotFound(Reason::NoSuchRoute).into()),
+            Some(Api::BadQuery(reason)) => Err(Refusal::bad_request(reason).into()),
             Some(api) => handler(&caller, api, req.body()),
         },
-    });
+    };
     let (mut response, reason) = match outcome {
-        Ok(Ok(done)) => {
+        Ok(done) => {
             let response = match done.body {
                 Body::Json(value) => respond::json(done.status, &value, Cache::NoStore),
                 Body::Jose(token) => respond::bytes(done.status, JOSE, token.into_bytes(), Cache::NoStore),
@@ -97,56 +115,32 @@ pub fn serve(me: Component, req: &Request, handler: impl FnOnce(&Caller, Api, &[
             };
             (response, done.reason)
         }
-        Ok(Err(refusal)) => {
-            let (problem, reason) = match refusal {
-                Refusal::Unattested(reason) => (Problem::unauthorized(), reason.to_owned()),
-                Refusal::NotFound(reason) => (Problem::not_found(), reason.to_owned()),
-                Refusal::Forbidden(reason) => (Problem::forbidden(), reason),
-                Refusal::BadRequest(reason) => (Problem::bad_request(bad_request_detail(reason)), reason.to_owned()),
-                Refusal::Conflict(reason) => {
-                    (Problem::conflict("the resource is not in a state that allows this"), reason.to_owned())
-                }
-                Refusal::Unreadable => (Problem::internal(), "phi_decrypt_failed".to_owned()),
-            };
-            (respond::problem(&problem), reason)
-        }
+        Err(Failure::Refused(refusal)) => (respond::problem(&refusal.problem()), refusal.reason()),
         // A component this service asked did not answer in time (the patient service's calls
         // to `auth`): 503, which the gateway passes on, as for its own stores.
-        Err(e) if crate::stores::is_unavailable(&e) => {
+        Err(Failure::Internal(e)) if crate::stores::is_unavailable(&e) => {
             eprintln!("service: unavailable: {e:#}");
-            (respond::problem(&Problem::unavailable()), "unavailable".to_owned())
+            (respond::problem(&Problem::unavailable()), Reason::Unavailable.into())
         }
-        Err(e) => {
+        Err(Failure::Internal(e)) => {
             eprintln!("service: internal error: {e:#}");
-            (respond::problem(&Problem::internal()), "internal_error".to_owned())
+            (respond::problem(&Problem::internal()), Reason::InternalError.into())
         }
     };
     response.set_header(REASON_HEADER, reason);
     response
 }
 
-/// What a 400 tells the client: the field at fault where one is, never a value.
-fn bad_request_detail(reason: &str) -> &'static str {
-    match reason {
-        "insurer_not_registered" => "insurer is not an insurer client registered and enabled in this tenant",
-        "member_not_a_clinician" => "the member is not an enabled doctor of this tenant",
-        "membership_times_out_of_range" => "ends_at must lie ahead, and no time more than two years ahead",
-        _ => "the request is not valid",
-    }
-}
-
-/// A strictly parsed JSON body, or the refusal for a bad one (shaped like the other handler
-/// steps, for [`allowed!`](crate::allowed); parsing never fails the platform).
-pub fn body<T: for<'de> serde::Deserialize<'de> + routes::Validate>(
-    bytes: &[u8],
-) -> anyhow::Result<Result<T, Refusal>> {
-    Ok(routes::body(bytes).map_err(|e| {
-        Refusal::BadRequest(match e {
-            routes::BodyError::Malformed => "malformed_body",
-            routes::BodyError::BadText => "bad_text",
-            routes::BodyError::BadValue => "bad_value",
+/// A strictly parsed JSON body, or the refusal for a bad one (parsing never fails the
+/// platform).
+pub fn body<T: for<'de> serde::Deserialize<'de> + routes::Validate>(bytes: &[u8]) -> Result<T, Refusal> {
+    routes::body(bytes).map_err(|e| {
+        Refusal::bad_request(match e {
+            routes::BodyError::Malformed => Reason::MalformedBody,
+            routes::BodyError::BadText => Reason::BadText,
+            routes::BodyError::BadValue => Reason::BadValue,
         })
-    }))
+    })
 }
 
 /// Asks policy whether `caller` may do `action` to the patient, with the facts from `records`.
@@ -159,7 +153,7 @@ pub fn authorize_patient(
     action: authz::Action,
     patient_id: &str,
     now: i64,
-) -> anyhow::Result<Result<(PatientRow, String), Refusal>> {
+) -> Result<(PatientRow, String), Failure> {
     let tenant = caller.tenant_id.as_str();
     let row = records::patient(conn, tenant, patient_id)?;
     let subject = caller.subject.as_str();
@@ -174,67 +168,39 @@ pub fn authorize_patient(
             && records::consent_active(conn, tenant, patient_id, &caller.client_id, now)?,
     };
     let decision = authz::authorize(&authz::caller(caller), action, &authz::Resource::Patient(facts));
-    match row {
-        None if decision.allow => Ok(Err(Refusal::NotFound("no_such_patient"))),
-        None => Ok(Err(Refusal::Forbidden("no_such_patient".into()))),
-        Some(_) if !decision.allow => Ok(Err(Refusal::Forbidden(decision.reason))),
-        Some(row) if row.erased => Ok(Err(Refusal::NotFound("patient_erased"))),
-        Some(row) => Ok(Ok((row, decision.reason))),
+    Err(match row {
+        None if decision.allow => Refusal::NotFound(Reason::NoSuchPatient),
+        None => Refusal::forbidden(Reason::NoSuchPatient),
+        Some(_) if !decision.allow => Refusal::Forbidden(decision.reason),
+        Some(row) if row.erased => Refusal::NotFound(Reason::PatientErased),
+        Some(row) => return Ok((row, decision.reason)),
     }
-}
-
-/// Unwraps a PHI read (`anyhow::Result<Result<T, PhiError>>`) in a handler, answering
-/// [`Refusal::Unreadable`] when stored data does not open.
-#[macro_export]
-macro_rules! opened {
-    ($read:expr) => {
-        match $read? {
-            Ok(value) => value,
-            Err(e) => {
-                eprintln!("service: stored PHI does not open: {e}");
-                return Ok(Err($crate::service::Refusal::Unreadable));
-            }
-        }
-    };
-}
-
-/// Unwraps a decision (`anyhow::Result<Result<T, Refusal>>`) in a handler, returning the refusal.
-#[macro_export]
-macro_rules! allowed {
-    ($decision:expr) => {
-        match $decision? {
-            Ok(allowed) => allowed,
-            Err(refusal) => return Ok(Err(refusal)),
-        }
-    };
+    .into())
 }
 
 /// `GET /api/patients/{id}`: demographics only.
 pub fn read_demographics(conn: &Connection, caller: &Caller, patient_id: &str) -> Handled {
-    let (row, reason) =
-        crate::allowed!(authorize_patient(conn, caller, authz::Action::ReadDemographics, patient_id, crate::now()));
+    let (row, reason) = authorize_patient(conn, caller, authz::Action::ReadDemographics, patient_id, crate::now())?;
     let mut vault = Vault::open(conn, caller.tenant_id.as_str())?;
-    let patient = crate::opened!(records::demographics(&mut vault, &row));
-    Ok(Ok(Done::json(200, serde_json::json!({ "patient": patient }), reason)))
+    let patient = records::demographics(&mut vault, &row)??;
+    Ok(Done::json(200, serde_json::json!({ "patient": patient }), reason))
 }
 
 /// `GET /api/patients/{id}/records`: demographics and every entry.
 pub fn read_records(conn: &Connection, caller: &Caller, patient_id: &str) -> Handled {
-    let (row, reason) =
-        crate::allowed!(authorize_patient(conn, caller, authz::Action::ReadRecord, patient_id, crate::now()));
+    let (row, reason) = authorize_patient(conn, caller, authz::Action::ReadRecord, patient_id, crate::now())?;
     let mut vault = Vault::open(conn, caller.tenant_id.as_str())?;
-    let patient = crate::opened!(records::demographics(&mut vault, &row));
-    let entries = crate::opened!(records::entries(&mut vault, patient_id));
-    Ok(Ok(Done::json(200, serde_json::json!({ "patient": patient, "entries": entries }), reason)))
+    let patient = records::demographics(&mut vault, &row)??;
+    let entries = records::entries(&mut vault, patient_id)??;
+    Ok(Done::json(200, serde_json::json!({ "patient": patient, "entries": entries }), reason))
 }
 
 /// `GET /api/patients/{id}/lab-results`.
 pub fn read_lab_results(conn: &Connection, caller: &Caller, patient_id: &str) -> Handled {
-    let (_, reason) =
-        crate::allowed!(authorize_patient(conn, caller, authz::Action::ReadLabResults, patient_id, crate::now()));
+    let (_, reason) = authorize_patient(conn, caller, authz::Action::ReadLabResults, patient_id, crate::now())?;
     let mut vault = Vault::open(conn, caller.tenant_id.as_str())?;
-    let results = crate::opened!(records::lab_results(&mut vault, patient_id));
-    Ok(Ok(Done::json(200, serde_json::json!({ "patient_id": patient_id, "lab_results": results }), reason)))
+    let results = records::lab_results(&mut vault, patient_id)??;
+    Ok(Done::json(200, serde_json::json!({ "patient_id": patient_id, "lab_results": results }), reason))
 }
 
 /// The reads both the patient and the doctor service answer; `None` for any other route.

@@ -1,0 +1,230 @@
+//! The platform's audit reasons: one vocabulary, typed, for the audit log, the metrics and the
+//! tests. Each reason is written to the audit log (and sent between components) as its stable
+//! snake_case text; [`Reason::parse`] reads it back.
+//!
+//! Not every reason in an audit event is one of these: the `policy` component can be swapped
+//! for another implementation of `health:platform/authorizer`, and its decisions' reasons are
+//! recorded as it gives them.
+
+use std::fmt;
+
+macro_rules! reasons {
+    ($($(#[$doc:meta])* $variant:ident = $text:literal,)*) => {
+        /// Why a request was answered as it was.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Reason {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Reason {
+            /// Every reason, in declaration order.
+            pub const ALL: &[Reason] = &[$(Reason::$variant,)*];
+
+            /// The reason's text in the audit log.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Reason::$variant => $text,)*
+                }
+            }
+
+            /// The reason whose audit text is `text`.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text {
+                    $($text => Some(Reason::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+reasons! {
+    // The gateway's own refusals and outcomes.
+    NoSuchRoute = "no_such_route",
+    MissingOrRepeatedAuthorization = "missing_or_repeated_authorization",
+    BodyTooLarge = "body_too_large",
+    UnsupportedMediaType = "unsupported_media_type",
+    UnexpectedBody = "unexpected_body",
+    BadBreakGlassReason = "bad_break_glass_reason",
+    NoServiceForRole = "no_service_for_role",
+    UnknownRole = "unknown_role",
+    InsurerTokenNotEncrypted = "insurer_token_not_encrypted",
+    OneTimeTokenReplayed = "one_time_token_replayed",
+    RateLimited = "rate_limited",
+    /// A store did not answer: 503.
+    StoreUnavailable = "store_unavailable",
+    InternalError = "internal_error",
+    /// A role service answered without saying why.
+    UpstreamNoReason = "upstream_no_reason",
+    MetricsDisabled = "metrics_disabled",
+    BadMetricsToken = "bad_metrics_token",
+    MetricsScraped = "metrics_scraped",
+
+    // Bearer credentials and token verification (`health_jose::jws::Error::reason` and the
+    // revocation checks).
+    NotABearerToken = "not_a_bearer_token",
+    TokenTooLarge = "token_too_large",
+    MalformedToken = "malformed_token",
+    BadHeader = "bad_header",
+    CritHeader = "crit_header",
+    EmbeddedKey = "embedded_key",
+    MissingKid = "missing_kid",
+    UnknownKid = "unknown_kid",
+    AlgMismatch = "alg_mismatch",
+    BadSignature = "bad_signature",
+    BadClaims = "bad_claims",
+    MissingClaim = "missing_claim",
+    Expired = "expired",
+    NotYetValid = "not_yet_valid",
+    IssuedInFuture = "issued_in_future",
+    LifetimeTooLong = "lifetime_too_long",
+    WrongTyp = "wrong_typ",
+    WrongIssuer = "wrong_issuer",
+    WrongAudience = "wrong_audience",
+    TenantMismatch = "tenant_mismatch",
+    KeyRetired = "key_retired",
+    KeyRevoked = "key_revoked",
+    SigningFailed = "signing_failed",
+    RevokedJti = "revoked_jti",
+    SubjectLoggedOut = "subject_logged_out",
+    UnknownTenant = "unknown_tenant",
+    // Nested (JWE-wrapped) tokens, the insurer's.
+    MalformedJwe = "malformed_jwe",
+    JweAlgNotAllowed = "jwe_alg_not_allowed",
+    JweNotNested = "jwe_not_nested",
+    JweWithoutIssuer = "jwe_without_issuer",
+    JweUnknownIssuer = "jwe_unknown_issuer",
+    JweDecryptionFailed = "jwe_decryption_failed",
+    JweInnerNotJws = "jwe_inner_not_jws",
+    JweIssuerMismatch = "jwe_issuer_mismatch",
+    NestedTokenRole = "nested_token_role",
+
+    // The caller context a role service receives from the gateway.
+    ContextMissing = "context_missing",
+    ContextMalformed = "context_malformed",
+    ContextBadMac = "context_bad_mac",
+    ContextStale = "context_stale",
+    ContextSenderRefused = "context_sender_refused",
+
+    // Query parameters (`routes::Api::BadQuery`).
+    UnknownQueryParameter = "unknown_query_parameter",
+    RepeatedQueryParameter = "repeated_query_parameter",
+    BadFrom = "bad_from",
+    BadTo = "bad_to",
+    BadAfter = "bad_after",
+    BadLimit = "bad_limit",
+    BadActor = "bad_actor",
+    BadPatient = "bad_patient",
+    BadJti = "bad_jti",
+    BadOutcome = "bad_outcome",
+    BadFormat = "bad_format",
+    BadInsurer = "bad_insurer",
+    InsurerRequired = "insurer_required",
+
+    // Request bodies.
+    MalformedBody = "malformed_body",
+    BadText = "bad_text",
+    BadValue = "bad_value",
+
+    // The role services' refusals.
+    NoSuchPatient = "no_such_patient",
+    PatientErased = "patient_erased",
+    AlreadyErased = "already_erased",
+    NoSuchEntry = "no_such_entry",
+    NoSuchOrder = "no_such_order",
+    OrderNotOpen = "order_not_open",
+    NoSuchConsent = "no_such_consent",
+    ConsentExpiryOutOfRange = "consent_expiry_out_of_range",
+    InsurerNotRegistered = "insurer_not_registered",
+    NoRecipientKey = "no_recipient_key",
+    MemberNotAClinician = "member_not_a_clinician",
+    MembershipTimesOutOfRange = "membership_times_out_of_range",
+    AlreadyOnCareTeam = "already_on_care_team",
+    NoLiveMembership = "no_live_membership",
+    /// Stored PHI that does not open (tampered, moved).
+    PhiDecryptFailed = "phi_decrypt_failed",
+    /// A component the service called did not answer in time.
+    Unavailable = "unavailable",
+
+    // The policy's decisions (`health-policy`).
+    Route = "route",
+    RouteNotPermitted = "route_not_permitted",
+    RoleNotPermitted = "role_not_permitted",
+    InvalidTenant = "invalid_tenant",
+    PatientSelf = "patient_self",
+    NotOwnRecord = "not_own_record",
+    CareTeam = "care_team",
+    NotOnCareTeam = "not_on_care_team",
+    BreakGlass = "break_glass",
+    BreakGlassRequest = "break_glass_request",
+    Consent = "consent",
+    NoConsent = "no_consent",
+    MissingScope = "missing_scope",
+    AssignedLab = "assigned_lab",
+    OrderNotAssigned = "order_not_assigned",
+    OwnAccount = "own_account",
+    NotOwnAccount = "not_own_account",
+    NotAUserAccount = "not_a_user_account",
+    OwnCareTeam = "own_care_team",
+    AdminAudit = "admin_audit",
+    AdminErasure = "admin_erasure",
+    AdminDataKeyRotation = "admin_data_key_rotation",
+    AdminAccessLog = "admin_access_log",
+    AdminCareTeam = "admin_care_team",
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<Reason> for String {
+    fn from(reason: Reason) -> Self {
+        reason.as_str().to_owned()
+    }
+}
+
+impl PartialEq<Reason> for String {
+    fn eq(&self, other: &Reason) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl PartialEq<Reason> for &str {
+    fn eq(&self, other: &Reason) -> bool {
+        *self == other.as_str()
+    }
+}
+
+impl serde::Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_its_own_snake_case_text_and_reads_back() {
+        let mut seen = std::collections::BTreeSet::new();
+        for reason in Reason::ALL {
+            let text = reason.as_str();
+            assert!(seen.insert(text), "{text} is used twice");
+            assert!(!text.is_empty() && text.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{text}");
+            assert!(text.len() <= 64, "{text}: the gateway keeps 64 characters of an upstream reason");
+            assert_eq!(Reason::parse(text), Some(*reason));
+        }
+        assert_eq!(Reason::parse("no such reason"), None);
+    }
+
+    #[test]
+    fn compares_with_the_audit_text() {
+        assert_eq!(String::from(Reason::NoSuchRoute), "no_such_route");
+        let stored: String = "care_team".into();
+        assert!(stored == Reason::CareTeam && "care_team" == Reason::CareTeam);
+        assert_eq!(serde_json::to_string(&Reason::RateLimited).expect("json"), "\"rate_limited\"");
+    }
+}
