@@ -18,6 +18,10 @@ pub mod refusal;
 pub mod routes;
 pub mod seal;
 
+/// The demo tenant, seeded when the `demo_tenant` variable is on; it exists before `jwks` first
+/// creates its keys.
+pub const DEMO_TENANT: &str = "demo-hospital";
+
 pub use context::{Caller, Component, ContextError, Link, Role};
 pub use ids::{ClientId, EntryId, IdError, Opaque, OrderId, PatientId, TenantId, TokenId, Username};
 pub use problem::Problem;

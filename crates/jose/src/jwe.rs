@@ -71,8 +71,11 @@ pub struct JwePolicy {
 
 impl JwePolicy {
     /// What the platform issues and accepts.
-    pub const PLATFORM: JwePolicy =
-        JwePolicy { key_algs: &["ECDH-ES+A256KW", "RSA-OAEP-256"], enc_algs: &["A256GCM"], max_bytes: 16 * 1024 };
+    pub const PLATFORM: JwePolicy = JwePolicy {
+        key_algs: &["ECDH-ES+A256KW", "RSA-OAEP-256"],
+        enc_algs: &["A256GCM"],
+        max_bytes: crate::jws::MAX_TOKEN_BYTES,
+    };
 
     /// The platform's algorithms and their neighbours used by RFC 7520 and Wycheproof vectors.
     pub const CONFORMANCE: JwePolicy = JwePolicy {

@@ -115,11 +115,18 @@ pub struct Claims {
     pub enc_jwk: Option<PublicJwk>,
 }
 
+/// The most clock tolerance any verifier allows, in seconds, whatever is configured; a retiring
+/// key outlives the longest token by this much.
+pub const MAX_CLOCK_TOLERANCE_SECS: i64 = 60;
+
+/// The largest compact token (JWS or nested JWE) the platform issues or accepts, in bytes.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyOptions {
     /// Accepted `aud` value.
     pub audience: String,
-    /// Clock tolerance in seconds; capped at 60 whatever is configured.
+    /// Clock tolerance in seconds; capped at [`MAX_CLOCK_TOLERANCE_SECS`] whatever is configured.
     pub tolerance_secs: i64,
     /// Largest accepted `exp - iat`.
     pub max_lifetime_secs: i64,
@@ -131,9 +138,9 @@ impl Default for VerifyOptions {
     fn default() -> Self {
         Self {
             audience: "health-platform".into(),
-            tolerance_secs: 60,
+            tolerance_secs: MAX_CLOCK_TOLERANCE_SECS,
             max_lifetime_secs: 900,
-            max_token_bytes: 16 * 1024,
+            max_token_bytes: MAX_TOKEN_BYTES,
         }
     }
 }
@@ -327,7 +334,7 @@ pub fn recheck(claims: &Claims, kid: &str, keys: &TenantKeys, now: i64, opts: &V
 }
 
 fn check_times(exp: i64, iat: i64, nbf: Option<i64>, now: i64, opts: &VerifyOptions) -> Result<()> {
-    let tolerance = opts.tolerance_secs.clamp(0, 60);
+    let tolerance = opts.tolerance_secs.clamp(0, MAX_CLOCK_TOLERANCE_SECS);
     if now.saturating_sub(tolerance) >= exp {
         return Err(Error::Expired);
     }
