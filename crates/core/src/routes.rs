@@ -16,7 +16,7 @@ pub const CARE_TEAM_REASONS: &[&str] = &["encounter", "referral", "admission", "
 /// Largest request body the API accepts (bytes); larger ones are refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Largest request body `auth` accepts: a form or JSON object carrying at most one token
-/// (`health_jose::jws::MAX_TOKEN_BYTES`) and a few short fields.
+/// (`health_jose::MAX_TOKEN_BYTES`) and a few short fields.
 pub const MAX_AUTH_BODY_BYTES: usize = 16 * 1024 + 1024;
 /// Largest request body `jwks` accepts: an internal sign, encrypt or decrypt request (a token or
 /// claims set, as JSON) or an operator's key command.

@@ -248,7 +248,7 @@ pub fn verify_assertion(
         return Err(AssertionError::Claims("aud"));
     }
     let exp = claims.exp.ok_or(AssertionError::Claims("exp"))?;
-    let tolerance = health_jose::jws::MAX_CLOCK_TOLERANCE_SECS;
+    let tolerance = health_jose::MAX_CLOCK_TOLERANCE_SECS;
     if exp <= now - tolerance {
         return Err(AssertionError::Claims("expired"));
     }

@@ -20,8 +20,8 @@ pub use jwk::{
     generate_rs256, thumbprint,
 };
 pub use jws::{
-    Claims, Error, Result, VerifyOptions, peek_tenant, recheck, sign, sign_bytes, sign_rs256, verify, verify_keyed,
-    verify_signature,
+    Claims, Error, MAX_CLOCK_TOLERANCE_SECS, MAX_TOKEN_BYTES, Result, VerifyOptions, peek_tenant, recheck, sign,
+    sign_bytes, sign_rs256, verify, verify_keyed, verify_signature,
 };
 pub use lifecycle::KeyChange;
 
