@@ -11,8 +11,7 @@
 
 use std::sync::OnceLock;
 
-use base64::Engine;
-use health_e2e::{ADMIN, ALICE, DR_GREY, LAB, OPERATOR_TOKEN, Reply, TestApp, unix_now};
+use health_e2e::{ACME, ADMIN, ALICE, DR_GREY, LAB, OPERATOR_TOKEN, Reply, TestApp, unix_now};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
@@ -66,21 +65,6 @@ async fn other_tenant_admin() -> String {
         })
         .await;
     login_at(OTHER_TENANT, "root", PASSWORD).await
-}
-
-async fn insurer_token() -> String {
-    let basic = base64::engine::general_purpose::STANDARD.encode("acme-health:acme-health-demo-secret-2026");
-    let form = ("content-type", "application/x-www-form-urlencoded");
-    let reply = app()
-        .send(
-            "POST",
-            "/auth/token",
-            &[form, ("authorization", &format!("Basic {basic}"))],
-            "grant_type=client_credentials",
-        )
-        .await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.json()["access_token"].as_str().expect("token").to_owned()
 }
 
 /// The reason the last request answered with (`x-health-reason` is internal: read the audit).
@@ -288,7 +272,7 @@ async fn every_role_is_allowed_and_denied_as_its_rules_say() {
         ("POST", grey_team, Some(&referral)),
         ("DELETE", grey_team, None),
     ] {
-        for token in [lab.clone(), insurer_token().await] {
+        for token in [lab.clone(), app().client_token(ACME).await] {
             let reply = send(method, path, &token, body).await;
             assert_eq!(reply.status, 403, "{method} {path}: {}", reply.body);
         }

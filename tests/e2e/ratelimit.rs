@@ -85,10 +85,11 @@ async fn reads_past_the_limit_are_refused_per_address_and_per_subject_and_audite
         "POST",
         "/api/patients/p-1001/consents",
         &[("authorization", &format!("Bearer {alice}")), ("content-type", "application/json")],
-        r#"{"insurerId":"acme-health","scope":"summary","days":30}"#,
+        &serde_json::json!({ "insurer": "acme-health", "expires_at": unix_now() + 86_400 }).to_string(),
     )
     .await;
-    assert_ne!(write.status, 429, "{}", write.body);
+    assert_eq!(write.status, 201, "{}", write.body);
+    assert!(write.header("ratelimit").contains(r#""write-subject";"#), "{}", write.header("ratelimit"));
 
     let refusals = app.query_strings(
         "audit.db",

@@ -6,11 +6,10 @@
 //! HTTP conventions (problems, limits, media types, headers), `/health` and `/metrics`.
 
 use base64::Engine;
-use health_e2e::{ADMIN, ALICE, BOB, DR_GREY, LAB, OPERATOR_TOKEN, Reply, TestApp, root};
+use health_e2e::{ACME, ADMIN, ALICE, BOB, DR_GREY, LAB, OPERATOR_TOKEN, Reply, TestApp, root};
 use std::sync::OnceLock;
 use tokio::sync::OnceCell;
 
-const ACME: (&str, &str) = ("acme-health", "acme-health-demo-secret-2026");
 const JSON: (&str, &str) = ("content-type", "application/json");
 const METRICS_TOKEN: &str = "metrics-test-token";
 
@@ -48,20 +47,6 @@ async fn send_json(method: &str, path: &str, token: &str, body: serde_json::Valu
 }
 
 /// A fresh one-time insurer token (client credentials, a nested JWE).
-async fn insurer_token(app: &TestApp) -> String {
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", ACME.0, ACME.1));
-    let reply = app
-        .send(
-            "POST",
-            "/auth/token",
-            &[("content-type", "application/x-www-form-urlencoded"), ("authorization", &format!("Basic {basic}"))],
-            "grant_type=client_credentials",
-        )
-        .await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.json()["access_token"].as_str().expect("token").to_owned()
-}
-
 /// Decrypts a summary with the demo insurer's private key, as the insurer would.
 fn decrypt_summary(jwe: &str) -> serde_json::Value {
     let jwk: serde_json::Value =
@@ -303,7 +288,7 @@ async fn labs_see_their_own_open_orders_and_append_one_result_each() {
 async fn insurers_read_consented_summaries_encrypted_to_their_own_key_once_per_token() {
     let app = TestApp::start(|_| {}).expect("app");
     // Carol consented in the demo data.
-    let token = insurer_token(&app).await;
+    let token = app.client_token(ACME).await;
     let reply = app.get_with("/api/insurance/patients/p-1003/summary", &token).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.header("content-type"), "application/jose");
@@ -320,7 +305,7 @@ async fn insurers_read_consented_summaries_encrypted_to_their_own_key_once_per_t
     assert_eq!(again.status, 401);
     assert_eq!(audited(&app, "/api/insurance/patients/p-1003/summary").0, "one_time_token_replayed");
     // Alice has not consented: refused, until she does; withdrawn again, refused again.
-    assert_problem(&app.get_with("/api/insurance/patients/p-1001/summary", &insurer_token(&app).await).await, 403);
+    assert_problem(&app.get_with("/api/insurance/patients/p-1001/summary", &app.client_token(ACME).await).await, 403);
     assert_eq!(audited(&app, "/api/insurance/patients/p-1001/summary").0, "no_consent");
     let alice = app.token(ALICE).await;
     let auth = bearer(&alice);
@@ -332,14 +317,14 @@ async fn insurers_read_consented_summaries_encrypted_to_their_own_key_once_per_t
     let past = serde_json::json!({"insurer": "acme-health", "expires_at": 1}).to_string();
     assert_problem(&app.send("POST", "/api/patients/p-1001/consents", &headers, &past).await, 400);
     assert_problem(&app.send("POST", "/api/patients/p-1002/consents", &headers, &consent).await, 403);
-    let summary = app.get_with("/api/insurance/patients/p-1001/summary", &insurer_token(&app).await).await;
+    let summary = app.get_with("/api/insurance/patients/p-1001/summary", &app.client_token(ACME).await).await;
     assert_eq!(summary.status, 200, "{}", summary.body);
     assert!(decrypt_summary(&summary.body)["diagnoses"].to_string().contains("E11.9"));
     let withdrawn = app
         .send("DELETE", "/api/patients/p-1001/consents?insurer=acme-health", &[("authorization", auth.as_str())], "")
         .await;
     assert_eq!(withdrawn.status, 204, "{}", withdrawn.body);
-    assert_problem(&app.get_with("/api/insurance/patients/p-1001/summary", &insurer_token(&app).await).await, 403);
+    assert_problem(&app.get_with("/api/insurance/patients/p-1001/summary", &app.client_token(ACME).await).await, 403);
     // Insurers read nothing else and never write.
     for (method, path) in [
         ("GET", "/api/patients/p-1003/records"),
@@ -348,10 +333,10 @@ async fn insurers_read_consented_summaries_encrypted_to_their_own_key_once_per_t
         ("GET", "/api/lab/orders"),
         ("GET", "/api/admin/audit"),
     ] {
-        let token = insurer_token(&app).await;
+        let token = app.client_token(ACME).await;
         assert_problem(&app.send(method, path, &[("authorization", &bearer(&token))], "").await, 403);
     }
-    let token = insurer_token(&app).await;
+    let token = app.client_token(ACME).await;
     let write = app
         .send(
             "POST",
@@ -366,7 +351,7 @@ async fn insurers_read_consented_summaries_encrypted_to_their_own_key_once_per_t
 #[tokio::test]
 async fn one_insurer_token_under_64_concurrent_summary_reads_succeeds_exactly_once() {
     let app = TestApp::start(|_| {}).expect("app");
-    let token = insurer_token(&app).await;
+    let token = app.client_token(ACME).await;
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..64u16 {
         let (app, token) = (app.app.clone(), token.clone());

@@ -14,13 +14,11 @@
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
-use base64::Engine;
-use health_e2e::{ADMIN, ALICE, BOB, DR_GREY, LAB, OPERATOR_TOKEN, Reply, TestApp, root, send_from};
+use health_e2e::{ACME, ADMIN, ALICE, BOB, DR_GREY, LAB, OPERATOR_TOKEN, Reply, TestApp, root, send_from};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
 const JSON: (&str, &str) = ("content-type", "application/json");
-const ACME: (&str, &str) = ("acme-health", "acme-health-demo-secret-2026");
 const OTHER_TENANT: &str = "st-self-service";
 const OTHER_ADMIN_PASSWORD: &str = "other-admin-pass-2026";
 
@@ -76,20 +74,6 @@ async fn other_tenant_admin() -> String {
 }
 
 /// A fresh one-time insurer token (client credentials, a nested JWE).
-async fn insurer_token() -> String {
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", ACME.0, ACME.1));
-    let reply = app()
-        .send(
-            "POST",
-            "/auth/token",
-            &[("content-type", "application/x-www-form-urlencoded"), ("authorization", &format!("Basic {basic}"))],
-            "grant_type=client_credentials",
-        )
-        .await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.json()["access_token"].as_str().expect("token").to_owned()
-}
-
 /// The reason of the latest gateway event for `template` by `actor`.
 fn audited_reason(template: &str, actor: &str) -> String {
     let sql = format!(
@@ -276,7 +260,7 @@ async fn a_wrong_current_password_is_a_failed_login_and_locks_like_one() {
     assert_eq!(login_at("demo-hospital", "pw-locked", password).await.status, 200, "another source is not locked");
 
     // An insurer client's token has no account, so no password to change.
-    let client = change_password(&insurer_token().await, "anything-at-all", "anything-new-2026").await;
+    let client = change_password(&app().client_token(ACME).await, "anything-at-all", "anything-new-2026").await;
     assert_eq!(client.status, 403, "{}", client.body);
     assert_eq!(audited_reason("auth.change_password", "acme-health"), "not_a_user_account");
 }
@@ -301,7 +285,7 @@ async fn accesses_to_alice() -> &'static (String, String) {
         assert_eq!(get("/api/patients/p-1001/records", &er).await.status, 200);
         let consent = json!({ "insurer": "acme-health", "expires_at": health_e2e::unix_now() + 3600 });
         assert_eq!(post_json("/api/patients/p-1001/consents", &alice, &consent).await.status, 201);
-        assert_eq!(get("/api/insurance/patients/p-1001/summary", &insurer_token().await).await.status, 200);
+        assert_eq!(get("/api/insurance/patients/p-1001/summary", &app().client_token(ACME).await).await.status, 200);
         let bob = app().token(BOB).await;
         assert_eq!(get("/api/patients/p-1001/records", &bob).await.status, 403);
         assert_eq!(get("/api/patients/p-1001/lab-results", &alice).await.status, 200);
@@ -428,7 +412,7 @@ async fn only_the_patient_and_their_tenants_admin_read_the_access_log() {
         ("another patient", bob.clone(), "not_own_record"),
         ("her own doctor", app().token(DR_GREY).await, "route_not_permitted"),
         ("a lab", app().token(LAB).await, "route_not_permitted"),
-        ("an insurer", insurer_token().await, "route_not_permitted"),
+        ("an insurer", app().client_token(ACME).await, "route_not_permitted"),
     ];
     for (who, token, reason) in &cases {
         let reply = get(path, token).await;
@@ -485,7 +469,7 @@ async fn a_patient_exports_everything_held_about_them_and_no_one_else_can() {
         ("another patient", app().token(BOB).await, "not_own_record"),
         ("her own doctor", app().token(DR_GREY).await, "route_not_permitted"),
         ("a lab", app().token(LAB).await, "route_not_permitted"),
-        ("an insurer", insurer_token().await, "route_not_permitted"),
+        ("an insurer", app().client_token(ACME).await, "route_not_permitted"),
         ("the tenant admin", app().token(ADMIN).await, "route_not_permitted"),
         ("another tenant's admin", other_tenant_admin().await, "route_not_permitted"),
     ];

@@ -41,6 +41,8 @@ pub const BOB: (&str, &str) = ("bob", "bob-demo-2026");
 pub const DR_GREY: (&str, &str) = ("dr-grey", "grey-demo-2026");
 pub const LAB: (&str, &str) = ("lab-north", "lab-demo-2026");
 pub const ADMIN: (&str, &str) = ("admin", "admin-demo-2026");
+/// The demo insurer, a confidential client (`client_credentials`).
+pub const ACME: (&str, &str) = ("acme-health", "acme-health-demo-secret-2026");
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
@@ -204,6 +206,18 @@ allowed_outbound_hosts = ["http://jwks.spin.internal"]
             state_dir: self.state.path().join(state_dir),
             env,
         })
+    }
+
+    /// A confidential client's access token (`client_credentials` with HTTP Basic), failing the
+    /// test otherwise: for the demo insurer, a one-time nested JWE.
+    pub async fn client_token(&self, (id, secret): (&str, &str)) -> String {
+        use base64::Engine;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+        let headers =
+            [("content-type", "application/x-www-form-urlencoded"), ("authorization", &format!("Basic {basic}"))];
+        let reply = self.send("POST", "/auth/token", &headers, "grant_type=client_credentials").await;
+        assert_eq!(reply.status, 200, "client_credentials for {id}: {}", reply.body);
+        reply.json()["access_token"].as_str().expect("access_token").to_owned()
     }
 
     /// Logs in and returns the access token, failing the test otherwise. Users whose role
