@@ -16,6 +16,8 @@ pub mod authz;
 pub mod chain;
 pub mod db;
 pub mod deadline;
+#[cfg(feature = "tokens")]
+pub mod keystore;
 pub mod kv;
 #[cfg(feature = "tokens")]
 pub mod nested;
