@@ -21,13 +21,14 @@ use anyhow::Context;
 use health_core::audit::{Event, Outcome};
 use health_core::ratelimit::{self as ratelimit_core, Class, Verdict, Who};
 use health_core::routes::{self, Api, Service};
+use health_core::trace::{self, TraceParent};
 use health_core::{Caller, Component, Link, Problem, Reason, Refusal, Role};
 use health_spin::audit::{self as audit_log, Selection};
 use health_spin::authz;
 use health_spin::chain::CALL_DEADLINE;
 use health_spin::respond::{self, Cache};
 use health_spin::service::REASON_HEADER;
-use health_spin::{nested, ratelimit, stores, tokens};
+use health_spin::{log, nested, ratelimit, stores, tokens};
 use spin_sdk::http::conversions::TryFromIncomingRequest;
 use spin_sdk::http::{IncomingRequest, Method, Request, Response};
 use spin_sdk::http_component;
@@ -117,7 +118,7 @@ fn answer(refusal: Refusal, event: &mut Event) -> Response {
 /// (`health_core::reason`); one that is not is still a refusal, of a malformed token.
 fn token_reason(text: &str) -> Reason {
     Reason::parse(text).unwrap_or_else(|| {
-        eprintln!("gateway: token refused for a reason outside the vocabulary: {text}");
+        log::warn("token_reason_unknown", text);
         Reason::MalformedToken
     })
 }
@@ -128,10 +129,19 @@ async fn handle(incoming: IncomingRequest) -> Response {
     // `Authorization` is counted on the raw fields: two credentials are ambiguous (a proxy may
     // check one and we use the other), and are refused.
     let authorizations = incoming.headers().get("authorization").len();
+    // The client's trace, or a new one (a malformed `traceparent` is ignored, W3C §3.2).
+    let trace = incoming
+        .headers()
+        .get(trace::HEADER)
+        .first()
+        .and_then(|value| std::str::from_utf8(value).ok())
+        .and_then(TraceParent::parse)
+        .unwrap_or_else(|| TraceParent::start(&mut health_spin::rng()));
+    log::begin("gateway", None, Some(trace));
     let req = match Request::try_from_incoming_request(incoming).await {
         Ok(req) => req,
         Err(e) => {
-            eprintln!("gateway: unreadable request: {e}");
+            log::warn("unreadable_request", e.to_string());
             return respond::problem(&Problem::bad_request("the request could not be read"));
         }
     };
@@ -144,7 +154,7 @@ async fn handle(incoming: IncomingRequest) -> Response {
     if let Err(e) = stores::probe("gateway").await {
         // Not audited: the audit database may be the store that does not answer, and nothing
         // was read or served.
-        eprintln!("gateway: refused without audit: {e}");
+        log::warn("refused_without_audit", e.to_string());
         return respond::problem(&Problem::unavailable());
     }
     let path = req.path_and_query().unwrap_or(req.path()).to_owned();
@@ -159,8 +169,10 @@ async fn handle(incoming: IncomingRequest) -> Response {
         },
         // Only path words, validated ids and query parameter names: never token text or values.
         resource: routes::audit_resource(&path),
+        trace_id: Some(trace.trace_id_hex()),
         ..health_spin::audit::request_event(&req, health_spin::now())
     };
+    log::begin("gateway", Some(&event.request_id), Some(trace));
     let mut limits = Vec::new();
     let outcome = if req.path() == "/metrics" {
         metrics(&req, authorizations, &mut event)
@@ -170,13 +182,13 @@ async fn handle(incoming: IncomingRequest) -> Response {
     let mut response = match outcome {
         Ok(response) => response,
         Err(e) if stores::is_unavailable(&e) => {
-            eprintln!("gateway: {e:#}");
+            log::error("store_unavailable", &e);
             event.outcome = Some(Outcome::Error);
             event.reason = Reason::StoreUnavailable.into();
             respond::problem(&Problem::unavailable())
         }
         Err(e) => {
-            eprintln!("gateway: internal error: {e:#}");
+            log::error("internal_error", &e);
             event.outcome = Some(Outcome::Error);
             event.reason = Reason::InternalError.into();
             respond::problem(&Problem::internal())
@@ -186,7 +198,7 @@ async fn handle(incoming: IncomingRequest) -> Response {
     event.status = response.status().to_owned();
     if let Err(e) = health_spin::audit::append(&event) {
         // Fail closed: whatever the service answered is withheld.
-        eprintln!("gateway: audit write failed: {e:#}");
+        log::error("audit_write_failed", &e);
         response = respond::problem(&Problem::unavailable());
     }
     response.set_header("x-request-id", event.request_id);
@@ -311,6 +323,7 @@ async fn authenticate(req: &Request, event: &mut Event) -> anyhow::Result<Result
     let claims = verified.claims;
     // From here on the event is attributable to the verified tenant.
     event.tenant_id = claims.tenant_id.to_string();
+    log::set_tenant(&event.tenant_id);
     event.actor_sub = Some(claims.sub.clone());
     event.actor_role = Some(claims.role.clone());
     event.client_id = Some(claims.client_id.clone());
@@ -445,7 +458,7 @@ async fn health() -> Response {
     match stores::probe("gateway").await {
         Ok(()) => respond::json(200, &serde_json::json!({ "status": "ok" }), Cache::NoStore),
         Err(e) => {
-            eprintln!("gateway: health check failed: {e}");
+            log::warn("health_check_failed", e.to_string());
             respond::problem(&Problem::unavailable())
         }
     }

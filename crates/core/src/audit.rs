@@ -48,6 +48,10 @@ pub struct Event {
     pub user_agent: Option<String>,
     pub break_glass_reason: Option<String>,
     pub policy_version: Option<String>,
+    /// The request's W3C trace id (`crate::trace`), so an event leads to its trace and logs.
+    /// Left out of the JSON when unknown: events written before it existed hash as they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 impl Event {

@@ -17,6 +17,7 @@ pub mod reason;
 pub mod refusal;
 pub mod routes;
 pub mod seal;
+pub mod trace;
 
 /// The demo tenant, seeded when the `demo_tenant` variable is on; it exists before `jwks` first
 /// creates its keys.

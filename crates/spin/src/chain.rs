@@ -2,7 +2,7 @@
 //! `http://{name}.spin.internal`, signed under the key of that one caller → callee link
 //! (`health_core::context::Link`, ARCHITECTURE.md §4), so the receiving component can check
 //! who is asking and on whose behalf. The gateway forwards with it; `auth` and the gateway call
-//! `jwks` with it.
+//! `jwks` with it. Each call carries the request's trace on (`traceparent`, see `log::trace`).
 
 use std::time::Duration;
 
@@ -39,6 +39,10 @@ pub fn attested(
         .header(health_core::context::TIMESTAMP_HEADER, att.timestamp)
         .header(health_core::context::MAC_HEADER, att.mac)
         .body(body);
+    if let Some(trace) = crate::log::trace() {
+        // The callee's part of the request is a child of this component's (W3C Trace Context).
+        builder.header(health_core::trace::HEADER, trace.child(&mut crate::rng()).to_string());
+    }
     Ok(builder)
 }
 

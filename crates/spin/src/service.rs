@@ -46,7 +46,7 @@ impl From<anyhow::Error> for Failure {
 /// Stored PHI that does not open answers [`Refusal::Unreadable`], logged here.
 impl From<health_core::phi::PhiError> for Failure {
     fn from(error: health_core::phi::PhiError) -> Self {
-        eprintln!("service: stored PHI does not open: {error}");
+        crate::log::warn("phi_does_not_open", error.to_string());
         Failure::Refused(Refusal::Unreadable)
     }
 }
@@ -90,6 +90,9 @@ pub fn care_team(conn: &Connection, caller: &Caller, patient: &health_core::Pati
 /// public API, and maps its outcome to a response (the one error-to-status mapping of every
 /// role service).
 pub fn serve(me: Component, req: &Request, handler: impl FnOnce(&Caller, Api, &[u8]) -> Handled) -> Response {
+    let header = |name| req.header(name).and_then(|v| v.as_str());
+    let trace = header(health_core::trace::HEADER).and_then(health_core::trace::TraceParent::parse);
+    crate::log::begin(me.as_str(), header("x-request-id"), trace);
     let outcome = match crate::verify_context(req, me, &[Component::Gateway]) {
         Err(e) => Err(Failure::Internal(e)),
         Ok(Err(e)) => Err(Refusal::Unauthenticated(match e {
@@ -100,11 +103,14 @@ pub fn serve(me: Component, req: &Request, handler: impl FnOnce(&Caller, Api, &[
             health_core::ContextError::UnknownSender => Reason::ContextSenderRefused,
         })
         .into()),
-        Ok(Ok(caller)) => match routes::parse(&req.method().to_string(), req.path_and_query().unwrap_or(req.path())) {
-            None => Err(Refusal::NotFound(Reason::NoSuchRoute).into()),
-            Some(Api::BadQuery(reason)) => Err(Refusal::bad_request(reason).into()),
-            Some(api) => handler(&caller, api, req.body()),
-        },
+        Ok(Ok(caller)) => {
+            crate::log::set_tenant(caller.tenant_id.as_str());
+            match routes::parse(&req.method().to_string(), req.path_and_query().unwrap_or(req.path())) {
+                None => Err(Refusal::NotFound(Reason::NoSuchRoute).into()),
+                Some(Api::BadQuery(reason)) => Err(Refusal::bad_request(reason).into()),
+                Some(api) => handler(&caller, api, req.body()),
+            }
+        }
     };
     let (mut response, reason) = match outcome {
         Ok(done) => {
@@ -119,11 +125,11 @@ pub fn serve(me: Component, req: &Request, handler: impl FnOnce(&Caller, Api, &[
         // A component this service asked did not answer in time (the patient service's calls
         // to `auth`): 503, which the gateway passes on, as for its own stores.
         Err(Failure::Internal(e)) if crate::stores::is_unavailable(&e) => {
-            eprintln!("service: unavailable: {e:#}");
+            crate::log::error("unavailable", &e);
             (respond::problem(&Problem::unavailable()), Reason::Unavailable.into())
         }
         Err(Failure::Internal(e)) => {
-            eprintln!("service: internal error: {e:#}");
+            crate::log::error("internal_error", &e);
             (respond::problem(&Problem::internal()), Reason::InternalError.into())
         }
     };
