@@ -16,8 +16,6 @@ pub mod authz;
 pub mod chain;
 pub mod db;
 pub mod deadline;
-#[cfg(feature = "identity")]
-pub mod identity;
 #[cfg(feature = "tokens")]
 pub mod keystore;
 pub mod kv;
@@ -27,7 +25,6 @@ pub mod nested;
 pub mod ratelimit;
 pub mod records;
 pub mod respond;
-pub mod revocations;
 #[cfg(feature = "authorizer")]
 pub mod service;
 pub mod stores;
