@@ -1,12 +1,16 @@
 //! Bearer access tokens as every public entry point checks them: the §4 verification of
 //! `health-jose` against the tenant's keys in `public-keys`, then the store-backed steps
-//! (`jti` revocation and per-subject not-before in `revocations`). The component must declare
-//! both stores and the `clock_tolerance_secs` and `access_token_ttl_secs` variables.
+//! (`jti` revocation and per-subject not-before in `revocations`, checked by
+//! [`crate::revocations`]), and the one-time ledger that spends an insurer's token
+//! ([`spend_once_on`], decided by one SQL insert however many try at once). The component must
+//! declare both stores and the `clock_tolerance_secs` and `access_token_ttl_secs` variables.
 
 use anyhow::Context;
 use health_jose::{Claims, TenantKeys, VerifyOptions};
 use spin_sdk::http::Request;
 use spin_sdk::key_value::Store;
+
+use crate::revocations;
 
 /// Size cap on the whole compact token (ARCHITECTURE.md §4).
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -121,19 +125,9 @@ pub fn verify_and(token: &str, now: i64, remember_it: Remember) -> anyhow::Resul
             claims
         }
     };
-    let revocations = Store::open("revocations").context("opening revocations")?;
-    if revocations.exists(&revoked_jti_key(&claims.tenant_id, &claims.jti)).context("checking jti revocation")?
-        || legacy_revocation(&revocations, &claims.jti, now)?
-    {
-        return Ok(Err("revoked_jti"));
-    }
-    if let Some(not_before) =
-        revocations.get(&not_before_key(&claims.tenant_id, &claims.sub)).context("checking logout")?
-    {
-        let not_before: i64 = std::str::from_utf8(&not_before).ok().and_then(|s| s.parse().ok()).unwrap_or(i64::MAX);
-        if claims.iat < not_before {
-            return Ok(Err("subject_logged_out"));
-        }
+    let token = revocations::Token { tenant: &claims.tenant_id, jti: &claims.jti, sub: &claims.sub, iat: claims.iat };
+    if let Some(revoked) = revocations::check(&revocations::open()?, &token, now)? {
+        return Ok(Err(revoked.reason()));
     }
     Ok(Ok(claims))
 }
@@ -209,30 +203,9 @@ pub fn spend_once_on<C: crate::db::Sql>(
     })
 }
 
-/// Key in `revocations` marking a revoked `jti` of `tenant`; the value is the time after which
-/// no token with it could be valid anyway. Scoped by tenant like every key-value entry, so a
-/// revocation written for one tenant can never refuse another tenant's token.
-pub fn revoked_jti_key(tenant: &health_core::TenantId, jti: &str) -> String {
-    format!("jti/{tenant}/{jti}")
-}
-
-/// Revocations written before they were scoped by tenant (`jti/{jti}`), honoured until the
-/// time stored with them (at most one access-token lifetime plus tolerance after they were
-/// written), so upgrading revives no logged-out token; after that they are inert, and no new
-/// ones are written. (A tenant admin could write one for another tenant's `jti`; that is the
-/// hole the scoped key closes, and an old entry refuses a token for minutes at most.)
-fn legacy_revocation(revocations: &Store, jti: &str, now: i64) -> anyhow::Result<bool> {
-    let Some(until) = revocations.get(&format!("jti/{jti}")).context("checking legacy jti revocation")? else {
-        return Ok(false);
-    };
-    let until: i64 = std::str::from_utf8(&until).ok().and_then(|s| s.parse().ok()).unwrap_or(i64::MAX);
-    Ok(now <= until)
-}
-
-/// Key in `revocations` holding a subject's not-before time (logout-all, password reset).
-pub fn not_before_key(tenant: &health_core::TenantId, sub: &str) -> String {
-    format!("sub/{tenant}/{sub}")
-}
+/// The key names of `revocations`, kept here for the components that write it; new code uses
+/// [`revocations`] itself.
+pub use crate::revocations::{not_before_key, revoked_jti_key};
 
 #[cfg(test)]
 mod tests {
@@ -260,6 +233,35 @@ mod tests {
         });
         assert_eq!(wins.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert!(spend_once_on(&db, &tenant, "jti-2", 2_000, 1_000).expect("no error"), "another jti is fresh");
+    }
+
+    #[test]
+    fn a_spent_token_stays_spent_until_two_minutes_past_its_expiry_then_is_swept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Native::open(&dir.path().join("audit.db"));
+        db::migrate(&db, crate::audit::MIGRATIONS, |_| Ok(())).expect("migrates");
+        let tenant = health_core::TenantId::parse("demo-hospital").expect("tenant");
+        let exp = 1_000;
+        assert!(spend_once_on(&db, &tenant, "jti-1", exp, 900).expect("spends"));
+        for now in [900, exp, exp + 120] {
+            assert!(!spend_once_on(&db, &tenant, "jti-1", exp, now).expect("no error"), "replayed at {now}");
+        }
+        assert!(spend_once_on(&db, &tenant, "jti-2", exp + 500, exp + 120).expect("spends"));
+        assert_eq!(db.integer("SELECT COUNT(*) FROM spent_tokens"), 2, "nothing swept before exp + 120");
+        // Past `exp` + 120 s the token is refused for its expiry long before it is spent, so its
+        // entry goes with the next spend of any token, and the ledger holds only live ones.
+        assert!(spend_once_on(&db, &tenant, "jti-3", exp + 600, exp + 121).expect("spends"));
+        assert_eq!(db.text("SELECT group_concat(jti) FROM (SELECT jti FROM spent_tokens ORDER BY jti)"), "jti-2,jti-3");
+    }
+
+    #[test]
+    fn a_ledger_that_cannot_be_written_is_an_error_never_a_first_use() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Native::open(&dir.path().join("audit.db"));
+        let tenant = health_core::TenantId::parse("demo-hospital").expect("tenant");
+        // No schema: every try fails, and the gateway refuses the request.
+        let error = spend_once_on(&db, &tenant, "jti-1", 2_000, 1_000).expect_err("not spent");
+        assert!(format!("{error:#}").contains("spending a one-time token: failed 4 times"), "{error:#}");
     }
 
     #[test]
