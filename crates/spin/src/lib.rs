@@ -25,6 +25,7 @@ pub mod nested;
 pub mod ratelimit;
 pub mod records;
 pub mod respond;
+pub mod revocations;
 #[cfg(feature = "authorizer")]
 pub mod service;
 pub mod stores;
