@@ -24,10 +24,10 @@ use health_core::audit::Event;
 use health_core::{Caller, Role};
 use health_identity::lockout::{Failure, source_of};
 use health_identity::password;
+use health_spin::identity::{self, Reservation};
 use serde::Deserialize;
 use spin_sdk::http::Response;
 
-use crate::identity::{self, Reservation};
 use crate::{Ctx, Error, issue, sessions};
 
 type Outcome = anyhow::Result<Result<Response, Error>>;

@@ -9,11 +9,11 @@ use health_identity::client::{SubmittedJwk, register_jwk};
 use health_identity::password;
 use health_jose::KeyUse;
 use health_spin::admin as principal;
+use health_spin::identity::{self, Client, User};
 use health_spin::respond::{self, Cache};
 use serde::Deserialize;
 use spin_sdk::http::{Method, Response};
 
-use crate::identity::{self, Client, User};
 use crate::{Ctx, Error, issue};
 
 #[derive(Debug, Clone, PartialEq, Eq)]

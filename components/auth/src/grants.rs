@@ -11,10 +11,10 @@ use health_core::audit::Event;
 use health_identity::client::{self, ClientAuth};
 use health_identity::refresh::{self, Decision, Stored};
 use health_jose::{KeyUse, PublicJwk};
+use health_spin::identity::{self, Client};
 use spin_sdk::http::Response;
 use spin_sdk::sqlite::Connection;
 
-use crate::identity::{self, Client};
 use crate::issue::{self, Refresh, Subject};
 use crate::{Ctx, Error, WEB_CLIENT};
 

@@ -15,9 +15,10 @@
 
 use health_core::audit::Event;
 use health_core::{Caller, Component, Role};
+use health_spin::identity;
 use spin_sdk::http::{Method, Request, Response};
 
-use crate::{Ctx, Error, identity, issue};
+use crate::{Ctx, Error, issue};
 
 /// An internal request `auth` serves.
 #[derive(Debug, Clone, PartialEq, Eq)]

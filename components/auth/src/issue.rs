@@ -5,10 +5,11 @@ use anyhow::Context;
 use health_core::audit::Event;
 use health_core::{Caller, Component, Link, Role, TenantId};
 use health_jose::Claims;
+use health_spin::identity;
 use spin_sdk::key_value::Store;
 use spin_sdk::sqlite::Connection;
 
-use crate::{Ctx, identity};
+use crate::Ctx;
 
 /// Who a token is for.
 pub struct Subject {

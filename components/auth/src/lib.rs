@@ -16,7 +16,6 @@
 mod account;
 mod admin;
 mod grants;
-mod identity;
 mod internal;
 mod issue;
 mod login;
@@ -216,7 +215,7 @@ pub(crate) struct Ctx<'a> {
 
 impl Ctx<'_> {
     pub fn db(&self) -> anyhow::Result<spin_sdk::sqlite::Connection> {
-        identity::open(self.settings.demo)
+        health_spin::identity::open(self.settings.demo)
     }
 
     pub fn client_addr(&self) -> Option<&str> {

@@ -9,11 +9,11 @@ use health_core::audit::Event;
 use health_core::{Role, SecretKey, TenantId, Username};
 use health_identity::lockout::{Failure, LockoutPolicy, source_of};
 use health_identity::{password, totp};
+use health_spin::identity::{self, Reservation, User};
 use serde::Deserialize;
 use spin_sdk::http::Response;
 use spin_sdk::sqlite::Connection;
 
-use crate::identity::{self, Reservation, User};
 use crate::issue::{self, Refresh, Subject};
 use crate::{Ctx, Error, WEB_CLIENT};
 

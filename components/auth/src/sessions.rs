@@ -7,6 +7,7 @@ use health_core::audit::Event;
 use health_core::{Component, TenantId};
 use health_identity::refresh::{self, Decision, Stored};
 use health_jose::{Claims, KeyUse};
+use health_spin::identity;
 use health_spin::nested::{self, Verified};
 use health_spin::respond::{self, Cache};
 use serde::Deserialize;
@@ -14,7 +15,7 @@ use spin_sdk::http::Response;
 use spin_sdk::sqlite::Connection;
 
 use crate::grants::{self, Authenticated, oauth};
-use crate::{Ctx, DEMO_TENANT, Error, identity, issue};
+use crate::{Ctx, DEMO_TENANT, Error, issue};
 
 type Outcome = anyhow::Result<Result<Response, Error>>;
 

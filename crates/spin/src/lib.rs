@@ -2,11 +2,12 @@
 //! the platform's security headers and RFC 9457 problems, reading the attested caller context,
 //! SQLite as every component opens it (per-connection settings, WAL, migrations, transactions
 //! and bounded retries, the same on Spin's SQLite and on libSQL), the hash-chained audit log
-//! (append, query, counters), the `records` store with its PHI key vault and demo data, and the
-//! shell every role service answers through.
+//! (append, query, counters), the `records` store with its PHI key vault and demo data, the
+//! `identity` store `auth` keeps its accounts, lockout counters and refresh tokens in (feature
+//! `identity`), and the shell every role service answers through.
 //!
 //! Everything here talks to Spin host interfaces through `spin-sdk`; the rules themselves live
-//! in the pure crates (`health-core`, `health-jose`, `health-policy`).
+//! in the pure crates (`health-core`, `health-jose`, `health-policy`, `health-identity`).
 
 #[cfg(feature = "tokens")]
 pub mod admin;
@@ -16,6 +17,8 @@ pub mod authz;
 pub mod chain;
 pub mod db;
 pub mod deadline;
+#[cfg(feature = "identity")]
+pub mod identity;
 #[cfg(feature = "tokens")]
 pub mod keystore;
 pub mod kv;

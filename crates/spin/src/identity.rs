@@ -1,14 +1,27 @@
-//! The `identity` database: users, login attempt counters, TOTP enrolments (secrets sealed
-//! under a key derived from `master_key`), refresh-token families, registered OAuth clients
-//! (insurers) and spent client-assertion `jti`s. Every statement is a named `const`; atomic
-//! steps (spending a refresh token, using a TOTP step, a one-time assertion) are single
-//! statements whose `RETURNING` or primary key says who won a race.
+//! The `identity` database, as `auth` keeps it: users, login attempt counters, TOTP enrolments
+//! (secrets sealed by the caller under a key derived from `master_key`), refresh-token families,
+//! registered OAuth clients (insurers) and spent client-assertion `jti`s.
+//!
+//! Every statement is a named `const`; atomic steps (spending a refresh token, using a TOTP step,
+//! a one-time assertion) are single statements whose `RETURNING` or primary key says who won a
+//! race, and the lockout counter is one compare-and-set loop ([`reserve_attempt`],
+//! [`refund_attempt`]). Written against [`Sql`], so all of it runs natively in tests against
+//! real SQLite, concurrency included (`db::testing::Native`).
+//!
+//! What it does not do: decide. Whether a login succeeds, what a refresh token's state means
+//! and how a counter changes are `health_identity`'s rules; this module stores their inputs and
+//! results. The demo tenant's accounts are data, in [`demo`].
+
+mod demo;
+#[cfg(test)]
+mod tests;
 
 use anyhow::Context;
 use health_core::{Role, TenantId, Username};
 use health_identity::lockout::{Attempts, Failure, LockoutPolicy};
-use health_spin::db::{self, Migration, Step};
 use spin_sdk::sqlite::{Connection, QueryResult, Value};
+
+use crate::db::{self, Migration, Sql, Step};
 
 /// The schema (see `health_spin::db::migrate`): version 1 held the users only.
 const MIGRATIONS: &[Migration<'static>] =
@@ -100,31 +113,18 @@ const VERSION_2: &[Step<'static>] = &[
     ),
 ];
 
-/// Demo users: argon2id (m=19456 KiB, t=2, p=1), passwords `<name>-demo-2026` as in the README.
-const DEMO_SEED: &[&str] = &[
-    "INSERT OR IGNORE INTO users VALUES ('demo-hospital', 'u-alice', 'alice', 'patient', '$argon2id$v=19$m=19456,t=2,p=1$bFC3W6feZiVOOVQttOaOsw$GbnfoNrRyB80dUJnV4KXb06JA25FKAwEeboGrZPmyg0', 0)",
-    "INSERT OR IGNORE INTO users VALUES ('demo-hospital', 'u-bob', 'bob', 'patient', '$argon2id$v=19$m=19456,t=2,p=1$o+fWHPerrmMYsqMvEhz1KA$/q0vVw2u8sjl6WKpg8AtIfQMXwU9KMvsk2qko8owNgQ', 0)",
-    "INSERT OR IGNORE INTO users VALUES ('demo-hospital', 'u-dr-grey', 'dr-grey', 'doctor', '$argon2id$v=19$m=19456,t=2,p=1$3ourI53otPuaaVqvyx4eQg$UnxSG/nxyxg79X3rwA6qf3NhWT+2FPU5Cq3pNJtHNHM', 0)",
-    "INSERT OR IGNORE INTO users VALUES ('demo-hospital', 'u-lab-north', 'lab-north', 'lab', '$argon2id$v=19$m=19456,t=2,p=1$wz77W+KgA45mP8ATgBMacw$WCL4Adu4zLDLYzEAfqbkgQHOQCJO2qg/GUgLvWsh5CM', 0)",
-    "INSERT OR IGNORE INTO users VALUES ('demo-hospital', 'u-acme', 'acme-insurance', 'insurance', '$argon2id$v=19$m=19456,t=2,p=1$q6w/8jPlw9/qQQkYLm1SiA$gpF+YV/To/3wyf6DT6bdnOwwDFBAHNCscihf5QF4INM', 0)",
-    "INSERT OR IGNORE INTO users VALUES ('demo-hospital', 'u-admin', 'admin', 'admin', '$argon2id$v=19$m=19456,t=2,p=1$OjLppgld3Z+frmpsTlQJYw$ANCq72YwLjBd4ju5zn+fXjlSDRM9B+kcmuWxbzzFahs', 0)",
-    // The demo insurer `acme-health`: client secret `acme-health-demo-secret-2026` (SHA-256
-    // below) and the public half of demo/acme-health.enc.jwk.json as its encryption key.
-    r#"INSERT OR IGNORE INTO clients VALUES ('acme-health', 'demo-hospital', 'ACME Health Insurance',
-        '0f2393d487a8f21ba6299f6945a6875b8322a2959faf58b9b80ab1a8d898c124', NULL,
-        '{"kty":"EC","kid":"j1I79990cDF0AUnzVq3GzsTOOjiobg8FQHYtwrF6oeU","use":"enc","alg":"ECDH-ES+A256KW","crv":"P-256","x":"WKcy1z8OOdNtjz3q85jyEnJ5L1aJI_pK9_tP7oXpgtg","y":"TKs_K9WkBCeUiYjtOo8qX9ZSgOuLQ-StcgkjI5n7Rc8","tenant_id":"demo-hospital"}',
-        0, 0)"#,
-];
-
+/// Opens `identity` and brings it to the current schema, seeding the demo tenant's accounts
+/// with it when `seed_demo`.
 pub fn open(seed_demo: bool) -> anyhow::Result<Connection> {
     let conn = db::open("identity")?;
-    db::migrate(&conn, MIGRATIONS, |conn| {
-        for statement in if seed_demo { DEMO_SEED } else { &[] } {
-            conn.execute(statement, &[]).context("seeding the demo tenant")?;
-        }
-        Ok(())
-    })?;
+    migrate(&conn, seed_demo)?;
     Ok(conn)
+}
+
+/// Brings `conn` to the current schema (see [`db::migrate`]); the demo accounts are inserted in
+/// the same transaction when `seed_demo`, so only when the schema was not current.
+pub fn migrate(conn: &impl Sql, seed_demo: bool) -> anyhow::Result<()> {
+    db::migrate(conn, MIGRATIONS, |conn| if seed_demo { demo::seed(conn) } else { Ok(()) })
 }
 
 fn text(value: impl Into<String>) -> Value {
@@ -158,26 +158,26 @@ fn user_from(row: &spin_sdk::sqlite::Row<'_>) -> anyhow::Result<User> {
     })
 }
 
-pub fn find_user(conn: &Connection, tenant: &TenantId, username: &Username) -> anyhow::Result<Option<User>> {
+pub fn find_user(conn: &impl Sql, tenant: &TenantId, username: &Username) -> anyhow::Result<Option<User>> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = ? AND username = ?");
     let rows = conn.execute(&sql, &[text(tenant.as_str()), text(username.as_str())]).context("looking up user")?;
     first(&rows).map(|r| user_from(&r)).transpose()
 }
 
-pub fn user_by_id(conn: &Connection, tenant: &TenantId, user_id: &str) -> anyhow::Result<Option<User>> {
+pub fn user_by_id(conn: &impl Sql, tenant: &TenantId, user_id: &str) -> anyhow::Result<Option<User>> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = ? AND user_id = ?");
     let rows = conn.execute(&sql, &[text(tenant.as_str()), text(user_id)]).context("looking up user")?;
     first(&rows).map(|r| user_from(&r)).transpose()
 }
 
-pub fn list_users(conn: &Connection, tenant: &TenantId) -> anyhow::Result<Vec<User>> {
+pub fn list_users(conn: &impl Sql, tenant: &TenantId) -> anyhow::Result<Vec<User>> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = ? ORDER BY username");
     let rows = conn.execute(&sql, &[text(tenant.as_str())]).context("listing users")?;
     rows.rows().map(|r| user_from(&r)).collect()
 }
 
 /// Inserts a user; `false` if the username is taken in the tenant.
-pub fn create_user(conn: &Connection, tenant: &TenantId, user: &User) -> anyhow::Result<bool> {
+pub fn create_user(conn: &impl Sql, tenant: &TenantId, user: &User) -> anyhow::Result<bool> {
     const INSERT: &str = "INSERT INTO users (tenant_id, user_id, username, role, password_hash, disabled)
         VALUES (?, ?, ?, ?, ?, 0) ON CONFLICT DO NOTHING RETURNING user_id";
     let params = [
@@ -190,13 +190,13 @@ pub fn create_user(conn: &Connection, tenant: &TenantId, user: &User) -> anyhow:
     Ok(first(&conn.execute(INSERT, &params).context("creating user")?).is_some())
 }
 
-pub fn set_disabled(conn: &Connection, tenant: &TenantId, user_id: &str, disabled: bool) -> anyhow::Result<bool> {
+pub fn set_disabled(conn: &impl Sql, tenant: &TenantId, user_id: &str, disabled: bool) -> anyhow::Result<bool> {
     const UPDATE: &str = "UPDATE users SET disabled = ? WHERE tenant_id = ? AND user_id = ? RETURNING user_id";
     let params = [Value::Integer(i64::from(disabled)), text(tenant.as_str()), text(user_id)];
     Ok(first(&conn.execute(UPDATE, &params).context("updating user")?).is_some())
 }
 
-pub fn set_password(conn: &Connection, tenant: &TenantId, user_id: &str, hash: &str) -> anyhow::Result<bool> {
+pub fn set_password(conn: &impl Sql, tenant: &TenantId, user_id: &str, hash: &str) -> anyhow::Result<bool> {
     const UPDATE: &str = "UPDATE users SET password_hash = ? WHERE tenant_id = ? AND user_id = ? RETURNING user_id";
     let params = [text(hash), text(tenant.as_str()), text(user_id)];
     Ok(first(&conn.execute(UPDATE, &params).context("updating password")?).is_some())
@@ -205,7 +205,7 @@ pub fn set_password(conn: &Connection, tenant: &TenantId, user_id: &str, hash: &
 /// Replaces the password hash only if `old_hash` is still the stored one (a self-service
 /// change, which verified the old password): `false` if another change came first.
 pub fn replace_password(
-    conn: &Connection,
+    conn: &impl Sql,
     tenant: &TenantId,
     user_id: &str,
     old_hash: &str,
@@ -219,19 +219,8 @@ pub fn replace_password(
 
 // ---- lockout -----------------------------------------------------------------------------
 
-fn attempts(conn: &Connection, tenant: &TenantId, username: &str, source: &str) -> anyhow::Result<Option<Attempts>> {
-    const SELECT: &str = "SELECT failures, window_start, locked_until FROM login_attempts
-        WHERE tenant_id = ? AND username = ? AND source = ?";
-    let rows =
-        conn.execute(SELECT, &[text(tenant.as_str()), text(username), text(source)]).context("reading attempts")?;
-    Ok(first(&rows).map(|r| Attempts {
-        failures: r.get::<i64>("failures").and_then(|f| u32::try_from(f).ok()).unwrap_or(0),
-        window_start: r.get::<i64>("window_start").unwrap_or(0),
-        locked_until: r.get::<i64>("locked_until").unwrap_or(0),
-    }))
-}
-
 /// The outcome of reserving a login attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reservation {
     /// Locked: refuse without checking the password.
     Locked { retry_after: i64 },
@@ -239,97 +228,123 @@ pub enum Reservation {
     Counted(Failure),
 }
 
-/// Counts an attempt as failed *before* the password is checked, with a compare-and-set on
-/// the stored counter, so concurrent guesses cannot all slip in before the first failure is
-/// recorded: at most `max_failures` attempts are ever checked per window. A lost race (no row
-/// back) reads the counter again; a failed statement is retried too, which can only count one
-/// failure more (a remote write whose answer was lost), never one less.
+const SELECT_ATTEMPTS: &str = "SELECT failures, window_start, locked_until FROM login_attempts
+    WHERE tenant_id = ? AND username = ? AND source = ?";
+const INSERT_ATTEMPTS: &str =
+    "INSERT INTO login_attempts (tenant_id, username, source, failures, window_start, locked_until)
+    VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING failures";
+/// Writes a counter only if it is still the one read: a row back means this writer won.
+const SWAP_ATTEMPTS: &str = "UPDATE login_attempts SET failures = ?, window_start = ?, locked_until = ?
+    WHERE tenant_id = ? AND username = ? AND source = ? AND failures = ? AND window_start = ? AND locked_until = ?
+    RETURNING failures";
+
+fn attempts(conn: &impl Sql, key: &[Value; 3]) -> anyhow::Result<Option<Attempts>> {
+    let rows = conn.execute(SELECT_ATTEMPTS, key).context("reading attempts")?;
+    Ok(first(&rows).map(|r| Attempts {
+        failures: r.get::<i64>("failures").and_then(|f| u32::try_from(f).ok()).unwrap_or(0),
+        window_start: r.get::<i64>("window_start").unwrap_or(0),
+        locked_until: r.get::<i64>("locked_until").unwrap_or(0),
+    }))
+}
+
+fn attempt_values(attempts: Attempts) -> [Value; 3] {
+    [
+        Value::Integer(i64::from(attempts.failures)),
+        Value::Integer(attempts.window_start),
+        Value::Integer(attempts.locked_until),
+    ]
+}
+
+/// What a step of [`swap_attempts`] wants done with the counter it read.
+enum Swap<T> {
+    /// Nothing to write: answer `T`.
+    Keep(T),
+    /// Store this counter in place of the one read, then answer `T`.
+    Write(Attempts, T),
+}
+
+/// The one compare-and-set loop over a (tenant, username, source) counter: reads it, lets
+/// `step` decide from what it read, and writes the new counter only if the stored one is still
+/// what was read (a first counter only if there is none yet). A lost race (no row back) reads
+/// again and decides again, so a concurrent change is never overwritten; a failed statement is
+/// retried too ([`db::Retry::SWAP`]), which can only apply a change twice (a remote write whose
+/// answer was lost), never lose one.
+fn swap_attempts<T>(
+    conn: &impl Sql,
+    tenant: &TenantId,
+    username: &str,
+    source: &str,
+    what: &str,
+    mut step: impl FnMut(Option<Attempts>) -> Swap<T>,
+) -> anyhow::Result<T> {
+    let key = [text(tenant.as_str()), text(username), text(source)];
+    db::Retry::SWAP.run(what, || {
+        let stored = attempts(conn, &key)?;
+        let (next, answer) = match step(stored) {
+            Swap::Keep(answer) => return Ok(Some(answer)),
+            Swap::Write(next, answer) => (next, answer),
+        };
+        let written = match stored {
+            None => {
+                let params: Vec<Value> = key.iter().cloned().chain(attempt_values(next)).collect();
+                conn.execute(INSERT_ATTEMPTS, &params)
+            }
+            Some(old) => {
+                let params: Vec<Value> =
+                    attempt_values(next).into_iter().chain(key.iter().cloned()).chain(attempt_values(old)).collect();
+                conn.execute(SWAP_ATTEMPTS, &params)
+            }
+        }
+        .with_context(|| what.to_owned())?;
+        Ok(first(&written).map(|_| answer))
+    })
+}
+
+/// Counts an attempt as failed *before* the password is checked, so concurrent guesses cannot
+/// all slip in before the first failure is recorded: at most `max_failures` attempts are ever
+/// checked per window.
 pub fn reserve_attempt(
-    conn: &Connection,
+    conn: &impl Sql,
     tenant: &TenantId,
     username: &str,
     source: &str,
     policy: LockoutPolicy,
     now: i64,
 ) -> anyhow::Result<Reservation> {
-    const INSERT: &str =
-        "INSERT INTO login_attempts (tenant_id, username, source, failures, window_start, locked_until)
-        VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING failures";
-    const SWAP: &str = "UPDATE login_attempts SET failures = ?, window_start = ?, locked_until = ?
-        WHERE tenant_id = ? AND username = ? AND source = ? AND failures = ? AND window_start = ? AND locked_until = ?
-        RETURNING failures";
-    db::Retry::SWAP.run("counting a login attempt", || {
-        let stored = attempts(conn, tenant, username, source)?;
+    swap_attempts(conn, tenant, username, source, "counting a login attempt", |stored| {
         let current = stored.unwrap_or_default();
         if current.is_locked(now) {
-            return Ok(Some(Reservation::Locked { retry_after: current.retry_after(now) }));
+            return Swap::Keep(Reservation::Locked { retry_after: current.retry_after(now) });
         }
         let mut next = current;
         let failure = next.fail(policy, now);
-        let key = [text(tenant.as_str()), text(username), text(source)];
-        let values = [
-            Value::Integer(i64::from(next.failures)),
-            Value::Integer(next.window_start),
-            Value::Integer(next.locked_until),
-        ];
-        let won = match stored {
-            None => {
-                let params: Vec<Value> = key.into_iter().chain(values).collect();
-                first(&conn.execute(INSERT, &params).context("counting attempt")?).is_some()
-            }
-            Some(old) => {
-                let expected = [
-                    Value::Integer(i64::from(old.failures)),
-                    Value::Integer(old.window_start),
-                    Value::Integer(old.locked_until),
-                ];
-                let params: Vec<Value> = values.into_iter().chain(key).chain(expected).collect();
-                first(&conn.execute(SWAP, &params).context("counting attempt")?).is_some()
-            }
-        };
-        Ok(won.then_some(Reservation::Counted(failure)))
+        Swap::Write(next, Reservation::Counted(failure))
     })
 }
 
 /// Takes back an attempt [`reserve_attempt`] counted (see [`Attempts::refund`]), with the same
 /// compare-and-set, so a concurrent failure is never lost.
 pub fn refund_attempt(
-    conn: &Connection,
+    conn: &impl Sql,
     tenant: &TenantId,
     username: &str,
     source: &str,
     policy: LockoutPolicy,
     counted: Failure,
 ) -> anyhow::Result<()> {
-    const SWAP: &str = "UPDATE login_attempts SET failures = ?, locked_until = ?
-        WHERE tenant_id = ? AND username = ? AND source = ? AND failures = ? AND window_start = ? AND locked_until = ?
-        RETURNING failures";
-    db::Retry::SWAP.run("refunding a login attempt", || {
-        let Some(old) = attempts(conn, tenant, username, source)? else {
-            return Ok(Some(()));
+    swap_attempts(conn, tenant, username, source, "refunding a login attempt", |stored| {
+        let Some(old) = stored else {
+            return Swap::Keep(());
         };
         let mut next = old;
         next.refund(policy, counted);
-        if next == old {
-            return Ok(Some(()));
-        }
-        let params = [
-            Value::Integer(i64::from(next.failures)),
-            Value::Integer(next.locked_until),
-            text(tenant.as_str()),
-            text(username),
-            text(source),
-            Value::Integer(i64::from(old.failures)),
-            Value::Integer(old.window_start),
-            Value::Integer(old.locked_until),
-        ];
-        Ok(first(&conn.execute(SWAP, &params).context("refunding attempt")?).map(|_| ()))
+        if next == old { Swap::Keep(()) } else { Swap::Write(next, ()) }
     })
 }
 
 /// Drops counters whose window and lock are both over, so guessing random usernames cannot
 /// grow the table without bound.
-pub fn sweep_attempts(conn: &Connection, policy: LockoutPolicy, now: i64) -> anyhow::Result<()> {
+pub fn sweep_attempts(conn: &impl Sql, policy: LockoutPolicy, now: i64) -> anyhow::Result<()> {
     conn.execute(
         "DELETE FROM login_attempts WHERE window_start < ? AND locked_until < ?",
         &[Value::Integer(now - policy.lock_secs), Value::Integer(now)],
@@ -340,12 +355,7 @@ pub fn sweep_attempts(conn: &Connection, policy: LockoutPolicy, now: i64) -> any
 
 /// Forgets the failures of one source (after a success) or, with `source` `None`, of every
 /// source (after an admin's password reset).
-pub fn clear_attempts(
-    conn: &Connection,
-    tenant: &TenantId,
-    username: &str,
-    source: Option<&str>,
-) -> anyhow::Result<()> {
+pub fn clear_attempts(conn: &impl Sql, tenant: &TenantId, username: &str, source: Option<&str>) -> anyhow::Result<()> {
     match source {
         Some(source) => conn.execute(
             "DELETE FROM login_attempts WHERE tenant_id = ? AND username = ? AND source = ?",
@@ -368,7 +378,7 @@ pub struct Mfa {
     pub last_step: Option<i64>,
 }
 
-pub fn mfa(conn: &Connection, tenant: &TenantId, user_id: &str) -> anyhow::Result<Option<Mfa>> {
+pub fn mfa(conn: &impl Sql, tenant: &TenantId, user_id: &str) -> anyhow::Result<Option<Mfa>> {
     const SELECT: &str = "SELECT secret_sealed, confirmed, last_step FROM mfa WHERE tenant_id = ? AND user_id = ?";
     let rows = conn.execute(SELECT, &[text(tenant.as_str()), text(user_id)]).context("reading mfa")?;
     Ok(first(&rows).map(|r| Mfa {
@@ -381,7 +391,7 @@ pub fn mfa(conn: &Connection, tenant: &TenantId, user_id: &str) -> anyhow::Resul
 /// Stores a new, unconfirmed secret; refused (`false`) once an enrolment is confirmed, which
 /// only an admin's reset undoes.
 pub fn start_enrolment(
-    conn: &Connection,
+    conn: &impl Sql,
     tenant: &TenantId,
     user_id: &str,
     sealed: &str,
@@ -397,14 +407,14 @@ pub fn start_enrolment(
 
 /// Records `step` as used (and the enrolment as confirmed) unless a step at or after it was
 /// already used: one statement, so two concurrent logins with the same code cannot both win.
-pub fn use_step(conn: &Connection, tenant: &TenantId, user_id: &str, step: i64) -> anyhow::Result<bool> {
+pub fn use_step(conn: &impl Sql, tenant: &TenantId, user_id: &str, step: i64) -> anyhow::Result<bool> {
     const UPDATE: &str = "UPDATE mfa SET last_step = ?, confirmed = 1
         WHERE tenant_id = ? AND user_id = ? AND (last_step IS NULL OR last_step < ?) RETURNING user_id";
     let params = [Value::Integer(step), text(tenant.as_str()), text(user_id), Value::Integer(step)];
     Ok(first(&conn.execute(UPDATE, &params).context("using totp step")?).is_some())
 }
 
-pub fn reset_mfa(conn: &Connection, tenant: &TenantId, user_id: &str) -> anyhow::Result<()> {
+pub fn reset_mfa(conn: &impl Sql, tenant: &TenantId, user_id: &str) -> anyhow::Result<()> {
     conn.execute("DELETE FROM mfa WHERE tenant_id = ? AND user_id = ?", &[text(tenant.as_str()), text(user_id)])
         .context("resetting mfa")?;
     Ok(())
@@ -429,7 +439,7 @@ pub struct PresentedRefresh {
     pub used_at: Option<i64>,
 }
 
-pub fn create_family(conn: &Connection, family: &Family) -> anyhow::Result<()> {
+pub fn create_family(conn: &impl Sql, family: &Family) -> anyhow::Result<()> {
     const INSERT: &str = "INSERT INTO refresh_families
         (family_id, tenant_id, user_id, client_id, amr, auth_time, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
     let params = [
@@ -447,7 +457,7 @@ pub fn create_family(conn: &Connection, family: &Family) -> anyhow::Result<()> {
 }
 
 pub fn add_refresh(
-    conn: &Connection,
+    conn: &impl Sql,
     token_hash: &str,
     family_id: &str,
     now: i64,
@@ -479,7 +489,7 @@ fn family_from(row: &spin_sdk::sqlite::Row<'_>) -> anyhow::Result<Family> {
     })
 }
 
-pub fn find_refresh(conn: &Connection, token_hash: &str) -> anyhow::Result<Option<PresentedRefresh>> {
+pub fn find_refresh(conn: &impl Sql, token_hash: &str) -> anyhow::Result<Option<PresentedRefresh>> {
     let sql = format!(
         "SELECT {FAMILY_COLUMNS}, t.used_at FROM refresh_tokens t JOIN refresh_families f USING (family_id)
          WHERE t.token_hash = ?"
@@ -491,7 +501,7 @@ pub fn find_refresh(conn: &Connection, token_hash: &str) -> anyhow::Result<Optio
 }
 
 /// Spends a refresh token: `true` only for the one request that marked it used.
-pub fn spend_refresh(conn: &Connection, token_hash: &str, now: i64) -> anyhow::Result<bool> {
+pub fn spend_refresh(conn: &impl Sql, token_hash: &str, now: i64) -> anyhow::Result<bool> {
     const UPDATE: &str =
         "UPDATE refresh_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL RETURNING token_hash";
     Ok(first(&conn.execute(UPDATE, &[Value::Integer(now), text(token_hash)]).context("spending refresh token")?)
@@ -500,7 +510,7 @@ pub fn spend_refresh(conn: &Connection, token_hash: &str, now: i64) -> anyhow::R
 
 /// Revokes one family; returns the access tokens issued in it that may still be valid, for the
 /// caller to revoke too.
-pub fn revoke_family(conn: &Connection, family_id: &str, reason: &str, now: i64) -> anyhow::Result<Vec<(String, i64)>> {
+pub fn revoke_family(conn: &impl Sql, family_id: &str, reason: &str, now: i64) -> anyhow::Result<Vec<(String, i64)>> {
     const REVOKE: &str =
         "UPDATE refresh_families SET revoked_at = ?, revoked_reason = ? WHERE family_id = ? AND revoked_at IS NULL";
     const ACCESS: &str = "SELECT access_jti, access_exp FROM refresh_tokens WHERE family_id = ? AND access_exp > ?";
@@ -513,13 +523,13 @@ pub fn revoke_family(conn: &Connection, family_id: &str, reason: &str, now: i64)
 }
 
 /// Whether a family has been revoked (or does not exist).
-pub fn family_revoked(conn: &Connection, family_id: &str) -> anyhow::Result<bool> {
+pub fn family_revoked(conn: &impl Sql, family_id: &str) -> anyhow::Result<bool> {
     const SELECT: &str = "SELECT 1 FROM refresh_families WHERE family_id = ? AND revoked_at IS NULL";
     Ok(first(&conn.execute(SELECT, &[text(family_id)]).context("reading family")?).is_none())
 }
 
 /// The live families of a user (logout-all, password reset, disable).
-pub fn user_families(conn: &Connection, tenant: &TenantId, user_id: &str) -> anyhow::Result<Vec<String>> {
+pub fn user_families(conn: &impl Sql, tenant: &TenantId, user_id: &str) -> anyhow::Result<Vec<String>> {
     const SELECT: &str =
         "SELECT family_id FROM refresh_families WHERE tenant_id = ? AND user_id = ? AND revoked_at IS NULL";
     let rows = conn.execute(SELECT, &[text(tenant.as_str()), text(user_id)]).context("listing families")?;
@@ -527,7 +537,7 @@ pub fn user_families(conn: &Connection, tenant: &TenantId, user_id: &str) -> any
 }
 
 /// The access tokens issued in a family that may still be valid at `now`, without revoking it.
-pub fn family_access_tokens(conn: &Connection, family_id: &str, now: i64) -> anyhow::Result<Vec<(String, i64)>> {
+pub fn family_access_tokens(conn: &impl Sql, family_id: &str, now: i64) -> anyhow::Result<Vec<(String, i64)>> {
     const ACCESS: &str = "SELECT access_jti, access_exp FROM refresh_tokens WHERE family_id = ? AND access_exp > ?";
     let rows = conn.execute(ACCESS, &[text(family_id), Value::Integer(now)]).context("listing family tokens")?;
     Ok(rows
@@ -537,7 +547,7 @@ pub fn family_access_tokens(conn: &Connection, family_id: &str, now: i64) -> any
 }
 
 /// The family an access token was issued in, if it came with a refresh token.
-pub fn family_of_access(conn: &Connection, access_jti: &str) -> anyhow::Result<Option<String>> {
+pub fn family_of_access(conn: &impl Sql, access_jti: &str) -> anyhow::Result<Option<String>> {
     const SELECT: &str = "SELECT family_id FROM refresh_tokens WHERE access_jti = ? LIMIT 1";
     let rows = conn.execute(SELECT, &[text(access_jti)]).context("finding family")?;
     Ok(first(&rows).and_then(|r| r.get::<&str>("family_id").map(str::to_owned)))
@@ -569,19 +579,19 @@ fn client_from(row: &spin_sdk::sqlite::Row<'_>) -> anyhow::Result<Client> {
     })
 }
 
-pub fn find_client(conn: &Connection, client_id: &str) -> anyhow::Result<Option<Client>> {
+pub fn find_client(conn: &impl Sql, client_id: &str) -> anyhow::Result<Option<Client>> {
     let sql = format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = ?");
     let rows = conn.execute(&sql, &[text(client_id)]).context("looking up client")?;
     first(&rows).map(|r| client_from(&r)).transpose()
 }
 
-pub fn list_clients(conn: &Connection, tenant: &TenantId) -> anyhow::Result<Vec<Client>> {
+pub fn list_clients(conn: &impl Sql, tenant: &TenantId) -> anyhow::Result<Vec<Client>> {
     let sql = format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE tenant_id = ? ORDER BY client_id");
     let rows = conn.execute(&sql, &[text(tenant.as_str())]).context("listing clients")?;
     rows.rows().map(|r| client_from(&r)).collect()
 }
 
-pub fn create_client(conn: &Connection, client: &Client, now: i64) -> anyhow::Result<bool> {
+pub fn create_client(conn: &impl Sql, client: &Client, now: i64) -> anyhow::Result<bool> {
     const INSERT: &str =
         "INSERT INTO clients (client_id, tenant_id, name, secret_hash, sig_jwk, enc_jwk, disabled, created_at)
         VALUES (?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT DO NOTHING RETURNING client_id";
@@ -599,7 +609,7 @@ pub fn create_client(conn: &Connection, client: &Client, now: i64) -> anyhow::Re
 }
 
 pub fn set_client_disabled(
-    conn: &Connection,
+    conn: &impl Sql,
     tenant: &TenantId,
     client_id: &str,
     disabled: bool,
@@ -611,13 +621,7 @@ pub fn set_client_disabled(
 
 /// Records a client assertion's `jti`; `false` if it was seen before (a replay). Expired
 /// entries are swept first so the table stays small.
-pub fn spend_assertion(
-    conn: &Connection,
-    client_id: &str,
-    jti: &str,
-    expires_at: i64,
-    now: i64,
-) -> anyhow::Result<bool> {
+pub fn spend_assertion(conn: &impl Sql, client_id: &str, jti: &str, expires_at: i64, now: i64) -> anyhow::Result<bool> {
     conn.execute("DELETE FROM client_assertions WHERE expires_at < ?", &[Value::Integer(now - 120)])
         .context("sweeping assertions")?;
     const INSERT: &str = "INSERT INTO client_assertions (client_id, jti, expires_at) VALUES (?, ?, ?)
