@@ -7,6 +7,12 @@
 //! (other instances, other `spin up` processes on the same file) then queue on the write lock
 //! instead of racing again. Never overwritten, never dropped: a writer that cannot append
 //! returns an error and its request fails.
+//!
+//! That append is one function over [`Sql`] ([`append_to`]), tested natively on real SQLite with
+//! concurrent connections. Code that only records events takes an [`AuditSink`]: [`Database`]
+//! (the instance's `audit` database) in a component, [`Sqlite`] over any open connection, or
+//! [`Memory`] in a component's native tests. Queries, exports and counters read the database
+//! directly; they are not part of the sink.
 
 use anyhow::Context;
 use health_core::audit::{Event, GENESIS, StoredLink, link};
@@ -144,6 +150,67 @@ pub const PENDING: &str = "pending_forward";
 /// The break-glass reason stays with the outcome event (one entry in the review queue).
 pub fn pending(event: &Event) -> Event {
     Event { outcome: None, reason: PENDING.into(), status: 0, break_glass_reason: None, ..event.clone() }
+}
+
+/// Where a component records what it did: one operation, failing closed. An `Err` means the
+/// event was not recorded, and the caller must fail its request (no unaudited access).
+pub trait AuditSink {
+    /// Appends `event` to its tenant's chain.
+    fn append(&self, event: &Event) -> anyhow::Result<()>;
+}
+
+/// The instance's `audit` database (see [`open`]): the sink every component writes to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Database;
+
+impl AuditSink for Database {
+    fn append(&self, event: &Event) -> anyhow::Result<()> {
+        append(event)
+    }
+}
+
+/// The chains in the `audit` schema over an open connection ([`append_to`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Sqlite<'c, C>(pub &'c C);
+
+impl<C: Sql> AuditSink for Sqlite<'_, C> {
+    fn append(&self, event: &Event) -> anyhow::Result<()> {
+        append_to(self.0, event)
+    }
+}
+
+/// A sink in memory, for components' native tests: keeps every event in the order appended, or,
+/// made with [`Memory::failing`], refuses every one as an audit database that cannot be written
+/// does, so a test can check that the request then fails.
+#[derive(Debug, Default)]
+pub struct Memory {
+    events: std::sync::Mutex<Vec<Event>>,
+    failing: bool,
+}
+
+impl Memory {
+    /// A sink that refuses every event.
+    pub fn failing() -> Self {
+        Self { failing: true, ..Self::default() }
+    }
+
+    /// The events appended so far, in order.
+    pub fn events(&self) -> Vec<Event> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Event>> {
+        // A push cannot be left half-done by a panicking holder.
+        self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl AuditSink for Memory {
+    fn append(&self, event: &Event) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.failing, "audit append for tenant {:?}: the test sink refuses it", event.tenant_id);
+        self.lock().push(event.clone());
+        Ok(())
+    }
 }
 
 /// Appends `event` to its tenant's chain. An error means the event was not recorded, and the
@@ -443,8 +510,12 @@ mod tests {
         assert_eq!(stored_chain(&db, "t2").len(), 1);
     }
 
+    fn reasons(chain: &[StoredLink]) -> Vec<String> {
+        chain.iter().map(|l| serde_json::from_str::<Event>(&l.event_json).expect("event").reason).collect()
+    }
+
     #[test]
-    fn concurrent_appends_from_separate_connections_keep_every_event_and_the_chain_intact() {
+    fn concurrent_appends_from_separate_connections_keep_every_event_once_and_each_chain_intact() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("audit.db");
         drop(migrated(&path));
@@ -456,16 +527,39 @@ mod tests {
                     // A connection per writer, opened as Spin opens one per component instance.
                     let db = Native::open(path);
                     db::configure(&db);
+                    let sink = Sqlite(&db);
                     for i in 0..each {
-                        append_to(&db, &event("t1", &format!("w{w}-{i}"))).expect("no event is dropped");
+                        // Two tenants' chains written at once: each is its own sequence.
+                        let tenant = if (w + i) % 2 == 0 { "t1" } else { "t2" };
+                        sink.append(&event(tenant, &format!("w{w}-{i}"))).expect("no event is dropped");
                     }
                 });
             }
         });
         let db = Native::open(&path);
-        let chain = stored_chain(&db, "t1");
-        assert_eq!(chain.len(), writers * each);
-        assert_eq!(health_core::audit::verify_chain(&chain), Ok(writers * each));
+        let (t1, t2) = (stored_chain(&db, "t1"), stored_chain(&db, "t2"));
+        // `verify_chain` also requires seq 1, 2, 3, ... without a gap.
+        assert_eq!(health_core::audit::verify_chain(&t1), Ok(t1.len()));
+        assert_eq!(health_core::audit::verify_chain(&t2), Ok(t2.len()));
+        let mut appended: Vec<String> = reasons(&t1).into_iter().chain(reasons(&t2)).collect();
+        appended.sort();
+        let mut expected: Vec<String> =
+            (0..writers).flat_map(|w| (0..each).map(move |i| format!("w{w}-{i}"))).collect();
+        expected.sort();
+        assert_eq!(appended, expected, "every event exactly once");
+        assert_eq!(t1.len(), writers * each / 2);
+    }
+
+    #[test]
+    fn the_memory_sink_keeps_events_in_order_or_refuses_them_all() {
+        let sink = Memory::default();
+        sink.append(&event("t1", "a")).expect("kept");
+        sink.append(&event("t2", "b")).expect("kept");
+        assert_eq!(sink.events().iter().map(|e| e.reason.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        let failing = Memory::failing();
+        let error = failing.append(&event("t1", "lost?")).expect_err("refused");
+        assert!(format!("{error}").contains("\"t1\""), "{error}");
+        assert!(failing.events().is_empty());
     }
 
     /// A connection on which another writer appends between this writer's head read and its
@@ -498,9 +592,7 @@ mod tests {
         let overtaken = Overtaken { db: Native::open(&path), other: &other, raced: std::cell::Cell::new(false) };
         append_to(&overtaken, &event("t1", "overtaken")).expect("retried in a transaction");
         let chain = stored_chain(&other, "t1");
-        let reasons: Vec<String> =
-            chain.iter().map(|l| serde_json::from_str::<Event>(&l.event_json).expect("event").reason).collect();
-        assert_eq!(reasons, ["first", "overtaker", "overtaken"]);
+        assert_eq!(reasons(&chain), ["first", "overtaker", "overtaken"]);
         assert_eq!(health_core::audit::verify_chain(&chain), Ok(3));
     }
 
@@ -509,7 +601,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = Native::open(&dir.path().join("audit.db"));
         // No schema: every try fails, and the caller learns it (fail closed).
-        let error = append_to(&db, &event("t1", "lost?")).expect_err("not recorded");
+        let error = Sqlite(&db).append(&event("t1", "lost?")).expect_err("not recorded");
         assert!(format!("{error:#}").contains("appending an audit event: failed 4 times"), "{error:#}");
     }
 }
