@@ -3,6 +3,11 @@
 //! the queries for the resource facts policy needs. Each service opens it with its own
 //! capability and reads only through these functions, so every PHI field is sealed on the way
 //! in and opened on the way out in one place.
+//!
+//! The key store ([`Vault`]: data keys wrapped under `phi_wrapping_key`, per-patient keys under
+//! the data keys, crypto-shredding) and the functions that seal and open through it run over
+//! any [`Sql`] connection, so creating a patient's key under concurrency, erasure and a wrong
+//! wrapping key are tested natively on real SQLite.
 
 use std::collections::HashMap;
 
@@ -11,7 +16,7 @@ use health_core::phi::{self, Field, PhiError};
 use health_core::{SecretKey, TenantId};
 use spin_sdk::sqlite::{Connection, Value};
 
-use crate::db::{self, Migration, Step};
+use crate::db::{self, Migration, Sql, Step};
 
 /// The records database label in spin.toml.
 pub const DATABASE: &str = "records";
@@ -191,9 +196,11 @@ fn opt_text(v: Option<&str>) -> Value {
     v.map_or(Value::Null, text)
 }
 
-/// The PHI keys of one tenant, opened lazily and kept for one request.
-pub struct Vault<'c> {
-    conn: &'c Connection,
+/// The PHI keys of one tenant, opened lazily and kept for one request. Its storage is the
+/// `data_key` and `patient_key` tables over any [`Sql`] connection: Spin's in a role service,
+/// real SQLite in native tests.
+pub struct Vault<'c, C = Connection> {
+    conn: &'c C,
     tenant: String,
     wrapping: SecretKey,
     data_keys: HashMap<String, SecretKey>,
@@ -201,19 +208,25 @@ pub struct Vault<'c> {
     newest: Option<String>,
 }
 
-impl<'c> Vault<'c> {
+impl<'c, C: Sql> Vault<'c, C> {
     /// The vault of `tenant`, its data keys wrapped under `phi_wrapping_key`: the role services'
     /// own secret, so none of them holds `master_key` (which also opens the tenants' private
     /// signing keys).
-    pub fn open(conn: &'c Connection, tenant: &str) -> anyhow::Result<Self> {
-        Ok(Self {
+    pub fn open(conn: &'c C, tenant: &str) -> anyhow::Result<Self> {
+        Ok(Self::with_wrapping_key(conn, tenant, crate::secret_key("phi_wrapping_key")?))
+    }
+
+    /// The vault of `tenant` with its data keys wrapped under `wrapping` (native tests; a
+    /// component uses [`Vault::open`]).
+    pub fn with_wrapping_key(conn: &'c C, tenant: &str, wrapping: SecretKey) -> Self {
+        Self {
             conn,
             tenant: tenant.to_owned(),
-            wrapping: crate::secret_key("phi_wrapping_key")?,
+            wrapping,
             data_keys: HashMap::new(),
             patient_keys: HashMap::new(),
             newest: None,
-        })
+        }
     }
 
     fn data_key(&mut self, key_id: &str) -> anyhow::Result<Option<SecretKey>> {
@@ -231,7 +244,9 @@ impl<'c> Vault<'c> {
         Ok(Some(key))
     }
 
-    /// The id of the tenant's newest data key, creating the first one on first use.
+    /// The id of the tenant's newest data key, creating the first one on first use. Concurrent
+    /// first uses may each create one (nothing arbitrates them); every sealed value names the
+    /// data key it was sealed under, so all of them open, and later writes agree on the newest.
     pub fn newest_data_key(&mut self) -> anyhow::Result<String> {
         if let Some(id) = &self.newest {
             return Ok(id.clone());
@@ -384,7 +399,7 @@ pub struct Demographics {
 const PATIENT: &str = "SELECT owner_subject, given_name, family_name, birth_date, erased_at FROM patient
     WHERE tenant_id = ? AND patient_id = ?";
 
-pub fn patient(conn: &Connection, tenant: &str, patient_id: &str) -> anyhow::Result<Option<PatientRow>> {
+pub fn patient(conn: &impl Sql, tenant: &str, patient_id: &str) -> anyhow::Result<Option<PatientRow>> {
     let rows = conn.execute(PATIENT, &[text(tenant), text(patient_id)]).context("reading patient")?;
     Ok(rows.rows().next().map(|r| {
         let field = |name: &str| r.get::<&str>(name).unwrap_or_default().to_owned();
@@ -400,7 +415,10 @@ pub fn patient(conn: &Connection, tenant: &str, patient_id: &str) -> anyhow::Res
 }
 
 /// Opens a patient's demographics.
-pub fn demographics(vault: &mut Vault<'_>, row: &PatientRow) -> anyhow::Result<Result<Demographics, PhiError>> {
+pub fn demographics<C: Sql>(
+    vault: &mut Vault<'_, C>,
+    row: &PatientRow,
+) -> anyhow::Result<Result<Demographics, PhiError>> {
     let id = row.patient_id.as_str();
     let mut open = |field: &str, stored: &str| vault.open_field(id, "patient", id, field, stored);
     let given_name = match open("given_name", &row.given_name)? {
@@ -419,8 +437,8 @@ pub fn demographics(vault: &mut Vault<'_>, row: &PatientRow) -> anyhow::Result<R
 }
 
 /// Adds a patient with sealed demographics (`INSERT OR IGNORE`: an existing one is kept).
-pub fn add_patient(
-    vault: &mut Vault<'_>,
+pub fn add_patient<C: Sql>(
+    vault: &mut Vault<'_, C>,
     patient_id: &str,
     owner: Option<&str>,
     demographics: [&str; 3],
@@ -707,7 +725,7 @@ pub struct Entry {
 }
 
 /// The patient's entries, opened; an entry that does not open fails the whole read.
-pub fn entries(vault: &mut Vault<'_>, patient_id: &str) -> anyhow::Result<Result<Vec<Entry>, PhiError>> {
+pub fn entries<C: Sql>(vault: &mut Vault<'_, C>, patient_id: &str) -> anyhow::Result<Result<Vec<Entry>, PhiError>> {
     const ENTRIES: &str = "SELECT entry_id, kind, content, author_subject, created_at, updated_at FROM entry
         WHERE tenant_id = ? AND patient_id = ? ORDER BY created_at, entry_id";
     let tenant = vault.tenant.clone();
@@ -733,8 +751,8 @@ pub fn entries(vault: &mut Vault<'_>, patient_id: &str) -> anyhow::Result<Result
 }
 
 /// Adds an entry with sealed content.
-pub fn add_entry(
-    vault: &mut Vault<'_>,
+pub fn add_entry<C: Sql>(
+    vault: &mut Vault<'_, C>,
     patient_id: &str,
     entry_id: &str,
     kind: &str,
@@ -762,8 +780,8 @@ pub fn add_entry(
 
 /// Replaces an entry's content (sealed again under the newest key); `false` if the patient has
 /// no such entry.
-pub fn update_entry(
-    vault: &mut Vault<'_>,
+pub fn update_entry<C: Sql>(
+    vault: &mut Vault<'_, C>,
     patient_id: &str,
     entry_id: &str,
     content: &str,
@@ -832,8 +850,8 @@ pub struct NewResult<'a> {
 
 /// Closes the open order `order_id` of `lab` and appends its result, sealed. `false` if the
 /// order was no longer open (a second submission, or another racing it): exactly one wins.
-pub fn append_lab_result(
-    vault: &mut Vault<'_>,
+pub fn append_lab_result<C: Sql>(
+    vault: &mut Vault<'_, C>,
     order: &LabOrder,
     result_id: &str,
     result: &NewResult<'_>,
@@ -885,7 +903,10 @@ pub struct LabResultView {
     pub resulted_at: i64,
 }
 
-pub fn lab_results(vault: &mut Vault<'_>, patient_id: &str) -> anyhow::Result<Result<Vec<LabResultView>, PhiError>> {
+pub fn lab_results<C: Sql>(
+    vault: &mut Vault<'_, C>,
+    patient_id: &str,
+) -> anyhow::Result<Result<Vec<LabResultView>, PhiError>> {
     const RESULTS: &str =
         "SELECT result_id, order_id, code, value, unit, note, lab_subject, resulted_at FROM lab_result
         WHERE tenant_id = ? AND patient_id = ? ORDER BY resulted_at, result_id";
@@ -976,7 +997,6 @@ fn seed(conn: &Connection) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::Sql;
     use crate::db::testing::Native;
 
     const T: &str = "demo-hospital";
@@ -1059,5 +1079,159 @@ mod tests {
             team.iter().find(|m| m.membership_id == "ct-3").and_then(|m| m.ended_by.as_deref()),
             Some("u-admin")
         );
+    }
+
+    fn records_db(path: &std::path::Path) -> Native {
+        let db = Native::open(path);
+        db::configure(&db);
+        db::migrate(&db, MIGRATIONS, |_| Ok(())).expect("schema");
+        db
+    }
+
+    fn wrapping(byte: u8) -> SecretKey {
+        SecretKey::from_bytes([byte; 32])
+    }
+
+    fn count(db: &Native, sql: &str) -> i64 {
+        db.integer(sql)
+    }
+
+    #[test]
+    fn concurrent_first_writers_of_a_patient_end_with_one_key_they_all_used() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("records.db");
+        let db = records_db(&path);
+        let data_key = Vault::with_wrapping_key(&db, T, wrapping(7)).newest_data_key().expect("data key");
+        let writers = 8;
+        let barrier = std::sync::Barrier::new(writers);
+        let sealed: Vec<(String, String)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..writers)
+                .map(|i| {
+                    let (path, barrier) = (&path, &barrier);
+                    scope.spawn(move || {
+                        // A connection per writer, as each role-service instance opens its own.
+                        let db = Native::open(path);
+                        db::configure(&db);
+                        let mut vault = Vault::with_wrapping_key(&db, T, wrapping(7));
+                        let entry = format!("e-{i}");
+                        barrier.wait();
+                        let stored =
+                            vault.seal("p-1", "entry", &entry, "content", &format!("note {i}")).expect("seals");
+                        (entry, stored)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("writer")).collect()
+        });
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM patient_key"), 1, "one key for the patient");
+        assert_eq!(db.text("SELECT data_key_id FROM patient_key"), data_key);
+        // Read back by a vault that knows only the stored key: a value sealed under a key that
+        // lost the race would not open.
+        let mut reader = Vault::with_wrapping_key(&db, T, wrapping(7));
+        for (i, (entry, stored)) in sealed.iter().enumerate() {
+            let opened = reader.open_field("p-1", "entry", entry, "content", stored).expect("no platform error");
+            assert_eq!(opened, Ok(format!("note {i}")));
+        }
+    }
+
+    #[test]
+    fn concurrent_first_uses_of_a_tenant_may_each_make_a_data_key_and_every_value_opens() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("records.db");
+        let db = records_db(&path);
+        let writers = 4;
+        let barrier = std::sync::Barrier::new(writers);
+        let sealed: Vec<String> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..writers)
+                .map(|i| {
+                    let (path, barrier) = (&path, &barrier);
+                    scope.spawn(move || {
+                        let db = Native::open(path);
+                        db::configure(&db);
+                        let mut vault = Vault::with_wrapping_key(&db, T, wrapping(7));
+                        barrier.wait();
+                        vault.seal(&format!("p-{i}"), "entry", "e", "content", "x").expect("seals")
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("writer")).collect()
+        });
+        assert!((1..=4).contains(&count(&db, "SELECT COUNT(*) FROM data_key")));
+        let mut reader = Vault::with_wrapping_key(&db, T, wrapping(7));
+        for (i, stored) in sealed.iter().enumerate() {
+            let opened = reader.open_field(&format!("p-{i}"), "entry", "e", "content", stored).expect("no error");
+            assert_eq!(opened, Ok("x".to_owned()));
+        }
+    }
+
+    #[test]
+    fn a_vault_under_another_wrapping_key_or_tenant_opens_nothing_and_writes_nothing() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let db = records_db(&dir.path().join("records.db"));
+        let stored = Vault::with_wrapping_key(&db, T, wrapping(7))
+            .seal("p-1", "entry", "e-1", "content", "secret")
+            .expect("seals");
+        let mut wrong = Vault::with_wrapping_key(&db, T, wrapping(8));
+        let error = wrong.open_field("p-1", "entry", "e-1", "content", &stored).expect_err("refused");
+        assert!(format!("{error}").contains("does not open"), "{error}");
+        wrong.seal("p-2", "entry", "e-2", "content", "x").expect_err("nothing sealed under a key it cannot open");
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM patient_key"), 1);
+        let mut other = Vault::with_wrapping_key(&db, "other-hospital", wrapping(7));
+        let opened = other.open_field("p-1", "entry", "e-1", "content", &stored).expect("no platform error");
+        assert_eq!(opened, Err(PhiError::KeyGone), "another tenant has no such data key");
+        let mut right = Vault::with_wrapping_key(&db, T, wrapping(7));
+        let moved = right.open_field("p-1", "entry", "e-2", "content", &stored).expect("no platform error");
+        assert_eq!(moved, Err(PhiError::Open), "a value moved to another row does not open");
+    }
+
+    #[test]
+    fn erasing_a_patient_shreds_their_keys_and_no_key_is_made_for_them_again() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let db = records_db(&dir.path().join("records.db"));
+        let mut vault = Vault::with_wrapping_key(&db, T, wrapping(7));
+        add_patient(&mut vault, "p-1", Some("u-a"), ["Ann", "Ames", "1980-01-01"]).expect("patient");
+        add_patient(&mut vault, "p-2", None, ["Ben", "Bell", "1981-02-02"]).expect("patient");
+        add_entry(&mut vault, "p-1", "e-1", "diagnosis", "secret", "u-dr", 1_000).expect("entry");
+        db.execute("INSERT INTO consent VALUES ('demo-hospital', 'p-1', 'acme', 1000, 5000, NULL)", &[])
+            .expect("consent");
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM patient_key WHERE patient_id = 'p-1'"), 1);
+
+        assert!(vault.erase("p-1", 2_000).expect("erases"));
+        assert!(!vault.erase("p-1", 2_001).expect("again"), "already erased");
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM patient_key WHERE patient_id = 'p-1'"), 0);
+        assert_eq!(count(&db, "SELECT revoked_at FROM consent WHERE patient_id = 'p-1'"), 2_000);
+        assert!(patient(&db, T, "p-1").expect("read").expect("kept").erased);
+        assert_eq!(entries(&mut vault, "p-1").expect("no platform error"), Err(PhiError::KeyGone), "same request");
+
+        // Another request: nothing of theirs opens, nothing new is sealed for them.
+        let mut later = Vault::with_wrapping_key(&db, T, wrapping(7));
+        assert_eq!(entries(&mut later, "p-1").expect("no platform error"), Err(PhiError::KeyGone));
+        let refused = later.seal("p-1", "entry", "e-2", "content", "more").expect_err("erased");
+        assert!(format!("{refused}").contains("is erased"), "{refused}");
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM patient_key WHERE patient_id = 'p-1'"), 0);
+        let ben = patient(&db, T, "p-2").expect("read").expect("p-2");
+        let opened = demographics(&mut later, &ben).expect("no platform error").expect("opens");
+        assert_eq!(opened.given_name, "Ben", "other patients keep their keys");
+    }
+
+    #[test]
+    fn after_a_rotation_new_values_use_the_new_data_key_and_older_values_still_open() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let db = records_db(&dir.path().join("records.db"));
+        let mut vault = Vault::with_wrapping_key(&db, T, wrapping(7));
+        let first = vault.newest_data_key().expect("first data key");
+        add_entry(&mut vault, "p-1", "e-1", "note", "before", "u-dr", 1_000).expect("entry");
+        let second = vault.rotate(crate::now() + 60).expect("rotates");
+        assert_ne!(first, second);
+        add_entry(&mut vault, "p-1", "e-2", "note", "after", "u-dr", 1_001).expect("entry");
+        let key_of = |entry: &str| {
+            let stored = db.text(&format!("SELECT content FROM entry WHERE entry_id = '{entry}'"));
+            phi::data_key_id(&stored).expect("sealed").to_owned()
+        };
+        assert_eq!((key_of("e-1"), key_of("e-2")), (first, second.clone()));
+        let mut later = Vault::with_wrapping_key(&db, T, wrapping(7));
+        assert_eq!(later.newest_data_key().expect("newest"), second);
+        let read = entries(&mut later, "p-1").expect("no platform error").expect("opens");
+        assert_eq!(read.iter().map(|e| e.content.as_str()).collect::<Vec<_>>(), ["before", "after"]);
     }
 }
