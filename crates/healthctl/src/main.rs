@@ -1,12 +1,17 @@
 //! `healthctl`: the platform operator's command-line tool. It talks to the admin API of a
 //! running app (`cargo xtask up`, `spin up` or a deployment) with the operator token from
-//! `HEALTH_OPERATOR_TOKEN`. It holds no keys and reads no store itself; `secrets` computes, offline,
-//! the value of a secret variable from a key the operator passes in the environment. The
+//! `HEALTH_OPERATOR_TOKEN`. It holds no keys; `secrets` computes, offline,
+//! the value of a secret variable from a key the operator passes in the environment. `backup`
+//! alone reads the stores themselves: it snapshots the files a runtime configuration places
+//! them in, encrypted, and restores them into a new state directory (`backup.rs`). The
 //! self-service commands (`patients access-log`, `patients export`, `auth change-password`) and
 //! `care-team` act as a signed-in user instead, with the access token in `HEALTHCTL_ACCESS_TOKEN`.
 //!
-//! Exit codes: 0 done; 1 the server refused (4xx, its problem detail printed) or the audit chain
-//! is broken; 2 bad usage or configuration; 3 the server failed or could not be reached.
+//! Exit codes: 0 done; 1 the server refused (4xx, its problem detail printed), the audit chain
+//! is broken, or a backup does not verify; 2 bad usage or configuration; 3 the server failed or
+//! could not be reached, or a store could not be read.
+
+mod backup;
 
 use std::process::ExitCode;
 
@@ -61,6 +66,11 @@ enum Command {
     /// doctor lists their own patients. The access token comes from `HEALTHCTL_ACCESS_TOKEN`.
     #[command(subcommand)]
     CareTeam(CareTeam),
+    /// Encrypted backups of the stores (local files), made while the platform serves; verify
+    /// and restore into a new state directory. The passphrase comes from the environment
+    /// variable `--passphrase-env` names (or a file), never from an argument.
+    #[command(subcommand)]
+    Backup(backup::Command),
 }
 
 #[derive(Subcommand)]
@@ -275,10 +285,13 @@ enum Keys {
     },
 }
 
+#[derive(Debug)]
 enum Failure {
     Usage(String),
     Refused(u16, String),
     Unavailable(String),
+    /// Something checked is not as it should be (a backup that does not verify).
+    Invalid(String),
 }
 
 fn tenant(text: &str) -> Result<TenantId, Failure> {
@@ -412,6 +425,7 @@ fn run(cli: Cli) -> Result<Value, Failure> {
             request_as_user(&url, "POST", "/api/auth/change-password", Some(body))
         }
         Command::CareTeam(command) => care_team(&url, command),
+        Command::Backup(command) => backup::run(command),
         Command::Totp { secret } => totp_code(&secret),
         Command::Secrets(Secrets::PhiWrappingKey) => {
             println!("{}", phi_wrapping_key()?);
@@ -584,6 +598,10 @@ fn main() -> ExitCode {
         Err(Failure::Unavailable(message)) => {
             eprintln!("healthctl: {message}");
             ExitCode::from(3)
+        }
+        Err(Failure::Invalid(message)) => {
+            eprintln!("healthctl: {message}");
+            ExitCode::from(1)
         }
     }
 }
