@@ -10,6 +10,7 @@
 
 mod admin;
 mod attacks;
+mod backup;
 mod care_team;
 mod context;
 mod data;

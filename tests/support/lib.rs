@@ -9,6 +9,7 @@ use bytes::Bytes;
 use health_core::{Component, Link, SecretKey};
 use health_host::LoadOptions;
 
+pub mod backup;
 pub mod fresh;
 pub mod runtime;
 pub use runtime::{Runtime, Target};
