@@ -2,9 +2,10 @@
 //! the platform's security headers and RFC 9457 problems, reading the attested caller context,
 //! SQLite as every component opens it (per-connection settings, WAL, migrations, transactions
 //! and bounded retries, the same on Spin's SQLite and on libSQL), the hash-chained audit log
-//! (append, query, counters), the `records` store with its PHI key vault and demo data, the
-//! `identity` store `auth` keeps its accounts, lockout counters and refresh tokens in (feature
-//! `identity`), and the shell every role service answers through.
+//! (append behind the `AuditSink` trait, query, counters), the `revocations` key-value store
+//! (revoked `jti`s, subjects' not-before, the check), the `records` store with its PHI key vault
+//! and demo data, the `identity` store `auth` keeps its accounts, lockout counters and refresh
+//! tokens in (feature `identity`), and the shell every role service answers through.
 //!
 //! Everything here talks to Spin host interfaces through `spin-sdk`; the rules themselves live
 //! in the pure crates (`health-core`, `health-jose`, `health-policy`, `health-identity`).
