@@ -22,13 +22,14 @@
 
 use health_core::audit::Event;
 use health_core::{Caller, Role};
-use health_identity::lockout::{Failure, source_of};
+use health_identity::lockout::source_of;
+use health_identity::login::{self as decide, Account, Refusal};
 use health_identity::password;
 use health_spin::identity::{self, Reservation};
 use serde::Deserialize;
 use spin_sdk::http::Response;
 
-use crate::{Ctx, Error, issue, sessions};
+use crate::{Ctx, Error, issue, login, sessions};
 
 type Outcome = anyhow::Result<Result<Response, Error>>;
 
@@ -109,27 +110,25 @@ pub async fn change_password(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
     let username = user.username.as_str();
     let counted = match identity::reserve_attempt(&db, tenant, username, &source, policy, ctx.now)? {
         Reservation::Locked { retry_after } => {
-            event.reason = "locked_out".into();
+            let refusal = Refusal::Locked { retry_after };
+            event.reason = refusal.reason().into();
             return Ok(Err(Error::Locked { retry_after }));
         }
         Reservation::Counted(failure) => failure,
     };
-    if !password::matches(&user.password_hash, &request.current_password) {
-        event.reason = "bad_password".into();
-        identity::sweep_attempts(&db, policy, ctx.now)?;
-        if counted == Failure::Locked {
-            let mut lockout = event.clone();
-            lockout.action = "auth.lockout".into();
-            lockout.reason = format!("locked_for_{}s", policy.lock_secs);
-            lockout.outcome = Some(health_core::audit::Outcome::Deny);
-            lockout.status = 429;
-            health_spin::audit::append(&lockout)?;
+    let matches = decide::password_matches(Some(&user.password_hash), &request.current_password);
+    match decide::credentials(Some(Account { user: (), disabled: user.disabled }), matches) {
+        Ok(()) => {}
+        Err(refusal @ Refusal::BadPassword) => {
+            login::refuse_credentials(ctx, event, &db, counted, refusal)?;
+            return Ok(Err(Error::WrongPassword));
         }
-        return Ok(Err(Error::WrongPassword));
-    }
-    if user.disabled {
-        event.reason = "user_disabled".into();
-        return Ok(Err(Error::Forbidden("the account is disabled")));
+        // `UserDisabled`, the one other refusal of an existing account: answered, and its
+        // attempt left counted, without the sweep and lockout audit of a wrong password.
+        Err(refusal) => {
+            event.reason = refusal.reason().into();
+            return Ok(Err(Error::Forbidden("the account is disabled")));
+        }
     }
     identity::clear_attempts(&db, tenant, username, Some(&source))?;
     let hash = password::hash(&request.new_password, &mut health_spin::rng())

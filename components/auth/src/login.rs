@@ -2,14 +2,16 @@
 //!
 //! Every path checks the password the same way: the attempt is counted against (user, source)
 //! before argon2id runs, an unknown user costs a dummy hash, and every credential failure is
-//! the same 401. Audit reasons are precise (`unknown_user`, `bad_password`, `mfa_failed`, ...)
-//! and never contain a secret.
+//! the same 401. What each step decides, and its precise audit reason (`unknown_user`,
+//! `bad_password`, `mfa_failed`, ...), is `health_identity::login`'s; this module parses the
+//! request, looks up and counts in `identity`, and answers. No reason ever contains a secret.
 
 use health_core::audit::Event;
 use health_core::{Role, SecretKey, TenantId, Username};
-use health_identity::lockout::{Failure, LockoutPolicy, source_of};
-use health_identity::{password, totp};
-use health_spin::identity::{self, Reservation, User};
+use health_identity::lockout::{Failure, source_of};
+use health_identity::login::{self as decide, Account, Attempt, Enrolment, Refusal, SecondFactor};
+use health_identity::totp;
+use health_spin::identity::{self, Mfa, Reservation, User};
 use serde::Deserialize;
 use spin_sdk::http::Response;
 use spin_sdk::sqlite::Connection;
@@ -31,6 +33,24 @@ const USAGE: &str = "body must be {\"tenant\", \"username\", \"password\", \"otp
 
 type Outcome = anyhow::Result<Result<Response, Error>>;
 
+/// The answer to each refusal: every wrong credential or code is the same 401.
+fn error(refusal: Refusal) -> Error {
+    match refusal {
+        Refusal::UnknownTenant
+        | Refusal::UnknownUser
+        | Refusal::BadPassword
+        | Refusal::UserDisabled
+        | Refusal::MfaFailed
+        | Refusal::MfaCodeReused => Error::InvalidCredentials,
+        Refusal::Locked { retry_after } => Error::Locked { retry_after },
+        Refusal::MfaRequired => Error::MfaRequired,
+        Refusal::MfaEnrollmentRequired => Error::MfaEnrollmentRequired,
+        Refusal::MfaAlreadyEnrolled => Error::Conflict("MFA is already enrolled; a tenant admin can reset it"),
+        Refusal::MfaNotEnrolling => Error::Conflict("no enrollment in progress: POST /auth/mfa/enroll first"),
+        Refusal::CodeMissing => Error::BadRequest("send the code from the authenticator app as \"otp\""),
+    }
+}
+
 /// A password that matched. The attempt stays counted as a failure until the whole step
 /// (one-time code included) succeeds, so a stolen password does not buy unlimited code guesses.
 struct Checked {
@@ -48,16 +68,30 @@ impl Checked {
         identity::clear_attempts(&self.db, &self.creds.tenant, self.creds.username.as_str(), Some(&self.source))
     }
 
-    /// The password matched and the step ends without checking a code (enrolment required,
-    /// already enrolled, nothing to confirm): not a failed login, so its advance count is taken
-    /// back. Clearing the earlier failures is left to a whole success.
-    fn refund(&self, policy: LockoutPolicy) -> anyhow::Result<()> {
-        let (tenant, username) = (&self.creds.tenant, self.creds.username.as_str());
-        identity::refund_attempt(&self.db, tenant, username, &self.source, policy, self.counted)
+    /// Ends the step with `refusal`, settling the attempt counted in advance as the refusal
+    /// says: a wrong code stays a failed login; a step that ends without checking a code
+    /// (enrolment required, already enrolled, nothing to confirm) is not one, so its advance
+    /// count is taken back, and clearing the earlier failures is left to a whole success.
+    fn refuse(&self, ctx: &Ctx<'_>, event: &mut Event, refusal: Refusal) -> anyhow::Result<Error> {
+        match refusal.attempt() {
+            Attempt::Kept => refuse_credentials(ctx, event, &self.db, self.counted, refusal)?,
+            Attempt::Refunded => {
+                let (tenant, username) = (&self.creds.tenant, self.creds.username.as_str());
+                identity::refund_attempt(&self.db, tenant, username, &self.source, ctx.settings.lockout, self.counted)?;
+                event.reason = refusal.reason().into();
+            }
+            Attempt::NotCounted => event.reason = refusal.reason().into(),
+        }
+        Ok(error(refusal))
     }
 
-    fn just_locked(&self) -> bool {
-        self.counted == Failure::Locked
+    /// The user's enrolment, if any.
+    fn enrolment(&self) -> anyhow::Result<Enrolment<Mfa>> {
+        Ok(match identity::mfa(&self.db, &self.creds.tenant, &self.user.user_id)? {
+            None => Enrolment::None,
+            Some(mfa) if mfa.confirmed => Enrolment::Confirmed(mfa),
+            Some(mfa) => Enrolment::Pending(mfa),
+        })
     }
 }
 
@@ -71,7 +105,7 @@ fn check_password(ctx: &Ctx<'_>, event: &mut Event, action: &str) -> anyhow::Res
             return Ok(Err(error));
         }
     };
-    if creds.password.is_empty() || creds.password.len() > password::MAX_LEN {
+    if creds.password.is_empty() || creds.password.len() > health_identity::password::MAX_LEN {
         event.reason = "malformed_request".into();
         return Ok(Err(Error::BadRequest("password must be 1-1024 bytes")));
     }
@@ -80,9 +114,9 @@ fn check_password(ctx: &Ctx<'_>, event: &mut Event, action: &str) -> anyhow::Res
         // No account can exist, so there is nothing to protect and no counter is kept: guesses
         // against made-up tenants would otherwise fill `login_attempts`. The dummy hash keeps
         // the answer as slow as any other refusal (tenants are public: `/jwk/{tenant}`).
-        password::matches(password::DUMMY_HASH, &creds.password);
-        event.reason = "unknown_tenant".into();
-        return Ok(Err(Error::InvalidCredentials));
+        decide::password_matches(None, &creds.password);
+        event.reason = Refusal::UnknownTenant.reason().into();
+        return Ok(Err(error(Refusal::UnknownTenant)));
     }
     event.tenant_id = creds.tenant.to_string();
     let db = ctx.db()?;
@@ -91,47 +125,41 @@ fn check_password(ctx: &Ctx<'_>, event: &mut Event, action: &str) -> anyhow::Res
     let reservation = identity::reserve_attempt(&db, &creds.tenant, creds.username.as_str(), &source, policy, ctx.now)?;
     let counted = match reservation {
         Reservation::Locked { retry_after } => {
-            event.reason = "locked_out".into();
-            return Ok(Err(Error::Locked { retry_after }));
+            let refusal = Refusal::Locked { retry_after };
+            event.reason = refusal.reason().into();
+            return Ok(Err(error(refusal)));
         }
         Reservation::Counted(failure) => failure,
     };
-    let just_locked = counted == Failure::Locked;
     let user = identity::find_user(&db, &creds.tenant, &creds.username)?;
-    let refusal = match &user {
-        None => {
-            password::matches(password::DUMMY_HASH, &creds.password);
-            Some("unknown_user")
-        }
-        Some(user) if !password::matches(&user.password_hash, &creds.password) => Some("bad_password"),
-        Some(user) if user.disabled => Some("user_disabled"),
-        Some(_) => None,
-    };
-    match (refusal, user) {
-        (None, Some(user)) => {
+    let matches = decide::password_matches(user.as_ref().map(|u| u.password_hash.as_str()), &creds.password);
+    let account = user.map(|user| Account { disabled: user.disabled, user });
+    match decide::credentials(account, matches) {
+        Ok(user) => {
             event.actor_sub = Some(user.user_id.clone());
             event.actor_role = Some(user.role.as_str().into());
             Ok(Ok(Checked { db, user, source, creds, counted }))
         }
-        (reason, _) => {
-            refuse_credentials(ctx, event, &db, just_locked, reason.unwrap_or("unknown_user"))?;
-            Ok(Err(Error::InvalidCredentials))
+        Err(refusal) => {
+            refuse_credentials(ctx, event, &db, counted, refusal)?;
+            Ok(Err(error(refusal)))
         }
     }
 }
 
-/// Records a credential failure; when it was the one that locked the pair, audits the lockout
-/// as its own event.
-fn refuse_credentials(
+/// Records a failed login (a refusal that keeps its attempt counted); when it was the one that
+/// locked the pair, audits the lockout as its own event. Also the self-service password
+/// change's, whose wrong current password is a failed login.
+pub(crate) fn refuse_credentials(
     ctx: &Ctx<'_>,
     event: &mut Event,
     db: &Connection,
-    just_locked: bool,
-    reason: &str,
+    counted: Failure,
+    refusal: Refusal,
 ) -> anyhow::Result<()> {
-    event.reason = reason.into();
+    event.reason = refusal.reason().into();
     identity::sweep_attempts(db, ctx.settings.lockout, ctx.now)?;
-    if just_locked {
+    if counted == Failure::Locked {
         let mut lockout = event.clone();
         lockout.action = "auth.lockout".into();
         lockout.reason = format!("locked_for_{}s", ctx.settings.lockout.lock_secs);
@@ -140,12 +168,6 @@ fn refuse_credentials(
         health_spin::audit::append(&lockout)?;
     }
     Ok(())
-}
-
-/// Refuses a wrong or replayed one-time code: the attempt was already counted.
-fn refuse_code(ctx: &Ctx<'_>, event: &mut Event, checked: &Checked, reason: &str) -> anyhow::Result<Error> {
-    refuse_credentials(ctx, event, &checked.db, checked.just_locked(), reason)?;
-    Ok(Error::InvalidCredentials)
 }
 
 /// The key that seals TOTP secrets: derived from `master_key` for this purpose only.
@@ -158,20 +180,16 @@ fn aad(tenant: &TenantId, user_id: &str) -> Vec<u8> {
 }
 
 /// Checks `code` against the user's enrolment and uses its step, so it can never be replayed.
-fn check_code(
-    ctx: &Ctx<'_>,
-    checked: &Checked,
-    enrolment: &identity::Mfa,
-    code: &str,
-) -> anyhow::Result<Result<(), &'static str>> {
+fn check_code(ctx: &Ctx<'_>, checked: &Checked, enrolment: &Mfa, code: &str) -> anyhow::Result<Result<(), Refusal>> {
     let key = totp_key()?;
     let secret = key
         .open(&aad(&checked.creds.tenant, &checked.user.user_id), &enrolment.secret_sealed)
         .map_err(|_| anyhow::anyhow!("a TOTP secret does not unseal under master_key"))?;
     match totp::verify(&secret, code, ctx.now, enrolment.last_step) {
         Ok(step) if identity::use_step(&checked.db, &checked.creds.tenant, &checked.user.user_id, step)? => Ok(Ok(())),
-        Ok(_) | Err(totp::TotpError::Reused) => Ok(Err("mfa_code_reused")),
-        Err(_) => Ok(Err("mfa_failed")),
+        // Another login spent this step first.
+        Ok(_) => Ok(Err(Refusal::MfaCodeReused)),
+        Err(error) => Ok(Err(decide::code_refused(error))),
     }
 }
 
@@ -181,24 +199,16 @@ pub async fn login(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
         Err(error) => return Ok(Err(error)),
     };
     let mut amr = vec!["pwd".to_owned()];
-    match identity::mfa(&checked.db, &checked.creds.tenant, &checked.user.user_id)?.filter(|m| m.confirmed) {
-        Some(enrolment) => {
-            let Some(code) = checked.creds.otp.as_deref() else {
-                checked.refund(ctx.settings.lockout)?;
-                event.reason = "mfa_required".into();
-                return Ok(Err(Error::MfaRequired));
-            };
-            if let Err(reason) = check_code(ctx, &checked, &enrolment, code)? {
-                return Ok(Err(refuse_code(ctx, event, &checked, reason)?));
+    let role_requires_mfa = ctx.settings.mfa_roles.contains(&checked.user.role);
+    match decide::second_factor(checked.enrolment()?, role_requires_mfa, checked.creds.otp.as_deref()) {
+        SecondFactor::None => {}
+        SecondFactor::CheckCode { enrolment, code } => {
+            if let Err(refusal) = check_code(ctx, &checked, &enrolment, code)? {
+                return Ok(Err(checked.refuse(ctx, event, refusal)?));
             }
             amr.push("otp".into());
         }
-        None if ctx.settings.mfa_roles.contains(&checked.user.role) => {
-            checked.refund(ctx.settings.lockout)?;
-            event.reason = "mfa_enrollment_required".into();
-            return Ok(Err(Error::MfaEnrollmentRequired));
-        }
-        None => {}
+        SecondFactor::Refused(refusal) => return Ok(Err(checked.refuse(ctx, event, refusal)?)),
     }
     checked.succeed()?;
     let subject = Subject {
@@ -227,9 +237,7 @@ pub fn enroll(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
     let secret = totp::generate_secret(&mut health_spin::rng());
     let sealed = totp_key()?.seal(&aad(tenant, &user.user_id), &secret, &mut health_spin::rng());
     if !identity::start_enrolment(&checked.db, tenant, &user.user_id, &sealed, ctx.now)? {
-        checked.refund(ctx.settings.lockout)?;
-        event.reason = "mfa_already_enrolled".into();
-        return Ok(Err(Error::Conflict("MFA is already enrolled; a tenant admin can reset it")));
+        return Ok(Err(checked.refuse(ctx, event, Refusal::MfaAlreadyEnrolled)?));
     }
     checked.succeed()?;
     event.reason = "mfa_enrollment_started".into();
@@ -248,23 +256,12 @@ pub fn confirm(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
         Ok(checked) => checked,
         Err(error) => return Ok(Err(error)),
     };
-    let Some(enrolment) = identity::mfa(&checked.db, &checked.creds.tenant, &checked.user.user_id)? else {
-        checked.refund(ctx.settings.lockout)?;
-        event.reason = "mfa_not_enrolling".into();
-        return Ok(Err(Error::Conflict("no enrollment in progress: POST /auth/mfa/enroll first")));
+    let (enrolment, code) = match decide::confirmation(checked.enrolment()?, checked.creds.otp.as_deref()) {
+        Ok(confirmable) => confirmable,
+        Err(refusal) => return Ok(Err(checked.refuse(ctx, event, refusal)?)),
     };
-    if enrolment.confirmed {
-        checked.refund(ctx.settings.lockout)?;
-        event.reason = "mfa_already_enrolled".into();
-        return Ok(Err(Error::Conflict("MFA is already enrolled; a tenant admin can reset it")));
-    }
-    let Some(code) = checked.creds.otp.as_deref() else {
-        checked.refund(ctx.settings.lockout)?;
-        event.reason = "malformed_request".into();
-        return Ok(Err(Error::BadRequest("send the code from the authenticator app as \"otp\"")));
-    };
-    if let Err(reason) = check_code(ctx, &checked, &enrolment, code)? {
-        return Ok(Err(refuse_code(ctx, event, &checked, reason)?));
+    if let Err(refusal) = check_code(ctx, &checked, &enrolment, code)? {
+        return Ok(Err(checked.refuse(ctx, event, refusal)?));
     }
     checked.succeed()?;
     event.reason = "mfa_enrolled".into();
