@@ -25,10 +25,15 @@
 //!   one run in wasmtime configured as the host configures it; `--crypto-ms` per operation and
 //!   side.
 //!
+//! - **Backups** (`--backup`, instead of the above): `healthctl backup create`, `verify` and
+//!   `restore`, and a platform started on the restored state, for the demo data and for 10^5
+//!   audit events (`backup.rs`); writes `target/bench/backup.json` and `backup.md`.
+//!
 //! Writes `target/bench/results.json` (everything), `target/bench/results.md` (the tables) and
 //! `target/bench/throughput.png` (requests/s per scenario). Not a test: nothing passes or fails;
 //! a scenario whose route is not there yet is skipped with the reason in every output.
 
+mod backup;
 mod crypto;
 mod http;
 mod report;
@@ -61,6 +66,10 @@ struct Args {
     /// events and the stores to 10 and 100 tenants (adds minutes and about 0.5 GB of state).
     #[arg(long)]
     scaling: bool,
+    /// Only time backups and restores (RPO and RTO figures, docs/OPERATIONS.md): the demo data
+    /// and 10^5 audit events, on the runtimes of `--runtimes`.
+    #[arg(long)]
+    backup: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -75,6 +84,17 @@ fn main() -> anyhow::Result<()> {
         }
         names => names.iter().map(|n| if n == "spin" { Runtime::Spin } else { Runtime::Host }).collect(),
     };
+    if args.backup {
+        let figures = runtime.block_on(backup::run(&runtimes))?;
+        let out = health_e2e::root().join("target/bench");
+        std::fs::create_dir_all(&out)?;
+        let json = serde_json::Value::Array(figures.iter().map(backup::Figures::json).collect());
+        std::fs::write(out.join("backup.json"), serde_json::to_string_pretty(&json)?)?;
+        let table = backup::table(&figures);
+        std::fs::write(out.join("backup.md"), &table)?;
+        println!("{table}\nwritten to {}", out.display());
+        return Ok(());
+    }
     let seconds = std::time::Duration::from_secs(args.seconds);
     let mut requests = Vec::new();
     for target in runtimes {

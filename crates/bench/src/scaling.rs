@@ -80,7 +80,7 @@ fn open(path: &Path) -> anyhow::Result<rusqlite::Connection> {
     Ok(conn)
 }
 
-fn chain_length(audit: &Path, tenant: &str) -> anyhow::Result<u64> {
+pub(crate) fn chain_length(audit: &Path, tenant: &str) -> anyhow::Result<u64> {
     let conn = open(audit)?;
     let n: i64 =
         conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM audit_events WHERE tenant_id = ?", [tenant], |r| r.get(0))?;
@@ -88,7 +88,7 @@ fn chain_length(audit: &Path, tenant: &str) -> anyhow::Result<u64> {
 }
 
 /// Appends `n` record-read events to `tenant`'s chain, linked as the platform links them.
-fn append_events(audit: &Path, tenant: &str, n: u64) -> anyhow::Result<()> {
+pub(crate) fn append_events(audit: &Path, tenant: &str, n: u64) -> anyhow::Result<()> {
     let mut conn = open(audit)?;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let (mut seq, mut prev): (i64, String) = tx
