@@ -65,6 +65,13 @@ pub enum Command {
         #[command(flatten)]
         unlock: UnlockArgs,
     },
+    /// Make a recipient key pair for `create --recipient`: the private P-256 JWK goes to `--out`
+    /// (owner-only), the public one to stdout. Keep the private key off the platform's machines.
+    Keygen {
+        /// The private JWK file to write (refused if it exists).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Restore an archive into a new state directory, with a runtime-config.toml for it.
     Restore {
         archive: PathBuf,
@@ -243,6 +250,15 @@ pub fn run(command: Command) -> Result<Value, Failure> {
             report["took_ms"]["key"] = json!(key_ms);
             report["took_ms"]["total"] = json!(ms(started));
             Ok(report)
+        }
+        Command::Keygen { out } => {
+            let (private, public) = archive::generate_p256_jwk();
+            let mut file = new_private_file(&out).map_err(|e| Failure::Usage(format!("{e:#}")))?;
+            let text = serde_json::to_string_pretty(&private).unwrap_or_default() + "\n";
+            file.write_all(text.as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|e| Failure::Unavailable(format!("writing {}: {e}", out.display())))?;
+            Ok(public)
         }
         Command::Verify { archive, unlock } => {
             let unlock = unlock.unlock()?;

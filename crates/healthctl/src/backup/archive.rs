@@ -410,6 +410,24 @@ pub struct P256Jwk {
     pub secret: Option<p256::SecretKey>,
 }
 
+/// A fresh P-256 key pair for `ECDH-ES+A256KW`: the private JWK and the public one, each with
+/// its RFC 7638 thumbprint as `kid`.
+pub fn generate_p256_jwk() -> (serde_json::Value, serde_json::Value) {
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+    let secret = p256::SecretKey::random(&mut OsRng);
+    let point = secret.public_key().to_encoded_point(false);
+    let (x, y) = (
+        b64url(point.x().map(|x| x.as_slice()).unwrap_or_default()),
+        b64url(point.y().map(|y| y.as_slice()).unwrap_or_default()),
+    );
+    let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+    let kid = b64url(<sha2::Sha256 as sha2::Digest>::digest(canonical.as_bytes()));
+    let public = serde_json::json!({ "kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "use": "enc", "alg": RECIPIENT_ALG });
+    let mut private = public.clone();
+    private["d"] = b64url(secret.to_bytes()).into();
+    (private, public)
+}
+
 /// Parses a P-256 JWK (`kty` `EC`, `crv` `P-256`) meant for `ECDH-ES+A256KW`.
 pub fn parse_p256_jwk(text: &str) -> anyhow::Result<P256Jwk> {
     use p256::elliptic_curve::sec1::FromEncodedPoint;
@@ -569,6 +587,18 @@ mod tests {
         let error = open_all(&archive, &passphrase(PASSPHRASE)).expect_err("refused");
         assert!(format!("{error:#}").contains("beyond"), "{error:#}");
         assert!(Lock::passphrase("short").is_err());
+    }
+
+    #[test]
+    fn a_generated_key_pair_parses_and_opens_what_is_sealed_to_it() {
+        let (private, public) = generate_p256_jwk();
+        let public = parse_p256_jwk(&public.to_string()).expect("public parses");
+        let private = parse_p256_jwk(&private.to_string()).expect("private parses");
+        assert!(public.secret.is_none());
+        assert_eq!(public.thumbprint, private.thumbprint);
+        let archive = seal_with(&Lock::Recipient { key: public.public, thumbprint: public.thumbprint }, b"x");
+        let unlock = Unlock::Identity { key: private.secret.expect("d"), thumbprint: private.thumbprint };
+        assert_eq!(open_all(&archive, &unlock).expect("opens"), b"x");
     }
 
     fn jwk_json(secret: &p256::SecretKey, with_d: bool) -> String {
