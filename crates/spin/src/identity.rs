@@ -10,7 +10,7 @@
 //!
 //! What it does not do: decide. Whether a login succeeds, what a refresh token's state means
 //! and how a counter changes are `health_identity`'s rules; this module stores their inputs and
-//! results. The demo tenant's accounts are data, in [`demo`].
+//! results. The demo tenant's accounts are data, in `identity/demo.rs`.
 
 mod demo;
 #[cfg(test)]
@@ -23,7 +23,7 @@ use spin_sdk::sqlite::{Connection, QueryResult, Value};
 
 use crate::db::{self, Migration, Sql, Step};
 
-/// The schema (see `health_spin::db::migrate`): version 1 held the users only.
+/// The schema (see [`db::migrate`]): version 1 held the users only.
 const MIGRATIONS: &[Migration<'static>] =
     &[Migration { version: 1, steps: VERSION_1 }, Migration { version: 2, steps: VERSION_2 }];
 
