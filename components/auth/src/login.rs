@@ -271,3 +271,31 @@ pub fn confirm(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
         health_spin::respond::Cache::NoStore,
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_wrong_credential_or_code_gets_the_one_same_answer() {
+        // Telling these apart would say which usernames exist, which accounts are disabled, or
+        // that a password was right: only the audit log knows which it was.
+        let wrong = [
+            Refusal::UnknownTenant,
+            Refusal::UnknownUser,
+            Refusal::BadPassword,
+            Refusal::UserDisabled,
+            Refusal::MfaFailed,
+            Refusal::MfaCodeReused,
+        ];
+        for refusal in wrong {
+            assert_eq!(error(refusal), Error::InvalidCredentials, "{refusal:?}");
+        }
+        assert_eq!(crate::problem(&Error::InvalidCredentials).status, 401);
+    }
+
+    #[test]
+    fn a_lock_answers_with_the_time_left() {
+        assert_eq!(error(Refusal::Locked { retry_after: 42 }), Error::Locked { retry_after: 42 });
+    }
+}
