@@ -21,6 +21,7 @@ mod hardening_keys;
 mod identity;
 mod interop;
 mod keys;
+mod operations;
 mod ratelimit;
 mod readme;
 mod roles;

@@ -545,6 +545,11 @@ async fn metrics_need_their_token_and_count_from_the_audit_log() {
     assert!(value("health_auth_failures_total") >= 1);
     value("health_decrypt_failures_total{reason=\"phi_decrypt_failed\"}");
     value("health_break_glass_total{kind=\"grant\"}");
+    let route = "route=\"GET /api/patients/{id}/records\"";
+    let answered = value(&format!("health_request_duration_seconds_count{{{route}}}"));
+    assert!(answered >= 2, "both reads, the refused one too:\n{}", metrics.body);
+    assert_eq!(value(&format!("health_request_duration_seconds_bucket{{{route},le=\"+Inf\"}}")), answered);
+    assert!(value(&format!("health_request_duration_seconds_bucket{{{route},le=\"10\"}}")) <= answered);
     assert!(!metrics.body.contains("p-1001"), "no ids in metric labels");
     // Off unless a token hash is configured.
     let plain = TestApp::start(|_| {}).expect("app");

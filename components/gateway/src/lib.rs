@@ -128,6 +128,7 @@ async fn handle(incoming: IncomingRequest) -> Response {
     // spin-sdk's `Request` keeps one value per header name (the last), so a repeated
     // `Authorization` is counted on the raw fields: two credentials are ambiguous (a proxy may
     // check one and we use the other), and are refused.
+    let started = std::time::Instant::now();
     let authorizations = incoming.headers().get("authorization").len();
     // The client's trace, or a new one (a malformed `traceparent` is ignored, W3C §3.2).
     let trace = incoming
@@ -196,6 +197,7 @@ async fn handle(incoming: IncomingRequest) -> Response {
     };
     ratelimit::set_headers(&mut response, &limits);
     event.status = response.status().to_owned();
+    event.duration_ms = Some(i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX));
     if let Err(e) = health_spin::audit::append(&event) {
         // Fail closed: whatever the service answered is withheld.
         log::error("audit_write_failed", &e);
@@ -535,7 +537,27 @@ fn render_metrics(c: &audit_log::Counters) -> String {
         "Requests refused by a rate limit (429), by route template or auth endpoint.",
         c.rate_limited.iter().map(|(route, n)| (format!("{{route=\"{}\"}}", label(route)), *n)).collect(),
     );
+    let name = "health_request_duration_seconds";
+    out.push_str(&format!(
+        "# HELP {name} The gateway's time to answer an API request, up to its audit write, by route template.\n\
+         # TYPE {name} histogram\n"
+    ));
+    for h in &c.latency {
+        let route = label(&h.route);
+        for (bound, within) in audit_log::LATENCY_BUCKETS_MS.iter().zip(&h.within) {
+            out.push_str(&format!("{name}_bucket{{route=\"{route}\",le=\"{}\"}} {within}\n", seconds(*bound)));
+        }
+        out.push_str(&format!("{name}_bucket{{route=\"{route}\",le=\"+Inf\"}} {}\n", h.count));
+        out.push_str(&format!("{name}_sum{{route=\"{route}\"}} {}\n", seconds(h.sum_ms)));
+        out.push_str(&format!("{name}_count{{route=\"{route}\"}} {}\n", h.count));
+    }
     out
+}
+
+/// Milliseconds as Prometheus writes seconds (`0.005`, `2.5`, `10`).
+fn seconds(ms: i64) -> String {
+    let text = format!("{}.{:03}", ms / 1000, ms % 1000);
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 #[cfg(test)]
@@ -580,6 +602,12 @@ mod tests {
             break_glass_grants: 1,
             break_glass_accesses: 4,
             rate_limited: vec![("auth.login".into(), 5)],
+            latency: vec![audit_log::Latency {
+                route: "GET /api/patients/{id}/records".into(),
+                within: vec![1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2],
+                count: 3,
+                sum_ms: 12_345,
+            }],
         };
         let text = render_metrics(&counters);
         assert!(text.contains("health_requests_total{route=\"GET /api/patients/{id}/records\",outcome=\"allow\"} 3\n"));
@@ -588,6 +616,14 @@ mod tests {
         assert!(text.contains("health_decrypt_failures_total{reason=\"jwe_decryption_failed\"} 0\n"));
         assert!(text.contains("health_break_glass_total{kind=\"access\"} 4\n"));
         assert!(text.contains("health_rate_limited_total{route=\"auth.login\"} 5\n"));
+        let route = "route=\"GET /api/patients/{id}/records\"";
+        assert!(text.contains("# TYPE health_request_duration_seconds histogram\n"));
+        assert!(text.contains(&format!("health_request_duration_seconds_bucket{{{route},le=\"0.005\"}} 1\n")));
+        assert!(text.contains(&format!("health_request_duration_seconds_bucket{{{route},le=\"2.5\"}} 2\n")));
+        assert!(text.contains(&format!("health_request_duration_seconds_bucket{{{route},le=\"+Inf\"}} 3\n")));
+        assert!(text.contains(&format!("health_request_duration_seconds_sum{{{route}}} 12.345\n")));
+        assert!(text.contains(&format!("health_request_duration_seconds_count{{{route}}} 3\n")));
+        assert_eq!([seconds(5), seconds(1000), seconds(10_000), seconds(0)], ["0.005", "1", "10", "0"]);
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

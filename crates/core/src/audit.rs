@@ -52,6 +52,10 @@ pub struct Event {
     /// Left out of the JSON when unknown: events written before it existed hash as they did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// How long the gateway took to answer, in ms, up to the audit write: kept in its own
+    /// column for the latency histograms, outside the hashed JSON (operational, not evidence).
+    #[serde(skip)]
+    pub duration_ms: Option<i64>,
 }
 
 impl Event {

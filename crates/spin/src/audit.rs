@@ -110,12 +110,18 @@ pub const MIGRATIONS: &[Migration<'static>] = &[
             Step::Sql("CREATE INDEX IF NOT EXISTS rate_counters_by_end ON rate_counters (window_end)"),
         ],
     },
+    // The gateway's time to answer, for the latency histograms (`Event::duration_ms`).
+    Migration {
+        version: 6,
+        steps: &[Step::AddColumn { table: "audit_events", column: "duration_ms", definition: "INTEGER" }],
+    },
 ];
 
 const HEAD: &str = "SELECT seq, hash FROM audit_events WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1";
 const INSERT: &str = "INSERT INTO audit_events
-    (tenant_id, seq, time, actor_sub, jti, patient_id, outcome, reason, status, event, prev_hash, hash, action, break_glass)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    (tenant_id, seq, time, actor_sub, jti, patient_id, outcome, reason, status, event, prev_hash, hash, action, break_glass,
+     duration_ms)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT DO NOTHING RETURNING seq";
 const CHAIN: &str = "SELECT seq, event, prev_hash, hash FROM audit_events WHERE tenant_id = ? ORDER BY seq";
 
@@ -214,9 +220,34 @@ impl AuditSink for Memory {
 }
 
 /// Appends `event` to its tenant's chain. An error means the event was not recorded, and the
-/// caller must fail the request (no unaudited access).
+/// caller must fail the request (no unaudited access). With the component's `audit_sink`
+/// variable at `console`, the recorded event is also written to standard output as one JSON
+/// line for a SIEM ([`console_line`]); `database` (the default) writes only the chain.
 pub fn append(event: &Event) -> anyhow::Result<()> {
-    append_to(&*open()?, event)
+    append_to(&*open()?, event)?;
+    match crate::var("audit_sink")?.trim() {
+        "database" => {}
+        "console" => println!("{}", console_line(event, redaction()?)),
+        other => anyhow::bail!("audit_sink must be database or console, not {other:?}"),
+    }
+    Ok(())
+}
+
+/// The component's `audit_redaction` variable: whether events leave the database redacted
+/// (`strict`, see `Event::redacted`) or whole (`none`).
+fn redaction() -> anyhow::Result<bool> {
+    match crate::var("audit_redaction")?.trim() {
+        "none" => Ok(false),
+        "strict" => Ok(true),
+        other => anyhow::bail!("audit_redaction must be none or strict, not {other:?}"),
+    }
+}
+
+/// An event as the console sink writes it: one JSON object on one line, `{"log":"audit",
+/// "time":..,"event":{..}}`, redacted under the same rule as exports.
+pub fn console_line(event: &Event, strict: bool) -> String {
+    let event = if strict { event.clone().redacted() } else { event.clone() };
+    serde_json::json!({ "log": "audit", "time": health_core::rfc3339(event.time), "event": event }).to_string()
 }
 
 /// [`append`] on an open connection. The first try is two statements, each later try one
@@ -262,6 +293,7 @@ fn append_once<C: Sql>(conn: &C, event: &Event, json: &str) -> anyhow::Result<Op
         Value::Text(hash),
         Value::Text(event.action.clone()),
         Value::Integer(i64::from(event.flags_break_glass())),
+        event.duration_ms.map_or(Value::Null, Value::Integer),
     ];
     let inserted = conn.execute(INSERT, &params).context("appending audit event")?;
     Ok(inserted.rows().next().map(|_| ()))
@@ -356,11 +388,7 @@ pub fn query(
 /// order), redacted when the component's `audit_redaction` variable is `strict`: the tenant
 /// admin's export through the gateway and the operator's through `jwks` alike.
 pub fn export_ndjson(tenant_id: &str, filter: &health_core::routes::AuditFilter) -> anyhow::Result<Vec<u8>> {
-    let strict = match crate::var("audit_redaction")?.trim() {
-        "none" => false,
-        "strict" => true,
-        other => anyhow::bail!("audit_redaction must be none or strict, not {other:?}"),
-    };
+    let strict = redaction()?;
     let mut ndjson = Vec::new();
     for stored in query(tenant_id, filter, Selection::All)? {
         let event = if strict { stored.event.redacted() } else { stored.event };
@@ -387,6 +415,45 @@ pub struct Counters {
     pub break_glass_accesses: i64,
     /// (route template or `auth.` endpoint, count) of requests refused by a rate limit.
     pub rate_limited: Vec<(String, i64)>,
+    /// The gateway's time to answer, per route template.
+    pub latency: Vec<Latency>,
+}
+
+/// Upper bounds (ms) of the latency histogram's buckets, as Prometheus' `le` (in seconds).
+pub const LATENCY_BUCKETS_MS: [i64; 11] = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
+
+/// One route template's latency histogram.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Latency {
+    pub route: String,
+    /// Requests answered within each bound of [`LATENCY_BUCKETS_MS`] (cumulative).
+    pub within: Vec<i64>,
+    pub count: i64,
+    pub sum_ms: i64,
+}
+
+/// Every route's histogram in one pass over the log (rows written before durations were
+/// recorded have none and are left out).
+fn latency<C: Sql>(conn: &C) -> anyhow::Result<Vec<Latency>> {
+    let buckets: Vec<String> =
+        LATENCY_BUCKETS_MS.iter().enumerate().map(|(i, ms)| format!("SUM(duration_ms <= {ms}) AS b{i}")).collect();
+    let sql = format!(
+        "SELECT action, COUNT(*) AS n, SUM(duration_ms) AS total, {} FROM audit_events
+         WHERE duration_ms IS NOT NULL AND action LIKE '% /api/%' GROUP BY action ORDER BY action",
+        buckets.join(", ")
+    );
+    let rows = conn.execute(&sql, &[]).context("reading latency histograms")?;
+    Ok(rows
+        .rows()
+        .map(|r| Latency {
+            route: r.get::<&str>("action").unwrap_or_default().to_owned(),
+            within: (0..LATENCY_BUCKETS_MS.len())
+                .map(|i| r.get::<i64>(format!("b{i}").as_str()).unwrap_or(0))
+                .collect(),
+            count: r.get::<i64>("n").unwrap_or(0),
+            sum_ms: r.get::<i64>("total").unwrap_or(0),
+        })
+        .collect())
 }
 
 /// Reasons that count as decryption failures.
@@ -433,6 +500,7 @@ pub fn counters() -> anyhow::Result<Counters> {
         break_glass_grants: sum("grants"),
         break_glass_accesses: sum("accesses"),
         rate_limited,
+        latency: latency(&*conn)?,
     })
 }
 
@@ -465,9 +533,52 @@ mod tests {
     }
 
     #[test]
-    fn migrations_are_in_version_order_up_to_five() {
+    fn latency_histograms_count_each_route_cumulatively_and_leave_out_rows_without_a_duration() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = migrated(&dir.path().join("audit.db"));
+        let read = "GET /api/patients/{id}/records";
+        for (action, duration) in [(read, Some(3)), (read, Some(40)), (read, Some(20_000)), (read, None)] {
+            let event = Event { action: action.into(), duration_ms: duration, ..event("t1", "care_team") };
+            append_to(&db, &event).expect("appends");
+        }
+        let other = Event { action: "POST /auth/login".into(), duration_ms: Some(1), ..event("t1", "ok") };
+        append_to(&db, &other).expect("appends");
+        let histograms = latency(&db).expect("histograms");
+        assert_eq!(histograms.len(), 1, "only API routes: {histograms:?}");
+        let h = &histograms[0];
+        assert_eq!((h.route.as_str(), h.count, h.sum_ms), (read, 3, 20_043));
+        assert_eq!(h.within, [1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2]);
+        let stored = db.text("SELECT event FROM audit_events WHERE seq = 1");
+        assert!(!stored.contains("duration"), "the duration stays out of the hashed event: {stored}");
+    }
+
+    #[test]
+    fn the_console_line_is_one_json_line_redacted_as_exports_are() {
+        let event = Event {
+            actor_sub: Some("u-dr-grey".into()),
+            patient_id: Some("p-1001".into()),
+            client_ip: Some("10.0.0.7".into()),
+            resource: "/api/patients/p-1001/records".into(),
+            ..event("t1", "care_team")
+        };
+        let whole = console_line(&event, false);
+        let strict = console_line(&event, true);
+        for line in [&whole, &strict] {
+            assert!(!line.contains('\n'));
+            let value: serde_json::Value = serde_json::from_str(line).expect("JSON");
+            assert_eq!((value["log"].as_str(), value["event"]["reason"].as_str()), (Some("audit"), Some("care_team")));
+        }
+        assert!(whole.contains("p-1001") && whole.contains("10.0.0.7"));
+        assert!(
+            !strict.contains("p-1001") && !strict.contains("u-dr-grey") && !strict.contains("10.0.0.7"),
+            "{strict}"
+        );
+    }
+
+    #[test]
+    fn migrations_are_in_version_order_up_to_six() {
         let versions: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1, 2, 3, 4, 5]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
     }
 
     #[test]
@@ -492,7 +603,7 @@ mod tests {
         let db = migrated(&path);
         assert_eq!(db.integer("SELECT COUNT(*) FROM audit_events"), 1);
         assert_eq!(db.integer("SELECT break_glass FROM audit_events"), 0);
-        assert_eq!(db.integer("SELECT MAX(version) FROM schema_migrations"), 5);
+        assert_eq!(db.integer("SELECT MAX(version) FROM schema_migrations"), 6);
         assert_eq!(db.integer("SELECT COUNT(*) FROM sqlite_master WHERE name = 'verified_tokens'"), 1);
     }
 
