@@ -42,11 +42,12 @@ fn handle(req: Request) -> Response {
 
 fn add_record(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[u8]) -> Handled {
     let now = health_spin::now();
-    let (_, reason) = service::authorize_patient(conn, caller, authz::Action::WriteRecord, patient.as_str(), now)?;
+    let (_, reason) = service::authorize_patient(conn, caller, authz::Action::WriteRecord, patient, now)?;
     let entry: routes::NewEntry = service::body(body)?;
-    let entry_id = health_spin::random_hex_id("e");
-    let mut vault = Vault::open(conn, caller.tenant_id.as_str())?;
-    records::add_entry(&mut vault, patient.as_str(), &entry_id, &entry.kind, &entry.content, &caller.subject, now)?;
+    let entry_id = records::new_entry_id()?;
+    let author = service::subject(caller)?;
+    let mut vault = Vault::open(conn, &caller.tenant_id)?;
+    records::add_entry(&mut vault, patient, &entry_id, &entry.kind, &entry.content, &author, now)?;
     let body =
         serde_json::json!({ "entry_id": entry_id, "patient_id": patient, "kind": entry.kind, "created_at": now });
     Ok(Done::json(201, body, reason))
@@ -54,11 +55,12 @@ fn add_record(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[u
 
 fn update_record(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[u8]) -> Handled {
     let now = health_spin::now();
-    let (_, reason) = service::authorize_patient(conn, caller, authz::Action::WriteRecord, patient.as_str(), now)?;
+    let (_, reason) = service::authorize_patient(conn, caller, authz::Action::WriteRecord, patient, now)?;
     let update: routes::EntryUpdate = service::body(body)?;
-    let mut vault = Vault::open(conn, caller.tenant_id.as_str())?;
-    let entry = update.entry_id.as_str();
-    if !records::update_entry(&mut vault, patient.as_str(), entry, &update.content, &caller.subject, now)? {
+    let author = service::subject(caller)?;
+    let mut vault = Vault::open(conn, &caller.tenant_id)?;
+    let entry = &update.entry_id;
+    if !records::update_entry(&mut vault, patient, entry, &update.content, &author, now)? {
         return Err(Refusal::NotFound(Reason::NoSuchEntry).into());
     }
     let body = serde_json::json!({ "entry_id": entry, "patient_id": patient, "updated_at": now });
@@ -67,13 +69,13 @@ fn update_record(conn: &Connection, caller: &Caller, patient: &PatientId, body: 
 
 fn break_glass(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[u8]) -> Handled {
     let now = health_spin::now();
-    let (_, reason) = service::authorize_patient(conn, caller, authz::Action::BreakGlass, patient.as_str(), now)?;
+    let (_, reason) = service::authorize_patient(conn, caller, authz::Action::BreakGlass, patient, now)?;
     // The reason itself is recorded by the gateway in the audit event; here it must only be valid.
     service::body::<routes::BreakGlass>(body)?;
     let window = health_spin::var_i64("break_glass_window_secs")?.clamp(60, MAX_BREAK_GLASS_SECS);
     let until = now + window;
-    let grant =
-        records::grant_break_glass(conn, caller.tenant_id.as_str(), patient.as_str(), &caller.subject, now, until)?;
+    let doctor = service::subject(caller)?;
+    let grant = records::grant_break_glass(conn, &caller.tenant_id, patient, &doctor, now, until)?;
     let body = serde_json::json!({
         "patient_id": patient, "granted_at": grant.granted_at, "expires_at": grant.expires_at, "review": "flagged"
     });
@@ -84,17 +86,17 @@ fn break_glass(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[
 /// `GET /api/care-team/patients`: the caller's live memberships, one per patient they may see
 /// under the care-team rule (break-glass grants are not memberships and are not listed).
 fn care_team_patients(conn: &Connection, caller: &Caller) -> Handled {
-    let tenant = caller.tenant_id.to_string();
     let decision = authz::authorize(
         &authz::caller(caller),
         authz::Action::ListCareTeamPatients,
-        &authz::Resource::Tenant(tenant.clone()),
+        &authz::Resource::Tenant(caller.tenant_id.to_string()),
     );
     if !decision.allow {
         return Err(Refusal::Forbidden(decision.reason).into());
     }
     let now = health_spin::now();
-    let patients: Vec<_> = records::care_team_patients(conn, &tenant, &caller.subject, now)?
+    let member = service::subject(caller)?;
+    let patients: Vec<_> = records::care_team_patients(conn, &caller.tenant_id, &member, now)?
         .into_iter()
         .map(|m| {
             serde_json::json!({

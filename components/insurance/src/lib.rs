@@ -41,14 +41,14 @@ fn recipient(caller: &Caller) -> Option<(PublicJwk, jwe::EncryptionKey)> {
 
 fn summary(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handled {
     let now = health_spin::now();
-    let (row, reason) = service::authorize_patient(conn, caller, authz::Action::ReadSummary, patient.as_str(), now)?;
+    let (row, reason) = service::authorize_patient(conn, caller, authz::Action::ReadSummary, patient, now)?;
     let Some((jwk, key)) = recipient(caller) else {
         // Only registered insurer clients have a key to encrypt to; nothing leaves in clear.
         return Err(Refusal::forbidden(Reason::NoRecipientKey).into());
     };
-    let mut vault = Vault::open(conn, caller.tenant_id.as_str())?;
+    let mut vault = Vault::open(conn, &caller.tenant_id)?;
     let demographics = records::demographics(&mut vault, &row)??;
-    let entries = records::entries(&mut vault, patient.as_str())??;
+    let entries = records::entries(&mut vault, patient)??;
     let diagnoses: Vec<_> = entries
         .iter()
         .filter(|e| e.kind == "diagnosis")

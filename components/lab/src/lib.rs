@@ -32,14 +32,14 @@ fn handle(req: Request) -> Response {
 fn decide(caller: &Caller, action: authz::Action, order: &LabOrder) -> authz::Decision {
     let facts = authz::OrderFacts {
         tenant_id: caller.tenant_id.to_string(),
-        order_id: order.order_id.clone(),
-        assigned_subject: order.lab_subject.clone(),
+        order_id: order.order_id.to_string(),
+        assigned_subject: order.lab_subject.to_string(),
     };
     authz::authorize(&authz::caller(caller), action, &authz::Resource::LabOrder(facts))
 }
 
 fn list(conn: &Connection, caller: &Caller) -> Handled {
-    let orders = records::open_lab_orders(conn, caller.tenant_id.as_str(), &caller.subject)?;
+    let orders = records::open_lab_orders(conn, &caller.tenant_id, &service::subject(caller)?)?;
     // The query already selects this lab's orders; policy still decides each one.
     let visible: Vec<&LabOrder> =
         orders.iter().filter(|o| decide(caller, authz::Action::ListLabOrders, o).allow).collect();
@@ -47,9 +47,9 @@ fn list(conn: &Connection, caller: &Caller) -> Handled {
 }
 
 fn append(conn: &Connection, caller: &Caller, order_id: &OrderId, body: &[u8]) -> Handled {
-    let tenant = caller.tenant_id.as_str();
+    let tenant = &caller.tenant_id;
     // An unknown order and another lab's order are refused alike.
-    let Some(order) = records::lab_order(conn, tenant, order_id.as_str())? else {
+    let Some(order) = records::lab_order(conn, tenant, order_id)? else {
         return Err(Refusal::forbidden(Reason::NoSuchOrder).into());
     };
     let decision = decide(caller, authz::Action::AppendLabResult, &order);

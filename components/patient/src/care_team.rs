@@ -26,7 +26,7 @@ const MEMBER_ROLES: &[Role] = &[Role::Doctor];
 /// holds one that has not ended.
 pub fn add(conn: &Connection, caller: &Caller, patient: &PatientId, member: &Opaque, body: &[u8]) -> Handled {
     let now = health_spin::now();
-    let (_, reason) = service::authorize_patient(conn, caller, authz::Action::ManageCareTeam, patient.as_str(), now)?;
+    let (_, reason) = service::authorize_patient(conn, caller, authz::Action::ManageCareTeam, patient, now)?;
     let membership: CareTeamMembership = service::body(body)?;
     let starts_at = membership.starts_at.unwrap_or(now);
     let too_far = |t: i64| t > now + MAX_AHEAD_SECS;
@@ -37,16 +37,17 @@ pub fn add(conn: &Connection, caller: &Caller, patient: &PatientId, member: &Opa
         return Err(Refusal::bad_request(Reason::MemberNotAClinician).into());
     }
     let membership_id = health_spin::random_hex_id("ct");
+    let admin = service::subject(caller)?;
     let new = NewMembership {
         membership_id: &membership_id,
-        patient_id: patient.as_str(),
-        member: member.as_str(),
+        patient_id: patient,
+        member,
         reason: &membership.reason,
         starts_at,
         ends_at: membership.ends_at,
-        added_by: &caller.subject,
+        added_by: &admin,
     };
-    match records::add_care_team_member(conn, caller.tenant_id.as_str(), &new, now)? {
+    match records::add_care_team_member(conn, &caller.tenant_id, &new, now)? {
         Some(added) => Ok(Done::json(201, serde_json::json!(added), reason)),
         None => Err(Refusal::Conflict(Reason::AlreadyOnCareTeam).into()),
     }
@@ -56,10 +57,9 @@ pub fn add(conn: &Connection, caller: &Caller, patient: &PatientId, member: &Opa
 /// memberships now, 200 with their ids; 404 if none had not ended.
 pub fn end(conn: &Connection, caller: &Caller, patient: &PatientId, member: &Opaque) -> Handled {
     let now = health_spin::now();
-    let (_, reason) = service::authorize_patient(conn, caller, authz::Action::ManageCareTeam, patient.as_str(), now)?;
-    let tenant = caller.tenant_id.as_str();
-    let ended =
-        records::end_care_team_membership(conn, tenant, patient.as_str(), member.as_str(), &caller.subject, now)?;
+    let (_, reason) = service::authorize_patient(conn, caller, authz::Action::ManageCareTeam, patient, now)?;
+    let admin = service::subject(caller)?;
+    let ended = records::end_care_team_membership(conn, &caller.tenant_id, patient, member, &admin, now)?;
     if ended.is_empty() {
         return Err(Refusal::NotFound(Reason::NoLiveMembership).into());
     }

@@ -25,21 +25,20 @@ const LAB_ORDERS: &str = "SELECT order_id, test_code, test_name, ordered_by, ord
 /// `GET /api/patients/{id}/access-log`: the decision only; the gateway reads the log.
 pub fn access_log(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handled {
     let now = health_spin::now();
-    let (_, reason) = service::authorize_patient(conn, caller, authz::Action::ReadAccessLog, patient.as_str(), now)?;
+    let (_, reason) = service::authorize_patient(conn, caller, authz::Action::ReadAccessLog, patient, now)?;
     Ok(Done::json(200, serde_json::json!({ "patient_id": patient, "authorized": true }), reason))
 }
 
 /// `GET /api/patients/{id}/export`: everything in `records` about the patient.
 pub fn export(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handled {
     let now = health_spin::now();
-    let (row, reason) = service::authorize_patient(conn, caller, authz::Action::ExportData, patient.as_str(), now)?;
-    let tenant = caller.tenant_id.as_str();
-    let id = patient.as_str();
+    let (row, reason) = service::authorize_patient(conn, caller, authz::Action::ExportData, patient, now)?;
+    let tenant = &caller.tenant_id;
     let mut vault = Vault::open(conn, tenant)?;
     let demographics = records::demographics(&mut vault, &row)??;
-    let entries = records::entries(&mut vault, id)??;
-    let lab_results = records::lab_results(&mut vault, id)??;
-    let params = || [Value::Text(tenant.to_owned()), Value::Text(id.to_owned())];
+    let entries = records::entries(&mut vault, patient)??;
+    let lab_results = records::lab_results(&mut vault, patient)??;
+    let params = || [Value::Text(tenant.to_string()), Value::Text(patient.to_string())];
     let rows = |sql: &str, what: &str| conn.execute(sql, &params()).with_context(|| format!("reading {what}"));
 
     let consents = rows(CONSENTS, "consents")?;
@@ -57,7 +56,7 @@ pub fn export(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handle
             })
         })
         .collect();
-    let care_team: Vec<_> = records::care_team(conn, tenant, id, now)?
+    let care_team: Vec<_> = records::care_team(conn, tenant, patient, now)?
         .into_iter()
         .map(|m| {
             serde_json::json!({
@@ -93,7 +92,7 @@ pub fn export(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handle
         })
         .collect();
     let body = serde_json::json!({
-        "patient_id": id,
+        "patient_id": patient,
         "account": row.owner_subject,
         "demographics": demographics,
         "record_entries": entries,

@@ -17,7 +17,7 @@ mod export;
 use anyhow::Context;
 use health_core::Reason;
 use health_core::routes::{self, Api};
-use health_core::{Caller, ClientId, Component, Link, PatientId};
+use health_core::{Caller, ClientId, Component, Link, Opaque, PatientId};
 use health_spin::authz;
 use health_spin::records::{self, Vault};
 use health_spin::service::{self, Done, Handled, Refusal};
@@ -52,7 +52,7 @@ fn handle(req: Request) -> Response {
 
 fn grant_consent(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[u8]) -> Handled {
     let now = health_spin::now();
-    let (_, reason) = service::authorize_patient(conn, caller, authz::Action::ManageConsent, patient.as_str(), now)?;
+    let (_, reason) = service::authorize_patient(conn, caller, authz::Action::ManageConsent, patient, now)?;
     let consent: routes::Consent = service::body(body)?;
     if consent.expires_at <= now || consent.expires_at > now + MAX_CONSENT_SECS {
         return Err(Refusal::bad_request(Reason::ConsentExpiryOutOfRange).into());
@@ -60,8 +60,7 @@ fn grant_consent(conn: &Connection, caller: &Caller, patient: &PatientId, body: 
     if !insurer_registered(caller, &consent.insurer, now)? {
         return Err(Refusal::bad_request(Reason::InsurerNotRegistered).into());
     }
-    let tenant = caller.tenant_id.as_str();
-    records::grant_consent(conn, tenant, patient.as_str(), consent.insurer.as_str(), now, consent.expires_at)?;
+    records::grant_consent(conn, &caller.tenant_id, patient, &consent.insurer, now, consent.expires_at)?;
     let body = serde_json::json!({
         "patient_id": patient, "insurer": consent.insurer, "granted_at": now, "expires_at": consent.expires_at,
     });
@@ -70,8 +69,8 @@ fn grant_consent(conn: &Connection, caller: &Caller, patient: &PatientId, body: 
 
 fn revoke_consent(conn: &Connection, caller: &Caller, patient: &PatientId, insurer: &ClientId) -> Handled {
     let now = health_spin::now();
-    let (_, reason) = service::authorize_patient(conn, caller, authz::Action::ManageConsent, patient.as_str(), now)?;
-    if !records::revoke_consent(conn, caller.tenant_id.as_str(), patient.as_str(), insurer.as_str(), now)? {
+    let (_, reason) = service::authorize_patient(conn, caller, authz::Action::ManageConsent, patient, now)?;
+    if !records::revoke_consent(conn, &caller.tenant_id, patient, insurer, now)? {
         return Err(Refusal::NotFound(Reason::NoSuchConsent).into());
     }
     Ok(Done { status: 204, body: service::Body::Empty, reason })
@@ -99,12 +98,9 @@ fn insurer_registered(caller: &Caller, insurer: &ClientId, now: i64) -> anyhow::
 
 /// Disables the account `user_id` that owned an erased record and ends its sessions; `false`
 /// if `auth` has no such account. An error leaves the erasure done: repeating the request
-/// (idempotent) finishes it.
-fn end_account(caller: &Caller, user_id: &str, now: i64) -> anyhow::Result<bool> {
-    // The id goes into a path: one that is not the platform's opaque id (which could change
-    // the path with '/', '?', '%', ...) fails the request rather than miss the account.
-    let user_id = health_core::Opaque::parse(user_id)
-        .map_err(|_| anyhow::anyhow!("an erased patient's account id is not an opaque id: {user_id:?}"))?;
+/// (idempotent) finishes it. The id goes into a path, so it is the platform's opaque id (no
+/// '/', '?', '%', ...): one stored otherwise fails the request rather than miss the account.
+fn end_account(caller: &Caller, user_id: &Opaque, now: i64) -> anyhow::Result<bool> {
     let path = format!("/internal/patient-accounts/{user_id}/erased");
     let response =
         spin_sdk::http::run(health_spin::chain::send(auth_link()?, Method::Post, &path, Vec::new(), caller, now))?;
@@ -124,15 +120,15 @@ fn authorize_tenant(caller: &Caller, action: authz::Action) -> Result<String, Re
 
 fn erase(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handled {
     let reason = authorize_tenant(caller, authz::Action::ErasePatient)?;
-    let tenant = caller.tenant_id.as_str();
-    let Some(row) = records::patient(conn, tenant, patient.as_str())? else {
+    let tenant = &caller.tenant_id;
+    let Some(row) = records::patient(conn, tenant, patient)? else {
         return Err(Refusal::NotFound(Reason::NoSuchPatient).into());
     };
     let now = health_spin::now();
-    let newly = Vault::open(conn, tenant)?.erase(patient.as_str(), now)?;
+    let newly = Vault::open(conn, tenant)?.erase(patient, now)?;
     // After the keys are gone: a failure here is retried by repeating the erasure.
-    let account_disabled = match &row.owner_subject {
-        Some(owner) => end_account(caller, owner, now)?,
+    let account_disabled = match row.owner()? {
+        Some(owner) => end_account(caller, &owner, now)?,
         None => false,
     };
     let body = serde_json::json!({
@@ -144,6 +140,6 @@ fn erase(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handled {
 
 fn rotate(conn: &Connection, caller: &Caller) -> Handled {
     let reason = authorize_tenant(caller, authz::Action::RotateDataKey)?;
-    let key_id = Vault::open(conn, caller.tenant_id.as_str())?.rotate(health_spin::now())?;
+    let key_id = Vault::open(conn, &caller.tenant_id)?.rotate(health_spin::now())?;
     Ok(Done::json(201, serde_json::json!({ "data_key_id": key_id }), reason))
 }

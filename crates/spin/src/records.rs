@@ -13,8 +13,8 @@ use std::collections::HashMap;
 
 use anyhow::Context;
 use health_core::phi::{self, Field, PhiError};
-use health_core::{SecretKey, TenantId};
-use spin_sdk::sqlite::{Connection, Value};
+use health_core::{ClientId, EntryId, IdError, Opaque, OrderId, PatientId, SecretKey, TenantId};
+use spin_sdk::sqlite::{Connection, Row, Value};
 
 use crate::db::{self, Migration, Sql, Step};
 
@@ -196,15 +196,22 @@ fn opt_text(v: Option<&str>) -> Value {
     v.map_or(Value::Null, text)
 }
 
+/// An id read back from `records`. Every id was validated on its way in, so one that does not
+/// parse is the platform's fault (an internal error), never the caller's, and never a panic.
+fn stored_id<T>(row: &Row<'_>, column: &str, parse: fn(&str) -> Result<T, IdError>) -> anyhow::Result<T> {
+    let value = row.get::<&str>(column).with_context(|| format!("records: no {column}"))?;
+    parse(value).map_err(|e| anyhow::anyhow!("records: stored {column} {value:?} is not valid: {e}"))
+}
+
 /// The PHI keys of one tenant, opened lazily and kept for one request. Its storage is the
 /// `data_key` and `patient_key` tables over any [`Sql`] connection: Spin's in a role service,
 /// real SQLite in native tests.
 pub struct Vault<'c, C = Connection> {
     conn: &'c C,
-    tenant: String,
+    tenant: TenantId,
     wrapping: SecretKey,
     data_keys: HashMap<String, SecretKey>,
-    patient_keys: HashMap<(String, String), Option<SecretKey>>,
+    patient_keys: HashMap<(PatientId, String), Option<SecretKey>>,
     newest: Option<String>,
 }
 
@@ -212,16 +219,16 @@ impl<'c, C: Sql> Vault<'c, C> {
     /// The vault of `tenant`, its data keys wrapped under `phi_wrapping_key`: the role services'
     /// own secret, so none of them holds `master_key` (which also opens the tenants' private
     /// signing keys).
-    pub fn open(conn: &'c C, tenant: &str) -> anyhow::Result<Self> {
+    pub fn open(conn: &'c C, tenant: &TenantId) -> anyhow::Result<Self> {
         Ok(Self::with_wrapping_key(conn, tenant, crate::secret_key("phi_wrapping_key")?))
     }
 
     /// The vault of `tenant` with its data keys wrapped under `wrapping` (native tests; a
     /// component uses [`Vault::open`]).
-    pub fn with_wrapping_key(conn: &'c C, tenant: &str, wrapping: SecretKey) -> Self {
+    pub fn with_wrapping_key(conn: &'c C, tenant: &TenantId, wrapping: SecretKey) -> Self {
         Self {
             conn,
-            tenant: tenant.to_owned(),
+            tenant: tenant.clone(),
             wrapping,
             data_keys: HashMap::new(),
             patient_keys: HashMap::new(),
@@ -234,11 +241,11 @@ impl<'c, C: Sql> Vault<'c, C> {
             return Ok(Some(key.clone()));
         }
         const GET: &str = "SELECT wrapped FROM data_key WHERE tenant_id = ? AND key_id = ?";
-        let rows = self.conn.execute(GET, &[text(&self.tenant), text(key_id)]).context("reading data key")?;
+        let rows = self.conn.execute(GET, &[text(self.tenant.as_str()), text(key_id)]).context("reading data key")?;
         let Some(wrapped) = rows.rows().next().and_then(|r| r.get::<&str>("wrapped").map(str::to_owned)) else {
             return Ok(None);
         };
-        let key = phi::open_data_key(&self.wrapping, &self.tenant, key_id, &wrapped)
+        let key = phi::open_data_key(&self.wrapping, self.tenant.as_str(), key_id, &wrapped)
             .map_err(|e| anyhow::anyhow!("data key {key_id} of {} does not open: {e}", self.tenant))?;
         self.data_keys.insert(key_id.to_owned(), key.clone());
         Ok(Some(key))
@@ -253,7 +260,7 @@ impl<'c, C: Sql> Vault<'c, C> {
         }
         const NEWEST: &str =
             "SELECT key_id FROM data_key WHERE tenant_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1";
-        let rows = self.conn.execute(NEWEST, &[text(&self.tenant)]).context("reading newest data key")?;
+        let rows = self.conn.execute(NEWEST, &[text(self.tenant.as_str())]).context("reading newest data key")?;
         let id = match rows.rows().next().and_then(|r| r.get::<&str>("key_id").map(str::to_owned)) {
             Some(id) => id,
             None => self.rotate(crate::now())?,
@@ -266,17 +273,22 @@ impl<'c, C: Sql> Vault<'c, C> {
     pub fn rotate(&mut self, now: i64) -> anyhow::Result<String> {
         const INSERT: &str = "INSERT INTO data_key (tenant_id, key_id, wrapped, created_at) VALUES (?, ?, ?, ?)";
         let id = format!("dk-{}", crate::random_id());
-        let wrapped = phi::new_data_key(&self.wrapping, &self.tenant, &id, &mut crate::rng());
+        let wrapped = phi::new_data_key(&self.wrapping, self.tenant.as_str(), &id, &mut crate::rng());
         self.conn
-            .execute(INSERT, &[text(&self.tenant), text(&id), text(&wrapped), Value::Integer(now)])
+            .execute(INSERT, &[text(self.tenant.as_str()), text(&id), text(&wrapped), Value::Integer(now)])
             .context("storing data key")?;
         self.newest = Some(id.clone());
         Ok(id)
     }
 
     /// The patient's key under data key `data_key_id`; `None` once the patient was erased.
-    fn patient_key(&mut self, patient: &str, data_key_id: &str, create: bool) -> anyhow::Result<Option<SecretKey>> {
-        let slot = (patient.to_owned(), data_key_id.to_owned());
+    fn patient_key(
+        &mut self,
+        patient: &PatientId,
+        data_key_id: &str,
+        create: bool,
+    ) -> anyhow::Result<Option<SecretKey>> {
+        let slot = (patient.clone(), data_key_id.to_owned());
         if let Some(Some(key)) = self.patient_keys.get(&slot) {
             return Ok(Some(key.clone()));
         }
@@ -289,18 +301,19 @@ impl<'c, C: Sql> Vault<'c, C> {
         let Some(data_key) = self.data_key(data_key_id)? else {
             return Ok(None);
         };
-        let params = [text(&self.tenant), text(patient), text(data_key_id)];
+        let (tenant, patient_id) = (self.tenant.as_str(), patient.as_str());
+        let params = [text(tenant), text(patient_id), text(data_key_id)];
         if create {
-            let wrapped = phi::new_patient_key(&data_key, &self.tenant, patient, data_key_id, &mut crate::rng());
+            let wrapped = phi::new_patient_key(&data_key, tenant, patient_id, data_key_id, &mut crate::rng());
             let mut insert = params.to_vec();
-            insert.extend([text(&wrapped), text(&self.tenant), text(patient)]);
+            insert.extend([text(&wrapped), text(tenant), text(patient_id)]);
             self.conn.execute(CREATE, &insert).context("storing patient key")?;
         }
         let rows = self.conn.execute(GET, &params).context("reading patient key")?;
         let key = match rows.rows().next().and_then(|r| r.get::<&str>("wrapped").map(str::to_owned)) {
             None => None,
             Some(wrapped) => Some(
-                phi::open_patient_key(&data_key, &self.tenant, patient, data_key_id, &wrapped)
+                phi::open_patient_key(&data_key, tenant, patient_id, data_key_id, &wrapped)
                     .map_err(|e| anyhow::anyhow!("patient key of {patient} does not open: {e}"))?,
             ),
         };
@@ -311,7 +324,7 @@ impl<'c, C: Sql> Vault<'c, C> {
     /// Seals a PHI value for `field` of `patient` under the newest data key.
     pub fn seal(
         &mut self,
-        patient: &str,
+        patient: &PatientId,
         table: &str,
         row: &str,
         field: &str,
@@ -322,7 +335,7 @@ impl<'c, C: Sql> Vault<'c, C> {
             .patient_key(patient, &data_key_id, true)?
             .ok_or_else(|| anyhow::anyhow!("patient {patient} is erased: nothing may be written for them"))?;
         let tenant = self.tenant.clone();
-        let place = Field { tenant: &tenant, table, row, field };
+        let place = Field { tenant: tenant.as_str(), table, row, field };
         Ok(phi::seal_field(&key, &data_key_id, &place, plaintext, &mut crate::rng()))
     }
 
@@ -330,7 +343,7 @@ impl<'c, C: Sql> Vault<'c, C> {
     /// erased), the outer one the platform's.
     pub fn open_field(
         &mut self,
-        patient: &str,
+        patient: &PatientId,
         table: &str,
         row: &str,
         field: &str,
@@ -341,13 +354,13 @@ impl<'c, C: Sql> Vault<'c, C> {
             Err(e) => return Ok(Err(e)),
         };
         let key = self.patient_key(patient, &data_key_id, false)?;
-        let place = Field { tenant: &self.tenant, table, row, field };
+        let place = Field { tenant: self.tenant.as_str(), table, row, field };
         Ok(phi::open_field(key.as_ref(), &place, stored))
     }
 
     /// Crypto-shredding: marks the patient erased, then destroys every key of theirs. From then
     /// on nothing can open their PHI, and no new key can be made for them.
-    pub fn erase(&mut self, patient: &str, now: i64) -> anyhow::Result<bool> {
+    pub fn erase(&mut self, patient: &PatientId, now: i64) -> anyhow::Result<bool> {
         const MARK: &str =
             "UPDATE patient SET erased_at = ? WHERE tenant_id = ? AND patient_id = ? AND erased_at IS NULL
             RETURNING patient_id";
@@ -361,16 +374,15 @@ impl<'c, C: Sql> Vault<'c, C> {
             // database, only their bytes may linger in the server's free pages.
             eprintln!("records: secure_delete unavailable: {e}");
         }
+        let (tenant, patient_id) = (text(self.tenant.as_str()), text(patient.as_str()));
         let marked = self
             .conn
-            .execute(MARK, &[Value::Integer(now), text(&self.tenant), text(patient)])
+            .execute(MARK, &[Value::Integer(now), tenant.clone(), patient_id.clone()])
             .context("marking patient erased")?;
         let erased = marked.rows().next().is_some();
         // Shred even when already marked: a half-finished earlier erasure completes.
-        self.conn.execute(SHRED, &[text(&self.tenant), text(patient)]).context("destroying patient keys")?;
-        self.conn
-            .execute(WITHDRAW, &[Value::Integer(now), text(&self.tenant), text(patient)])
-            .context("withdrawing consents")?;
+        self.conn.execute(SHRED, &[tenant.clone(), patient_id.clone()]).context("destroying patient keys")?;
+        self.conn.execute(WITHDRAW, &[Value::Integer(now), tenant, patient_id]).context("withdrawing consents")?;
         self.patient_keys.retain(|(p, _), _| p != patient);
         Ok(erased)
     }
@@ -379,7 +391,8 @@ impl<'c, C: Sql> Vault<'c, C> {
 /// Demographics as stored (PHI still sealed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PatientRow {
-    pub patient_id: String,
+    pub patient_id: PatientId,
+    /// As stored: policy compares it with the caller's subject; [`PatientRow::owner`] is the id.
     pub owner_subject: Option<String>,
     pub erased: bool,
     given_name: String,
@@ -390,27 +403,42 @@ pub struct PatientRow {
 /// Demographics as returned.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Demographics {
-    pub patient_id: String,
+    pub patient_id: PatientId,
     pub given_name: String,
     pub family_name: String,
     pub birth_date: String,
 }
 
+impl PatientRow {
+    /// The account that owns the record, as the platform's opaque id. Read only where the id is
+    /// used as one (erasure disables that account), so a stored value that does not parse
+    /// fails that step alone, as an internal error.
+    pub fn owner(&self) -> anyhow::Result<Option<Opaque>> {
+        let Some(owner) = &self.owner_subject else {
+            return Ok(None);
+        };
+        let id = Opaque::parse(owner)
+            .map_err(|e| anyhow::anyhow!("records: stored owner_subject {owner:?} is not valid: {e}"))?;
+        Ok(Some(id))
+    }
+}
+
 const PATIENT: &str = "SELECT owner_subject, given_name, family_name, birth_date, erased_at FROM patient
     WHERE tenant_id = ? AND patient_id = ?";
 
-pub fn patient(conn: &impl Sql, tenant: &str, patient_id: &str) -> anyhow::Result<Option<PatientRow>> {
-    let rows = conn.execute(PATIENT, &[text(tenant), text(patient_id)]).context("reading patient")?;
-    Ok(rows.rows().next().map(|r| {
-        let field = |name: &str| r.get::<&str>(name).unwrap_or_default().to_owned();
-        PatientRow {
-            patient_id: patient_id.to_owned(),
-            owner_subject: r.get::<&str>("owner_subject").map(str::to_owned),
-            erased: r.get::<i64>("erased_at").is_some(),
-            given_name: field("given_name"),
-            family_name: field("family_name"),
-            birth_date: field("birth_date"),
-        }
+pub fn patient(conn: &impl Sql, tenant: &TenantId, patient_id: &PatientId) -> anyhow::Result<Option<PatientRow>> {
+    let rows = conn.execute(PATIENT, &[text(tenant.as_str()), text(patient_id.as_str())]).context("reading patient")?;
+    let Some(r) = rows.rows().next() else {
+        return Ok(None);
+    };
+    let field = |name: &str| r.get::<&str>(name).unwrap_or_default().to_owned();
+    Ok(Some(PatientRow {
+        patient_id: patient_id.clone(),
+        owner_subject: r.get::<&str>("owner_subject").map(str::to_owned),
+        erased: r.get::<i64>("erased_at").is_some(),
+        given_name: field("given_name"),
+        family_name: field("family_name"),
+        birth_date: field("birth_date"),
     }))
 }
 
@@ -419,8 +447,8 @@ pub fn demographics<C: Sql>(
     vault: &mut Vault<'_, C>,
     row: &PatientRow,
 ) -> anyhow::Result<Result<Demographics, PhiError>> {
-    let id = row.patient_id.as_str();
-    let mut open = |field: &str, stored: &str| vault.open_field(id, "patient", id, field, stored);
+    let id = &row.patient_id;
+    let mut open = |field: &str, stored: &str| vault.open_field(id, "patient", id.as_str(), field, stored);
     let given_name = match open("given_name", &row.given_name)? {
         Ok(v) => v,
         Err(e) => return Ok(Err(e)),
@@ -433,30 +461,29 @@ pub fn demographics<C: Sql>(
         Ok(v) => v,
         Err(e) => return Ok(Err(e)),
     };
-    Ok(Ok(Demographics { patient_id: id.to_owned(), given_name, family_name, birth_date }))
+    Ok(Ok(Demographics { patient_id: id.clone(), given_name, family_name, birth_date }))
 }
 
 /// Adds a patient with sealed demographics (`INSERT OR IGNORE`: an existing one is kept).
 pub fn add_patient<C: Sql>(
     vault: &mut Vault<'_, C>,
-    patient_id: &str,
-    owner: Option<&str>,
+    patient_id: &PatientId,
+    owner: Option<&Opaque>,
     demographics: [&str; 3],
 ) -> anyhow::Result<()> {
     const INSERT: &str = "INSERT OR IGNORE INTO patient
         (tenant_id, patient_id, owner_subject, given_name, family_name, birth_date) VALUES (?, ?, ?, ?, ?, ?)";
     let [given, family, birth] = demographics;
+    let row = patient_id.as_str();
     let sealed = [
-        vault.seal(patient_id, "patient", patient_id, "given_name", given)?,
-        vault.seal(patient_id, "patient", patient_id, "family_name", family)?,
-        vault.seal(patient_id, "patient", patient_id, "birth_date", birth)?,
+        vault.seal(patient_id, "patient", row, "given_name", given)?,
+        vault.seal(patient_id, "patient", row, "family_name", family)?,
+        vault.seal(patient_id, "patient", row, "birth_date", birth)?,
     ];
-    let tenant = vault.tenant.clone();
+    let tenant = text(vault.tenant.as_str());
     let [given, family, birth] = sealed.map(Value::Text);
-    vault
-        .conn
-        .execute(INSERT, &[text(&tenant), text(patient_id), opt_text(owner), given, family, birth])
-        .context("inserting patient")?;
+    let owner = opt_text(owner.map(Opaque::as_str));
+    vault.conn.execute(INSERT, &[tenant, text(row), owner, given, family, birth]).context("inserting patient")?;
     Ok(())
 }
 
@@ -464,14 +491,14 @@ pub fn add_patient<C: Sql>(
 /// has not ended. An ended or expired membership counts for nothing from that second on.
 pub fn on_care_team(
     conn: &impl db::Sql,
-    tenant: &str,
-    patient_id: &str,
-    member: &str,
+    tenant: &TenantId,
+    patient_id: &PatientId,
+    member: &Opaque,
     now: i64,
 ) -> anyhow::Result<bool> {
     const ON_CARE_TEAM: &str = "SELECT 1 FROM care_team_membership WHERE tenant_id = ?1 AND patient_id = ?2
         AND member_subject = ?3 AND starts_at <= ?4 AND (ends_at IS NULL OR ends_at > ?4) LIMIT 1";
-    let params = [text(tenant), text(patient_id), text(member), Value::Integer(now)];
+    let params = [text(tenant.as_str()), text(patient_id.as_str()), text(member.as_str()), Value::Integer(now)];
     let rows = conn.execute(ON_CARE_TEAM, &params).context("reading care team")?;
     Ok(rows.rows().next().is_some())
 }
@@ -514,20 +541,26 @@ fn membership_from(r: &spin_sdk::sqlite::Row<'_>, now: i64) -> Membership {
 }
 
 /// Every membership of the patient's care team, ended ones too, oldest first.
-pub fn care_team(conn: &impl db::Sql, tenant: &str, patient_id: &str, now: i64) -> anyhow::Result<Vec<Membership>> {
+pub fn care_team(
+    conn: &impl db::Sql,
+    tenant: &TenantId,
+    patient_id: &PatientId,
+    now: i64,
+) -> anyhow::Result<Vec<Membership>> {
     let sql = format!(
         "SELECT {MEMBERSHIP_COLUMNS} FROM care_team_membership WHERE tenant_id = ? AND patient_id = ?
         ORDER BY starts_at, added_at, membership_id"
     );
-    let rows = conn.execute(&sql, &[text(tenant), text(patient_id)]).context("reading care team")?;
+    let params = [text(tenant.as_str()), text(patient_id.as_str())];
+    let rows = conn.execute(&sql, &params).context("reading care team")?;
     Ok(rows.rows().map(|r| membership_from(&r, now)).collect())
 }
 
 /// The memberships `member` holds at `now`, of patients not erased: whom they may see.
 pub fn care_team_patients(
     conn: &impl db::Sql,
-    tenant: &str,
-    member: &str,
+    tenant: &TenantId,
+    member: &Opaque,
     now: i64,
 ) -> anyhow::Result<Vec<Membership>> {
     let sql = format!(
@@ -537,20 +570,20 @@ pub fn care_team_patients(
             AND p.erased_at IS NOT NULL)
         ORDER BY patient_id, starts_at"
     );
-    let rows =
-        conn.execute(&sql, &[text(tenant), text(member), Value::Integer(now)]).context("reading care-team patients")?;
+    let params = [text(tenant.as_str()), text(member.as_str()), Value::Integer(now)];
+    let rows = conn.execute(&sql, &params).context("reading care-team patients")?;
     Ok(rows.rows().map(|r| membership_from(&r, now)).collect())
 }
 
 /// A membership to add.
 pub struct NewMembership<'a> {
     pub membership_id: &'a str,
-    pub patient_id: &'a str,
-    pub member: &'a str,
+    pub patient_id: &'a PatientId,
+    pub member: &'a Opaque,
     pub reason: &'a str,
     pub starts_at: i64,
     pub ends_at: Option<i64>,
-    pub added_by: &'a str,
+    pub added_by: &'a Opaque,
 }
 
 /// Adds a membership unless the member already holds one that has not ended by `now` (live, or
@@ -558,7 +591,7 @@ pub struct NewMembership<'a> {
 /// requests one adds.
 pub fn add_care_team_member(
     conn: &impl db::Sql,
-    tenant: &str,
+    tenant: &TenantId,
     new: &NewMembership<'_>,
     now: i64,
 ) -> anyhow::Result<Option<Membership>> {
@@ -568,14 +601,14 @@ pub fn add_care_team_member(
             WHERE tenant_id = ?1 AND patient_id = ?3 AND member_subject = ?4 AND (ends_at IS NULL OR ends_at > ?9))
         ON CONFLICT DO NOTHING RETURNING membership_id";
     let params = [
-        text(tenant),
+        text(tenant.as_str()),
         text(new.membership_id),
-        text(new.patient_id),
-        text(new.member),
+        text(new.patient_id.as_str()),
+        text(new.member.as_str()),
         text(new.reason),
         Value::Integer(new.starts_at),
         new.ends_at.map_or(Value::Null, Value::Integer),
-        text(new.added_by),
+        text(new.added_by.as_str()),
         Value::Integer(now),
     ];
     let added = conn.execute(ADD, &params).context("adding care-team member")?;
@@ -584,12 +617,12 @@ pub fn add_care_team_member(
     }
     Ok(Some(Membership {
         membership_id: new.membership_id.to_owned(),
-        patient_id: new.patient_id.to_owned(),
-        member: new.member.to_owned(),
+        patient_id: new.patient_id.to_string(),
+        member: new.member.to_string(),
         reason: new.reason.to_owned(),
         starts_at: new.starts_at,
         ends_at: new.ends_at,
-        added_by: new.added_by.to_owned(),
+        added_by: new.added_by.to_string(),
         added_at: now,
         ended_by: None,
         active: new.starts_at <= now && new.ends_at.is_none_or(|end| end > now),
@@ -600,16 +633,22 @@ pub fn add_care_team_member(
 /// (live, or starting later), as of `now`; the ids of those ended (none: nothing was live).
 pub fn end_care_team_membership(
     conn: &impl db::Sql,
-    tenant: &str,
-    patient_id: &str,
-    member: &str,
-    ended_by: &str,
+    tenant: &TenantId,
+    patient_id: &PatientId,
+    member: &Opaque,
+    ended_by: &Opaque,
     now: i64,
 ) -> anyhow::Result<Vec<String>> {
     const END: &str = "UPDATE care_team_membership SET ends_at = ?5, ended_by = ?4
         WHERE tenant_id = ?1 AND patient_id = ?2 AND member_subject = ?3 AND (ends_at IS NULL OR ends_at > ?5)
         RETURNING membership_id";
-    let params = [text(tenant), text(patient_id), text(member), text(ended_by), Value::Integer(now)];
+    let params = [
+        text(tenant.as_str()),
+        text(patient_id.as_str()),
+        text(member.as_str()),
+        text(ended_by.as_str()),
+        Value::Integer(now),
+    ];
     let ended = conn.execute(END, &params).context("ending care-team membership")?;
     Ok(ended.rows().filter_map(|r| r.get::<&str>("membership_id").map(str::to_owned)).collect())
 }
@@ -617,14 +656,15 @@ pub fn end_care_team_membership(
 /// Whether `doctor` holds a break-glass grant for the patient that is still open at `now`.
 pub fn break_glass_active(
     conn: &Connection,
-    tenant: &str,
-    patient_id: &str,
-    doctor: &str,
+    tenant: &TenantId,
+    patient_id: &PatientId,
+    doctor: &Opaque,
     now: i64,
 ) -> anyhow::Result<bool> {
     const ACTIVE: &str = "SELECT 1 FROM break_glass WHERE tenant_id = ? AND patient_id = ? AND doctor_subject = ?
         AND granted_at <= ? AND expires_at > ? LIMIT 1";
-    let params = [text(tenant), text(patient_id), text(doctor), Value::Integer(now), Value::Integer(now)];
+    let (tenant, patient_id, doctor) = (text(tenant.as_str()), text(patient_id.as_str()), text(doctor.as_str()));
+    let params = [tenant, patient_id, doctor, Value::Integer(now), Value::Integer(now)];
     Ok(conn.execute(ACTIVE, &params).context("reading break-glass grants")?.rows().next().is_some())
 }
 
@@ -641,9 +681,9 @@ pub struct Grant {
 /// window nor counts as a new grant). One conditional `INSERT`, so two racing requests make one.
 pub fn grant_break_glass(
     conn: &Connection,
-    tenant: &str,
-    patient_id: &str,
-    doctor: &str,
+    tenant: &TenantId,
+    patient_id: &PatientId,
+    doctor: &Opaque,
     now: i64,
     until: i64,
 ) -> anyhow::Result<Grant> {
@@ -653,12 +693,13 @@ pub fn grant_break_glass(
         ON CONFLICT DO NOTHING RETURNING granted_at";
     const LIVE: &str = "SELECT granted_at, expires_at FROM break_glass WHERE tenant_id = ? AND patient_id = ?
         AND doctor_subject = ? AND granted_at <= ? AND expires_at > ? ORDER BY expires_at DESC LIMIT 1";
-    let params = [text(tenant), text(patient_id), text(doctor), Value::Integer(now), Value::Integer(until)];
+    let (tenant, patient_id, doctor) = (text(tenant.as_str()), text(patient_id.as_str()), text(doctor.as_str()));
+    let params = [tenant.clone(), patient_id.clone(), doctor.clone(), Value::Integer(now), Value::Integer(until)];
     let inserted = conn.execute(GRANT, &params).context("storing break-glass grant")?;
     if inserted.rows().next().is_some() {
         return Ok(Grant { granted_at: now, expires_at: until, new: true });
     }
-    let params = [text(tenant), text(patient_id), text(doctor), Value::Integer(now), Value::Integer(now)];
+    let params = [tenant, patient_id, doctor, Value::Integer(now), Value::Integer(now)];
     let live = conn.execute(LIVE, &params).context("reading the live break-glass grant")?;
     let row = live.rows().next().context("no break-glass grant stored and none live")?;
     Ok(Grant {
@@ -671,30 +712,31 @@ pub fn grant_break_glass(
 /// Whether `insurer` holds the patient's consent at `now` (granted, not expired, not revoked).
 pub fn consent_active(
     conn: &Connection,
-    tenant: &str,
-    patient_id: &str,
-    insurer: &str,
+    tenant: &TenantId,
+    patient_id: &PatientId,
+    insurer: &ClientId,
     now: i64,
 ) -> anyhow::Result<bool> {
     const ACTIVE: &str = "SELECT 1 FROM consent WHERE tenant_id = ? AND patient_id = ? AND insurer = ?
         AND revoked_at IS NULL AND expires_at > ?";
-    let params = [text(tenant), text(patient_id), text(insurer), Value::Integer(now)];
+    let params = [text(tenant.as_str()), text(patient_id.as_str()), text(insurer.as_str()), Value::Integer(now)];
     Ok(conn.execute(ACTIVE, &params).context("reading consent")?.rows().next().is_some())
 }
 
 /// Grants (or renews) a consent.
 pub fn grant_consent(
     conn: &Connection,
-    tenant: &str,
-    patient_id: &str,
-    insurer: &str,
+    tenant: &TenantId,
+    patient_id: &PatientId,
+    insurer: &ClientId,
     now: i64,
     until: i64,
 ) -> anyhow::Result<()> {
     const GRANT: &str = "INSERT INTO consent (tenant_id, patient_id, insurer, granted_at, expires_at, revoked_at)
         VALUES (?, ?, ?, ?, ?, NULL) ON CONFLICT (tenant_id, patient_id, insurer)
         DO UPDATE SET granted_at = excluded.granted_at, expires_at = excluded.expires_at, revoked_at = NULL";
-    let params = [text(tenant), text(patient_id), text(insurer), Value::Integer(now), Value::Integer(until)];
+    let (tenant, patient_id, insurer) = (text(tenant.as_str()), text(patient_id.as_str()), text(insurer.as_str()));
+    let params = [tenant, patient_id, insurer, Value::Integer(now), Value::Integer(until)];
     conn.execute(GRANT, &params).context("storing consent")?;
     Ok(())
 }
@@ -702,14 +744,14 @@ pub fn grant_consent(
 /// Revokes a consent; `false` if there was no live one.
 pub fn revoke_consent(
     conn: &Connection,
-    tenant: &str,
-    patient_id: &str,
-    insurer: &str,
+    tenant: &TenantId,
+    patient_id: &PatientId,
+    insurer: &ClientId,
     now: i64,
 ) -> anyhow::Result<bool> {
     const REVOKE: &str = "UPDATE consent SET revoked_at = ? WHERE tenant_id = ? AND patient_id = ? AND insurer = ?
         AND revoked_at IS NULL RETURNING insurer";
-    let params = [Value::Integer(now), text(tenant), text(patient_id), text(insurer)];
+    let params = [Value::Integer(now), text(tenant.as_str()), text(patient_id.as_str()), text(insurer.as_str())];
     Ok(conn.execute(REVOKE, &params).context("revoking consent")?.rows().next().is_some())
 }
 
@@ -725,11 +767,14 @@ pub struct Entry {
 }
 
 /// The patient's entries, opened; an entry that does not open fails the whole read.
-pub fn entries<C: Sql>(vault: &mut Vault<'_, C>, patient_id: &str) -> anyhow::Result<Result<Vec<Entry>, PhiError>> {
+pub fn entries<C: Sql>(
+    vault: &mut Vault<'_, C>,
+    patient_id: &PatientId,
+) -> anyhow::Result<Result<Vec<Entry>, PhiError>> {
     const ENTRIES: &str = "SELECT entry_id, kind, content, author_subject, created_at, updated_at FROM entry
         WHERE tenant_id = ? AND patient_id = ? ORDER BY created_at, entry_id";
-    let tenant = vault.tenant.clone();
-    let rows = vault.conn.execute(ENTRIES, &[text(&tenant), text(patient_id)]).context("reading entries")?;
+    let params = [text(vault.tenant.as_str()), text(patient_id.as_str())];
+    let rows = vault.conn.execute(ENTRIES, &params).context("reading entries")?;
     let mut out = Vec::new();
     for r in rows.rows() {
         let field = |name: &str| r.get::<&str>(name).unwrap_or_default().to_owned();
@@ -750,27 +795,32 @@ pub fn entries<C: Sql>(vault: &mut Vault<'_, C>, patient_id: &str) -> anyhow::Re
     Ok(Ok(out))
 }
 
+/// A fresh entry id: `e-` and 64 random bits in hex.
+pub fn new_entry_id() -> anyhow::Result<EntryId> {
+    let id = crate::random_hex_id("e");
+    EntryId::parse(&id).with_context(|| format!("fresh entry id {id:?}"))
+}
+
 /// Adds an entry with sealed content.
 pub fn add_entry<C: Sql>(
     vault: &mut Vault<'_, C>,
-    patient_id: &str,
-    entry_id: &str,
+    patient_id: &PatientId,
+    entry_id: &EntryId,
     kind: &str,
     content: &str,
-    author: &str,
+    author: &Opaque,
     now: i64,
 ) -> anyhow::Result<()> {
     const INSERT: &str = "INSERT OR IGNORE INTO entry
         (tenant_id, entry_id, patient_id, kind, content, author_subject, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
-    let sealed = vault.seal(patient_id, "entry", entry_id, "content", content)?;
-    let tenant = vault.tenant.clone();
+    let sealed = vault.seal(patient_id, "entry", entry_id.as_str(), "content", content)?;
     let params = [
-        text(&tenant),
-        text(entry_id),
-        text(patient_id),
+        text(vault.tenant.as_str()),
+        text(entry_id.as_str()),
+        text(patient_id.as_str()),
         text(kind),
         Value::Text(sealed),
-        text(author),
+        text(author.as_str()),
         Value::Integer(now),
         Value::Integer(now),
     ];
@@ -782,28 +832,33 @@ pub fn add_entry<C: Sql>(
 /// no such entry.
 pub fn update_entry<C: Sql>(
     vault: &mut Vault<'_, C>,
-    patient_id: &str,
-    entry_id: &str,
+    patient_id: &PatientId,
+    entry_id: &EntryId,
     content: &str,
-    author: &str,
+    author: &Opaque,
     now: i64,
 ) -> anyhow::Result<bool> {
     const UPDATE: &str = "UPDATE entry SET content = ?, author_subject = ?, updated_at = ?
         WHERE tenant_id = ? AND entry_id = ? AND patient_id = ? RETURNING entry_id";
-    let sealed = vault.seal(patient_id, "entry", entry_id, "content", content)?;
-    let tenant = vault.tenant.clone();
-    let params =
-        [Value::Text(sealed), text(author), Value::Integer(now), text(&tenant), text(entry_id), text(patient_id)];
+    let sealed = vault.seal(patient_id, "entry", entry_id.as_str(), "content", content)?;
+    let params = [
+        Value::Text(sealed),
+        text(author.as_str()),
+        Value::Integer(now),
+        text(vault.tenant.as_str()),
+        text(entry_id.as_str()),
+        text(patient_id.as_str()),
+    ];
     Ok(vault.conn.execute(UPDATE, &params).context("updating entry")?.rows().next().is_some())
 }
 
 /// A lab order as a lab sees it: no clinical content.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LabOrder {
-    pub order_id: String,
-    pub patient_id: String,
+    pub order_id: OrderId,
+    pub patient_id: PatientId,
     #[serde(skip)]
-    pub lab_subject: String,
+    pub lab_subject: Opaque,
     pub test_code: String,
     pub test_name: String,
     pub ordered_at: i64,
@@ -812,32 +867,32 @@ pub struct LabOrder {
 
 const ORDER_COLUMNS: &str = "order_id, patient_id, lab_subject, test_code, test_name, ordered_at, status";
 
-fn order_from(r: &spin_sdk::sqlite::Row<'_>) -> LabOrder {
+fn order_from(r: &Row<'_>) -> anyhow::Result<LabOrder> {
     let field = |name: &str| r.get::<&str>(name).unwrap_or_default().to_owned();
-    LabOrder {
-        order_id: field("order_id"),
-        patient_id: field("patient_id"),
-        lab_subject: field("lab_subject"),
+    Ok(LabOrder {
+        order_id: stored_id(r, "order_id", OrderId::parse)?,
+        patient_id: stored_id(r, "patient_id", PatientId::parse)?,
+        lab_subject: stored_id(r, "lab_subject", Opaque::parse)?,
         test_code: field("test_code"),
         test_name: field("test_name"),
         ordered_at: r.get::<i64>("ordered_at").unwrap_or_default(),
         status: field("status"),
-    }
+    })
 }
 
-pub fn lab_order(conn: &Connection, tenant: &str, order_id: &str) -> anyhow::Result<Option<LabOrder>> {
+pub fn lab_order(conn: &Connection, tenant: &TenantId, order_id: &OrderId) -> anyhow::Result<Option<LabOrder>> {
     let sql = format!("SELECT {ORDER_COLUMNS} FROM lab_order WHERE tenant_id = ? AND order_id = ?");
-    let rows = conn.execute(&sql, &[text(tenant), text(order_id)]).context("reading lab order")?;
-    Ok(rows.rows().next().map(|r| order_from(&r)))
+    let rows = conn.execute(&sql, &[text(tenant.as_str()), text(order_id.as_str())]).context("reading lab order")?;
+    rows.rows().next().map(|r| order_from(&r)).transpose()
 }
 
 /// The open orders assigned to `lab`.
-pub fn open_lab_orders(conn: &Connection, tenant: &str, lab: &str) -> anyhow::Result<Vec<LabOrder>> {
+pub fn open_lab_orders(conn: &Connection, tenant: &TenantId, lab: &Opaque) -> anyhow::Result<Vec<LabOrder>> {
     let sql = format!(
         "SELECT {ORDER_COLUMNS} FROM lab_order WHERE tenant_id = ? AND lab_subject = ? AND status = 'open' ORDER BY ordered_at, order_id"
     );
-    let rows = conn.execute(&sql, &[text(tenant), text(lab)]).context("reading lab orders")?;
-    Ok(rows.rows().map(|r| order_from(&r)).collect())
+    let rows = conn.execute(&sql, &[text(tenant.as_str()), text(lab.as_str())]).context("reading lab orders")?;
+    rows.rows().map(|r| order_from(&r)).collect()
 }
 
 /// A result to append to an order.
@@ -863,27 +918,26 @@ pub fn append_lab_result<C: Sql>(
     const INSERT: &str = "INSERT INTO lab_result
         (tenant_id, result_id, order_id, patient_id, code, value, unit, note, lab_subject, resulted_at)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-    let patient = order.patient_id.as_str();
+    let patient = &order.patient_id;
     let value = vault.seal(patient, "lab_result", result_id, "value", result.value)?;
     let note = result.note.map(|n| vault.seal(patient, "lab_result", result_id, "note", n)).transpose()?;
-    let tenant = vault.tenant.clone();
-    let closed = vault
-        .conn
-        .execute(CLOSE, &[text(&tenant), text(&order.order_id), text(&order.lab_subject)])
-        .context("closing lab order")?;
+    let (tenant, order_id, lab) =
+        (text(vault.tenant.as_str()), text(order.order_id.as_str()), text(order.lab_subject.as_str()));
+    let closed =
+        vault.conn.execute(CLOSE, &[tenant.clone(), order_id.clone(), lab.clone()]).context("closing lab order")?;
     if closed.rows().next().is_none() {
         return Ok(false);
     }
     let params = [
-        text(&tenant),
+        tenant,
         text(result_id),
-        text(&order.order_id),
-        text(patient),
+        order_id,
+        text(patient.as_str()),
         text(result.code),
         Value::Text(value),
         text(result.unit),
         note.map_or(Value::Null, Value::Text),
-        text(&order.lab_subject),
+        lab,
         Value::Integer(now),
     ];
     vault.conn.execute(INSERT, &params).context("inserting lab result")?;
@@ -905,13 +959,13 @@ pub struct LabResultView {
 
 pub fn lab_results<C: Sql>(
     vault: &mut Vault<'_, C>,
-    patient_id: &str,
+    patient_id: &PatientId,
 ) -> anyhow::Result<Result<Vec<LabResultView>, PhiError>> {
     const RESULTS: &str =
         "SELECT result_id, order_id, code, value, unit, note, lab_subject, resulted_at FROM lab_result
         WHERE tenant_id = ? AND patient_id = ? ORDER BY resulted_at, result_id";
-    let tenant = vault.tenant.clone();
-    let rows = vault.conn.execute(RESULTS, &[text(&tenant), text(patient_id)]).context("reading lab results")?;
+    let params = [text(vault.tenant.as_str()), text(patient_id.as_str())];
+    let rows = vault.conn.execute(RESULTS, &params).context("reading lab results")?;
     let mut out = Vec::new();
     for r in rows.rows() {
         let field = |name: &str| r.get::<&str>(name).unwrap_or_default().to_owned();
@@ -946,14 +1000,16 @@ pub fn lab_results<C: Sql>(
 /// Carol's consent for the demo insurer. Subjects match the users `auth` seeds. Idempotent.
 fn seed(conn: &Connection) -> anyhow::Result<()> {
     let tenant = TenantId::parse(DEMO_TENANT).context("demo tenant id")?;
-    let mut vault = Vault::open(conn, tenant.as_str())?;
+    let mut vault = Vault::open(conn, &tenant)?;
     vault.newest_data_key()?;
+    let patient_id = |id: &str| PatientId::parse(id).context("demo patient id");
     for (id, owner, names) in [
         ("p-1001", Some("u-alice"), ["Alice", "Andersen", "1984-03-12"]),
         ("p-1002", Some("u-bob"), ["Bob", "Berg", "1971-11-02"]),
         ("p-1003", None, ["Carol", "Castillo", "1990-07-21"]),
     ] {
-        add_patient(&mut vault, id, owner, names)?;
+        let owner = owner.map(Opaque::parse).transpose().context("demo owner")?;
+        add_patient(&mut vault, &patient_id(id)?, owner.as_ref(), names)?;
     }
     for statement in [
         // Not again where version 3 moved the demo's memberships over from version 2.
@@ -977,6 +1033,7 @@ fn seed(conn: &Connection) -> anyhow::Result<()> {
     ] {
         conn.execute(statement, &[]).context("seeding demo data")?;
     }
+    let author = Opaque::parse("u-dr-grey").context("demo author")?;
     for (entry, patient, kind, content) in [
         ("e-1", "p-1001", "diagnosis", "Type 2 diabetes mellitus without complications (E11.9)"),
         ("e-2", "p-1001", "medication", "Metformin 500 mg twice daily"),
@@ -984,12 +1041,13 @@ fn seed(conn: &Connection) -> anyhow::Result<()> {
         ("e-4", "p-1003", "diagnosis", "Mild persistent asthma, uncomplicated (J45.30)"),
         ("e-5", "p-1003", "medication", "Budesonide inhaler 200 mcg twice daily"),
     ] {
-        add_entry(&mut vault, patient, entry, kind, content, "u-dr-grey", DEMO_TIME)?;
+        let entry = EntryId::parse(entry).context("demo entry id")?;
+        add_entry(&mut vault, &patient_id(patient)?, &entry, kind, content, &author, DEMO_TIME)?;
     }
     const RESULT: &str =
         "INSERT OR IGNORE INTO lab_result VALUES (?, 'r-1', 'o-2000', 'p-1001', '2345-7', ?, 'mmol/L', NULL,
         'u-lab-north', 1767225600)";
-    let value = vault.seal("p-1001", "lab_result", "r-1", "value", "7.2")?;
+    let value = vault.seal(&patient_id("p-1001")?, "lab_result", "r-1", "value", "7.2")?;
     conn.execute(RESULT, &[text(DEMO_TENANT), Value::Text(value)]).context("seeding demo lab result")?;
     Ok(())
 }
@@ -999,17 +1057,55 @@ mod tests {
     use super::*;
     use crate::db::testing::Native;
 
-    const T: &str = "demo-hospital";
+    fn tenant(id: &str) -> TenantId {
+        TenantId::parse(id).expect("tenant id")
+    }
 
-    fn membership<'a>(id: &'a str, member: &'a str, starts_at: i64, ends_at: Option<i64>) -> NewMembership<'a> {
-        NewMembership {
-            membership_id: id,
-            patient_id: "p-1",
-            member,
-            reason: "referral",
-            starts_at,
-            ends_at,
-            added_by: "u-admin",
+    fn patient_id(id: &str) -> PatientId {
+        PatientId::parse(id).expect("patient id")
+    }
+
+    fn subject(id: &str) -> Opaque {
+        Opaque::parse(id).expect("subject")
+    }
+
+    fn entry_id(id: &str) -> EntryId {
+        EntryId::parse(id).expect("entry id")
+    }
+
+    /// The demo tenant, the one most tests use.
+    fn t() -> TenantId {
+        tenant("demo-hospital")
+    }
+
+    /// The patient, member and admin of a membership under test.
+    struct Parties {
+        patient: PatientId,
+        members: [Opaque; 2],
+        admin: Opaque,
+    }
+
+    impl Parties {
+        fn new() -> Self {
+            Self { patient: patient_id("p-1"), members: [subject("u-a"), subject("u-b")], admin: subject("u-admin") }
+        }
+
+        fn membership<'a>(
+            &'a self,
+            id: &'a str,
+            member: &'a Opaque,
+            starts_at: i64,
+            ends_at: Option<i64>,
+        ) -> NewMembership<'a> {
+            NewMembership {
+                membership_id: id,
+                patient_id: &self.patient,
+                member,
+                reason: "referral",
+                starts_at,
+                ends_at,
+                added_by: &self.admin,
+            }
         }
     }
 
@@ -1027,13 +1123,14 @@ mod tests {
         }
         db::migrate(&db, MIGRATIONS, |_| Ok(())).expect("version 3");
         assert_eq!(db.integer("SELECT COUNT(*) FROM care_team_membership"), 2, "the inactive row is not a membership");
-        let moved = care_team(&db, T, "p-1", DEMO_TIME).expect("read");
+        let (p1, p2, grey, x) = (patient_id("p-1"), patient_id("p-2"), subject("u-grey"), subject("u-x"));
+        let moved = care_team(&db, &t(), &p1, DEMO_TIME).expect("read");
         assert_eq!(moved.len(), 1);
         assert_eq!((moved[0].member.as_str(), moved[0].starts_at, moved[0].ends_at), ("u-grey", DEMO_TIME, None));
-        assert!(on_care_team(&db, T, "p-1", "u-grey", DEMO_TIME + 1).expect("read"));
-        assert!(!on_care_team(&db, T, "p-2", "u-grey", DEMO_TIME + 1).expect("read"));
-        assert!(on_care_team(&db, "t2", "p-1", "u-x", DEMO_TIME).expect("read"), "tenants keep their own rows");
-        assert!(!on_care_team(&db, T, "p-1", "u-x", DEMO_TIME).expect("read"));
+        assert!(on_care_team(&db, &t(), &p1, &grey, DEMO_TIME + 1).expect("read"));
+        assert!(!on_care_team(&db, &t(), &p2, &grey, DEMO_TIME + 1).expect("read"));
+        assert!(on_care_team(&db, &tenant("t2"), &p1, &x, DEMO_TIME).expect("read"), "tenants keep their own rows");
+        assert!(!on_care_team(&db, &t(), &p1, &x, DEMO_TIME).expect("read"));
         assert_eq!(db.integer("SELECT COUNT(*) FROM sqlite_master WHERE name = 'care_team'"), 0);
     }
 
@@ -1043,23 +1140,27 @@ mod tests {
         let db = Native::open(&dir.path().join("records.db"));
         db::migrate(&db, MIGRATIONS, |_| Ok(())).expect("schema");
         let now = 1_000;
-        let on = |member: &str, at: i64| on_care_team(&db, T, "p-1", member, at).expect("read");
-        let added = add_care_team_member(&db, T, &membership("ct-1", "u-a", now + 10, Some(now + 20)), now);
+        let parties = Parties::new();
+        let (p1, [a, b], admin) = (&parties.patient, &parties.members, &parties.admin);
+        let on = |member: &Opaque, at: i64| on_care_team(&db, &t(), p1, member, at).expect("read");
+        let end = |member: &Opaque, at: i64| end_care_team_membership(&db, &t(), p1, member, admin, at).expect("end");
+        let added = add_care_team_member(&db, &t(), &parties.membership("ct-1", a, now + 10, Some(now + 20)), now);
         assert!(!added.expect("add").expect("added").active, "not started yet");
-        assert!(!on("u-a", now + 9) && on("u-a", now + 10) && on("u-a", now + 19) && !on("u-a", now + 20));
+        assert!(!on(a, now + 9) && on(a, now + 10) && on(a, now + 19) && !on(a, now + 20));
         // One membership not yet ended per member: a second is refused, whatever its times.
-        let again = add_care_team_member(&db, T, &membership("ct-2", "u-a", now, None), now).expect("add");
+        let again = add_care_team_member(&db, &t(), &parties.membership("ct-2", a, now, None), now).expect("add");
         assert_eq!(again, None);
 
-        add_care_team_member(&db, T, &membership("ct-3", "u-b", now, None), now).expect("add").expect("added");
-        assert!(on("u-b", now + 1_000_000));
-        assert_eq!(end_care_team_membership(&db, T, "p-1", "u-b", "u-admin", now + 5).expect("end"), ["ct-3"]);
-        assert!(on("u-b", now + 4) && !on("u-b", now + 5), "ended at once");
-        assert!(end_care_team_membership(&db, T, "p-1", "u-b", "u-admin", now + 6).expect("end").is_empty());
+        add_care_team_member(&db, &t(), &parties.membership("ct-3", b, now, None), now).expect("add").expect("added");
+        assert!(on(b, now + 1_000_000));
+        assert_eq!(end(b, now + 5), ["ct-3"]);
+        assert!(on(b, now + 4) && !on(b, now + 5), "ended at once");
+        assert!(end(b, now + 6).is_empty());
         // Ending also ends a membership that had not started.
-        assert_eq!(end_care_team_membership(&db, T, "p-1", "u-a", "u-admin", now + 1).expect("end"), ["ct-1"]);
-        assert!(!on("u-a", now + 15));
-        let ended = add_care_team_member(&db, T, &membership("ct-4", "u-b", now + 6, None), now + 6).expect("add");
+        assert_eq!(end(a, now + 1), ["ct-1"]);
+        assert!(!on(a, now + 15));
+        let ended =
+            add_care_team_member(&db, &t(), &parties.membership("ct-4", b, now + 6, None), now + 6).expect("add");
         assert!(ended.is_some(), "a member whose memberships ended can be added again");
 
         db.execute(
@@ -1068,17 +1169,44 @@ mod tests {
             &[],
         )
         .expect("patient");
-        let mine = care_team_patients(&db, T, "u-b", now + 7).expect("list");
+        let mine = care_team_patients(&db, &t(), b, now + 7).expect("list");
         assert_eq!(mine.iter().map(|m| m.membership_id.as_str()).collect::<Vec<_>>(), ["ct-4"]);
         db.execute("UPDATE patient SET erased_at = 1", &[]).expect("erase");
-        assert!(care_team_patients(&db, T, "u-b", now + 7).expect("list").is_empty(), "erased patients are not listed");
-        let team = care_team(&db, T, "p-1", now + 7).expect("team");
+        assert!(care_team_patients(&db, &t(), b, now + 7).expect("list").is_empty(), "erased patients are not listed");
+        let team = care_team(&db, &t(), p1, now + 7).expect("team");
         assert_eq!(team.len(), 3);
         assert_eq!(team.iter().filter(|m| m.active).count(), 1);
         assert_eq!(
             team.iter().find(|m| m.membership_id == "ct-3").and_then(|m| m.ended_by.as_deref()),
             Some("u-admin")
         );
+    }
+
+    #[test]
+    fn a_stored_id_that_does_not_parse_is_an_internal_error_not_a_panic() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let db = records_db(&dir.path().join("records.db"));
+        db.execute(
+            "INSERT INTO patient (tenant_id, patient_id, owner_subject, given_name, family_name, birth_date)
+            VALUES ('demo-hospital', 'p-1', 'u/../x', 'x', 'x', 'x')",
+            &[],
+        )
+        .expect("patient");
+        let row = patient(&db, &t(), &patient_id("p-1")).expect("the row reads").expect("p-1");
+        let error = row.owner().expect_err("not a valid owner");
+        assert!(format!("{error}").contains("stored owner_subject \"u/../x\" is not valid"), "{error}");
+        db.execute("UPDATE patient SET owner_subject = 'u-a'", &[]).expect("owner");
+        let row = patient(&db, &t(), &patient_id("p-1")).expect("the row reads").expect("p-1");
+        assert_eq!(row.owner().expect("valid"), Some(subject("u-a")));
+
+        db.execute(
+            "INSERT INTO lab_order VALUES ('demo-hospital', 'o-1', 'P 1', 'u-lab', 'c', 'n', 'u-dr', 1, 'open')",
+            &[],
+        )
+        .expect("order");
+        let orders = db.execute(&format!("SELECT {ORDER_COLUMNS} FROM lab_order"), &[]).expect("read");
+        let error = orders.rows().map(|r| order_from(&r)).next().expect("one row").expect_err("not a patient id");
+        assert!(format!("{error}").contains("stored patient_id \"P 1\" is not valid"), "{error}");
     }
 
     fn records_db(path: &std::path::Path) -> Native {
@@ -1101,22 +1229,22 @@ mod tests {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("records.db");
         let db = records_db(&path);
-        let data_key = Vault::with_wrapping_key(&db, T, wrapping(7)).newest_data_key().expect("data key");
+        let data_key = Vault::with_wrapping_key(&db, &t(), wrapping(7)).newest_data_key().expect("data key");
+        let p1 = patient_id("p-1");
         let writers = 8;
         let barrier = std::sync::Barrier::new(writers);
         let sealed: Vec<(String, String)> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..writers)
                 .map(|i| {
-                    let (path, barrier) = (&path, &barrier);
+                    let (path, barrier, p1) = (&path, &barrier, &p1);
                     scope.spawn(move || {
                         // A connection per writer, as each role-service instance opens its own.
                         let db = Native::open(path);
                         db::configure(&db);
-                        let mut vault = Vault::with_wrapping_key(&db, T, wrapping(7));
+                        let mut vault = Vault::with_wrapping_key(&db, &t(), wrapping(7));
                         let entry = format!("e-{i}");
                         barrier.wait();
-                        let stored =
-                            vault.seal("p-1", "entry", &entry, "content", &format!("note {i}")).expect("seals");
+                        let stored = vault.seal(p1, "entry", &entry, "content", &format!("note {i}")).expect("seals");
                         (entry, stored)
                     })
                 })
@@ -1127,9 +1255,9 @@ mod tests {
         assert_eq!(db.text("SELECT data_key_id FROM patient_key"), data_key);
         // Read back by a vault that knows only the stored key: a value sealed under a key that
         // lost the race would not open.
-        let mut reader = Vault::with_wrapping_key(&db, T, wrapping(7));
+        let mut reader = Vault::with_wrapping_key(&db, &t(), wrapping(7));
         for (i, (entry, stored)) in sealed.iter().enumerate() {
-            let opened = reader.open_field("p-1", "entry", entry, "content", stored).expect("no platform error");
+            let opened = reader.open_field(&p1, "entry", entry, "content", stored).expect("no platform error");
             assert_eq!(opened, Ok(format!("note {i}")));
         }
     }
@@ -1148,18 +1276,19 @@ mod tests {
                     scope.spawn(move || {
                         let db = Native::open(path);
                         db::configure(&db);
-                        let mut vault = Vault::with_wrapping_key(&db, T, wrapping(7));
+                        let mut vault = Vault::with_wrapping_key(&db, &t(), wrapping(7));
                         barrier.wait();
-                        vault.seal(&format!("p-{i}"), "entry", "e", "content", "x").expect("seals")
+                        vault.seal(&patient_id(&format!("p-{i}")), "entry", "e", "content", "x").expect("seals")
                     })
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().expect("writer")).collect()
         });
         assert!((1..=4).contains(&count(&db, "SELECT COUNT(*) FROM data_key")));
-        let mut reader = Vault::with_wrapping_key(&db, T, wrapping(7));
+        let mut reader = Vault::with_wrapping_key(&db, &t(), wrapping(7));
         for (i, stored) in sealed.iter().enumerate() {
-            let opened = reader.open_field(&format!("p-{i}"), "entry", "e", "content", stored).expect("no error");
+            let patient = patient_id(&format!("p-{i}"));
+            let opened = reader.open_field(&patient, "entry", "e", "content", stored).expect("no error");
             assert_eq!(opened, Ok("x".to_owned()));
         }
     }
@@ -1168,19 +1297,20 @@ mod tests {
     fn a_vault_under_another_wrapping_key_or_tenant_opens_nothing_and_writes_nothing() {
         let dir = tempfile::tempdir().expect("temporary directory");
         let db = records_db(&dir.path().join("records.db"));
-        let stored = Vault::with_wrapping_key(&db, T, wrapping(7))
-            .seal("p-1", "entry", "e-1", "content", "secret")
+        let (p1, p2) = (patient_id("p-1"), patient_id("p-2"));
+        let stored = Vault::with_wrapping_key(&db, &t(), wrapping(7))
+            .seal(&p1, "entry", "e-1", "content", "secret")
             .expect("seals");
-        let mut wrong = Vault::with_wrapping_key(&db, T, wrapping(8));
-        let error = wrong.open_field("p-1", "entry", "e-1", "content", &stored).expect_err("refused");
+        let mut wrong = Vault::with_wrapping_key(&db, &t(), wrapping(8));
+        let error = wrong.open_field(&p1, "entry", "e-1", "content", &stored).expect_err("refused");
         assert!(format!("{error}").contains("does not open"), "{error}");
-        wrong.seal("p-2", "entry", "e-2", "content", "x").expect_err("nothing sealed under a key it cannot open");
+        wrong.seal(&p2, "entry", "e-2", "content", "x").expect_err("nothing sealed under a key it cannot open");
         assert_eq!(count(&db, "SELECT COUNT(*) FROM patient_key"), 1);
-        let mut other = Vault::with_wrapping_key(&db, "other-hospital", wrapping(7));
-        let opened = other.open_field("p-1", "entry", "e-1", "content", &stored).expect("no platform error");
+        let mut other = Vault::with_wrapping_key(&db, &tenant("other-hospital"), wrapping(7));
+        let opened = other.open_field(&p1, "entry", "e-1", "content", &stored).expect("no platform error");
         assert_eq!(opened, Err(PhiError::KeyGone), "another tenant has no such data key");
-        let mut right = Vault::with_wrapping_key(&db, T, wrapping(7));
-        let moved = right.open_field("p-1", "entry", "e-2", "content", &stored).expect("no platform error");
+        let mut right = Vault::with_wrapping_key(&db, &t(), wrapping(7));
+        let moved = right.open_field(&p1, "entry", "e-2", "content", &stored).expect("no platform error");
         assert_eq!(moved, Err(PhiError::Open), "a value moved to another row does not open");
     }
 
@@ -1188,28 +1318,31 @@ mod tests {
     fn erasing_a_patient_shreds_their_keys_and_no_key_is_made_for_them_again() {
         let dir = tempfile::tempdir().expect("temporary directory");
         let db = records_db(&dir.path().join("records.db"));
-        let mut vault = Vault::with_wrapping_key(&db, T, wrapping(7));
-        add_patient(&mut vault, "p-1", Some("u-a"), ["Ann", "Ames", "1980-01-01"]).expect("patient");
-        add_patient(&mut vault, "p-2", None, ["Ben", "Bell", "1981-02-02"]).expect("patient");
-        add_entry(&mut vault, "p-1", "e-1", "diagnosis", "secret", "u-dr", 1_000).expect("entry");
+        let (p1, p2, doctor) = (patient_id("p-1"), patient_id("p-2"), subject("u-dr"));
+        let mut vault = Vault::with_wrapping_key(&db, &t(), wrapping(7));
+        add_patient(&mut vault, &p1, Some(&subject("u-a")), ["Ann", "Ames", "1980-01-01"]).expect("patient");
+        add_patient(&mut vault, &p2, None, ["Ben", "Bell", "1981-02-02"]).expect("patient");
+        add_entry(&mut vault, &p1, &entry_id("e-1"), "diagnosis", "secret", &doctor, 1_000).expect("entry");
         db.execute("INSERT INTO consent VALUES ('demo-hospital', 'p-1', 'acme', 1000, 5000, NULL)", &[])
             .expect("consent");
         assert_eq!(count(&db, "SELECT COUNT(*) FROM patient_key WHERE patient_id = 'p-1'"), 1);
 
-        assert!(vault.erase("p-1", 2_000).expect("erases"));
-        assert!(!vault.erase("p-1", 2_001).expect("again"), "already erased");
+        assert!(vault.erase(&p1, 2_000).expect("erases"));
+        assert!(!vault.erase(&p1, 2_001).expect("again"), "already erased");
         assert_eq!(count(&db, "SELECT COUNT(*) FROM patient_key WHERE patient_id = 'p-1'"), 0);
         assert_eq!(count(&db, "SELECT revoked_at FROM consent WHERE patient_id = 'p-1'"), 2_000);
-        assert!(patient(&db, T, "p-1").expect("read").expect("kept").erased);
-        assert_eq!(entries(&mut vault, "p-1").expect("no platform error"), Err(PhiError::KeyGone), "same request");
+        let ann = patient(&db, &t(), &p1).expect("read").expect("kept");
+        assert!(ann.erased);
+        assert_eq!(ann.owner().expect("valid"), Some(subject("u-a")), "the owner reads back as it was stored");
+        assert_eq!(entries(&mut vault, &p1).expect("no platform error"), Err(PhiError::KeyGone), "same request");
 
         // Another request: nothing of theirs opens, nothing new is sealed for them.
-        let mut later = Vault::with_wrapping_key(&db, T, wrapping(7));
-        assert_eq!(entries(&mut later, "p-1").expect("no platform error"), Err(PhiError::KeyGone));
-        let refused = later.seal("p-1", "entry", "e-2", "content", "more").expect_err("erased");
+        let mut later = Vault::with_wrapping_key(&db, &t(), wrapping(7));
+        assert_eq!(entries(&mut later, &p1).expect("no platform error"), Err(PhiError::KeyGone));
+        let refused = later.seal(&p1, "entry", "e-2", "content", "more").expect_err("erased");
         assert!(format!("{refused}").contains("is erased"), "{refused}");
         assert_eq!(count(&db, "SELECT COUNT(*) FROM patient_key WHERE patient_id = 'p-1'"), 0);
-        let ben = patient(&db, T, "p-2").expect("read").expect("p-2");
+        let ben = patient(&db, &t(), &p2).expect("read").expect("p-2");
         let opened = demographics(&mut later, &ben).expect("no platform error").expect("opens");
         assert_eq!(opened.given_name, "Ben", "other patients keep their keys");
     }
@@ -1218,20 +1351,21 @@ mod tests {
     fn after_a_rotation_new_values_use_the_new_data_key_and_older_values_still_open() {
         let dir = tempfile::tempdir().expect("temporary directory");
         let db = records_db(&dir.path().join("records.db"));
-        let mut vault = Vault::with_wrapping_key(&db, T, wrapping(7));
+        let (p1, doctor) = (patient_id("p-1"), subject("u-dr"));
+        let mut vault = Vault::with_wrapping_key(&db, &t(), wrapping(7));
         let first = vault.newest_data_key().expect("first data key");
-        add_entry(&mut vault, "p-1", "e-1", "note", "before", "u-dr", 1_000).expect("entry");
+        add_entry(&mut vault, &p1, &entry_id("e-1"), "note", "before", &doctor, 1_000).expect("entry");
         let second = vault.rotate(crate::now() + 60).expect("rotates");
         assert_ne!(first, second);
-        add_entry(&mut vault, "p-1", "e-2", "note", "after", "u-dr", 1_001).expect("entry");
+        add_entry(&mut vault, &p1, &entry_id("e-2"), "note", "after", &doctor, 1_001).expect("entry");
         let key_of = |entry: &str| {
             let stored = db.text(&format!("SELECT content FROM entry WHERE entry_id = '{entry}'"));
             phi::data_key_id(&stored).expect("sealed").to_owned()
         };
         assert_eq!((key_of("e-1"), key_of("e-2")), (first, second.clone()));
-        let mut later = Vault::with_wrapping_key(&db, T, wrapping(7));
+        let mut later = Vault::with_wrapping_key(&db, &t(), wrapping(7));
         assert_eq!(later.newest_data_key().expect("newest"), second);
-        let read = entries(&mut later, "p-1").expect("no platform error").expect("opens");
+        let read = entries(&mut later, &p1).expect("no platform error").expect("opens");
         assert_eq!(read.iter().map(|e| e.content.as_str()).collect::<Vec<_>>(), ["before", "after"]);
     }
 }

@@ -6,7 +6,7 @@
 //! share, each decided by the composed policy with the facts only this database knows.
 
 use health_core::routes::{self, Api};
-use health_core::{Caller, Component, Problem, Reason, Role};
+use health_core::{Caller, ClientId, Component, Opaque, PatientId, Problem, Reason, Role};
 use spin_sdk::http::{Request, Response};
 use spin_sdk::sqlite::Connection;
 
@@ -79,11 +79,25 @@ pub type Handled = Result<Done, Failure>;
 /// `GET /api/patients/{id}/care-team`, as the patient service (the patient, the admin) and the
 /// doctor service (a member) answer it: every membership, ended ones included, once the policy
 /// allows the caller to read the team.
-pub fn care_team(conn: &Connection, caller: &Caller, patient: &health_core::PatientId) -> Handled {
+pub fn care_team(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handled {
     let now = crate::now();
-    let (_, reason) = authorize_patient(conn, caller, authz::Action::ReadCareTeam, patient.as_str(), now)?;
-    let members = records::care_team(conn, caller.tenant_id.as_str(), patient.as_str(), now)?;
+    let (_, reason) = authorize_patient(conn, caller, authz::Action::ReadCareTeam, patient, now)?;
+    let members = records::care_team(conn, &caller.tenant_id, patient, now)?;
     Ok(Done::json(200, serde_json::json!({ "patient_id": patient, "members": members }), reason))
+}
+
+/// The caller's subject (a user's id, or an insurer client's) as the platform's opaque id. The
+/// gateway took it from a token it verified, which `auth` issued only for an id it had
+/// validated, so one that does not parse is the platform's fault: an internal error.
+pub fn subject(caller: &Caller) -> anyhow::Result<Opaque> {
+    Opaque::parse(&caller.subject)
+        .map_err(|e| anyhow::anyhow!("the caller's subject {:?} is not an opaque id: {e}", caller.subject))
+}
+
+/// The caller's client id, validated as [`subject`] is.
+pub fn client_id(caller: &Caller) -> anyhow::Result<ClientId> {
+    ClientId::parse(&caller.client_id)
+        .map_err(|e| anyhow::anyhow!("the caller's client id {:?} is not a client id: {e}", caller.client_id))
 }
 
 /// Runs `handler` of role service `me` for a caller the gateway attested and a request of the
@@ -157,21 +171,28 @@ pub fn authorize_patient(
     conn: &Connection,
     caller: &Caller,
     action: authz::Action,
-    patient_id: &str,
+    patient_id: &PatientId,
     now: i64,
 ) -> Result<(PatientRow, String), Failure> {
-    let tenant = caller.tenant_id.as_str();
+    let tenant = &caller.tenant_id;
     let row = records::patient(conn, tenant, patient_id)?;
-    let subject = caller.subject.as_str();
+    // Only a doctor's subject and only an insurer's client id are facts here, so only theirs
+    // are parsed.
+    let doctor = if caller.role == Role::Doctor { Some(subject(caller)?) } else { None };
     let facts = authz::PatientFacts {
-        tenant_id: tenant.to_owned(),
-        patient_id: patient_id.to_owned(),
+        tenant_id: tenant.to_string(),
+        patient_id: patient_id.to_string(),
         owner_subject: row.as_ref().and_then(|r| r.owner_subject.clone()),
-        on_care_team: caller.role == Role::Doctor && records::on_care_team(conn, tenant, patient_id, subject, now)?,
-        break_glass_active: caller.role == Role::Doctor
-            && records::break_glass_active(conn, tenant, patient_id, subject, now)?,
+        on_care_team: match &doctor {
+            Some(doctor) => records::on_care_team(conn, tenant, patient_id, doctor, now)?,
+            None => false,
+        },
+        break_glass_active: match &doctor {
+            Some(doctor) => records::break_glass_active(conn, tenant, patient_id, doctor, now)?,
+            None => false,
+        },
         consent_active: caller.role == Role::Insurance
-            && records::consent_active(conn, tenant, patient_id, &caller.client_id, now)?,
+            && records::consent_active(conn, tenant, patient_id, &client_id(caller)?, now)?,
     };
     let decision = authz::authorize(&authz::caller(caller), action, &authz::Resource::Patient(facts));
     Err(match row {
@@ -185,26 +206,26 @@ pub fn authorize_patient(
 }
 
 /// `GET /api/patients/{id}`: demographics only.
-pub fn read_demographics(conn: &Connection, caller: &Caller, patient_id: &str) -> Handled {
+pub fn read_demographics(conn: &Connection, caller: &Caller, patient_id: &PatientId) -> Handled {
     let (row, reason) = authorize_patient(conn, caller, authz::Action::ReadDemographics, patient_id, crate::now())?;
-    let mut vault = Vault::open(conn, caller.tenant_id.as_str())?;
+    let mut vault = Vault::open(conn, &caller.tenant_id)?;
     let patient = records::demographics(&mut vault, &row)??;
     Ok(Done::json(200, serde_json::json!({ "patient": patient }), reason))
 }
 
 /// `GET /api/patients/{id}/records`: demographics and every entry.
-pub fn read_records(conn: &Connection, caller: &Caller, patient_id: &str) -> Handled {
+pub fn read_records(conn: &Connection, caller: &Caller, patient_id: &PatientId) -> Handled {
     let (row, reason) = authorize_patient(conn, caller, authz::Action::ReadRecord, patient_id, crate::now())?;
-    let mut vault = Vault::open(conn, caller.tenant_id.as_str())?;
+    let mut vault = Vault::open(conn, &caller.tenant_id)?;
     let patient = records::demographics(&mut vault, &row)??;
     let entries = records::entries(&mut vault, patient_id)??;
     Ok(Done::json(200, serde_json::json!({ "patient": patient, "entries": entries }), reason))
 }
 
 /// `GET /api/patients/{id}/lab-results`.
-pub fn read_lab_results(conn: &Connection, caller: &Caller, patient_id: &str) -> Handled {
+pub fn read_lab_results(conn: &Connection, caller: &Caller, patient_id: &PatientId) -> Handled {
     let (_, reason) = authorize_patient(conn, caller, authz::Action::ReadLabResults, patient_id, crate::now())?;
-    let mut vault = Vault::open(conn, caller.tenant_id.as_str())?;
+    let mut vault = Vault::open(conn, &caller.tenant_id)?;
     let results = records::lab_results(&mut vault, patient_id)??;
     Ok(Done::json(200, serde_json::json!({ "patient_id": patient_id, "lab_results": results }), reason))
 }
@@ -212,9 +233,9 @@ pub fn read_lab_results(conn: &Connection, caller: &Caller, patient_id: &str) ->
 /// The reads both the patient and the doctor service answer; `None` for any other route.
 pub fn shared_reads(conn: &Connection, caller: &Caller, api: &Api) -> Option<Handled> {
     Some(match api {
-        Api::Demographics(id) => read_demographics(conn, caller, id.as_str()),
-        Api::Records(id) => read_records(conn, caller, id.as_str()),
-        Api::LabResults(id) => read_lab_results(conn, caller, id.as_str()),
+        Api::Demographics(id) => read_demographics(conn, caller, id),
+        Api::Records(id) => read_records(conn, caller, id),
+        Api::LabResults(id) => read_lab_results(conn, caller, id),
         _ => return None,
     })
 }
