@@ -447,13 +447,18 @@ mod tests {
         let store = world.store(&ledger);
         let set = world.tenant_with_keys(NOW);
         let [sig, enc] = [&set.keys[0], &set.keys[1]];
-        assert!(matches!(store.private_key(&tenant(), sig, &master()), Ok(PrivateKey::P256(_))));
+        let Ok(PrivateKey::P256(opened)) = store.private_key(&tenant(), sig, &master()) else {
+            panic!("the signing key opens as a P-256 key");
+        };
+        assert_eq!(Some(opened.public_key()), sig.jwk.p256_public_key(), "the published key's private half");
         assert!(store.private_key(&tenant(), sig, &SecretKey::from_bytes([8; 32])).is_err());
         // The same sealed bytes under another key's name do not open: the name is the AAD.
         let sealed = world.private.get(&private_key_name(&tenant(), &sig.jwk.kid)).unwrap().unwrap();
         world.private.set(&private_key_name(&tenant(), &enc.jwk.kid), &sealed).unwrap();
         assert!(store.private_key(&tenant(), enc, &master()).is_err());
-        assert!(world.private.keys().unwrap().iter().all(|name| !name.contains("tenant/")));
+        let mut names = [&sig.jwk.kid, &enc.jwk.kid].map(|kid| format!("demo-hospital/{kid}"));
+        names.sort();
+        assert_eq!(world.private.keys().unwrap(), names);
     }
 
     #[test]
