@@ -1,0 +1,287 @@
+//! The admin API (`/admin/...`): who is asking ([`authenticate`]), what they ask ([`Command`],
+//! its body parsed once), whether they may, and the answer. Every attempt, allowed or refused,
+//! is audited.
+
+use anyhow::Context;
+use health_core::TenantId;
+use health_core::audit::{Event, Outcome};
+use health_core::routes::AuditFilter;
+use health_jose::{Algorithm, KeyUse, LifecycleError};
+use health_spin::admin::{Principal, authenticate};
+use health_spin::respond::{self, Cache};
+use serde::Deserialize;
+use spin_sdk::http::{Request, Response};
+
+use crate::keyring::{self, Keys};
+use crate::routes::{Api, Chain};
+use crate::{Error, problem, revocation};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTenantRequest {
+    tenant_id: TenantId,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateRequest {
+    tenant_id: TenantId,
+    #[serde(rename = "use", default)]
+    key_use: KeyUse,
+    /// Algorithm of the new key; by default the current key's (or the platform default).
+    alg: Option<Algorithm>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeRequest {
+    tenant_id: TenantId,
+    kid: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeTokenRequest {
+    /// The token's tenant (a tenant admin's own); revocations are scoped by tenant.
+    tenant_id: Option<TenantId>,
+    jti: String,
+}
+
+/// Key, token and audit administration. Every attempt, allowed or refused, is audited; if the
+/// audit write fails the change is reported as failed.
+pub fn admin(req: &Request, api: Api, keys: &Keys, now: i64) -> anyhow::Result<Result<Response, Error>> {
+    let mut event = Event {
+        action: format!("{} {}", req.method(), req.path().chars().take(128).collect::<String>()),
+        resource: "admin".into(),
+        ..health_spin::audit::request_event(req, now)
+    };
+    let outcome = match authenticate(req, now)? {
+        Err(reason) => {
+            event.reason = reason.into();
+            // A valid token of someone who is not an admin is authenticated, just not allowed.
+            Err(if reason == "not_an_admin" { Error::Forbidden } else { Error::Unauthorized })
+        }
+        Ok(principal) => {
+            principal.actor(&mut event);
+            administer(req, api, keys, now, &principal, &mut event)?
+        }
+    };
+    event.outcome = Some(if outcome.is_ok() { Outcome::Allow } else { Outcome::Deny });
+    event.status = match &outcome {
+        Ok(response) => *response.status(),
+        Err(error) => problem(error).status,
+    };
+    if event.reason.is_empty() {
+        event.reason = match &outcome {
+            Ok(_) => "ok".into(),
+            Err(e) => format!("{e:?}").to_lowercase().chars().take(64).collect(),
+        };
+    }
+    health_spin::audit::append(&event)?;
+    Ok(outcome)
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(req: &Request, usage: &'static str) -> Result<T, Error> {
+    let json = req.header("content-type").and_then(|v| v.as_str()).is_some_and(|c| c.starts_with("application/json"));
+    if !json {
+        return Err(Error::UnsupportedMediaType);
+    }
+    serde_json::from_slice(req.body()).map_err(|_| Error::BadRequest(usage))
+}
+
+/// An admin request with its body parsed, once.
+enum Command {
+    ListKeys(TenantId),
+    VerifyAudit(Chain),
+    ExportAudit(Chain, AuditFilter),
+    Rotate(RotateRequest),
+    Revoke(RevokeRequest),
+    RevokeToken(RevokeTokenRequest),
+    CreateTenant(CreateTenantRequest),
+}
+
+impl Command {
+    fn parse(req: &Request, api: Api) -> Result<Self, Error> {
+        Ok(match api {
+            Api::ListKeys(t) => Command::ListKeys(t),
+            Api::VerifyAudit(chain) => Command::VerifyAudit(chain),
+            Api::ExportAudit(chain) => Command::ExportAudit(
+                chain,
+                health_core::routes::audit_query(req.path_and_query().unwrap_or_default()).map_err(|_| {
+                    Error::BadRequest(
+                        "query parameters: from, to, after (non-negative integers), limit (1 to 1000), actor, patient, jti, outcome (allow, deny or error), each once",
+                    )
+                })?,
+            ),
+            Api::Rotate => {
+                Command::Rotate(json_body(req, "body must be {\"tenant_id\", \"use\": \"sig\"|\"enc\", \"alg\"?}")?)
+            }
+            Api::Revoke => Command::Revoke(json_body(req, "body must be {\"tenant_id\", \"kid\"}")?),
+            Api::RevokeToken => Command::RevokeToken(json_body(req, "body must be {\"jti\", \"tenant_id\"}")?),
+            Api::CreateTenant => Command::CreateTenant(json_body(req, "body must be {\"tenant_id\"}")?),
+            Api::AllKeys | Api::TenantKeys(_) | Api::Sign | Api::Encrypt | Api::Decrypt => return Err(Error::NotFound),
+        })
+    }
+
+    /// The audit chain an audit command reads, if it is one.
+    fn chain(&self) -> Option<&Chain> {
+        match self {
+            Command::VerifyAudit(chain) | Command::ExportAudit(chain, _) => Some(chain),
+            _ => None,
+        }
+    }
+
+    /// The tenant the request is about; `None` only for a token revocation without one (refused).
+    fn target(&self) -> Option<&TenantId> {
+        match self {
+            Command::ListKeys(t) => Some(t),
+            Command::VerifyAudit(chain) | Command::ExportAudit(chain, _) => match chain {
+                Chain::Tenant(t) => Some(t),
+                Chain::Unattributed => None,
+            },
+            Command::Rotate(body) => Some(&body.tenant_id),
+            Command::Revoke(body) => Some(&body.tenant_id),
+            Command::RevokeToken(body) => body.tenant_id.as_ref(),
+            Command::CreateTenant(body) => Some(&body.tenant_id),
+        }
+    }
+}
+
+fn administer(
+    req: &Request,
+    api: Api,
+    keys: &Keys,
+    now: i64,
+    principal: &Principal,
+    event: &mut Event,
+) -> anyhow::Result<Result<Response, Error>> {
+    let command = match Command::parse(req, api) {
+        Ok(command) => command,
+        Err(e) => return Ok(Err(e)),
+    };
+    if command.chain() == Some(&Chain::Unattributed) {
+        // Recorded in the chain it reads; a tenant admin's refused attempt goes to its own.
+        event.tenant_id = health_core::audit::NO_TENANT.into();
+        event.resource = format!("audit/{}", health_core::audit::NO_TENANT);
+        if let Principal::TenantAdmin { tenant, .. } = principal {
+            event.tenant_id = tenant.to_string();
+            event.reason = "operator_only".into();
+            return Ok(Err(Error::Forbidden));
+        }
+        return audit_command(&command, event);
+    }
+    // The tenant the request is about, then whether this principal may act on it.
+    let Some(target) = command.target().cloned() else {
+        return Ok(Err(Error::BadRequest("tenant_id is required")));
+    };
+    event.tenant_id = target.to_string();
+    event.resource = format!("tenant/{target}");
+    let operator_only = matches!(command, Command::CreateTenant(_));
+    if !principal.may_manage(&target) || (operator_only && *principal != Principal::Operator) {
+        event.reason = "other_tenant_or_operator_only".into();
+        // The tenant admin's own chain records the attempt too.
+        if let Principal::TenantAdmin { tenant, .. } = principal {
+            event.tenant_id = tenant.to_string();
+        }
+        return Ok(Err(Error::Forbidden));
+    }
+    let set = keys.load(&target, now)?;
+    if let Command::CreateTenant(_) = command {
+        if set.is_some() {
+            return Ok(Err(Error::Conflict("tenant exists")));
+        }
+        keyring::ensure_tenant(keys, &target)?;
+        let set = keys.load(&target, now)?.context("tenant keys just created")?;
+        let kid = set.active(KeyUse::Sig).context("new tenant has no active key")?.jwk.kid.clone();
+        event.action = "tenant.create".into();
+        let body = serde_json::json!({ "tenant_id": target, "kid": kid });
+        return Ok(Ok(respond::json(201, &body, Cache::NoStore)));
+    }
+    let Some(set) = set else {
+        return Ok(Err(Error::NotFound));
+    };
+    let (kid, action) = match command {
+        Command::ListKeys(tenant) => {
+            event.action = "key.list".into();
+            let listed: Vec<_> = set
+                .keys
+                .iter()
+                .map(|k| {
+                    serde_json::json!({
+                        "kid": k.jwk.kid, "use": k.jwk.key_use, "alg": k.jwk.alg, "status": k.status_at(now),
+                        "created_at": k.created_at, "not_after": k.not_after,
+                    })
+                })
+                .collect();
+            let body = serde_json::json!({ "tenant_id": tenant, "keys": listed });
+            return Ok(Ok(respond::json(200, &body, Cache::NoStore)));
+        }
+        Command::VerifyAudit(_) | Command::ExportAudit(..) => return audit_command(&command, event),
+        Command::Rotate(body) => {
+            let Some(alg) = set.rotation_algorithm(body.key_use, body.alg) else {
+                return Ok(Err(Error::BadRequest(
+                    "alg does not fit use (sig: RS256, ES256, EdDSA; enc: ECDH-ES+A256KW, RSA-OAEP-256)",
+                )));
+            };
+            let rotated = keys.rotate(
+                &target,
+                alg,
+                now,
+                keyring::retiring_secs()?,
+                &keyring::master()?,
+                &mut health_spin::rng(),
+            )?;
+            let Some(kid) = rotated else {
+                return Ok(Err(Error::NotFound));
+            };
+            (kid, "key.rotate")
+        }
+        Command::Revoke(body) => {
+            let revoked = keys.revoke(&target, &set, &body.kid, now, &keyring::master()?, &mut health_spin::rng())?;
+            let successor = match revoked {
+                None | Some(Err(LifecycleError::UnknownKid)) => return Ok(Err(Error::NotFound)),
+                Some(Err(LifecycleError::AlreadyRevoked)) => {
+                    return Ok(Err(Error::Conflict("key already revoked")));
+                }
+                Some(Ok(successor)) => successor,
+            };
+            if let Some(successor) = &successor {
+                keyring::audit_key_event(&target, successor, "key.create", "replaces_revoked_active_key", now)?;
+            }
+            event.action = "key.revoke".into();
+            event.kid = Some(body.kid.clone());
+            let body = serde_json::json!({ "tenant_id": target, "kid": body.kid, "replaced_by": successor });
+            return Ok(Ok(respond::json(200, &body, Cache::NoStore)));
+        }
+        Command::RevokeToken(body) => return revocation::revoke_token(&target, &body.jti, now, event),
+        // Answered above, before the tenant has to exist.
+        Command::CreateTenant(_) => return Ok(Err(Error::NotFound)),
+    };
+    event.action = action.into();
+    event.kid = Some(kid.clone());
+    Ok(Ok(respond::json(200, &serde_json::json!({ "tenant_id": target, "kid": kid }), Cache::NoStore)))
+}
+
+/// Verifies or exports one audit chain, for a principal already allowed to read it. The
+/// export is the tenant admin's NDJSON export ([`health_spin::audit::export_ndjson`]).
+fn audit_command(command: &Command, event: &mut Event) -> anyhow::Result<Result<Response, Error>> {
+    match command {
+        Command::VerifyAudit(chain) => {
+            event.action = "audit.verify".into();
+            let links = health_spin::audit::chain(chain.name())?;
+            let body = match health_core::audit::verify_chain(&links) {
+                Ok(events) => serde_json::json!({ "tenant_id": chain.name(), "intact": true, "events": events }),
+                Err(broken) => serde_json::json!({
+                    "tenant_id": chain.name(), "intact": false, "events": links.len(), "broken_at": broken.seq
+                }),
+            };
+            Ok(Ok(respond::json(200, &body, Cache::NoStore)))
+        }
+        Command::ExportAudit(chain, filter) => {
+            event.action = "audit.export".into();
+            let ndjson = health_spin::audit::export_ndjson(chain.name(), filter)?;
+            Ok(Ok(respond::bytes(200, "application/x-ndjson", ndjson, Cache::NoStore)))
+        }
+        _ => anyhow::bail!("not an audit command"),
+    }
+}
