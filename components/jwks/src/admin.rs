@@ -285,3 +285,84 @@ fn audit_command(command: &Command, event: &mut Event) -> anyhow::Result<Result<
         _ => anyhow::bail!("not an audit command"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spin_sdk::http::Method;
+
+    fn request(method: Method, path: &str, content_type: Option<&str>, body: &str) -> Request {
+        let mut builder = Request::builder();
+        builder.method(method).uri(path).body(body.as_bytes().to_vec());
+        if let Some(content_type) = content_type {
+            builder.header("content-type", content_type);
+        }
+        builder.build()
+    }
+
+    fn command(path: &str, content_type: Option<&str>, body: &str) -> Result<Command, Error> {
+        let method = if body.is_empty() { Method::Get } else { Method::Post };
+        let api = crate::routes::parse(&method, path.split('?').next().unwrap_or(path))?;
+        Command::parse(&request(method, path, content_type, body), api)
+    }
+
+    fn tenant(name: &str) -> TenantId {
+        TenantId::parse(name).unwrap()
+    }
+
+    #[test]
+    fn a_key_command_names_the_tenant_it_acts_on() {
+        let json = Some("application/json");
+        let rotate = command("/admin/rotate-key", json, r#"{"tenant_id":"t1","use":"enc","alg":"RSA-OAEP-256"}"#);
+        let Ok(Command::Rotate(body)) = rotate else { panic!("a rotation") };
+        assert_eq!((body.key_use, body.alg), (KeyUse::Enc, Some(Algorithm::RsaOaep256)));
+        let rotate = command("/admin/rotate-key", json, r#"{"tenant_id":"t1"}"#).unwrap();
+        assert_eq!(rotate.target(), Some(&tenant("t1")));
+        let revoke =
+            command("/admin/revoke-key", Some("application/json; charset=utf-8"), r#"{"tenant_id":"t2","kid":"k"}"#);
+        assert_eq!(revoke.unwrap().target(), Some(&tenant("t2")));
+        assert_eq!(command("/admin/keys/t3", None, "").unwrap().target(), Some(&tenant("t3")));
+        // A token revocation may leave the tenant out; it is then refused, not guessed.
+        assert_eq!(command("/admin/revoke-token", json, r#"{"jti":"j"}"#).unwrap().target(), None);
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_of_the_commands_shape_is_refused_with_its_usage() {
+        assert_eq!(
+            command("/admin/rotate-key", None, r#"{"tenant_id":"t1"}"#).err(),
+            Some(Error::UnsupportedMediaType)
+        );
+        assert_eq!(
+            command("/admin/rotate-key", Some("text/plain"), r#"{"tenant_id":"t1"}"#).err(),
+            Some(Error::UnsupportedMediaType)
+        );
+        let json = Some("application/json");
+        assert_eq!(
+            command("/admin/revoke-key", json, r#"{"tenant_id":"t1","kid":"k","extra":1}"#).err(),
+            Some(Error::BadRequest("body must be {\"tenant_id\", \"kid\"}"))
+        );
+        assert_eq!(
+            command("/admin/rotate-key", json, r#"{"tenant_id":"t1","use":"both"}"#).err(),
+            Some(Error::BadRequest("body must be {\"tenant_id\", \"use\": \"sig\"|\"enc\", \"alg\"?}"))
+        );
+        assert_eq!(
+            command("/admin/tenants", json, r#"{"tenant_id":"../x"}"#).err(),
+            Some(Error::BadRequest("body must be {\"tenant_id\"}"))
+        );
+    }
+
+    #[test]
+    fn audit_commands_read_one_chain_and_only_the_operator_names_the_unattributed_one() {
+        let verify = command("/admin/audit/verify/t1", None, "").unwrap();
+        assert_eq!(verify.chain(), Some(&Chain::Tenant(tenant("t1"))));
+        assert_eq!(verify.target(), Some(&tenant("t1")));
+        let export = command("/admin/audit/export/_unattributed?after=3&limit=10", None, "").unwrap();
+        assert_eq!(export.chain(), Some(&Chain::Unattributed));
+        assert_eq!(export.target(), None);
+        assert!(matches!(
+            command("/admin/audit/export/t1?limit=0", None, ""),
+            Err(Error::BadRequest(usage)) if usage.starts_with("query parameters")
+        ));
+        assert_eq!(command("/admin/keys/t1", None, "").unwrap().chain(), None);
+    }
+}
