@@ -261,7 +261,7 @@ pub fn append_to<C: Sql>(conn: &C, event: &Event) -> anyhow::Result<()> {
     match append_once(conn, event, &json) {
         Ok(Some(())) => return Ok(()),
         Ok(None) => {}
-        Err(e) => eprintln!("audit: append without a transaction failed, retrying in one: {e:#}"),
+        Err(e) => crate::log::warn("audit_append_retried", format!("{e:#}")),
     }
     Retry::WRITE
         .run("appending an audit event", || db::transaction(conn, |conn| append_once(conn, event, &json)))

@@ -116,7 +116,7 @@ fn first_integer(result: &QueryResult) -> Option<i64> {
 pub fn ensure_wal<C: Sql>(conn: &C) {
     match conn.execute("PRAGMA journal_mode", &[]) {
         Err(e) => {
-            eprintln!("sqlite: journal mode not readable, left to the backend: {e}");
+            crate::log::warn("sqlite_journal_mode_unreadable", e.to_string());
             return;
         }
         // `memory`: an in-memory database, which has no WAL.
@@ -130,7 +130,7 @@ pub fn ensure_wal<C: Sql>(conn: &C) {
         Ok((first_text(&result).as_deref() == Some("wal")).then_some(()))
     });
     if let Err(e) = switched {
-        eprintln!("sqlite: staying in the rollback journal (correct, slower): {e:#}");
+        crate::log::warn("sqlite_rollback_journal", format!("{e:#}"));
     }
 }
 
@@ -151,7 +151,7 @@ pub fn transaction<C: Sql, T>(conn: &C, body: impl FnOnce(&C) -> anyhow::Result<
     {
         // SQLite may already have rolled back (some errors end the transaction themselves); the
         // original error is the one that matters, and it is returned.
-        eprintln!("sqlite: rollback after a failed transaction: {e}");
+        crate::log::warn("sqlite_rollback_failed", e.to_string());
     }
     done
 }

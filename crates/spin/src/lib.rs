@@ -91,7 +91,7 @@ pub async fn single_credential(
     use spin_sdk::http::conversions::TryFromIncomingRequest;
     let repeated = incoming.headers().get("authorization").len() > 1;
     let req = spin_sdk::http::Request::try_from_incoming_request(incoming).await.map_err(|e| {
-        eprintln!("unreadable request: {e}");
+        log::warn("unreadable_request", e.to_string());
         respond::problem(&health_core::Problem::bad_request("the request could not be read"))
     })?;
     if repeated {

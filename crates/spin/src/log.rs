@@ -14,7 +14,7 @@ use health_core::trace::TraceParent;
 /// The request a line belongs to.
 #[derive(Debug, Clone, Default)]
 struct Scope {
-    component: &'static str,
+    component: String,
     request_id: Option<String>,
     trace: Option<TraceParent>,
     tenant: Option<String>,
@@ -27,9 +27,10 @@ thread_local! {
 
 /// Starts the lines of one request of `component`, in `trace` if the request came with one
 /// (the calls this request makes carry it on: `chain`).
-pub fn begin(component: &'static str, request_id: Option<&str>, trace: Option<TraceParent>) {
+pub fn begin(component: &str, request_id: Option<&str>, trace: Option<TraceParent>) {
     SCOPE.with(|scope| {
-        *scope.borrow_mut() = Scope { component, request_id: request_id.map(str::to_owned), trace, tenant: None }
+        *scope.borrow_mut() =
+            Scope { component: component.to_owned(), request_id: request_id.map(str::to_owned), trace, tenant: None }
     });
 }
 
@@ -73,7 +74,7 @@ pub fn line(level: Level, event: &str, detail: &str, unix_ms: i64) -> String {
         };
         put("time", Some(&rfc3339_ms(unix_ms)));
         put("level", Some(level.as_str()));
-        put("component", Some(scope.component).filter(|c| !c.is_empty()));
+        put("component", Some(scope.component.as_str()).filter(|c| !c.is_empty()));
         put("request_id", scope.request_id.as_deref());
         put("trace_id", scope.trace.map(|t| t.trace_id_hex()).as_deref());
         put("tenant", scope.tenant.as_deref());

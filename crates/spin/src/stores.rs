@@ -82,7 +82,8 @@ pub fn answer_probe(component: &str, stores: &Stores) -> Response {
     match check(stores) {
         Ok(()) => respond::json(200, &serde_json::json!({ "status": "ok" }), Cache::NoStore),
         Err(e) => {
-            eprintln!("{component}: store probe failed: {e:#}");
+            crate::log::begin(component, None, None);
+            crate::log::error("store_probe_failed", &e);
             respond::problem(&Problem::unavailable())
         }
     }

@@ -120,7 +120,7 @@ pub fn verify_and(token: &str, now: i64, remember_it: Remember) -> anyhow::Resul
                 && let Err(e) = remember(&conn, &hash, &kid, &claims, now)
             {
                 // Only a cache: the token was verified in full, so the request goes on.
-                eprintln!("tokens: could not cache a verified token: {e:#}");
+                crate::log::warn("token_cache_write_failed", format!("{e:#}"));
             }
             claims
         }
