@@ -7,7 +7,8 @@
 //! becomes the harness's address, and `HEALTHCTL_URL` points `healthctl` there. The blocks run
 //! in a fresh directory under `target/` (so `cargo run -p healthctl` finds the workspace, and
 //! `.spin/` starts empty but for the `dev-secrets.env` that `cargo xtask up` would have
-//! written, here with the harness's secrets), with `demo/` linked in and `python3` the interop
+//! written, here with the harness's secrets), with `demo/`, `spin.toml` and a `runtime-config.toml`
+//! placing the app's stores linked in and `python3` the interop
 //! environment's (it has `jwcrypto`). Needs `bash`, `curl` and `jq` (`.ci/run` installs them).
 
 use std::path::{Path, PathBuf};
@@ -118,6 +119,13 @@ async fn every_shell_block_of_the_readme_runs_in_order_against_a_fresh_app() {
     let work = tempfile::Builder::new().prefix("readme-").tempdir_in(&target).expect("work directory");
     std::os::unix::fs::symlink(root().join("demo"), work.path().join("demo")).expect("linking demo/");
     write_dev_secrets(work.path());
+    // `healthctl backup` reads the stores `runtime-config.toml` places: this app's (absolute
+    // paths), as the repository's file places `cargo xtask up`'s; and checks them against spin.toml.
+    for (from, to) in
+        [(app.state.path().join("runtime-config.toml"), "runtime-config.toml"), (root().join("spin.toml"), "spin.toml")]
+    {
+        std::os::unix::fs::symlink(from, work.path().join(to)).expect("linking the app's configuration");
+    }
     let script_text = script(&blocks, &addr);
 
     let mut path = vec![python.parent().expect("python's directory").to_path_buf()];
