@@ -146,6 +146,12 @@ impl LockArgs {
         }
         let path = self.recipient.as_deref().ok_or_else(|| Failure::Usage("no passphrase or recipient".into()))?;
         let jwk = read_jwk(path)?;
+        if jwk.secret.is_some() {
+            eprintln!(
+                "healthctl: {} holds the private key; only its public half is used here, keep the private one off this machine",
+                path.display()
+            );
+        }
         Ok(Lock::Recipient { key: jwk.public, thumbprint: jwk.thumbprint })
     }
 }

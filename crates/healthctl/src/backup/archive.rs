@@ -85,8 +85,8 @@ pub enum KeySource {
     Recipient { thumbprint: String, jwe: String },
 }
 
-/// A 256-bit key (content key or key-encryption key), wiped on drop by nobody: it lives for one
-/// command. Not `Debug`.
+/// A 256-bit key (content key or key-encryption key). Not `Debug`; not wiped on drop, as it lives
+/// for one short command.
 pub struct Key([u8; 32]);
 
 impl Key {
