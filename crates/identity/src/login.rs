@@ -13,6 +13,8 @@
 //! What it does not do: read or write anything. The caller looks the user, the enrolment and
 //! the counter up, verifies the code ([`crate::totp`]) and spends its step, and answers.
 
+use health_core::Reason;
+
 use crate::password;
 use crate::totp::TotpError;
 
@@ -57,20 +59,20 @@ pub enum Attempt {
 
 impl Refusal {
     /// The reason in the audit log.
-    pub const fn reason(self) -> &'static str {
+    pub const fn reason(self) -> Reason {
         match self {
-            Refusal::UnknownTenant => "unknown_tenant",
-            Refusal::Locked { .. } => "locked_out",
-            Refusal::UnknownUser => "unknown_user",
-            Refusal::BadPassword => "bad_password",
-            Refusal::UserDisabled => "user_disabled",
-            Refusal::MfaRequired => "mfa_required",
-            Refusal::MfaEnrollmentRequired => "mfa_enrollment_required",
-            Refusal::MfaFailed => "mfa_failed",
-            Refusal::MfaCodeReused => "mfa_code_reused",
-            Refusal::MfaAlreadyEnrolled => "mfa_already_enrolled",
-            Refusal::MfaNotEnrolling => "mfa_not_enrolling",
-            Refusal::CodeMissing => "malformed_request",
+            Refusal::UnknownTenant => Reason::UnknownTenant,
+            Refusal::Locked { .. } => Reason::LockedOut,
+            Refusal::UnknownUser => Reason::UnknownUser,
+            Refusal::BadPassword => Reason::BadPassword,
+            Refusal::UserDisabled => Reason::UserDisabled,
+            Refusal::MfaRequired => Reason::MfaRequired,
+            Refusal::MfaEnrollmentRequired => Reason::MfaEnrollmentRequired,
+            Refusal::MfaFailed => Reason::MfaFailed,
+            Refusal::MfaCodeReused => Reason::MfaCodeReused,
+            Refusal::MfaAlreadyEnrolled => Reason::MfaAlreadyEnrolled,
+            Refusal::MfaNotEnrolling => Reason::MfaNotEnrolling,
+            Refusal::CodeMissing => Reason::MalformedRequest,
         }
     }
 
@@ -281,7 +283,7 @@ mod tests {
             (Refusal::CodeMissing, "malformed_request"),
         ];
         for (refusal, reason) in reasons {
-            assert_eq!(refusal.reason(), reason);
+            assert_eq!(refusal.reason().as_str(), reason);
         }
     }
 }
