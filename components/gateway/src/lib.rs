@@ -106,12 +106,8 @@ const STORES: stores::Stores = stores::Stores { key_value: &["public-keys", "rev
 fn answer(refusal: Refusal, event: &mut Event) -> Response {
     event.outcome = Some(Outcome::Deny);
     event.reason = refusal.reason();
-    let mut response = respond::problem(&refusal.problem());
-    if let Refusal::NoCredentials(_) = refusal {
-        // RFC 6750 §3.1: a request without credentials gets the challenge without an error code.
-        response.set_header("www-authenticate", "Bearer");
-    }
-    response
+    // The problem and the headers it needs (the bare `Bearer` challenge without credentials).
+    respond::refusal(&refusal)
 }
 
 /// A token refusal's reason. Every reason `tokens` and `nested` give is in the vocabulary

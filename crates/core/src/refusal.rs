@@ -1,6 +1,8 @@
-//! Why the gateway or a role service refuses a request, and the one mapping from a refusal to
-//! the RFC 9457 problem the client gets and the reason the audit log keeps. The client's
-//! problem is generic (a field name at most, never a value); the audit reason is precise.
+//! Why the gateway, a role service or `auth` refuses a request, and the one mapping from a
+//! refusal to the RFC 9457 problem the client gets and the reason the audit log keeps. The
+//! client's problem is generic (a field name at most, never a value); the audit reason is
+//! precise. The response headers some refusals need (a challenge, `Retry-After`) are added in
+//! one place too (`health_spin::respond::refusal`).
 
 use crate::Problem;
 use crate::reason::Reason;
@@ -27,6 +29,35 @@ pub enum Refusal {
     RateLimited,
     /// Stored PHI that does not open (tampered, moved): the request fails, loudly.
     Unreadable,
+    /// The route exists, not with this method: 405.
+    MethodNotAllowed,
+    /// 403 with what the client is told (e.g. "admins only"); the reason is precise.
+    ForbiddenWith(Reason, String),
+    /// 409 with what the client is told of the state that prevents the request.
+    ConflictWith(Reason, String),
+    /// A wrong username, password or one-time code: one 401 for all of them, so the answer
+    /// never says which usernames exist (the reason does: `unknown_user`, `bad_password`, ...).
+    InvalidCredentials(Reason),
+    /// Too many failed logins from this source for this user: 429 with `Retry-After`.
+    Locked {
+        retry_after: i64,
+    },
+    /// The password was right; the account's one-time code is needed too: 401.
+    MfaRequired,
+    /// The password was right; the role needs MFA and the account has not enrolled: 403.
+    MfaEnrollmentRequired,
+    /// A signed-in user's current password was wrong (self-service change): a failed login,
+    /// but not a token problem, so 403 rather than 401.
+    WrongCurrentPassword,
+    /// An OAuth endpoint's error (RFC 6749 §5.2): the problem carries the `error` member, and a
+    /// 401 the `Basic` challenge. It has no reason of its own: `auth` records which check
+    /// failed (`unknown_client`, `client_assertion_bad_exp`, ...) on its event, and alone it
+    /// is [`Reason::Refused`].
+    OAuth {
+        status: u16,
+        code: &'static str,
+        detail: &'static str,
+    },
 }
 
 impl Refusal {
@@ -52,6 +83,24 @@ impl Refusal {
             Refusal::Conflict(_) => Problem::conflict("the resource is not in a state that allows this"),
             Refusal::RateLimited => Problem::too_many_requests(),
             Refusal::Unreadable => Problem::internal(),
+            Refusal::MethodNotAllowed => Problem::method_not_allowed(),
+            Refusal::ForbiddenWith(_, detail) => Problem::forbidden().with_detail(detail.clone()),
+            Refusal::ConflictWith(_, detail) => Problem::conflict(detail.clone()),
+            Refusal::InvalidCredentials(_) => Problem::invalid_credentials(),
+            Refusal::Locked { .. } => Problem::new("login-locked", "Too Many Failed Logins", 429)
+                .with_detail("too many failed attempts from this address; try again later"),
+            Refusal::MfaRequired => Problem::new("mfa-required", "One-Time Code Required", 401)
+                .with_detail("send the current code from your authenticator app as \"otp\""),
+            Refusal::MfaEnrollmentRequired => Problem::new("mfa-enrollment-required", "MFA Enrollment Required", 403)
+                .with_detail("this role requires MFA: enroll with POST /auth/mfa/enroll, then confirm"),
+            Refusal::WrongCurrentPassword => {
+                Problem::new("invalid-current-password", "Current Password Incorrect", 403)
+                    .with_detail("currentPassword is not the account's password")
+            }
+            Refusal::OAuth { status, code, detail } => {
+                let title = if *status == 401 { "Client Authentication Failed" } else { "Token Request Refused" };
+                Problem::new(&code.replace('_', "-"), title, *status).with_detail(*detail).with_oauth_error(code)
+            }
         }
     }
 
@@ -62,12 +111,20 @@ impl Refusal {
             | Refusal::Unauthenticated(reason)
             | Refusal::NotFound(reason)
             | Refusal::BadRequest(reason, _)
-            | Refusal::Conflict(reason) => (*reason).into(),
+            | Refusal::Conflict(reason)
+            | Refusal::ForbiddenWith(reason, _)
+            | Refusal::ConflictWith(reason, _)
+            | Refusal::InvalidCredentials(reason) => (*reason).into(),
             Refusal::TooLarge => Reason::BodyTooLarge.into(),
             Refusal::UnsupportedMediaType => Reason::UnsupportedMediaType.into(),
             Refusal::Forbidden(reason) => reason.clone(),
             Refusal::RateLimited => Reason::RateLimited.into(),
             Refusal::Unreadable => Reason::PhiDecryptFailed.into(),
+            Refusal::Locked { .. } => Reason::LockedOut.into(),
+            Refusal::MfaRequired => Reason::MfaRequired.into(),
+            Refusal::MfaEnrollmentRequired => Reason::MfaEnrollmentRequired.into(),
+            Refusal::WrongCurrentPassword => Reason::BadPassword.into(),
+            Refusal::MethodNotAllowed | Refusal::OAuth { .. } => Reason::Refused.into(),
         }
     }
 }
@@ -100,10 +157,39 @@ mod tests {
             (Refusal::Conflict(Reason::OrderNotOpen), 409, "order_not_open"),
             (Refusal::RateLimited, 429, "rate_limited"),
             (Refusal::Unreadable, 500, "phi_decrypt_failed"),
+            (Refusal::MethodNotAllowed, 405, "refused"),
+            (Refusal::ForbiddenWith(Reason::NotAnAdmin, "admins only".into()), 403, "not_an_admin"),
+            (Refusal::ConflictWith(Reason::UsernameTaken, "taken".into()), 409, "username_taken"),
+            (Refusal::InvalidCredentials(Reason::BadPassword), 401, "bad_password"),
+            (Refusal::Locked { retry_after: 42 }, 429, "locked_out"),
+            (Refusal::MfaRequired, 401, "mfa_required"),
+            (Refusal::MfaEnrollmentRequired, 403, "mfa_enrollment_required"),
+            (Refusal::WrongCurrentPassword, 403, "bad_password"),
+            (Refusal::OAuth { status: 401, code: "invalid_client", detail: "no" }, 401, "refused"),
+            (Refusal::OAuth { status: 400, code: "invalid_grant", detail: "no" }, 400, "refused"),
         ];
         for (refusal, status, reason) in cases {
             assert_eq!((refusal.problem().status, refusal.reason().as_str()), (status, reason), "{refusal:?}");
         }
+    }
+
+    #[test]
+    fn the_client_is_told_the_detail_and_an_oauth_client_its_error_code() {
+        let forbidden =
+            Refusal::ForbiddenWith(Reason::OtherTenant, "tenant admins manage their own tenant only".into());
+        assert_eq!(forbidden.problem().detail.as_deref(), Some("tenant admins manage their own tenant only"));
+        let conflict = Refusal::ConflictWith(Reason::MfaAlreadyEnrolled, "MFA is already enrolled".into());
+        assert_eq!(conflict.problem().detail.as_deref(), Some("MFA is already enrolled"));
+        let oauth = Refusal::OAuth { status: 400, code: "invalid_grant", detail: "the refresh token is invalid" };
+        let problem = oauth.problem();
+        assert_eq!(problem.error.as_deref(), Some("invalid_grant"));
+        assert_eq!(problem.kind, "https://health-platform.dev/problems/invalid-grant");
+        assert_eq!(problem.title, "Token Request Refused");
+        // Every wrong credential is the one same answer, whatever its reason.
+        assert_eq!(
+            Refusal::InvalidCredentials(Reason::UnknownUser).problem(),
+            Refusal::InvalidCredentials(Reason::MfaFailed).problem()
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Responses with the platform's headers: JSON, RFC 9457 problems, security headers everywhere
 //! and `Cache-Control: no-store` on anything carrying tokens or PHI.
 
-use health_core::Problem;
+use health_core::{Problem, Refusal};
 use spin_sdk::http::Response;
 
 const SECURITY_HEADERS: [(&str, &str); 4] = [
@@ -50,4 +50,70 @@ pub fn problem(problem: &Problem) -> Response {
         response.set_header("www-authenticate", r#"Bearer error="invalid_token""#);
     }
     response
+}
+
+/// The response to a refusal: its problem ([`Refusal::problem`], the one place a status is
+/// decided) with the headers some refusals need, added here and nowhere else.
+pub fn refusal(refusal: &Refusal) -> Response {
+    let mut response = problem(&refusal.problem());
+    for (name, value) in refusal_headers(refusal) {
+        response.set_header(name, value);
+    }
+    response
+}
+
+/// The headers a refusal's response carries besides the problem's own.
+fn refusal_headers(refusal: &Refusal) -> Vec<(&'static str, String)> {
+    match refusal {
+        // RFC 6750 §3.1: a request without credentials gets the challenge without an error code.
+        Refusal::NoCredentials(_) => vec![("www-authenticate", "Bearer".into())],
+        // RFC 6749 §5.2: a failed client authentication is challenged with the scheme it used.
+        Refusal::OAuth { status: 401, .. } => vec![("www-authenticate", r#"Basic realm="health-platform""#.into())],
+        Refusal::Locked { retry_after } => vec![("retry-after", retry_after.to_string())],
+        Refusal::Unauthenticated(_)
+        | Refusal::NotFound(_)
+        | Refusal::BadRequest(..)
+        | Refusal::TooLarge
+        | Refusal::UnsupportedMediaType
+        | Refusal::Forbidden(_)
+        | Refusal::Conflict(_)
+        | Refusal::RateLimited
+        | Refusal::Unreadable
+        | Refusal::MethodNotAllowed
+        | Refusal::ForbiddenWith(..)
+        | Refusal::ConflictWith(..)
+        | Refusal::InvalidCredentials(_)
+        | Refusal::MfaRequired
+        | Refusal::MfaEnrollmentRequired
+        | Refusal::WrongCurrentPassword
+        | Refusal::OAuth { .. } => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use health_core::Reason;
+
+    #[test]
+    fn each_refusal_carries_its_own_headers() {
+        let header = |refusal: Refusal, name: &str| {
+            refusal_headers(&refusal).into_iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+        };
+        assert_eq!(
+            header(Refusal::NoCredentials(Reason::NotABearerToken), "www-authenticate").as_deref(),
+            Some("Bearer")
+        );
+        assert_eq!(
+            header(Refusal::OAuth { status: 401, code: "invalid_client", detail: "d" }, "www-authenticate").as_deref(),
+            Some(r#"Basic realm="health-platform""#)
+        );
+        assert_eq!(
+            header(Refusal::OAuth { status: 400, code: "invalid_grant", detail: "d" }, "www-authenticate"),
+            None
+        );
+        assert_eq!(header(Refusal::Locked { retry_after: 42 }, "retry-after").as_deref(), Some("42"));
+        assert!(refusal_headers(&Refusal::Unauthenticated(Reason::Expired)).is_empty());
+        assert!(refusal_headers(&Refusal::InvalidCredentials(Reason::BadPassword)).is_empty());
+    }
 }
