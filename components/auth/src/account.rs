@@ -21,7 +21,7 @@
 //! `reset-password` or the user's `logout-all` ends that one too.
 
 use health_core::audit::Event;
-use health_core::{Caller, Role};
+use health_core::{Caller, Reason, Role};
 use health_identity::lockout::source_of;
 use health_identity::login::{self as decide, Account, Refusal};
 use health_identity::password;
@@ -78,21 +78,24 @@ pub async fn change_password(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
     let request: ChangePassword = match ctx.json(USAGE) {
         Ok(request) => request,
         Err(error) => {
-            event.reason = "malformed_request".into();
+            event.reason = Reason::MalformedRequest.into();
             return Ok(Err(error));
         }
     };
     if request.current_password.is_empty() || request.current_password.len() > password::MAX_LEN {
-        event.reason = "malformed_request".into();
-        return Ok(Err(Error::BadRequest("currentPassword must be 1-1024 bytes")));
+        event.reason = Reason::MalformedRequest.into();
+        return Ok(Err(Error::BadRequest(Reason::MalformedRequest, "currentPassword must be 1-1024 bytes".into())));
     }
     if password::check_policy(&request.new_password).is_err() {
-        event.reason = "weak_password".into();
-        return Ok(Err(Error::BadRequest("newPassword must be 12 to 1024 bytes")));
+        event.reason = Reason::WeakPassword.into();
+        return Ok(Err(Error::BadRequest(Reason::WeakPassword, "newPassword must be 12 to 1024 bytes".into())));
     }
     if request.new_password == request.current_password {
-        event.reason = "password_unchanged".into();
-        return Ok(Err(Error::BadRequest("newPassword must differ from currentPassword")));
+        event.reason = Reason::PasswordUnchanged.into();
+        return Ok(Err(Error::BadRequest(
+            Reason::PasswordUnchanged,
+            "newPassword must differ from currentPassword".into(),
+        )));
     }
     let db = ctx.db()?;
     let (tenant, sub) = (&claims.tenant_id, claims.sub.as_str());
@@ -102,7 +105,7 @@ pub async fn change_password(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
     let decision = decide(&claims, user.is_some());
     let (true, Some(user)) = (decision.allow, user) else {
         event.reason = decision.reason.into();
-        return Ok(Err(Error::Forbidden("only a user changes their own password")));
+        return Ok(Err(Error::ForbiddenWith(decision.reason, "only a user changes their own password".into())));
     };
     event.resource = format!("tenant/{tenant}/users/{}", user.username);
     let source = source_of(ctx.client_addr());
@@ -121,32 +124,35 @@ pub async fn change_password(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
         Ok(()) => {}
         Err(refusal @ Refusal::BadPassword) => {
             login::refuse_credentials(ctx, event, &db, counted, refusal)?;
-            return Ok(Err(Error::WrongPassword));
+            return Ok(Err(Error::WrongCurrentPassword));
         }
         // `UserDisabled`, the one other refusal of an existing account: answered, and its
         // attempt left counted, without the sweep and lockout audit of a wrong password.
         Err(refusal) => {
             event.reason = refusal.reason().into();
-            return Ok(Err(Error::Forbidden("the account is disabled")));
+            return Ok(Err(Error::ForbiddenWith(refusal.reason(), "the account is disabled".into())));
         }
     }
     identity::clear_attempts(&db, tenant, username, Some(&source))?;
     let hash = password::hash(&request.new_password, &mut health_spin::rng())
         .map_err(|_| anyhow::anyhow!("password hashing failed"))?;
     if !identity::replace_password(&db, tenant, sub, &user.password_hash, &hash)? {
-        event.reason = "password_changed_concurrently".into();
-        return Ok(Err(Error::Conflict("the password was changed meanwhile; sign in again")));
+        event.reason = Reason::PasswordChangedConcurrently.into();
+        return Ok(Err(Error::ConflictWith(
+            Reason::PasswordChangedConcurrently,
+            "the password was changed meanwhile; sign in again".into(),
+        )));
     }
     let (ended, requires_reauth) = match identity::family_of_access(&db, &claims.jti)? {
         Some(current) => {
             let mut ended = 0;
             for family in identity::user_families(&db, tenant, sub)? {
                 if family != current {
-                    issue::revoke_family(&db, tenant, &family, "password_changed", ctx.now)?;
+                    issue::revoke_family(&db, tenant, &family, Reason::PasswordChanged, ctx.now)?;
                     ended += 1;
                 }
             }
-            let store = issue::revocations()?;
+            let store = health_spin::revocations::open()?;
             for (jti, exp) in identity::family_access_tokens(&db, &current, ctx.now)? {
                 if jti != claims.jti {
                     issue::revoke_jti(&store, tenant, &jti, exp)?;
@@ -156,13 +162,16 @@ pub async fn change_password(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
         }
         None => {
             let families = identity::user_families(&db, tenant, sub)?.len();
-            issue::revoke_subject(&db, tenant, sub, "password_changed", ctx.now)?;
+            issue::revoke_subject(&db, tenant, sub, Reason::PasswordChanged, ctx.now)?;
             (families, true)
         }
     };
-    event.reason =
-        if requires_reauth { "password_changed_all_sessions_ended" } else { "password_changed_other_sessions_ended" }
-            .into();
+    event.reason = if requires_reauth {
+        Reason::PasswordChangedAllSessionsEnded
+    } else {
+        Reason::PasswordChangedOtherSessionsEnded
+    }
+    .into();
     let body = serde_json::json!({
         "success": true,
         "requiresReauth": requires_reauth,

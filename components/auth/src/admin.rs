@@ -4,7 +4,7 @@
 //! resetting MFA ends every session of that user. Every call is audited.
 
 use health_core::audit::Event;
-use health_core::{Role, TenantId, Username};
+use health_core::{Reason, Role, TenantId, Username};
 use health_identity::client::{SubmittedJwk, register_jwk};
 use health_identity::password;
 use health_jose::KeyUse;
@@ -49,14 +49,14 @@ pub fn parse(method: &Method, rest: &[&str]) -> Result<AdminApi, Error> {
                 "enable" => UserAction::Enable,
                 "reset-password" => UserAction::ResetPassword,
                 "reset-mfa" => UserAction::ResetMfa,
-                _ => return Err(Error::NotFound),
+                _ => return Err(Error::NotFound(Reason::NoSuchRoute)),
             },
         ),
         ["clients"] if *method == Method::Get => AdminApi::ListClients,
         ["clients"] => AdminApi::CreateClient,
         ["clients", id, "disable"] if valid_id(id) => AdminApi::Client((*id).to_owned(), true),
         ["clients", id, "enable"] if valid_id(id) => AdminApi::Client((*id).to_owned(), false),
-        _ => return Err(Error::NotFound),
+        _ => return Err(Error::NotFound(Reason::NoSuchRoute)),
     };
     let expected = if matches!(api, AdminApi::ListUsers | AdminApi::ListClients) { Method::Get } else { Method::Post };
     if *method == expected { Ok(api) } else { Err(Error::MethodNotAllowed) }
@@ -103,16 +103,19 @@ type Outcome = anyhow::Result<Result<Response, Error>>;
 /// The `tenant_id` query parameter of a GET.
 fn query_tenant(ctx: &Ctx<'_>) -> Result<Option<TenantId>, Error> {
     let form = health_identity::form::parse(ctx.req.query().as_bytes())
-        .map_err(|_| Error::BadRequest("query must be ?tenant_id=..."))?;
+        .map_err(|_| Error::BadRequest(Reason::MalformedRequest, "query must be ?tenant_id=...".into()))?;
     form.get("tenant_id")
-        .map(|t| TenantId::parse(t).map_err(|_| Error::BadRequest("tenant_id is not a valid tenant")))
+        .map(|t| {
+            TenantId::parse(t)
+                .map_err(|_| Error::BadRequest(Reason::MalformedRequest, "tenant_id is not a valid tenant".into()))
+        })
         .transpose()
 }
 
 /// A POST body of type `T`; an empty body counts as `{}` where `T` allows it.
 fn body<T: serde::de::DeserializeOwned>(ctx: &Ctx<'_>, usage: &'static str) -> Result<T, Error> {
     if ctx.req.body().is_empty() {
-        return serde_json::from_slice(b"{}").map_err(|_| Error::BadRequest(usage));
+        return serde_json::from_slice(b"{}").map_err(|_| Error::BadRequest(Reason::MalformedRequest, usage.into()));
     }
     ctx.json(usage)
 }
@@ -124,7 +127,11 @@ pub fn handle(ctx: &Ctx<'_>, api: AdminApi, event: &mut Event) -> Outcome {
         Err(reason) => {
             event.reason = reason.into();
             // A valid token of a non-admin is authenticated but not allowed.
-            let error = if reason == "not_an_admin" { Error::Forbidden("admins only") } else { Error::Unauthorized };
+            let error = if reason == Reason::NotAnAdmin {
+                Error::ForbiddenWith(Reason::NotAnAdmin, "admins only".into())
+            } else {
+                crate::unauthenticated(reason)
+            };
             return Ok(Err(error));
         }
     };
@@ -153,22 +160,25 @@ pub fn handle(ctx: &Ctx<'_>, api: AdminApi, event: &mut Event) -> Outcome {
     let (named, command) = match result {
         Ok(parsed) => parsed,
         Err(error) => {
-            event.reason = "malformed_request".into();
+            event.reason = Reason::MalformedRequest.into();
             return Ok(Err(error));
         }
     };
     let Some(tenant) = principal.tenant_or(named.as_ref()).cloned() else {
-        event.reason = "operator_must_name_tenant".into();
-        return Ok(Err(Error::BadRequest("the operator must name the tenant: tenant_id")));
+        event.reason = Reason::OperatorMustNameTenant.into();
+        return Ok(Err(Error::BadRequest(
+            Reason::OperatorMustNameTenant,
+            "the operator must name the tenant: tenant_id".into(),
+        )));
     };
-    event.tenant_id = tenant.to_string();
+    crate::for_tenant(event, &tenant);
     if !principal.may_manage(&tenant) {
-        event.reason = "other_tenant".into();
-        return Ok(Err(Error::Forbidden("tenant admins manage their own tenant only")));
+        event.reason = Reason::OtherTenant.into();
+        return Ok(Err(Error::ForbiddenWith(Reason::OtherTenant, "tenant admins manage their own tenant only".into())));
     }
     if !ctx.settings.tenant_exists(&tenant)? {
-        event.reason = "unknown_tenant".into();
-        return Ok(Err(Error::NotFound));
+        event.reason = Reason::UnknownTenant.into();
+        return Ok(Err(Error::NotFound(Reason::UnknownTenant)));
     }
     run(ctx, &tenant, command, event)
 }
@@ -224,8 +234,8 @@ fn run(ctx: &Ctx<'_>, tenant: &TenantId, command: Command, event: &mut Event) ->
         Command::CreateUser(new) => {
             event.resource = format!("tenant/{tenant}/users/{}", new.username);
             if password::check_policy(&new.password).is_err() {
-                event.reason = "weak_password".into();
-                return Ok(Err(Error::BadRequest("password must be 12 to 1024 bytes")));
+                event.reason = Reason::WeakPassword.into();
+                return Ok(Err(Error::BadRequest(Reason::WeakPassword, "password must be 12 to 1024 bytes".into())));
             }
             let hash = password::hash(&new.password, &mut health_spin::rng())
                 .map_err(|_| anyhow::anyhow!("password hashing failed"))?;
@@ -237,54 +247,57 @@ fn run(ctx: &Ctx<'_>, tenant: &TenantId, command: Command, event: &mut Event) ->
                 disabled: false,
             };
             if !identity::create_user(&db, tenant, &user)? {
-                event.reason = "username_taken".into();
-                return Ok(Err(Error::Conflict("a user with this username exists in the tenant")));
+                event.reason = Reason::UsernameTaken.into();
+                return Ok(Err(Error::ConflictWith(
+                    Reason::UsernameTaken,
+                    "a user with this username exists in the tenant".into(),
+                )));
             }
-            event.reason = "user_created".into();
+            event.reason = Reason::UserCreated.into();
             ok(201, user_json(&user, false))
         }
         Command::ResetPassword(user_id, new_password) => {
             event.resource = format!("tenant/{tenant}/users/{user_id}");
             if password::check_policy(&new_password).is_err() {
-                event.reason = "weak_password".into();
-                return Ok(Err(Error::BadRequest("password must be 12 to 1024 bytes")));
+                event.reason = Reason::WeakPassword.into();
+                return Ok(Err(Error::BadRequest(Reason::WeakPassword, "password must be 12 to 1024 bytes".into())));
             }
             let Some(user) = identity::user_by_id(&db, tenant, &user_id)? else {
-                event.reason = "unknown_user".into();
-                return Ok(Err(Error::NotFound));
+                event.reason = Reason::UnknownUser.into();
+                return Ok(Err(Error::NotFound(Reason::UnknownUser)));
             };
             let hash = password::hash(&new_password, &mut health_spin::rng())
                 .map_err(|_| anyhow::anyhow!("password hashing failed"))?;
             identity::set_password(&db, tenant, &user_id, &hash)?;
             identity::clear_attempts(&db, tenant, &user.username, None)?;
-            issue::revoke_subject(&db, tenant, &user_id, "password_reset", ctx.now)?;
-            event.reason = "password_reset_sessions_ended".into();
+            issue::revoke_subject(&db, tenant, &user_id, Reason::PasswordReset, ctx.now)?;
+            event.reason = Reason::PasswordResetSessionsEnded.into();
             ok(200, serde_json::json!({ "id": user_id, "password_reset": true, "sessions_ended": true }))
         }
         Command::User(user_id, action) => {
             event.resource = format!("tenant/{tenant}/users/{user_id}");
             let Some(user) = identity::user_by_id(&db, tenant, &user_id)? else {
-                event.reason = "unknown_user".into();
-                return Ok(Err(Error::NotFound));
+                event.reason = Reason::UnknownUser.into();
+                return Ok(Err(Error::NotFound(Reason::UnknownUser)));
             };
-            let ended = match action {
+            let (ended, reason) = match action {
                 UserAction::Disable => {
                     identity::set_disabled(&db, tenant, &user_id, true)?;
-                    issue::revoke_subject(&db, tenant, &user_id, "user_disabled", ctx.now)?;
-                    true
+                    issue::revoke_subject(&db, tenant, &user_id, Reason::UserDisabled, ctx.now)?;
+                    (true, Reason::UserDisable)
                 }
                 UserAction::Enable => {
                     identity::set_disabled(&db, tenant, &user_id, false)?;
-                    false
+                    (false, Reason::UserEnable)
                 }
                 UserAction::ResetMfa => {
                     identity::reset_mfa(&db, tenant, &user_id)?;
-                    issue::revoke_subject(&db, tenant, &user_id, "mfa_reset", ctx.now)?;
-                    true
+                    issue::revoke_subject(&db, tenant, &user_id, Reason::MfaReset, ctx.now)?;
+                    (true, Reason::UserResetMfa)
                 }
                 UserAction::ResetPassword => unreachable!("parsed as Command::ResetPassword"),
             };
-            event.reason = action_name(&AdminApi::User(user_id.clone(), action)).replace("users.", "user_").to_owned();
+            event.reason = reason.into();
             let disabled = matches!(action, UserAction::Disable) || (user.disabled && action != UserAction::Enable);
             ok(200, serde_json::json!({ "id": user_id, "disabled": disabled, "sessions_ended": ended }))
         }
@@ -297,10 +310,10 @@ fn run(ctx: &Ctx<'_>, tenant: &TenantId, command: Command, event: &mut Event) ->
         Command::Client(client_id, disable) => {
             event.resource = format!("tenant/{tenant}/clients/{client_id}");
             if !identity::set_client_disabled(&db, tenant, &client_id, disable)? {
-                event.reason = "unknown_client".into();
-                return Ok(Err(Error::NotFound));
+                event.reason = Reason::UnknownClient.into();
+                return Ok(Err(Error::NotFound(Reason::UnknownClient)));
             }
-            event.reason = if disable { "client_disabled" } else { "client_enabled" }.into();
+            event.reason = if disable { Reason::ClientDisabled } else { Reason::ClientEnabled }.into();
             ok(200, serde_json::json!({ "client_id": client_id, "disabled": disable }))
         }
     }
@@ -330,18 +343,24 @@ fn create_client(
 ) -> Outcome {
     let name = new.name.trim();
     if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
-        event.reason = "malformed_request".into();
-        return Ok(Err(Error::BadRequest("name must be 1-128 printable characters")));
+        event.reason = Reason::MalformedRequest.into();
+        return Ok(Err(Error::BadRequest(Reason::MalformedRequest, "name must be 1-128 printable characters".into())));
     }
     let Ok(enc) = register_jwk(new.enc_jwk, KeyUse::Enc, tenant) else {
-        event.reason = "unusable_enc_jwk".into();
-        return Ok(Err(Error::BadRequest("enc_jwk must be a public P-256 (ECDH-ES+A256KW) or RSA (RSA-OAEP-256) key")));
+        event.reason = Reason::UnusableEncJwk.into();
+        return Ok(Err(Error::BadRequest(
+            Reason::UnusableEncJwk,
+            "enc_jwk must be a public P-256 (ECDH-ES+A256KW) or RSA (RSA-OAEP-256) key".into(),
+        )));
     };
     let sig = match new.sig_jwk.map(|jwk| register_jwk(jwk, KeyUse::Sig, tenant)).transpose() {
         Ok(sig) => sig,
         Err(_) => {
-            event.reason = "unusable_sig_jwk".into();
-            return Ok(Err(Error::BadRequest("sig_jwk must be a public RS256, ES256 or EdDSA key")));
+            event.reason = Reason::UnusableSigJwk.into();
+            return Ok(Err(Error::BadRequest(
+                Reason::UnusableSigJwk,
+                "sig_jwk must be a public RS256, ES256 or EdDSA key".into(),
+            )));
         }
     };
     let client_id = format!("ins-{}", health_spin::random_id());
@@ -364,7 +383,7 @@ fn create_client(
     if !identity::create_client(db, &client, ctx.now)? {
         anyhow::bail!("client id collision");
     }
-    event.reason = "client_registered".into();
+    event.reason = Reason::ClientRegistered.into();
     let mut body = client_json(&client);
     if let Some(secret) = secret {
         body["client_secret"] = secret.into();

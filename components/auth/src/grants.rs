@@ -6,12 +6,13 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context;
-use health_core::Role;
 use health_core::audit::Event;
+use health_core::{Reason, Role};
 use health_identity::client::{self, ClientAuth};
 use health_identity::refresh::{self, Decision, Stored};
 use health_jose::{KeyUse, PublicJwk};
 use health_spin::identity::{self, Client};
+use health_spin::revocations;
 use spin_sdk::http::Response;
 use spin_sdk::sqlite::Connection;
 
@@ -32,7 +33,7 @@ pub async fn token(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
     let form = match ctx.form() {
         Ok(form) => form,
         Err(error) => {
-            event.reason = "malformed_request".into();
+            event.reason = Reason::MalformedRequest.into();
             return Ok(Err(error));
         }
     };
@@ -40,11 +41,11 @@ pub async fn token(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
         Some("refresh_token") => refresh_grant(ctx, &form, event).await,
         Some("client_credentials") => client_credentials(ctx, &form, event).await,
         Some(_) => {
-            event.reason = "unsupported_grant_type".into();
+            event.reason = Reason::UnsupportedGrantType.into();
             Ok(Err(oauth(400, "unsupported_grant_type", "grant_type must be refresh_token or client_credentials")))
         }
         None => {
-            event.reason = "malformed_request".into();
+            event.reason = Reason::MalformedRequest.into();
             Ok(Err(oauth(400, "invalid_request", "grant_type is required")))
         }
     }
@@ -58,27 +59,27 @@ async fn refresh_grant(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, event: &m
         Err(client::ClientAuthError::Missing) => None,
         // Refresh tokens are only issued to the public web client.
         Ok(_) | Err(_) => {
-            event.reason = "refresh_with_client_credentials".into();
+            event.reason = Reason::RefreshWithClientCredentials.into();
             return Ok(Err(INVALID_CLIENT));
         }
     };
     let Some(presented) = form.get("refresh_token").filter(|t| refresh::well_formed(t)) else {
-        event.reason = "malformed_refresh_token".into();
+        event.reason = Reason::MalformedRefreshToken.into();
         return Ok(Err(INVALID_GRANT));
     };
     let hash = refresh::hash(presented);
     let db = ctx.db()?;
     let Some(found) = identity::find_refresh(&db, &hash)? else {
-        event.reason = "unknown_refresh_token".into();
+        event.reason = Reason::UnknownRefreshToken.into();
         return Ok(Err(INVALID_GRANT));
     };
     let family = found.family;
-    event.tenant_id = family.tenant_id.to_string();
+    crate::for_tenant(event, &family.tenant_id);
     event.actor_sub = Some(family.user_id.clone());
     event.client_id = Some(family.client_id.clone());
     event.resource = format!("refresh_family/{}", family.family_id);
     if claimed.as_ref().is_some_and(|c| *c != family.client_id) {
-        event.reason = "refresh_client_mismatch".into();
+        event.reason = Reason::RefreshClientMismatch.into();
         return Ok(Err(INVALID_GRANT));
     }
     let stored = Stored { used_at: found.used_at, expires_at: family.expires_at, family_revoked: family.revoked };
@@ -89,26 +90,26 @@ async fn refresh_grant(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, event: &m
     }
     match decision {
         Decision::Dead => {
-            event.reason = if family.revoked { "refresh_family_revoked" } else { "refresh_expired" }.into();
+            event.reason = if family.revoked { Reason::RefreshFamilyRevoked } else { Reason::RefreshExpired }.into();
             return Ok(Err(INVALID_GRANT));
         }
         Decision::Reuse => {
-            issue::revoke_family(&db, &family.tenant_id, &family.family_id, "refresh_reuse", ctx.now)?;
-            event.reason = "refresh_reuse_family_revoked".into();
+            issue::revoke_family(&db, &family.tenant_id, &family.family_id, Reason::RefreshReuse, ctx.now)?;
+            event.reason = Reason::RefreshReuseFamilyRevoked.into();
             return Ok(Err(INVALID_GRANT));
         }
         Decision::Rotate => {}
     }
     let user = identity::user_by_id(&db, &family.tenant_id, &family.user_id)?;
     let Some(user) = user.filter(|u| !u.disabled) else {
-        issue::revoke_family(&db, &family.tenant_id, &family.family_id, "user_disabled", ctx.now)?;
-        event.reason = "user_disabled".into();
+        issue::revoke_family(&db, &family.tenant_id, &family.family_id, Reason::UserDisabled, ctx.now)?;
+        event.reason = Reason::UserDisabled.into();
         return Ok(Err(INVALID_GRANT));
     };
-    let not_before = issue::not_before(&issue::revocations()?, &family.tenant_id, &family.user_id)?;
+    let not_before = revocations::not_before(&revocations::open()?, &family.tenant_id, &family.user_id)?;
     if not_before.is_some_and(|nb| family.created_at < nb) {
-        issue::revoke_family(&db, &family.tenant_id, &family.family_id, "subject_logged_out", ctx.now)?;
-        event.reason = "subject_logged_out".into();
+        issue::revoke_family(&db, &family.tenant_id, &family.family_id, Reason::SubjectLoggedOut, ctx.now)?;
+        event.reason = Reason::SubjectLoggedOut.into();
         return Ok(Err(INVALID_GRANT));
     }
     let subject = Subject {
@@ -126,11 +127,11 @@ async fn refresh_grant(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, event: &m
     // saw this access token and revoked it, or this read sees the family revoked. A concurrent
     // reuse of the same refresh token (or a logout) cannot leave the winner's token alive.
     if identity::family_revoked(&db, &family.family_id)? {
-        issue::revoke_jti(&issue::revocations()?, &family.tenant_id, &issued.jti, issued.exp)?;
-        event.reason = "refresh_family_revoked_during_rotation".into();
+        issue::revoke_jti(&revocations::open()?, &family.tenant_id, &issued.jti, issued.exp)?;
+        event.reason = Reason::RefreshFamilyRevokedDuringRotation.into();
         return Ok(Err(INVALID_GRANT));
     }
-    event.reason = "refresh_rotated".into();
+    event.reason = Reason::RefreshRotated.into();
     Ok(Ok(issued.response()))
 }
 
@@ -140,13 +141,13 @@ async fn client_credentials(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, even
     let client = match authenticate_client(ctx, &db, form, event)? {
         Ok(Authenticated::Confidential(client)) => client,
         Ok(Authenticated::Public(_)) => {
-            event.reason = "public_client_cannot_use_client_credentials".into();
+            event.reason = Reason::PublicClientCannotUseClientCredentials.into();
             return Ok(Err(INVALID_CLIENT));
         }
         Err(error) => return Ok(Err(error)),
     };
     if form.get("scope").is_some_and(|s| s != issue::scopes(Role::Insurance)) {
-        event.reason = "invalid_scope".into();
+        event.reason = Reason::InvalidScope.into();
         return Ok(Err(oauth(400, "invalid_scope", "insurers may only ask for insurance/summary.read")));
     }
     let enc_jwk = serde_json::from_str(&client.enc_jwk).context("decoding the client's registered enc_jwk")?;
@@ -160,7 +161,7 @@ async fn client_credentials(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, even
         enc_jwk: Some(enc_jwk),
     };
     let issued = issue::issue(ctx, &db, &subject, Refresh::None, event).await?;
-    event.reason = "token_issued".into();
+    event.reason = Reason::TokenIssued.into();
     Ok(Ok(issued.response()))
 }
 
@@ -185,6 +186,7 @@ pub fn authenticate_client(
     let auth = match client::from_request(authorization, form) {
         Ok(auth) => auth,
         Err(e) => {
+            // Text, not a `Reason`: it names the client-authentication error's variant.
             event.reason = format!("client_auth_{}", format!("{e:?}").to_lowercase());
             return Ok(Err(INVALID_CLIENT));
         }
@@ -194,7 +196,7 @@ pub fn authenticate_client(
             event.client_id = Some(client_id.clone());
             return Ok(Ok(Authenticated::Public(client_id.clone())));
         }
-        event.reason = "unknown_public_client".into();
+        event.reason = Reason::UnknownPublicClient.into();
         return Ok(Err(INVALID_CLIENT));
     }
     let claimed = match &auth {
@@ -205,7 +207,7 @@ pub fn authenticate_client(
         Some(id) if id.len() <= 128 => identity::find_client(db, &id)?,
         _ => None,
     };
-    let refusal = |event: &mut Event, reason: &str| {
+    let refusal = |event: &mut Event, reason: Reason| {
         event.reason = reason.into();
         Ok(Err(INVALID_CLIENT))
     };
@@ -214,48 +216,52 @@ pub fn authenticate_client(
             // Same work as a real comparison.
             health_core::token_matches_hash(secret, &"0".repeat(64));
         }
-        return refusal(event, "unknown_client");
+        return refusal(event, Reason::UnknownClient);
     };
-    event.tenant_id = client.tenant_id.to_string();
+    crate::for_tenant(event, &client.tenant_id);
     event.client_id = Some(client.client_id.clone());
     event.actor_sub = Some(client.client_id.clone());
     event.actor_role = Some(Role::Insurance.as_str().into());
     match &auth {
         ClientAuth::Secret { secret, .. } => {
             let Some(hash) = &client.secret_hash else {
-                return refusal(event, "client_has_no_secret");
+                return refusal(event, Reason::ClientHasNoSecret);
             };
             if !health_core::token_matches_hash(secret, hash) {
-                return refusal(event, "bad_client_secret");
+                return refusal(event, Reason::BadClientSecret);
             }
         }
         ClientAuth::Assertion { assertion, .. } => {
             let Some(key) = client.sig_jwk.as_deref().and_then(|k| serde_json::from_str::<PublicJwk>(k).ok()) else {
-                return refusal(event, "client_has_no_signing_key");
+                return refusal(event, Reason::ClientHasNoSigningKey);
             };
             if key.key_use != KeyUse::Sig {
-                return refusal(event, "client_has_no_signing_key");
+                return refusal(event, Reason::ClientHasNoSigningKey);
             }
             let token_endpoint = ctx.settings.token_endpoint();
             let issuer = ctx.settings.issuer(&client.tenant_id);
             let audiences = [token_endpoint.as_str(), issuer.as_str()];
             let verified = match client::verify_assertion(assertion, &client.client_id, &key, &audiences, ctx.now) {
                 Ok(verified) => verified,
+                // These two are text, not `Reason`s: they name the assertion's verification error
+                // (`client_assertion_bad_signature`) or the claim that failed.
                 Err(client::AssertionError::Signature(reason)) => {
-                    return refusal(event, &format!("client_assertion_{reason}"));
+                    event.reason = format!("client_assertion_{reason}");
+                    return Ok(Err(INVALID_CLIENT));
                 }
                 Err(client::AssertionError::Claims(what)) => {
-                    return refusal(event, &format!("client_assertion_bad_{what}"));
+                    event.reason = format!("client_assertion_bad_{what}");
+                    return Ok(Err(INVALID_CLIENT));
                 }
             };
             if !identity::spend_assertion(db, &client.client_id, &verified.jti, verified.exp, ctx.now)? {
-                return refusal(event, "client_assertion_replayed");
+                return refusal(event, Reason::ClientAssertionReplayed);
             }
         }
-        ClientAuth::Public { .. } => return refusal(event, "unknown_public_client"),
+        ClientAuth::Public { .. } => return refusal(event, Reason::UnknownPublicClient),
     }
     if client.disabled {
-        return refusal(event, "client_disabled");
+        return refusal(event, Reason::ClientDisabled);
     }
     Ok(Ok(Authenticated::Confidential(client)))
 }

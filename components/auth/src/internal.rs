@@ -14,7 +14,7 @@
 //!   tenant admin who erased the record) as actor. Idempotent.
 
 use health_core::audit::Event;
-use health_core::{Caller, Component, Role};
+use health_core::{Caller, Component, Reason, Role};
 use health_spin::identity;
 use spin_sdk::http::{Method, Request, Response};
 
@@ -54,7 +54,7 @@ pub fn parse(method: &Method, segments: &[&str]) -> Result<InternalApi, Error> {
                 Err(Error::MethodNotAllowed)
             }
         }
-        _ => Err(Error::NotFound),
+        _ => Err(Error::NotFound(Reason::NoSuchRoute)),
     }
 }
 
@@ -64,8 +64,8 @@ fn attested(req: &Request) -> anyhow::Result<Result<Caller, Error>> {
     Ok(match health_spin::verify_context(req, Component::Auth, &[Component::Patient])? {
         Ok(caller) => Ok(caller),
         Err(e) => {
-            eprintln!("auth: internal request refused: {e}");
-            Err(Error::Unauthorized)
+            health_spin::log::warn("internal_request_refused", e.to_string());
+            Err(Error::Unauthenticated(Reason::ContextRefused))
         }
     })
 }
@@ -75,11 +75,12 @@ pub fn handle(ctx: &Ctx<'_>, api: InternalApi, event: &mut Event) -> anyhow::Res
     let caller = match attested(ctx.req)? {
         Ok(caller) => caller,
         Err(refusal) => {
-            event.reason = "context_refused".into();
+            event.reason = Reason::ContextRefused.into();
             return Ok((Err(refusal), true));
         }
     };
     let tenant = &caller.tenant_id;
+    health_spin::log::set_tenant(tenant.as_str());
     let db = ctx.db()?;
     match api {
         InternalApi::Insurer(client_id) => {
@@ -90,7 +91,7 @@ pub fn handle(ctx: &Ctx<'_>, api: InternalApi, event: &mut Event) -> anyhow::Res
                     &serde_json::json!({ "client_id": client_id, "enabled": !client.disabled }),
                     health_spin::respond::Cache::NoStore,
                 )),
-                None => Err(Error::NotFound),
+                None => Err(Error::NotFound(Reason::UnknownClient)),
             };
             Ok((outcome, false))
         }
@@ -101,28 +102,31 @@ pub fn handle(ctx: &Ctx<'_>, api: InternalApi, event: &mut Event) -> anyhow::Res
                     &serde_json::json!({ "id": user_id, "role": user.role.as_str(), "enabled": !user.disabled }),
                     health_spin::respond::Cache::NoStore,
                 )),
-                None => Err(Error::NotFound),
+                None => Err(Error::NotFound(Reason::UnknownUser)),
             };
             Ok((outcome, false))
         }
         InternalApi::PatientErased(user_id) => {
             event.action = "user.disable".into();
             event.resource = format!("tenant/{tenant}/users/{user_id}");
-            event.tenant_id = tenant.to_string();
+            crate::for_tenant(event, tenant);
             event.actor_sub = Some(caller.subject.clone());
             event.actor_role = Some(caller.role.as_str().to_owned());
             event.jti = Some(caller.jti.clone());
             let Some(user) = identity::user_by_id(&db, tenant, &user_id)? else {
-                event.reason = "no_such_account".into();
-                return Ok((Err(Error::NotFound), true));
+                event.reason = Reason::NoSuchAccount.into();
+                return Ok((Err(Error::NotFound(Reason::NoSuchAccount)), true));
             };
             if user.role != Role::Patient {
-                event.reason = "not_a_patient_account".into();
-                return Ok((Err(Error::Conflict("the account is not a patient's")), true));
+                event.reason = Reason::NotAPatientAccount.into();
+                return Ok((
+                    Err(Error::ConflictWith(Reason::NotAPatientAccount, "the account is not a patient's".into())),
+                    true,
+                ));
             }
             identity::set_disabled(&db, tenant, &user_id, true)?;
-            issue::revoke_subject(&db, tenant, &user_id, "patient_erased", ctx.now)?;
-            event.reason = "patient_erased".into();
+            issue::revoke_subject(&db, tenant, &user_id, Reason::PatientErased, ctx.now)?;
+            event.reason = Reason::PatientErased.into();
             let body = serde_json::json!({ "id": user_id, "disabled": true, "sessions_ended": true });
             Ok((Ok(health_spin::respond::json(200, &body, health_spin::respond::Cache::NoStore)), true))
         }

@@ -3,9 +3,9 @@
 
 use anyhow::Context;
 use health_core::audit::Event;
-use health_core::{Caller, Component, Link, Role, TenantId};
+use health_core::{Caller, Component, Link, Reason, Role, TenantId};
 use health_jose::Claims;
-use health_spin::identity;
+use health_spin::{identity, revocations};
 use spin_sdk::key_value::Store;
 use spin_sdk::sqlite::Connection;
 
@@ -52,16 +52,6 @@ pub fn scopes(role: Role) -> &'static str {
     }
 }
 
-/// The subject's not-before time in `revocations` (logout-all, password reset), if any.
-pub fn not_before(revocations: &Store, tenant: &TenantId, sub: &str) -> anyhow::Result<Option<i64>> {
-    let value = revocations.get(&health_spin::tokens::not_before_key(tenant, sub)).context("reading not-before")?;
-    Ok(value.and_then(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok())))
-}
-
-pub fn revocations() -> anyhow::Result<Store> {
-    Store::open("revocations").context("opening revocations")
-}
-
 /// Issues an access token (a nested JWE for `insurance`, never with a refresh token) and,
 /// if asked, a refresh token; records the issuance on `event`.
 pub async fn issue(
@@ -75,7 +65,8 @@ pub async fn issue(
     let insurer = subject.role == Role::Insurance;
     let ttl = if insurer { ctx.settings.insurer_ttl } else { ctx.settings.access_ttl };
     // A token issued in the same second as a logout-all must still be newer than it.
-    let iat = not_before(&revocations()?, &subject.tenant, &subject.sub)?.map_or(now, |nb| nb.max(now));
+    let iat =
+        revocations::not_before(&revocations::open()?, &subject.tenant, &subject.sub)?.map_or(now, |nb| nb.max(now));
     let claims = Claims {
         iss: ctx.settings.issuer(&subject.tenant),
         sub: subject.sub.clone(),
@@ -191,12 +182,10 @@ async fn call<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(response.body()).with_context(|| format!("decoding jwks {path} answer"))
 }
 
-/// Revokes one access token for its remaining life: the stored value is the moment it would
+/// Revokes one access token for its remaining life: the stored time is the moment it would
 /// be refused anyway (`exp` plus the largest clock tolerance), after which a sweep may drop it.
-pub fn revoke_jti(revocations: &Store, tenant: &TenantId, jti: &str, exp: i64) -> anyhow::Result<()> {
-    revocations
-        .set(&health_spin::tokens::revoked_jti_key(tenant, jti), (exp + 60).to_string().as_bytes())
-        .context("writing revocation")
+pub fn revoke_jti(store: &Store, tenant: &TenantId, jti: &str, exp: i64) -> anyhow::Result<()> {
+    revocations::revoke_jti(store, tenant, jti, exp + health_jose::MAX_CLOCK_TOLERANCE_SECS)
 }
 
 /// Revokes a refresh family and every access token issued in it that may still be valid.
@@ -204,11 +193,11 @@ pub fn revoke_family(
     db: &Connection,
     tenant: &TenantId,
     family_id: &str,
-    reason: &str,
+    reason: Reason,
     now: i64,
 ) -> anyhow::Result<()> {
-    let store = revocations()?;
-    for (jti, exp) in identity::revoke_family(db, family_id, reason, now)? {
+    let store = revocations::open()?;
+    for (jti, exp) in identity::revoke_family(db, family_id, reason.as_str(), now)? {
         revoke_jti(&store, tenant, &jti, exp)?;
     }
     Ok(())
@@ -216,16 +205,10 @@ pub fn revoke_family(
 
 /// Ends every session of a subject: a not-before time newer than any token it holds, and all
 /// its refresh families revoked (logout-all, password reset, disabling, MFA reset).
-pub fn revoke_subject(db: &Connection, tenant: &TenantId, sub: &str, reason: &str, now: i64) -> anyhow::Result<()> {
-    let store = revocations()?;
-    // Newer than every token issued so far: those carry `iat` <= now, or <= an earlier
-    // not-before when they were issued in the same second as an earlier revocation.
-    let not_before = not_before(&store, tenant, sub)?.map_or(now + 1, |earlier| (earlier + 1).max(now + 1));
-    store
-        .set(&health_spin::tokens::not_before_key(tenant, sub), not_before.to_string().as_bytes())
-        .context("writing not-before")?;
+pub fn revoke_subject(db: &Connection, tenant: &TenantId, sub: &str, reason: Reason, now: i64) -> anyhow::Result<()> {
+    revocations::log_out_subject(&revocations::open()?, tenant, sub, now)?;
     for family in identity::user_families(db, tenant, sub)? {
-        identity::revoke_family(db, &family, reason, now)?;
+        identity::revoke_family(db, &family, reason.as_str(), now)?;
     }
     Ok(())
 }

@@ -24,18 +24,17 @@ mod sessions;
 use std::collections::BTreeMap;
 
 use health_core::audit::{Event, Outcome};
-use health_core::{Problem, Role, TenantId, ratelimit};
+use health_core::routes::MAX_AUTH_BODY_BYTES;
+use health_core::trace::TraceParent;
+use health_core::{DEMO_TENANT, Problem, Reason, Role, TenantId, ratelimit};
 use health_identity::lockout::LockoutPolicy;
-use health_spin::{respond, stores};
+use health_spin::{log, respond, stores};
 use serde::de::DeserializeOwned;
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
 
 /// The first-party web client every password login is issued to (a public client).
 pub const WEB_CLIENT: &str = "health-web";
-/// The demo tenant, which exists before `jwks` first creates its keys.
-pub const DEMO_TENANT: &str = "demo-hospital";
-const MAX_BODY: usize = 16 * 1024 + 1024;
 /// Insurer tokens never live longer than this, whatever is configured (ARCHITECTURE.md §4).
 const MAX_INSURER_TTL: i64 = 300;
 /// Every store `auth` uses, checked by its store probe before each request.
@@ -59,77 +58,20 @@ enum Api {
     Internal(internal::InternalApi),
 }
 
-/// Every refusal this component answers with; mapped to RFC 9457 problems in one place.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Error {
-    NotFound,
-    MethodNotAllowed,
-    UnsupportedMediaType,
-    TooLarge,
-    BadRequest(&'static str),
-    /// Wrong username, password or one-time code: one answer for all of them.
-    InvalidCredentials,
-    /// Too many failures from this source for this user.
-    Locked {
-        retry_after: i64,
-    },
-    /// The password was right; the account's one-time code is needed too.
-    MfaRequired,
-    /// The password was right; the role needs MFA and the account has not enrolled.
-    MfaEnrollmentRequired,
-    /// Missing or invalid bearer token.
-    Unauthorized,
-    Forbidden(&'static str),
-    Conflict(&'static str),
-    /// A signed-in user's current password was wrong (self-service change): not a token
-    /// problem, so not 401.
-    WrongPassword,
-    /// A rate limit of the endpoint's class was reached for this address.
-    RateLimited,
-    /// An OAuth endpoint's error (RFC 6749 §5.2), as a problem with the `error` member.
-    OAuth {
-        status: u16,
-        code: &'static str,
-        detail: &'static str,
-    },
-}
+/// Every refusal this component answers with: the platform's one vocabulary, whose
+/// `problem()` decides each status and whose response headers `respond::refusal` adds. `auth`
+/// records the precise audit reason on its event as it goes (many are known only there), so a
+/// refusal's own reason is the fallback.
+pub(crate) type Error = health_core::Refusal;
 
-/// The RFC 9457 problem for each refusal: the one place its status is decided.
-fn problem(error: &Error) -> Problem {
-    match error {
-        Error::NotFound => Problem::not_found(),
-        Error::MethodNotAllowed => Problem::method_not_allowed(),
-        Error::UnsupportedMediaType => Problem::unsupported_media_type(),
-        Error::TooLarge => Problem::payload_too_large(),
-        Error::BadRequest(detail) => Problem::bad_request(*detail),
-        Error::InvalidCredentials => Problem::invalid_credentials(),
-        Error::Locked { .. } => Problem::new("login-locked", "Too Many Failed Logins", 429)
-            .with_detail("too many failed attempts from this address; try again later"),
-        Error::MfaRequired => Problem::new("mfa-required", "One-Time Code Required", 401)
-            .with_detail("send the current code from your authenticator app as \"otp\""),
-        Error::MfaEnrollmentRequired => Problem::new("mfa-enrollment-required", "MFA Enrollment Required", 403)
-            .with_detail("this role requires MFA: enroll with POST /auth/mfa/enroll, then confirm"),
-        Error::Unauthorized => Problem::unauthorized(),
-        Error::Forbidden(detail) => Problem::forbidden().with_detail(*detail),
-        Error::Conflict(detail) => Problem::conflict(*detail),
-        Error::WrongPassword => Problem::new("invalid-current-password", "Current Password Incorrect", 403)
-            .with_detail("currentPassword is not the account's password"),
-        Error::RateLimited => Problem::too_many_requests(),
-        Error::OAuth { status, code, detail } => {
-            let title = if *status == 401 { "Client Authentication Failed" } else { "Token Request Refused" };
-            Problem::new(&code.replace('_', "-"), title, *status).with_detail(*detail).with_oauth_error(code)
-        }
-    }
+/// The refusal of a bearer token, for the reason `health_spin`'s checks gave as text. Every
+/// such reason is in the vocabulary; `auth` records the text on its event as given.
+pub(crate) fn unauthenticated(reason: &str) -> Error {
+    Error::Unauthenticated(Reason::parse(reason).unwrap_or(Reason::Refused))
 }
 
 fn error_response(error: &Error) -> Response {
-    let mut response = respond::problem(&problem(error));
-    match error {
-        Error::Locked { retry_after } => response.set_header("retry-after", retry_after.to_string()),
-        Error::OAuth { status: 401, .. } => response.set_header("www-authenticate", r#"Basic realm="health-platform""#),
-        _ => {}
-    }
-    response
+    respond::refusal(error)
 }
 
 fn parse(method: &Method, path: &str) -> Result<Api, Error> {
@@ -147,12 +89,12 @@ fn parse(method: &Method, path: &str) -> Result<Api, Error> {
         ["api", "auth", "validate"] => post(Api::Validate),
         ["api", "auth", "change-password"] => post(Api::ChangePassword),
         ["t", tenant, ".well-known", "openid-configuration"] => {
-            let tenant = TenantId::parse(tenant).map_err(|_| Error::NotFound)?;
+            let tenant = TenantId::parse(tenant).map_err(|_| Error::NotFound(Reason::NoSuchRoute))?;
             if *method == Method::Get { Ok(Api::Discovery(tenant)) } else { Err(Error::MethodNotAllowed) }
         }
         ["auth", "admin", rest @ ..] => admin::parse(method, rest).map(Api::Admin),
         ["internal", rest @ ..] => internal::parse(method, rest).map(Api::Internal),
-        _ => Err(Error::NotFound),
+        _ => Err(Error::NotFound(Reason::NoSuchRoute)),
     }
 }
 
@@ -227,10 +169,10 @@ impl Ctx<'_> {
         if !media_type_is(self.req, "application/json") {
             return Err(Error::UnsupportedMediaType);
         }
-        if self.req.body().len() > MAX_BODY {
+        if self.req.body().len() > MAX_AUTH_BODY_BYTES {
             return Err(Error::TooLarge);
         }
-        serde_json::from_slice(self.req.body()).map_err(|_| Error::BadRequest(usage))
+        serde_json::from_slice(self.req.body()).map_err(|_| Error::BadRequest(Reason::MalformedRequest, usage.into()))
     }
 
     /// The body as an OAuth form (RFC 6749 §3.2: form-encoded, no repeated parameters).
@@ -239,7 +181,7 @@ impl Ctx<'_> {
         if !media_type_is(self.req, "application/x-www-form-urlencoded") {
             return Err(Error::UnsupportedMediaType);
         }
-        if self.req.body().len() > MAX_BODY {
+        if self.req.body().len() > MAX_AUTH_BODY_BYTES {
             return Err(Error::TooLarge);
         }
         health_identity::form::parse(self.req.body())
@@ -260,16 +202,30 @@ fn finish(event: &mut Event, outcome: &Result<Response, Error>) -> anyhow::Resul
     event.outcome = Some(if outcome.is_ok() { Outcome::Allow } else { Outcome::Deny });
     event.status = match outcome {
         Ok(response) => *response.status(),
-        Err(error) => problem(error).status,
+        Err(error) => error.problem().status,
     };
     if event.reason.is_empty() {
-        event.reason = if outcome.is_ok() { "ok".into() } else { "refused".into() };
+        event.reason = if outcome.is_ok() { Reason::Ok } else { Reason::Refused }.into();
     }
     health_spin::audit::append(event)
 }
 
+/// Attributes `event` to `tenant`, and the request's log lines with it.
+pub(crate) fn for_tenant(event: &mut Event, tenant: &TenantId) {
+    event.tenant_id = tenant.to_string();
+    log::set_tenant(tenant.as_str());
+}
+
 #[http_component]
 async fn handle(incoming: spin_sdk::http::IncomingRequest) -> Response {
+    // The caller's trace, if it sent one (the gateway's chained calls and clients that trace).
+    let trace = incoming
+        .headers()
+        .get(health_core::trace::HEADER)
+        .first()
+        .and_then(|value| std::str::from_utf8(value).ok())
+        .and_then(TraceParent::parse);
+    log::begin("auth", None, trace);
     let req = match health_spin::single_credential(incoming).await {
         Ok(req) => req,
         Err(refused) => return refused,
@@ -279,17 +235,17 @@ async fn handle(incoming: spin_sdk::http::IncomingRequest) -> Response {
     }
     if let Err(e) = stores::probe("auth").await {
         // Not audited: `audit` may be the store that does not answer; nothing was done.
-        eprintln!("auth: refused without audit: {e}");
+        log::warn("refused_without_audit", e.to_string());
         return respond::problem(&Problem::unavailable());
     }
     match serve(&req).await {
         Ok(response) => response,
         Err(e) if stores::is_unavailable(&e) => {
-            eprintln!("auth: {e:#}");
+            log::error("unavailable", &e);
             respond::problem(&Problem::unavailable())
         }
         Err(e) => {
-            eprintln!("auth: internal error: {e:#}");
+            log::error("internal_error", &e);
             respond::problem(&Problem::internal())
         }
     }
@@ -302,13 +258,14 @@ async fn serve(req: &Request) -> anyhow::Result<Response> {
     };
     let now = health_spin::now();
     let mut event = health_spin::audit::request_event(req, now);
+    log::begin("auth", Some(&event.request_id), log::trace());
     let mut limits = Vec::new();
     if let (Some(class), Some(address)) = (rate_class(&api), event.client_ip.as_deref().map(ratelimit::client_ip)) {
         limits = health_spin::ratelimit::count(class, &[ratelimit::Who::Address(address)], now)?;
         if !health_spin::ratelimit::allowed(&limits) {
             // Audited like any refusal, with the endpoint named (a bounded set of labels).
             event.action = format!("auth.{}", endpoint(&api));
-            event.reason = "rate_limited".into();
+            event.reason = Reason::RateLimited.into();
             finish(&mut event, &Err(Error::RateLimited))?;
             let mut response = error_response(&Error::RateLimited);
             health_spin::ratelimit::set_headers(&mut response, &limits);
@@ -400,8 +357,9 @@ mod tests {
             parse(&Method::Post, "/t/demo-hospital/.well-known/openid-configuration"),
             Err(Error::MethodNotAllowed)
         );
-        assert_eq!(parse(&Method::Get, "/t/../.well-known/openid-configuration"), Err(Error::NotFound));
-        assert_eq!(parse(&Method::Post, "/auth/other"), Err(Error::NotFound));
+        let not_found = Err(Error::NotFound(Reason::NoSuchRoute));
+        assert_eq!(parse(&Method::Get, "/t/../.well-known/openid-configuration"), not_found);
+        assert_eq!(parse(&Method::Post, "/auth/other"), not_found);
     }
 
     #[test]
@@ -417,5 +375,44 @@ mod tests {
         assert!(response.header("www-authenticate").is_some());
         let locked = error_response(&Error::Locked { retry_after: 42 });
         assert_eq!(locked.header("retry-after").and_then(|v| v.as_str()), Some("42"));
+    }
+
+    #[test]
+    fn each_refusal_keeps_its_status_and_headers() {
+        let header =
+            |response: &Response, name: &str| response.header(name).and_then(|v| v.as_str()).map(str::to_owned);
+        let bearer = Some(r#"Bearer error="invalid_token""#.to_owned());
+        let cases = [
+            (Error::NotFound(Reason::NoSuchRoute), 404, None, None),
+            (Error::MethodNotAllowed, 405, None, None),
+            (Error::UnsupportedMediaType, 415, None, None),
+            (Error::TooLarge, 413, None, None),
+            (Error::BadRequest(Reason::MalformedRequest, "usage".into()), 400, None, None),
+            (Error::InvalidCredentials(Reason::UnknownUser), 401, None, None),
+            (Error::Locked { retry_after: 7 }, 429, None, Some("7".to_owned())),
+            (Error::MfaRequired, 401, None, None),
+            (Error::MfaEnrollmentRequired, 403, None, None),
+            (unauthenticated("expired"), 401, bearer.clone(), None),
+            (Error::Unauthenticated(Reason::ContextRefused), 401, bearer, None),
+            (Error::ForbiddenWith(Reason::NotAnAdmin, "admins only".into()), 403, None, None),
+            (Error::ConflictWith(Reason::UsernameTaken, "taken".into()), 409, None, None),
+            (Error::WrongCurrentPassword, 403, None, None),
+            (Error::RateLimited, 429, None, None),
+            (
+                Error::OAuth { status: 401, code: "invalid_client", detail: "d" },
+                401,
+                Some(r#"Basic realm="health-platform""#.to_owned()),
+                None,
+            ),
+            (Error::OAuth { status: 400, code: "invalid_grant", detail: "d" }, 400, None, None),
+        ];
+        for (error, status, challenge, retry_after) in cases {
+            let response = error_response(&error);
+            assert_eq!(*response.status(), status, "{error:?}");
+            assert_eq!(header(&response, "www-authenticate"), challenge, "{error:?}");
+            assert_eq!(header(&response, "retry-after"), retry_after, "{error:?}");
+            assert_eq!(header(&response, "content-type").as_deref(), Some("application/problem+json"));
+        }
+        assert_eq!(unauthenticated("expired"), Error::Unauthenticated(Reason::Expired));
     }
 }

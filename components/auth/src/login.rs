@@ -7,7 +7,7 @@
 //! request, looks up and counts in `identity`, and answers. No reason ever contains a secret.
 
 use health_core::audit::Event;
-use health_core::{Role, SecretKey, TenantId, Username};
+use health_core::{Reason, Role, SecretKey, TenantId, Username};
 use health_identity::lockout::{Failure, source_of};
 use health_identity::login::{self as decide, Account, Attempt, Enrolment, Refusal, SecondFactor};
 use health_identity::totp;
@@ -41,13 +41,19 @@ fn error(refusal: Refusal) -> Error {
         | Refusal::BadPassword
         | Refusal::UserDisabled
         | Refusal::MfaFailed
-        | Refusal::MfaCodeReused => Error::InvalidCredentials,
+        | Refusal::MfaCodeReused => Error::InvalidCredentials(refusal.reason()),
         Refusal::Locked { retry_after } => Error::Locked { retry_after },
         Refusal::MfaRequired => Error::MfaRequired,
         Refusal::MfaEnrollmentRequired => Error::MfaEnrollmentRequired,
-        Refusal::MfaAlreadyEnrolled => Error::Conflict("MFA is already enrolled; a tenant admin can reset it"),
-        Refusal::MfaNotEnrolling => Error::Conflict("no enrollment in progress: POST /auth/mfa/enroll first"),
-        Refusal::CodeMissing => Error::BadRequest("send the code from the authenticator app as \"otp\""),
+        Refusal::MfaAlreadyEnrolled => {
+            Error::ConflictWith(refusal.reason(), "MFA is already enrolled; a tenant admin can reset it".into())
+        }
+        Refusal::MfaNotEnrolling => {
+            Error::ConflictWith(refusal.reason(), "no enrollment in progress: POST /auth/mfa/enroll first".into())
+        }
+        Refusal::CodeMissing => {
+            Error::BadRequest(refusal.reason(), "send the code from the authenticator app as \"otp\"".into())
+        }
     }
 }
 
@@ -101,13 +107,13 @@ fn check_password(ctx: &Ctx<'_>, event: &mut Event, action: &str) -> anyhow::Res
     let creds: Credentials = match ctx.json(USAGE) {
         Ok(creds) => creds,
         Err(error) => {
-            event.reason = "malformed_request".into();
+            event.reason = Reason::MalformedRequest.into();
             return Ok(Err(error));
         }
     };
     if creds.password.is_empty() || creds.password.len() > health_identity::password::MAX_LEN {
-        event.reason = "malformed_request".into();
-        return Ok(Err(Error::BadRequest("password must be 1-1024 bytes")));
+        event.reason = Reason::MalformedRequest.into();
+        return Ok(Err(Error::BadRequest(Reason::MalformedRequest, "password must be 1-1024 bytes".into())));
     }
     event.resource = format!("tenant/{}/users/{}", creds.tenant, creds.username);
     if !ctx.settings.tenant_exists(&creds.tenant)? {
@@ -118,7 +124,7 @@ fn check_password(ctx: &Ctx<'_>, event: &mut Event, action: &str) -> anyhow::Res
         event.reason = Refusal::UnknownTenant.reason().into();
         return Ok(Err(error(Refusal::UnknownTenant)));
     }
-    event.tenant_id = creds.tenant.to_string();
+    crate::for_tenant(event, &creds.tenant);
     let db = ctx.db()?;
     let source = source_of(ctx.client_addr());
     let policy = ctx.settings.lockout;
@@ -162,6 +168,7 @@ pub(crate) fn refuse_credentials(
     if counted == Failure::Locked {
         let mut lockout = event.clone();
         lockout.action = "auth.lockout".into();
+        // Text, not a `Reason`: it names the lock's length, which the tenant's policy sets.
         lockout.reason = format!("locked_for_{}s", ctx.settings.lockout.lock_secs);
         lockout.outcome = Some(health_core::audit::Outcome::Deny);
         lockout.status = 429;
@@ -223,7 +230,7 @@ pub async fn login(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
     // Insurers get a one-time nested JWE and never a refresh token (ARCHITECTURE.md §4).
     let refresh = if subject.role == Role::Insurance { Refresh::None } else { Refresh::NewFamily };
     let issued = issue::issue(ctx, &checked.db, &subject, refresh, event).await?;
-    event.reason = "token_issued".into();
+    event.reason = Reason::TokenIssued.into();
     Ok(Ok(issued.response()))
 }
 
@@ -240,7 +247,7 @@ pub fn enroll(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
         return Ok(Err(checked.refuse(ctx, event, Refusal::MfaAlreadyEnrolled)?));
     }
     checked.succeed()?;
-    event.reason = "mfa_enrollment_started".into();
+    event.reason = Reason::MfaEnrollmentStarted.into();
     let issuer = format!("Health {tenant}");
     let body = serde_json::json!({
         "otpauth_uri": totp::otpauth_uri(&issuer, user.username.as_str(), &secret),
@@ -264,7 +271,7 @@ pub fn confirm(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
         return Ok(Err(checked.refuse(ctx, event, refusal)?));
     }
     checked.succeed()?;
-    event.reason = "mfa_enrolled".into();
+    event.reason = Reason::MfaEnrolled.into();
     Ok(Ok(health_spin::respond::json(
         200,
         &serde_json::json!({ "enrolled": true }),
@@ -289,9 +296,10 @@ mod tests {
             Refusal::MfaCodeReused,
         ];
         for refusal in wrong {
-            assert_eq!(error(refusal), Error::InvalidCredentials, "{refusal:?}");
+            assert_eq!(error(refusal), Error::InvalidCredentials(refusal.reason()), "{refusal:?}");
+            assert_eq!(error(refusal).problem(), health_core::Problem::invalid_credentials());
         }
-        assert_eq!(crate::problem(&Error::InvalidCredentials).status, 401);
+        assert_eq!(Error::InvalidCredentials(health_core::Reason::BadPassword).problem().status, 401);
     }
 
     #[test]

@@ -4,18 +4,19 @@
 use std::collections::BTreeMap;
 
 use health_core::audit::Event;
-use health_core::{Component, TenantId};
+use health_core::{Component, Reason, TenantId};
 use health_identity::refresh::{self, Decision, Stored};
 use health_jose::{Claims, KeyUse};
 use health_spin::identity;
 use health_spin::nested::{self, Verified};
 use health_spin::respond::{self, Cache};
+use health_spin::revocations;
 use serde::Deserialize;
 use spin_sdk::http::Response;
 use spin_sdk::sqlite::Connection;
 
 use crate::grants::{self, Authenticated, oauth};
-use crate::{Ctx, DEMO_TENANT, Error, issue};
+use crate::{Ctx, Error, issue};
 
 type Outcome = anyhow::Result<Result<Response, Error>>;
 
@@ -38,26 +39,26 @@ pub async fn logout(ctx: &Ctx<'_>, event: &mut Event, everywhere: bool) -> Outco
     };
     let db = ctx.db()?;
     if everywhere {
-        issue::revoke_subject(&db, &claims.tenant_id, &claims.sub, "logout_all", ctx.now)?;
-        event.reason = "all_sessions_ended".into();
+        issue::revoke_subject(&db, &claims.tenant_id, &claims.sub, Reason::LogoutAll, ctx.now)?;
+        event.reason = Reason::AllSessionsEnded.into();
     } else {
-        issue::revoke_jti(&issue::revocations()?, &claims.tenant_id, &claims.jti, claims.exp)?;
+        issue::revoke_jti(&revocations::open()?, &claims.tenant_id, &claims.jti, claims.exp)?;
         if let Some(family) = identity::family_of_access(&db, &claims.jti)? {
-            issue::revoke_family(&db, &claims.tenant_id, &family, "logout", ctx.now)?;
+            issue::revoke_family(&db, &claims.tenant_id, &family, Reason::Logout, ctx.now)?;
         }
-        event.reason = "session_ended".into();
+        event.reason = Reason::SessionEnded.into();
     }
     Ok(Ok(no_content()))
 }
 
 /// The verified claims of the request's bearer token, with the event attributed to them; a
-/// missing or invalid token is [`Error::Unauthorized`] with the precise reason on the event.
+/// missing or invalid token is [`Error::Unauthenticated`] with the precise reason on the event.
 pub(crate) async fn bearer_claims(ctx: &Ctx<'_>, event: &mut Event) -> anyhow::Result<Result<Claims, Error>> {
     let token = match health_spin::tokens::bearer_token(ctx.req) {
         Ok(token) => token,
         Err(reason) => {
             event.reason = reason.into();
-            return Ok(Err(Error::Unauthorized));
+            return Ok(Err(crate::unauthenticated(reason)));
         }
     };
     match verify(token, ctx.now).await? {
@@ -67,13 +68,13 @@ pub(crate) async fn bearer_claims(ctx: &Ctx<'_>, event: &mut Event) -> anyhow::R
         }
         Err(reason) => {
             event.reason = reason.into();
-            Ok(Err(Error::Unauthorized))
+            Ok(Err(crate::unauthenticated(reason)))
         }
     }
 }
 
 fn actor(event: &mut Event, claims: &Claims) {
-    event.tenant_id = claims.tenant_id.to_string();
+    crate::for_tenant(event, &claims.tenant_id);
     event.actor_sub = Some(claims.sub.clone());
     event.actor_role = Some(claims.role.clone());
     event.client_id = Some(claims.client_id.clone());
@@ -81,7 +82,7 @@ fn actor(event: &mut Event, claims: &Claims) {
 }
 
 fn token_param(form: &BTreeMap<String, String>) -> Result<&str, Error> {
-    form.get("token").map(String::as_str).filter(|t| t.len() <= health_spin::tokens::MAX_TOKEN_BYTES).ok_or(oauth(
+    form.get("token").map(String::as_str).filter(|t| t.len() <= health_jose::MAX_TOKEN_BYTES).ok_or(oauth(
         400,
         "invalid_request",
         "token is required",
@@ -113,7 +114,7 @@ pub async fn introspect(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
     let client = match grants::authenticate_client(ctx, &db, &form, event)? {
         Ok(Authenticated::Confidential(client)) => client,
         Ok(Authenticated::Public(_)) => {
-            event.reason = "public_client_cannot_introspect".into();
+            event.reason = Reason::PublicClientCannotIntrospect.into();
             return Ok(Err(oauth(401, "invalid_client", "introspection needs a registered client")));
         }
         Err(error) => return Ok(Err(error)),
@@ -150,6 +151,7 @@ pub async fn introspect(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
             }
             Ok(_) => inactive,
             Err(reason) => {
+                // Text, not a `Reason`: why the token is inactive, after the prefix.
                 event.reason = format!("inactive_{reason}");
                 inactive
             }
@@ -168,7 +170,7 @@ pub async fn introspect(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
         }
     };
     if event.reason.is_empty() {
-        event.reason = if answer["active"] == true { "active" } else { "inactive" }.into();
+        event.reason = if answer["active"] == true { Reason::Active } else { Reason::Inactive }.into();
     }
     Ok(Ok(respond::json(200, &answer, Cache::NoStore)))
 }
@@ -202,29 +204,30 @@ pub async fn revoke(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
             Ok(verified) => {
                 let claims = verified.claims;
                 if !issued_to_caller(&claims.client_id, &claims.tenant_id) {
-                    event.reason = "token_of_another_client".into();
+                    event.reason = Reason::TokenOfAnotherClient.into();
                     return Ok(Err(oauth(400, "unauthorized_client", "the token was not issued to this client")));
                 }
                 actor(event, &claims);
-                issue::revoke_jti(&issue::revocations()?, &claims.tenant_id, &claims.jti, claims.exp)?;
-                event.reason = "access_token_revoked".into();
+                issue::revoke_jti(&revocations::open()?, &claims.tenant_id, &claims.jti, claims.exp)?;
+                event.reason = Reason::AccessTokenRevoked.into();
             }
+            // Text, not a `Reason`: why there was nothing to revoke, after the prefix.
             Err(reason) => event.reason = format!("nothing_to_revoke_{reason}"),
         }
     } else {
         match live_family(&db, token, ctx.now)? {
             Some(family) => {
                 if !issued_to_caller(&family.client_id, &family.tenant_id) {
-                    event.reason = "token_of_another_client".into();
+                    event.reason = Reason::TokenOfAnotherClient.into();
                     return Ok(Err(oauth(400, "unauthorized_client", "the token was not issued to this client")));
                 }
-                event.tenant_id = family.tenant_id.to_string();
+                crate::for_tenant(event, &family.tenant_id);
                 event.actor_sub = Some(family.user_id.clone());
                 event.resource = format!("refresh_family/{}", family.family_id);
-                issue::revoke_family(&db, &family.tenant_id, &family.family_id, "revoked", ctx.now)?;
-                event.reason = "refresh_family_revoked".into();
+                issue::revoke_family(&db, &family.tenant_id, &family.family_id, Reason::Revoked, ctx.now)?;
+                event.reason = Reason::RefreshFamilyRevoked.into();
             }
-            None => event.reason = "nothing_to_revoke".into(),
+            None => event.reason = Reason::NothingToRevoke.into(),
         }
     }
     Ok(Ok(respond::bytes(200, "text/plain", Vec::new(), Cache::NoStore)))
@@ -288,8 +291,8 @@ pub fn discovery(ctx: &Ctx<'_>, tenant: &TenantId) -> Outcome {
         algs.dedup();
         if algs.is_empty() { vec![default.to_owned()] } else { algs }
     };
-    if keys.is_none() && !(ctx.settings.demo && tenant.as_str() == DEMO_TENANT) {
-        return Ok(Err(Error::NotFound));
+    if keys.is_none() && !(ctx.settings.demo && tenant.as_str() == health_core::DEMO_TENANT) {
+        return Ok(Err(Error::NotFound(Reason::UnknownTenant)));
     }
     let metadata = health_identity::discovery::metadata(&health_identity::discovery::Settings {
         issuer_base: &ctx.settings.issuer_base,
