@@ -3,9 +3,9 @@
 //! is audited.
 
 use anyhow::Context;
-use health_core::TenantId;
 use health_core::audit::{Event, Outcome};
 use health_core::routes::AuditFilter;
+use health_core::{Reason, Refusal, TenantId};
 use health_jose::{Algorithm, KeyUse, LifecycleError};
 use health_spin::admin::{Principal, authenticate};
 use health_spin::respond::{self, Cache};
@@ -13,8 +13,8 @@ use serde::Deserialize;
 use spin_sdk::http::{Request, Response};
 
 use crate::keyring::{self, Keys};
+use crate::revocation;
 use crate::routes::{Api, Chain};
-use crate::{Error, problem, revocation};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,7 +49,7 @@ struct RevokeTokenRequest {
 
 /// Key, token and audit administration. Every attempt, allowed or refused, is audited; if the
 /// audit write fails the change is reported as failed.
-pub fn admin(req: &Request, api: Api, keys: &Keys, now: i64) -> anyhow::Result<Result<Response, Error>> {
+pub fn admin(req: &Request, api: Api, keys: &Keys, now: i64) -> anyhow::Result<Result<Response, Refusal>> {
     let mut event = Event {
         action: format!("{} {}", req.method(), req.path().chars().take(128).collect::<String>()),
         resource: "admin".into(),
@@ -59,7 +59,11 @@ pub fn admin(req: &Request, api: Api, keys: &Keys, now: i64) -> anyhow::Result<R
         Err(reason) => {
             event.reason = reason.into();
             // A valid token of someone who is not an admin is authenticated, just not allowed.
-            Err(if reason == "not_an_admin" { Error::Forbidden } else { Error::Unauthorized })
+            Err(match Reason::parse(reason) {
+                Some(Reason::NotAnAdmin) => Refusal::forbidden(Reason::NotAnAdmin),
+                Some(reason) => Refusal::Unauthenticated(reason),
+                None => Refusal::Unauthenticated(Reason::Refused),
+            })
         }
         Ok(principal) => {
             principal.actor(&mut event);
@@ -69,24 +73,24 @@ pub fn admin(req: &Request, api: Api, keys: &Keys, now: i64) -> anyhow::Result<R
     event.outcome = Some(if outcome.is_ok() { Outcome::Allow } else { Outcome::Deny });
     event.status = match &outcome {
         Ok(response) => *response.status(),
-        Err(error) => problem(error).status,
+        Err(refusal) => refusal.problem().status,
     };
     if event.reason.is_empty() {
         event.reason = match &outcome {
-            Ok(_) => "ok".into(),
-            Err(e) => format!("{e:?}").to_lowercase().chars().take(64).collect(),
+            Ok(_) => Reason::Ok.into(),
+            Err(refusal) => refusal.reason(),
         };
     }
     health_spin::audit::append(&event)?;
     Ok(outcome)
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(req: &Request, usage: &'static str) -> Result<T, Error> {
+fn json_body<T: serde::de::DeserializeOwned>(req: &Request, usage: &'static str) -> Result<T, Refusal> {
     let json = req.header("content-type").and_then(|v| v.as_str()).is_some_and(|c| c.starts_with("application/json"));
     if !json {
-        return Err(Error::UnsupportedMediaType);
+        return Err(Refusal::UnsupportedMediaType);
     }
-    serde_json::from_slice(req.body()).map_err(|_| Error::BadRequest(usage))
+    serde_json::from_slice(req.body()).map_err(|_| Refusal::BadRequest(Reason::MalformedRequest, usage.into()))
 }
 
 /// An admin request with its body parsed, once.
@@ -101,15 +105,16 @@ enum Command {
 }
 
 impl Command {
-    fn parse(req: &Request, api: Api) -> Result<Self, Error> {
+    fn parse(req: &Request, api: Api) -> Result<Self, Refusal> {
         Ok(match api {
             Api::ListKeys(t) => Command::ListKeys(t),
             Api::VerifyAudit(chain) => Command::VerifyAudit(chain),
             Api::ExportAudit(chain) => Command::ExportAudit(
                 chain,
                 health_core::routes::audit_query(req.path_and_query().unwrap_or_default()).map_err(|_| {
-                    Error::BadRequest(
-                        "query parameters: from, to, after (non-negative integers), limit (1 to 1000), actor, patient, jti, outcome (allow, deny or error), each once",
+                    Refusal::BadRequest(
+                        Reason::MalformedRequest,
+                        "query parameters: from, to, after (non-negative integers), limit (1 to 1000), actor, patient, jti, outcome (allow, deny or error), each once".into(),
                     )
                 })?,
             ),
@@ -119,7 +124,9 @@ impl Command {
             Api::Revoke => Command::Revoke(json_body(req, "body must be {\"tenant_id\", \"kid\"}")?),
             Api::RevokeToken => Command::RevokeToken(json_body(req, "body must be {\"jti\", \"tenant_id\"}")?),
             Api::CreateTenant => Command::CreateTenant(json_body(req, "body must be {\"tenant_id\"}")?),
-            Api::AllKeys | Api::TenantKeys(_) | Api::Sign | Api::Encrypt | Api::Decrypt => return Err(Error::NotFound),
+            Api::AllKeys | Api::TenantKeys(_) | Api::Sign | Api::Encrypt | Api::Decrypt => {
+                return Err(Refusal::NotFound(Reason::NoSuchRoute));
+            }
         })
     }
 
@@ -154,7 +161,7 @@ fn administer(
     now: i64,
     principal: &Principal,
     event: &mut Event,
-) -> anyhow::Result<Result<Response, Error>> {
+) -> anyhow::Result<Result<Response, Refusal>> {
     let command = match Command::parse(req, api) {
         Ok(command) => command,
         Err(e) => return Ok(Err(e)),
@@ -165,30 +172,28 @@ fn administer(
         event.resource = format!("audit/{}", health_core::audit::NO_TENANT);
         if let Principal::TenantAdmin { tenant, .. } = principal {
             event.tenant_id = tenant.to_string();
-            event.reason = "operator_only".into();
-            return Ok(Err(Error::Forbidden));
+            return Ok(Err(Refusal::forbidden(Reason::OperatorOnly)));
         }
         return audit_command(&command, event);
     }
     // The tenant the request is about, then whether this principal may act on it.
     let Some(target) = command.target().cloned() else {
-        return Ok(Err(Error::BadRequest("tenant_id is required")));
+        return Ok(Err(Refusal::BadRequest(Reason::MalformedRequest, "tenant_id is required".into())));
     };
     event.tenant_id = target.to_string();
     event.resource = format!("tenant/{target}");
     let operator_only = matches!(command, Command::CreateTenant(_));
     if !principal.may_manage(&target) || (operator_only && *principal != Principal::Operator) {
-        event.reason = "other_tenant_or_operator_only".into();
         // The tenant admin's own chain records the attempt too.
         if let Principal::TenantAdmin { tenant, .. } = principal {
             event.tenant_id = tenant.to_string();
         }
-        return Ok(Err(Error::Forbidden));
+        return Ok(Err(Refusal::forbidden(Reason::OtherTenantOrOperatorOnly)));
     }
     let set = keys.load(&target, now)?;
     if let Command::CreateTenant(_) = command {
         if set.is_some() {
-            return Ok(Err(Error::Conflict("tenant exists")));
+            return Ok(Err(Refusal::ConflictWith(Reason::TenantExists, "tenant exists".into())));
         }
         keyring::ensure_tenant(keys, &target)?;
         let set = keys.load(&target, now)?.context("tenant keys just created")?;
@@ -198,7 +203,7 @@ fn administer(
         return Ok(Ok(respond::json(201, &body, Cache::NoStore)));
     }
     let Some(set) = set else {
-        return Ok(Err(Error::NotFound));
+        return Ok(Err(Refusal::NotFound(Reason::UnknownTenant)));
     };
     let (kid, action) = match command {
         Command::ListKeys(tenant) => {
@@ -219,8 +224,9 @@ fn administer(
         Command::VerifyAudit(_) | Command::ExportAudit(..) => return audit_command(&command, event),
         Command::Rotate(body) => {
             let Some(alg) = set.rotation_algorithm(body.key_use, body.alg) else {
-                return Ok(Err(Error::BadRequest(
-                    "alg does not fit use (sig: RS256, ES256, EdDSA; enc: ECDH-ES+A256KW, RSA-OAEP-256)",
+                return Ok(Err(Refusal::BadRequest(
+                    Reason::MalformedRequest,
+                    "alg does not fit use (sig: RS256, ES256, EdDSA; enc: ECDH-ES+A256KW, RSA-OAEP-256)".into(),
                 )));
             };
             let rotated = keys.rotate(
@@ -232,16 +238,17 @@ fn administer(
                 &mut health_spin::rng(),
             )?;
             let Some(kid) = rotated else {
-                return Ok(Err(Error::NotFound));
+                return Ok(Err(Refusal::NotFound(Reason::UnknownTenant)));
             };
             (kid, "key.rotate")
         }
         Command::Revoke(body) => {
             let revoked = keys.revoke(&target, &set, &body.kid, now, &keyring::master()?, &mut health_spin::rng())?;
             let successor = match revoked {
-                None | Some(Err(LifecycleError::UnknownKid)) => return Ok(Err(Error::NotFound)),
+                None => return Ok(Err(Refusal::NotFound(Reason::UnknownTenant))),
+                Some(Err(LifecycleError::UnknownKid)) => return Ok(Err(Refusal::NotFound(Reason::UnknownKid))),
                 Some(Err(LifecycleError::AlreadyRevoked)) => {
-                    return Ok(Err(Error::Conflict("key already revoked")));
+                    return Ok(Err(Refusal::ConflictWith(Reason::KeyAlreadyRevoked, "key already revoked".into())));
                 }
                 Some(Ok(successor)) => successor,
             };
@@ -255,7 +262,7 @@ fn administer(
         }
         Command::RevokeToken(body) => return revocation::revoke_token(&target, &body.jti, now, event),
         // Answered above, before the tenant has to exist.
-        Command::CreateTenant(_) => return Ok(Err(Error::NotFound)),
+        Command::CreateTenant(_) => return Ok(Err(Refusal::NotFound(Reason::NoSuchRoute))),
     };
     event.action = action.into();
     event.kid = Some(kid.clone());
@@ -264,7 +271,7 @@ fn administer(
 
 /// Verifies or exports one audit chain, for a principal already allowed to read it. The
 /// export is the tenant admin's NDJSON export ([`health_spin::audit::export_ndjson`]).
-fn audit_command(command: &Command, event: &mut Event) -> anyhow::Result<Result<Response, Error>> {
+fn audit_command(command: &Command, event: &mut Event) -> anyhow::Result<Result<Response, Refusal>> {
     match command {
         Command::VerifyAudit(chain) => {
             event.action = "audit.verify".into();
@@ -300,7 +307,7 @@ mod tests {
         builder.build()
     }
 
-    fn command(path: &str, content_type: Option<&str>, body: &str) -> Result<Command, Error> {
+    fn command(path: &str, content_type: Option<&str>, body: &str) -> Result<Command, Refusal> {
         let method = if body.is_empty() { Method::Get } else { Method::Post };
         let api = crate::routes::parse(&method, path.split('?').next().unwrap_or(path))?;
         Command::parse(&request(method, path, content_type, body), api)
@@ -330,24 +337,27 @@ mod tests {
     fn a_body_that_is_not_json_of_the_commands_shape_is_refused_with_its_usage() {
         assert_eq!(
             command("/admin/rotate-key", None, r#"{"tenant_id":"t1"}"#).err(),
-            Some(Error::UnsupportedMediaType)
+            Some(Refusal::UnsupportedMediaType)
         );
         assert_eq!(
             command("/admin/rotate-key", Some("text/plain"), r#"{"tenant_id":"t1"}"#).err(),
-            Some(Error::UnsupportedMediaType)
+            Some(Refusal::UnsupportedMediaType)
         );
         let json = Some("application/json");
         assert_eq!(
             command("/admin/revoke-key", json, r#"{"tenant_id":"t1","kid":"k","extra":1}"#).err(),
-            Some(Error::BadRequest("body must be {\"tenant_id\", \"kid\"}"))
+            Some(Refusal::BadRequest(Reason::MalformedRequest, "body must be {\"tenant_id\", \"kid\"}".into()))
         );
         assert_eq!(
             command("/admin/rotate-key", json, r#"{"tenant_id":"t1","use":"both"}"#).err(),
-            Some(Error::BadRequest("body must be {\"tenant_id\", \"use\": \"sig\"|\"enc\", \"alg\"?}"))
+            Some(Refusal::BadRequest(
+                Reason::MalformedRequest,
+                "body must be {\"tenant_id\", \"use\": \"sig\"|\"enc\", \"alg\"?}".into()
+            ))
         );
         assert_eq!(
             command("/admin/tenants", json, r#"{"tenant_id":"../x"}"#).err(),
-            Some(Error::BadRequest("body must be {\"tenant_id\"}"))
+            Some(Refusal::BadRequest(Reason::MalformedRequest, "body must be {\"tenant_id\"}".into()))
         );
     }
 
@@ -361,7 +371,7 @@ mod tests {
         assert_eq!(export.target(), None);
         assert!(matches!(
             command("/admin/audit/export/t1?limit=0", None, ""),
-            Err(Error::BadRequest(usage)) if usage.starts_with("query parameters")
+            Err(Refusal::BadRequest(_, usage)) if usage.starts_with("query parameters")
         ));
         assert_eq!(command("/admin/keys/t1", None, "").unwrap().chain(), None);
     }

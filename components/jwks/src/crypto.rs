@@ -3,14 +3,13 @@
 //! Each checks the caller context under the key of the link the sender claims first.
 
 use anyhow::Context;
-use health_core::Component;
+use health_core::{Component, Reason, Refusal};
 use health_jose::jwe::{self, JwePolicy};
 use health_jose::{Claims, KeyStatus, KeyUse, PrivateKey};
 use health_spin::respond::{self, Cache};
 use serde::Deserialize;
 use spin_sdk::http::{Request, Response};
 
-use crate::Error;
 use crate::keyring::{self, Keys};
 
 /// The one answer to every failed decryption, whatever failed (no oracle).
@@ -32,22 +31,25 @@ struct DecryptRequest {
 /// Signs the claims in the body for `auth` alone, after checking its attestation under the key
 /// of the `auth` → `jwks` link: a compromised gateway or role service, holding only the keys of
 /// its own links, cannot mint tokens.
-pub fn sign(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Response, Error>> {
+pub fn sign(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Response, Refusal>> {
     let Some(caller) = attested(req, SIGNERS)? else {
-        return Ok(Err(Error::Unauthorized));
+        return Ok(Err(Refusal::Unauthenticated(Reason::ContextRefused)));
     };
     let Ok(claims) = serde_json::from_slice::<Claims>(req.body()) else {
-        return Ok(Err(Error::BadRequest("body must be the access token claims")));
+        return Ok(Err(Refusal::BadRequest(Reason::MalformedRequest, "body must be the access token claims".into())));
     };
     let ttl = health_spin::var_i64("access_token_ttl_secs")?;
     if claims.tenant_id != caller.tenant_id || claims.sub != caller.subject || claims.jti != caller.jti {
-        return Ok(Err(Error::BadRequest("claims do not match the attested caller")));
+        return Ok(Err(Refusal::BadRequest(
+            Reason::MalformedRequest,
+            "claims do not match the attested caller".into(),
+        )));
     }
     if claims.exp.saturating_sub(claims.iat) > ttl || claims.exp <= claims.iat {
-        return Ok(Err(Error::BadRequest("token lifetime out of bounds")));
+        return Ok(Err(Refusal::BadRequest(Reason::MalformedRequest, "token lifetime out of bounds".into())));
     }
     let Some(mut set) = keys.load(&claims.tenant_id, now)? else {
-        return Ok(Err(Error::NotFound));
+        return Ok(Err(Refusal::NotFound(Reason::UnknownTenant)));
     };
     if set.active(KeyUse::Sig).is_none() {
         // Left without an active key by an older version (revocation now replaces it): make
@@ -56,7 +58,7 @@ pub fn sign(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Respo
         set = keys.load(&claims.tenant_id, now)?.context("tenant keys vanished")?;
     }
     if claims.iss != set.issuer {
-        return Ok(Err(Error::BadRequest("issuer does not belong to the tenant")));
+        return Ok(Err(Refusal::BadRequest(Reason::MalformedRequest, "issuer does not belong to the tenant".into())));
     }
     let active = set.active(KeyUse::Sig).context("tenant has no active signing key")?;
     let active = keyring::rotated_if_due(keys, &claims.tenant_id, active, now)?;
@@ -70,15 +72,15 @@ pub fn sign(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Respo
 /// Encrypts the body's plaintext to the attested caller's tenant's active encryption key
 /// (a nested token when `cty` is `JWT`), rotating that key first if it is due. For `auth` alone,
 /// which issues the nested tokens.
-pub fn encrypt(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Response, Error>> {
+pub fn encrypt(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Response, Refusal>> {
     let Some(caller) = attested(req, SIGNERS)? else {
-        return Ok(Err(Error::Unauthorized));
+        return Ok(Err(Refusal::Unauthenticated(Reason::ContextRefused)));
     };
     let Ok(body) = serde_json::from_slice::<EncryptRequest>(req.body()) else {
-        return Ok(Err(Error::BadRequest("body must be {\"plaintext\", \"cty\"?}")));
+        return Ok(Err(Refusal::BadRequest(Reason::MalformedRequest, "body must be {\"plaintext\", \"cty\"?}".into())));
     };
     let Some(set) = keys.load(&caller.tenant_id, now)? else {
-        return Ok(Err(Error::NotFound));
+        return Ok(Err(Refusal::NotFound(Reason::UnknownTenant)));
     };
     let active = set.active(KeyUse::Enc).context("tenant has no active encryption key")?;
     let active = keyring::rotated_if_due(keys, &caller.tenant_id, active, now)?;
@@ -96,11 +98,11 @@ pub fn encrypt(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Re
 /// the same 400, so the endpoint is no oracle; the inner token's signature is the caller's to
 /// verify (decryption proves nothing about the sender). For the gateway and `auth`, which
 /// both verify nested tokens.
-pub fn decrypt(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Response, Error>> {
+pub fn decrypt(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Response, Refusal>> {
     let Some(caller) = attested(req, DECRYPTERS)? else {
-        return Ok(Err(Error::Unauthorized));
+        return Ok(Err(Refusal::Unauthenticated(Reason::ContextRefused)));
     };
-    let failed = || Ok(Err(Error::BadRequest(DECRYPTION_FAILED)));
+    let failed = || Ok(Err(Refusal::BadRequest(Reason::MalformedRequest, DECRYPTION_FAILED.into())));
     let Ok(body) = serde_json::from_slice::<DecryptRequest>(req.body()) else {
         return failed();
     };
@@ -142,7 +144,7 @@ fn attested(req: &Request, senders: &[Component]) -> anyhow::Result<Option<healt
     match health_spin::verify_context(req, Component::Jwks, senders)? {
         Ok(caller) => Ok(Some(caller)),
         Err(refused) => {
-            eprintln!("jwks: {} refused: {refused}", req.path());
+            health_spin::log::warn("context_refused", format!("{}: {refused}", req.path()));
             Ok(None)
         }
     }

@@ -28,7 +28,7 @@ mod keyring;
 mod revocation;
 mod routes;
 
-use health_core::{Problem, TenantId};
+use health_core::{Problem, Reason, Refusal, TenantId};
 use health_spin::respond::{self, Cache};
 use spin_sdk::http::{Request, Response};
 use spin_sdk::http_component;
@@ -41,59 +41,32 @@ const JWKS_MAX_AGE_SECS: u32 = 300;
 /// Clock tolerance verifiers allow; a retiring key outlives the longest token by this much.
 const CLOCK_TOLERANCE_SECS: i64 = health_jose::MAX_CLOCK_TOLERANCE_SECS;
 
-#[derive(Debug, PartialEq, Eq)]
-pub enum Error {
-    NotFound,
-    MethodNotAllowed,
-    BadRequest(&'static str),
-    Unauthorized,
-    Forbidden,
-    TooLarge,
-    UnsupportedMediaType,
-    Conflict(&'static str),
-}
-
-/// The RFC 9457 problem for each refusal: the one place its status is decided.
-pub fn problem(error: &Error) -> Problem {
-    match error {
-        Error::NotFound => Problem::not_found(),
-        Error::MethodNotAllowed => Problem::method_not_allowed(),
-        Error::BadRequest(detail) => Problem::bad_request(*detail),
-        Error::Unauthorized => Problem::unauthorized(),
-        Error::Forbidden => Problem::forbidden(),
-        Error::TooLarge => Problem::payload_too_large(),
-        Error::UnsupportedMediaType => Problem::unsupported_media_type(),
-        Error::Conflict(detail) => Problem::conflict(*detail),
-    }
-}
-
-fn error_response(error: &Error) -> Response {
-    respond::problem(&problem(error))
-}
-
 #[http_component]
 async fn handle(incoming: spin_sdk::http::IncomingRequest) -> Response {
     let req = match health_spin::single_credential(incoming).await {
         Ok(req) => req,
         Err(refused) => return refused,
     };
+    let header = |name| req.header(name).and_then(|v| v.as_str());
+    let trace = header(health_core::trace::HEADER).and_then(health_core::trace::TraceParent::parse);
+    health_spin::log::begin("jwks", header("x-request-id"), trace);
     match route(&req) {
         Ok(Ok(response)) => response,
-        Ok(Err(error)) => error_response(&error),
+        Ok(Err(refusal)) => respond::refusal(&refusal),
         Err(e) => {
-            eprintln!("jwks: internal error: {e:#}");
+            health_spin::log::error("internal_error", &e);
             respond::problem(&Problem::internal())
         }
     }
 }
 
-fn route(req: &Request) -> anyhow::Result<Result<Response, Error>> {
+fn route(req: &Request) -> anyhow::Result<Result<Response, Refusal>> {
     let api = match routes::parse(req.method(), req.path()) {
         Ok(api) => api,
         Err(e) => return Ok(Err(e)),
     };
     if req.body().len() > health_core::routes::MAX_KEYS_BODY_BYTES {
-        return Ok(Err(Error::TooLarge));
+        return Ok(Err(Refusal::TooLarge));
     }
     let stores = keyring::Stores::open()?;
     let keys = stores.keys();
@@ -117,7 +90,7 @@ fn route(req: &Request) -> anyhow::Result<Result<Response, Error>> {
                 let published: Vec<_> = set.published(now).collect();
                 Ok(respond::json(200, &serde_json::json!({ "keys": published }), Cache::Public(JWKS_MAX_AGE_SECS)))
             }
-            None => Err(Error::NotFound),
+            None => Err(Refusal::NotFound(Reason::UnknownTenant)),
         }),
         Api::Sign => crypto::sign(req, &keys, now),
         Api::Encrypt => crypto::encrypt(req, &keys, now),

@@ -5,11 +5,10 @@ use anyhow::Context;
 use health_core::TenantId;
 use health_core::audit::Event;
 use health_spin::respond::{self, Cache};
-use health_spin::tokens;
+use health_spin::revocations;
 use spin_sdk::http::Response;
-use spin_sdk::key_value::Store;
 
-use crate::Error;
+use health_core::{Reason, Refusal};
 
 /// Revokes one access token of `tenant` by `jti` until no token could still be valid. Only a
 /// `jti` the tenant's audit log records as issued (a login, refresh or client-credentials grant
@@ -21,21 +20,17 @@ pub fn revoke_token(
     jti: &str,
     now: i64,
     event: &mut Event,
-) -> anyhow::Result<Result<Response, Error>> {
+) -> anyhow::Result<Result<Response, Refusal>> {
     event.action = "token.revoke".into();
     event.jti = Some(jti.chars().take(128).collect());
     if jti.is_empty() || jti.len() > 128 {
-        return Ok(Err(Error::BadRequest("jti must be 1 to 128 characters")));
+        return Ok(Err(Refusal::BadRequest(Reason::MalformedRequest, "jti must be 1 to 128 characters".into())));
     }
     if !issued(tenant, jti)? {
-        event.reason = "unknown_jti".into();
-        return Ok(Err(Error::NotFound));
+        return Ok(Err(Refusal::NotFound(Reason::UnknownJti)));
     }
     let until = now + health_spin::var_i64("access_token_ttl_secs")? + crate::CLOCK_TOLERANCE_SECS;
-    Store::open("revocations")
-        .context("opening revocations")?
-        .set(&tokens::revoked_jti_key(tenant, jti), until.to_string().as_bytes())
-        .context("writing revocation")?;
+    revocations::revoke_jti(&revocations::open()?, tenant, jti, until)?;
     let body = serde_json::json!({ "tenant_id": tenant, "jti": jti, "revoked": true, "until": until });
     Ok(Ok(respond::json(200, &body, Cache::NoStore)))
 }

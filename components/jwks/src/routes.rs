@@ -4,7 +4,7 @@
 use health_core::TenantId;
 use spin_sdk::http::Method;
 
-use crate::Error;
+use health_core::{Reason, Refusal};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Api {
@@ -33,11 +33,11 @@ pub enum Chain {
 }
 
 impl Chain {
-    pub fn parse(text: &str) -> Result<Self, Error> {
+    pub fn parse(text: &str) -> Result<Self, Refusal> {
         if text == health_core::audit::NO_TENANT {
             return Ok(Chain::Unattributed);
         }
-        TenantId::parse(text).map(Chain::Tenant).map_err(|_| Error::NotFound)
+        TenantId::parse(text).map(Chain::Tenant).map_err(|_| Refusal::NotFound(Reason::NoSuchRoute))
     }
 
     /// The `tenant_id` its events are stored under.
@@ -49,8 +49,8 @@ impl Chain {
     }
 }
 
-pub fn parse(method: &Method, path: &str) -> Result<Api, Error> {
-    let tenant = |t: &str| TenantId::parse(t).map_err(|_| Error::NotFound);
+pub fn parse(method: &Method, path: &str) -> Result<Api, Refusal> {
+    let tenant = |t: &str| TenantId::parse(t).map_err(|_| Refusal::NotFound(Reason::NoSuchRoute));
     let api = match health_spin::segments(path).as_slice() {
         [".well-known", "jwks.json"] => Api::AllKeys,
         ["jwk", t] => Api::TenantKeys(tenant(t)?),
@@ -64,12 +64,12 @@ pub fn parse(method: &Method, path: &str) -> Result<Api, Error> {
         ["admin", "keys", t] => Api::ListKeys(tenant(t)?),
         ["admin", "audit", "verify", chain] => Api::VerifyAudit(Chain::parse(chain)?),
         ["admin", "audit", "export", chain] => Api::ExportAudit(Chain::parse(chain)?),
-        _ => return Err(Error::NotFound),
+        _ => return Err(Refusal::NotFound(Reason::NoSuchRoute)),
     };
     let read =
         matches!(api, Api::AllKeys | Api::TenantKeys(_) | Api::ListKeys(_) | Api::VerifyAudit(_) | Api::ExportAudit(_));
     if *method != if read { Method::Get } else { Method::Post } {
-        return Err(Error::MethodNotAllowed);
+        return Err(Refusal::MethodNotAllowed);
     }
     Ok(api)
 }
@@ -92,7 +92,7 @@ mod tests {
             parse(&Method::Get, "/admin/keys/demo-hospital"),
             Ok(Api::ListKeys(TenantId::parse("demo-hospital").unwrap()))
         );
-        assert_eq!(parse(&Method::Get, "/admin/rotate-key"), Err(Error::MethodNotAllowed));
+        assert_eq!(parse(&Method::Get, "/admin/rotate-key"), Err(Refusal::MethodNotAllowed));
         assert_eq!(parse(&Method::Post, "/admin/tenants"), Ok(Api::CreateTenant));
         assert_eq!(parse(&Method::Post, "/internal/encrypt"), Ok(Api::Encrypt));
         assert_eq!(parse(&Method::Post, "/internal/decrypt"), Ok(Api::Decrypt));
@@ -106,15 +106,15 @@ mod tests {
             parse(&Method::Get, "/admin/audit/export/_unattributed?after=3&limit=10"),
             Ok(Api::ExportAudit(Chain::Unattributed))
         );
-        assert_eq!(parse(&Method::Get, "/admin/audit/export/_other"), Err(Error::NotFound));
-        assert_eq!(parse(&Method::Post, "/admin/audit/export/demo-hospital"), Err(Error::MethodNotAllowed));
+        assert_eq!(parse(&Method::Get, "/admin/audit/export/_other"), Err(Refusal::NotFound(Reason::NoSuchRoute)));
+        assert_eq!(parse(&Method::Post, "/admin/audit/export/demo-hospital"), Err(Refusal::MethodNotAllowed));
     }
 
     #[test]
     fn refuses_bad_tenants_methods_and_unknown_paths() {
-        assert_eq!(parse(&Method::Get, "/jwk/..%2Finternal"), Err(Error::NotFound));
-        assert_eq!(parse(&Method::Get, "/jwk/a/b"), Err(Error::NotFound));
-        assert_eq!(parse(&Method::Get, "/internal/sign"), Err(Error::MethodNotAllowed));
-        assert_eq!(parse(&Method::Post, "/.well-known/jwks.json"), Err(Error::MethodNotAllowed));
+        assert_eq!(parse(&Method::Get, "/jwk/..%2Finternal"), Err(Refusal::NotFound(Reason::NoSuchRoute)));
+        assert_eq!(parse(&Method::Get, "/jwk/a/b"), Err(Refusal::NotFound(Reason::NoSuchRoute)));
+        assert_eq!(parse(&Method::Get, "/internal/sign"), Err(Refusal::MethodNotAllowed));
+        assert_eq!(parse(&Method::Post, "/.well-known/jwks.json"), Err(Refusal::MethodNotAllowed));
     }
 }

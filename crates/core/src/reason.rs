@@ -254,6 +254,13 @@ reasons! {
     AdminDataKeyRotation = "admin_data_key_rotation",
     AdminAccessLog = "admin_access_log",
     AdminCareTeam = "admin_care_team",
+
+    // Keys and tokens (jwks): the operator's and tenant admins' key administration.
+    OperatorOnly = "operator_only",
+    OtherTenantOrOperatorOnly = "other_tenant_or_operator_only",
+    TenantExists = "tenant_exists",
+    KeyAlreadyRevoked = "key_already_revoked",
+    UnknownJti = "unknown_jti",
 }
 
 impl fmt::Display for Reason {

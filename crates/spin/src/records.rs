@@ -372,7 +372,7 @@ impl<'c, C: Sql> Vault<'c, C> {
             // libSQL's client refuses `PRAGMA secure_delete = ON` before sending it ("unsupported
             // statement", libsql 0.5 `src/parser.rs`); the keys are still gone from the
             // database, only their bytes may linger in the server's free pages.
-            eprintln!("records: secure_delete unavailable: {e}");
+            crate::log::warn("sqlite_secure_delete_unavailable", e.to_string());
         }
         let (tenant, patient_id) = (text(self.tenant.as_str()), text(patient.as_str()));
         let marked = self
