@@ -66,8 +66,8 @@ pub(crate) type Error = health_core::Refusal;
 
 /// The refusal of a bearer token, for the reason `health_spin`'s checks gave as text. Every
 /// such reason is in the vocabulary; `auth` records the text on its event as given.
-pub(crate) fn unauthenticated(reason: &str) -> Error {
-    Error::Unauthenticated(Reason::parse(reason).unwrap_or(Reason::Refused))
+pub(crate) fn unauthenticated(reason: Reason) -> Error {
+    Error::Unauthenticated(reason)
 }
 
 fn error_response(error: &Error) -> Response {
@@ -392,7 +392,7 @@ mod tests {
             (Error::Locked { retry_after: 7 }, 429, None, Some("7".to_owned())),
             (Error::MfaRequired, 401, None, None),
             (Error::MfaEnrollmentRequired, 403, None, None),
-            (unauthenticated("expired"), 401, bearer.clone(), None),
+            (unauthenticated(Reason::Expired), 401, bearer.clone(), None),
             (Error::Unauthenticated(Reason::ContextRefused), 401, bearer, None),
             (Error::ForbiddenWith(Reason::NotAnAdmin, "admins only".into()), 403, None, None),
             (Error::ConflictWith(Reason::UsernameTaken, "taken".into()), 409, None, None),
@@ -413,6 +413,6 @@ mod tests {
             assert_eq!(header(&response, "retry-after"), retry_after, "{error:?}");
             assert_eq!(header(&response, "content-type").as_deref(), Some("application/problem+json"));
         }
-        assert_eq!(unauthenticated("expired"), Error::Unauthenticated(Reason::Expired));
+        assert_eq!(unauthenticated(Reason::Expired), Error::Unauthenticated(Reason::Expired));
     }
 }

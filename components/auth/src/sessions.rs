@@ -25,7 +25,7 @@ fn no_content() -> Response {
 }
 
 /// Verifies any access token this platform issued (JWS, or nested JWE through `jwks`).
-async fn verify(token: &str, now: i64) -> anyhow::Result<Result<Verified, &'static str>> {
+async fn verify(token: &str, now: i64) -> anyhow::Result<Result<Verified, Reason>> {
     nested::verify(token, now, Component::Auth).await
 }
 

@@ -110,15 +110,6 @@ fn answer(refusal: Refusal, event: &mut Event) -> Response {
     respond::refusal(&refusal)
 }
 
-/// A token refusal's reason. Every reason `tokens` and `nested` give is in the vocabulary
-/// (`health_core::reason`); one that is not is still a refusal, of a malformed token.
-fn token_reason(text: &str) -> Reason {
-    Reason::parse(text).unwrap_or_else(|| {
-        log::warn("token_reason_unknown", text);
-        Reason::MalformedToken
-    })
-}
-
 #[http_component]
 async fn handle(incoming: IncomingRequest) -> Response {
     // spin-sdk's `Request` keeps one value per header name (the last), so a repeated
@@ -312,11 +303,11 @@ fn check_body(req: &Request, api: &Api) -> Result<(), Refusal> {
 async fn authenticate(req: &Request, event: &mut Event) -> anyhow::Result<Result<Caller, Reason>> {
     let token = match tokens::bearer_token(req) {
         Ok(token) => token,
-        Err(reason) => return Ok(Err(token_reason(reason))),
+        Err(reason) => return Ok(Err(reason)),
     };
     let verified = match nested::verify(token, event.time, Component::Gateway).await? {
         Ok(verified) => verified,
-        Err(reason) => return Ok(Err(token_reason(reason))),
+        Err(reason) => return Ok(Err(reason)),
     };
     let claims = verified.claims;
     // From here on the event is attributable to the verified tenant.

@@ -59,10 +59,9 @@ pub fn admin(req: &Request, api: Api, keys: &Keys, now: i64) -> anyhow::Result<R
         Err(reason) => {
             event.reason = reason.into();
             // A valid token of someone who is not an admin is authenticated, just not allowed.
-            Err(match Reason::parse(reason) {
-                Some(Reason::NotAnAdmin) => Refusal::forbidden(Reason::NotAnAdmin),
-                Some(reason) => Refusal::Unauthenticated(reason),
-                None => Refusal::Unauthenticated(Reason::Refused),
+            Err(match reason {
+                Reason::NotAnAdmin => Refusal::forbidden(Reason::NotAnAdmin),
+                reason => Refusal::Unauthenticated(reason),
             })
         }
         Ok(principal) => {

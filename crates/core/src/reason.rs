@@ -63,6 +63,7 @@ reasons! {
     // Bearer credentials and token verification (`health_jose::jws::Error::reason` and the
     // revocation checks).
     NotABearerToken = "not_a_bearer_token",
+    BadOperatorToken = "bad_operator_token",
     TokenTooLarge = "token_too_large",
     MalformedToken = "malformed_token",
     BadHeader = "bad_header",
@@ -284,6 +285,12 @@ impl PartialEq<Reason> for String {
 impl PartialEq<Reason> for &str {
     fn eq(&self, other: &Reason) -> bool {
         *self == other.as_str()
+    }
+}
+
+impl PartialEq<&str> for Reason {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 

@@ -233,8 +233,8 @@ pub fn verify_assertion(
         keys: vec![KeyRecord { jwk: key.clone(), status: KeyStatus::Active, created_at: 0, not_after: None }],
     };
     let opts = VerifyOptions { max_token_bytes: 8 * 1024, ..VerifyOptions::default() };
-    let payload =
-        health_jose::verify_signature(assertion, &keys, &opts).map_err(|e| AssertionError::Signature(e.reason()))?;
+    let payload = health_jose::verify_signature(assertion, &keys, &opts)
+        .map_err(|e| AssertionError::Signature(e.reason().as_str()))?;
     let claims: AssertionClaims = serde_json::from_slice(&payload).map_err(|_| AssertionError::Claims("malformed"))?;
     if claims.iss.as_deref() != Some(client_id) || claims.sub.as_deref() != Some(client_id) {
         return Err(AssertionError::Claims("iss_sub"));

@@ -2,7 +2,7 @@
 //! Every step's failure is a distinct [`Error`] variant for the audit log; the gateway maps
 //! all of them to one generic 401.
 
-use health_core::{TenantId, b64url, b64url_decode};
+use health_core::{Reason, TenantId, b64url, b64url_decode};
 use rand_core::{CryptoRng, RngCore};
 use rsa::RsaPrivateKey;
 use rsa::pkcs1v15::SigningKey;
@@ -61,31 +61,31 @@ pub enum Error {
 }
 
 impl Error {
-    /// A stable reason code for audit events.
-    pub fn reason(&self) -> &'static str {
+    /// The reason audit events record (`health_core::Reason`).
+    pub fn reason(&self) -> Reason {
         match self {
-            Error::TooLarge => "token_too_large",
-            Error::Malformed => "malformed_token",
-            Error::BadHeader => "bad_header",
-            Error::CriticalHeader => "crit_header",
-            Error::EmbeddedKey(_) => "embedded_key",
-            Error::MissingKid => "missing_kid",
-            Error::UnknownKid => "unknown_kid",
-            Error::AlgorithmMismatch => "alg_mismatch",
-            Error::BadSignature => "bad_signature",
-            Error::BadClaims => "bad_claims",
-            Error::MissingClaim(_) => "missing_claim",
-            Error::Expired => "expired",
-            Error::NotYetValid => "not_yet_valid",
-            Error::IssuedInFuture => "issued_in_future",
-            Error::LifetimeTooLong => "lifetime_too_long",
-            Error::WrongType => "wrong_typ",
-            Error::WrongIssuer => "wrong_issuer",
-            Error::WrongAudience => "wrong_audience",
-            Error::TenantMismatch => "tenant_mismatch",
-            Error::KeyRetired => "key_retired",
-            Error::KeyRevoked => "key_revoked",
-            Error::Signing => "signing_failed",
+            Error::TooLarge => Reason::TokenTooLarge,
+            Error::Malformed => Reason::MalformedToken,
+            Error::BadHeader => Reason::BadHeader,
+            Error::CriticalHeader => Reason::CritHeader,
+            Error::EmbeddedKey(_) => Reason::EmbeddedKey,
+            Error::MissingKid => Reason::MissingKid,
+            Error::UnknownKid => Reason::UnknownKid,
+            Error::AlgorithmMismatch => Reason::AlgMismatch,
+            Error::BadSignature => Reason::BadSignature,
+            Error::BadClaims => Reason::BadClaims,
+            Error::MissingClaim(_) => Reason::MissingClaim,
+            Error::Expired => Reason::Expired,
+            Error::NotYetValid => Reason::NotYetValid,
+            Error::IssuedInFuture => Reason::IssuedInFuture,
+            Error::LifetimeTooLong => Reason::LifetimeTooLong,
+            Error::WrongType => Reason::WrongTyp,
+            Error::WrongIssuer => Reason::WrongIssuer,
+            Error::WrongAudience => Reason::WrongAudience,
+            Error::TenantMismatch => Reason::TenantMismatch,
+            Error::KeyRetired => Reason::KeyRetired,
+            Error::KeyRevoked => Reason::KeyRevoked,
+            Error::Signing => Reason::SigningFailed,
         }
     }
 }

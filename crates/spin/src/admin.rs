@@ -48,7 +48,7 @@ impl Principal {
 
 /// The operator token, or else a tenant admin's access token verified in full (signature,
 /// claims, revocation); `Err` carries the precise reason for the audit log.
-pub fn authenticate(req: &Request, now: i64) -> anyhow::Result<Result<Principal, &'static str>> {
+pub fn authenticate(req: &Request, now: i64) -> anyhow::Result<Result<Principal, health_core::Reason>> {
     let token = match tokens::bearer_token(req) {
         Ok(token) => token,
         Err(reason) => return Ok(Err(reason)),
@@ -57,14 +57,14 @@ pub fn authenticate(req: &Request, now: i64) -> anyhow::Result<Result<Principal,
         return Ok(Ok(Principal::Operator));
     }
     if token.split('.').count() != 3 {
-        return Ok(Err("bad_operator_token"));
+        return Ok(Err(health_core::Reason::BadOperatorToken));
     }
     let claims = match tokens::verify(token, now)? {
         Ok(claims) => claims,
         Err(reason) => return Ok(Err(reason)),
     };
     if claims.role != "admin" {
-        return Ok(Err("not_an_admin"));
+        return Ok(Err(health_core::Reason::NotAnAdmin));
     }
     Ok(Ok(Principal::TenantAdmin { tenant: claims.tenant_id, sub: claims.sub, jti: claims.jti }))
 }

@@ -145,17 +145,18 @@ impl<'s, K: Kv + ?Sized, L: Ledger + ?Sized> KeyStore<'s, K, L> {
     /// The tenant's keys as of `now`: a retiring key whose window ended reads as retired (as
     /// verifiers read it, `KeyRecord::status_at`); the next versioned write stores that.
     pub fn load(&self, tenant: &TenantId, now: i64) -> anyhow::Result<Option<TenantKeys>> {
-        Ok(self.read(tenant, now)?.map(|(set, _)| set))
+        Ok(self.read(tenant, now)?.map(|(set, _, _)| set))
     }
 
-    /// The set and its version.
-    fn read(&self, tenant: &TenantId, now: i64) -> anyhow::Result<Option<(TenantKeys, u64)>> {
+    /// The set, its version, and a digest of the bytes stored (what a claim names).
+    fn read(&self, tenant: &TenantId, now: i64) -> anyhow::Result<Option<(TenantKeys, u64, String)>> {
         let Some(bytes) = self.public.get(&public_key_name(tenant)).context("reading tenant keys")? else {
             return Ok(None);
         };
         let Stored { mut set, version } = serde_json::from_slice(&bytes).context("decoding tenant keys")?;
         set.retire_expired(now);
-        Ok(Some((set, version)))
+        let digest = health_core::sha256_hex(&bytes)[..32].to_owned();
+        Ok(Some((set, version, digest)))
     }
 
     /// Writes a new tenant's first set (version 0), over whatever is stored: only for a set no
@@ -201,8 +202,8 @@ impl<'s, K: Kv + ?Sized, L: Ledger + ?Sized> KeyStore<'s, K, L> {
 
     /// Read-modify-write of a tenant's key set that no concurrent writer can undo: `change` is
     /// applied to the set read at version `n` and written as version `n + 1` only by the one
-    /// request that claims `n + 1` in the ledger; a request that loses waits for that version
-    /// and applies its change on top of it. The set is read back until it shows the change
+    /// request that claims `n + 1` (and the stored bytes it replaces) in the ledger; a request
+    /// that loses waits for that version and applies its change on top of it. The set is read back until it shows the change
     /// ([`KeyChange::applied`]); a set overwritten by a writer outside this protocol (an older
     /// release during an upgrade) gets the change written again under the version already
     /// claimed. `None` if the tenant has no set; the change's refusal if it refused the set
@@ -219,7 +220,7 @@ impl<'s, K: Kv + ?Sized, L: Ledger + ?Sized> KeyStore<'s, K, L> {
         let mut first = None;
         let mut claimed = None;
         for _ in 0..UPDATE_ATTEMPTS {
-            let Some((mut set, version)) = self.read(tenant, now)? else {
+            let Some((mut set, version, digest)) = self.read(tenant, now)? else {
                 return Ok(None);
             };
             if first.is_some() && change.applied(&set) {
@@ -230,32 +231,34 @@ impl<'s, K: Kv + ?Sized, L: Ledger + ?Sized> KeyStore<'s, K, L> {
                 // Refused on the current state (e.g. already revoked): report the first answer.
                 return Ok(Some(first.unwrap_or(outcome)));
             }
+            // The claim names the next version and the bytes it replaces: a set rewritten
+            // outside this protocol (its version reset) is a new state with claims of its own.
             let next = version + 1;
-            if claimed == Some(next) || self.claim(tenant, &format!("version:{next}"), now)? {
-                claimed = Some(next);
+            let name = format!("version:{next}:{digest}");
+            if claimed.as_deref() == Some(name.as_str()) || self.claim(tenant, &name, now)? {
+                claimed = Some(name);
                 self.write(&set, next)?;
                 first.get_or_insert(Ok(()));
             } else {
-                self.wait_for_version(tenant, version)?;
+                self.wait_for_change(tenant, &digest)?;
             }
         }
         anyhow::bail!("key set of tenant {tenant:?} kept changing under concurrent updates")
     }
 
-    /// Waits until the stored set is past `version` (another request claimed the next one and
-    /// writes it), at most [`Wait::limit`].
-    fn wait_for_version(&self, tenant: &TenantId, version: u64) -> anyhow::Result<()> {
+    /// Waits until the stored set is no longer the one whose digest is `digest` (another
+    /// request claimed its successor and writes it), at most [`Wait::limit`].
+    fn wait_for_change(&self, tenant: &TenantId, digest: &str) -> anyhow::Result<()> {
         let start = std::time::Instant::now();
         loop {
             match self.read(tenant, (self.wait.clock)())? {
-                Some((_, stored)) if stored != version => return Ok(()),
+                Some((_, _, stored)) if stored != digest => return Ok(()),
                 None => anyhow::bail!("tenant {tenant:?}: its key set vanished during an update"),
                 Some(_) => {}
             }
             anyhow::ensure!(
                 start.elapsed() < self.wait.limit,
-                "tenant {tenant:?}: the request that claimed key set version {} did not write it",
-                version + 1
+                "tenant {tenant:?}: the request that claimed the key set's next version did not write it"
             );
             (self.wait.sleep)(self.wait.pause);
         }
@@ -594,6 +597,25 @@ mod tests {
         assert_eq!(after.active(KeyUse::Sig).unwrap().jwk.kid, successor);
         // Two writes lost, the third seen on read-back.
         assert_eq!(public.writes.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn a_set_rewritten_outside_the_protocol_with_its_version_reset_still_takes_changes() {
+        let world = World::new();
+        let ledger = world.ledger();
+        let store = world.store(&ledger);
+        world.tenant_with_keys(NOW);
+        store.rotate(&tenant(), Algorithm::EdDsa, NOW, RETIRING, &master(), &mut rng()).unwrap().unwrap();
+        // An operator's (or an older release's) plain write: no version, other bytes.
+        let mut edited = world.set();
+        edited.keys[0].not_after = Some(NOW + 1);
+        world.public.set(&public_key_name(&tenant()), &serde_json::to_vec(&edited).unwrap()).unwrap();
+        let kid = store.rotate(&tenant(), Algorithm::EdDsa, NOW, RETIRING, &master(), &mut rng()).unwrap().unwrap();
+        assert_eq!(
+            world.set().active(KeyUse::Sig).unwrap().jwk.kid,
+            kid,
+            "not held up by the spent claim of version 1"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! RUSTSEC-2023-0071 timing side channel) on text of its choosing.
 
 use anyhow::Context;
-use health_core::{Caller, Component, Link, Role, TenantId};
+use health_core::{Caller, Component, Link, Reason, Role, TenantId};
 use health_jose::Claims;
 use health_jose::jwe::{self, JwePolicy};
 
@@ -37,33 +37,33 @@ pub fn tenant_of_issuer(iss: &str) -> anyhow::Result<Option<TenantId>> {
 /// Verifies a compact JWS or a nested JWE access token. `Ok(Err(reason))` is a refused token
 /// with the precise reason for the audit log. `me` (the gateway or `auth`) must be allowed to
 /// reach `jwks.spin.internal` and declare `issuer_base` and the key of its link to `jwks`.
-pub async fn verify(token: &str, now: i64, me: Component) -> anyhow::Result<Result<Verified, &'static str>> {
+pub async fn verify(token: &str, now: i64, me: Component) -> anyhow::Result<Result<Verified, Reason>> {
     if token.len() > tokens::MAX_TOKEN_BYTES {
-        return Ok(Err("token_too_large"));
+        return Ok(Err(Reason::TokenTooLarge));
     }
     if token.split('.').count() != 5 {
         return Ok(tokens::verify(token, now)?.map(|claims| Verified { claims, encrypted: false }));
     }
     let Ok(header) = jwe::peek_header(token, &JwePolicy::PLATFORM) else {
-        return Ok(Err("malformed_jwe"));
+        return Ok(Err(Reason::MalformedJwe));
     };
     if header.alg != BEARER {
-        return Ok(Err("jwe_alg_not_allowed"));
+        return Ok(Err(Reason::JweAlgNotAllowed));
     }
     if !header.cty.as_deref().is_some_and(|c| c.eq_ignore_ascii_case("JWT")) {
-        return Ok(Err("jwe_not_nested"));
+        return Ok(Err(Reason::JweNotNested));
     }
     let Some(iss) = header.iss.as_deref() else {
-        return Ok(Err("jwe_without_issuer"));
+        return Ok(Err(Reason::JweWithoutIssuer));
     };
     let Some(tenant) = tenant_of_issuer(iss)? else {
-        return Ok(Err("jwe_unknown_issuer"));
+        return Ok(Err(Reason::JweUnknownIssuer));
     };
     let Some(inner) = decrypt(token, &tenant, now, me).await? else {
-        return Ok(Err("jwe_decryption_failed"));
+        return Ok(Err(Reason::JweDecryptionFailed));
     };
     if inner.split('.').count() != 3 {
-        return Ok(Err("jwe_inner_not_jws"));
+        return Ok(Err(Reason::JweInnerNotJws));
     }
     // Nested tokens are insurers' one-time tokens: not worth remembering.
     let claims = match tokens::verify_and(&inner, now, tokens::Remember::No)? {
@@ -71,11 +71,11 @@ pub async fn verify(token: &str, now: i64, me: Component) -> anyhow::Result<Resu
         Err(reason) => return Ok(Err(reason)),
     };
     if claims.tenant_id != tenant || claims.iss != iss {
-        return Ok(Err("jwe_issuer_mismatch"));
+        return Ok(Err(Reason::JweIssuerMismatch));
     }
     if claims.role != NESTED_ROLE.as_str() {
         // A patient's (or any other role's) token wrapped by whoever holds it: not issued so.
-        return Ok(Err("nested_token_role"));
+        return Ok(Err(Reason::NestedTokenRole));
     }
     Ok(Ok(Verified { claims, encrypted: true }))
 }

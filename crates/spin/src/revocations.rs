@@ -85,10 +85,10 @@ pub enum Revoked {
 
 impl Revoked {
     /// The reason for the audit log (ARCHITECTURE.md §4).
-    pub fn reason(self) -> &'static str {
+    pub fn reason(self) -> health_core::Reason {
         match self {
-            Revoked::Jti => "revoked_jti",
-            Revoked::SubjectLoggedOut => "subject_logged_out",
+            Revoked::Jti => health_core::Reason::RevokedJti,
+            Revoked::SubjectLoggedOut => health_core::Reason::SubjectLoggedOut,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! declare both stores and the `clock_tolerance_secs` and `access_token_ttl_secs` variables.
 
 use anyhow::Context;
+use health_core::Reason;
 use health_jose::{Claims, TenantKeys, VerifyOptions};
 use spin_sdk::http::Request;
 use spin_sdk::key_value::Store;
@@ -27,15 +28,15 @@ pub fn bearer(value: &str) -> Option<&str> {
 
 /// The bearer token of a request: exactly one `Authorization` header, within the size cap.
 /// The error is the precise reason for the audit log.
-pub fn bearer_token(req: &Request) -> Result<&str, &'static str> {
+pub fn bearer_token(req: &Request) -> Result<&str, Reason> {
     let mut values = req.headers().filter(|(name, _)| name.eq_ignore_ascii_case("authorization"));
     let (Some((_, value)), None) = (values.next(), values.next()) else {
-        return Err("missing_or_repeated_authorization");
+        return Err(Reason::MissingOrRepeatedAuthorization);
     };
     if value.as_bytes().len() > MAX_AUTHORIZATION {
-        return Err("token_too_large");
+        return Err(Reason::TokenTooLarge);
     }
-    value.as_str().and_then(bearer).ok_or("not_a_bearer_token")
+    value.as_str().and_then(bearer).ok_or(Reason::NotABearerToken)
 }
 
 /// Verification settings from the component's variables.
@@ -76,7 +77,7 @@ pub fn tenant_keys(tenant: &health_core::TenantId) -> anyhow::Result<Option<Tena
 /// same: the clock, the key's status in the tenant's current key set (a revoked or retired key
 /// refuses the token at once), the `jti` revocation and the subject's not-before. Only a full
 /// verification writes an entry, and only this exact token can find it.
-pub fn verify(token: &str, now: i64) -> anyhow::Result<Result<Claims, &'static str>> {
+pub fn verify(token: &str, now: i64) -> anyhow::Result<Result<Claims, Reason>> {
     verify_and(token, now, Remember::Yes)
 }
 
@@ -90,14 +91,14 @@ pub enum Remember {
 }
 
 /// [`verify`], choosing whether to remember the token.
-pub fn verify_and(token: &str, now: i64, remember_it: Remember) -> anyhow::Result<Result<Claims, &'static str>> {
+pub fn verify_and(token: &str, now: i64, remember_it: Remember) -> anyhow::Result<Result<Claims, Reason>> {
     let opts = options()?;
     let conn = crate::audit::open()?;
     let hash = health_core::sha256_hex(token);
     let claims = match cached(&conn, &hash)? {
         Some((kid, claims)) => {
             let Some(keys) = tenant_keys(&claims.tenant_id)? else {
-                return Ok(Err("unknown_tenant"));
+                return Ok(Err(Reason::UnknownTenant));
             };
             if let Err(e) = health_jose::recheck(&claims, &kid, &keys, now, &opts) {
                 return Ok(Err(e.reason()));
@@ -110,7 +111,7 @@ pub fn verify_and(token: &str, now: i64, remember_it: Remember) -> anyhow::Resul
                 Err(e) => return Ok(Err(e.reason())),
             };
             let Some(keys) = tenant_keys(&tenant)? else {
-                return Ok(Err("unknown_tenant"));
+                return Ok(Err(Reason::UnknownTenant));
             };
             let (claims, kid) = match health_jose::verify_keyed(token, &keys, now, &opts) {
                 Ok(verified) => verified,
