@@ -75,11 +75,11 @@ pub async fn run(runtimes: &[Runtime]) -> anyhow::Result<Vec<Figures>> {
             anyhow::ensure!(app.get_with("/api/patients/p-1001/records", &token).await.status == 200, "record read");
         }
         app.token(health_e2e::ADMIN).await;
-        let events = crate::scaling::chain_length(&app.state.path().join("audit.db"), "demo-hospital")?;
+        let events = crate::scaling::chain_length(&app.state.path().join("audit.db"), health_core::DEMO_TENANT)?;
         figures.push(measure(&app, runtime, "demo data", events).await?);
         crate::scaling::append_events(
             &app.state.path().join("audit.db"),
-            "demo-hospital",
+            health_core::DEMO_TENANT,
             LARGE_CHAIN.saturating_sub(events),
         )?;
         figures.push(measure(&app, runtime, "10^5 audit events", LARGE_CHAIN).await?);

@@ -15,6 +15,7 @@ use std::future::Future;
 use std::path::Path;
 
 use anyhow::Context;
+use health_core::DEMO_TENANT;
 use health_core::audit::{Event, GENESIS, Outcome, link};
 
 use crate::http::Cell;
@@ -26,7 +27,6 @@ const LOG_STEPS: [u64; 3] = [10_000, 100_000, 1_000_000];
 const TENANT_STEPS: [usize; 2] = [10, 100];
 /// Events given to each added tenant's chain.
 const EVENTS_PER_TENANT: u64 = 1_000;
-const DEMO_TENANT: &str = "demo-hospital";
 
 /// One measurement: the state it was taken in and the record read's cell.
 #[derive(Debug, Clone)]

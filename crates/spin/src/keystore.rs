@@ -148,15 +148,14 @@ impl<'s, K: Kv + ?Sized, L: Ledger + ?Sized> KeyStore<'s, K, L> {
         Ok(self.read(tenant, now)?.map(|(set, _, _)| set))
     }
 
-    /// The set, its version, and a digest of the bytes stored (what a claim names).
-    fn read(&self, tenant: &TenantId, now: i64) -> anyhow::Result<Option<(TenantKeys, u64, String)>> {
+    /// The set, its version, and the bytes stored (what a claim names, by digest).
+    fn read(&self, tenant: &TenantId, now: i64) -> anyhow::Result<Option<(TenantKeys, u64, Vec<u8>)>> {
         let Some(bytes) = self.public.get(&public_key_name(tenant)).context("reading tenant keys")? else {
             return Ok(None);
         };
         let Stored { mut set, version } = serde_json::from_slice(&bytes).context("decoding tenant keys")?;
         set.retire_expired(now);
-        let digest = health_core::sha256_hex(&bytes)[..32].to_owned();
-        Ok(Some((set, version, digest)))
+        Ok(Some((set, version, bytes)))
     }
 
     /// Writes a new tenant's first set (version 0), over whatever is stored: only for a set no
@@ -220,7 +219,7 @@ impl<'s, K: Kv + ?Sized, L: Ledger + ?Sized> KeyStore<'s, K, L> {
         let mut first = None;
         let mut claimed = None;
         for _ in 0..UPDATE_ATTEMPTS {
-            let Some((mut set, version, digest)) = self.read(tenant, now)? else {
+            let Some((mut set, version, stored)) = self.read(tenant, now)? else {
                 return Ok(None);
             };
             if first.is_some() && change.applied(&set) {
@@ -234,32 +233,43 @@ impl<'s, K: Kv + ?Sized, L: Ledger + ?Sized> KeyStore<'s, K, L> {
             // The claim names the next version and the bytes it replaces: a set rewritten
             // outside this protocol (its version reset) is a new state with claims of its own.
             let next = version + 1;
-            let name = format!("version:{next}:{digest}");
+            let name = format!("version:{next}:{}", &health_core::sha256_hex(&stored)[..32]);
             if claimed.as_deref() == Some(name.as_str()) || self.claim(tenant, &name, now)? {
                 claimed = Some(name);
                 self.write(&set, next)?;
                 first.get_or_insert(Ok(()));
             } else {
-                self.wait_for_change(tenant, &digest)?;
+                self.wait_for_change(tenant, &stored)?;
             }
         }
         anyhow::bail!("key set of tenant {tenant:?} kept changing under concurrent updates")
     }
 
-    /// Waits until the stored set is no longer the one whose digest is `digest` (another
-    /// request claimed its successor and writes it), at most [`Wait::limit`].
-    fn wait_for_change(&self, tenant: &TenantId, digest: &str) -> anyhow::Result<()> {
+    /// Waits until the stored set is no longer `read` (another request claimed its successor
+    /// and writes it), at most [`Wait::limit`].
+    fn wait_for_change(&self, tenant: &TenantId, read: &[u8]) -> anyhow::Result<()> {
+        self.poll(tenant, "the request that claimed the key set's next version did not write it", |stored| match stored
+        {
+            Some((_, _, stored)) => Ok((stored != read).then_some(())),
+            None => anyhow::bail!("tenant {tenant:?}: its key set vanished during an update"),
+        })
+    }
+
+    /// Reads the tenant's set every [`Wait::pause`] until `found` returns a value, at most
+    /// [`Wait::limit`] (then fails, saying `waited_for` did not happen): the one waiting loop
+    /// behind [`Self::wait_for`] and the update's wait for a claimed version.
+    fn poll<T>(
+        &self,
+        tenant: &TenantId,
+        waited_for: &str,
+        found: impl Fn(Option<(TenantKeys, u64, Vec<u8>)>) -> anyhow::Result<Option<T>>,
+    ) -> anyhow::Result<T> {
         let start = std::time::Instant::now();
         loop {
-            match self.read(tenant, (self.wait.clock)())? {
-                Some((_, _, stored)) if stored != digest => return Ok(()),
-                None => anyhow::bail!("tenant {tenant:?}: its key set vanished during an update"),
-                Some(_) => {}
+            if let Some(value) = found(self.read(tenant, (self.wait.clock)())?)? {
+                return Ok(value);
             }
-            anyhow::ensure!(
-                start.elapsed() < self.wait.limit,
-                "tenant {tenant:?}: the request that claimed the key set's next version did not write it"
-            );
+            anyhow::ensure!(start.elapsed() < self.wait.limit, "tenant {tenant:?}: {waited_for}");
             (self.wait.sleep)(self.wait.pause);
         }
     }
@@ -389,17 +399,9 @@ impl<'s, K: Kv + ?Sized, L: Ledger + ?Sized> KeyStore<'s, K, L> {
     /// at most [`Wait::limit`]; past it the request fails (and a winner that died lets a later
     /// request claim again, see [`KEY_CLAIM_SECS`]).
     pub fn wait_for(&self, tenant: &TenantId, done: impl Fn(&TenantKeys) -> bool) -> anyhow::Result<TenantKeys> {
-        let start = std::time::Instant::now();
-        loop {
-            if let Some(set) = self.load(tenant, (self.wait.clock)())?.filter(&done) {
-                return Ok(set);
-            }
-            anyhow::ensure!(
-                start.elapsed() < self.wait.limit,
-                "tenant {tenant:?}: the request that claimed its next key did not publish it"
-            );
-            (self.wait.sleep)(self.wait.pause);
-        }
+        self.poll(tenant, "the request that claimed its next key did not publish it", |stored| {
+            Ok(stored.map(|(set, _, _)| set).filter(&done))
+        })
     }
 
     /// Claims the one right to make a change to `tenant`'s key set (`change` names it and the

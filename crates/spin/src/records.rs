@@ -171,7 +171,6 @@ const VERSION_2: &[Step<'static>] = &[
     ),
 ];
 
-const DEMO_TENANT: &str = "demo-hospital";
 /// 2026-01-01T00:00:00Z, the demo data's timestamps.
 const DEMO_TIME: i64 = 1_767_225_600;
 
@@ -999,7 +998,7 @@ pub fn lab_results<C: Sql>(
 /// team but not Bob's, open lab orders for `lab-north` and one for another lab, a result, and
 /// Carol's consent for the demo insurer. Subjects match the users `auth` seeds. Idempotent.
 fn seed(conn: &Connection) -> anyhow::Result<()> {
-    let tenant = TenantId::parse(DEMO_TENANT).context("demo tenant id")?;
+    let tenant = TenantId::parse(health_core::DEMO_TENANT).context("demo tenant id")?;
     let mut vault = Vault::open(conn, &tenant)?;
     vault.newest_data_key()?;
     let patient_id = |id: &str| PatientId::parse(id).context("demo patient id");
@@ -1048,7 +1047,7 @@ fn seed(conn: &Connection) -> anyhow::Result<()> {
         "INSERT OR IGNORE INTO lab_result VALUES (?, 'r-1', 'o-2000', 'p-1001', '2345-7', ?, 'mmol/L', NULL,
         'u-lab-north', 1767225600)";
     let value = vault.seal(&patient_id("p-1001")?, "lab_result", "r-1", "value", "7.2")?;
-    conn.execute(RESULT, &[text(DEMO_TENANT), Value::Text(value)]).context("seeding demo lab result")?;
+    conn.execute(RESULT, &[text(health_core::DEMO_TENANT), Value::Text(value)]).context("seeding demo lab result")?;
     Ok(())
 }
 
