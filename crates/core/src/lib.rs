@@ -7,6 +7,7 @@
 //! is unit-tested natively. It deliberately knows nothing about Spin or HTTP transports.
 
 pub mod access_log;
+pub mod alerts;
 pub mod audit;
 pub mod context;
 pub mod ids;
