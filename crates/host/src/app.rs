@@ -199,12 +199,11 @@ impl App {
                     Ok((name.clone(), value))
                 })
                 .collect::<anyhow::Result<HashMap<_, _>>>()?;
-            let allowed_outbound_hosts = component
-                .allowed_outbound_hosts
-                .iter()
-                .map(|h| AllowedHost::parse(h))
-                .collect::<anyhow::Result<Vec<_>>>()
-                .with_context(|| format!("component {id:?}"))?;
+            // Templates resolved as Spin does; one that does not resolve denies everything.
+            let allowed_outbound_hosts =
+                crate::outbound::resolve(&component.allowed_outbound_hosts, &manifest.variables, &values)
+                    .with_context(|| format!("`allowed_outbound_hosts` of component {id:?} is malformed"))?
+                    .unwrap_or_default();
 
             let source = base.join(&component.source);
             let mut bytes = std::fs::read(&source)
