@@ -994,6 +994,13 @@ pub fn lab_results<C: Sql>(
     Ok(Ok(out))
 }
 
+const SEED_MEMBERSHIP: &str = "INSERT OR IGNORE INTO care_team_membership SELECT ?1, ?2, ?3, ?4, 'primary-care', ?5,
+    NULL, 'u-admin', ?5, NULL WHERE NOT EXISTS (SELECT 1 FROM care_team_membership WHERE tenant_id = ?1
+    AND patient_id = ?3 AND member_subject = ?4)";
+const SEED_ORDER: &str = "INSERT OR IGNORE INTO lab_order VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const SEED_CONSENT: &str = "INSERT OR IGNORE INTO consent VALUES (?, ?, ?, ?, ?, NULL)";
+const SEED_RESULT: &str = "INSERT OR IGNORE INTO lab_result VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)";
+
 /// The demo tenant: three patients (Carol has no account), a doctor on Alice's and Carol's care
 /// team but not Bob's, open lab orders for `lab-north` and one for another lab, a result, and
 /// Carol's consent for the demo insurer. Subjects match the users `auth` seeds. Idempotent.
@@ -1010,28 +1017,34 @@ fn seed(conn: &Connection) -> anyhow::Result<()> {
         let owner = owner.map(Opaque::parse).transpose().context("demo owner")?;
         add_patient(&mut vault, &patient_id(id)?, owner.as_ref(), names)?;
     }
-    for statement in [
+    // Bound parameters, never values in the SQL text: Spin names its trace spans after the
+    // statement (`spin_sqlite.execute`), so a patient id written into it would be exported.
+    let tenant_value = || text(health_core::DEMO_TENANT);
+    for (membership, patient) in [("ct-demo-1", "p-1001"), ("ct-demo-2", "p-1003")] {
         // Not again where version 3 moved the demo's memberships over from version 2.
-        "INSERT OR IGNORE INTO care_team_membership SELECT 'demo-hospital', 'ct-demo-1', 'p-1001', 'u-dr-grey',
-            'primary-care', 1767225600, NULL, 'u-admin', 1767225600, NULL WHERE NOT EXISTS (SELECT 1
-            FROM care_team_membership WHERE tenant_id = 'demo-hospital' AND patient_id = 'p-1001'
-            AND member_subject = 'u-dr-grey')",
-        "INSERT OR IGNORE INTO care_team_membership SELECT 'demo-hospital', 'ct-demo-2', 'p-1003', 'u-dr-grey',
-            'primary-care', 1767225600, NULL, 'u-admin', 1767225600, NULL WHERE NOT EXISTS (SELECT 1
-            FROM care_team_membership WHERE tenant_id = 'demo-hospital' AND patient_id = 'p-1003'
-            AND member_subject = 'u-dr-grey')",
-        "INSERT OR IGNORE INTO lab_order VALUES ('demo-hospital', 'o-2000', 'p-1001', 'u-lab-north', '2345-7',
-            'Glucose [Moles/volume] in Serum or Plasma', 'u-dr-grey', 1767225600, 'resulted')",
-        "INSERT OR IGNORE INTO lab_order VALUES ('demo-hospital', 'o-2001', 'p-1001', 'u-lab-north', '4548-4',
-            'Hemoglobin A1c/Hemoglobin.total in Blood', 'u-dr-grey', 1767225600, 'open')",
-        "INSERT OR IGNORE INTO lab_order VALUES ('demo-hospital', 'o-2002', 'p-1003', 'u-lab-north', '57698-3',
-            'Lipid panel with direct LDL', 'u-dr-grey', 1767225600, 'open')",
-        "INSERT OR IGNORE INTO lab_order VALUES ('demo-hospital', 'o-2003', 'p-1002', 'u-lab-south', '3016-3',
-            'Thyrotropin [Units/volume] in Serum or Plasma', 'u-dr-grey', 1767225600, 'open')",
-        "INSERT OR IGNORE INTO consent VALUES ('demo-hospital', 'p-1003', 'acme-health', 1767225600, 4102444800, NULL)",
-    ] {
-        conn.execute(statement, &[]).context("seeding demo data")?;
+        conn.execute(
+            SEED_MEMBERSHIP,
+            &[tenant_value(), text(membership), text(patient), text("u-dr-grey"), Value::Integer(DEMO_TIME)],
+        )
+        .context("seeding demo care teams")?;
     }
+    for (order, patient, lab, code, name, status) in [
+        ("o-2000", "p-1001", "u-lab-north", "2345-7", "Glucose [Moles/volume] in Serum or Plasma", "resulted"),
+        ("o-2001", "p-1001", "u-lab-north", "4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood", "open"),
+        ("o-2002", "p-1003", "u-lab-north", "57698-3", "Lipid panel with direct LDL", "open"),
+        ("o-2003", "p-1002", "u-lab-south", "3016-3", "Thyrotropin [Units/volume] in Serum or Plasma", "open"),
+    ] {
+        let params = [order, patient, lab, code, name, "u-dr-grey"].map(text);
+        let [order, patient, lab, code, name, doctor] = params;
+        let time = Value::Integer(DEMO_TIME);
+        conn.execute(SEED_ORDER, &[tenant_value(), order, patient, lab, code, name, doctor, time, text(status)])
+            .context("seeding demo lab orders")?;
+    }
+    conn.execute(
+        SEED_CONSENT,
+        &[tenant_value(), text("p-1003"), text("acme-health"), Value::Integer(DEMO_TIME), Value::Integer(4102444800)],
+    )
+    .context("seeding demo consent")?;
     let author = Opaque::parse("u-dr-grey").context("demo author")?;
     for (entry, patient, kind, content) in [
         ("e-1", "p-1001", "diagnosis", "Type 2 diabetes mellitus without complications (E11.9)"),
@@ -1043,11 +1056,12 @@ fn seed(conn: &Connection) -> anyhow::Result<()> {
         let entry = EntryId::parse(entry).context("demo entry id")?;
         add_entry(&mut vault, &patient_id(patient)?, &entry, kind, content, &author, DEMO_TIME)?;
     }
-    const RESULT: &str =
-        "INSERT OR IGNORE INTO lab_result VALUES (?, 'r-1', 'o-2000', 'p-1001', '2345-7', ?, 'mmol/L', NULL,
-        'u-lab-north', 1767225600)";
     let value = vault.seal(&patient_id("p-1001")?, "lab_result", "r-1", "value", "7.2")?;
-    conn.execute(RESULT, &[text(health_core::DEMO_TENANT), Value::Text(value)]).context("seeding demo lab result")?;
+    let [result, order, patient, code, unit, lab] =
+        ["r-1", "o-2000", "p-1001", "2345-7", "mmol/L", "u-lab-north"].map(text);
+    let time = Value::Integer(DEMO_TIME);
+    conn.execute(SEED_RESULT, &[tenant_value(), result, order, patient, code, Value::Text(value), unit, lab, time])
+        .context("seeding demo lab result")?;
     Ok(())
 }
 
