@@ -24,6 +24,7 @@ pub fn run(data: &[u8]) {
                 | Api::BreakGlassReview(_)
                 | Api::RevokeConsent(..)
                 | Api::AccessLog(..)
+                | Api::Alerts(_)
                 | Api::BadQuery(_)
         );
         assert!(allowed, "{api:?} took a query string");

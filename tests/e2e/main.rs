@@ -9,6 +9,7 @@
 //! fails if the line is missing, so no suite is silently left out.
 
 mod admin;
+mod alerts;
 mod attacks;
 mod backup;
 mod care_team;

@@ -15,6 +15,7 @@
 // The Spin SDK and wit-bindgen macros expand to the component ABI's `unsafe` glue.
 #![allow(unsafe_code)]
 
+mod alerts;
 mod self_service;
 
 use anyhow::Context;
@@ -47,6 +48,8 @@ fn route_rule(api: &Api) -> Option<(authz::Action, &'static str)> {
         Api::AddLabResult(_) => (A::AppendLabResult, "lab"),
         Api::Summary(_) => (A::ReadSummary, "insurance"),
         Api::Audit(_) | Api::AuditExport(_) | Api::AuditVerify | Api::BreakGlassReview(_) => (A::ReadAudit, "admin"),
+        // Alerts are read from the audit log, and acknowledging one is the admin's review of it.
+        Api::Alerts(_) | Api::AcknowledgeAlert(_) => (A::ReadAudit, "admin"),
         Api::ErasePatient(_) => (A::ErasePatient, "admin"),
         Api::RotateDataKey => (A::RotateDataKey, "admin"),
         Api::AccessLog(..) => (A::ReadAccessLog, "patients"),
@@ -80,6 +83,7 @@ fn upstream(api: &Api, role: Role) -> Option<Service> {
         Api::LabOrders | Api::AddLabResult(_) => Service::Lab,
         Api::Summary(_) => Service::Insurance,
         Api::Audit(_) | Api::AuditExport(_) | Api::AuditVerify | Api::BreakGlassReview(_) => Service::Gateway,
+        Api::Alerts(_) | Api::AcknowledgeAlert(_) => Service::Gateway,
         // The patient service decides (it knows the record's owner); the gateway adds the log.
         Api::AccessLog(..) => match role {
             Role::Patient | Role::Admin => Service::Patient,
@@ -191,6 +195,8 @@ async fn handle(incoming: IncomingRequest) -> Response {
         response = respond::problem(&Problem::unavailable());
     }
     response.set_header("x-request-id", event.request_id);
+    // The alert outbox: due webhook deliveries, after this request is on record.
+    health_spin::alerts::deliver_due(event.time).await;
     response
 }
 
@@ -431,10 +437,14 @@ fn admin(api: &Api, caller: &Caller, event: &mut Event) -> anyhow::Result<Respon
             let chain = audit_log::chain(&tenant)?;
             let body = match health_core::audit::verify_chain(&chain) {
                 Ok(events) => serde_json::json!({ "tenant_id": tenant, "intact": true, "events": events }),
-                Err(broken) => serde_json::json!({ "tenant_id": tenant, "intact": false, "broken_at": broken.seq }),
+                Err(broken) => {
+                    health_spin::alerts::chain_broken(&tenant, broken.seq, event.time);
+                    serde_json::json!({ "tenant_id": tenant, "intact": false, "broken_at": broken.seq })
+                }
             };
             respond::json(200, &body, Cache::NoStore)
         }
+        Api::Alerts(_) | Api::AcknowledgeAlert(_) => alerts::answer(api, caller, event)?,
         _ => anyhow::bail!("not an audit route: {}", api.template()),
     })
 }
@@ -470,7 +480,7 @@ fn metrics(req: &Request, authorizations: usize, event: &mut Event) -> anyhow::R
     }
     event.outcome = Some(Outcome::Allow);
     event.reason = Reason::MetricsScraped.into();
-    let text = render_metrics(&audit_log::counters()?);
+    let text = render_metrics(&audit_log::counters()?) + alerts::metrics()?.as_str();
     Ok(respond::bytes(200, "text/plain; version=0.0.4; charset=utf-8", text.into_bytes(), Cache::NoStore))
 }
 

@@ -118,6 +118,7 @@ reasons! {
     BadPatient = "bad_patient",
     BadJti = "bad_jti",
     BadOutcome = "bad_outcome",
+    BadStatus = "bad_status",
     BadFormat = "bad_format",
     BadInsurer = "bad_insurer",
     InsurerRequired = "insurer_required",
@@ -218,6 +219,8 @@ reasons! {
     NoSuchOrder = "no_such_order",
     OrderNotOpen = "order_not_open",
     NoSuchConsent = "no_such_consent",
+    /// An alert id the tenant does not have.
+    NoSuchAlert = "no_such_alert",
     ConsentExpiryOutOfRange = "consent_expiry_out_of_range",
     InsurerNotRegistered = "insurer_not_registered",
     NoRecipientKey = "no_recipient_key",

@@ -116,8 +116,55 @@ pub enum Api {
     EndCareTeamMembership(PatientId, Opaque),
     /// `GET /api/care-team/patients`: the patients whose care team the calling clinician is on now.
     CareTeamPatients,
+    /// `GET /api/admin/alerts?status=open|acknowledged&after&limit`: the tenant's alerts.
+    Alerts(AlertFilter),
+    /// `POST /api/admin/alerts/{id}/acknowledge`
+    AcknowledgeAlert(i64),
     /// A known route with a query string that does not validate (answered 400).
     BadQuery(Reason),
+}
+
+/// Which alerts `GET /api/admin/alerts` lists: by status, after an id (paging), at most `limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlertFilter {
+    /// `Some(false)`: open only; `Some(true)`: acknowledged only; `None`: both.
+    pub acknowledged: Option<bool>,
+    pub after: Option<i64>,
+    pub limit: u32,
+}
+
+impl Default for AlertFilter {
+    fn default() -> Self {
+        Self { acknowledged: None, after: None, limit: 100 }
+    }
+}
+
+/// `?status=open|acknowledged&after=&limit=` of the alert list.
+fn alert_filter(path_and_query: &str) -> Result<AlertFilter, Reason> {
+    let mut filter = AlertFilter::default();
+    let mut seen = Vec::new();
+    for (name, value) in query_pairs(path_and_query) {
+        if seen.contains(&name) {
+            return Err(Reason::RepeatedQueryParameter);
+        }
+        seen.push(name);
+        match name {
+            "status" => {
+                filter.acknowledged = Some(match value {
+                    "open" => false,
+                    "acknowledged" => true,
+                    _ => return Err(Reason::BadStatus),
+                });
+            }
+            "after" => filter.after = Some(value.parse::<i64>().ok().filter(|n| *n >= 0).ok_or(Reason::BadAfter)?),
+            "limit" => {
+                filter.limit =
+                    value.parse::<u32>().ok().filter(|n| (1..=MAX_AUDIT_LIMIT).contains(n)).ok_or(Reason::BadLimit)?;
+            }
+            _ => return Err(Reason::UnknownQueryParameter),
+        }
+    }
+    Ok(filter)
 }
 
 /// The representation of an access log.
@@ -196,6 +243,8 @@ impl Api {
             | Api::AuditVerify
             | Api::BreakGlassReview(_)
             | Api::RotateDataKey
+            | Api::Alerts(_)
+            | Api::AcknowledgeAlert(_)
             | Api::BadQuery(_) => None,
         }
     }
@@ -226,6 +275,8 @@ impl Api {
             Api::AddCareTeamMember(..) => "POST /api/patients/{id}/care-team/{member}",
             Api::EndCareTeamMembership(..) => "DELETE /api/patients/{id}/care-team/{member}",
             Api::CareTeamPatients => "GET /api/care-team/patients",
+            Api::Alerts(_) => "GET /api/admin/alerts",
+            Api::AcknowledgeAlert(_) => "POST /api/admin/alerts/{id}/acknowledge",
             Api::BadQuery(_) => "bad query",
         }
     }
@@ -339,6 +390,8 @@ pub(crate) const PATH_WORDS: &[&str] = &[
     "care-team",
     "metrics",
     "health",
+    "alerts",
+    "acknowledge",
 ];
 
 /// The request target as the audit log keeps it, for any request, parsed or not: path words of
@@ -371,7 +424,7 @@ pub fn audit_resource(path_and_query: &str) -> String {
             .into_iter()
             .take(16)
             .map(|(name, _)| {
-                let known = AUDIT_PARAMS.contains(&name) || matches!(name, "insurer" | "format");
+                let known = AUDIT_PARAMS.contains(&name) || matches!(name, "insurer" | "format" | "status");
                 if known || keep(name) { name } else { "*" }
             })
             .collect();
@@ -432,7 +485,9 @@ pub fn parse(method: &str, path_and_query: &str) -> Option<Api> {
         (method, segments.as_slice()),
         (
             Method::Get,
-            ["admin", "audit" | "break-glass"] | ["admin", "audit", "export"] | ["patients", _, "access-log"]
+            ["admin", "audit" | "break-glass" | "alerts"]
+                | ["admin", "audit", "export"]
+                | ["patients", _, "access-log"]
         ) | (Method::Delete, ["patients", _, "consents"])
     );
     if query.is_some() && !takes_query {
@@ -478,6 +533,14 @@ pub fn parse(method: &str, path_and_query: &str) -> Option<Api> {
         (Method::Get, ["admin", "break-glass"]) => with_filter(REVIEW_PARAMS, Api::BreakGlassReview),
         (Method::Delete, ["admin", "patients", id]) => patient(id).map(Api::ErasePatient),
         (Method::Post, ["admin", "data-keys", "rotate"]) => Some(Api::RotateDataKey),
+        (Method::Get, ["admin", "alerts"]) => {
+            Some(alert_filter(path_and_query).map_or_else(Api::BadQuery, Api::Alerts))
+        }
+        // Alert ids are the alerts table's row ids: 1 to 18 digits, no sign, no leading zero.
+        (Method::Post, ["admin", "alerts", id, "acknowledge"]) => {
+            let valid = (1..=18).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit()) && !id.starts_with('0');
+            valid.then(|| id.parse().ok()).flatten().map(Api::AcknowledgeAlert)
+        }
         _ => None,
     }
 }
@@ -778,6 +841,25 @@ mod tests {
         }
         assert_eq!(parse("GET", "/api/admin/break-glass?actor=x"), Some(Api::BadQuery(Reason::UnknownQueryParameter)));
         assert_eq!(parse("DELETE", "/api/patients/p-1/consents"), Some(Api::BadQuery(Reason::InsurerRequired)));
+    }
+
+    #[test]
+    fn alert_routes_take_a_status_filter_and_a_numeric_id() {
+        let Some(Api::Alerts(filter)) = parse("GET", "/api/admin/alerts?status=open&after=3&limit=10") else {
+            panic!("alert list did not parse");
+        };
+        assert_eq!(filter, AlertFilter { acknowledged: Some(false), after: Some(3), limit: 10 });
+        assert_eq!(parse("GET", "/api/admin/alerts"), Some(Api::Alerts(AlertFilter::default())));
+        assert_eq!(parse("GET", "/api/admin/alerts?status=closed"), Some(Api::BadQuery(Reason::BadStatus)));
+        assert_eq!(parse("GET", "/api/admin/alerts?actor=x"), Some(Api::BadQuery(Reason::UnknownQueryParameter)));
+        assert_eq!(parse("POST", "/api/admin/alerts/17/acknowledge"), Some(Api::AcknowledgeAlert(17)));
+        for bad in ["0", "017", "-1", "x", "1234567890123456789", "1e3"] {
+            assert_eq!(parse("POST", &format!("/api/admin/alerts/{bad}/acknowledge")), None, "{bad}");
+        }
+        assert_eq!(parse("POST", "/api/admin/alerts/17/acknowledge?x=1"), None, "no query");
+        assert_eq!(parse("GET", "/api/admin/alerts/17/acknowledge"), None);
+        assert_eq!(audit_resource("/api/admin/alerts/17/acknowledge"), "/api/admin/alerts/17/acknowledge");
+        assert_eq!(bad_query_detail(Reason::BadStatus), "query parameter status is not valid");
     }
 
     #[test]

@@ -115,6 +115,8 @@ pub const MIGRATIONS: &[Migration<'static>] = &[
         version: 6,
         steps: &[Step::AddColumn { table: "audit_events", column: "duration_ms", definition: "INTEGER" }],
     },
+    // Alerts, and the indexes their rules count with (see `alerts`).
+    crate::alerts::MIGRATION,
 ];
 
 const HEAD: &str = "SELECT seq, hash FROM audit_events WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1";
@@ -224,7 +226,10 @@ impl AuditSink for Memory {
 /// variable at `console`, the recorded event is also written to standard output as one JSON
 /// line for a SIEM ([`console_line`]); `database` (the default) writes only the chain.
 pub fn append(event: &Event) -> anyhow::Result<()> {
-    append_to(&*open()?, event)?;
+    let conn = open()?;
+    append_to(&*conn, event)?;
+    // On record now; the alert rules are best-effort from here (`alerts`).
+    crate::alerts::after_append(&*conn, event);
     match crate::var("audit_sink")?.trim() {
         "database" => {}
         "console" => println!("{}", console_line(event, redaction()?)),
@@ -576,9 +581,9 @@ mod tests {
     }
 
     #[test]
-    fn migrations_are_in_version_order_up_to_six() {
+    fn migrations_are_in_version_order_up_to_seven() {
         let versions: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
     }
 
     #[test]
@@ -603,7 +608,7 @@ mod tests {
         let db = migrated(&path);
         assert_eq!(db.integer("SELECT COUNT(*) FROM audit_events"), 1);
         assert_eq!(db.integer("SELECT break_glass FROM audit_events"), 0);
-        assert_eq!(db.integer("SELECT MAX(version) FROM schema_migrations"), 6);
+        assert_eq!(db.integer("SELECT MAX(version) FROM schema_migrations"), 7);
         assert_eq!(db.integer("SELECT COUNT(*) FROM sqlite_master WHERE name = 'verified_tokens'"), 1);
     }
 

@@ -12,6 +12,7 @@
 
 #[cfg(feature = "tokens")]
 pub mod admin;
+pub mod alerts;
 pub mod audit;
 #[cfg(feature = "authorizer")]
 pub mod authz;
