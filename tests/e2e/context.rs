@@ -8,7 +8,9 @@
 //! (all a compromised gateway holds) decrypts but never signs or encrypts.
 
 use bytes::Bytes;
-use health_core::context::{Attestation, CALLER_HEADER, FROM_HEADER, MAC_HEADER, TIMESTAMP_HEADER, attest};
+use health_core::context::{
+    Attestation, CALLER_HEADER, FROM_HEADER, MAC_HEADER, PATH_HEADER, TIMESTAMP_HEADER, attest,
+};
 use health_core::{Caller, Component, Link, Role, SecretKey, TenantId};
 use health_e2e::{MASTER_KEY, TestApp, context_key, root};
 use health_e2e::{Target, secrets};
@@ -135,7 +137,8 @@ fn now() -> i64 {
 async fn call(app: &Target, service: &str, path: &str, attestation: Option<&Attestation>) -> String {
     // The probe forwards everything after `url=` as is, a query included.
     let url = format!("/call?url=http://{service}.spin.internal{path}");
-    let mut req = http::Request::builder().uri(url);
+    // The path where a role service reads it, as the gateway forwards it (the URL's is ignored).
+    let mut req = http::Request::builder().uri(url).header(PATH_HEADER, path);
     if let Some(att) = attestation {
         req = req
             .header(FROM_HEADER, &att.from)

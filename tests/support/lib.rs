@@ -350,12 +350,15 @@ allowed_outbound_hosts = ["http://jwks.spin.internal"]
         caller: Option<&health_core::Caller>,
         body: &str,
     ) -> Reply {
-        use health_core::context::{CALLER_HEADER, FROM_HEADER, MAC_HEADER, TIMESTAMP_HEADER, attest};
+        use health_core::context::{CALLER_HEADER, FROM_HEADER, MAC_HEADER, PATH_HEADER, TIMESTAMP_HEADER, attest};
         let to = Component::parse(service).expect("a component");
         let link = Link::new(from, to).unwrap_or_else(|| panic!("no link {from:?} -> {to:?}"));
         let now = unix_now();
         let url = format!("/probe/call?url=http://{service}.spin.internal{path}");
-        let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+        // The path in the header a role service reads it from (as the gateway forwards it); the
+        // other receivers go by the URL and ignore it.
+        let mut headers =
+            vec![("content-type".to_owned(), "application/json".to_owned()), (PATH_HEADER.to_owned(), path.to_owned())];
         if let Some(caller) = caller {
             let att = attest(&context_key(link), link, method, path, body.as_bytes(), caller, now);
             headers.extend([

@@ -264,10 +264,10 @@ async fn process(
         None => Ok(answer(Refusal::forbidden(Reason::NoServiceForRole), event)),
         Some(Service::Gateway) => admin(&api, &caller, event),
         Some(service) if self_service::completes(&api) => {
-            let answer = forward(req, path, &caller, service.name(), event).await?;
+            let answer = forward(req, &api, path, &caller, service.name(), event).await?;
             self_service::complete(&api, &caller, answer, event.time)
         }
-        Some(service) => forward(req, path, &caller, service.name(), event).await,
+        Some(service) => forward(req, &api, path, &caller, service.name(), event).await,
     }
 }
 
@@ -348,6 +348,7 @@ async fn authenticate(req: &Request, event: &mut Event) -> anyhow::Result<Result
 
 async fn forward(
     req: &Request,
+    api: &Api,
     path: &str,
     caller: &Caller,
     service: &str,
@@ -357,8 +358,8 @@ async fn forward(
     let link = Component::parse(service)
         .and_then(|to| Link::new(Component::Gateway, to))
         .with_context(|| format!("no link from the gateway to {service}"))?;
-    let mut request =
-        health_spin::chain::attested(link, req.method().clone(), path, req.body().to_vec(), caller, event.time)?;
+    let (method, body) = (req.method().clone(), req.body().to_vec());
+    let mut request = health_spin::chain::forwarded(link, method, api.template(), path, body, caller, event.time)?;
     request.header("x-request-id", event.request_id.clone());
     if let Some(content_type) = header_of_request(req, "content-type") {
         request.header("content-type", content_type);

@@ -23,6 +23,10 @@ pub const CALLER_HEADER: &str = "x-health-caller";
 pub const TIMESTAMP_HEADER: &str = "x-health-context-ts";
 /// Header carrying the base64url HMAC-SHA256.
 pub const MAC_HEADER: &str = "x-health-context-mac";
+/// Header carrying the public request's path and query on a call the gateway forwards to a role
+/// service, which the MAC covers. The call's URL holds only the route template: Spin exports
+/// outbound URLs in its traces (`url.full`), and a public path names a patient.
+pub const PATH_HEADER: &str = "x-health-path";
 /// Contexts older (or further in the future) than this are stale.
 pub const MAX_AGE_SECS: i64 = 30;
 

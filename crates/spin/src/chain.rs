@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use health_core::context::PATH_HEADER;
 use health_core::{Caller, Link};
 use spin_sdk::http::{Method, Request, RequestBuilder, Response};
 
@@ -28,12 +29,48 @@ pub fn attested(
     caller: &Caller,
     now: i64,
 ) -> anyhow::Result<RequestBuilder> {
+    build(link, method, path, path, body, caller, now)
+}
+
+/// A public request the gateway forwards over `link`: attested for its `path` (path and query),
+/// which travels in [`PATH_HEADER`], while the URL holds only the route `template` (`GET
+/// /api/patients/{id}/records`). Spin exports every outbound URL in its traces (`url.full`), and
+/// the public path names a patient (issue 18).
+pub fn forwarded(
+    link: Link,
+    method: Method,
+    template: &str,
+    path: &str,
+    body: Vec<u8>,
+    caller: &Caller,
+    now: i64,
+) -> anyhow::Result<RequestBuilder> {
+    let mut builder = build(link, method, &template_path(template), path, body, caller, now)?;
+    builder.header(PATH_HEADER, path);
+    Ok(builder)
+}
+
+/// The path of a route template, as a URL path: `GET /api/patients/{id}` → `/api/patients/%7Bid%7D`.
+fn template_path(template: &str) -> String {
+    let path = template.split_once(' ').map_or(template, |(_, path)| path);
+    path.replace('{', "%7B").replace('}', "%7D")
+}
+
+fn build(
+    link: Link,
+    method: Method,
+    url_path: &str,
+    path: &str,
+    body: Vec<u8>,
+    caller: &Caller,
+    now: i64,
+) -> anyhow::Result<RequestBuilder> {
     let key = crate::secret_key(link.key_variable())?;
     let att = health_core::context::attest(&key, link, &method.to_string(), path, &body, caller, now);
     let mut builder = Request::builder();
     builder
         .method(method)
-        .uri(format!("{}{path}", base(link)))
+        .uri(format!("{}{url_path}", base(link)))
         .header(health_core::context::FROM_HEADER, att.from)
         .header(health_core::context::CALLER_HEADER, att.caller)
         .header(health_core::context::TIMESTAMP_HEADER, att.timestamp)

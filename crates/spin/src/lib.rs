@@ -122,6 +122,19 @@ pub fn verify_context(
     me: health_core::Component,
     senders: &[health_core::Component],
 ) -> anyhow::Result<Result<health_core::Caller, health_core::ContextError>> {
+    // The MAC covers the query too: it selects data (an insurer to revoke, audit filters).
+    verify_context_of(req, req.path_and_query().unwrap_or(req.path()), me, senders)
+}
+
+/// [`verify_context`] of a request about `path` (its path and query) rather than its URL's: a
+/// public request the gateway forwarded, whose path travels in
+/// [`PATH_HEADER`](health_core::context::PATH_HEADER).
+pub fn verify_context_of(
+    req: &spin_sdk::http::Request,
+    path: &str,
+    me: health_core::Component,
+    senders: &[health_core::Component],
+) -> anyhow::Result<Result<health_core::Caller, health_core::ContextError>> {
     let attestation = attestation(req);
     let link = match health_core::context::claimed_link(attestation.as_ref(), me, senders) {
         Ok(link) => link,
@@ -129,8 +142,6 @@ pub fn verify_context(
     };
     let key = secret_key(link.key_variable())?;
     let method = req.method().to_string();
-    // The MAC covers the query too: it selects data (an insurer to revoke, audit filters).
-    let path = req.path_and_query().unwrap_or(req.path());
     Ok(health_core::context::verify(&key, link, &method, path, req.body(), attestation.as_ref(), now()))
 }
 

@@ -107,7 +107,9 @@ pub fn serve(me: Component, req: &Request, handler: impl FnOnce(&Caller, Api, &[
     let header = |name| req.header(name).and_then(|v| v.as_str());
     let trace = header(health_core::trace::HEADER).and_then(health_core::trace::TraceParent::parse);
     crate::log::begin(me.as_str(), header("x-request-id"), trace);
-    let outcome = match crate::verify_context(req, me, &[Component::Gateway]) {
+    // The public path the gateway forwards, attested, beside a URL without identifiers.
+    let path = header(health_core::context::PATH_HEADER).unwrap_or_default();
+    let outcome = match crate::verify_context_of(req, path, me, &[Component::Gateway]) {
         Err(e) => Err(Failure::Internal(e)),
         Ok(Err(e)) => Err(Refusal::Unauthenticated(match e {
             health_core::ContextError::Missing => Reason::ContextMissing,
@@ -119,7 +121,7 @@ pub fn serve(me: Component, req: &Request, handler: impl FnOnce(&Caller, Api, &[
         .into()),
         Ok(Ok(caller)) => {
             crate::log::set_tenant(caller.tenant_id.as_str());
-            match routes::parse(&req.method().to_string(), req.path_and_query().unwrap_or(req.path())) {
+            match routes::parse(&req.method().to_string(), path) {
                 None => Err(Refusal::NotFound(Reason::NoSuchRoute).into()),
                 Some(Api::BadQuery(reason)) => Err(Refusal::bad_request(reason).into()),
                 Some(api) => handler(&caller, api, req.body()),
