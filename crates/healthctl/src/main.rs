@@ -66,11 +66,29 @@ enum Command {
     /// doctor lists their own patients. The access token comes from `HEALTHCTL_ACCESS_TOKEN`.
     #[command(subcommand)]
     CareTeam(CareTeam),
+    /// The tenant admin's alerts (failed logins, scraping, break-glass, replays, chain breaks,
+    /// ...): list and acknowledge. The admin's access token comes from `HEALTHCTL_ACCESS_TOKEN`.
+    #[command(subcommand)]
+    Alerts(Alerts),
     /// Encrypted backups of the stores (local files), made while the platform serves; verify
     /// and restore into a new state directory. The passphrase comes from the environment
     /// variable `--passphrase-env` names (or a file), never from an argument.
     #[command(subcommand)]
     Backup(backup::Command),
+}
+
+#[derive(Subcommand)]
+enum Alerts {
+    /// The tenant's alerts, oldest first, every page (or only open or acknowledged ones).
+    List {
+        #[arg(long, value_parser = ["open", "acknowledged"])]
+        status: Option<String>,
+    },
+    /// Acknowledge one alert by its id (as `alerts list` shows it).
+    Ack {
+        #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+        id: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -345,6 +363,7 @@ fn send(url: &str, method: &str, path: &str, body: Option<Value>, token: &str) -
     let auth = format!("Bearer {token}");
     let result = match body {
         Some(body) if method == "POST" => agent.post(&target).header("authorization", &auth).send_json(body),
+        None if method == "POST" => agent.post(&target).header("authorization", &auth).send_empty(),
         _ if method == "DELETE" => agent.delete(&target).header("authorization", &auth).call(),
         _ => agent.get(&target).header("authorization", &auth).call(),
     };
@@ -425,6 +444,10 @@ fn run(cli: Cli) -> Result<Value, Failure> {
             request_as_user(&url, "POST", "/api/auth/change-password", Some(body))
         }
         Command::CareTeam(command) => care_team(&url, command),
+        Command::Alerts(Alerts::List { status }) => alerts(&url, status.as_deref()),
+        Command::Alerts(Alerts::Ack { id }) => {
+            request_as_user(&url, "POST", &format!("/api/admin/alerts/{id}/acknowledge"), None)
+        }
         Command::Backup(command) => backup::run(command),
         Command::Totp { secret } => totp_code(&secret),
         Command::Secrets(Secrets::PhiWrappingKey) => {
@@ -452,6 +475,28 @@ fn run(cli: Cli) -> Result<Value, Failure> {
             Ok(Value::Null)
         }
     }
+}
+
+/// Every page of the tenant's alerts, as one `{"tenant_id","alerts"}` document.
+fn alerts(url: &str, status: Option<&str>) -> Result<Value, Failure> {
+    let mut all = Vec::new();
+    let mut tenant = Value::Null;
+    let mut after: Option<i64> = None;
+    loop {
+        let mut query = vec!["limit=1000".to_owned()];
+        query.extend(status.map(|s| format!("status={s}")));
+        query.extend(after.map(|a| format!("after={a}")));
+        let mut page = request_as_user(url, "GET", &format!("/api/admin/alerts?{}", query.join("&")), None)?;
+        tenant = page["tenant_id"].take();
+        if let Some(listed) = page["alerts"].as_array_mut() {
+            all.append(listed);
+        }
+        match page["next_after"].as_i64() {
+            Some(next) if after != Some(next) => after = Some(next),
+            _ => break,
+        }
+    }
+    Ok(json!({ "tenant_id": tenant, "alerts": all }))
 }
 
 fn care_team(url: &str, command: CareTeam) -> Result<Value, Failure> {
@@ -642,6 +687,17 @@ mod tests {
         assert!(matches!(care_team("http://127.0.0.1:1", end), Err(Failure::Usage(_))));
         let list = CareTeam::List { patient: "P-1".into() };
         assert!(matches!(care_team("http://127.0.0.1:1", list), Err(Failure::Usage(_))));
+    }
+
+    #[test]
+    fn alert_commands_parse_and_refuse_a_bad_status_or_id() {
+        let list = Cli::try_parse_from(["healthctl", "alerts", "list", "--status", "open"]).expect("parses");
+        assert!(matches!(list.command, Command::Alerts(Alerts::List { status: Some(ref s) }) if s == "open"));
+        let ack = Cli::try_parse_from(["healthctl", "alerts", "ack", "17"]).expect("parses");
+        assert!(matches!(ack.command, Command::Alerts(Alerts::Ack { id: 17 })));
+        assert!(Cli::try_parse_from(["healthctl", "alerts", "list", "--status", "closed"]).is_err());
+        assert!(Cli::try_parse_from(["healthctl", "alerts", "ack", "0"]).is_err());
+        assert!(Cli::try_parse_from(["healthctl", "alerts", "ack", "x"]).is_err());
     }
 
     #[test]
