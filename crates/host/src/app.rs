@@ -30,6 +30,7 @@ use crate::manifest::{Manifest, Route};
 use crate::outbound::AllowedHost;
 use crate::routing::Router;
 use crate::runtime_config::RuntimeConfig;
+use crate::telemetry::{Context16, Kind, Tracer, parse_traceparent};
 
 /// Where and how to load an application.
 #[derive(Debug, Clone)]
@@ -97,6 +98,8 @@ pub(crate) struct Shared {
     /// `wasmtime serve`'s request semaphore, when [`Limits::max_concurrent_requests`] is set.
     requests: Option<tokio::sync::Semaphore>,
     guest_log: Mutex<Vec<String>>,
+    /// Trace export, when the environment turns it on (`OTEL_EXPORTER_OTLP_ENDPOINT`).
+    tracer: Option<Tracer>,
 }
 
 /// A request Spin's HTTP trigger refuses before any component runs, because its authority
@@ -278,6 +281,7 @@ impl App {
             limits,
             requests,
             guest_log: Mutex::new(Vec::new()),
+            tracer: Tracer::from_env(&options.env).context("trace export (OTEL_EXPORTER_OTLP_*)")?,
         };
         Ok(Self { shared: Arc::new(shared), routes })
     }
@@ -310,6 +314,53 @@ impl App {
         client: SocketAddr,
         origin: Origin,
     ) -> anyhow::Result<http::Response<Bytes>> {
+        let Some(tracer) = &self.shared.tracer else {
+            return self.route(req, client, origin, None).await.map(|(response, _)| response);
+        };
+        // Spin's `http_span!` and `finalize_http_span` (`crates/trigger-http/src/instrument.rs`),
+        // a child of the client's `traceparent` (`extract_trace_context`).
+        let parent = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(parse_traceparent);
+        let method = req.method().to_string();
+        let mut span = tracer.start(method.clone(), Kind::Server, parent);
+        span.set("http.request.method", method.clone());
+        span.set("network.peer.address", client.ip().to_string());
+        span.set("network.peer.port", i64::from(client.port()));
+        span.set("network.protocol.name", "http");
+        span.set("url.path", req.uri().path());
+        span.set("url.query", req.uri().query().unwrap_or_default());
+        span.set("url.scheme", req.uri().scheme_str().unwrap_or_default());
+        if let Some(forwarded) = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            span.set("client.address", forwarded);
+        }
+        span.event(format!("Processing request on path '{}'", req.uri().path()));
+        let result = self.route(req, client, origin, Some(span.context)).await;
+        match &result {
+            Ok((response, route)) => {
+                span.event(format!("Request finished, sending response with status code {}", response.status()));
+                if let Some(route) = route {
+                    span.set("http.route", route.clone());
+                    span.name = format!("{method} {route}");
+                }
+                span.set("http.response.status_code", i64::from(response.status().as_u16()));
+            }
+            Err(e) => {
+                span.set("error.type", format!("{e:?}"));
+                span.set("http.response.status_code", 500);
+            }
+        }
+        tracer.end(span);
+        result.map(|(response, _)| response)
+    }
+
+    /// [`Self::respond`] without the span: the response, and the route it matched (what Spin
+    /// names the request's span after), if it matched one.
+    async fn route(
+        &self,
+        req: http::Request<Bytes>,
+        client: SocketAddr,
+        origin: Origin,
+        trace: Option<Context16>,
+    ) -> anyhow::Result<(http::Response<Bytes>, Option<String>)> {
         let _permit = match &self.shared.requests {
             Some(requests) => Some(requests.acquire().await.context("request semaphore closed")?),
             None => None,
@@ -318,7 +369,7 @@ impl App {
         // Spin's HTTP server (hyper, default `max_buf_size`) refuses a request head it cannot
         // buffer with 431 before anything else looks at it; `serve` gets that from hyper itself.
         if request_head_len(&parts) > HYPER_MAX_HEAD_BYTES {
-            return Ok(http::Response::builder().status(431).body(Bytes::new())?);
+            return Ok((http::Response::builder().status(431).body(Bytes::new())?, None));
         }
         // Spin's `strip_forbidden_headers`: outside requests cannot pose as chained ones.
         let mut stripped_host = false;
@@ -328,10 +379,10 @@ impl App {
         }
         let path = parts.uri.path().to_owned();
         if let Some(well_known) = path.strip_prefix(WELL_KNOWN_PREFIX) {
-            return self.well_known(well_known);
+            return Ok((self.well_known(well_known)?, Some(path)));
         }
         let Some(matched) = self.shared.router.route(&path) else {
-            return Ok(http::Response::builder().status(404).body(Bytes::new())?);
+            return Ok((http::Response::builder().status(404).body(Bytes::new())?, None));
         };
         if origin == Origin::InProcess
             && !stripped_host
@@ -345,7 +396,7 @@ impl App {
         // is not UTF-8 fails the request with an empty 500 before any component runs.
         if parts.headers.values().any(|v| std::str::from_utf8(v.as_bytes()).is_err()) {
             tracing::error!("request refused: a header value is not valid UTF-8 (as Spin refuses it)");
-            return Ok(http::Response::builder().status(500).body(Bytes::new())?);
+            return Ok((http::Response::builder().status(500).body(Bytes::new())?, Some(matched.raw_route.clone())));
         }
         // As Spin's `prepare_request_headers`: the URL's host is the `Host` header's, else "localhost".
         let host =
@@ -368,8 +419,8 @@ impl App {
         set(&mut parts.headers, "spin-component-route", matched.base_route.clone())?;
         set(&mut parts.headers, "spin-base-path", "/".into())?;
         set(&mut parts.headers, "spin-client-addr", client.to_string())?;
-        let request = invoke(self.shared.clone(), &matched.component, http::Request::from_parts(parts, body));
-        match self.shared.limits.request_timeout {
+        let request = invoke(self.shared.clone(), &matched.component, http::Request::from_parts(parts, body), trace);
+        let response = match self.shared.limits.request_timeout {
             None => request.await,
             Some(timeout) => tokio::time::timeout(timeout, request).await.unwrap_or_else(|_| {
                 Err(anyhow::anyhow!(
@@ -377,7 +428,8 @@ impl App {
                     matched.component
                 ))
             }),
-        }
+        };
+        Ok((response?, Some(matched.raw_route)))
     }
 
     /// Spin's own endpoints: `health` and `info`, anything else a 404.
@@ -533,7 +585,25 @@ impl Drop for GuestTask {
 async fn invoke(
     shared: Arc<Shared>,
     component_id: &str,
+    req: http::Request<Bytes>,
+    trace: Option<Context16>,
+) -> anyhow::Result<http::Response<Bytes>> {
+    // Spin's `spin_trigger_http.execute_wasm` span, under the request's (or the chained call's).
+    let Some((tracer, parent)) = shared.tracer.clone().zip(trace) else {
+        return run(shared, component_id, req, None).await;
+    };
+    let span = tracer.start(format!("execute_wasm_component {component_id}"), Kind::Internal, Some(parent));
+    let context = span.context;
+    let result = run(shared, component_id, req, Some(context)).await;
+    tracer.end(span);
+    result
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    component_id: &str,
     mut req: http::Request<Bytes>,
+    trace: Option<Context16>,
 ) -> anyhow::Result<http::Response<Bytes>> {
     let loaded = shared.components.get(component_id).with_context(|| format!("no component {component_id:?}"))?;
     if req.uri().authority().is_none() && !req.headers().contains_key(http::header::HOST) {
@@ -545,7 +615,7 @@ async fn invoke(
         wasi,
         http: WasiHttpCtx::new(),
         table: ResourceTable::new(),
-        hooks: Hooks { shared: shared.clone(), component: loaded.config.clone() },
+        hooks: Hooks { shared: shared.clone(), component: loaded.config.clone(), trace },
         component: loaded.config.clone(),
         shared: shared.clone(),
         open_connections: 0,
@@ -610,6 +680,8 @@ fn record_output(shared: &Shared, component: &str, bytes: &[u8]) {
 struct Hooks {
     shared: Arc<Shared>,
     component: Arc<ComponentConfig>,
+    /// The instance's `execute_wasm` span, when traces are exported.
+    trace: Option<Context16>,
 }
 
 type Sent = Result<
@@ -620,9 +692,55 @@ type Sent = Result<
 impl WasiHttpHooks for Hooks {
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<dyn Future<Output = Sent> + Send> {
+        // Spin's `spin_outbound_http.send_request` span; its context replaces the guest's
+        // `traceparent` (`inject_trace_context`), and a chained call runs under it.
+        let span = self.shared.tracer.as_ref().zip(self.trace).map(|(tracer, parent)| {
+            let method = request.method().to_string();
+            let mut span = tracer.start(method.clone(), Kind::Client, Some(parent));
+            span.set("http.request.method", method);
+            span.set("url.full", request.uri().to_string());
+            if let Some(authority) = request.uri().authority() {
+                span.set("server.address", authority.host());
+                if let Some(port) = authority.port_u16() {
+                    span.set("server.port", i64::from(port));
+                }
+            }
+            if let Ok(value) = http::HeaderValue::from_str(&span.context.traceparent()) {
+                request.headers_mut().insert("traceparent", value);
+            }
+            span
+        });
+        let tracer = self.shared.tracer.clone();
+        let trace = span.as_ref().map(|s| s.context);
+        // Spin's interceptor answers a chained call before the status is recorded.
+        let chained = request.uri().host().is_some_and(|h| is_service_chaining_host(&h.to_ascii_lowercase()));
+        let sent = self.send(request, options, trace);
+        Box::new(async move {
+            let result = Box::into_pin(sent).await;
+            if let (Some(tracer), Some(mut span)) = (tracer, span) {
+                if let Ok((response, _)) = &result
+                    && !chained
+                {
+                    span.set("http.response.status_code", i64::from(response.status().as_u16()));
+                }
+                tracer.end(span);
+            }
+            result
+        })
+    }
+}
+
+impl Hooks {
+    /// The request itself: chained in-process under `trace`, or out to the network.
+    fn send(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        trace: Option<Context16>,
     ) -> Box<dyn Future<Output = Sent> + Send> {
         let scheme = request.uri().scheme_str().unwrap_or("http").to_owned();
         let host = request.uri().host().unwrap_or_default().to_ascii_lowercase();
@@ -650,7 +768,7 @@ impl WasiHttpHooks for Hooks {
                         headers.insert(name, value);
                     }
                 }
-                let response = Box::pin(invoke(shared, target, req)).await.map_err(|e| {
+                let response = Box::pin(invoke(shared, target, req, trace)).await.map_err(|e| {
                     tracing::warn!(component = caller, "chained request to {target:?} failed: {e:#}");
                     wasmtime_wasi_http::Error::InternalError(Some(format!("{e:#}")))
                 })?;
