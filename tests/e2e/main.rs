@@ -30,6 +30,7 @@ mod scaleout;
 mod self_service;
 mod slice;
 mod tenants;
+mod tracing;
 mod worlds;
 
 /// Every `tests/e2e/*.rs` is declared above: a file without its `mod` line would compile

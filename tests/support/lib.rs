@@ -11,6 +11,7 @@ use health_host::LoadOptions;
 
 pub mod backup;
 pub mod fresh;
+pub mod otlp;
 pub mod runtime;
 pub use runtime::{Runtime, Target};
 
@@ -123,6 +124,12 @@ impl TestApp {
         Self::start_with(|_| {}, None, variables, Runtime::selected())
     }
 
+    /// The real `spin.toml` with environment variables besides the variables (`OTEL_*`, say),
+    /// as an operator would give them to `spin up` or the host.
+    pub fn start_with_env(env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_with_options(|_| {}, None, &[], env, Runtime::selected())
+    }
+
     /// The real `spin.toml` plus the host's probe component at `/probe/...`, allowed to call
     /// `jwks.spin.internal`: `/probe/call?url=http://jwks.spin.internal/...` forwards method,
     /// body and `x-health-*` headers, as a chained component would send them.
@@ -152,6 +159,16 @@ allowed_outbound_hosts = ["http://jwks.spin.internal"]
         variables: &[(&str, &str)],
         runtime: Runtime,
     ) -> anyhow::Result<Self> {
+        Self::start_with_options(prepare, extra_manifest, variables, &[], runtime)
+    }
+
+    fn start_with_options(
+        prepare: impl FnOnce(&Path),
+        extra_manifest: Option<String>,
+        variables: &[(&str, &str)],
+        raw_env: &[(&str, &str)],
+        runtime: Runtime,
+    ) -> anyhow::Result<Self> {
         let state = tempfile::tempdir()?;
         // The project's runtime config, with every store moved into the temporary directory.
         let config = std::fs::read_to_string(root().join("runtime-config.toml"))?
@@ -163,6 +180,7 @@ allowed_outbound_hosts = ["http://jwks.spin.internal"]
         for (name, value) in variables {
             env.insert(format!("SPIN_VARIABLE_{}", name.to_uppercase()), (*value).to_owned());
         }
+        env.extend(raw_env.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())));
         let manifest = match extra_manifest {
             None => root().join("spin.toml"),
             Some(extra) => {
