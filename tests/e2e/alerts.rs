@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use health_e2e::{ACME, ADMIN, ALICE, BOB, DR_GREY, TestApp};
+use health_e2e::{ACME, ADMIN, ALICE, BOB, DR_GREY, OPERATOR_TOKEN, TestApp};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -76,7 +76,13 @@ fn json_headers(bearer: &str) -> Vec<(&'static str, String)> {
     vec![("authorization", format!("Bearer {bearer}")), ("content-type", "application/json".into())]
 }
 
-async fn send(app: &TestApp, method: &str, path: &str, headers: &[(&'static str, String)], body: &str) -> health_e2e::Reply {
+async fn send(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    headers: &[(&'static str, String)],
+    body: &str,
+) -> health_e2e::Reply {
     let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
     app.send(method, path, &headers, body).await
 }
@@ -118,6 +124,15 @@ async fn alerts_are_raised_listed_acknowledged_counted_and_delivered_after_the_r
     let reason = r#"{"reason":"Unconscious patient in the emergency department"}"#;
     let glass = send(&app, "POST", "/api/patients/p-1002/break-glass", &json_headers(&grey), reason).await;
     assert_eq!(glass.status, 201, "{}", glass.body);
+    // The webhook is down: the gateway's requests so far tried to deliver and failed, and the
+    // alerts wait for their retry (after 1 s, then 2 s, ...).
+    let pending = alerts(&app, &admin, "").await;
+    assert!(
+        pending.iter().any(|a| a["delivery"] == "pending" && a["delivery_attempts"].as_i64() >= Some(1)),
+        "{pending:#?}"
+    );
+    let received = Arc::new(Mutex::new(Vec::new()));
+    receiver(port, received.clone()).await;
     for patient in ["p-1001", "p-1002", "p-1003"] {
         let read = app.get_with(&format!("/api/patients/{patient}/records"), &grey).await;
         assert_eq!(read.status, 200, "{patient}: {}", read.body);
@@ -169,22 +184,22 @@ async fn alerts_are_raised_listed_acknowledged_counted_and_delivered_after_the_r
     let admin_auth = [("authorization", format!("Bearer {admin}"))];
     let acked = send(&app, "POST", &path, &admin_auth, "").await;
     assert_eq!(acked.status, 200, "{}", acked.body);
-    assert_eq!((acked.json()["status"].as_str(), acked.json()["acknowledged_by"].as_str()), (Some("acknowledged"), Some("u-admin")));
+    assert_eq!(
+        (acked.json()["status"].as_str(), acked.json()["acknowledged_by"].as_str()),
+        (Some("acknowledged"), Some("u-admin"))
+    );
     assert_eq!(send(&app, "POST", "/api/admin/alerts/999999/acknowledge", &admin_auth, "").await.status, 404);
     assert!(alerts(&app, &admin, "?status=open").await.iter().all(|a| a["id"] != id));
     assert_eq!(alerts(&app, &admin, "?status=acknowledged").await.len(), 1);
     assert_eq!(app.get_with("/api/admin/alerts?status=closed", &admin).await.status, 400);
 
-    // The webhook was down: deliveries failed and wait for their retry.
-    let pending = alerts(&app, &admin, "").await;
-    assert!(
-        pending.iter().any(|a| a["delivery"] == "pending" && a["delivery_attempts"].as_i64() >= Some(1)),
-        "{pending:#?}"
-    );
-    let received = Arc::new(Mutex::new(Vec::new()));
-    receiver(port, received.clone()).await;
-    // A broken chain, found by the admin's verification: the last alert.
+    // A broken chain, found by the operator's verification (`jwks`), then the admin's (the
+    // gateway): one alert.
     tamper_with_the_chain(&app);
+    let operator = [("authorization", format!("Bearer {OPERATOR_TOKEN}"))];
+    let verify = send(&app, "GET", "/admin/audit/verify/demo-hospital", &operator, "").await;
+    assert_eq!(verify.json()["intact"], false, "{}", verify.body);
+    assert_eq!(find(&alerts(&app, &admin, "").await, "audit_chain_break")["subject"], "seq-2");
     let verify = app.get_with("/api/admin/audit/verify", &admin).await;
     assert_eq!(verify.json()["intact"], false, "{}", verify.body);
     // Every gateway request delivers what is due; retries back off from 1 s.
@@ -198,7 +213,9 @@ async fn alerts_are_raised_listed_acknowledged_counted_and_delivered_after_the_r
         assert!(Instant::now() < deadline, "not delivered: {undelivered:#?}\n{}", app.app.guest_output().join("\n"));
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
-    assert_eq!(find(&listed, "audit_chain_break")["rule"], "audit_chain_break");
+    assert_eq!(listed.iter().filter(|a| a["rule"] == "audit_chain_break").count(), 1, "{listed:#?}");
+    let retried = find(&listed, "failed_logins_user");
+    assert!(retried["delivery_attempts"].as_i64() >= Some(2), "failed while the receiver was down, then delivered: {retried}");
     let bodies = received.lock().expect("received").clone();
     let text = serde_json::to_string(&bodies).expect("json");
     for rule in ["failed_logins_user", "patients_read", "break_glass", "one_time_token_replay", "refresh_reuse"] {

@@ -277,9 +277,12 @@ fn audit_command(command: &Command, event: &mut Event) -> anyhow::Result<Result<
             let links = health_spin::audit::chain(chain.name())?;
             let body = match health_core::audit::verify_chain(&links) {
                 Ok(events) => serde_json::json!({ "tenant_id": chain.name(), "intact": true, "events": events }),
-                Err(broken) => serde_json::json!({
-                    "tenant_id": chain.name(), "intact": false, "events": links.len(), "broken_at": broken.seq
-                }),
+                Err(broken) => {
+                    health_spin::alerts::chain_broken(chain.name(), broken.seq, event.time);
+                    serde_json::json!({
+                        "tenant_id": chain.name(), "intact": false, "events": links.len(), "broken_at": broken.seq
+                    })
+                }
             };
             Ok(Ok(respond::json(200, &body, Cache::NoStore)))
         }

@@ -240,7 +240,13 @@ pub fn checks(event: &Event, thresholds: &Thresholds) -> Vec<Check> {
         let reasons = FAILED_LOGIN_REASONS;
         if let Some(account) = login_account(event) {
             let key = Key::Resource(event.resource.clone());
-            checks.push(Check::new(event, Rule::FailedLoginsUser, account.into(), Count::Reasons { reasons, key }, limit));
+            checks.push(Check::new(
+                event,
+                Rule::FailedLoginsUser,
+                account.into(),
+                Count::Reasons { reasons, key },
+                limit,
+            ));
         }
         if let Some(address) = event.client_ip.as_deref().map(crate::ratelimit::client_ip) {
             let key = Key::Address(address.into());
@@ -259,7 +265,13 @@ pub fn checks(event: &Event, thresholds: &Thresholds) -> Vec<Check> {
         && event.break_glass_reason.is_some()
         && event.outcome == Some(Outcome::Allow)
     {
-        checks.push(Check::new(event, Rule::BreakGlass, actor.clone(), Count::BreakGlassGrantsBy(actor.clone()), single));
+        checks.push(Check::new(
+            event,
+            Rule::BreakGlass,
+            actor.clone(),
+            Count::BreakGlassGrantsBy(actor.clone()),
+            single,
+        ));
     }
     let by_actor = |rule, reasons: &'static [Reason]| {
         let (subject, key) = match &actor {
@@ -456,8 +468,12 @@ mod tests {
     #[test]
     fn signature_failures_count_in_the_events_own_chain() {
         let t = Thresholds::default();
-        let forged =
-            Event { time: NOW, tenant_id: crate::audit::NO_TENANT.into(), reason: "bad_signature".into(), ..Event::default() };
+        let forged = Event {
+            time: NOW,
+            tenant_id: crate::audit::NO_TENANT.into(),
+            reason: "bad_signature".into(),
+            ..Event::default()
+        };
         let checks = checks(&forged, &t);
         assert_eq!(rules(&checks), [Rule::SignatureFailures]);
         assert_eq!(checks[0].tenant_id, "_unattributed");
