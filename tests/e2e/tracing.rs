@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use health_e2e::otlp::{Receiver, Span};
-use health_e2e::{ALICE, TestApp};
+use health_e2e::{ALICE, Runtime, TestApp};
 
 const CLIENT_TRACE: &str = "5a0e1b2c3d4f5061728394a5b6c7d8e9";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
@@ -31,7 +31,10 @@ async fn one_request_is_one_trace_across_components_and_no_span_names_the_patien
     let endpoint = receiver.endpoint();
     // A short batch delay (Spin's SDK and the host read it alike), so the test waits little.
     let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "200")];
-    let app = TestApp::start_with_env(&env).expect("app loads");
+    // Audit events on the console too, which Spin exports with every other line a component
+    // writes: redacted as the README says to run it then.
+    let variables = [("audit_sink", "console"), ("audit_redaction", "strict")];
+    let app = TestApp::start_with_env(&variables, &env).expect("app loads");
     let token = app.token(ALICE).await;
     let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
     let headers = [("authorization", format!("Bearer {token}")), ("traceparent", traceparent)];
@@ -64,6 +67,18 @@ async fn one_request_is_one_trace_across_components_and_no_span_names_the_patien
     assert_eq!(call.attribute("http.response.status_code"), None);
     let patient = one(&trace, "patient service span", |s| s.name == "execute_wasm_component patient");
     assert_eq!(patient.parent_span_id, call.span_id, "the role service's span is a child of the gateway's call");
+
+    if app.app.runtime() == Runtime::Spin {
+        // Spin exports what components write (here as span events): the console's audit line
+        // of this request among it, so the checks below cover it.
+        let exported_line = receiver
+            .spans()
+            .iter()
+            .flat_map(|s| &s.events)
+            .flat_map(|(_, attrs)| attrs)
+            .any(|(key, value)| key == "app_log" && value.contains(r#""log":"audit""#));
+        assert!(exported_line, "no audit line among the exported span events");
+    }
 
     // No token and no name anywhere the receiver was sent (traces, and on Spin logs and
     // metrics), in any span of any trace (the login's too).

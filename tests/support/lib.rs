@@ -124,10 +124,10 @@ impl TestApp {
         Self::start_with(|_| {}, None, variables, Runtime::selected())
     }
 
-    /// The real `spin.toml` with environment variables besides the variables (`OTEL_*`, say),
-    /// as an operator would give them to `spin up` or the host.
-    pub fn start_with_env(env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        Self::start_with_options(|_| {}, None, &[], env, Runtime::selected())
+    /// [`Self::start_with_variables`] with environment variables besides (`OTEL_*`, say), as an
+    /// operator would give them to `spin up` or the host.
+    pub fn start_with_env(variables: &[(&str, &str)], env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_with_options(|_| {}, None, variables, env, Runtime::selected())
     }
 
     /// The real `spin.toml` plus the host's probe component at `/probe/...`, allowed to call
