@@ -83,11 +83,11 @@ break_glass_window_secs = "3600"
 fn caller(subject: &str, role: Role, client_id: &str) -> Caller {
     Caller {
         tenant_id: TenantId::parse("demo-hospital").expect("tenant"),
-        subject: subject.into(),
+        subject: health_core::Opaque::parse(subject).expect("subject"),
         role,
-        client_id: client_id.into(),
+        client_id: Some(health_core::ClientId::parse(client_id).expect("client id")),
         scopes: vec!["insurance/summary.read".into()],
-        jti: "j-1".into(),
+        jti: health_core::TokenId::parse("j-1").expect("jti"),
         enc_jwk: None,
     }
 }
@@ -183,7 +183,7 @@ async fn every_role_service_refuses_missing_forged_stale_and_replayed_contexts()
         refused(call(&app, service, other_path, Some(&genuine)).await, "a context replayed onto another path");
         let mut escalated = who.clone();
         escalated.role = Role::Doctor;
-        escalated.subject = "u-dr-grey-impostor".into();
+        escalated.subject = health_core::Opaque::parse("u-dr-grey-impostor").expect("subject");
         let forged =
             Attestation { caller: attest(&key, link, "GET", path, b"", &escalated, now()).caller, ..genuine.clone() };
         refused(call(&app, service, path, Some(&forged)).await, "a caller rewritten without re-signing");
@@ -239,7 +239,7 @@ async fn every_role_service_refuses_a_context_under_another_links_key_or_from_an
 
 fn sign_caller() -> Caller {
     let mut caller = caller("u-alice", Role::Patient, "health-web");
-    caller.jti = "j-sign-1".into();
+    caller.jti = health_core::TokenId::parse("j-sign-1").expect("jti");
     caller
 }
 

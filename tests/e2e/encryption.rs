@@ -12,11 +12,11 @@ use serde_json::{Value, json};
 fn caller(tenant: &str) -> Caller {
     Caller {
         tenant_id: TenantId::parse(tenant).expect("tenant"),
-        subject: "u-service".into(),
+        subject: health_core::Opaque::parse("u-service").expect("subject"),
         role: Role::Admin,
-        client_id: "gateway".into(),
+        client_id: Some(health_core::ClientId::parse("gateway").expect("client id")),
         scopes: vec![],
-        jti: "j-chained".into(),
+        jti: health_core::TokenId::parse("j-chained").expect("jti"),
         enc_jwk: None,
     }
 }

@@ -48,11 +48,11 @@ fn pem(key: &PrivateKey) -> String {
 fn caller() -> Caller {
     Caller {
         tenant_id: TenantId::parse("demo-hospital").expect("tenant"),
-        subject: "u-service".into(),
+        subject: health_core::Opaque::parse("u-service").expect("subject"),
         role: Role::Admin,
-        client_id: "gateway".into(),
+        client_id: Some(health_core::ClientId::parse("gateway").expect("client id")),
         scopes: vec![],
-        jti: "j-interop".into(),
+        jti: health_core::TokenId::parse("j-interop").expect("jti"),
         enc_jwk: None,
     }
 }

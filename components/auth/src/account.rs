@@ -26,6 +26,7 @@ use health_identity::lockout::source_of;
 use health_identity::login::{self as decide, Account, Refusal};
 use health_identity::password;
 use health_spin::identity::{self, Reservation};
+use health_spin::tokens::TokenIds;
 use serde::Deserialize;
 use spin_sdk::http::Response;
 
@@ -42,17 +43,17 @@ struct ChangePassword {
 
 /// The policy's decision on the token's own account (`health_policy`, linked in: `auth`'s WIT
 /// world imports no authorizer).
-fn decide(claims: &health_jose::Claims, has_password: bool) -> health_policy::Decision {
+fn decide(claims: &health_jose::Claims, ids: &TokenIds, has_password: bool) -> health_policy::Decision {
     let Some(role) = Role::parse(&claims.role) else {
         return health_policy::Decision { allow: false, reason: health_core::Reason::UnknownRole };
     };
     let caller = Caller {
         tenant_id: claims.tenant_id.clone(),
-        subject: claims.sub.clone(),
+        subject: ids.sub.clone(),
         role,
-        client_id: claims.client_id.clone(),
+        client_id: ids.client_id.clone(),
         scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
-        jti: claims.jti.clone(),
+        jti: ids.jti.clone(),
         enc_jwk: None,
     };
     let account = health_policy::AccountFacts {
@@ -71,8 +72,8 @@ const USAGE: &str = "body must be {\"currentPassword\", \"newPassword\"}";
 
 pub async fn change_password(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
     event.action = "auth.change_password".into();
-    let claims = match sessions::bearer_claims(ctx, event).await? {
-        Ok(claims) => claims,
+    let (claims, ids) = match sessions::bearer_claims(ctx, event).await? {
+        Ok(verified) => verified,
         Err(error) => return Ok(Err(error)),
     };
     let request: ChangePassword = match ctx.json(USAGE) {
@@ -98,11 +99,11 @@ pub async fn change_password(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
         )));
     }
     let db = ctx.db()?;
-    let (tenant, sub) = (&claims.tenant_id, claims.sub.as_str());
+    let (tenant, sub) = (&claims.tenant_id, &ids.sub);
     // The policy decides whose password this caller may change (its own, if it is a user: an
     // insurer client's token has no user, and so no password), with the facts of `identity`.
     let user = identity::user_by_id(&db, tenant, sub)?;
-    let decision = decide(&claims, user.is_some());
+    let decision = decide(&claims, &ids, user.is_some());
     let (true, Some(user)) = (decision.allow, user) else {
         event.reason = decision.reason.into();
         return Ok(Err(Error::ForbiddenWith(decision.reason, "only a user changes their own password".into())));
@@ -110,7 +111,7 @@ pub async fn change_password(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
     event.resource = format!("tenant/{tenant}/users/{}", user.username);
     let source = source_of(ctx.client_addr());
     let policy = ctx.settings.lockout;
-    let username = user.username.as_str();
+    let username = &user.username;
     let counted = match identity::reserve_attempt(&db, tenant, username, &source, policy, ctx.now)? {
         Reservation::Locked { retry_after } => {
             let refusal = Refusal::Locked { retry_after };
@@ -143,7 +144,7 @@ pub async fn change_password(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
             "the password was changed meanwhile; sign in again".into(),
         )));
     }
-    let (ended, requires_reauth) = match identity::family_of_access(&db, &claims.jti)? {
+    let (ended, requires_reauth) = match identity::family_of_access(&db, &ids.jti)? {
         Some(current) => {
             let mut ended = 0;
             for family in identity::user_families(&db, tenant, sub)? {
@@ -154,7 +155,7 @@ pub async fn change_password(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
             }
             let store = health_spin::revocations::open()?;
             for (jti, exp) in identity::family_access_tokens(&db, &current, ctx.now)? {
-                if jti != claims.jti {
+                if jti != ids.jti {
                     issue::revoke_jti(&store, tenant, &jti, exp)?;
                 }
             }

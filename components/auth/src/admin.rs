@@ -3,8 +3,9 @@
 //! and register insurer clients with their public keys. Disabling, resetting a password or
 //! resetting MFA ends every session of that user. Every call is audited.
 
+use anyhow::Context;
 use health_core::audit::Event;
-use health_core::{Reason, Role, TenantId, Username};
+use health_core::{ClientId, Opaque, Reason, Role, TenantId, Username};
 use health_identity::client::{SubmittedJwk, register_jwk};
 use health_identity::password;
 use health_jose::KeyUse;
@@ -20,10 +21,10 @@ use crate::{Ctx, Error, issue};
 pub enum AdminApi {
     ListUsers,
     CreateUser,
-    User(String, UserAction),
+    User(Opaque, UserAction),
     ListClients,
     CreateClient,
-    Client(String, bool),
+    Client(ClientId, bool),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,16 +35,12 @@ pub enum UserAction {
     ResetMfa,
 }
 
-fn valid_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 pub fn parse(method: &Method, rest: &[&str]) -> Result<AdminApi, Error> {
     let api = match rest {
         ["users"] if *method == Method::Get => AdminApi::ListUsers,
         ["users"] => AdminApi::CreateUser,
-        ["users", id, action] if valid_id(id) => AdminApi::User(
-            (*id).to_owned(),
+        ["users", id, action] => AdminApi::User(
+            Opaque::parse(id).map_err(|_| Error::NotFound(Reason::NoSuchRoute))?,
             match *action {
                 "disable" => UserAction::Disable,
                 "enable" => UserAction::Enable,
@@ -54,8 +51,10 @@ pub fn parse(method: &Method, rest: &[&str]) -> Result<AdminApi, Error> {
         ),
         ["clients"] if *method == Method::Get => AdminApi::ListClients,
         ["clients"] => AdminApi::CreateClient,
-        ["clients", id, "disable"] if valid_id(id) => AdminApi::Client((*id).to_owned(), true),
-        ["clients", id, "enable"] if valid_id(id) => AdminApi::Client((*id).to_owned(), false),
+        ["clients", id, toggle @ ("disable" | "enable")] => match ClientId::parse(id) {
+            Ok(id) => AdminApi::Client(id, *toggle == "disable"),
+            Err(_) => return Err(Error::NotFound(Reason::NoSuchRoute)),
+        },
         _ => return Err(Error::NotFound(Reason::NoSuchRoute)),
     };
     let expected = if matches!(api, AdminApi::ListUsers | AdminApi::ListClients) { Method::Get } else { Method::Post };
@@ -187,10 +186,10 @@ enum Command {
     ListUsers,
     ListClients,
     CreateUser(NewUser),
-    ResetPassword(String, String),
-    User(String, UserAction),
+    ResetPassword(Opaque, String),
+    User(Opaque, UserAction),
     CreateClient(Box<NewClient>),
-    Client(String, bool),
+    Client(ClientId, bool),
 }
 
 fn action_name(api: &AdminApi) -> &'static str {
@@ -240,8 +239,8 @@ fn run(ctx: &Ctx<'_>, tenant: &TenantId, command: Command, event: &mut Event) ->
             let hash = password::hash(&new.password, &mut health_spin::rng())
                 .map_err(|_| anyhow::anyhow!("password hashing failed"))?;
             let user = User {
-                user_id: format!("u-{}", health_spin::random_id()),
-                username: new.username.to_string(),
+                user_id: Opaque::parse(&format!("u-{}", health_spin::random_id())).context("a new user id")?,
+                username: new.username.clone(),
                 role: new.role,
                 password_hash: hash,
                 disabled: false,
@@ -363,7 +362,7 @@ fn create_client(
             )));
         }
     };
-    let client_id = format!("ins-{}", health_spin::random_id());
+    let client_id = ClientId::parse(&format!("ins-{}", health_spin::random_id())).context("a new client id")?;
     event.resource = format!("tenant/{tenant}/clients/{client_id}");
     let secret = sig.is_none().then(|| {
         use rand_core::RngCore;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 use health_core::audit::Event;
-use health_core::{Reason, Role};
+use health_core::{ClientId, Reason, Role};
 use health_identity::client::{self, ClientAuth};
 use health_identity::refresh::{self, Decision, Stored};
 use health_jose::{KeyUse, PublicJwk};
@@ -75,10 +75,10 @@ async fn refresh_grant(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, event: &m
     };
     let family = found.family;
     crate::for_tenant(event, &family.tenant_id);
-    event.actor_sub = Some(family.user_id.clone());
-    event.client_id = Some(family.client_id.clone());
+    event.actor_sub = Some(family.user_id.to_string());
+    event.client_id = Some(family.client_id.to_string());
     event.resource = format!("refresh_family/{}", family.family_id);
-    if claimed.as_ref().is_some_and(|c| *c != family.client_id) {
+    if claimed.as_ref().is_some_and(|c| c != family.client_id.as_str()) {
         event.reason = Reason::RefreshClientMismatch.into();
         return Ok(Err(INVALID_GRANT));
     }
@@ -153,7 +153,7 @@ async fn client_credentials(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, even
     let enc_jwk = serde_json::from_str(&client.enc_jwk).context("decoding the client's registered enc_jwk")?;
     let subject = Subject {
         tenant: client.tenant_id.clone(),
-        sub: client.client_id.clone(),
+        sub: client.client_id.clone().into(),
         role: Role::Insurance,
         client_id: client.client_id.clone(),
         amr: Vec::new(),
@@ -170,7 +170,7 @@ pub enum Authenticated {
     /// A registered client that proved its credential.
     Confidential(Client),
     /// The public web client, which has no credential.
-    Public(String),
+    Public(ClientId),
 }
 
 /// Checks a request's client authentication (RFC 6749 §2.3): a registered, enabled client with
@@ -194,7 +194,7 @@ pub fn authenticate_client(
     if let ClientAuth::Public { client_id } = &auth {
         if client_id == WEB_CLIENT {
             event.client_id = Some(client_id.clone());
-            return Ok(Ok(Authenticated::Public(client_id.clone())));
+            return Ok(Ok(Authenticated::Public(crate::web_client())));
         }
         event.reason = Reason::UnknownPublicClient.into();
         return Ok(Err(INVALID_CLIENT));
@@ -204,7 +204,10 @@ pub fn authenticate_client(
         other => other.claimed_id().map(str::to_owned),
     };
     let client = match claimed {
-        Some(id) if id.len() <= 128 => identity::find_client(db, &id)?,
+        Some(id) => match ClientId::parse(&id) {
+            Ok(id) => identity::find_client(db, &id)?,
+            Err(_) => None,
+        },
         _ => None,
     };
     let refusal = |event: &mut Event, reason: Reason| {
@@ -219,8 +222,8 @@ pub fn authenticate_client(
         return refusal(event, Reason::UnknownClient);
     };
     crate::for_tenant(event, &client.tenant_id);
-    event.client_id = Some(client.client_id.clone());
-    event.actor_sub = Some(client.client_id.clone());
+    event.client_id = Some(client.client_id.to_string());
+    event.actor_sub = Some(client.client_id.to_string());
     event.actor_role = Some(Role::Insurance.as_str().into());
     match &auth {
         ClientAuth::Secret { secret, .. } => {
@@ -241,19 +244,20 @@ pub fn authenticate_client(
             let token_endpoint = ctx.settings.token_endpoint();
             let issuer = ctx.settings.issuer(&client.tenant_id);
             let audiences = [token_endpoint.as_str(), issuer.as_str()];
-            let verified = match client::verify_assertion(assertion, &client.client_id, &key, &audiences, ctx.now) {
-                Ok(verified) => verified,
-                // These two are text, not `Reason`s: they name the assertion's verification error
-                // (`client_assertion_bad_signature`) or the claim that failed.
-                Err(client::AssertionError::Signature(reason)) => {
-                    event.reason = format!("client_assertion_{reason}");
-                    return Ok(Err(INVALID_CLIENT));
-                }
-                Err(client::AssertionError::Claims(what)) => {
-                    event.reason = format!("client_assertion_bad_{what}");
-                    return Ok(Err(INVALID_CLIENT));
-                }
-            };
+            let verified =
+                match client::verify_assertion(assertion, client.client_id.as_str(), &key, &audiences, ctx.now) {
+                    Ok(verified) => verified,
+                    // These two are text, not `Reason`s: they name the assertion's verification error
+                    // (`client_assertion_bad_signature`) or the claim that failed.
+                    Err(client::AssertionError::Signature(reason)) => {
+                        event.reason = format!("client_assertion_{reason}");
+                        return Ok(Err(INVALID_CLIENT));
+                    }
+                    Err(client::AssertionError::Claims(what)) => {
+                        event.reason = format!("client_assertion_bad_{what}");
+                        return Ok(Err(INVALID_CLIENT));
+                    }
+                };
             if !identity::spend_assertion(db, &client.client_id, &verified.jti, verified.exp, ctx.now)? {
                 return refusal(event, Reason::ClientAssertionReplayed);
             }

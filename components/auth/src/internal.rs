@@ -14,7 +14,7 @@
 //!   tenant admin who erased the record) as actor. Idempotent.
 
 use health_core::audit::Event;
-use health_core::{Caller, Component, Reason, Role};
+use health_core::{Caller, ClientId, Component, Opaque, Reason, Role};
 use health_spin::identity;
 use spin_sdk::http::{Method, Request, Response};
 
@@ -23,38 +23,23 @@ use crate::{Ctx, Error, issue};
 /// An internal request `auth` serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InternalApi {
-    Insurer(String),
-    User(String),
-    PatientErased(String),
+    Insurer(ClientId),
+    User(Opaque),
+    PatientErased(Opaque),
 }
 
 /// The internal route of `segments` (after `internal`), if any.
 pub fn parse(method: &Method, segments: &[&str]) -> Result<InternalApi, Error> {
-    // Client ids and subjects are the platform's opaque ids (`health_core::Opaque`).
-    let valid = |id: &str| health_core::Opaque::parse(id).is_ok();
-    match segments {
-        ["insurers", id] if valid(id) => {
-            if *method == Method::Get {
-                Ok(InternalApi::Insurer((*id).to_owned()))
-            } else {
-                Err(Error::MethodNotAllowed)
-            }
-        }
-        ["users", id] if valid(id) => {
-            if *method == Method::Get {
-                Ok(InternalApi::User((*id).to_owned()))
-            } else {
-                Err(Error::MethodNotAllowed)
-            }
-        }
-        ["patient-accounts", id, "erased"] if valid(id) => {
-            if *method == Method::Post {
-                Ok(InternalApi::PatientErased((*id).to_owned()))
-            } else {
-                Err(Error::MethodNotAllowed)
-            }
-        }
-        _ => Err(Error::NotFound(Reason::NoSuchRoute)),
+    let (api, expected) = match segments {
+        ["insurers", id] => (ClientId::parse(id).map(InternalApi::Insurer), Method::Get),
+        ["users", id] => (Opaque::parse(id).map(InternalApi::User), Method::Get),
+        ["patient-accounts", id, "erased"] => (Opaque::parse(id).map(InternalApi::PatientErased), Method::Post),
+        _ => return Err(Error::NotFound(Reason::NoSuchRoute)),
+    };
+    match api {
+        Err(_) => Err(Error::NotFound(Reason::NoSuchRoute)),
+        Ok(_) if *method != expected => Err(Error::MethodNotAllowed),
+        Ok(api) => Ok(api),
     }
 }
 
@@ -110,9 +95,9 @@ pub fn handle(ctx: &Ctx<'_>, api: InternalApi, event: &mut Event) -> anyhow::Res
             event.action = "user.disable".into();
             event.resource = format!("tenant/{tenant}/users/{user_id}");
             crate::for_tenant(event, tenant);
-            event.actor_sub = Some(caller.subject.clone());
+            event.actor_sub = Some(caller.subject.to_string());
             event.actor_role = Some(caller.role.as_str().to_owned());
-            event.jti = Some(caller.jti.clone());
+            event.jti = Some(caller.jti.to_string());
             let Some(user) = identity::user_by_id(&db, tenant, &user_id)? else {
                 event.reason = Reason::NoSuchAccount.into();
                 return Ok((Err(Error::NotFound(Reason::NoSuchAccount)), true));

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use health_core::audit::Event;
-use health_core::{Caller, Component, Link, Reason, Role, TenantId};
+use health_core::{Caller, ClientId, Component, FamilyId, Link, Opaque, Reason, Role, TenantId, TokenId};
 use health_jose::Claims;
 use health_spin::{identity, revocations};
 use spin_sdk::key_value::Store;
@@ -14,9 +14,9 @@ use crate::Ctx;
 /// Who a token is for.
 pub struct Subject {
     pub tenant: TenantId,
-    pub sub: String,
+    pub sub: Opaque,
     pub role: Role,
-    pub client_id: String,
+    pub client_id: ClientId,
     pub amr: Vec<String>,
     pub auth_time: i64,
     /// A registered insurer's public encryption key, carried in its token (see `Claims::enc_jwk`).
@@ -29,13 +29,13 @@ pub enum Refresh<'a> {
     /// A new session (login).
     NewFamily,
     /// The next token of a rotated family.
-    Family(&'a str),
+    Family(&'a FamilyId),
 }
 
 pub struct Issued {
     pub access_token: String,
     /// The access token's `jti` and `exp`, to revoke it if its family was revoked meanwhile.
-    pub jti: String,
+    pub jti: TokenId,
     pub exp: i64,
     pub expires_in: i64,
     pub refresh_token: Option<String>,
@@ -67,29 +67,30 @@ pub async fn issue(
     // A token issued in the same second as a logout-all must still be newer than it.
     let iat =
         revocations::not_before(&revocations::open()?, &subject.tenant, &subject.sub)?.map_or(now, |nb| nb.max(now));
+    let jti = health_spin::new_jti();
     let claims = Claims {
         iss: ctx.settings.issuer(&subject.tenant),
-        sub: subject.sub.clone(),
+        sub: subject.sub.to_string(),
         aud: health_spin::tokens::AUDIENCE.into(),
         exp: iat + ttl,
         iat,
         nbf: iat,
-        jti: health_spin::random_id(),
+        jti: jti.to_string(),
         tenant_id: subject.tenant.clone(),
         role: subject.role.as_str().into(),
         scope: scopes(subject.role).into(),
-        client_id: subject.client_id.clone(),
+        client_id: subject.client_id.to_string(),
         amr: subject.amr.clone(),
         auth_time: subject.auth_time,
         enc_jwk: subject.enc_jwk.clone(),
     };
     let caller = Caller {
         tenant_id: claims.tenant_id.clone(),
-        subject: claims.sub.clone(),
+        subject: subject.sub.clone(),
         role: subject.role,
-        client_id: claims.client_id.clone(),
+        client_id: Some(subject.client_id.clone()),
         scopes: claims.scope.split(' ').map(str::to_owned).collect(),
-        jti: claims.jti.clone(),
+        jti: jti.clone(),
         enc_jwk: None,
     };
     let signed: Signed = call(&caller, "/internal/sign", &claims, now).await?;
@@ -102,16 +103,16 @@ pub async fn issue(
         signed.token
     };
     event.jti = Some(claims.jti.clone());
-    event.actor_sub = Some(subject.sub.clone());
+    event.actor_sub = Some(subject.sub.to_string());
     event.actor_role = Some(subject.role.as_str().into());
-    event.client_id = Some(subject.client_id.clone());
+    event.client_id = Some(subject.client_id.to_string());
     let family = match refresh {
         _ if insurer => None,
         Refresh::None => None,
-        Refresh::Family(id) => Some(id.to_owned()),
+        Refresh::Family(id) => Some(id.clone()),
         Refresh::NewFamily => {
             let family = identity::Family {
-                family_id: health_spin::random_id(),
+                family_id: health_spin::new_family_id(),
                 tenant_id: subject.tenant.clone(),
                 user_id: subject.sub.clone(),
                 client_id: subject.client_id.clone(),
@@ -129,13 +130,13 @@ pub async fn issue(
         None => None,
         Some(family_id) => {
             let (token, hash) = health_identity::refresh::generate(&mut health_spin::rng());
-            identity::add_refresh(db, &hash, &family_id, now, &claims.jti, claims.exp)?;
+            identity::add_refresh(db, &hash, &family_id, now, &jti, claims.exp)?;
             Some(token)
         }
     };
     Ok(Issued {
         access_token,
-        jti: claims.jti,
+        jti,
         exp: claims.exp,
         expires_in: claims.exp - now,
         refresh_token,
@@ -184,7 +185,7 @@ async fn call<T: serde::de::DeserializeOwned>(
 
 /// Revokes one access token for its remaining life: the stored time is the moment it would
 /// be refused anyway (`exp` plus the largest clock tolerance), after which a sweep may drop it.
-pub fn revoke_jti(store: &Store, tenant: &TenantId, jti: &str, exp: i64) -> anyhow::Result<()> {
+pub fn revoke_jti(store: &Store, tenant: &TenantId, jti: &TokenId, exp: i64) -> anyhow::Result<()> {
     revocations::revoke_jti(store, tenant, jti, exp + health_jose::MAX_CLOCK_TOLERANCE_SECS)
 }
 
@@ -192,12 +193,12 @@ pub fn revoke_jti(store: &Store, tenant: &TenantId, jti: &str, exp: i64) -> anyh
 pub fn revoke_family(
     db: &Connection,
     tenant: &TenantId,
-    family_id: &str,
+    family_id: &FamilyId,
     reason: Reason,
     now: i64,
 ) -> anyhow::Result<()> {
     let store = revocations::open()?;
-    for (jti, exp) in identity::revoke_family(db, family_id, reason.as_str(), now)? {
+    for (jti, exp) in identity::revoke_family(db, family_id, reason, now)? {
         revoke_jti(&store, tenant, &jti, exp)?;
     }
     Ok(())
@@ -205,10 +206,16 @@ pub fn revoke_family(
 
 /// Ends every session of a subject: a not-before time newer than any token it holds, and all
 /// its refresh families revoked (logout-all, password reset, disabling, MFA reset).
-pub fn revoke_subject(db: &Connection, tenant: &TenantId, sub: &str, reason: Reason, now: i64) -> anyhow::Result<()> {
+pub fn revoke_subject(
+    db: &Connection,
+    tenant: &TenantId,
+    sub: &Opaque,
+    reason: Reason,
+    now: i64,
+) -> anyhow::Result<()> {
     revocations::log_out_subject(&revocations::open()?, tenant, sub, now)?;
     for family in identity::user_families(db, tenant, sub)? {
-        identity::revoke_family(db, &family, reason.as_str(), now)?;
+        identity::revoke_family(db, &family, reason, now)?;
     }
     Ok(())
 }

@@ -35,6 +35,11 @@ use spin_sdk::http_component;
 
 /// The first-party web client every password login is issued to (a public client).
 pub const WEB_CLIENT: &str = "health-web";
+
+/// [`WEB_CLIENT`] as the client id it is (tested below).
+pub fn web_client() -> health_core::ClientId {
+    health_core::ClientId::parse(WEB_CLIENT).expect("WEB_CLIENT is a valid client id")
+}
 /// Insurer tokens never live longer than this, whatever is configured (ARCHITECTURE.md §4).
 const MAX_INSURER_TTL: i64 = 300;
 /// Every store `auth` uses, checked by its store probe before each request.
@@ -339,6 +344,11 @@ async fn dispatch(req: &Request, api: Api, now: i64, event: &mut Event) -> anyho
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_web_client_id_is_a_client_id() {
+        assert_eq!(web_client().as_str(), WEB_CLIENT);
+    }
 
     #[test]
     fn routes_each_endpoint_with_its_method() {

@@ -7,7 +7,7 @@
 //! request, looks up and counts in `identity`, and answers. No reason ever contains a secret.
 
 use health_core::audit::Event;
-use health_core::{Reason, Role, SecretKey, TenantId, Username};
+use health_core::{Opaque, Reason, Role, SecretKey, TenantId, Username};
 use health_identity::lockout::{Failure, source_of};
 use health_identity::login::{self as decide, Account, Attempt, Enrolment, Refusal, SecondFactor};
 use health_identity::totp;
@@ -17,7 +17,7 @@ use spin_sdk::http::Response;
 use spin_sdk::sqlite::Connection;
 
 use crate::issue::{self, Refresh, Subject};
-use crate::{Ctx, Error, WEB_CLIENT};
+use crate::{Ctx, Error};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,7 +71,7 @@ struct Checked {
 impl Checked {
     /// The whole step succeeded: forget this source's failures.
     fn succeed(&self) -> anyhow::Result<()> {
-        identity::clear_attempts(&self.db, &self.creds.tenant, self.creds.username.as_str(), Some(&self.source))
+        identity::clear_attempts(&self.db, &self.creds.tenant, &self.creds.username, Some(&self.source))
     }
 
     /// Ends the step with `refusal`, settling the attempt counted in advance as the refusal
@@ -82,7 +82,7 @@ impl Checked {
         match refusal.attempt() {
             Attempt::Kept => refuse_credentials(ctx, event, &self.db, self.counted, refusal)?,
             Attempt::Refunded => {
-                let (tenant, username) = (&self.creds.tenant, self.creds.username.as_str());
+                let (tenant, username) = (&self.creds.tenant, &self.creds.username);
                 identity::refund_attempt(&self.db, tenant, username, &self.source, ctx.settings.lockout, self.counted)?;
                 event.reason = refusal.reason().into();
             }
@@ -128,7 +128,7 @@ fn check_password(ctx: &Ctx<'_>, event: &mut Event, action: &str) -> anyhow::Res
     let db = ctx.db()?;
     let source = source_of(ctx.client_addr());
     let policy = ctx.settings.lockout;
-    let reservation = identity::reserve_attempt(&db, &creds.tenant, creds.username.as_str(), &source, policy, ctx.now)?;
+    let reservation = identity::reserve_attempt(&db, &creds.tenant, &creds.username, &source, policy, ctx.now)?;
     let counted = match reservation {
         Reservation::Locked { retry_after } => {
             let refusal = Refusal::Locked { retry_after };
@@ -142,7 +142,7 @@ fn check_password(ctx: &Ctx<'_>, event: &mut Event, action: &str) -> anyhow::Res
     let account = user.map(|user| Account { disabled: user.disabled, user });
     match decide::credentials(account, matches) {
         Ok(user) => {
-            event.actor_sub = Some(user.user_id.clone());
+            event.actor_sub = Some(user.user_id.to_string());
             event.actor_role = Some(user.role.as_str().into());
             Ok(Ok(Checked { db, user, source, creds, counted }))
         }
@@ -182,7 +182,7 @@ fn totp_key() -> anyhow::Result<SecretKey> {
     Ok(SecretKey::from_bytes(health_core::derive(&health_spin::secret_key("master_key")?, "health/totp-secrets/v1")))
 }
 
-fn aad(tenant: &TenantId, user_id: &str) -> Vec<u8> {
+fn aad(tenant: &TenantId, user_id: &Opaque) -> Vec<u8> {
     format!("{tenant}/{user_id}/totp").into_bytes()
 }
 
@@ -222,7 +222,7 @@ pub async fn login(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
         tenant: checked.creds.tenant.clone(),
         sub: checked.user.user_id.clone(),
         role: checked.user.role,
-        client_id: WEB_CLIENT.into(),
+        client_id: crate::web_client(),
         amr,
         auth_time: ctx.now,
         enc_jwk: None,

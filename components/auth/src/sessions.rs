@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 
 use health_core::audit::Event;
-use health_core::{Component, Reason, TenantId};
+use health_core::{ClientId, Component, Reason, TenantId};
 use health_identity::refresh::{self, Decision, Stored};
 use health_jose::{Claims, KeyUse};
 use health_spin::identity;
 use health_spin::nested::{self, Verified};
 use health_spin::respond::{self, Cache};
 use health_spin::revocations;
+use health_spin::tokens::{self, TokenIds};
 use serde::Deserialize;
 use spin_sdk::http::Response;
 use spin_sdk::sqlite::Connection;
@@ -33,17 +34,17 @@ async fn verify(token: &str, now: i64) -> anyhow::Result<Result<Verified, Reason
 /// `POST /auth/logout-all` ends every session of the subject (per-subject not-before).
 pub async fn logout(ctx: &Ctx<'_>, event: &mut Event, everywhere: bool) -> Outcome {
     event.action = if everywhere { "auth.logout_all" } else { "auth.logout" }.into();
-    let claims = match bearer_claims(ctx, event).await? {
-        Ok(claims) => claims,
+    let (claims, ids) = match bearer_claims(ctx, event).await? {
+        Ok(verified) => verified,
         Err(error) => return Ok(Err(error)),
     };
     let db = ctx.db()?;
     if everywhere {
-        issue::revoke_subject(&db, &claims.tenant_id, &claims.sub, Reason::LogoutAll, ctx.now)?;
+        issue::revoke_subject(&db, &claims.tenant_id, &ids.sub, Reason::LogoutAll, ctx.now)?;
         event.reason = Reason::AllSessionsEnded.into();
     } else {
-        issue::revoke_jti(&revocations::open()?, &claims.tenant_id, &claims.jti, claims.exp)?;
-        if let Some(family) = identity::family_of_access(&db, &claims.jti)? {
+        issue::revoke_jti(&revocations::open()?, &claims.tenant_id, &ids.jti, claims.exp)?;
+        if let Some(family) = identity::family_of_access(&db, &ids.jti)? {
             issue::revoke_family(&db, &claims.tenant_id, &family, Reason::Logout, ctx.now)?;
         }
         event.reason = Reason::SessionEnded.into();
@@ -51,9 +52,13 @@ pub async fn logout(ctx: &Ctx<'_>, event: &mut Event, everywhere: bool) -> Outco
     Ok(Ok(no_content()))
 }
 
-/// The verified claims of the request's bearer token, with the event attributed to them; a
-/// missing or invalid token is [`Error::Unauthenticated`] with the precise reason on the event.
-pub(crate) async fn bearer_claims(ctx: &Ctx<'_>, event: &mut Event) -> anyhow::Result<Result<Claims, Error>> {
+/// The verified claims of the request's bearer token and its ids, typed, with the event
+/// attributed to them; a missing or invalid token is [`Error::Unauthenticated`] with the
+/// precise reason on the event.
+pub(crate) async fn bearer_claims(
+    ctx: &Ctx<'_>,
+    event: &mut Event,
+) -> anyhow::Result<Result<(Claims, TokenIds), Error>> {
     let token = match health_spin::tokens::bearer_token(ctx.req) {
         Ok(token) => token,
         Err(reason) => {
@@ -64,7 +69,13 @@ pub(crate) async fn bearer_claims(ctx: &Ctx<'_>, event: &mut Event) -> anyhow::R
     match verify(token, ctx.now).await? {
         Ok(verified) => {
             actor(event, &verified.claims);
-            Ok(Ok(verified.claims))
+            match tokens::ids(&verified.claims) {
+                Ok(ids) => Ok(Ok((verified.claims, ids))),
+                Err(reason) => {
+                    event.reason = reason.into();
+                    Ok(Err(crate::unauthenticated(reason)))
+                }
+            }
         }
         Err(reason) => {
             event.reason = reason.into();
@@ -197,8 +208,9 @@ pub async fn revoke(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
         Ok(token) => token,
         Err(error) => return Ok(Err(error)),
     };
-    let issued_to_caller =
-        |owner: &str, owner_tenant: &TenantId| owner == client_id && tenant.as_ref().is_none_or(|t| t == owner_tenant);
+    let issued_to_caller = |owner: &str, owner_tenant: &TenantId| {
+        owner == client_id.as_str() && tenant.as_ref().is_none_or(|t| t == owner_tenant)
+    };
     if token.contains('.') {
         match verify(token, ctx.now).await? {
             Ok(verified) => {
@@ -208,8 +220,13 @@ pub async fn revoke(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
                     return Ok(Err(oauth(400, "unauthorized_client", "the token was not issued to this client")));
                 }
                 actor(event, &claims);
-                issue::revoke_jti(&revocations::open()?, &claims.tenant_id, &claims.jti, claims.exp)?;
-                event.reason = Reason::AccessTokenRevoked.into();
+                match tokens::ids(&claims) {
+                    Ok(ids) => {
+                        issue::revoke_jti(&revocations::open()?, &claims.tenant_id, &ids.jti, claims.exp)?;
+                        event.reason = Reason::AccessTokenRevoked.into();
+                    }
+                    Err(reason) => event.reason = format!("nothing_to_revoke_{reason}"),
+                }
             }
             // Text, not a `Reason`: why there was nothing to revoke, after the prefix.
             Err(reason) => event.reason = format!("nothing_to_revoke_{reason}"),
@@ -217,12 +234,12 @@ pub async fn revoke(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
     } else {
         match live_family(&db, token, ctx.now)? {
             Some(family) => {
-                if !issued_to_caller(&family.client_id, &family.tenant_id) {
+                if !issued_to_caller(family.client_id.as_str(), &family.tenant_id) {
                     event.reason = Reason::TokenOfAnotherClient.into();
                     return Ok(Err(oauth(400, "unauthorized_client", "the token was not issued to this client")));
                 }
                 crate::for_tenant(event, &family.tenant_id);
-                event.actor_sub = Some(family.user_id.clone());
+                event.actor_sub = Some(family.user_id.to_string());
                 event.resource = format!("refresh_family/{}", family.family_id);
                 issue::revoke_family(&db, &family.tenant_id, &family.family_id, Reason::Revoked, ctx.now)?;
                 event.reason = Reason::RefreshFamilyRevoked.into();
@@ -255,10 +272,18 @@ pub async fn validate(ctx: &Ctx<'_>) -> Outcome {
         return invalid();
     }
     let db = ctx.db()?;
-    let username = match identity::user_by_id(&db, &claims.tenant_id, &claims.sub)? {
-        Some(user) if !user.disabled => user.username,
+    let Ok(ids) = tokens::ids(&claims) else {
+        return invalid();
+    };
+    let username = match identity::user_by_id(&db, &claims.tenant_id, &ids.sub)? {
+        Some(user) if !user.disabled => user.username.to_string(),
         Some(_) => return invalid(),
-        None => match identity::find_client(&db, &claims.sub)? {
+        None => match ClientId::parse(ids.sub.as_str())
+            .ok()
+            .map(|id| identity::find_client(&db, &id))
+            .transpose()?
+            .flatten()
+        {
             Some(client) if !client.disabled && client.tenant_id == claims.tenant_id => client.name,
             _ => return invalid(),
         },

@@ -45,7 +45,7 @@ fn add_record(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[u
     let (_, reason) = service::authorize_patient(conn, caller, authz::Action::WriteRecord, patient, now)?;
     let entry: routes::NewEntry = service::body(body)?;
     let entry_id = records::new_entry_id()?;
-    let author = service::subject(caller)?;
+    let author = caller.subject.clone();
     let mut vault = Vault::open(conn, &caller.tenant_id)?;
     records::add_entry(&mut vault, patient, &entry_id, &entry.kind, &entry.content, &author, now)?;
     let body =
@@ -57,7 +57,7 @@ fn update_record(conn: &Connection, caller: &Caller, patient: &PatientId, body: 
     let now = health_spin::now();
     let (_, reason) = service::authorize_patient(conn, caller, authz::Action::WriteRecord, patient, now)?;
     let update: routes::EntryUpdate = service::body(body)?;
-    let author = service::subject(caller)?;
+    let author = caller.subject.clone();
     let mut vault = Vault::open(conn, &caller.tenant_id)?;
     let entry = &update.entry_id;
     if !records::update_entry(&mut vault, patient, entry, &update.content, &author, now)? {
@@ -74,7 +74,7 @@ fn break_glass(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[
     service::body::<routes::BreakGlass>(body)?;
     let window = health_spin::var_i64("break_glass_window_secs")?.clamp(60, MAX_BREAK_GLASS_SECS);
     let until = now + window;
-    let doctor = service::subject(caller)?;
+    let doctor = caller.subject.clone();
     let grant = records::grant_break_glass(conn, &caller.tenant_id, patient, &doctor, now, until)?;
     let body = serde_json::json!({
         "patient_id": patient, "granted_at": grant.granted_at, "expires_at": grant.expires_at, "review": "flagged"
@@ -95,7 +95,7 @@ fn care_team_patients(conn: &Connection, caller: &Caller) -> Handled {
         return Err(Refusal::Forbidden(decision.reason).into());
     }
     let now = health_spin::now();
-    let member = service::subject(caller)?;
+    let member = caller.subject.clone();
     let patients: Vec<_> = records::care_team_patients(conn, &caller.tenant_id, &member, now)?
         .into_iter()
         .map(|m| {

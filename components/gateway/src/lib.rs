@@ -226,7 +226,7 @@ async fn process(
         Err(reason) => return Ok(answer(Refusal::Unauthenticated(reason), event)),
     };
     // Per subject too: one stolen token used from many addresses is still one subject.
-    let subject = Who::Subject { tenant: caller.tenant_id.as_str(), subject: &caller.subject };
+    let subject = Who::Subject { tenant: caller.tenant_id.as_str(), subject: caller.subject.as_str() };
     limits.extend(ratelimit::count(class, &[subject], event.time)?);
     if !ratelimit::allowed(limits) {
         return Ok(answer(Refusal::RateLimited, event));
@@ -334,14 +334,18 @@ async fn authenticate(req: &Request, event: &mut Event) -> anyhow::Result<Result
             return Ok(Err(Reason::OneTimeTokenReplayed));
         }
     }
+    let ids = match tokens::ids(&claims) {
+        Ok(ids) => ids,
+        Err(reason) => return Ok(Err(reason)),
+    };
     let enc_jwk = claims.enc_jwk.map(serde_json::to_value).transpose().context("encoding the recipient key")?;
     Ok(Ok(Caller {
         tenant_id: claims.tenant_id,
-        subject: claims.sub,
+        subject: ids.sub,
         role,
-        client_id: claims.client_id,
+        client_id: ids.client_id,
         scopes: claims.scope.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
-        jti: claims.jti,
+        jti: ids.jti,
         enc_jwk,
     }))
 }

@@ -37,7 +37,7 @@ fn page(caller: &Caller, patient: &PatientId, after: Option<i64>, limit: u32) ->
         .filter(|r| access_log::shown(&r.event))
         .map(|r| {
             let event = match caller.role {
-                Role::Patient => access_log::as_seen_by_patient(&r.event, &caller.subject),
+                Role::Patient => access_log::as_seen_by_patient(&r.event, caller.subject.as_str()),
                 _ => r.event,
             };
             (r.seq, event)

@@ -39,7 +39,10 @@ pub fn sign(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Respo
         return Ok(Err(Refusal::BadRequest(Reason::MalformedRequest, "body must be the access token claims".into())));
     };
     let ttl = health_spin::var_i64("access_token_ttl_secs")?;
-    if claims.tenant_id != caller.tenant_id || claims.sub != caller.subject || claims.jti != caller.jti {
+    if claims.tenant_id != caller.tenant_id
+        || claims.sub != caller.subject.as_str()
+        || claims.jti != caller.jti.as_str()
+    {
         return Ok(Err(Refusal::BadRequest(
             Reason::MalformedRequest,
             "claims do not match the attested caller".into(),

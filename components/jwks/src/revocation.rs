@@ -2,8 +2,8 @@
 //! operator already allowed to manage the tenant.
 
 use anyhow::Context;
-use health_core::TenantId;
 use health_core::audit::Event;
+use health_core::{TenantId, TokenId};
 use health_spin::respond::{self, Cache};
 use health_spin::revocations;
 use spin_sdk::http::Response;
@@ -26,11 +26,13 @@ pub fn revoke_token(
     if jti.is_empty() || jti.len() > 128 {
         return Ok(Err(Refusal::BadRequest(Reason::MalformedRequest, "jti must be 1 to 128 characters".into())));
     }
-    if !issued(tenant, jti)? {
-        return Ok(Err(Refusal::NotFound(Reason::UnknownJti)));
-    }
+    // The platform issues only token ids (`health_core::TokenId`): anything else was never issued.
+    let jti = match TokenId::parse(jti) {
+        Ok(jti) if issued(tenant, jti.as_str())? => jti,
+        _ => return Ok(Err(Refusal::NotFound(Reason::UnknownJti))),
+    };
     let until = now + health_spin::var_i64("access_token_ttl_secs")? + crate::CLOCK_TOLERANCE_SECS;
-    revocations::revoke_jti(&revocations::open()?, tenant, jti, until)?;
+    revocations::revoke_jti(&revocations::open()?, tenant, &jti, until)?;
     let body = serde_json::json!({ "tenant_id": tenant, "jti": jti, "revoked": true, "until": until });
     Ok(Ok(respond::json(200, &body, Cache::NoStore)))
 }

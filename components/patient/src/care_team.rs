@@ -37,7 +37,7 @@ pub fn add(conn: &Connection, caller: &Caller, patient: &PatientId, member: &Opa
         return Err(Refusal::bad_request(Reason::MemberNotAClinician).into());
     }
     let membership_id = health_spin::random_hex_id("ct");
-    let admin = service::subject(caller)?;
+    let admin = caller.subject.clone();
     let new = NewMembership {
         membership_id: &membership_id,
         patient_id: patient,
@@ -58,7 +58,7 @@ pub fn add(conn: &Connection, caller: &Caller, patient: &PatientId, member: &Opa
 pub fn end(conn: &Connection, caller: &Caller, patient: &PatientId, member: &Opaque) -> Handled {
     let now = health_spin::now();
     let (_, reason) = service::authorize_patient(conn, caller, authz::Action::ManageCareTeam, patient, now)?;
-    let admin = service::subject(caller)?;
+    let admin = caller.subject.clone();
     let ended = records::end_care_team_membership(conn, &caller.tenant_id, patient, member, &admin, now)?;
     if ended.is_empty() {
         return Err(Refusal::NotFound(Reason::NoLiveMembership).into());

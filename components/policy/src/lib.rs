@@ -73,13 +73,23 @@ impl Guest for Policy {
         let Ok(tenant_id) = health_core::TenantId::parse(&caller.tenant_id) else {
             return Decision { allow: false, reason: health_core::Reason::InvalidTenant.into() };
         };
+        // So is one whose subject, client id or `jti` is not an id the platform mints.
+        let client_id = match caller.client_id.as_str() {
+            "" => Ok(None),
+            id => health_core::ClientId::parse(id).map(Some),
+        };
+        let (Ok(subject), Ok(client_id), Ok(jti)) =
+            (health_core::Opaque::parse(&caller.subject), client_id, health_core::TokenId::parse(&caller.jti))
+        else {
+            return Decision { allow: false, reason: health_core::Reason::InvalidCaller.into() };
+        };
         let caller = health_core::Caller {
             tenant_id,
-            subject: caller.subject,
+            subject,
             role: role(caller.role),
-            client_id: caller.client_id,
+            client_id,
             scopes: caller.scopes,
-            jti: caller.jti,
+            jti,
             enc_jwk: None,
         };
         let decision = health_policy::authorize(&caller, action(act), &resource(res));

@@ -13,7 +13,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::{SecretKey, TenantId};
+use crate::{ClientId, Opaque, SecretKey, TenantId, TokenId};
 
 /// Header carrying the sending component's name ([`Component::as_str`]).
 pub const FROM_HEADER: &str = "x-health-context-from";
@@ -146,11 +146,12 @@ impl Role {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Caller {
     pub tenant_id: TenantId,
-    pub subject: String,
+    pub subject: Opaque,
     pub role: Role,
-    pub client_id: String,
+    /// The token's `client_id`, which a token need not carry.
+    pub client_id: Option<ClientId>,
     pub scopes: Vec<String>,
-    pub jti: String,
+    pub jti: TokenId,
     /// An insurer's registered public encryption JWK, from its verified token: the key the
     /// insurance service encrypts the summary to. Absent for everyone else.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -267,11 +268,11 @@ mod tests {
     fn caller() -> Caller {
         Caller {
             tenant_id: TenantId::parse("demo-hospital").unwrap(),
-            subject: "u-alice".into(),
+            subject: Opaque::parse("u-alice").unwrap(),
             role: Role::Patient,
-            client_id: "web".into(),
+            client_id: Some(ClientId::parse("web").unwrap()),
             scopes: vec!["records:read".into()],
-            jti: "j1".into(),
+            jti: TokenId::parse("j1").unwrap(),
             enc_jwk: None,
         }
     }

@@ -75,6 +75,27 @@ id_type!(EntryId, "entry id");
 id_type!(ClientId, "client id", valid_opaque);
 id_type!(Opaque, "opaque identifier", valid_opaque);
 id_type!(TokenId, "token id", valid_base64url);
+id_type!(FamilyId, "refresh family id", valid_base64url);
+
+macro_rules! random_id {
+    ($($name:ident),*) => {$(
+        impl $name {
+            /// The id of 128 random bits: their base64url, 22 characters of its alphabet.
+            pub fn from_random(bytes: [u8; 16]) -> Self {
+                Self(crate::b64url(bytes))
+            }
+        }
+    )*};
+}
+
+random_id!(TokenId, FamilyId);
+
+/// An insurer client is the subject of its own tokens; both alphabets are the same.
+impl From<ClientId> for Opaque {
+    fn from(client: ClientId) -> Self {
+        Opaque(client.0)
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -111,6 +132,18 @@ mod tests {
         }
         for bad in ["", "a.b", "a b", "x'", "a%20", "a=", &"A".repeat(65)] {
             assert!(TokenId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn random_ids_are_valid_ids() {
+        for bytes in [[0u8; 16], [0xff; 16], [0xfb; 16]] {
+            let jti = TokenId::from_random(bytes);
+            assert_eq!(TokenId::parse(jti.as_str()), Ok(jti.clone()));
+            assert_eq!(
+                FamilyId::parse(FamilyId::from_random(bytes).as_str()).map(|f| f.to_string()),
+                Ok(jti.to_string())
+            );
         }
     }
 

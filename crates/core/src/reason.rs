@@ -238,6 +238,8 @@ reasons! {
     RouteNotPermitted = "route_not_permitted",
     RoleNotPermitted = "role_not_permitted",
     InvalidTenant = "invalid_tenant",
+    /// A caller whose subject, client id or `jti` does not validate as the platform mints them.
+    InvalidCaller = "invalid_caller",
     PatientSelf = "patient_self",
     NotOwnRecord = "not_own_record",
     CareTeam = "care_team",

@@ -149,14 +149,14 @@ pub fn authorize(caller: &Caller, action: Action, resource: &Resource) -> Decisi
         // Every role manages its own credentials, and only its own; the current password is
         // checked by `auth` after this decision.
         Resource::Account(a) => match action {
-            ChangeOwnPassword if a.subject != caller.subject => deny(Reason::NotOwnAccount),
+            ChangeOwnPassword if a.subject != caller.subject.as_str() => deny(Reason::NotOwnAccount),
             ChangeOwnPassword if !a.has_password => deny(Reason::NotAUserAccount),
             ChangeOwnPassword => allow(Reason::OwnAccount),
             _ => deny(Reason::RoleNotPermitted),
         },
         Resource::LabOrder(o) if !tenant_of(&o.tenant_id) => deny(Reason::TenantMismatch),
         Resource::LabOrder(o) => match (caller.role, action) {
-            (Role::Lab, AppendLabResult | ListLabOrders) if o.assigned_subject == caller.subject => {
+            (Role::Lab, AppendLabResult | ListLabOrders) if o.assigned_subject == caller.subject.as_str() => {
                 allow(Reason::AssignedLab)
             }
             (Role::Lab, _) => deny(Reason::OrderNotAssigned),
@@ -196,11 +196,11 @@ mod tests {
     fn caller(role: Role, subject: &str) -> Caller {
         Caller {
             tenant_id: TenantId::parse("demo").unwrap(),
-            subject: subject.into(),
+            subject: health_core::Opaque::parse(subject).unwrap(),
             role,
-            client_id: "web".into(),
+            client_id: Some(health_core::ClientId::parse("web").unwrap()),
             scopes: vec![],
-            jti: "j".into(),
+            jti: health_core::TokenId::parse("j").unwrap(),
             enc_jwk: None,
         }
     }

@@ -2,8 +2,8 @@
 //! `operator_token_hash` variable) for every tenant, or a tenant admin's access token, verified
 //! in full, for its own tenant. Shared by `jwks` (keys) and `auth` (users and clients).
 
-use health_core::TenantId;
 use health_core::audit::Event;
+use health_core::{Opaque, TenantId, TokenId};
 use spin_sdk::http::Request;
 
 use crate::tokens;
@@ -13,7 +13,7 @@ pub enum Principal {
     /// The platform operator: every tenant.
     Operator,
     /// A tenant admin's verified access token: its own tenant only.
-    TenantAdmin { tenant: TenantId, sub: String, jti: String },
+    TenantAdmin { tenant: TenantId, sub: Opaque, jti: TokenId },
 }
 
 impl Principal {
@@ -39,8 +39,8 @@ impl Principal {
             Principal::Operator => event.actor_role = Some("operator".into()),
             Principal::TenantAdmin { sub, jti, .. } => {
                 event.actor_role = Some("admin".into());
-                event.actor_sub = Some(sub.clone());
-                event.jti = Some(jti.clone());
+                event.actor_sub = Some(sub.to_string());
+                event.jti = Some(jti.to_string());
             }
         }
     }
@@ -66,5 +66,8 @@ pub fn authenticate(req: &Request, now: i64) -> anyhow::Result<Result<Principal,
     if claims.role != "admin" {
         return Ok(Err(health_core::Reason::NotAnAdmin));
     }
-    Ok(Ok(Principal::TenantAdmin { tenant: claims.tenant_id, sub: claims.sub, jti: claims.jti }))
+    match tokens::ids(&claims) {
+        Ok(ids) => Ok(Ok(Principal::TenantAdmin { tenant: claims.tenant_id, sub: ids.sub, jti: ids.jti })),
+        Err(reason) => Ok(Err(reason)),
+    }
 }

@@ -12,7 +12,7 @@ pub use bindings::health::platform::types::{Action, Caller, Decision, OrderFacts
 pub fn caller(c: &health_core::Caller) -> Caller {
     Caller {
         tenant_id: c.tenant_id.to_string(),
-        subject: c.subject.clone(),
+        subject: c.subject.to_string(),
         role: match c.role {
             health_core::Role::Patient => Role::Patient,
             health_core::Role::Doctor => Role::Doctor,
@@ -20,8 +20,8 @@ pub fn caller(c: &health_core::Caller) -> Caller {
             health_core::Role::Insurance => Role::Insurance,
             health_core::Role::Admin => Role::Admin,
         },
-        client_id: c.client_id.clone(),
+        client_id: c.client_id.as_ref().map(ToString::to_string).unwrap_or_default(),
         scopes: c.scopes.clone(),
-        jti: c.jti.clone(),
+        jti: c.jti.to_string(),
     }
 }

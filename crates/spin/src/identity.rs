@@ -17,7 +17,7 @@ mod demo;
 mod tests;
 
 use anyhow::Context;
-use health_core::{Role, TenantId, Username};
+use health_core::{ClientId, FamilyId, Opaque, Role, TenantId, TokenId, Username};
 use health_identity::lockout::{Attempts, Failure, LockoutPolicy};
 use spin_sdk::sqlite::{Connection, QueryResult, Value};
 
@@ -135,12 +135,30 @@ fn first(result: &QueryResult) -> Option<spin_sdk::sqlite::Row<'_>> {
     result.rows().next()
 }
 
+/// A stored id read back as its type: it was validated when written, so one that does not
+/// parse is a damaged row.
+fn stored<T>(
+    row: &spin_sdk::sqlite::Row<'_>,
+    column: &str,
+    parse: impl Fn(&str) -> Result<T, health_core::IdError>,
+) -> anyhow::Result<T> {
+    let text = row.get::<&str>(column).with_context(|| format!("row without {column}"))?;
+    parse(text).with_context(|| format!("stored {column} {text:?}"))
+}
+
+/// The access tokens a query listed, with their expiry.
+fn access_tokens(rows: &QueryResult) -> anyhow::Result<Vec<(TokenId, i64)>> {
+    rows.rows()
+        .map(|r| Ok((stored(&r, "access_jti", TokenId::parse)?, r.get::<i64>("access_exp").context("access_exp")?)))
+        .collect()
+}
+
 // ---- users -------------------------------------------------------------------------------
 
 #[derive(Debug, Clone)]
 pub struct User {
-    pub user_id: String,
-    pub username: String,
+    pub user_id: Opaque,
+    pub username: Username,
     pub role: Role,
     pub password_hash: String,
     pub disabled: bool,
@@ -150,8 +168,8 @@ const USER_COLUMNS: &str = "user_id, username, role, password_hash, disabled";
 
 fn user_from(row: &spin_sdk::sqlite::Row<'_>) -> anyhow::Result<User> {
     Ok(User {
-        user_id: row.get::<&str>("user_id").context("user row without id")?.to_owned(),
-        username: row.get::<&str>("username").context("user row without username")?.to_owned(),
+        user_id: stored(row, "user_id", Opaque::parse)?,
+        username: stored(row, "username", Username::parse)?,
         role: row.get::<&str>("role").and_then(Role::parse).context("user row with unknown role")?,
         password_hash: row.get::<&str>("password_hash").context("user row without hash")?.to_owned(),
         disabled: row.get::<i64>("disabled").unwrap_or(1) != 0,
@@ -164,9 +182,9 @@ pub fn find_user(conn: &impl Sql, tenant: &TenantId, username: &Username) -> any
     first(&rows).map(|r| user_from(&r)).transpose()
 }
 
-pub fn user_by_id(conn: &impl Sql, tenant: &TenantId, user_id: &str) -> anyhow::Result<Option<User>> {
+pub fn user_by_id(conn: &impl Sql, tenant: &TenantId, user_id: &Opaque) -> anyhow::Result<Option<User>> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = ? AND user_id = ?");
-    let rows = conn.execute(&sql, &[text(tenant.as_str()), text(user_id)]).context("looking up user")?;
+    let rows = conn.execute(&sql, &[text(tenant.as_str()), text(user_id.as_str())]).context("looking up user")?;
     first(&rows).map(|r| user_from(&r)).transpose()
 }
 
@@ -182,23 +200,23 @@ pub fn create_user(conn: &impl Sql, tenant: &TenantId, user: &User) -> anyhow::R
         VALUES (?, ?, ?, ?, ?, 0) ON CONFLICT DO NOTHING RETURNING user_id";
     let params = [
         text(tenant.as_str()),
-        text(&user.user_id),
-        text(&user.username),
+        text(user.user_id.as_str()),
+        text(user.username.as_str()),
         text(user.role.as_str()),
         text(&user.password_hash),
     ];
     Ok(first(&conn.execute(INSERT, &params).context("creating user")?).is_some())
 }
 
-pub fn set_disabled(conn: &impl Sql, tenant: &TenantId, user_id: &str, disabled: bool) -> anyhow::Result<bool> {
+pub fn set_disabled(conn: &impl Sql, tenant: &TenantId, user_id: &Opaque, disabled: bool) -> anyhow::Result<bool> {
     const UPDATE: &str = "UPDATE users SET disabled = ? WHERE tenant_id = ? AND user_id = ? RETURNING user_id";
-    let params = [Value::Integer(i64::from(disabled)), text(tenant.as_str()), text(user_id)];
+    let params = [Value::Integer(i64::from(disabled)), text(tenant.as_str()), text(user_id.as_str())];
     Ok(first(&conn.execute(UPDATE, &params).context("updating user")?).is_some())
 }
 
-pub fn set_password(conn: &impl Sql, tenant: &TenantId, user_id: &str, hash: &str) -> anyhow::Result<bool> {
+pub fn set_password(conn: &impl Sql, tenant: &TenantId, user_id: &Opaque, hash: &str) -> anyhow::Result<bool> {
     const UPDATE: &str = "UPDATE users SET password_hash = ? WHERE tenant_id = ? AND user_id = ? RETURNING user_id";
-    let params = [text(hash), text(tenant.as_str()), text(user_id)];
+    let params = [text(hash), text(tenant.as_str()), text(user_id.as_str())];
     Ok(first(&conn.execute(UPDATE, &params).context("updating password")?).is_some())
 }
 
@@ -207,13 +225,13 @@ pub fn set_password(conn: &impl Sql, tenant: &TenantId, user_id: &str, hash: &st
 pub fn replace_password(
     conn: &impl Sql,
     tenant: &TenantId,
-    user_id: &str,
+    user_id: &Opaque,
     old_hash: &str,
     new_hash: &str,
 ) -> anyhow::Result<bool> {
     const UPDATE: &str = "UPDATE users SET password_hash = ? WHERE tenant_id = ? AND user_id = ? AND password_hash = ?
         RETURNING user_id";
-    let params = [text(new_hash), text(tenant.as_str()), text(user_id), text(old_hash)];
+    let params = [text(new_hash), text(tenant.as_str()), text(user_id.as_str()), text(old_hash)];
     Ok(first(&conn.execute(UPDATE, &params).context("replacing password")?).is_some())
 }
 
@@ -272,12 +290,12 @@ enum Swap<T> {
 fn swap_attempts<T>(
     conn: &impl Sql,
     tenant: &TenantId,
-    username: &str,
+    username: &Username,
     source: &str,
     what: &str,
     mut step: impl FnMut(Option<Attempts>) -> Swap<T>,
 ) -> anyhow::Result<T> {
-    let key = [text(tenant.as_str()), text(username), text(source)];
+    let key = [text(tenant.as_str()), text(username.as_str()), text(source)];
     db::Retry::SWAP.run(what, || {
         let stored = attempts(conn, &key)?;
         let (next, answer) = match step(stored) {
@@ -306,7 +324,7 @@ fn swap_attempts<T>(
 pub fn reserve_attempt(
     conn: &impl Sql,
     tenant: &TenantId,
-    username: &str,
+    username: &Username,
     source: &str,
     policy: LockoutPolicy,
     now: i64,
@@ -327,7 +345,7 @@ pub fn reserve_attempt(
 pub fn refund_attempt(
     conn: &impl Sql,
     tenant: &TenantId,
-    username: &str,
+    username: &Username,
     source: &str,
     policy: LockoutPolicy,
     counted: Failure,
@@ -355,15 +373,20 @@ pub fn sweep_attempts(conn: &impl Sql, policy: LockoutPolicy, now: i64) -> anyho
 
 /// Forgets the failures of one source (after a success) or, with `source` `None`, of every
 /// source (after an admin's password reset).
-pub fn clear_attempts(conn: &impl Sql, tenant: &TenantId, username: &str, source: Option<&str>) -> anyhow::Result<()> {
+pub fn clear_attempts(
+    conn: &impl Sql,
+    tenant: &TenantId,
+    username: &Username,
+    source: Option<&str>,
+) -> anyhow::Result<()> {
     match source {
         Some(source) => conn.execute(
             "DELETE FROM login_attempts WHERE tenant_id = ? AND username = ? AND source = ?",
-            &[text(tenant.as_str()), text(username), text(source)],
+            &[text(tenant.as_str()), text(username.as_str()), text(source)],
         ),
         None => conn.execute(
             "DELETE FROM login_attempts WHERE tenant_id = ? AND username = ?",
-            &[text(tenant.as_str()), text(username)],
+            &[text(tenant.as_str()), text(username.as_str())],
         ),
     }
     .context("clearing attempts")?;
@@ -378,9 +401,9 @@ pub struct Mfa {
     pub last_step: Option<i64>,
 }
 
-pub fn mfa(conn: &impl Sql, tenant: &TenantId, user_id: &str) -> anyhow::Result<Option<Mfa>> {
+pub fn mfa(conn: &impl Sql, tenant: &TenantId, user_id: &Opaque) -> anyhow::Result<Option<Mfa>> {
     const SELECT: &str = "SELECT secret_sealed, confirmed, last_step FROM mfa WHERE tenant_id = ? AND user_id = ?";
-    let rows = conn.execute(SELECT, &[text(tenant.as_str()), text(user_id)]).context("reading mfa")?;
+    let rows = conn.execute(SELECT, &[text(tenant.as_str()), text(user_id.as_str())]).context("reading mfa")?;
     Ok(first(&rows).map(|r| Mfa {
         secret_sealed: r.get::<&str>("secret_sealed").unwrap_or_default().to_owned(),
         confirmed: r.get::<i64>("confirmed").unwrap_or(0) != 0,
@@ -393,7 +416,7 @@ pub fn mfa(conn: &impl Sql, tenant: &TenantId, user_id: &str) -> anyhow::Result<
 pub fn start_enrolment(
     conn: &impl Sql,
     tenant: &TenantId,
-    user_id: &str,
+    user_id: &Opaque,
     sealed: &str,
     now: i64,
 ) -> anyhow::Result<bool> {
@@ -401,32 +424,35 @@ pub fn start_enrolment(
         VALUES (?, ?, ?, 0, NULL, ?) ON CONFLICT (tenant_id, user_id) DO UPDATE SET
         secret_sealed = excluded.secret_sealed, last_step = NULL, created_at = excluded.created_at
         WHERE mfa.confirmed = 0 RETURNING user_id";
-    let params = [text(tenant.as_str()), text(user_id), text(sealed), Value::Integer(now)];
+    let params = [text(tenant.as_str()), text(user_id.as_str()), text(sealed), Value::Integer(now)];
     Ok(first(&conn.execute(UPSERT, &params).context("starting enrolment")?).is_some())
 }
 
 /// Records `step` as used (and the enrolment as confirmed) unless a step at or after it was
 /// already used: one statement, so two concurrent logins with the same code cannot both win.
-pub fn use_step(conn: &impl Sql, tenant: &TenantId, user_id: &str, step: i64) -> anyhow::Result<bool> {
+pub fn use_step(conn: &impl Sql, tenant: &TenantId, user_id: &Opaque, step: i64) -> anyhow::Result<bool> {
     const UPDATE: &str = "UPDATE mfa SET last_step = ?, confirmed = 1
         WHERE tenant_id = ? AND user_id = ? AND (last_step IS NULL OR last_step < ?) RETURNING user_id";
-    let params = [Value::Integer(step), text(tenant.as_str()), text(user_id), Value::Integer(step)];
+    let params = [Value::Integer(step), text(tenant.as_str()), text(user_id.as_str()), Value::Integer(step)];
     Ok(first(&conn.execute(UPDATE, &params).context("using totp step")?).is_some())
 }
 
-pub fn reset_mfa(conn: &impl Sql, tenant: &TenantId, user_id: &str) -> anyhow::Result<()> {
-    conn.execute("DELETE FROM mfa WHERE tenant_id = ? AND user_id = ?", &[text(tenant.as_str()), text(user_id)])
-        .context("resetting mfa")?;
+pub fn reset_mfa(conn: &impl Sql, tenant: &TenantId, user_id: &Opaque) -> anyhow::Result<()> {
+    conn.execute(
+        "DELETE FROM mfa WHERE tenant_id = ? AND user_id = ?",
+        &[text(tenant.as_str()), text(user_id.as_str())],
+    )
+    .context("resetting mfa")?;
     Ok(())
 }
 
 // ---- refresh tokens ----------------------------------------------------------------------
 
 pub struct Family {
-    pub family_id: String,
+    pub family_id: FamilyId,
     pub tenant_id: TenantId,
-    pub user_id: String,
-    pub client_id: String,
+    pub user_id: Opaque,
+    pub client_id: ClientId,
     pub amr: Vec<String>,
     pub auth_time: i64,
     pub created_at: i64,
@@ -443,10 +469,10 @@ pub fn create_family(conn: &impl Sql, family: &Family) -> anyhow::Result<()> {
     const INSERT: &str = "INSERT INTO refresh_families
         (family_id, tenant_id, user_id, client_id, amr, auth_time, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
     let params = [
-        text(&family.family_id),
+        text(family.family_id.as_str()),
         text(family.tenant_id.as_str()),
-        text(&family.user_id),
-        text(&family.client_id),
+        text(family.user_id.as_str()),
+        text(family.client_id.as_str()),
         text(family.amr.join(" ")),
         Value::Integer(family.auth_time),
         Value::Integer(family.created_at),
@@ -459,15 +485,21 @@ pub fn create_family(conn: &impl Sql, family: &Family) -> anyhow::Result<()> {
 pub fn add_refresh(
     conn: &impl Sql,
     token_hash: &str,
-    family_id: &str,
+    family_id: &FamilyId,
     now: i64,
-    access_jti: &str,
+    access_jti: &TokenId,
     access_exp: i64,
 ) -> anyhow::Result<()> {
     const INSERT: &str =
         "INSERT INTO refresh_tokens (token_hash, family_id, issued_at, used_at, access_jti, access_exp)
         VALUES (?, ?, ?, NULL, ?, ?)";
-    let params = [text(token_hash), text(family_id), Value::Integer(now), text(access_jti), Value::Integer(access_exp)];
+    let params = [
+        text(token_hash),
+        text(family_id.as_str()),
+        Value::Integer(now),
+        text(access_jti.as_str()),
+        Value::Integer(access_exp),
+    ];
     conn.execute(INSERT, &params).context("storing refresh token")?;
     Ok(())
 }
@@ -477,10 +509,10 @@ const FAMILY_COLUMNS: &str = "f.family_id, f.tenant_id, f.user_id, f.client_id, 
 
 fn family_from(row: &spin_sdk::sqlite::Row<'_>) -> anyhow::Result<Family> {
     Ok(Family {
-        family_id: row.get::<&str>("family_id").context("family id")?.to_owned(),
-        tenant_id: row.get::<&str>("tenant_id").and_then(|t| TenantId::parse(t).ok()).context("family tenant")?,
-        user_id: row.get::<&str>("user_id").context("family user")?.to_owned(),
-        client_id: row.get::<&str>("client_id").unwrap_or_default().to_owned(),
+        family_id: stored(row, "family_id", FamilyId::parse)?,
+        tenant_id: stored(row, "tenant_id", TenantId::parse)?,
+        user_id: stored(row, "user_id", Opaque::parse)?,
+        client_id: stored(row, "client_id", ClientId::parse)?,
         amr: row.get::<&str>("amr").unwrap_or_default().split_whitespace().map(str::to_owned).collect(),
         auth_time: row.get::<i64>("auth_time").unwrap_or(0),
         created_at: row.get::<i64>("created_at").unwrap_or(0),
@@ -510,53 +542,52 @@ pub fn spend_refresh(conn: &impl Sql, token_hash: &str, now: i64) -> anyhow::Res
 
 /// Revokes one family; returns the access tokens issued in it that may still be valid, for the
 /// caller to revoke too.
-pub fn revoke_family(conn: &impl Sql, family_id: &str, reason: &str, now: i64) -> anyhow::Result<Vec<(String, i64)>> {
+pub fn revoke_family(
+    conn: &impl Sql,
+    family_id: &FamilyId,
+    reason: health_core::Reason,
+    now: i64,
+) -> anyhow::Result<Vec<(TokenId, i64)>> {
     const REVOKE: &str =
         "UPDATE refresh_families SET revoked_at = ?, revoked_reason = ? WHERE family_id = ? AND revoked_at IS NULL";
-    const ACCESS: &str = "SELECT access_jti, access_exp FROM refresh_tokens WHERE family_id = ? AND access_exp > ?";
-    conn.execute(REVOKE, &[Value::Integer(now), text(reason), text(family_id)]).context("revoking family")?;
-    let rows = conn.execute(ACCESS, &[text(family_id), Value::Integer(now)]).context("listing family tokens")?;
-    Ok(rows
-        .rows()
-        .filter_map(|r| Some((r.get::<&str>("access_jti")?.to_owned(), r.get::<i64>("access_exp")?)))
-        .collect())
+    conn.execute(REVOKE, &[Value::Integer(now), text(reason.as_str()), text(family_id.as_str())])
+        .context("revoking family")?;
+    family_access_tokens(conn, family_id, now)
 }
 
 /// Whether a family has been revoked (or does not exist).
-pub fn family_revoked(conn: &impl Sql, family_id: &str) -> anyhow::Result<bool> {
+pub fn family_revoked(conn: &impl Sql, family_id: &FamilyId) -> anyhow::Result<bool> {
     const SELECT: &str = "SELECT 1 FROM refresh_families WHERE family_id = ? AND revoked_at IS NULL";
-    Ok(first(&conn.execute(SELECT, &[text(family_id)]).context("reading family")?).is_none())
+    Ok(first(&conn.execute(SELECT, &[text(family_id.as_str())]).context("reading family")?).is_none())
 }
 
 /// The live families of a user (logout-all, password reset, disable).
-pub fn user_families(conn: &impl Sql, tenant: &TenantId, user_id: &str) -> anyhow::Result<Vec<String>> {
+pub fn user_families(conn: &impl Sql, tenant: &TenantId, user_id: &Opaque) -> anyhow::Result<Vec<FamilyId>> {
     const SELECT: &str =
         "SELECT family_id FROM refresh_families WHERE tenant_id = ? AND user_id = ? AND revoked_at IS NULL";
-    let rows = conn.execute(SELECT, &[text(tenant.as_str()), text(user_id)]).context("listing families")?;
-    Ok(rows.rows().filter_map(|r| r.get::<&str>("family_id").map(str::to_owned)).collect())
+    let rows = conn.execute(SELECT, &[text(tenant.as_str()), text(user_id.as_str())]).context("listing families")?;
+    rows.rows().map(|r| stored(&r, "family_id", FamilyId::parse)).collect()
 }
 
 /// The access tokens issued in a family that may still be valid at `now`, without revoking it.
-pub fn family_access_tokens(conn: &impl Sql, family_id: &str, now: i64) -> anyhow::Result<Vec<(String, i64)>> {
+pub fn family_access_tokens(conn: &impl Sql, family_id: &FamilyId, now: i64) -> anyhow::Result<Vec<(TokenId, i64)>> {
     const ACCESS: &str = "SELECT access_jti, access_exp FROM refresh_tokens WHERE family_id = ? AND access_exp > ?";
-    let rows = conn.execute(ACCESS, &[text(family_id), Value::Integer(now)]).context("listing family tokens")?;
-    Ok(rows
-        .rows()
-        .filter_map(|r| Some((r.get::<&str>("access_jti")?.to_owned(), r.get::<i64>("access_exp")?)))
-        .collect())
+    let rows =
+        conn.execute(ACCESS, &[text(family_id.as_str()), Value::Integer(now)]).context("listing family tokens")?;
+    access_tokens(&rows)
 }
 
 /// The family an access token was issued in, if it came with a refresh token.
-pub fn family_of_access(conn: &impl Sql, access_jti: &str) -> anyhow::Result<Option<String>> {
+pub fn family_of_access(conn: &impl Sql, access_jti: &TokenId) -> anyhow::Result<Option<FamilyId>> {
     const SELECT: &str = "SELECT family_id FROM refresh_tokens WHERE access_jti = ? LIMIT 1";
-    let rows = conn.execute(SELECT, &[text(access_jti)]).context("finding family")?;
-    Ok(first(&rows).and_then(|r| r.get::<&str>("family_id").map(str::to_owned)))
+    let rows = conn.execute(SELECT, &[text(access_jti.as_str())]).context("finding family")?;
+    first(&rows).map(|r| stored(&r, "family_id", FamilyId::parse)).transpose()
 }
 
 // ---- clients -----------------------------------------------------------------------------
 
 pub struct Client {
-    pub client_id: String,
+    pub client_id: ClientId,
     pub tenant_id: TenantId,
     pub name: String,
     pub secret_hash: Option<String>,
@@ -569,8 +600,8 @@ const CLIENT_COLUMNS: &str = "client_id, tenant_id, name, secret_hash, sig_jwk, 
 
 fn client_from(row: &spin_sdk::sqlite::Row<'_>) -> anyhow::Result<Client> {
     Ok(Client {
-        client_id: row.get::<&str>("client_id").context("client id")?.to_owned(),
-        tenant_id: row.get::<&str>("tenant_id").and_then(|t| TenantId::parse(t).ok()).context("client tenant")?,
+        client_id: stored(row, "client_id", ClientId::parse)?,
+        tenant_id: stored(row, "tenant_id", TenantId::parse)?,
         name: row.get::<&str>("name").unwrap_or_default().to_owned(),
         secret_hash: row.get::<&str>("secret_hash").map(str::to_owned),
         sig_jwk: row.get::<&str>("sig_jwk").map(str::to_owned),
@@ -579,9 +610,9 @@ fn client_from(row: &spin_sdk::sqlite::Row<'_>) -> anyhow::Result<Client> {
     })
 }
 
-pub fn find_client(conn: &impl Sql, client_id: &str) -> anyhow::Result<Option<Client>> {
+pub fn find_client(conn: &impl Sql, client_id: &ClientId) -> anyhow::Result<Option<Client>> {
     let sql = format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = ?");
-    let rows = conn.execute(&sql, &[text(client_id)]).context("looking up client")?;
+    let rows = conn.execute(&sql, &[text(client_id.as_str())]).context("looking up client")?;
     first(&rows).map(|r| client_from(&r)).transpose()
 }
 
@@ -597,7 +628,7 @@ pub fn create_client(conn: &impl Sql, client: &Client, now: i64) -> anyhow::Resu
         VALUES (?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT DO NOTHING RETURNING client_id";
     let opt = |v: &Option<String>| v.as_ref().map_or(Value::Null, |s| text(s.as_str()));
     let params = [
-        text(&client.client_id),
+        text(client.client_id.as_str()),
         text(client.tenant_id.as_str()),
         text(&client.name),
         opt(&client.secret_hash),
@@ -611,21 +642,27 @@ pub fn create_client(conn: &impl Sql, client: &Client, now: i64) -> anyhow::Resu
 pub fn set_client_disabled(
     conn: &impl Sql,
     tenant: &TenantId,
-    client_id: &str,
+    client_id: &ClientId,
     disabled: bool,
 ) -> anyhow::Result<bool> {
     const UPDATE: &str = "UPDATE clients SET disabled = ? WHERE tenant_id = ? AND client_id = ? RETURNING client_id";
-    let params = [Value::Integer(i64::from(disabled)), text(tenant.as_str()), text(client_id)];
+    let params = [Value::Integer(i64::from(disabled)), text(tenant.as_str()), text(client_id.as_str())];
     Ok(first(&conn.execute(UPDATE, &params).context("updating client")?).is_some())
 }
 
 /// Records a client assertion's `jti`; `false` if it was seen before (a replay). Expired
 /// entries are swept first so the table stays small.
-pub fn spend_assertion(conn: &impl Sql, client_id: &str, jti: &str, expires_at: i64, now: i64) -> anyhow::Result<bool> {
+pub fn spend_assertion(
+    conn: &impl Sql,
+    client_id: &ClientId,
+    jti: &str,
+    expires_at: i64,
+    now: i64,
+) -> anyhow::Result<bool> {
     conn.execute("DELETE FROM client_assertions WHERE expires_at < ?", &[Value::Integer(now - 120)])
         .context("sweeping assertions")?;
     const INSERT: &str = "INSERT INTO client_assertions (client_id, jti, expires_at) VALUES (?, ?, ?)
         ON CONFLICT DO NOTHING RETURNING jti";
-    let params = [text(client_id), text(jti), Value::Integer(expires_at)];
+    let params = [text(client_id.as_str()), text(jti), Value::Integer(expires_at)];
     Ok(first(&conn.execute(INSERT, &params).context("recording assertion")?).is_some())
 }

@@ -67,12 +67,26 @@ pub fn rng() -> rand_core::OsRng {
     rand_core::OsRng
 }
 
-/// A fresh random identifier (128 bits, base64url).
-pub fn random_id() -> String {
+fn random_bytes() -> [u8; 16] {
     use rand_core::RngCore;
     let mut bytes = [0u8; 16];
     rng().fill_bytes(&mut bytes);
-    health_core::b64url(bytes)
+    bytes
+}
+
+/// A fresh random identifier (128 bits, base64url).
+pub fn random_id() -> String {
+    health_core::b64url(random_bytes())
+}
+
+/// A fresh token id (`jti`), 128 random bits.
+pub fn new_jti() -> health_core::TokenId {
+    health_core::TokenId::from_random(random_bytes())
+}
+
+/// A fresh refresh-family id, 128 random bits.
+pub fn new_family_id() -> health_core::FamilyId {
+    health_core::FamilyId::from_random(random_bytes())
 }
 
 /// A fresh identifier `{prefix}-{16 hex digits}` (64 random bits), lower case so it is a valid

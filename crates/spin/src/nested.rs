@@ -8,7 +8,7 @@
 //! RUSTSEC-2023-0071 timing side channel) on text of its choosing.
 
 use anyhow::Context;
-use health_core::{Caller, Component, Link, Reason, Role, TenantId};
+use health_core::{Caller, ClientId, Component, Link, Opaque, Reason, Role, TenantId};
 use health_jose::Claims;
 use health_jose::jwe::{self, JwePolicy};
 
@@ -91,11 +91,11 @@ async fn decrypt(token: &str, tenant: &TenantId, now: i64, me: Component) -> any
     let link = Link::new(me, Component::Jwks).with_context(|| format!("{} has no link to jwks", me.as_str()))?;
     let caller = Caller {
         tenant_id: tenant.clone(),
-        subject: format!("service/{}", me.as_str()),
+        subject: Opaque::parse(&format!("service-{}", me.as_str())).context("a component's subject")?,
         role: Role::Insurance,
-        client_id: me.as_str().to_owned(),
+        client_id: Some(ClientId::parse(me.as_str()).context("a component's client id")?),
         scopes: Vec::new(),
-        jti: crate::random_id(),
+        jti: crate::new_jti(),
         enc_jwk: None,
     };
     let body = serde_json::to_vec(&serde_json::json!({ "jwe": token }))?;

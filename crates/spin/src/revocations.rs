@@ -17,7 +17,7 @@
 //! entries whose tokens have expired (no store interface lists keys by age).
 
 use anyhow::Context;
-use health_core::TenantId;
+use health_core::{Opaque, TenantId, TokenId};
 
 use crate::kv::Kv;
 
@@ -53,14 +53,14 @@ fn time(value: &[u8]) -> Option<i64> {
 
 /// Revokes the access token `jti` of `tenant`. `until` is the moment it would be refused anyway
 /// (its `exp` plus the largest clock tolerance): the entry means nothing after it.
-pub fn revoke_jti<K: Kv + ?Sized>(kv: &K, tenant: &TenantId, jti: &str, until: i64) -> anyhow::Result<()> {
-    kv.set(&revoked_jti_key(tenant, jti), until.to_string().as_bytes()).context("writing revocation")
+pub fn revoke_jti<K: Kv + ?Sized>(kv: &K, tenant: &TenantId, jti: &TokenId, until: i64) -> anyhow::Result<()> {
+    kv.set(&revoked_jti_key(tenant, jti.as_str()), until.to_string().as_bytes()).context("writing revocation")
 }
 
 /// The subject's not-before time, if one is stored and reads as a time (an unreadable value is
 /// `None` here, for issuing; [`check`] refuses every token on it).
-pub fn not_before<K: Kv + ?Sized>(kv: &K, tenant: &TenantId, sub: &str) -> anyhow::Result<Option<i64>> {
-    Ok(kv.get(&not_before_key(tenant, sub)).context("reading not-before")?.as_deref().and_then(time))
+pub fn not_before<K: Kv + ?Sized>(kv: &K, tenant: &TenantId, sub: &Opaque) -> anyhow::Result<Option<i64>> {
+    Ok(kv.get(&not_before_key(tenant, sub.as_str())).context("reading not-before")?.as_deref().and_then(time))
 }
 
 /// Ends every access token of the subject issued so far: stores a not-before newer than all of
@@ -68,9 +68,9 @@ pub fn not_before<K: Kv + ?Sized>(kv: &K, tenant: &TenantId, sub: &str) -> anyho
 /// they were issued in the same second as an earlier logout (issuing dates a token no earlier
 /// than the subject's not-before), hence `max(now, earlier) + 1`. Never lowers the time it read;
 /// concurrent logouts of one subject: see the module's header.
-pub fn log_out_subject<K: Kv + ?Sized>(kv: &K, tenant: &TenantId, sub: &str, now: i64) -> anyhow::Result<i64> {
+pub fn log_out_subject<K: Kv + ?Sized>(kv: &K, tenant: &TenantId, sub: &Opaque, now: i64) -> anyhow::Result<i64> {
     let not_before = not_before(kv, tenant, sub)?.map_or(now + 1, |earlier| (earlier + 1).max(now + 1));
-    kv.set(&not_before_key(tenant, sub), not_before.to_string().as_bytes()).context("writing not-before")?;
+    kv.set(&not_before_key(tenant, sub.as_str()), not_before.to_string().as_bytes()).context("writing not-before")?;
     Ok(not_before)
 }
 
@@ -141,6 +141,14 @@ mod tests {
         TenantId::parse(name).expect("tenant")
     }
 
+    fn jti(text: &str) -> TokenId {
+        TokenId::parse(text).expect("jti")
+    }
+
+    fn sub(text: &str) -> Opaque {
+        Opaque::parse(text).expect("subject")
+    }
+
     fn token<'a>(tenant: &'a TenantId, jti: &'a str, iat: i64) -> Token<'a> {
         Token { tenant, jti, sub: "u-alice", iat }
     }
@@ -159,7 +167,7 @@ mod tests {
         let (t, other) = (tenant("demo-hospital"), tenant("other-hospital"));
         let (iat, exp) = (1_000, 1_900);
         assert_eq!(check(&kv, &token(&t, "j1", iat), iat).expect("check"), None);
-        revoke_jti(&kv, &t, "j1", exp + 60).expect("revoke");
+        revoke_jti(&kv, &t, &jti("j1"), exp + 60).expect("revoke");
         assert_eq!(kv.get("jti/demo-hospital/j1").expect("get").as_deref(), Some(&b"1960"[..]));
         for now in [iat, exp, exp + 60, exp + 61] {
             assert_eq!(check(&kv, &token(&t, "j1", iat), now).expect("check"), Some(Revoked::Jti), "at {now}");
@@ -185,9 +193,9 @@ mod tests {
     fn a_not_before_refuses_tokens_issued_before_it_and_accepts_those_after() {
         let kv = Memory::default();
         let t = tenant("demo-hospital");
-        assert_eq!(not_before(&kv, &t, "u-alice").expect("read"), None);
-        let at = log_out_subject(&kv, &t, "u-alice", 1_000).expect("logout");
-        assert_eq!((at, not_before(&kv, &t, "u-alice").expect("read")), (1_001, Some(1_001)));
+        assert_eq!(not_before(&kv, &t, &sub("u-alice")).expect("read"), None);
+        let at = log_out_subject(&kv, &t, &sub("u-alice"), 1_000).expect("logout");
+        assert_eq!((at, not_before(&kv, &t, &sub("u-alice")).expect("read")), (1_001, Some(1_001)));
         let refused = Some(Revoked::SubjectLoggedOut);
         assert_eq!(check(&kv, &token(&t, "j1", 999), 1_000).expect("check"), refused);
         assert_eq!(check(&kv, &token(&t, "j1", 1_000), 1_000).expect("check"), refused, "issued that second");
@@ -201,8 +209,8 @@ mod tests {
     fn a_jti_revocation_is_reported_before_a_logout() {
         let kv = Memory::default();
         let t = tenant("demo-hospital");
-        log_out_subject(&kv, &t, "u-alice", 1_000).expect("logout");
-        revoke_jti(&kv, &t, "j1", 2_000).expect("revoke");
+        log_out_subject(&kv, &t, &sub("u-alice"), 1_000).expect("logout");
+        revoke_jti(&kv, &t, &jti("j1"), 2_000).expect("revoke");
         assert_eq!(check(&kv, &token(&t, "j1", 900), 1_000).expect("check"), Some(Revoked::Jti));
     }
 
@@ -211,10 +219,10 @@ mod tests {
         let kv = Memory::default();
         let t = tenant("demo-hospital");
         kv.set("sub/demo-hospital/u-alice", b"garbage").expect("set");
-        assert_eq!(not_before(&kv, &t, "u-alice").expect("read"), None);
+        assert_eq!(not_before(&kv, &t, &sub("u-alice")).expect("read"), None);
         let far = token(&t, "j1", i64::MAX - 1);
         assert_eq!(check(&kv, &far, 1_000).expect("check"), Some(Revoked::SubjectLoggedOut));
-        assert_eq!(log_out_subject(&kv, &t, "u-alice", 1_000).expect("logout"), 1_001);
+        assert_eq!(log_out_subject(&kv, &t, &sub("u-alice"), 1_000).expect("logout"), 1_001);
         assert_eq!(check(&kv, &token(&t, "j1", 1_001), 1_001).expect("check"), None);
     }
 
@@ -222,10 +230,10 @@ mod tests {
     fn logouts_one_after_another_never_lower_the_not_before() {
         let kv = Memory::default();
         let t = tenant("demo-hospital");
-        assert_eq!(log_out_subject(&kv, &t, "u-alice", 1_000).expect("logout"), 1_001);
-        assert_eq!(log_out_subject(&kv, &t, "u-alice", 1_000).expect("same second"), 1_002);
-        assert_eq!(log_out_subject(&kv, &t, "u-alice", 500).expect("a slow clock"), 1_003);
-        assert_eq!(log_out_subject(&kv, &t, "u-alice", 5_000).expect("later"), 5_001);
+        assert_eq!(log_out_subject(&kv, &t, &sub("u-alice"), 1_000).expect("logout"), 1_001);
+        assert_eq!(log_out_subject(&kv, &t, &sub("u-alice"), 1_000).expect("same second"), 1_002);
+        assert_eq!(log_out_subject(&kv, &t, &sub("u-alice"), 500).expect("a slow clock"), 1_003);
+        assert_eq!(log_out_subject(&kv, &t, &sub("u-alice"), 5_000).expect("later"), 5_001);
     }
 
     #[test]
@@ -233,7 +241,7 @@ mod tests {
         let t = tenant("demo-hospital");
         for round in 0..20 {
             let kv = Memory::default();
-            let before = log_out_subject(&kv, &t, "u-alice", 10_000).expect("an earlier logout");
+            let before = log_out_subject(&kv, &t, &sub("u-alice"), 10_000).expect("an earlier logout");
             // Some writers' clocks lag the earlier not-before, some lead it; all overlap.
             let nows: Vec<i64> = (0..8).map(|i| 9_990 + i * 7 + round).collect();
             let barrier = std::sync::Barrier::new(nows.len());
@@ -244,13 +252,13 @@ mod tests {
                         let (kv, t, barrier) = (&kv, &t, &barrier);
                         scope.spawn(move || {
                             barrier.wait();
-                            log_out_subject(kv, t, "u-alice", now).expect("logout")
+                            log_out_subject(kv, t, &sub("u-alice"), now).expect("logout")
                         })
                     })
                     .collect();
                 handles.into_iter().map(|h| h.join().expect("writer")).collect()
             });
-            let stored = not_before(&kv, &t, "u-alice").expect("read").expect("stored");
+            let stored = not_before(&kv, &t, &sub("u-alice")).expect("read").expect("stored");
             assert!(written.iter().all(|&w| w > before), "a raise lowered {before}: {written:?}");
             assert!(written.contains(&stored), "{stored} was written by no one: {written:?}");
             let earliest = nows.iter().min().expect("writers") + 1;

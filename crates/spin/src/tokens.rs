@@ -6,7 +6,7 @@
 //! declare both stores and the `clock_tolerance_secs` and `access_token_ttl_secs` variables.
 
 use anyhow::Context;
-use health_core::Reason;
+use health_core::{ClientId, Opaque, Reason, TokenId};
 use health_jose::{Claims, TenantKeys, VerifyOptions};
 use spin_sdk::http::Request;
 use spin_sdk::key_value::Store;
@@ -19,6 +19,31 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 pub const MAX_AUTHORIZATION: usize = MAX_TOKEN_BYTES + 16;
 /// The `aud` every platform access token carries.
 pub const AUDIENCE: &str = "health-platform";
+
+/// A verified token's subject, client id and `jti` as the platform's id types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenIds {
+    pub sub: Opaque,
+    /// `None` for a token without one (not a claim every token must carry).
+    pub client_id: Option<ClientId>,
+    pub jti: TokenId,
+}
+
+/// The ids of verified `claims`, typed. `auth` issues tokens only for ids the platform mints, so
+/// a token whose ids do not parse was not issued here (a tenant's key signing elsewhere): it is
+/// refused, `bad_claims`. Callers take this step after their own checks of the token, so the
+/// reason they give for those (an insurer token not encrypted, say) is unchanged.
+pub fn ids(claims: &Claims) -> Result<TokenIds, Reason> {
+    let client_id = match claims.client_id.as_str() {
+        "" => None,
+        id => Some(ClientId::parse(id).map_err(|_| Reason::BadClaims)?),
+    };
+    Ok(TokenIds {
+        sub: Opaque::parse(&claims.sub).map_err(|_| Reason::BadClaims)?,
+        client_id,
+        jti: TokenId::parse(&claims.jti).map_err(|_| Reason::BadClaims)?,
+    })
+}
 
 /// `Bearer <token>` (scheme case-insensitive, RFC 6750 §2.1).
 pub fn bearer(value: &str) -> Option<&str> {
@@ -210,7 +235,40 @@ pub use crate::revocations::{not_before_key, revoked_jti_key};
 
 #[cfg(test)]
 mod tests {
-    use super::{bearer, spend_once_on};
+    use super::{bearer, ids, spend_once_on};
+    use health_core::Reason;
+
+    fn claims(sub: &str, client_id: &str, jti: &str) -> health_jose::Claims {
+        health_jose::Claims {
+            iss: "https://h.example/t/demo".into(),
+            sub: sub.into(),
+            aud: "health-platform".into(),
+            exp: 2,
+            iat: 1,
+            nbf: 1,
+            jti: jti.into(),
+            tenant_id: health_core::TenantId::parse("demo").expect("tenant"),
+            role: "patient".into(),
+            scope: String::new(),
+            client_id: client_id.into(),
+            amr: Vec::new(),
+            auth_time: 1,
+            enc_jwk: None,
+        }
+    }
+
+    #[test]
+    fn a_tokens_ids_are_typed_and_ids_the_platform_never_mints_are_bad_claims() {
+        let typed = ids(&claims("u-alice", "health-web", "-Ab_9")).expect("ids");
+        assert_eq!(
+            (typed.sub.as_str(), typed.client_id.as_ref().map(|c| c.as_str()), typed.jti.as_str()),
+            ("u-alice", Some("health-web"), "-Ab_9")
+        );
+        assert_eq!(ids(&claims("u-alice", "", "j")).expect("no client id").client_id, None);
+        for (sub, client_id, jti) in [("client/acme", "web", "j"), ("u-a", "we b", "j"), ("u-a", "web", "j.1")] {
+            assert_eq!(ids(&claims(sub, client_id, jti)), Err(Reason::BadClaims), "{sub} {client_id} {jti}");
+        }
+    }
     use crate::db::{self, testing::Native};
 
     #[test]

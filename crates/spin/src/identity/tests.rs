@@ -18,6 +18,26 @@ fn tenant() -> TenantId {
     TenantId::parse("demo-hospital").expect("tenant")
 }
 
+fn uid(text: &str) -> Opaque {
+    Opaque::parse(text).expect("user id")
+}
+
+fn name(text: &str) -> Username {
+    Username::parse(text).expect("username")
+}
+
+fn cid(text: &str) -> ClientId {
+    ClientId::parse(text).expect("client id")
+}
+
+fn fam(text: &str) -> FamilyId {
+    FamilyId::parse(text).expect("family id")
+}
+
+fn jti(text: &str) -> TokenId {
+    TokenId::parse(text).expect("jti")
+}
+
 /// A migrated database file (without the demo accounts) and a connection to it.
 fn database(dir: &tempfile::TempDir) -> (std::path::PathBuf, Native) {
     let path = dir.path().join("identity.db");
@@ -58,7 +78,7 @@ fn stored_attempts(db: &Native, username: &str, source: &str) -> Option<Attempts
 }
 
 fn reserve(db: &Native, now: i64, policy: LockoutPolicy) -> Reservation {
-    reserve_attempt(db, &tenant(), "alice", "10.0.0.7", policy, now).expect("reserves")
+    reserve_attempt(db, &tenant(), &name("alice"), "10.0.0.7", policy, now).expect("reserves")
 }
 
 // ---- schema and seed -----------------------------------------------------------------------
@@ -73,12 +93,12 @@ fn migrates_to_version_2_and_seeds_the_demo_accounts_once() {
     let alice = find_user(&db, &tenant(), &Username::parse("alice").expect("name")).expect("reads").expect("seeded");
     assert_eq!((alice.user_id.as_str(), alice.role, alice.disabled), ("u-alice", Role::Patient, false));
     assert!(health_identity::password::matches(&alice.password_hash, "alice-demo-2026"));
-    let insurer = find_client(&db, "acme-health").expect("reads").expect("seeded");
+    let insurer = find_client(&db, &cid("acme-health")).expect("reads").expect("seeded");
     assert!(insurer.secret_hash.is_some() && insurer.sig_jwk.is_none() && !insurer.disabled);
     // A change after seeding survives the next open: the schema is current, nothing is re-seeded.
-    assert!(set_disabled(&db, &tenant(), "u-alice", true).expect("updates"));
+    assert!(set_disabled(&db, &tenant(), &uid("u-alice"), true).expect("updates"));
     migrate(&db, true).expect("current");
-    assert!(user_by_id(&db, &tenant(), "u-alice").expect("reads").expect("kept").disabled);
+    assert!(user_by_id(&db, &tenant(), &uid("u-alice")).expect("reads").expect("kept").disabled);
 }
 
 #[test]
@@ -102,7 +122,7 @@ fn a_version_1_database_keeps_its_users_and_gains_the_version_2_tables() {
     migrate(&db, true).expect("migrates");
     assert_eq!(db.integer("SELECT COUNT(*) FROM schema_migrations"), 2);
     assert_eq!(db.text("SELECT how FROM schema_migrations WHERE version = 1"), "adopted from PRAGMA user_version");
-    assert!(user_by_id(&db, &tenant(), "u-1").expect("reads").is_some());
+    assert!(user_by_id(&db, &tenant(), &uid("u-1")).expect("reads").is_some());
     assert_eq!(db.integer("SELECT COUNT(*) FROM sqlite_master WHERE name = 'login_attempts'"), 1);
 }
 
@@ -110,8 +130,8 @@ fn a_version_1_database_keeps_its_users_and_gains_the_version_2_tables() {
 
 fn user(user_id: &str, username: &str, hash: &str) -> User {
     User {
-        user_id: user_id.into(),
-        username: username.into(),
+        user_id: uid(user_id),
+        username: name(username),
         role: Role::Doctor,
         password_hash: hash.into(),
         disabled: false,
@@ -126,8 +146,8 @@ fn a_username_is_taken_once_per_tenant() {
     assert!(!create_user(&db, &tenant(), &user("u-2", "carol", "h2")).expect("refused"));
     let other = TenantId::parse("other-hospital").expect("tenant");
     assert!(create_user(&db, &other, &user("u-2", "carol", "h2")).expect("another tenant"));
-    let listed: Vec<String> = list_users(&db, &tenant()).expect("lists").into_iter().map(|u| u.user_id).collect();
-    assert_eq!(listed, ["u-1"]);
+    let listed: Vec<Opaque> = list_users(&db, &tenant()).expect("lists").into_iter().map(|u| u.user_id).collect();
+    assert_eq!(listed, [uid("u-1")]);
 }
 
 #[test]
@@ -135,9 +155,9 @@ fn of_two_password_changes_from_one_hash_only_the_first_lands() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_, db) = database(&dir);
     create_user(&db, &tenant(), &user("u-1", "carol", "old")).expect("creates");
-    assert!(replace_password(&db, &tenant(), "u-1", "old", "first").expect("swaps"));
-    assert!(!replace_password(&db, &tenant(), "u-1", "old", "second").expect("refused"));
-    assert_eq!(user_by_id(&db, &tenant(), "u-1").expect("reads").expect("user").password_hash, "first");
+    assert!(replace_password(&db, &tenant(), &uid("u-1"), "old", "first").expect("swaps"));
+    assert!(!replace_password(&db, &tenant(), &uid("u-1"), "old", "second").expect("refused"));
+    assert_eq!(user_by_id(&db, &tenant(), &uid("u-1")).expect("reads").expect("user").password_hash, "first");
 }
 
 // ---- lockout -----------------------------------------------------------------------------
@@ -152,7 +172,7 @@ fn reservations_lock_at_the_threshold_and_refuse_with_the_time_left() {
     assert_eq!(reserve(&db, T0 + 4, POLICY), Reservation::Counted(Failure::Locked));
     assert_eq!(reserve(&db, T0 + 5, POLICY), Reservation::Locked { retry_after: 1799 });
     // Another source is not locked.
-    let elsewhere = reserve_attempt(&db, &tenant(), "alice", "10.0.0.8", POLICY, T0 + 5).expect("reserves");
+    let elsewhere = reserve_attempt(&db, &tenant(), &name("alice"), "10.0.0.8", POLICY, T0 + 5).expect("reserves");
     assert_eq!(elsewhere, Reservation::Counted(Failure::Counted));
     // The lock lifts by itself.
     assert_eq!(reserve(&db, T0 + 4 + 1800, POLICY), Reservation::Counted(Failure::Counted));
@@ -162,7 +182,8 @@ fn reservations_lock_at_the_threshold_and_refuse_with_the_time_left() {
 fn a_refund_takes_back_the_advance_count_and_a_lock_it_started() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_, db) = database(&dir);
-    let refund = |counted| refund_attempt(&db, &tenant(), "alice", "10.0.0.7", POLICY, counted).expect("refunds");
+    let refund =
+        |counted| refund_attempt(&db, &tenant(), &name("alice"), "10.0.0.7", POLICY, counted).expect("refunds");
     for i in 0..4 {
         reserve(&db, T0 + i, POLICY);
     }
@@ -174,7 +195,7 @@ fn a_refund_takes_back_the_advance_count_and_a_lock_it_started() {
     refund(Failure::Counted);
     assert_eq!(stored_attempts(&db, "alice", "10.0.0.7").expect("row").failures, 3);
     // Nothing stored: nothing to refund, and no row is created.
-    refund_attempt(&db, &tenant(), "bob", "10.0.0.7", POLICY, Failure::Counted).expect("refunds nothing");
+    refund_attempt(&db, &tenant(), &name("bob"), "10.0.0.7", POLICY, Failure::Counted).expect("refunds nothing");
     assert_eq!(stored_attempts(&db, "bob", "10.0.0.7"), None);
 }
 
@@ -183,13 +204,13 @@ fn clearing_forgets_one_source_or_all_of_them() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_, db) = database(&dir);
     for source in ["10.0.0.7", "10.0.0.8", "10.0.0.9"] {
-        reserve_attempt(&db, &tenant(), "alice", source, POLICY, T0).expect("reserves");
+        reserve_attempt(&db, &tenant(), &name("alice"), source, POLICY, T0).expect("reserves");
     }
-    reserve_attempt(&db, &tenant(), "bob", "10.0.0.7", POLICY, T0).expect("reserves");
-    clear_attempts(&db, &tenant(), "alice", Some("10.0.0.7")).expect("clears");
+    reserve_attempt(&db, &tenant(), &name("bob"), "10.0.0.7", POLICY, T0).expect("reserves");
+    clear_attempts(&db, &tenant(), &name("alice"), Some("10.0.0.7")).expect("clears");
     assert_eq!(stored_attempts(&db, "alice", "10.0.0.7"), None);
     assert!(stored_attempts(&db, "alice", "10.0.0.8").is_some());
-    clear_attempts(&db, &tenant(), "alice", None).expect("clears");
+    clear_attempts(&db, &tenant(), &name("alice"), None).expect("clears");
     assert_eq!(db.integer("SELECT COUNT(*) FROM login_attempts WHERE username = 'alice'"), 0);
     assert!(stored_attempts(&db, "bob", "10.0.0.7").is_some());
 }
@@ -198,11 +219,11 @@ fn clearing_forgets_one_source_or_all_of_them() {
 fn sweeping_drops_only_counters_whose_window_and_lock_are_over() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_, db) = database(&dir);
-    reserve_attempt(&db, &tenant(), "old", "s", POLICY, T0).expect("reserves");
+    reserve_attempt(&db, &tenant(), &name("old"), "s", POLICY, T0).expect("reserves");
     for i in 0..5 {
-        reserve_attempt(&db, &tenant(), "locked", "s", POLICY, T0 + 1000 + i).expect("reserves");
+        reserve_attempt(&db, &tenant(), &name("locked"), "s", POLICY, T0 + 1000 + i).expect("reserves");
     }
-    reserve_attempt(&db, &tenant(), "recent", "s", POLICY, T0 + 2000).expect("reserves");
+    reserve_attempt(&db, &tenant(), &name("recent"), "s", POLICY, T0 + 2000).expect("reserves");
     sweep_attempts(&db, POLICY, T0 + 2500).expect("sweeps");
     let left: Vec<String> = {
         let mut stmt = db.0.prepare("SELECT username FROM login_attempts ORDER BY username").expect("prepare");
@@ -237,9 +258,10 @@ fn a_reservation_that_loses_its_race_reads_again_and_counts_once() {
     // First the insert of a new counter is overtaken, then the swap of an existing one.
     for expected in [2, 4] {
         let overtaken = Overtaken { conn: &db, rival: &rival, overtaken: false.into() };
-        assert_eq!(reserve_attempt(&overtaken, &tenant(), "alice", "10.0.0.7", NO_LOCK, T0).expect("reserves"), {
-            Reservation::Counted(Failure::Counted)
-        });
+        assert_eq!(
+            reserve_attempt(&overtaken, &tenant(), &name("alice"), "10.0.0.7", NO_LOCK, T0).expect("reserves"),
+            { Reservation::Counted(Failure::Counted) }
+        );
         assert!(overtaken.overtaken.get());
         assert_eq!(stored_attempts(&db, "alice", "10.0.0.7").expect("row").failures, expected);
     }
@@ -287,7 +309,7 @@ fn concurrent_refunds_take_back_exactly_what_they_counted() {
         for _ in 0..EACH {
             let Reservation::Counted(counted) = reserve(db, T0, NO_LOCK) else { panic!("never locked") };
             if n % 2 == 0 {
-                refund_attempt(db, &tenant(), "alice", "10.0.0.7", NO_LOCK, counted).expect("refunds");
+                refund_attempt(db, &tenant(), &name("alice"), "10.0.0.7", NO_LOCK, counted).expect("refunds");
             }
         }
     });
@@ -301,27 +323,27 @@ fn concurrent_refunds_take_back_exactly_what_they_counted() {
 fn an_enrolment_restarts_until_confirmed_and_each_step_is_used_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_, db) = database(&dir);
-    assert!(start_enrolment(&db, &tenant(), "u-1", "sealed-1", T0).expect("starts"));
-    assert!(start_enrolment(&db, &tenant(), "u-1", "sealed-2", T0).expect("restarts"));
-    assert!(use_step(&db, &tenant(), "u-1", 100).expect("uses"));
-    assert!(!use_step(&db, &tenant(), "u-1", 100).expect("replayed"));
-    assert!(!use_step(&db, &tenant(), "u-1", 99).expect("older"));
-    let enrolment = mfa(&db, &tenant(), "u-1").expect("reads").expect("enrolled");
+    assert!(start_enrolment(&db, &tenant(), &uid("u-1"), "sealed-1", T0).expect("starts"));
+    assert!(start_enrolment(&db, &tenant(), &uid("u-1"), "sealed-2", T0).expect("restarts"));
+    assert!(use_step(&db, &tenant(), &uid("u-1"), 100).expect("uses"));
+    assert!(!use_step(&db, &tenant(), &uid("u-1"), 100).expect("replayed"));
+    assert!(!use_step(&db, &tenant(), &uid("u-1"), 99).expect("older"));
+    let enrolment = mfa(&db, &tenant(), &uid("u-1")).expect("reads").expect("enrolled");
     assert_eq!(
         (enrolment.secret_sealed.as_str(), enrolment.confirmed, enrolment.last_step),
         ("sealed-2", true, Some(100))
     );
-    assert!(!start_enrolment(&db, &tenant(), "u-1", "sealed-3", T0).expect("refused once confirmed"));
-    reset_mfa(&db, &tenant(), "u-1").expect("resets");
-    assert!(mfa(&db, &tenant(), "u-1").expect("reads").is_none());
+    assert!(!start_enrolment(&db, &tenant(), &uid("u-1"), "sealed-3", T0).expect("refused once confirmed"));
+    reset_mfa(&db, &tenant(), &uid("u-1")).expect("resets");
+    assert!(mfa(&db, &tenant(), &uid("u-1")).expect("reads").is_none());
 }
 
 #[test]
 fn concurrent_logins_with_one_code_use_its_step_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (path, db) = database(&dir);
-    start_enrolment(&db, &tenant(), "u-1", "sealed", T0).expect("starts");
-    let won = race(&path, |db, _| use_step(db, &tenant(), "u-1", 100).expect("uses"));
+    start_enrolment(&db, &tenant(), &uid("u-1"), "sealed", T0).expect("starts");
+    let won = race(&path, |db, _| use_step(db, &tenant(), &uid("u-1"), 100).expect("uses"));
     assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
 }
 
@@ -331,10 +353,10 @@ fn family(db: &Native, family_id: &str) {
     create_family(
         db,
         &Family {
-            family_id: family_id.into(),
+            family_id: fam(family_id),
             tenant_id: tenant(),
-            user_id: "u-1".into(),
-            client_id: "health-web".into(),
+            user_id: uid("u-1"),
+            client_id: cid("health-web"),
             amr: vec!["pwd".into(), "otp".into()],
             auth_time: T0,
             created_at: T0,
@@ -350,16 +372,16 @@ fn a_presented_refresh_token_comes_with_its_family() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_, db) = database(&dir);
     family(&db, "f-1");
-    add_refresh(&db, "hash-1", "f-1", T0, "jti-1", T0 + 900).expect("adds");
+    add_refresh(&db, "hash-1", &fam("f-1"), T0, &jti("jti-1"), T0 + 900).expect("adds");
     let found = find_refresh(&db, "hash-1").expect("reads").expect("found");
     assert_eq!(found.used_at, None);
-    assert_eq!(found.family.family_id, "f-1");
+    assert_eq!(found.family.family_id, fam("f-1"));
     assert_eq!(found.family.amr, ["pwd", "otp"]);
     assert!(!found.family.revoked);
     assert!(find_refresh(&db, "hash-2").expect("reads").is_none());
     assert!(spend_refresh(&db, "hash-1", T0 + 1).expect("spends"));
     assert_eq!(find_refresh(&db, "hash-1").expect("reads").expect("found").used_at, Some(T0 + 1));
-    assert_eq!(family_of_access(&db, "jti-1").expect("reads").as_deref(), Some("f-1"));
+    assert_eq!(family_of_access(&db, &jti("jti-1")).expect("reads"), Some(fam("f-1")));
 }
 
 #[test]
@@ -368,16 +390,16 @@ fn revoking_a_family_lists_the_access_tokens_still_valid_in_it() {
     let (_, db) = database(&dir);
     family(&db, "f-1");
     family(&db, "f-2");
-    add_refresh(&db, "h-1", "f-1", T0, "jti-expired", T0 + 10).expect("adds");
-    add_refresh(&db, "h-2", "f-1", T0, "jti-live", T0 + 900).expect("adds");
-    assert_eq!(user_families(&db, &tenant(), "u-1").expect("lists").len(), 2);
-    assert_eq!(family_access_tokens(&db, "f-1", T0 + 60).expect("lists"), [("jti-live".to_owned(), T0 + 900)]);
-    let live = revoke_family(&db, "f-1", "logout", T0 + 60).expect("revokes");
-    assert_eq!(live, [("jti-live".to_owned(), T0 + 900)]);
-    assert!(family_revoked(&db, "f-1").expect("reads"));
-    assert!(!family_revoked(&db, "f-2").expect("reads"));
-    assert!(family_revoked(&db, "f-unknown").expect("reads"), "a family that does not exist is no session");
-    assert_eq!(user_families(&db, &tenant(), "u-1").expect("lists"), ["f-2"]);
+    add_refresh(&db, "h-1", &fam("f-1"), T0, &jti("jti-expired"), T0 + 10).expect("adds");
+    add_refresh(&db, "h-2", &fam("f-1"), T0, &jti("jti-live"), T0 + 900).expect("adds");
+    assert_eq!(user_families(&db, &tenant(), &uid("u-1")).expect("lists").len(), 2);
+    assert_eq!(family_access_tokens(&db, &fam("f-1"), T0 + 60).expect("lists"), [(jti("jti-live"), T0 + 900)]);
+    let live = revoke_family(&db, &fam("f-1"), health_core::Reason::SubjectLoggedOut, T0 + 60).expect("revokes");
+    assert_eq!(live, [(jti("jti-live"), T0 + 900)]);
+    assert!(family_revoked(&db, &fam("f-1")).expect("reads"));
+    assert!(!family_revoked(&db, &fam("f-2")).expect("reads"));
+    assert!(family_revoked(&db, &fam("f-unknown")).expect("reads"), "a family that does not exist is no session");
+    assert_eq!(user_families(&db, &tenant(), &uid("u-1")).expect("lists"), [fam("f-2")]);
     assert!(find_refresh(&db, "h-2").expect("reads").expect("found").family.revoked);
 }
 
@@ -386,7 +408,7 @@ fn concurrent_uses_of_one_refresh_token_are_won_by_exactly_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (path, db) = database(&dir);
     family(&db, "f-1");
-    add_refresh(&db, "hash-1", "f-1", T0, "jti-1", T0 + 900).expect("adds");
+    add_refresh(&db, "hash-1", &fam("f-1"), T0, &jti("jti-1"), T0 + 900).expect("adds");
     let won = race(&path, |db, n| spend_refresh(db, "hash-1", T0 + n as i64).expect("spends"));
     assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
 }
@@ -398,7 +420,7 @@ fn a_client_id_is_registered_once_and_disabled_only_in_its_tenant() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_, db) = database(&dir);
     let client = Client {
-        client_id: "acme".into(),
+        client_id: cid("acme"),
         tenant_id: tenant(),
         name: "ACME".into(),
         secret_hash: None,
@@ -409,8 +431,8 @@ fn a_client_id_is_registered_once_and_disabled_only_in_its_tenant() {
     assert!(create_client(&db, &client, T0).expect("registers"));
     assert!(!create_client(&db, &client, T0).expect("taken"));
     let other = TenantId::parse("other-hospital").expect("tenant");
-    assert!(!set_client_disabled(&db, &other, "acme", true).expect("not in that tenant"));
-    assert!(set_client_disabled(&db, &tenant(), "acme", true).expect("disables"));
+    assert!(!set_client_disabled(&db, &other, &cid("acme"), true).expect("not in that tenant"));
+    assert!(set_client_disabled(&db, &tenant(), &cid("acme"), true).expect("disables"));
     let listed = list_clients(&db, &tenant()).expect("lists");
     assert_eq!(listed.len(), 1);
     assert!(listed[0].disabled && listed[0].secret_hash.is_none());
@@ -420,18 +442,18 @@ fn a_client_id_is_registered_once_and_disabled_only_in_its_tenant() {
 fn an_assertion_jti_is_spent_once_per_client_and_swept_after_it_expires() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_, db) = database(&dir);
-    assert!(spend_assertion(&db, "acme", "jti-1", T0 + 60, T0).expect("spends"));
-    assert!(!spend_assertion(&db, "acme", "jti-1", T0 + 60, T0).expect("replayed"));
-    assert!(spend_assertion(&db, "other", "jti-1", T0 + 60, T0).expect("another client"));
+    assert!(spend_assertion(&db, &cid("acme"), "jti-1", T0 + 60, T0).expect("spends"));
+    assert!(!spend_assertion(&db, &cid("acme"), "jti-1", T0 + 60, T0).expect("replayed"));
+    assert!(spend_assertion(&db, &cid("other"), "jti-1", T0 + 60, T0).expect("another client"));
     // Long after it expired the entry is swept, and the assertion itself is refused by its
     // `exp` before it gets here.
-    assert!(spend_assertion(&db, "acme", "jti-1", T0 + 60, T0 + 60 + 121).expect("swept"));
+    assert!(spend_assertion(&db, &cid("acme"), "jti-1", T0 + 60, T0 + 60 + 121).expect("swept"));
 }
 
 #[test]
 fn concurrent_uses_of_one_client_assertion_are_won_by_exactly_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (path, _) = database(&dir);
-    let won = race(&path, |db, _| spend_assertion(db, "acme", "jti-1", T0 + 60, T0).expect("spends"));
+    let won = race(&path, |db, _| spend_assertion(db, &cid("acme"), "jti-1", T0 + 60, T0).expect("spends"));
     assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
 }

@@ -147,11 +147,11 @@ async fn handle(req: Request) -> Response {
             use health_spin::authz;
             let caller = health_core::Caller {
                 tenant_id: health_core::TenantId::parse("t").unwrap_or_else(|_| unreachable!()),
-                subject: "u".into(),
+                subject: health_core::Opaque::parse("u").unwrap_or_else(|_| unreachable!()),
                 role: health_core::Role::Admin,
-                client_id: "c".into(),
+                client_id: health_core::ClientId::parse("c").ok(),
                 scopes: vec![],
-                jti: "j".into(),
+                jti: health_core::TokenId::parse("j").unwrap_or_else(|_| unreachable!()),
                 enc_jwk: None,
             };
             let decision = authz::authorize(
