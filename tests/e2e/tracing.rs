@@ -67,6 +67,9 @@ async fn one_request_is_one_trace_across_components_and_no_span_names_the_patien
     assert_eq!(call.attribute("http.response.status_code"), None);
     let patient = one(&trace, "patient service span", |s| s.name == "execute_wasm_component patient");
     assert_eq!(patient.parent_span_id, call.span_id, "the role service's span is a child of the gateway's call");
+    // Its statements, each a span named after its SQL text: what the checks below read too.
+    let statements = trace.iter().filter(|s| s.parent_span_id == patient.span_id && s.attribute("query").is_some());
+    assert!(statements.count() > 0, "no statement of the patient service in the trace");
 
     if app.app.runtime() == Runtime::Spin {
         // Spin exports what components write (here as span events): the console's audit line

@@ -142,6 +142,18 @@ pub struct State {
     pub(crate) shared: Arc<Shared>,
     /// SQLite connections the instance has open (Spin caps them at 256).
     pub(crate) open_connections: usize,
+    /// The instance's `execute_wasm` span, when traces are exported.
+    trace: Option<Context16>,
+}
+
+impl State {
+    /// A span of a host call (Spin's `#[instrument]` on its host functions), a child of the
+    /// instance's, when traces are exported; [`Tracer::end`] it when the call returns.
+    pub(crate) fn span(&self, name: impl Into<String>) -> Option<(Tracer, crate::telemetry::SpanData)> {
+        let tracer = self.shared.tracer.clone()?;
+        let span = tracer.start(name, Kind::Client, Some(self.trace?));
+        Some((tracer, span))
+    }
 }
 
 impl WasiView for State {
@@ -619,6 +631,7 @@ async fn run(
         component: loaded.config.clone(),
         shared: shared.clone(),
         open_connections: 0,
+        trace,
     };
     let mut store = Store::new(loaded.pre.engine(), state);
     let timeout = shared.limits.request_timeout.is_some();

@@ -324,6 +324,49 @@ fn execute(
 
 impl sqlite::HostConnection for State {
     async fn open(&mut self, database: String) -> wasmtime::Result<Result<Resource<SqlConnection>, sqlite::Error>> {
+        // Spin's `spin_sqlite.open` span: the label, never a statement.
+        let span = self.span("spin_sqlite.open").map(|(tracer, mut span)| {
+            span.set("database", database.clone());
+            span.set("db.system", "sqlite");
+            (tracer, span)
+        });
+        let opened = self.open_database(database);
+        if let Some((tracer, span)) = span {
+            tracer.end(span);
+        }
+        opened
+    }
+
+    async fn execute(
+        &mut self,
+        conn: Resource<SqlConnection>,
+        statement: String,
+        parameters: Vec<sqlite::Value>,
+    ) -> wasmtime::Result<Result<sqlite::QueryResult, sqlite::Error>> {
+        // Spin's `spin_sqlite.execute` span, named after the statement's text (hence bound
+        // parameters only, in this application: the text is exported, the values are not).
+        let span = self.span(statement.clone()).map(|(tracer, mut span)| {
+            span.set("query", statement.clone());
+            span.set("db.system", "sqlite");
+            (tracer, span)
+        });
+        let result = self.execute_statement(conn, statement, parameters).await;
+        if let Some((tracer, span)) = span {
+            tracer.end(span);
+        }
+        result
+    }
+
+    async fn drop(&mut self, conn: Resource<SqlConnection>) -> wasmtime::Result<()> {
+        // Closing the connection rolls back whatever transaction the guest left open.
+        self.table.delete(conn)?;
+        self.open_connections = self.open_connections.saturating_sub(1);
+        Ok(())
+    }
+}
+
+impl State {
+    fn open_database(&mut self, database: String) -> wasmtime::Result<Result<Resource<SqlConnection>, sqlite::Error>> {
         if !self.component.sqlite_databases.contains(&database) {
             return Ok(Err(sqlite::Error::AccessDenied));
         }
@@ -337,7 +380,7 @@ impl sqlite::HostConnection for State {
         Ok(Ok(self.table.push(SqlConnection(Arc::new(LazyConnection { database, connection: OnceLock::new() })))?))
     }
 
-    async fn execute(
+    async fn execute_statement(
         &mut self,
         conn: Resource<SqlConnection>,
         statement: String,
@@ -353,13 +396,6 @@ impl sqlite::HostConnection for State {
             Ok(execute(&db, &statement, parameters))
         })
         .await?
-    }
-
-    async fn drop(&mut self, conn: Resource<SqlConnection>) -> wasmtime::Result<()> {
-        // Closing the connection rolls back whatever transaction the guest left open.
-        self.table.delete(conn)?;
-        self.open_connections = self.open_connections.saturating_sub(1);
-        Ok(())
     }
 }
 

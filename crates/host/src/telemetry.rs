@@ -11,12 +11,13 @@
 //!   `http.request.method`, `url.full`, `server.address`/`port`, `http.response.status_code`;
 //!   its context goes out as the request's `traceparent`, replacing the guest's. A chained
 //!   request (`*.spin.internal`) runs under it, as Spin's interceptor runs it.
+//! - `spin_sqlite.open` and `spin_sqlite.execute` (client), the latter named after the
+//!   statement's text (`crate::spin_api`).
 //!
-//! Deliberately not: Spin's spans of the key-value, SQLite and variables interfaces, metrics and
-//! logs, gRPC and OTLP/JSON, TLS, sampling other than parent-based, `tracestate`. Spans go to a
-//! bounded queue and a thread of their own exports them in batches, off the request path; a
-//! full queue drops spans, and a failed export is logged and dropped, as Spin's batch processor
-//! does.
+//! Deliberately not: Spin's spans of the key-value and variables interfaces, metrics and logs,
+//! gRPC and OTLP/JSON, TLS, sampling other than parent-based, `tracestate`. Spans go to a bounded
+//! queue and a thread of their own exports them in batches, off the request path; a full queue
+//! drops spans, and a failed export is logged and dropped, as Spin's batch processor does.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
