@@ -215,7 +215,10 @@ async fn alerts_are_raised_listed_acknowledged_counted_and_delivered_after_the_r
     };
     assert_eq!(listed.iter().filter(|a| a["rule"] == "audit_chain_break").count(), 1, "{listed:#?}");
     let retried = find(&listed, "failed_logins_user");
-    assert!(retried["delivery_attempts"].as_i64() >= Some(2), "failed while the receiver was down, then delivered: {retried}");
+    assert!(
+        retried["delivery_attempts"].as_i64() >= Some(2),
+        "failed while the receiver was down, then delivered: {retried}"
+    );
     let bodies = received.lock().expect("received").clone();
     let text = serde_json::to_string(&bodies).expect("json");
     for rule in ["failed_logins_user", "patients_read", "break_glass", "one_time_token_replay", "refresh_reuse"] {

@@ -479,15 +479,16 @@ fn run(cli: Cli) -> Result<Value, Failure> {
 
 /// Every page of the tenant's alerts, as one `{"tenant_id","alerts"}` document.
 fn alerts(url: &str, status: Option<&str>) -> Result<Value, Failure> {
-    let mut all = Vec::new();
-    let mut tenant = Value::Null;
+    let (mut all, mut tenant) = (Vec::new(), Value::Null);
     let mut after: Option<i64> = None;
     loop {
         let mut query = vec!["limit=1000".to_owned()];
         query.extend(status.map(|s| format!("status={s}")));
         query.extend(after.map(|a| format!("after={a}")));
         let mut page = request_as_user(url, "GET", &format!("/api/admin/alerts?{}", query.join("&")), None)?;
-        tenant = page["tenant_id"].take();
+        if tenant.is_null() {
+            tenant = page["tenant_id"].take();
+        }
         if let Some(listed) = page["alerts"].as_array_mut() {
             all.append(listed);
         }
