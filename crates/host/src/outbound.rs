@@ -76,6 +76,9 @@ pub fn resolve(
             resolved.push(AllowedHost::parse(entry)?);
             continue;
         }
+        // An unclosed `{{` is a load error, as Spin's `Template::new` makes it; a name that is
+        // not a variable's is not (it fails to resolve, below, and denies everything).
+        check_template(entry)?;
         let defaults: std::collections::HashMap<String, String> =
             declared.iter().filter_map(|(name, v)| Some((name.clone(), v.default.clone()?))).collect();
         // Validated with the defaults only when they resolve it (Spin: "we're missing a default
@@ -97,6 +100,16 @@ pub fn resolve(
             Ok(None)
         }
     }
+}
+
+/// Every `{{` of `entry` closed by a `}}` (Spin's "unmatched '{{' in template").
+fn check_template(entry: &str) -> anyhow::Result<()> {
+    let mut rest = entry;
+    while let Some(start) = rest.find("{{") {
+        let end = rest[start..].find("}}").with_context(|| format!("unmatched '{{{{' in template {entry:?}"))?;
+        rest = &rest[start + end + 2..];
+    }
+    Ok(())
 }
 
 pub fn allowed(list: &[AllowedHost], scheme: &str, host: &str, port: Option<u16>) -> bool {
@@ -147,6 +160,8 @@ mod tests {
             Variable { default: Some("no-scheme".into()), ..Variable::default() },
         )]);
         assert!(resolve(&entries, &bad_default, &values("http://x")).is_err());
+        assert!(resolve(&["http://{{ hook".to_owned()], &declared, &values("x")).is_err(), "unmatched");
+        assert_eq!(resolve(&["{{ Hook }}".to_owned()], &declared, &values("x")).unwrap(), None, "no such variable");
         let bare = ["{{ bare }}".to_owned()];
         let no_value = std::collections::HashMap::new();
         assert_eq!(resolve(&bare, &declared, &no_value).unwrap(), None);
