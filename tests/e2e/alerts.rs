@@ -257,3 +257,16 @@ fn tamper_with_the_chain(app: &TestApp) {
     )
     .expect("tampered");
 }
+
+/// `alert_webhook_host` must always be a valid `allowed_outbound_hosts` entry: Spin 4.0.2
+/// resolves the template when the gateway runs, and an entry that does not parse (an empty
+/// value included) fails its whole allowed-hosts check, so every outbound request of the
+/// gateway is denied, its store probe too (`/health` is 503). The host does the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_alert_webhook_host_denies_every_outbound_request_of_the_gateway() {
+    let app = TestApp::start_with_variables(&[("alert_webhook_host", "")]).expect("app loads");
+    let health = app.send("GET", "/health", &[], "").await;
+    assert_eq!(health.status, 503, "{}", health.body);
+    // `auth`'s own outbound hosts are literal: it still answers.
+    assert_eq!(app.login(BOB).await.status, 200);
+}
