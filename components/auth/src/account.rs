@@ -30,9 +30,9 @@ use health_spin::tokens::TokenIds;
 use serde::Deserialize;
 use spin_sdk::http::Response;
 
-use crate::{Ctx, Error, issue, login, sessions};
+use crate::{Ctx, Error, Failure, issue, login, sessions};
 
-type Outcome = anyhow::Result<Result<Response, Error>>;
+type Outcome = Result<Response, Failure>;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -72,31 +72,29 @@ const USAGE: &str = "body must be {\"currentPassword\", \"newPassword\"}";
 
 pub async fn change_password(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
     event.action = "auth.change_password".into();
-    let (claims, ids) = match sessions::bearer_claims(ctx, event).await? {
-        Ok(verified) => verified,
-        Err(error) => return Ok(Err(error)),
-    };
+    let (claims, ids) = sessions::bearer_claims(ctx, event).await?;
     let request: ChangePassword = match ctx.json(USAGE) {
         Ok(request) => request,
         Err(error) => {
             event.reason = Reason::MalformedRequest.into();
-            return Ok(Err(error));
+            return Err(error.into());
         }
     };
     if request.current_password.is_empty() || request.current_password.len() > password::MAX_LEN {
         event.reason = Reason::MalformedRequest.into();
-        return Ok(Err(Error::BadRequest(Reason::MalformedRequest, "currentPassword must be 1-1024 bytes".into())));
+        return Err(Error::BadRequest(Reason::MalformedRequest, "currentPassword must be 1-1024 bytes".into()).into());
     }
     if password::check_policy(&request.new_password).is_err() {
         event.reason = Reason::WeakPassword.into();
-        return Ok(Err(Error::BadRequest(Reason::WeakPassword, "newPassword must be 12 to 1024 bytes".into())));
+        return Err(Error::BadRequest(Reason::WeakPassword, "newPassword must be 12 to 1024 bytes".into()).into());
     }
     if request.new_password == request.current_password {
         event.reason = Reason::PasswordUnchanged.into();
-        return Ok(Err(Error::BadRequest(
+        return Err(Error::BadRequest(
             Reason::PasswordUnchanged,
             "newPassword must differ from currentPassword".into(),
-        )));
+        )
+        .into());
     }
     let db = ctx.db()?;
     let (tenant, sub) = (&claims.tenant_id, &ids.sub);
@@ -106,7 +104,7 @@ pub async fn change_password(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
     let decision = decide(&claims, &ids, user.is_some());
     let (true, Some(user)) = (decision.allow, user) else {
         event.reason = decision.reason.into();
-        return Ok(Err(Error::ForbiddenWith(decision.reason, "only a user changes their own password".into())));
+        return Err(Error::ForbiddenWith(decision.reason, "only a user changes their own password".into()).into());
     };
     event.resource = format!("tenant/{tenant}/users/{}", user.username);
     let source = source_of(ctx.client_addr());
@@ -116,7 +114,7 @@ pub async fn change_password(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
         Reservation::Locked { retry_after } => {
             let refusal = Refusal::Locked { retry_after };
             event.reason = refusal.reason().into();
-            return Ok(Err(Error::Locked { retry_after }));
+            return Err(Error::Locked { retry_after }.into());
         }
         Reservation::Counted(failure) => failure,
     };
@@ -125,13 +123,13 @@ pub async fn change_password(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
         Ok(()) => {}
         Err(refusal @ Refusal::BadPassword) => {
             login::refuse_credentials(ctx, event, &db, counted, refusal)?;
-            return Ok(Err(Error::WrongCurrentPassword));
+            return Err(Error::WrongCurrentPassword.into());
         }
         // `UserDisabled`, the one other refusal of an existing account: answered, and its
         // attempt left counted, without the sweep and lockout audit of a wrong password.
         Err(refusal) => {
             event.reason = refusal.reason().into();
-            return Ok(Err(Error::ForbiddenWith(refusal.reason(), "the account is disabled".into())));
+            return Err(Error::ForbiddenWith(refusal.reason(), "the account is disabled".into()).into());
         }
     }
     identity::clear_attempts(&db, tenant, username, Some(&source))?;
@@ -139,10 +137,11 @@ pub async fn change_password(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
         .map_err(|_| anyhow::anyhow!("password hashing failed"))?;
     if !identity::replace_password(&db, tenant, sub, &user.password_hash, &hash)? {
         event.reason = Reason::PasswordChangedConcurrently.into();
-        return Ok(Err(Error::ConflictWith(
+        return Err(Error::ConflictWith(
             Reason::PasswordChangedConcurrently,
             "the password was changed meanwhile; sign in again".into(),
-        )));
+        )
+        .into());
     }
     let (ended, requires_reauth) = match identity::family_of_access(&db, &ids.jti)? {
         Some(current) => {
@@ -179,5 +178,5 @@ pub async fn change_password(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
         "passwordChangedAt": health_core::rfc3339(ctx.now),
         "otherSessionsEnded": ended,
     });
-    Ok(Ok(health_spin::respond::json(200, &body, health_spin::respond::Cache::NoStore)))
+    Ok(health_spin::respond::json(200, &body, health_spin::respond::Cache::NoStore))
 }

@@ -15,7 +15,7 @@ use health_spin::respond::{self, Cache};
 use serde::Deserialize;
 use spin_sdk::http::{Method, Response};
 
-use crate::{Ctx, Error, issue};
+use crate::{Ctx, Error, Failure, issue};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminApi {
@@ -97,7 +97,7 @@ struct NewClient {
     sig_jwk: Option<SubmittedJwk>,
 }
 
-type Outcome = anyhow::Result<Result<Response, Error>>;
+type Outcome = Result<Response, Failure>;
 
 /// The `tenant_id` query parameter of a GET.
 fn query_tenant(ctx: &Ctx<'_>) -> Result<Option<TenantId>, Error> {
@@ -131,7 +131,7 @@ pub fn handle(ctx: &Ctx<'_>, api: AdminApi, event: &mut Event) -> Outcome {
             } else {
                 crate::unauthenticated(reason)
             };
-            return Ok(Err(error));
+            return Err(error.into());
         }
     };
     principal.actor(event);
@@ -160,24 +160,27 @@ pub fn handle(ctx: &Ctx<'_>, api: AdminApi, event: &mut Event) -> Outcome {
         Ok(parsed) => parsed,
         Err(error) => {
             event.reason = Reason::MalformedRequest.into();
-            return Ok(Err(error));
+            return Err(error.into());
         }
     };
     let Some(tenant) = principal.tenant_or(named.as_ref()).cloned() else {
         event.reason = Reason::OperatorMustNameTenant.into();
-        return Ok(Err(Error::BadRequest(
+        return Err(Error::BadRequest(
             Reason::OperatorMustNameTenant,
             "the operator must name the tenant: tenant_id".into(),
-        )));
+        )
+        .into());
     };
     crate::for_tenant(event, &tenant);
     if !principal.may_manage(&tenant) {
         event.reason = Reason::OtherTenant.into();
-        return Ok(Err(Error::ForbiddenWith(Reason::OtherTenant, "tenant admins manage their own tenant only".into())));
+        return Err(
+            Error::ForbiddenWith(Reason::OtherTenant, "tenant admins manage their own tenant only".into()).into()
+        );
     }
     if !ctx.settings.tenant_exists(&tenant)? {
         event.reason = Reason::UnknownTenant.into();
-        return Ok(Err(Error::NotFound(Reason::UnknownTenant)));
+        return Err(Error::NotFound(Reason::UnknownTenant).into());
     }
     run(ctx, &tenant, command, event)
 }
@@ -219,7 +222,7 @@ fn user_json(user: &User, mfa: bool) -> serde_json::Value {
 
 fn run(ctx: &Ctx<'_>, tenant: &TenantId, command: Command, event: &mut Event) -> Outcome {
     let db = ctx.db()?;
-    let ok = |status: u16, body: serde_json::Value| Ok(Ok(respond::json(status, &body, Cache::NoStore)));
+    let ok = |status: u16, body: serde_json::Value| Ok(respond::json(status, &body, Cache::NoStore));
     match command {
         Command::ListUsers => {
             event.resource = format!("tenant/{tenant}/users");
@@ -234,7 +237,7 @@ fn run(ctx: &Ctx<'_>, tenant: &TenantId, command: Command, event: &mut Event) ->
             event.resource = format!("tenant/{tenant}/users/{}", new.username);
             if password::check_policy(&new.password).is_err() {
                 event.reason = Reason::WeakPassword.into();
-                return Ok(Err(Error::BadRequest(Reason::WeakPassword, "password must be 12 to 1024 bytes".into())));
+                return Err(Error::BadRequest(Reason::WeakPassword, "password must be 12 to 1024 bytes".into()).into());
             }
             let hash = password::hash(&new.password, &mut health_spin::rng())
                 .map_err(|_| anyhow::anyhow!("password hashing failed"))?;
@@ -247,10 +250,11 @@ fn run(ctx: &Ctx<'_>, tenant: &TenantId, command: Command, event: &mut Event) ->
             };
             if !identity::create_user(&db, tenant, &user)? {
                 event.reason = Reason::UsernameTaken.into();
-                return Ok(Err(Error::ConflictWith(
+                return Err(Error::ConflictWith(
                     Reason::UsernameTaken,
                     "a user with this username exists in the tenant".into(),
-                )));
+                )
+                .into());
             }
             event.reason = Reason::UserCreated.into();
             ok(201, user_json(&user, false))
@@ -259,11 +263,11 @@ fn run(ctx: &Ctx<'_>, tenant: &TenantId, command: Command, event: &mut Event) ->
             event.resource = format!("tenant/{tenant}/users/{user_id}");
             if password::check_policy(&new_password).is_err() {
                 event.reason = Reason::WeakPassword.into();
-                return Ok(Err(Error::BadRequest(Reason::WeakPassword, "password must be 12 to 1024 bytes".into())));
+                return Err(Error::BadRequest(Reason::WeakPassword, "password must be 12 to 1024 bytes".into()).into());
             }
             let Some(user) = identity::user_by_id(&db, tenant, &user_id)? else {
                 event.reason = Reason::UnknownUser.into();
-                return Ok(Err(Error::NotFound(Reason::UnknownUser)));
+                return Err(Error::NotFound(Reason::UnknownUser).into());
             };
             let hash = password::hash(&new_password, &mut health_spin::rng())
                 .map_err(|_| anyhow::anyhow!("password hashing failed"))?;
@@ -277,7 +281,7 @@ fn run(ctx: &Ctx<'_>, tenant: &TenantId, command: Command, event: &mut Event) ->
             event.resource = format!("tenant/{tenant}/users/{user_id}");
             let Some(user) = identity::user_by_id(&db, tenant, &user_id)? else {
                 event.reason = Reason::UnknownUser.into();
-                return Ok(Err(Error::NotFound(Reason::UnknownUser)));
+                return Err(Error::NotFound(Reason::UnknownUser).into());
             };
             let (ended, reason) = match action {
                 UserAction::Disable => {
@@ -310,7 +314,7 @@ fn run(ctx: &Ctx<'_>, tenant: &TenantId, command: Command, event: &mut Event) ->
             event.resource = format!("tenant/{tenant}/clients/{client_id}");
             if !identity::set_client_disabled(&db, tenant, &client_id, disable)? {
                 event.reason = Reason::UnknownClient.into();
-                return Ok(Err(Error::NotFound(Reason::UnknownClient)));
+                return Err(Error::NotFound(Reason::UnknownClient).into());
             }
             event.reason = if disable { Reason::ClientDisabled } else { Reason::ClientEnabled }.into();
             ok(200, serde_json::json!({ "client_id": client_id, "disabled": disable }))
@@ -343,23 +347,27 @@ fn create_client(
     let name = new.name.trim();
     if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
         event.reason = Reason::MalformedRequest.into();
-        return Ok(Err(Error::BadRequest(Reason::MalformedRequest, "name must be 1-128 printable characters".into())));
+        return Err(
+            Error::BadRequest(Reason::MalformedRequest, "name must be 1-128 printable characters".into()).into()
+        );
     }
     let Ok(enc) = register_jwk(new.enc_jwk, KeyUse::Enc, tenant) else {
         event.reason = Reason::UnusableEncJwk.into();
-        return Ok(Err(Error::BadRequest(
+        return Err(Error::BadRequest(
             Reason::UnusableEncJwk,
             "enc_jwk must be a public P-256 (ECDH-ES+A256KW) or RSA (RSA-OAEP-256) key".into(),
-        )));
+        )
+        .into());
     };
     let sig = match new.sig_jwk.map(|jwk| register_jwk(jwk, KeyUse::Sig, tenant)).transpose() {
         Ok(sig) => sig,
         Err(_) => {
             event.reason = Reason::UnusableSigJwk.into();
-            return Ok(Err(Error::BadRequest(
+            return Err(Error::BadRequest(
                 Reason::UnusableSigJwk,
                 "sig_jwk must be a public RS256, ES256 or EdDSA key".into(),
-            )));
+            )
+            .into());
         }
     };
     let client_id = ClientId::parse(&format!("ins-{}", health_spin::random_id())).context("a new client id")?;
@@ -375,17 +383,17 @@ fn create_client(
         tenant_id: tenant.clone(),
         name: name.to_owned(),
         secret_hash: secret.as_deref().map(health_core::sha256_hex),
-        sig_jwk: sig.as_ref().map(serde_json::to_string).transpose()?,
-        enc_jwk: serde_json::to_string(&enc)?,
+        sig_jwk: sig.as_ref().map(serde_json::to_string).transpose().context("encoding sig_jwk")?,
+        enc_jwk: serde_json::to_string(&enc).context("encoding enc_jwk")?,
         disabled: false,
     };
     if !identity::create_client(db, &client, ctx.now)? {
-        anyhow::bail!("client id collision");
+        return Err(anyhow::anyhow!("client id collision").into());
     }
     event.reason = Reason::ClientRegistered.into();
     let mut body = client_json(&client);
     if let Some(secret) = secret {
         body["client_secret"] = secret.into();
     }
-    Ok(Ok(respond::json(201, &body, Cache::NoStore)))
+    Ok(respond::json(201, &body, Cache::NoStore))
 }

@@ -17,9 +17,9 @@ use spin_sdk::http::Response;
 use spin_sdk::sqlite::Connection;
 
 use crate::issue::{self, Refresh, Subject};
-use crate::{Ctx, Error, WEB_CLIENT};
+use crate::{Ctx, Error, Failure, WEB_CLIENT};
 
-type Outcome = anyhow::Result<Result<Response, Error>>;
+type Outcome = Result<Response, Failure>;
 
 pub(crate) const fn oauth(status: u16, code: &'static str, detail: &'static str) -> Error {
     Error::OAuth { status, code, detail }
@@ -34,7 +34,7 @@ pub async fn token(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
         Ok(form) => form,
         Err(error) => {
             event.reason = Reason::MalformedRequest.into();
-            return Ok(Err(error));
+            return Err(error.into());
         }
     };
     match form.get("grant_type").map(String::as_str) {
@@ -42,11 +42,11 @@ pub async fn token(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
         Some("client_credentials") => client_credentials(ctx, &form, event).await,
         Some(_) => {
             event.reason = Reason::UnsupportedGrantType.into();
-            Ok(Err(oauth(400, "unsupported_grant_type", "grant_type must be refresh_token or client_credentials")))
+            Err(oauth(400, "unsupported_grant_type", "grant_type must be refresh_token or client_credentials").into())
         }
         None => {
             event.reason = Reason::MalformedRequest.into();
-            Ok(Err(oauth(400, "invalid_request", "grant_type is required")))
+            Err(oauth(400, "invalid_request", "grant_type is required").into())
         }
     }
 }
@@ -60,18 +60,18 @@ async fn refresh_grant(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, event: &m
         // Refresh tokens are only issued to the public web client.
         Ok(_) | Err(_) => {
             event.reason = Reason::RefreshWithClientCredentials.into();
-            return Ok(Err(INVALID_CLIENT));
+            return Err(INVALID_CLIENT.into());
         }
     };
     let Some(presented) = form.get("refresh_token").filter(|t| refresh::well_formed(t)) else {
         event.reason = Reason::MalformedRefreshToken.into();
-        return Ok(Err(INVALID_GRANT));
+        return Err(INVALID_GRANT.into());
     };
     let hash = refresh::hash(presented);
     let db = ctx.db()?;
     let Some(found) = identity::find_refresh(&db, &hash)? else {
         event.reason = Reason::UnknownRefreshToken.into();
-        return Ok(Err(INVALID_GRANT));
+        return Err(INVALID_GRANT.into());
     };
     let family = found.family;
     crate::for_tenant(event, &family.tenant_id);
@@ -80,7 +80,7 @@ async fn refresh_grant(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, event: &m
     event.resource = format!("refresh_family/{}", family.family_id);
     if claimed.as_ref().is_some_and(|c| c != family.client_id.as_str()) {
         event.reason = Reason::RefreshClientMismatch.into();
-        return Ok(Err(INVALID_GRANT));
+        return Err(INVALID_GRANT.into());
     }
     let stored = Stored { used_at: found.used_at, expires_at: family.expires_at, family_revoked: family.revoked };
     let mut decision = refresh::decide(stored, ctx.now);
@@ -91,12 +91,12 @@ async fn refresh_grant(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, event: &m
     match decision {
         Decision::Dead => {
             event.reason = if family.revoked { Reason::RefreshFamilyRevoked } else { Reason::RefreshExpired }.into();
-            return Ok(Err(INVALID_GRANT));
+            return Err(INVALID_GRANT.into());
         }
         Decision::Reuse => {
             issue::revoke_family(&db, &family.tenant_id, &family.family_id, Reason::RefreshReuse, ctx.now)?;
             event.reason = Reason::RefreshReuseFamilyRevoked.into();
-            return Ok(Err(INVALID_GRANT));
+            return Err(INVALID_GRANT.into());
         }
         Decision::Rotate => {}
     }
@@ -104,13 +104,13 @@ async fn refresh_grant(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, event: &m
     let Some(user) = user.filter(|u| !u.disabled) else {
         issue::revoke_family(&db, &family.tenant_id, &family.family_id, Reason::UserDisabled, ctx.now)?;
         event.reason = Reason::UserDisabled.into();
-        return Ok(Err(INVALID_GRANT));
+        return Err(INVALID_GRANT.into());
     };
     let not_before = revocations::not_before(&revocations::open()?, &family.tenant_id, &family.user_id)?;
     if not_before.is_some_and(|nb| family.created_at < nb) {
         issue::revoke_family(&db, &family.tenant_id, &family.family_id, Reason::SubjectLoggedOut, ctx.now)?;
         event.reason = Reason::SubjectLoggedOut.into();
-        return Ok(Err(INVALID_GRANT));
+        return Err(INVALID_GRANT.into());
     }
     let subject = Subject {
         tenant: family.tenant_id.clone(),
@@ -129,26 +129,25 @@ async fn refresh_grant(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, event: &m
     if identity::family_revoked(&db, &family.family_id)? {
         issue::revoke_jti(&revocations::open()?, &family.tenant_id, &issued.jti, issued.exp)?;
         event.reason = Reason::RefreshFamilyRevokedDuringRotation.into();
-        return Ok(Err(INVALID_GRANT));
+        return Err(INVALID_GRANT.into());
     }
     event.reason = Reason::RefreshRotated.into();
-    Ok(Ok(issued.response()))
+    Ok(issued.response())
 }
 
 async fn client_credentials(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, event: &mut Event) -> Outcome {
     event.action = "auth.token.client_credentials".into();
     let db = ctx.db()?;
     let client = match authenticate_client(ctx, &db, form, event)? {
-        Ok(Authenticated::Confidential(client)) => client,
-        Ok(Authenticated::Public(_)) => {
+        Authenticated::Confidential(client) => client,
+        Authenticated::Public(_) => {
             event.reason = Reason::PublicClientCannotUseClientCredentials.into();
-            return Ok(Err(INVALID_CLIENT));
+            return Err(INVALID_CLIENT.into());
         }
-        Err(error) => return Ok(Err(error)),
     };
     if form.get("scope").is_some_and(|s| s != issue::scopes(Role::Insurance)) {
         event.reason = Reason::InvalidScope.into();
-        return Ok(Err(oauth(400, "invalid_scope", "insurers may only ask for insurance/summary.read")));
+        return Err(oauth(400, "invalid_scope", "insurers may only ask for insurance/summary.read").into());
     }
     let enc_jwk = serde_json::from_str(&client.enc_jwk).context("decoding the client's registered enc_jwk")?;
     let subject = Subject {
@@ -162,7 +161,7 @@ async fn client_credentials(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, even
     };
     let issued = issue::issue(ctx, &db, &subject, Refresh::None, event).await?;
     event.reason = Reason::TokenIssued.into();
-    Ok(Ok(issued.response()))
+    Ok(issued.response())
 }
 
 /// Who a client-authenticated request came from.
@@ -181,23 +180,23 @@ pub fn authenticate_client(
     db: &Connection,
     form: &BTreeMap<String, String>,
     event: &mut Event,
-) -> anyhow::Result<Result<Authenticated, Error>> {
+) -> Result<Authenticated, Failure> {
     let authorization = ctx.req.header("authorization").and_then(|v| v.as_str());
     let auth = match client::from_request(authorization, form) {
         Ok(auth) => auth,
         Err(e) => {
             // Text, not a `Reason`: it names the client-authentication error's variant.
             event.reason = format!("client_auth_{}", format!("{e:?}").to_lowercase());
-            return Ok(Err(INVALID_CLIENT));
+            return Err(INVALID_CLIENT.into());
         }
     };
     if let ClientAuth::Public { client_id } = &auth {
         if client_id == WEB_CLIENT {
             event.client_id = Some(client_id.clone());
-            return Ok(Ok(Authenticated::Public(crate::web_client())));
+            return Ok(Authenticated::Public(crate::web_client()));
         }
         event.reason = Reason::UnknownPublicClient.into();
-        return Ok(Err(INVALID_CLIENT));
+        return Err(INVALID_CLIENT.into());
     }
     let claimed = match &auth {
         ClientAuth::Assertion { client_id: None, assertion } => unverified_issuer(assertion),
@@ -212,7 +211,7 @@ pub fn authenticate_client(
     };
     let refusal = |event: &mut Event, reason: Reason| {
         event.reason = reason.into();
-        Ok(Err(INVALID_CLIENT))
+        Err(INVALID_CLIENT.into())
     };
     let Some(client) = client else {
         if let ClientAuth::Secret { secret, .. } = &auth {
@@ -251,11 +250,11 @@ pub fn authenticate_client(
                     // (`client_assertion_bad_signature`) or the claim that failed.
                     Err(client::AssertionError::Signature(reason)) => {
                         event.reason = format!("client_assertion_{reason}");
-                        return Ok(Err(INVALID_CLIENT));
+                        return Err(INVALID_CLIENT.into());
                     }
                     Err(client::AssertionError::Claims(what)) => {
                         event.reason = format!("client_assertion_bad_{what}");
-                        return Ok(Err(INVALID_CLIENT));
+                        return Err(INVALID_CLIENT.into());
                     }
                 };
             if !identity::spend_assertion(db, &client.client_id, &verified.jti, verified.exp, ctx.now)? {
@@ -267,7 +266,7 @@ pub fn authenticate_client(
     if client.disabled {
         return refusal(event, Reason::ClientDisabled);
     }
-    Ok(Ok(Authenticated::Confidential(client)))
+    Ok(Authenticated::Confidential(client))
 }
 
 /// The `iss` of an unverified assertion, only to find which client's key verifies it.

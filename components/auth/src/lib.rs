@@ -68,6 +68,7 @@ enum Api {
 /// records the precise audit reason on its event as it goes (many are known only there), so a
 /// refusal's own reason is the fallback.
 pub(crate) type Error = health_core::Refusal;
+pub(crate) use health_spin::respond::Failure;
 
 /// The refusal of a bearer token, for the reason `health_spin`'s checks gave as text. Every
 /// such reason is in the vocabulary; `auth` records the text on its event as given.
@@ -316,27 +317,31 @@ fn endpoint(api: &Api) -> &'static str {
 /// Runs the endpoint's handler and audits its outcome.
 async fn dispatch(req: &Request, api: Api, now: i64, event: &mut Event) -> anyhow::Result<Response> {
     let ctx = Ctx { req, now, settings: Settings::load()? };
+    let answered = |outcome: Result<Response, Failure>| {
+        Failure::split(outcome).map(|outcome| outcome.unwrap_or_else(|e| error_response(&e)))
+    };
     let outcome = match api {
-        Api::Login => login::login(&ctx, event).await?,
-        Api::MfaEnroll => login::enroll(&ctx, event)?,
-        Api::MfaConfirm => login::confirm(&ctx, event)?,
-        Api::Token => grants::token(&ctx, event).await?,
-        Api::Logout => sessions::logout(&ctx, event, false).await?,
-        Api::LogoutAll => sessions::logout(&ctx, event, true).await?,
-        Api::Introspect => sessions::introspect(&ctx, event).await?,
-        Api::ChangePassword => account::change_password(&ctx, event).await?,
-        Api::Revoke => sessions::revoke(&ctx, event).await?,
+        Api::Login => login::login(&ctx, event).await,
+        Api::MfaEnroll => login::enroll(&ctx, event),
+        Api::MfaConfirm => login::confirm(&ctx, event),
+        Api::Token => grants::token(&ctx, event).await,
+        Api::Logout => sessions::logout(&ctx, event, false).await,
+        Api::LogoutAll => sessions::logout(&ctx, event, true).await,
+        Api::Introspect => sessions::introspect(&ctx, event).await,
+        Api::ChangePassword => account::change_password(&ctx, event).await,
+        Api::Revoke => sessions::revoke(&ctx, event).await,
         // High-volume reads that change nothing: not audited.
-        Api::Validate => return sessions::validate(&ctx).await.map(|r| r.unwrap_or_else(|e| error_response(&e))),
-        Api::Discovery(tenant) => {
-            return sessions::discovery(&ctx, &tenant).map(|r| r.unwrap_or_else(|e| error_response(&e)));
-        }
-        Api::Admin(api) => admin::handle(&ctx, api, event)?,
+        Api::Validate => return answered(sessions::validate(&ctx).await),
+        Api::Discovery(tenant) => return answered(sessions::discovery(&ctx, &tenant)),
+        Api::Admin(api) => admin::handle(&ctx, api, event),
         Api::Internal(api) => match internal::handle(&ctx, api, event)? {
-            (outcome, true) => outcome,
-            (outcome, false) => return Ok(outcome.unwrap_or_else(|e| error_response(&e))),
+            (outcome, true) => outcome.map_err(Failure::from),
+            (outcome, false) => return answered(outcome.map_err(Failure::from)),
         },
     };
+    // An internal error is answered 500 (503 for a store that did not answer) by `handle`, and
+    // not audited here: the request was not decided.
+    let outcome = Failure::split(outcome)?;
     finish(event, &outcome)?;
     Ok(outcome.unwrap_or_else(|e| error_response(&e)))
 }

@@ -8,7 +8,7 @@
 
 use health_core::audit::Event;
 use health_core::{Opaque, Reason, Role, SecretKey, TenantId, Username};
-use health_identity::lockout::{Failure, source_of};
+use health_identity::lockout::{self, source_of};
 use health_identity::login::{self as decide, Account, Attempt, Enrolment, Refusal, SecondFactor};
 use health_identity::totp;
 use health_spin::identity::{self, Mfa, Reservation, User};
@@ -17,7 +17,7 @@ use spin_sdk::http::Response;
 use spin_sdk::sqlite::Connection;
 
 use crate::issue::{self, Refresh, Subject};
-use crate::{Ctx, Error};
+use crate::{Ctx, Error, Failure};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,7 +31,7 @@ struct Credentials {
 
 const USAGE: &str = "body must be {\"tenant\", \"username\", \"password\", \"otp\"?}";
 
-type Outcome = anyhow::Result<Result<Response, Error>>;
+type Outcome = Result<Response, Failure>;
 
 /// The answer to each refusal: every wrong credential or code is the same 401.
 fn error(refusal: Refusal) -> Error {
@@ -65,7 +65,7 @@ struct Checked {
     source: String,
     creds: Credentials,
     /// What counting this attempt in advance did (it may have started a lock).
-    counted: Failure,
+    counted: lockout::Failure,
 }
 
 impl Checked {
@@ -102,18 +102,18 @@ impl Checked {
 }
 
 /// Parses the credentials, counts the attempt, and checks the password.
-fn check_password(ctx: &Ctx<'_>, event: &mut Event, action: &str) -> anyhow::Result<Result<Checked, Error>> {
+fn check_password(ctx: &Ctx<'_>, event: &mut Event, action: &str) -> Result<Checked, Failure> {
     event.action = action.into();
     let creds: Credentials = match ctx.json(USAGE) {
         Ok(creds) => creds,
         Err(error) => {
             event.reason = Reason::MalformedRequest.into();
-            return Ok(Err(error));
+            return Err(error.into());
         }
     };
     if creds.password.is_empty() || creds.password.len() > health_identity::password::MAX_LEN {
         event.reason = Reason::MalformedRequest.into();
-        return Ok(Err(Error::BadRequest(Reason::MalformedRequest, "password must be 1-1024 bytes".into())));
+        return Err(Error::BadRequest(Reason::MalformedRequest, "password must be 1-1024 bytes".into()).into());
     }
     event.resource = format!("tenant/{}/users/{}", creds.tenant, creds.username);
     if !ctx.settings.tenant_exists(&creds.tenant)? {
@@ -122,7 +122,7 @@ fn check_password(ctx: &Ctx<'_>, event: &mut Event, action: &str) -> anyhow::Res
         // the answer as slow as any other refusal (tenants are public: `/jwk/{tenant}`).
         decide::password_matches(None, &creds.password);
         event.reason = Refusal::UnknownTenant.reason().into();
-        return Ok(Err(error(Refusal::UnknownTenant)));
+        return Err(error(Refusal::UnknownTenant).into());
     }
     crate::for_tenant(event, &creds.tenant);
     let db = ctx.db()?;
@@ -133,7 +133,7 @@ fn check_password(ctx: &Ctx<'_>, event: &mut Event, action: &str) -> anyhow::Res
         Reservation::Locked { retry_after } => {
             let refusal = Refusal::Locked { retry_after };
             event.reason = refusal.reason().into();
-            return Ok(Err(error(refusal)));
+            return Err(error(refusal).into());
         }
         Reservation::Counted(failure) => failure,
     };
@@ -144,11 +144,11 @@ fn check_password(ctx: &Ctx<'_>, event: &mut Event, action: &str) -> anyhow::Res
         Ok(user) => {
             event.actor_sub = Some(user.user_id.to_string());
             event.actor_role = Some(user.role.as_str().into());
-            Ok(Ok(Checked { db, user, source, creds, counted }))
+            Ok(Checked { db, user, source, creds, counted })
         }
         Err(refusal) => {
             refuse_credentials(ctx, event, &db, counted, refusal)?;
-            Ok(Err(error(refusal)))
+            Err(error(refusal).into())
         }
     }
 }
@@ -160,12 +160,12 @@ pub(crate) fn refuse_credentials(
     ctx: &Ctx<'_>,
     event: &mut Event,
     db: &Connection,
-    counted: Failure,
+    counted: lockout::Failure,
     refusal: Refusal,
 ) -> anyhow::Result<()> {
     event.reason = refusal.reason().into();
     identity::sweep_attempts(db, ctx.settings.lockout, ctx.now)?;
-    if counted == Failure::Locked {
+    if counted == lockout::Failure::Locked {
         let mut lockout = event.clone();
         lockout.action = "auth.lockout".into();
         // Text, not a `Reason`: it names the lock's length, which the tenant's policy sets.
@@ -201,21 +201,18 @@ fn check_code(ctx: &Ctx<'_>, checked: &Checked, enrolment: &Mfa, code: &str) -> 
 }
 
 pub async fn login(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
-    let checked = match check_password(ctx, event, "auth.login")? {
-        Ok(checked) => checked,
-        Err(error) => return Ok(Err(error)),
-    };
+    let checked = check_password(ctx, event, "auth.login")?;
     let mut amr = vec!["pwd".to_owned()];
     let role_requires_mfa = ctx.settings.mfa_roles.contains(&checked.user.role);
     match decide::second_factor(checked.enrolment()?, role_requires_mfa, checked.creds.otp.as_deref()) {
         SecondFactor::None => {}
         SecondFactor::CheckCode { enrolment, code } => {
             if let Err(refusal) = check_code(ctx, &checked, &enrolment, code)? {
-                return Ok(Err(checked.refuse(ctx, event, refusal)?));
+                return Err(checked.refuse(ctx, event, refusal)?.into());
             }
             amr.push("otp".into());
         }
-        SecondFactor::Refused(refusal) => return Ok(Err(checked.refuse(ctx, event, refusal)?)),
+        SecondFactor::Refused(refusal) => return Err(checked.refuse(ctx, event, refusal)?.into()),
     }
     checked.succeed()?;
     let subject = Subject {
@@ -231,20 +228,17 @@ pub async fn login(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
     let refresh = if subject.role == Role::Insurance { Refresh::None } else { Refresh::NewFamily };
     let issued = issue::issue(ctx, &checked.db, &subject, refresh, event).await?;
     event.reason = Reason::TokenIssued.into();
-    Ok(Ok(issued.response()))
+    Ok(issued.response())
 }
 
 /// Starts (or restarts, while unconfirmed) a TOTP enrolment and returns the secret once.
 pub fn enroll(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
-    let checked = match check_password(ctx, event, "auth.mfa.enroll")? {
-        Ok(checked) => checked,
-        Err(error) => return Ok(Err(error)),
-    };
+    let checked = check_password(ctx, event, "auth.mfa.enroll")?;
     let (tenant, user) = (&checked.creds.tenant, &checked.user);
     let secret = totp::generate_secret(&mut health_spin::rng());
     let sealed = totp_key()?.seal(&aad(tenant, &user.user_id), &secret, &mut health_spin::rng());
     if !identity::start_enrolment(&checked.db, tenant, &user.user_id, &sealed, ctx.now)? {
-        return Ok(Err(checked.refuse(ctx, event, Refusal::MfaAlreadyEnrolled)?));
+        return Err(checked.refuse(ctx, event, Refusal::MfaAlreadyEnrolled)?.into());
     }
     checked.succeed()?;
     event.reason = Reason::MfaEnrollmentStarted.into();
@@ -254,29 +248,22 @@ pub fn enroll(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
         "secret": totp::base32(&secret),
         "next": "POST /auth/mfa/confirm with the same credentials and \"otp\"",
     });
-    Ok(Ok(health_spin::respond::json(200, &body, health_spin::respond::Cache::NoStore)))
+    Ok(health_spin::respond::json(200, &body, health_spin::respond::Cache::NoStore))
 }
 
 /// Confirms an enrolment with a first code; from then on every login needs one.
 pub fn confirm(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
-    let checked = match check_password(ctx, event, "auth.mfa.confirm")? {
-        Ok(checked) => checked,
-        Err(error) => return Ok(Err(error)),
-    };
+    let checked = check_password(ctx, event, "auth.mfa.confirm")?;
     let (enrolment, code) = match decide::confirmation(checked.enrolment()?, checked.creds.otp.as_deref()) {
         Ok(confirmable) => confirmable,
-        Err(refusal) => return Ok(Err(checked.refuse(ctx, event, refusal)?)),
+        Err(refusal) => return Err(checked.refuse(ctx, event, refusal)?.into()),
     };
     if let Err(refusal) = check_code(ctx, &checked, &enrolment, code)? {
-        return Ok(Err(checked.refuse(ctx, event, refusal)?));
+        return Err(checked.refuse(ctx, event, refusal)?.into());
     }
     checked.succeed()?;
     event.reason = Reason::MfaEnrolled.into();
-    Ok(Ok(health_spin::respond::json(
-        200,
-        &serde_json::json!({ "enrolled": true }),
-        health_spin::respond::Cache::NoStore,
-    )))
+    Ok(health_spin::respond::json(200, &serde_json::json!({ "enrolled": true }), health_spin::respond::Cache::NoStore))
 }
 
 #[cfg(test)]

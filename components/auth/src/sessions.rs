@@ -17,9 +17,9 @@ use spin_sdk::http::Response;
 use spin_sdk::sqlite::Connection;
 
 use crate::grants::{self, Authenticated, oauth};
-use crate::{Ctx, Error, issue};
+use crate::{Ctx, Error, Failure, issue};
 
-type Outcome = anyhow::Result<Result<Response, Error>>;
+type Outcome = Result<Response, Failure>;
 
 fn no_content() -> Response {
     respond::bytes(204, "text/plain", Vec::new(), Cache::NoStore)
@@ -34,10 +34,7 @@ async fn verify(token: &str, now: i64) -> anyhow::Result<Result<Verified, Reason
 /// `POST /auth/logout-all` ends every session of the subject (per-subject not-before).
 pub async fn logout(ctx: &Ctx<'_>, event: &mut Event, everywhere: bool) -> Outcome {
     event.action = if everywhere { "auth.logout_all" } else { "auth.logout" }.into();
-    let (claims, ids) = match bearer_claims(ctx, event).await? {
-        Ok(verified) => verified,
-        Err(error) => return Ok(Err(error)),
-    };
+    let (claims, ids) = bearer_claims(ctx, event).await?;
     let db = ctx.db()?;
     if everywhere {
         issue::revoke_subject(&db, &claims.tenant_id, &ids.sub, Reason::LogoutAll, ctx.now)?;
@@ -49,37 +46,34 @@ pub async fn logout(ctx: &Ctx<'_>, event: &mut Event, everywhere: bool) -> Outco
         }
         event.reason = Reason::SessionEnded.into();
     }
-    Ok(Ok(no_content()))
+    Ok(no_content())
 }
 
 /// The verified claims of the request's bearer token and its ids, typed, with the event
 /// attributed to them; a missing or invalid token is [`Error::Unauthenticated`] with the
 /// precise reason on the event.
-pub(crate) async fn bearer_claims(
-    ctx: &Ctx<'_>,
-    event: &mut Event,
-) -> anyhow::Result<Result<(Claims, TokenIds), Error>> {
+pub(crate) async fn bearer_claims(ctx: &Ctx<'_>, event: &mut Event) -> Result<(Claims, TokenIds), Failure> {
     let token = match health_spin::tokens::bearer_token(ctx.req) {
         Ok(token) => token,
         Err(reason) => {
             event.reason = reason.into();
-            return Ok(Err(crate::unauthenticated(reason)));
+            return Err(crate::unauthenticated(reason).into());
         }
     };
     match verify(token, ctx.now).await? {
         Ok(verified) => {
             actor(event, &verified.claims);
             match tokens::ids(&verified.claims) {
-                Ok(ids) => Ok(Ok((verified.claims, ids))),
+                Ok(ids) => Ok((verified.claims, ids)),
                 Err(reason) => {
                     event.reason = reason.into();
-                    Ok(Err(crate::unauthenticated(reason)))
+                    Err(crate::unauthenticated(reason).into())
                 }
             }
         }
         Err(reason) => {
             event.reason = reason.into();
-            Ok(Err(crate::unauthenticated(reason)))
+            Err(crate::unauthenticated(reason).into())
         }
     }
 }
@@ -117,23 +111,16 @@ fn live_family(db: &Connection, token: &str, now: i64) -> anyhow::Result<Option<
 /// tenants are simply inactive.
 pub async fn introspect(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
     event.action = "auth.introspect".into();
-    let form = match ctx.form() {
-        Ok(form) => form,
-        Err(error) => return Ok(Err(error)),
-    };
+    let form = ctx.form()?;
     let db = ctx.db()?;
     let client = match grants::authenticate_client(ctx, &db, &form, event)? {
-        Ok(Authenticated::Confidential(client)) => client,
-        Ok(Authenticated::Public(_)) => {
+        Authenticated::Confidential(client) => client,
+        Authenticated::Public(_) => {
             event.reason = Reason::PublicClientCannotIntrospect.into();
-            return Ok(Err(oauth(401, "invalid_client", "introspection needs a registered client")));
+            return Err(oauth(401, "invalid_client", "introspection needs a registered client").into());
         }
-        Err(error) => return Ok(Err(error)),
     };
-    let token = match token_param(&form) {
-        Ok(token) => token,
-        Err(error) => return Ok(Err(error)),
-    };
+    let token = token_param(&form)?;
     let inactive = serde_json::json!({ "active": false });
     let answer = if token.contains('.') {
         match verify(token, ctx.now).await? {
@@ -183,7 +170,7 @@ pub async fn introspect(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
     if event.reason.is_empty() {
         event.reason = if answer["active"] == true { Reason::Active } else { Reason::Inactive }.into();
     }
-    Ok(Ok(respond::json(200, &answer, Cache::NoStore)))
+    Ok(respond::json(200, &answer, Cache::NoStore))
 }
 
 /// RFC 7009: the client a token was issued to revokes it. An access token is revoked by `jti`
@@ -191,23 +178,14 @@ pub async fn introspect(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
 /// tokens) with it. Unknown or already invalid tokens are a 200 as the RFC says.
 pub async fn revoke(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
     event.action = "auth.revoke".into();
-    let form = match ctx.form() {
-        Ok(form) => form,
-        Err(error) => return Ok(Err(error)),
-    };
+    let form = ctx.form()?;
     let db = ctx.db()?;
-    let client = match grants::authenticate_client(ctx, &db, &form, event)? {
-        Ok(client) => client,
-        Err(error) => return Ok(Err(error)),
-    };
+    let client = grants::authenticate_client(ctx, &db, &form, event)?;
     let (client_id, tenant) = match &client {
         Authenticated::Confidential(c) => (c.client_id.clone(), Some(c.tenant_id.clone())),
         Authenticated::Public(id) => (id.clone(), None),
     };
-    let token = match token_param(&form) {
-        Ok(token) => token,
-        Err(error) => return Ok(Err(error)),
-    };
+    let token = token_param(&form)?;
     let issued_to_caller = |owner: &str, owner_tenant: &TenantId| {
         owner == client_id.as_str() && tenant.as_ref().is_none_or(|t| t == owner_tenant)
     };
@@ -217,7 +195,7 @@ pub async fn revoke(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
                 let claims = verified.claims;
                 if !issued_to_caller(&claims.client_id, &claims.tenant_id) {
                     event.reason = Reason::TokenOfAnotherClient.into();
-                    return Ok(Err(oauth(400, "unauthorized_client", "the token was not issued to this client")));
+                    return Err(oauth(400, "unauthorized_client", "the token was not issued to this client").into());
                 }
                 actor(event, &claims);
                 match tokens::ids(&claims) {
@@ -236,7 +214,7 @@ pub async fn revoke(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
             Some(family) => {
                 if !issued_to_caller(family.client_id.as_str(), &family.tenant_id) {
                     event.reason = Reason::TokenOfAnotherClient.into();
-                    return Ok(Err(oauth(400, "unauthorized_client", "the token was not issued to this client")));
+                    return Err(oauth(400, "unauthorized_client", "the token was not issued to this client").into());
                 }
                 crate::for_tenant(event, &family.tenant_id);
                 event.actor_sub = Some(family.user_id.to_string());
@@ -247,7 +225,7 @@ pub async fn revoke(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
             None => event.reason = Reason::NothingToRevoke.into(),
         }
     }
-    Ok(Ok(respond::bytes(200, "text/plain", Vec::new(), Cache::NoStore)))
+    Ok(respond::bytes(200, "text/plain", Vec::new(), Cache::NoStore))
 }
 
 #[derive(Deserialize)]
@@ -260,9 +238,9 @@ struct ValidateRequest {
 pub async fn validate(ctx: &Ctx<'_>) -> Outcome {
     let request: ValidateRequest = match ctx.json("body must be {\"token\"}") {
         Ok(request) => request,
-        Err(error) => return Ok(Err(error)),
+        Err(error) => return Err(error.into()),
     };
-    let invalid = || Ok(Ok(respond::json(200, &serde_json::json!({ "valid": false }), Cache::NoStore)));
+    let invalid = || Ok(respond::json(200, &serde_json::json!({ "valid": false }), Cache::NoStore));
     let Ok(verified) = verify(&request.token, ctx.now).await? else {
         return invalid();
     };
@@ -299,7 +277,7 @@ pub async fn validate(ctx: &Ctx<'_>) -> Outcome {
             "expiresAt": health_core::rfc3339(claims.exp),
         },
     });
-    Ok(Ok(respond::json(200, &body, Cache::NoStore)))
+    Ok(respond::json(200, &body, Cache::NoStore))
 }
 
 /// `GET /t/{tenant}/.well-known/openid-configuration`.
@@ -317,7 +295,7 @@ pub fn discovery(ctx: &Ctx<'_>, tenant: &TenantId) -> Outcome {
         if algs.is_empty() { vec![default.to_owned()] } else { algs }
     };
     if keys.is_none() && !(ctx.settings.demo && tenant.as_str() == health_core::DEMO_TENANT) {
-        return Ok(Err(Error::NotFound(Reason::UnknownTenant)));
+        return Err(Error::NotFound(Reason::UnknownTenant).into());
     }
     let metadata = health_identity::discovery::metadata(&health_identity::discovery::Settings {
         issuer_base: &ctx.settings.issuer_base,
@@ -325,5 +303,5 @@ pub fn discovery(ctx: &Ctx<'_>, tenant: &TenantId) -> Outcome {
         signing_algs: algs(KeyUse::Sig, "RS256"),
         encryption_algs: algs(KeyUse::Enc, "ECDH-ES+A256KW"),
     });
-    Ok(Ok(respond::json(200, &metadata, Cache::Public(300))))
+    Ok(respond::json(200, &metadata, Cache::Public(300)))
 }

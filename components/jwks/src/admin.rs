@@ -8,7 +8,7 @@ use health_core::routes::AuditFilter;
 use health_core::{Reason, Refusal, TenantId};
 use health_jose::{Algorithm, KeyUse, LifecycleError};
 use health_spin::admin::{Principal, authenticate};
-use health_spin::respond::{self, Cache};
+use health_spin::respond::{self, Cache, Failure};
 use serde::Deserialize;
 use spin_sdk::http::{Request, Response};
 
@@ -49,7 +49,7 @@ struct RevokeTokenRequest {
 
 /// Key, token and audit administration. Every attempt, allowed or refused, is audited; if the
 /// audit write fails the change is reported as failed.
-pub fn admin(req: &Request, api: Api, keys: &Keys, now: i64) -> anyhow::Result<Result<Response, Refusal>> {
+pub fn admin(req: &Request, api: Api, keys: &Keys, now: i64) -> Result<Response, Failure> {
     let mut event = Event {
         action: format!("{} {}", req.method(), req.path().chars().take(128).collect::<String>()),
         resource: "admin".into(),
@@ -66,7 +66,7 @@ pub fn admin(req: &Request, api: Api, keys: &Keys, now: i64) -> anyhow::Result<R
         }
         Ok(principal) => {
             principal.actor(&mut event);
-            administer(req, api, keys, now, &principal, &mut event)?
+            Failure::split(administer(req, api, keys, now, &principal, &mut event))?
         }
     };
     event.outcome = Some(if outcome.is_ok() { Outcome::Allow } else { Outcome::Deny });
@@ -81,7 +81,7 @@ pub fn admin(req: &Request, api: Api, keys: &Keys, now: i64) -> anyhow::Result<R
         };
     }
     health_spin::audit::append(&event)?;
-    Ok(outcome)
+    outcome.map_err(Failure::from)
 }
 
 fn json_body<T: serde::de::DeserializeOwned>(req: &Request, usage: &'static str) -> Result<T, Refusal> {
@@ -160,24 +160,21 @@ fn administer(
     now: i64,
     principal: &Principal,
     event: &mut Event,
-) -> anyhow::Result<Result<Response, Refusal>> {
-    let command = match Command::parse(req, api) {
-        Ok(command) => command,
-        Err(e) => return Ok(Err(e)),
-    };
+) -> Result<Response, Failure> {
+    let command = Command::parse(req, api)?;
     if command.chain() == Some(&Chain::Unattributed) {
         // Recorded in the chain it reads; a tenant admin's refused attempt goes to its own.
         event.tenant_id = health_core::audit::NO_TENANT.into();
         event.resource = format!("audit/{}", health_core::audit::NO_TENANT);
         if let Principal::TenantAdmin { tenant, .. } = principal {
             event.tenant_id = tenant.to_string();
-            return Ok(Err(Refusal::forbidden(Reason::OperatorOnly)));
+            return Err(Refusal::forbidden(Reason::OperatorOnly).into());
         }
         return audit_command(&command, event);
     }
     // The tenant the request is about, then whether this principal may act on it.
     let Some(target) = command.target().cloned() else {
-        return Ok(Err(Refusal::BadRequest(Reason::MalformedRequest, "tenant_id is required".into())));
+        return Err(Refusal::BadRequest(Reason::MalformedRequest, "tenant_id is required".into()).into());
     };
     event.tenant_id = target.to_string();
     event.resource = format!("tenant/{target}");
@@ -187,22 +184,22 @@ fn administer(
         if let Principal::TenantAdmin { tenant, .. } = principal {
             event.tenant_id = tenant.to_string();
         }
-        return Ok(Err(Refusal::forbidden(Reason::OtherTenantOrOperatorOnly)));
+        return Err(Refusal::forbidden(Reason::OtherTenantOrOperatorOnly).into());
     }
     let set = keys.load(&target, now)?;
     if let Command::CreateTenant(_) = command {
         if set.is_some() {
-            return Ok(Err(Refusal::ConflictWith(Reason::TenantExists, "tenant exists".into())));
+            return Err(Refusal::ConflictWith(Reason::TenantExists, "tenant exists".into()).into());
         }
         keyring::ensure_tenant(keys, &target)?;
         let set = keys.load(&target, now)?.context("tenant keys just created")?;
         let kid = set.active(KeyUse::Sig).context("new tenant has no active key")?.jwk.kid.clone();
         event.action = "tenant.create".into();
         let body = serde_json::json!({ "tenant_id": target, "kid": kid });
-        return Ok(Ok(respond::json(201, &body, Cache::NoStore)));
+        return Ok(respond::json(201, &body, Cache::NoStore));
     }
     let Some(set) = set else {
-        return Ok(Err(Refusal::NotFound(Reason::UnknownTenant)));
+        return Err(Refusal::NotFound(Reason::UnknownTenant).into());
     };
     let (kid, action) = match command {
         Command::ListKeys(tenant) => {
@@ -218,15 +215,16 @@ fn administer(
                 })
                 .collect();
             let body = serde_json::json!({ "tenant_id": tenant, "keys": listed });
-            return Ok(Ok(respond::json(200, &body, Cache::NoStore)));
+            return Ok(respond::json(200, &body, Cache::NoStore));
         }
         Command::VerifyAudit(_) | Command::ExportAudit(..) => return audit_command(&command, event),
         Command::Rotate(body) => {
             let Some(alg) = set.rotation_algorithm(body.key_use, body.alg) else {
-                return Ok(Err(Refusal::BadRequest(
+                return Err(Refusal::BadRequest(
                     Reason::MalformedRequest,
                     "alg does not fit use (sig: RS256, ES256, EdDSA; enc: ECDH-ES+A256KW, RSA-OAEP-256)".into(),
-                )));
+                )
+                .into());
             };
             let rotated = keys.rotate(
                 &target,
@@ -237,17 +235,17 @@ fn administer(
                 &mut health_spin::rng(),
             )?;
             let Some(kid) = rotated else {
-                return Ok(Err(Refusal::NotFound(Reason::UnknownTenant)));
+                return Err(Refusal::NotFound(Reason::UnknownTenant).into());
             };
             (kid, "key.rotate")
         }
         Command::Revoke(body) => {
             let revoked = keys.revoke(&target, &set, &body.kid, now, &keyring::master()?, &mut health_spin::rng())?;
             let successor = match revoked {
-                None => return Ok(Err(Refusal::NotFound(Reason::UnknownTenant))),
-                Some(Err(LifecycleError::UnknownKid)) => return Ok(Err(Refusal::NotFound(Reason::UnknownKid))),
+                None => return Err(Refusal::NotFound(Reason::UnknownTenant).into()),
+                Some(Err(LifecycleError::UnknownKid)) => return Err(Refusal::NotFound(Reason::UnknownKid).into()),
                 Some(Err(LifecycleError::AlreadyRevoked)) => {
-                    return Ok(Err(Refusal::ConflictWith(Reason::KeyAlreadyRevoked, "key already revoked".into())));
+                    return Err(Refusal::ConflictWith(Reason::KeyAlreadyRevoked, "key already revoked".into()).into());
                 }
                 Some(Ok(successor)) => successor,
             };
@@ -257,20 +255,20 @@ fn administer(
             event.action = "key.revoke".into();
             event.kid = Some(body.kid.clone());
             let body = serde_json::json!({ "tenant_id": target, "kid": body.kid, "replaced_by": successor });
-            return Ok(Ok(respond::json(200, &body, Cache::NoStore)));
+            return Ok(respond::json(200, &body, Cache::NoStore));
         }
         Command::RevokeToken(body) => return revocation::revoke_token(&target, &body.jti, now, event),
         // Answered above, before the tenant has to exist.
-        Command::CreateTenant(_) => return Ok(Err(Refusal::NotFound(Reason::NoSuchRoute))),
+        Command::CreateTenant(_) => return Err(Refusal::NotFound(Reason::NoSuchRoute).into()),
     };
     event.action = action.into();
     event.kid = Some(kid.clone());
-    Ok(Ok(respond::json(200, &serde_json::json!({ "tenant_id": target, "kid": kid }), Cache::NoStore)))
+    Ok(respond::json(200, &serde_json::json!({ "tenant_id": target, "kid": kid }), Cache::NoStore))
 }
 
 /// Verifies or exports one audit chain, for a principal already allowed to read it. The
 /// export is the tenant admin's NDJSON export ([`health_spin::audit::export_ndjson`]).
-fn audit_command(command: &Command, event: &mut Event) -> anyhow::Result<Result<Response, Refusal>> {
+fn audit_command(command: &Command, event: &mut Event) -> Result<Response, Failure> {
     match command {
         Command::VerifyAudit(chain) => {
             event.action = "audit.verify".into();
@@ -284,14 +282,14 @@ fn audit_command(command: &Command, event: &mut Event) -> anyhow::Result<Result<
                     })
                 }
             };
-            Ok(Ok(respond::json(200, &body, Cache::NoStore)))
+            Ok(respond::json(200, &body, Cache::NoStore))
         }
         Command::ExportAudit(chain, filter) => {
             event.action = "audit.export".into();
             let ndjson = health_spin::audit::export_ndjson(chain.name(), filter)?;
-            Ok(Ok(respond::bytes(200, "application/x-ndjson", ndjson, Cache::NoStore)))
+            Ok(respond::bytes(200, "application/x-ndjson", ndjson, Cache::NoStore))
         }
-        _ => anyhow::bail!("not an audit command"),
+        _ => Err(anyhow::anyhow!("not an audit command").into()),
     }
 }
 

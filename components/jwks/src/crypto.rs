@@ -6,7 +6,7 @@ use anyhow::Context;
 use health_core::{Component, Reason, Refusal};
 use health_jose::jwe::{self, JwePolicy};
 use health_jose::{Claims, KeyStatus, KeyUse, PrivateKey};
-use health_spin::respond::{self, Cache};
+use health_spin::respond::{self, Cache, Failure};
 use serde::Deserialize;
 use spin_sdk::http::{Request, Response};
 
@@ -31,28 +31,27 @@ struct DecryptRequest {
 /// Signs the claims in the body for `auth` alone, after checking its attestation under the key
 /// of the `auth` → `jwks` link: a compromised gateway or role service, holding only the keys of
 /// its own links, cannot mint tokens.
-pub fn sign(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Response, Refusal>> {
+pub fn sign(req: &Request, keys: &Keys, now: i64) -> Result<Response, Failure> {
     let Some(caller) = attested(req, SIGNERS)? else {
-        return Ok(Err(Refusal::Unauthenticated(Reason::ContextRefused)));
+        return Err(Refusal::Unauthenticated(Reason::ContextRefused).into());
     };
     let Ok(claims) = serde_json::from_slice::<Claims>(req.body()) else {
-        return Ok(Err(Refusal::BadRequest(Reason::MalformedRequest, "body must be the access token claims".into())));
+        return Err(Refusal::BadRequest(Reason::MalformedRequest, "body must be the access token claims".into()).into());
     };
     let ttl = health_spin::var_i64("access_token_ttl_secs")?;
     if claims.tenant_id != caller.tenant_id
         || claims.sub != caller.subject.as_str()
         || claims.jti != caller.jti.as_str()
     {
-        return Ok(Err(Refusal::BadRequest(
-            Reason::MalformedRequest,
-            "claims do not match the attested caller".into(),
-        )));
+        return Err(
+            Refusal::BadRequest(Reason::MalformedRequest, "claims do not match the attested caller".into()).into()
+        );
     }
     if claims.exp.saturating_sub(claims.iat) > ttl || claims.exp <= claims.iat {
-        return Ok(Err(Refusal::BadRequest(Reason::MalformedRequest, "token lifetime out of bounds".into())));
+        return Err(Refusal::BadRequest(Reason::MalformedRequest, "token lifetime out of bounds".into()).into());
     }
     let Some(mut set) = keys.load(&claims.tenant_id, now)? else {
-        return Ok(Err(Refusal::NotFound(Reason::UnknownTenant)));
+        return Err(Refusal::NotFound(Reason::UnknownTenant).into());
     };
     if set.active(KeyUse::Sig).is_none() {
         // Left without an active key by an older version (revocation now replaces it): make
@@ -61,7 +60,7 @@ pub fn sign(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Respo
         set = keys.load(&claims.tenant_id, now)?.context("tenant keys vanished")?;
     }
     if claims.iss != set.issuer {
-        return Ok(Err(Refusal::BadRequest(Reason::MalformedRequest, "issuer does not belong to the tenant".into())));
+        return Err(Refusal::BadRequest(Reason::MalformedRequest, "issuer does not belong to the tenant".into()).into());
     }
     let active = set.active(KeyUse::Sig).context("tenant has no active signing key")?;
     let active = keyring::rotated_if_due(keys, &claims.tenant_id, active, now)?;
@@ -69,21 +68,23 @@ pub fn sign(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Respo
     let private = keys.private_key(&claims.tenant_id, &active, &keyring::master()?)?;
     let token = health_jose::sign(&private, alg, &active.jwk.kid, &claims, &mut health_spin::rng())
         .context("signing access token")?;
-    Ok(Ok(respond::json(200, &serde_json::json!({ "token": token, "kid": active.jwk.kid }), Cache::NoStore)))
+    Ok(respond::json(200, &serde_json::json!({ "token": token, "kid": active.jwk.kid }), Cache::NoStore))
 }
 
 /// Encrypts the body's plaintext to the attested caller's tenant's active encryption key
 /// (a nested token when `cty` is `JWT`), rotating that key first if it is due. For `auth` alone,
 /// which issues the nested tokens.
-pub fn encrypt(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Response, Refusal>> {
+pub fn encrypt(req: &Request, keys: &Keys, now: i64) -> Result<Response, Failure> {
     let Some(caller) = attested(req, SIGNERS)? else {
-        return Ok(Err(Refusal::Unauthenticated(Reason::ContextRefused)));
+        return Err(Refusal::Unauthenticated(Reason::ContextRefused).into());
     };
     let Ok(body) = serde_json::from_slice::<EncryptRequest>(req.body()) else {
-        return Ok(Err(Refusal::BadRequest(Reason::MalformedRequest, "body must be {\"plaintext\", \"cty\"?}".into())));
+        return Err(
+            Refusal::BadRequest(Reason::MalformedRequest, "body must be {\"plaintext\", \"cty\"?}".into()).into()
+        );
     };
     let Some(set) = keys.load(&caller.tenant_id, now)? else {
-        return Ok(Err(Refusal::NotFound(Reason::UnknownTenant)));
+        return Err(Refusal::NotFound(Reason::UnknownTenant).into());
     };
     let active = set.active(KeyUse::Enc).context("tenant has no active encryption key")?;
     let active = keyring::rotated_if_due(keys, &caller.tenant_id, active, now)?;
@@ -93,7 +94,7 @@ pub fn encrypt(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Re
     let protected = jwe::Protected { kid: Some(&active.jwk.kid), cty: body.cty.as_deref(), iss: Some(&set.issuer) };
     let token = jwe::encrypt(body.plaintext.as_bytes(), &key, &protected, &mut health_spin::rng())
         .map_err(|_| anyhow::anyhow!("encryption failed"))?;
-    Ok(Ok(respond::json(200, &serde_json::json!({ "jwe": token, "kid": active.jwk.kid }), Cache::NoStore)))
+    Ok(respond::json(200, &serde_json::json!({ "jwe": token, "kid": active.jwk.kid }), Cache::NoStore))
 }
 
 /// Decrypts a JWE addressed to one of the attested caller's tenant's published (active or
@@ -101,11 +102,11 @@ pub fn encrypt(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Re
 /// the same 400, so the endpoint is no oracle; the inner token's signature is the caller's to
 /// verify (decryption proves nothing about the sender). For the gateway and `auth`, which
 /// both verify nested tokens.
-pub fn decrypt(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Response, Refusal>> {
+pub fn decrypt(req: &Request, keys: &Keys, now: i64) -> Result<Response, Failure> {
     let Some(caller) = attested(req, DECRYPTERS)? else {
-        return Ok(Err(Refusal::Unauthenticated(Reason::ContextRefused)));
+        return Err(Refusal::Unauthenticated(Reason::ContextRefused).into());
     };
-    let failed = || Ok(Err(Refusal::BadRequest(Reason::MalformedRequest, DECRYPTION_FAILED.into())));
+    let failed = || Err(Refusal::BadRequest(Reason::MalformedRequest, DECRYPTION_FAILED.into()).into());
     let Ok(body) = serde_json::from_slice::<DecryptRequest>(req.body()) else {
         return failed();
     };
@@ -133,7 +134,7 @@ pub fn decrypt(req: &Request, keys: &Keys, now: i64) -> anyhow::Result<Result<Re
         return failed();
     };
     let answer = serde_json::json!({ "plaintext": plaintext, "cty": decrypted.header.cty, "kid": record.jwk.kid });
-    Ok(Ok(respond::json(200, &answer, Cache::NoStore)))
+    Ok(respond::json(200, &answer, Cache::NoStore))
 }
 
 /// Who may ask `jwks` to sign and to encrypt: `auth`, which issues every token.

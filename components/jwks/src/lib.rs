@@ -28,8 +28,9 @@ mod keyring;
 mod revocation;
 mod routes;
 
+use anyhow::Context;
 use health_core::{Problem, Reason, Refusal, TenantId};
-use health_spin::respond::{self, Cache};
+use health_spin::respond::{self, Cache, Failure};
 use spin_sdk::http::{Request, Response};
 use spin_sdk::http_component;
 
@@ -51,28 +52,25 @@ async fn handle(incoming: spin_sdk::http::IncomingRequest) -> Response {
     let trace = header(health_core::trace::HEADER).and_then(health_core::trace::TraceParent::parse);
     health_spin::log::begin("jwks", header("x-request-id"), trace);
     match route(&req) {
-        Ok(Ok(response)) => response,
-        Ok(Err(refusal)) => respond::refusal(&refusal),
-        Err(e) => {
+        Ok(response) => response,
+        Err(Failure::Refused(refusal)) => respond::refusal(&refusal),
+        Err(Failure::Internal(e)) => {
             health_spin::log::error("internal_error", &e);
             respond::problem(&Problem::internal())
         }
     }
 }
 
-fn route(req: &Request) -> anyhow::Result<Result<Response, Refusal>> {
-    let api = match routes::parse(req.method(), req.path()) {
-        Ok(api) => api,
-        Err(e) => return Ok(Err(e)),
-    };
+fn route(req: &Request) -> Result<Response, Failure> {
+    let api = routes::parse(req.method(), req.path())?;
     if req.body().len() > health_core::routes::MAX_KEYS_BODY_BYTES {
-        return Ok(Err(Refusal::TooLarge));
+        return Err(Refusal::TooLarge.into());
     }
     let stores = keyring::Stores::open()?;
     let keys = stores.keys();
     if health_spin::var("demo_tenant")? == "true" {
         // The demo tenant's keys are created on first use.
-        keyring::ensure_tenant(&keys, &TenantId::parse(health_core::DEMO_TENANT)?)?;
+        keyring::ensure_tenant(&keys, &TenantId::parse(health_core::DEMO_TENANT).context("the demo tenant's id")?)?;
     }
     let now = health_spin::now();
     match api {
@@ -83,15 +81,13 @@ fn route(req: &Request) -> anyhow::Result<Result<Response, Refusal>> {
                     all.extend(set.published(now).cloned());
                 }
             }
-            Ok(Ok(respond::json(200, &serde_json::json!({ "keys": all }), Cache::Public(JWKS_MAX_AGE_SECS))))
+            Ok(respond::json(200, &serde_json::json!({ "keys": all }), Cache::Public(JWKS_MAX_AGE_SECS)))
         }
-        Api::TenantKeys(tenant) => Ok(match keys.load(&tenant, now)? {
-            Some(set) => {
-                let published: Vec<_> = set.published(now).collect();
-                Ok(respond::json(200, &serde_json::json!({ "keys": published }), Cache::Public(JWKS_MAX_AGE_SECS)))
-            }
-            None => Err(Refusal::NotFound(Reason::UnknownTenant)),
-        }),
+        Api::TenantKeys(tenant) => {
+            let set = keys.load(&tenant, now)?.ok_or(Refusal::NotFound(Reason::UnknownTenant))?;
+            let published: Vec<_> = set.published(now).collect();
+            Ok(respond::json(200, &serde_json::json!({ "keys": published }), Cache::Public(JWKS_MAX_AGE_SECS)))
+        }
         Api::Sign => crypto::sign(req, &keys, now),
         Api::Encrypt => crypto::encrypt(req, &keys, now),
         Api::Decrypt => crypto::decrypt(req, &keys, now),

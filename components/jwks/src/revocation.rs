@@ -4,7 +4,7 @@
 use anyhow::Context;
 use health_core::audit::Event;
 use health_core::{TenantId, TokenId};
-use health_spin::respond::{self, Cache};
+use health_spin::respond::{self, Cache, Failure};
 use health_spin::revocations;
 use spin_sdk::http::Response;
 
@@ -15,26 +15,21 @@ use health_core::{Reason, Refusal};
 /// that answered 200) is revoked; any other is 404 and nothing is written, so `revoked: true`
 /// always names a token that existed. The entry is scoped by tenant: it cannot touch a token
 /// of another tenant, whatever `jti` is sent.
-pub fn revoke_token(
-    tenant: &TenantId,
-    jti: &str,
-    now: i64,
-    event: &mut Event,
-) -> anyhow::Result<Result<Response, Refusal>> {
+pub fn revoke_token(tenant: &TenantId, jti: &str, now: i64, event: &mut Event) -> Result<Response, Failure> {
     event.action = "token.revoke".into();
     event.jti = Some(jti.chars().take(128).collect());
     if jti.is_empty() || jti.len() > 128 {
-        return Ok(Err(Refusal::BadRequest(Reason::MalformedRequest, "jti must be 1 to 128 characters".into())));
+        return Err(Refusal::BadRequest(Reason::MalformedRequest, "jti must be 1 to 128 characters".into()).into());
     }
     // The platform issues only token ids (`health_core::TokenId`): anything else was never issued.
     let jti = match TokenId::parse(jti) {
         Ok(jti) if issued(tenant, jti.as_str())? => jti,
-        _ => return Ok(Err(Refusal::NotFound(Reason::UnknownJti))),
+        _ => return Err(Refusal::NotFound(Reason::UnknownJti).into()),
     };
     let until = now + health_spin::var_i64("access_token_ttl_secs")? + crate::CLOCK_TOLERANCE_SECS;
     revocations::revoke_jti(&revocations::open()?, tenant, &jti, until)?;
     let body = serde_json::json!({ "tenant_id": tenant, "jti": jti, "revoked": true, "until": until });
-    Ok(Ok(respond::json(200, &body, Cache::NoStore)))
+    Ok(respond::json(200, &body, Cache::NoStore))
 }
 
 /// Whether `tenant`'s audit log records issuing an access token with `jti` (`auth` audits every

@@ -117,3 +117,44 @@ mod tests {
         assert!(refusal_headers(&Refusal::InvalidCredentials(Reason::BadPassword)).is_empty());
     }
 }
+
+/// Why a handler did not answer: a refusal (the client's fault or the policy's decision, with
+/// its audit reason), or an internal error (500, or 503 when a store or component did not
+/// answer). `?` turns either into this, so a handler is one flat `Result`.
+#[derive(Debug)]
+pub enum Failure {
+    Refused(Refusal),
+    Internal(anyhow::Error),
+}
+
+impl Failure {
+    /// `result` with its refusal apart from its internal error, for a caller that records a
+    /// refusal (audits it, answers it) and lets an internal error through with `?`.
+    pub fn split<T>(result: Result<T, Failure>) -> anyhow::Result<Result<T, Refusal>> {
+        match result {
+            Ok(value) => Ok(Ok(value)),
+            Err(Failure::Refused(refusal)) => Ok(Err(refusal)),
+            Err(Failure::Internal(error)) => Err(error),
+        }
+    }
+}
+
+impl From<Refusal> for Failure {
+    fn from(refusal: Refusal) -> Self {
+        Failure::Refused(refusal)
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Failure::Internal(error)
+    }
+}
+
+/// Stored PHI that does not open answers [`Refusal::Unreadable`], logged here.
+impl From<health_core::phi::PhiError> for Failure {
+    fn from(error: health_core::phi::PhiError) -> Self {
+        crate::log::warn("phi_does_not_open", error.to_string());
+        Failure::Refused(Refusal::Unreadable)
+    }
+}

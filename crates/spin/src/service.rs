@@ -22,34 +22,7 @@ pub const JOSE: &str = "application/jose";
 
 pub use health_core::Refusal;
 
-/// Why a handler did not answer: a refusal (the client's fault or the policy's decision, with
-/// its audit reason), or an internal error (500, or 503 when a component did not answer).
-/// `?` turns either into this, so a handler is one flat `Result`.
-#[derive(Debug)]
-pub enum Failure {
-    Refused(Refusal),
-    Internal(anyhow::Error),
-}
-
-impl From<Refusal> for Failure {
-    fn from(refusal: Refusal) -> Self {
-        Failure::Refused(refusal)
-    }
-}
-
-impl From<anyhow::Error> for Failure {
-    fn from(error: anyhow::Error) -> Self {
-        Failure::Internal(error)
-    }
-}
-
-/// Stored PHI that does not open answers [`Refusal::Unreadable`], logged here.
-impl From<health_core::phi::PhiError> for Failure {
-    fn from(error: health_core::phi::PhiError) -> Self {
-        crate::log::warn("phi_does_not_open", error.to_string());
-        Failure::Refused(Refusal::Unreadable)
-    }
-}
+pub use crate::respond::Failure;
 
 /// What a handler answers.
 #[derive(Debug, Clone, PartialEq)]
