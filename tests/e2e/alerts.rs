@@ -258,15 +258,24 @@ fn tamper_with_the_chain(app: &TestApp) {
     .expect("tampered");
 }
 
-/// `alert_webhook_host` must always be a valid `allowed_outbound_hosts` entry: Spin 4.0.2
-/// resolves the template when the gateway runs, and an entry that does not parse (an empty
-/// value included) fails its whole allowed-hosts check, so every outbound request of the
-/// gateway is denied, its store probe too (`/health` is 503). The host does the same.
+/// Misconfigured alert variables. `alert_webhook_host` must always be a valid
+/// `allowed_outbound_hosts` entry: Spin 4.0.2 resolves the template when the gateway runs, and
+/// an entry that does not parse (an empty value included) fails its whole allowed-hosts check,
+/// so every outbound request of the gateway is denied, its store probe too (`/health` is 503).
+/// The host does the same. A threshold that does not parse fails only the alert evaluation:
+/// the login is answered as ever, and the failure is counted.
 #[tokio::test(flavor = "multi_thread")]
-async fn an_empty_alert_webhook_host_denies_every_outbound_request_of_the_gateway() {
-    let app = TestApp::start_with_variables(&[("alert_webhook_host", "")]).expect("app loads");
+async fn an_empty_webhook_host_denies_the_gateway_and_a_bad_threshold_fails_only_the_rules() {
+    let app = TestApp::start_with_variables(&[("alert_webhook_host", ""), ("alert_failed_logins", "3 a minute")])
+        .expect("app loads");
     let health = app.send("GET", "/health", &[], "").await;
     assert_eq!(health.status, 503, "{}", health.body);
-    // `auth`'s own outbound hosts are literal: it still answers.
+    // `auth`'s outbound hosts are literal: it still answers, and its failed logins are still
+    // refused and audited although no rule can run on them.
+    assert_eq!(app.login((BOB.0, "wrong-password-1")).await.status, 401);
     assert_eq!(app.login(BOB).await.status, 200);
+    let failures = app.query_strings("audit.db", "SELECT CAST(n AS TEXT) FROM alert_failures");
+    assert!(failures.first().and_then(|n| n.parse::<i64>().ok()) >= Some(1), "{failures:?}");
+    let audited = app.query_strings("audit.db", "SELECT reason FROM audit_events WHERE reason = 'bad_password'");
+    assert_eq!(audited.len(), 1);
 }
