@@ -8,7 +8,7 @@
 //! - `GET /internal/users/{user_id}`: the role of that user of the caller's tenant and whether
 //!   it is enabled (a tenant admin puts only an enabled clinician on a care team). A read: not
 //!   audited (the care-team change it serves is).
-//! - `POST /internal/patient-accounts/{user_id}/erased`: the patient record this account owns
+//! - `POST /internal/patient-accounts/erased` `{"user_id"}`: the patient record this account owns
 //!   was erased, so the account is disabled and every session of it ended (its refresh
 //!   families revoked, its access tokens refused from now on). Audited, with the caller (the
 //!   tenant admin who erased the record) as actor. Idempotent.
@@ -25,7 +25,7 @@ use crate::{Ctx, Error, issue};
 pub enum InternalApi {
     Insurer(ClientId),
     User(Opaque),
-    PatientErased(Opaque),
+    PatientErased,
 }
 
 /// The internal route of `segments` (after `internal`), if any.
@@ -33,7 +33,9 @@ pub fn parse(method: &Method, segments: &[&str]) -> Result<InternalApi, Error> {
     let (api, expected) = match segments {
         ["insurers", id] => (ClientId::parse(id).map(InternalApi::Insurer), Method::Get),
         ["users", id] => (Opaque::parse(id).map(InternalApi::User), Method::Get),
-        ["patient-accounts", id, "erased"] => (Opaque::parse(id).map(InternalApi::PatientErased), Method::Post),
+        // The account id goes in the body: a URL reaches telemetry (Spin's outbound spans name
+        // it), and this one names a patient.
+        ["patient-accounts", "erased"] => (Ok(InternalApi::PatientErased), Method::Post),
         _ => return Err(Error::NotFound(Reason::NoSuchRoute)),
     };
     match api {
@@ -41,6 +43,13 @@ pub fn parse(method: &Method, segments: &[&str]) -> Result<InternalApi, Error> {
         Ok(_) if *method != expected => Err(Error::MethodNotAllowed),
         Ok(api) => Ok(api),
     }
+}
+
+/// The body of `POST /internal/patient-accounts/erased`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ErasedAccount {
+    user_id: Opaque,
 }
 
 /// The patient service's caller context, verified; `Err` is the refusal (401, as a forged
@@ -91,13 +100,20 @@ pub fn handle(ctx: &Ctx<'_>, api: InternalApi, event: &mut Event) -> anyhow::Res
             };
             Ok((outcome, false))
         }
-        InternalApi::PatientErased(user_id) => {
+        InternalApi::PatientErased => {
             event.action = "user.disable".into();
-            event.resource = format!("tenant/{tenant}/users/{user_id}");
             crate::for_tenant(event, tenant);
             event.actor_sub = Some(caller.subject.to_string());
             event.actor_role = Some(caller.role.as_str().to_owned());
             event.jti = Some(caller.jti.to_string());
+            let user_id = match ctx.json::<ErasedAccount>("body must be {\"user_id\"}") {
+                Ok(body) => body.user_id,
+                Err(refusal) => {
+                    event.reason = refusal.reason();
+                    return Ok((Err(refusal), true));
+                }
+            };
+            event.resource = format!("tenant/{tenant}/users/{user_id}");
             let Some(user) = identity::user_by_id(&db, tenant, &user_id)? else {
                 event.reason = Reason::NoSuchAccount.into();
                 return Ok((Err(Error::NotFound(Reason::NoSuchAccount)), true));

@@ -98,12 +98,12 @@ fn insurer_registered(caller: &Caller, insurer: &ClientId, now: i64) -> anyhow::
 
 /// Disables the account `user_id` that owned an erased record and ends its sessions; `false`
 /// if `auth` has no such account. An error leaves the erasure done: repeating the request
-/// (idempotent) finishes it. The id goes into a path, so it is the platform's opaque id (no
-/// '/', '?', '%', ...): one stored otherwise fails the request rather than miss the account.
+/// (idempotent) finishes it. The id travels in the attested body, not the URL: a URL reaches
+/// telemetry (Spin's outbound span names it), and this one would name a patient.
 fn end_account(caller: &Caller, user_id: &Opaque, now: i64) -> anyhow::Result<bool> {
-    let path = format!("/internal/patient-accounts/{user_id}/erased");
-    let response =
-        spin_sdk::http::run(health_spin::chain::send(auth_link()?, Method::Post, &path, Vec::new(), caller, now))?;
+    let body = serde_json::to_vec(&serde_json::json!({ "user_id": user_id }))?;
+    let path = "/internal/patient-accounts/erased";
+    let response = spin_sdk::http::run(health_spin::chain::post_json(auth_link()?, path, body, caller, now))?;
     match *response.status() {
         200 => Ok(true),
         404 => Ok(false),
