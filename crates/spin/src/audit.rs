@@ -304,6 +304,23 @@ fn append_once<C: Sql>(conn: &C, event: &Event, json: &str) -> anyhow::Result<Op
     Ok(inserted.rows().next().map(|_| ()))
 }
 
+/// The answer to a chain verification (`GET /api/admin/audit/verify` at the gateway, `GET
+/// /admin/audit/verify/{tenant}` at `jwks`): `tenant_id`'s chain re-hashed from its first
+/// event, `{"intact": true, "events"}`, or `{"intact": false, "events", "broken_at"}` with the
+/// chain-break alert raised.
+pub fn verify_report(tenant_id: &str, now: i64) -> anyhow::Result<serde_json::Value> {
+    let links = chain(tenant_id)?;
+    Ok(match health_core::audit::verify_chain(&links) {
+        Ok(events) => serde_json::json!({ "tenant_id": tenant_id, "intact": true, "events": events }),
+        Err(broken) => {
+            crate::alerts::chain_broken(tenant_id, broken.seq, now);
+            serde_json::json!({
+                "tenant_id": tenant_id, "intact": false, "events": links.len(), "broken_at": broken.seq
+            })
+        }
+    })
+}
+
 /// Reads one tenant's chain in order, for verification.
 pub fn chain(tenant_id: &str) -> anyhow::Result<Vec<StoredLink>> {
     let conn = open()?;
