@@ -26,8 +26,20 @@ pub const DATABASE: &str = "records";
 /// seed is written again, encrypted. Version 3 replaces the care team's on/off flag with
 /// memberships that have a start, an optional end and a reason; every active row of version 2
 /// (only the demo seed had a way in) becomes a membership from [`DEMO_TIME`] with no end.
-pub const MIGRATIONS: &[Migration<'static>] =
-    &[Migration { version: 2, steps: VERSION_2 }, Migration { version: 3, steps: VERSION_3 }];
+/// Version 4 allows one record per patient account.
+pub const MIGRATIONS: &[Migration<'static>] = &[
+    Migration { version: 2, steps: VERSION_2 },
+    Migration { version: 3, steps: VERSION_3 },
+    Migration { version: 4, steps: VERSION_4 },
+];
+
+/// Version 4: one patient record per account. A tenant admin links a patient's user account to
+/// their record (`PUT /api/admin/patients/{id}/account`); the index makes a second record for
+/// the same account impossible, however many links race.
+const VERSION_4: &[Step<'static>] = &[Step::Sql(
+    "CREATE UNIQUE INDEX IF NOT EXISTS patient_by_owner ON patient (tenant_id, owner_subject)
+    WHERE owner_subject IS NOT NULL",
+)];
 
 const VERSION_3: &[Step<'static>] = &[
     Step::Sql(
