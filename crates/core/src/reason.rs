@@ -267,6 +267,26 @@ reasons! {
     TenantExists = "tenant_exists",
     KeyAlreadyRevoked = "key_already_revoked",
     UnknownJti = "unknown_jti",
+
+    // Federation with a tenant's OpenID provider (auth, issue 17).
+    /// The tenant has no enabled provider.
+    FederationDisabled = "federation_disabled",
+    /// A password login for a tenant whose provider is required (not its break-glass account).
+    FederationRequired = "federation_required",
+    UnsupportedTokenType = "unsupported_token_type",
+    /// The provider's keys could not be fetched and none are cached.
+    ProviderKeysUnavailable = "provider_keys_unavailable",
+    EmailNotVerified = "email_not_verified",
+    /// The provider's identity is linked to no user of the tenant.
+    UnmappedIdentity = "unmapped_identity",
+    /// The user's role needs MFA and the provider's token shows none of the accepted values.
+    ProviderMfaRequired = "provider_mfa_required",
+    TokenExchanged = "token_exchanged",
+    FederationSet = "federation_set",
+    FederationTurnedOff = "federation_turned_off",
+    BadFederationSettings = "bad_federation_settings",
+    IdentityLinked = "identity_linked",
+    ExternalIdTaken = "external_id_taken",
 }
 
 impl fmt::Display for Reason {

@@ -1,0 +1,442 @@
+//! Federation with a tenant's OpenID provider (issue 17): the provider settings a tenant admin
+//! stores, the provider's JWK Set read into keys the platform's verifier accepts, the RFC 8693
+//! token exchange's verification of the provider's token, the MFA rule for configured roles,
+//! and the JWKS cache's decisions (how long a fetched set stays fresh, when an unknown `kid` may
+//! trigger a refetch).
+//!
+//! Pure: no HTTP, no store, no clock; `now` is a parameter. Fetching, caching and mapping to a
+//! local user live in the glue (`health_spin::federation`) and the `auth` component. The
+//! provider's role claims are never read: the local user's role is authoritative.
+//!
+//! Deliberately not here (issue 17 items 3, 5, 6, to follow on this module): the gateway
+//! accepting provider access tokens directly (it would call [`verify`] with the same settings),
+//! the browser authorization-code flow, and back-channel logout.
+
+use std::collections::BTreeMap;
+
+use health_core::{Reason, Role, TenantId, Username};
+pub use health_jose::TenantKeys;
+use health_jose::{Algorithm, KeyRecord, KeyStatus, KeyUse, MAX_CLOCK_TOLERANCE_SECS, PublicJwk};
+use serde::{Deserialize, Serialize};
+
+/// `grant_type` of the token exchange (RFC 8693 §2.1).
+pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// RFC 8693 §3 token type identifiers accepted as `subject_token_type`.
+pub const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+pub const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+/// The platform's own tokens, as `issued_token_type`.
+pub const ISSUED_TOKEN_TYPE: &str = ACCESS_TOKEN_TYPE;
+
+/// Longest accepted `exp - iat` of a provider token, whatever is configured: a day.
+pub const MAX_PROVIDER_TOKEN_LIFETIME_SECS: i64 = 24 * 3600;
+/// Largest accepted provider token (ID tokens carry more claims than the platform's).
+pub const MAX_PROVIDER_TOKEN_BYTES: usize = 16 * 1024;
+/// Bounds on how long a fetched JWK Set is used without asking again: at least a minute (a
+/// provider answering `max-age=0` would otherwise be asked on every exchange), at most a day.
+pub const JWKS_MIN_FRESH_SECS: i64 = 60;
+pub const JWKS_MAX_FRESH_SECS: i64 = 24 * 3600;
+/// Freshness of a JWK Set whose response says nothing about caching.
+pub const JWKS_DEFAULT_FRESH_SECS: i64 = 300;
+/// Most keys kept from one JWK Set; a provider publishes a handful.
+pub const MAX_PROVIDER_KEYS: usize = 16;
+
+fn default_claim() -> String {
+    "email".into()
+}
+fn default_amr() -> Vec<String> {
+    vec!["mfa".into()]
+}
+const fn default_tolerance() -> i64 {
+    30
+}
+const fn default_lifetime() -> i64 {
+    3600
+}
+
+/// One tenant's provider, as the admin API stores and shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    pub enabled: bool,
+    /// Local passwords refused for the tenant, except [`ProviderSettings::break_glass`]'s.
+    #[serde(default)]
+    pub required: bool,
+    /// The one local account (an admin) that may still log in with a password when `required`.
+    #[serde(default)]
+    pub break_glass: Option<Username>,
+    /// The provider's `iss`, compared exactly.
+    pub issuer: String,
+    /// The `aud` the provider's tokens must carry for this tenant (its client id, or for access
+    /// tokens the resource indicator).
+    pub audience: String,
+    /// Where keys come from: the discovery document (whose `jwks_uri` is followed) or the JWKS.
+    #[serde(default)]
+    pub discovery_url: Option<String>,
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// The claim whose value is looked up among the tenant's linked identities.
+    #[serde(default = "default_claim")]
+    pub subject_claim: String,
+    /// Roles whose exchange needs MFA at the provider.
+    #[serde(default)]
+    pub mfa_roles: Vec<Role>,
+    /// `amr` values that count as MFA (any one of them).
+    #[serde(default = "default_amr")]
+    pub mfa_amr: Vec<String>,
+    /// `acr` values that count as MFA too.
+    #[serde(default)]
+    pub mfa_acr: Vec<String>,
+    #[serde(default = "default_tolerance")]
+    pub clock_tolerance_secs: i64,
+    /// Longest accepted `exp - iat`.
+    #[serde(default = "default_lifetime")]
+    pub max_token_lifetime_secs: i64,
+}
+
+/// Why settings were not accepted (the admin API's 400 detail).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    #[error("issuer must be an http(s) URL")]
+    Issuer,
+    #[error("audience must be 1-256 printable characters")]
+    Audience,
+    #[error("exactly one of discovery_url and jwks_uri, an http(s) URL")]
+    KeySource,
+    #[error("subject_claim must be 1-64 characters of a-z, 0-9 or '_'")]
+    SubjectClaim,
+    #[error("mfa_amr and mfa_acr values must be 1-64 printable characters, mfa_amr not empty")]
+    MfaValues,
+    #[error("clock_tolerance_secs must be 0 to 60")]
+    Tolerance,
+    #[error("max_token_lifetime_secs must be 60 to 86400")]
+    Lifetime,
+    #[error("required needs enabled")]
+    RequiredDisabled,
+}
+
+fn http_url(url: &str) -> bool {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
+        && url.len() <= 512
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control() || c == '#')
+}
+
+fn printable(value: &str, max: usize) -> bool {
+    !value.is_empty() && value.len() <= max && !value.chars().any(char::is_control)
+}
+
+impl ProviderSettings {
+    /// Checks what an admin submitted.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if !http_url(&self.issuer) {
+            return Err(SettingsError::Issuer);
+        }
+        if !printable(&self.audience, 256) {
+            return Err(SettingsError::Audience);
+        }
+        match (&self.discovery_url, &self.jwks_uri) {
+            (Some(url), None) | (None, Some(url)) if http_url(url) => {}
+            _ => return Err(SettingsError::KeySource),
+        }
+        let claim = self.subject_claim.as_bytes();
+        if claim.is_empty()
+            || claim.len() > 64
+            || !claim.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
+        {
+            return Err(SettingsError::SubjectClaim);
+        }
+        if self.mfa_amr.is_empty() || !self.mfa_amr.iter().chain(&self.mfa_acr).all(|v| printable(v, 64)) {
+            return Err(SettingsError::MfaValues);
+        }
+        if !(0..=MAX_CLOCK_TOLERANCE_SECS).contains(&self.clock_tolerance_secs) {
+            return Err(SettingsError::Tolerance);
+        }
+        if !(60..=MAX_PROVIDER_TOKEN_LIFETIME_SECS).contains(&self.max_token_lifetime_secs) {
+            return Err(SettingsError::Lifetime);
+        }
+        if self.required && !self.enabled {
+            return Err(SettingsError::RequiredDisabled);
+        }
+        Ok(())
+    }
+
+    /// Whether a password login of `username` is refused because the provider is required.
+    pub fn refuses_password(&self, username: &Username) -> bool {
+        self.enabled && self.required && self.break_glass.as_ref() != Some(username)
+    }
+
+    /// Where the keys come from, for the cache entry: a changed source invalidates it.
+    pub fn key_source(&self) -> &str {
+        self.jwks_uri.as_deref().or(self.discovery_url.as_deref()).unwrap_or_default()
+    }
+}
+
+/// Why a provider's token was refused, each with its audit reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// Size, structure, header, `kid`, algorithm or signature (the platform's JOSE checks).
+    #[error("token: {0}")]
+    Token(health_jose::Error),
+    #[error("required claim {0} missing")]
+    MissingClaim(&'static str),
+    #[error("issuer is not the tenant's provider")]
+    WrongIssuer,
+    #[error("audience is not the tenant's")]
+    WrongAudience,
+    #[error("expired")]
+    Expired,
+    #[error("not yet valid")]
+    NotYetValid,
+    #[error("issued in the future")]
+    IssuedInFuture,
+    #[error("lifetime exceeds the cap")]
+    LifetimeTooLong,
+    #[error("the provider says the email is not verified")]
+    EmailNotVerified,
+}
+
+impl Refused {
+    pub fn reason(&self) -> Reason {
+        match self {
+            Refused::Token(error) => error.reason(),
+            Refused::MissingClaim(_) => Reason::MissingClaim,
+            Refused::WrongIssuer => Reason::WrongIssuer,
+            Refused::WrongAudience => Reason::WrongAudience,
+            Refused::Expired => Reason::Expired,
+            Refused::NotYetValid => Reason::NotYetValid,
+            Refused::IssuedInFuture => Reason::IssuedInFuture,
+            Refused::LifetimeTooLong => Reason::LifetimeTooLong,
+            Refused::EmailNotVerified => Reason::EmailNotVerified,
+        }
+    }
+}
+
+/// What a verified provider token says, of what the platform uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The value of the tenant's `subject_claim`, looked up among linked identities.
+    pub external_id: String,
+    pub sub: String,
+    pub amr: Vec<String>,
+    pub acr: Option<String>,
+    /// `auth_time` when the provider gave one, else `iat`.
+    pub auth_time: i64,
+    pub exp: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Verifies a provider's token for a tenant whose provider `settings` and keys are given, in
+/// the platform's order: size → parts → header (no `crit`, no embedded keys) → `kid` within the
+/// provider's keys → signature under the key's own algorithm (so `none` and `HS256` are refused
+/// whatever the header says) → required `iss`, `sub`, `aud`, `exp`, `iat` → issuer, audience,
+/// times within the tolerance (at most 60 s), lifetime cap → the subject claim.
+pub fn verify(token: &str, keys: &TenantKeys, settings: &ProviderSettings, now: i64) -> Result<Verified, Refused> {
+    let opts = health_jose::VerifyOptions {
+        audience: settings.audience.clone(),
+        tolerance_secs: settings.clock_tolerance_secs.clamp(0, MAX_CLOCK_TOLERANCE_SECS),
+        max_lifetime_secs: settings.max_token_lifetime_secs.min(MAX_PROVIDER_TOKEN_LIFETIME_SECS),
+        max_token_bytes: MAX_PROVIDER_TOKEN_BYTES,
+    };
+    let payload = health_jose::verify_signature(token, keys, &opts).map_err(Refused::Token)?;
+    let claims: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&payload).map_err(|_| Refused::Token(health_jose::Error::BadClaims))?;
+    let text = |name: &'static str| claims.get(name).and_then(serde_json::Value::as_str).filter(|v| !v.is_empty());
+    let time = |name: &'static str| claims.get(name).and_then(serde_json::Value::as_i64);
+    let iss = text("iss").ok_or(Refused::MissingClaim("iss"))?;
+    let sub = text("sub").ok_or(Refused::MissingClaim("sub"))?;
+    let aud: Audience =
+        claims.get("aud").and_then(|a| serde_json::from_value(a.clone()).ok()).ok_or(Refused::MissingClaim("aud"))?;
+    let exp = time("exp").ok_or(Refused::MissingClaim("exp"))?;
+    let iat = time("iat").ok_or(Refused::MissingClaim("iat"))?;
+    if iss != settings.issuer {
+        return Err(Refused::WrongIssuer);
+    }
+    let audience_ok = match &aud {
+        Audience::One(a) => *a == settings.audience,
+        Audience::Many(list) => list.contains(&settings.audience),
+    };
+    // OIDC Core §2: with an `azp`, it is the party the token was issued to.
+    if !audience_ok || text("azp").is_some_and(|azp| azp != settings.audience) {
+        return Err(Refused::WrongAudience);
+    }
+    let tolerance = opts.tolerance_secs;
+    if exp <= now - tolerance {
+        return Err(Refused::Expired);
+    }
+    if time("nbf").is_some_and(|nbf| nbf > now + tolerance) {
+        return Err(Refused::NotYetValid);
+    }
+    if iat > now + tolerance {
+        return Err(Refused::IssuedInFuture);
+    }
+    if exp - iat > opts.max_lifetime_secs {
+        return Err(Refused::LifetimeTooLong);
+    }
+    let external_id = claims
+        .get(&settings.subject_claim)
+        .and_then(serde_json::Value::as_str)
+        .filter(|v| !v.is_empty() && v.len() <= 256)
+        .ok_or(Refused::MissingClaim("subject_claim"))?;
+    // An unverified email is anyone's to type in at many providers (OIDC Core §5.7).
+    if settings.subject_claim == "email" && claims.get("email_verified").is_some_and(|v| v == &serde_json::json!(false))
+    {
+        return Err(Refused::EmailNotVerified);
+    }
+    let amr = claims
+        .get("amr")
+        .and_then(serde_json::Value::as_array)
+        .map(|list| list.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    Ok(Verified {
+        external_id: normalise(&settings.subject_claim, external_id),
+        sub: sub.to_owned(),
+        amr,
+        acr: text("acr").map(str::to_owned),
+        auth_time: time("auth_time").unwrap_or(iat),
+        exp,
+    })
+}
+
+/// The form linked identities are stored and looked up in: emails compare case-insensitively
+/// (their domain always does, and providers differ on the local part), everything else exactly.
+pub fn normalise(claim: &str, value: &str) -> String {
+    if claim == "email" { value.to_ascii_lowercase() } else { value.to_owned() }
+}
+
+/// Whether a user of `role` presented enough at the provider: any accepted `amr` value, or an
+/// accepted `acr`. Roles not listed need nothing more.
+pub fn mfa_satisfied(settings: &ProviderSettings, role: Role, verified: &Verified) -> bool {
+    !settings.mfa_roles.contains(&role)
+        || verified.amr.iter().any(|a| settings.mfa_amr.contains(a))
+        || verified.acr.as_ref().is_some_and(|acr| settings.mfa_acr.contains(acr))
+}
+
+/// A provider's JWK Set as keys the platform's verifier takes: signing keys of a supported
+/// algorithm only (RS256 for RSA, ES256 for P-256, EdDSA for Ed25519: the key decides, and a
+/// key whose `alg` names anything else is skipped), each with a `kid`, valid on its curve or of
+/// an accepted RSA size. Encryption keys and symmetric keys are never taken.
+pub fn provider_keys(jwks: &[u8], tenant: &TenantId, issuer: &str) -> Option<TenantKeys> {
+    #[derive(Deserialize)]
+    struct Set {
+        keys: Vec<serde_json::Value>,
+    }
+    let set: Set = serde_json::from_slice(jwks).ok()?;
+    let keys = set
+        .keys
+        .iter()
+        .filter_map(|jwk| provider_key(jwk, tenant))
+        .take(MAX_PROVIDER_KEYS)
+        .map(|jwk| KeyRecord { jwk, status: KeyStatus::Active, created_at: 0, not_after: None })
+        .collect();
+    Some(TenantKeys { tenant_id: tenant.clone(), issuer: issuer.to_owned(), keys })
+}
+
+fn provider_key(jwk: &serde_json::Value, tenant: &TenantId) -> Option<PublicJwk> {
+    let member = |name: &str| jwk.get(name).and_then(serde_json::Value::as_str).map(str::to_owned);
+    if member("use").is_some_and(|u| u != "sig") {
+        return None;
+    }
+    let kty = member("kty")?;
+    let alg = match (kty.as_str(), member("crv").as_deref()) {
+        ("RSA", _) => Algorithm::Rs256,
+        ("EC", Some("P-256")) => Algorithm::Es256,
+        ("OKP", Some("Ed25519")) => Algorithm::EdDsa,
+        _ => return None,
+    };
+    if member("alg").is_some_and(|a| a != alg.as_str()) {
+        return None;
+    }
+    let key = PublicJwk {
+        kty,
+        kid: member("kid").filter(|k| printable(k, 128))?,
+        key_use: KeyUse::Sig,
+        alg: alg.as_str().into(),
+        n: member("n"),
+        e: member("e"),
+        crv: member("crv"),
+        x: member("x"),
+        y: member("y"),
+        tenant_id: tenant.clone(),
+    };
+    let usable = match alg {
+        Algorithm::Rs256 => key.rsa_public_key().is_some(),
+        Algorithm::Es256 => key.p256_public_key().is_some(),
+        _ => key.ed25519_public_key().is_some(),
+    };
+    usable.then_some(key)
+}
+
+/// The unverified header's `kid`, only to ask whether the cached set knows it.
+pub fn peek_kid(token: &str) -> Option<String> {
+    let header = token.split('.').next()?;
+    let bytes = health_core::b64url_decode(header)?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    value.get("kid")?.as_str().map(str::to_owned)
+}
+
+/// How long a fetched JWK Set stays fresh, from its response's `Cache-Control` (RFC 9111
+/// §5.2.2: `max-age`; `no-store` and `no-cache` mean the minimum), within the bounds above.
+pub fn fresh_secs(cache_control: Option<&str>) -> i64 {
+    let Some(value) = cache_control else { return JWKS_DEFAULT_FRESH_SECS };
+    let mut max_age = None;
+    for directive in value.split(',').map(str::trim) {
+        let lower = directive.to_ascii_lowercase();
+        if lower == "no-store" || lower == "no-cache" {
+            return JWKS_MIN_FRESH_SECS;
+        }
+        if let Some(age) = lower.strip_prefix("max-age=") {
+            max_age = age.trim_matches('"').parse::<i64>().ok();
+        }
+    }
+    max_age.map_or(JWKS_DEFAULT_FRESH_SECS, |age| age.clamp(JWKS_MIN_FRESH_SECS, JWKS_MAX_FRESH_SECS))
+}
+
+/// A cached JWK Set, as stored (the key-value entry's JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedJwks {
+    /// The settings' key source it was fetched for.
+    pub source: String,
+    /// The JWK Set as fetched.
+    pub jwks: String,
+    pub fetched_at: i64,
+    pub fresh_until: i64,
+    /// The last time a fetch was tried, successful or not: the cooldown counts from here.
+    pub attempted_at: i64,
+}
+
+/// What to do before verifying a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// The cached set answers.
+    UseCached,
+    /// Fetch; if the provider does not answer, use the cached set when there is one.
+    Fetch,
+}
+
+/// Decides between the cached set and a fetch: a set that is missing, for another source, or
+/// past its freshness is fetched; a fresh set that lacks the token's `kid` is fetched again
+/// only once per `cooldown_secs` (a flood of random `kid`s costs the provider one request per
+/// cooldown, not one per token).
+pub fn plan(cached: Option<&CachedJwks>, source: &str, kid_known: bool, now: i64, cooldown_secs: i64) -> Plan {
+    match cached {
+        Some(c) if c.source == source && now < c.fresh_until => {
+            if kid_known || now - c.attempted_at < cooldown_secs {
+                Plan::UseCached
+            } else {
+                Plan::Fetch
+            }
+        }
+        Some(c) if c.source == source && now - c.attempted_at < cooldown_secs => Plan::UseCached,
+        _ => Plan::Fetch,
+    }
+}
+
+#[cfg(test)]
+mod tests;

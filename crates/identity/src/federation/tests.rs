@@ -1,0 +1,209 @@
+use super::*;
+use health_core::b64url;
+use health_jose::PrivateKey;
+use rand_core::OsRng;
+
+const NOW: i64 = 1_800_000_000;
+const ISSUER: &str = "https://idp.example/a";
+
+fn tenant() -> TenantId {
+    TenantId::parse("north").expect("tenant")
+}
+
+fn settings() -> ProviderSettings {
+    serde_json::from_value(serde_json::json!({
+        "enabled": true,
+        "issuer": ISSUER,
+        "audience": "health-north",
+        "jwks_uri": "https://idp.example/a/jwks",
+        "mfa_roles": ["doctor"],
+    }))
+    .expect("settings")
+}
+
+struct Provider {
+    key: PrivateKey,
+    kid: String,
+    keys: TenantKeys,
+}
+
+fn provider() -> Provider {
+    let (key, record) = health_jose::generate(Algorithm::Es256, &tenant(), 0, &mut OsRng).expect("key");
+    let jwks = serde_json::json!({ "keys": [{
+        "kty": "EC", "crv": "P-256", "kid": record.jwk.kid, "x": record.jwk.x, "y": record.jwk.y, "use": "sig"
+    }]});
+    let keys = provider_keys(jwks.to_string().as_bytes(), &tenant(), ISSUER).expect("jwks");
+    assert_eq!(keys.keys.len(), 1);
+    Provider { kid: record.jwk.kid.clone(), key, keys }
+}
+
+fn claims() -> serde_json::Value {
+    serde_json::json!({
+        "iss": ISSUER, "sub": "abc", "aud": "health-north", "exp": NOW + 600, "iat": NOW,
+        "email": "Alice@Hospital.example", "email_verified": true, "amr": ["pwd"],
+        "role": "admin",
+    })
+}
+
+fn token(p: &Provider, header: serde_json::Value, claims: &serde_json::Value) -> String {
+    let input = format!("{}.{}", b64url(header.to_string()), b64url(claims.to_string()));
+    let sig = health_jose::sign_bytes(&p.key, Algorithm::Es256, input.as_bytes(), &mut OsRng).expect("sign");
+    format!("{input}.{}", b64url(sig))
+}
+
+fn signed(p: &Provider, claims: &serde_json::Value) -> String {
+    token(p, serde_json::json!({ "alg": "ES256", "kid": p.kid }), claims)
+}
+
+fn with(change: impl FnOnce(&mut serde_json::Value)) -> serde_json::Value {
+    let mut c = claims();
+    change(&mut c);
+    c
+}
+
+#[test]
+fn accepts_the_providers_token_and_normalises_the_email() {
+    let p = provider();
+    let verified = verify(&signed(&p, &claims()), &p.keys, &settings(), NOW).expect("verified");
+    assert_eq!(verified.external_id, "alice@hospital.example");
+    assert_eq!(verified.amr, ["pwd"]);
+    assert_eq!(verified.auth_time, NOW);
+}
+
+#[test]
+fn refuses_each_bad_claim_with_its_reason() {
+    let p = provider();
+    let s = settings();
+    let cases: Vec<(serde_json::Value, Refused)> = vec![
+        (with(|c| c["iss"] = "https://idp.example/b".into()), Refused::WrongIssuer),
+        (with(|c| c["aud"] = "health-south".into()), Refused::WrongAudience),
+        (with(|c| c["azp"] = "health-south".into()), Refused::WrongAudience),
+        (with(|c| c["exp"] = (NOW - 31).into()), Refused::Expired),
+        (with(|c| c["iat"] = (NOW + 31).into()), Refused::IssuedInFuture),
+        (with(|c| c["nbf"] = (NOW + 31).into()), Refused::NotYetValid),
+        (with(|c| c["exp"] = (NOW + 3601).into()), Refused::LifetimeTooLong),
+        (with(|c| c["email_verified"] = false.into()), Refused::EmailNotVerified),
+        (with(|c| drop(c.as_object_mut().map(|o| o.remove("email")))), Refused::MissingClaim("subject_claim")),
+        (with(|c| drop(c.as_object_mut().map(|o| o.remove("exp")))), Refused::MissingClaim("exp")),
+        (with(|c| drop(c.as_object_mut().map(|o| o.remove("iat")))), Refused::MissingClaim("iat")),
+        (with(|c| drop(c.as_object_mut().map(|o| o.remove("sub")))), Refused::MissingClaim("sub")),
+    ];
+    for (claims, expected) in cases {
+        assert_eq!(verify(&signed(&p, &claims), &p.keys, &s, NOW), Err(expected.clone()), "{claims}");
+    }
+    // One of several audiences, and azp naming the tenant's client.
+    let many = with(|c| {
+        c["aud"] = serde_json::json!(["x", "health-north"]);
+        c["azp"] = "health-north".into();
+    });
+    assert!(verify(&signed(&p, &many), &p.keys, &s, NOW).is_ok());
+    // Within the tolerance.
+    assert!(verify(&signed(&p, &with(|c| c["exp"] = (NOW - 29).into())), &p.keys, &s, NOW).is_ok());
+}
+
+#[test]
+fn the_algorithm_comes_from_the_key() {
+    let p = provider();
+    let s = settings();
+    let payload = b64url(claims().to_string());
+    let none = format!("{}.{payload}.", b64url(serde_json::json!({"alg": "none", "kid": p.kid}).to_string()));
+    assert!(matches!(verify(&none, &p.keys, &s, NOW), Err(Refused::Token(_))));
+    let header = b64url(serde_json::json!({"alg": "HS256", "kid": p.kid}).to_string());
+    let hs = format!("{header}.{payload}.{}", b64url([0u8; 32]));
+    assert_eq!(verify(&hs, &p.keys, &s, NOW), Err(Refused::Token(health_jose::Error::AlgorithmMismatch)));
+    let unknown = token(&p, serde_json::json!({"alg": "ES256", "kid": "other"}), &claims());
+    assert_eq!(verify(&unknown, &p.keys, &s, NOW), Err(Refused::Token(health_jose::Error::UnknownKid)));
+    let embedded = token(&p, serde_json::json!({"alg": "ES256", "kid": p.kid, "jwk": {}}), &claims());
+    assert!(matches!(verify(&embedded, &p.keys, &s, NOW), Err(Refused::Token(health_jose::Error::EmbeddedKey(_)))));
+}
+
+#[test]
+fn mfa_is_needed_only_by_the_configured_roles() {
+    let mut s = settings();
+    let verified = |amr: &[&str], acr: Option<&str>| Verified {
+        external_id: "a".into(),
+        sub: "a".into(),
+        amr: amr.iter().map(|a| (*a).to_owned()).collect(),
+        acr: acr.map(str::to_owned),
+        auth_time: NOW,
+        exp: NOW,
+    };
+    assert!(mfa_satisfied(&s, Role::Patient, &verified(&["pwd"], None)));
+    assert!(!mfa_satisfied(&s, Role::Doctor, &verified(&["pwd"], None)));
+    assert!(mfa_satisfied(&s, Role::Doctor, &verified(&["pwd", "mfa"], None)));
+    assert!(!mfa_satisfied(&s, Role::Doctor, &verified(&["pwd"], Some("silver"))));
+    s.mfa_acr = vec!["gold".into()];
+    assert!(mfa_satisfied(&s, Role::Doctor, &verified(&[], Some("gold"))));
+}
+
+#[test]
+fn takes_only_supported_signing_keys_from_a_jwks() {
+    let p = provider();
+    let ec = &p.keys.keys[0].jwk;
+    let jwks = serde_json::json!({ "keys": [
+        { "kty": "oct", "kid": "sym", "k": "AAAA" },
+        { "kty": "EC", "crv": "P-256", "kid": "enc", "use": "enc", "x": ec.x, "y": ec.y },
+        { "kty": "EC", "crv": "P-256", "kid": "ps", "alg": "ES384", "x": ec.x, "y": ec.y },
+        { "kty": "EC", "crv": "P-256", "kid": "bad", "x": ec.x, "y": ec.x },
+        { "kty": "EC", "crv": "P-256", "x": ec.x, "y": ec.y },
+        { "kty": "EC", "crv": "P-256", "kid": "ok", "x": ec.x, "y": ec.y },
+    ]});
+    let keys = provider_keys(jwks.to_string().as_bytes(), &tenant(), ISSUER).expect("jwks");
+    let kids: Vec<_> = keys.keys.iter().map(|k| k.jwk.kid.as_str()).collect();
+    assert_eq!(kids, ["ok"]);
+    assert!(provider_keys(b"{}", &tenant(), ISSUER).is_none());
+}
+
+#[test]
+fn settings_are_checked() {
+    assert_eq!(settings().validate(), Ok(()));
+    let check = |change: fn(&mut ProviderSettings)| {
+        let mut s = settings();
+        change(&mut s);
+        s.validate()
+    };
+    assert_eq!(check(|s| s.clock_tolerance_secs = 61), Err(SettingsError::Tolerance));
+    assert_eq!(check(|s| s.issuer = "idp.example".into()), Err(SettingsError::Issuer));
+    assert_eq!(
+        check(|s| s.discovery_url = Some("https://idp.example/.well-known".into())),
+        Err(SettingsError::KeySource)
+    );
+    assert_eq!(check(|s| s.jwks_uri = None), Err(SettingsError::KeySource));
+    assert_eq!(check(|s| s.subject_claim = "Email".into()), Err(SettingsError::SubjectClaim));
+    assert_eq!(
+        check(|s| {
+            s.enabled = false;
+            s.required = true;
+        }),
+        Err(SettingsError::RequiredDisabled)
+    );
+    let mut s = settings();
+    s.required = true;
+    s.break_glass = Some(Username::parse("root_admin").expect("username"));
+    assert!(s.refuses_password(&Username::parse("dr_house").expect("username")));
+    assert!(!s.refuses_password(&Username::parse("root_admin").expect("username")));
+}
+
+#[test]
+fn freshness_follows_cache_control_within_bounds() {
+    assert_eq!(fresh_secs(None), JWKS_DEFAULT_FRESH_SECS);
+    assert_eq!(fresh_secs(Some("public, max-age=600")), 600);
+    assert_eq!(fresh_secs(Some("max-age=0")), JWKS_MIN_FRESH_SECS);
+    assert_eq!(fresh_secs(Some("max-age=99999999")), JWKS_MAX_FRESH_SECS);
+    assert_eq!(fresh_secs(Some("no-store")), JWKS_MIN_FRESH_SECS);
+}
+
+#[test]
+fn an_unknown_kid_refetches_once_per_cooldown() {
+    let cached =
+        CachedJwks { source: "s".into(), jwks: String::new(), fetched_at: 0, fresh_until: 300, attempted_at: 0 };
+    assert_eq!(plan(None, "s", false, 10, 30), Plan::Fetch);
+    assert_eq!(plan(Some(&cached), "s", true, 10, 30), Plan::UseCached);
+    assert_eq!(plan(Some(&cached), "s", false, 10, 30), Plan::UseCached);
+    assert_eq!(plan(Some(&cached), "s", false, 30, 30), Plan::Fetch);
+    assert_eq!(plan(Some(&cached), "other", true, 10, 30), Plan::Fetch);
+    // Stale: fetched, but not more often than the cooldown while the provider is down.
+    assert_eq!(plan(Some(&cached), "s", true, 400, 30), Plan::Fetch);
+    let tried = CachedJwks { attempted_at: 390, ..cached };
+    assert_eq!(plan(Some(&tried), "s", true, 400, 30), Plan::UseCached);
+}
