@@ -24,8 +24,11 @@ use spin_sdk::sqlite::{Connection, QueryResult, Value};
 use crate::db::{self, Migration, Sql, Step};
 
 /// The schema (see [`db::migrate`]): version 1 held the users only.
-const MIGRATIONS: &[Migration<'static>] =
-    &[Migration { version: 1, steps: VERSION_1 }, Migration { version: 2, steps: VERSION_2 }];
+const MIGRATIONS: &[Migration<'static>] = &[
+    Migration { version: 1, steps: VERSION_1 },
+    Migration { version: 2, steps: VERSION_2 },
+    Migration { version: 3, steps: crate::federation::VERSION_3 },
+];
 
 const VERSION_1: &[Step<'static>] = &[Step::Sql(
     "CREATE TABLE IF NOT EXISTS users (
@@ -127,17 +130,17 @@ pub fn migrate(conn: &impl Sql, seed_demo: bool) -> anyhow::Result<()> {
     db::migrate(conn, MIGRATIONS, |conn| if seed_demo { demo::seed(conn) } else { Ok(()) })
 }
 
-fn text(value: impl Into<String>) -> Value {
+pub(crate) fn text(value: impl Into<String>) -> Value {
     Value::Text(value.into())
 }
 
-fn first(result: &QueryResult) -> Option<spin_sdk::sqlite::Row<'_>> {
+pub(crate) fn first(result: &QueryResult) -> Option<spin_sdk::sqlite::Row<'_>> {
     result.rows().next()
 }
 
 /// A stored id read back as its type: it was validated when written, so one that does not
 /// parse is a damaged row.
-fn stored<T>(
+pub(crate) fn stored<T>(
     row: &spin_sdk::sqlite::Row<'_>,
     column: &str,
     parse: impl Fn(&str) -> Result<T, health_core::IdError>,

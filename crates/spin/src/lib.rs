@@ -20,6 +20,8 @@ pub mod chain;
 pub mod db;
 pub mod deadline;
 #[cfg(feature = "identity")]
+pub mod federation;
+#[cfg(feature = "identity")]
 pub mod identity;
 #[cfg(feature = "tokens")]
 pub mod keystore;

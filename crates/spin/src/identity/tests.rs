@@ -84,11 +84,11 @@ fn reserve(db: &Native, now: i64, policy: LockoutPolicy) -> Reservation {
 // ---- schema and seed -----------------------------------------------------------------------
 
 #[test]
-fn migrates_to_version_2_and_seeds_the_demo_accounts_once() {
+fn migrates_to_the_current_version_and_seeds_the_demo_accounts_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = connect(&dir.path().join("identity.db"));
     migrate(&db, true).expect("migrates");
-    assert_eq!(db.integer("SELECT MAX(version) FROM schema_migrations"), 2);
+    assert_eq!(db.integer("SELECT MAX(version) FROM schema_migrations"), 3);
     assert_eq!(db.integer("SELECT COUNT(*) FROM users WHERE tenant_id = 'demo-hospital'"), 6);
     let alice = find_user(&db, &tenant(), &Username::parse("alice").expect("name")).expect("reads").expect("seeded");
     assert_eq!((alice.user_id.as_str(), alice.role, alice.disabled), ("u-alice", Role::Patient, false));
@@ -110,7 +110,7 @@ fn without_the_demo_tenant_nothing_is_seeded() {
 }
 
 #[test]
-fn a_version_1_database_keeps_its_users_and_gains_the_version_2_tables() {
+fn a_version_1_database_keeps_its_users_and_gains_the_later_tables() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = connect(&dir.path().join("identity.db"));
     let [Step::Sql(users)] = VERSION_1 else { panic!("version 1 is one table") };
@@ -120,10 +120,11 @@ fn a_version_1_database_keeps_its_users_and_gains_the_version_2_tables() {
     )
     .expect("a user");
     migrate(&db, true).expect("migrates");
-    assert_eq!(db.integer("SELECT COUNT(*) FROM schema_migrations"), 2);
+    assert_eq!(db.integer("SELECT COUNT(*) FROM schema_migrations"), 3);
     assert_eq!(db.text("SELECT how FROM schema_migrations WHERE version = 1"), "adopted from PRAGMA user_version");
     assert!(user_by_id(&db, &tenant(), &uid("u-1")).expect("reads").is_some());
     assert_eq!(db.integer("SELECT COUNT(*) FROM sqlite_master WHERE name = 'login_attempts'"), 1);
+    assert_eq!(db.integer("SELECT COUNT(*) FROM sqlite_master WHERE name = 'federated_identities'"), 1);
 }
 
 // ---- users -------------------------------------------------------------------------------

@@ -1,0 +1,237 @@
+//! Federation's storage and outbound HTTP (issue 17): each tenant's provider settings and the
+//! identities linked to its users, in the `identity` database; the provider's JWK Set fetched
+//! over `spin_sdk::http::send` (the discovery document's `jwks_uri` followed when the tenant
+//! gives a discovery URL) and cached in the `revocations` key-value store under
+//! `federation/jwks/{tenant}` for its HTTP cache lifetime. When to fetch is
+//! `health_identity::federation::plan`'s decision: an unknown `kid` refetches once per
+//! cooldown, and a provider that does not answer leaves the cached set in use.
+//!
+//! The cache lives in `revocations` (auth's writable key-value store, which nothing lists)
+//! rather than a store of its own, so backups, the cloud runtime configuration and the store
+//! probe need nothing new: an entry is a cache, safe to lose.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use health_core::{Opaque, TenantId};
+use health_identity::federation::{self as decide, CachedJwks, Plan, ProviderSettings, TenantKeys};
+use spin_sdk::http::{Method, Request, Response};
+
+use crate::db::{Sql, Step};
+use crate::identity::{first, stored, text};
+use crate::kv::Kv;
+
+/// The `identity` schema's version 3: a tenant's provider settings (JSON, as the admin API
+/// takes them) and the provider identities linked to local users.
+pub(crate) const VERSION_3: &[Step<'static>] = &[
+    Step::Sql(
+        "CREATE TABLE IF NOT EXISTS federation (
+        tenant_id TEXT PRIMARY KEY,
+        settings TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    )",
+    ),
+    Step::Sql(
+        "CREATE TABLE IF NOT EXISTS federated_identities (
+        tenant_id TEXT NOT NULL,
+        external_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        linked_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, external_id),
+        UNIQUE (tenant_id, user_id)
+    )",
+    ),
+];
+
+/// How long a provider has to answer one request.
+const FETCH_DEADLINE: Duration = Duration::from_secs(5);
+/// Largest discovery document or JWK Set read.
+const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
+
+/// The tenant's provider settings, if any were stored.
+pub fn settings(conn: &impl Sql, tenant: &TenantId) -> anyhow::Result<Option<ProviderSettings>> {
+    const SELECT: &str = "SELECT settings FROM federation WHERE tenant_id = ?";
+    let rows = conn.execute(SELECT, &[text(tenant.as_str())]).context("reading federation settings")?;
+    let Some(row) = first(&rows) else { return Ok(None) };
+    let json = row.get::<&str>("settings").context("federation row without settings")?;
+    serde_json::from_str(json).map(Some).context("stored federation settings")
+}
+
+/// Stores the tenant's provider settings, replacing any.
+pub fn set_settings(conn: &impl Sql, tenant: &TenantId, settings: &ProviderSettings, now: i64) -> anyhow::Result<()> {
+    const UPSERT: &str = "INSERT INTO federation (tenant_id, settings, updated_at) VALUES (?, ?, ?)
+        ON CONFLICT (tenant_id) DO UPDATE SET settings = excluded.settings, updated_at = excluded.updated_at";
+    let json = serde_json::to_string(settings).context("encoding federation settings")?;
+    conn.execute(UPSERT, &[text(tenant.as_str()), text(json), spin_sdk::sqlite::Value::Integer(now)])
+        .context("writing federation settings")?;
+    Ok(())
+}
+
+/// Links `external_id` (normalised) to the tenant's user, replacing the user's previous link;
+/// `false` if another user of the tenant holds that identity.
+pub fn link(conn: &impl Sql, tenant: &TenantId, external_id: &str, user: &Opaque, now: i64) -> anyhow::Result<bool> {
+    const HOLDER: &str = "SELECT user_id FROM federated_identities WHERE tenant_id = ? AND external_id = ?";
+    const UNLINK: &str = "DELETE FROM federated_identities WHERE tenant_id = ? AND user_id = ?";
+    const INSERT: &str =
+        "INSERT INTO federated_identities (tenant_id, external_id, user_id, linked_at) VALUES (?, ?, ?, ?)";
+    crate::db::transaction(conn, |conn| {
+        let rows = conn.execute(HOLDER, &[text(tenant.as_str()), text(external_id)]).context("reading link")?;
+        if let Some(row) = first(&rows) {
+            return Ok(stored(&row, "user_id", Opaque::parse)? == *user);
+        }
+        conn.execute(UNLINK, &[text(tenant.as_str()), text(user.as_str())]).context("unlinking")?;
+        let params =
+            [text(tenant.as_str()), text(external_id), text(user.as_str()), spin_sdk::sqlite::Value::Integer(now)];
+        conn.execute(INSERT, &params).context("linking")?;
+        Ok(true)
+    })
+}
+
+/// The user an identity is linked to in the tenant.
+pub fn linked_user(conn: &impl Sql, tenant: &TenantId, external_id: &str) -> anyhow::Result<Option<Opaque>> {
+    const SELECT: &str = "SELECT user_id FROM federated_identities WHERE tenant_id = ? AND external_id = ?";
+    let rows = conn.execute(SELECT, &[text(tenant.as_str()), text(external_id)]).context("reading link")?;
+    first(&rows).map(|row| stored(&row, "user_id", Opaque::parse)).transpose()
+}
+
+/// The identity linked to a user, if any (shown in the user list).
+pub fn external_id(conn: &impl Sql, tenant: &TenantId, user: &Opaque) -> anyhow::Result<Option<String>> {
+    const SELECT: &str = "SELECT external_id FROM federated_identities WHERE tenant_id = ? AND user_id = ?";
+    let rows = conn.execute(SELECT, &[text(tenant.as_str()), text(user.as_str())]).context("reading link")?;
+    Ok(first(&rows).and_then(|row| row.get::<&str>("external_id").map(str::to_owned)))
+}
+
+/// The key-value entry of a tenant's cached JWK Set.
+pub fn cache_key(tenant: &TenantId) -> String {
+    format!("federation/jwks/{tenant}")
+}
+
+/// Where the keys came from, for the audit event and the tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Cache,
+    Fetched,
+    /// The provider did not answer (or answered nonsense); the cached set was used.
+    StaleCache,
+}
+
+/// The provider's keys to verify `token` with: from the cache or fetched as [`decide::plan`]
+/// says; `None` when nothing was fetched and nothing is cached.
+pub async fn provider_keys(
+    kv: &impl Kv,
+    tenant: &TenantId,
+    settings: &ProviderSettings,
+    token: &str,
+    now: i64,
+    cooldown_secs: i64,
+) -> anyhow::Result<Option<(TenantKeys, Source)>> {
+    let key = cache_key(tenant);
+    let cached: Option<CachedJwks> = kv.get(&key)?.and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let keys_of = |c: &CachedJwks| decide::provider_keys(c.jwks.as_bytes(), tenant, &settings.issuer);
+    let source = settings.key_source();
+    let kid = decide::peek_kid(token);
+    let kid_known = cached
+        .as_ref()
+        .filter(|c| c.source == source)
+        .and_then(keys_of)
+        .is_some_and(|keys| kid.as_deref().is_some_and(|kid| keys.find(kid).is_some()));
+    let usable = cached.filter(|c| c.source == source);
+    if decide::plan(usable.as_ref(), source, kid_known, now, cooldown_secs) == Plan::UseCached {
+        return Ok(usable.as_ref().and_then(keys_of).map(|keys| (keys, Source::Cache)));
+    }
+    match fetch(settings).await {
+        Ok((jwks, fresh)) => {
+            let keys = decide::provider_keys(jwks.as_bytes(), tenant, &settings.issuer);
+            if let Some(keys) = keys {
+                let entry = CachedJwks {
+                    source: source.to_owned(),
+                    jwks,
+                    fetched_at: now,
+                    fresh_until: now + fresh,
+                    attempted_at: now,
+                };
+                kv.set(&key, &serde_json::to_vec(&entry)?)?;
+                return Ok(Some((keys, Source::Fetched)));
+            }
+            crate::log::warn("provider_jwks_unusable", "the provider's JWK Set is not a JWK Set");
+        }
+        Err(e) => crate::log::warn("provider_unreachable", format!("{e:#}")),
+    }
+    // Whatever went wrong, the cooldown counts from this attempt.
+    let Some(mut entry) = usable else { return Ok(None) };
+    entry.attempted_at = now;
+    kv.set(&key, &serde_json::to_vec(&entry)?)?;
+    Ok(keys_of(&entry).map(|keys| (keys, Source::StaleCache)))
+}
+
+/// Fetches the JWK Set (through discovery when configured): its text and freshness in seconds.
+async fn fetch(settings: &ProviderSettings) -> anyhow::Result<(String, i64)> {
+    let jwks_uri = match (&settings.jwks_uri, &settings.discovery_url) {
+        (Some(uri), _) => uri.clone(),
+        (None, Some(discovery)) => {
+            let (body, _) = get(discovery).await?;
+            #[derive(serde::Deserialize)]
+            struct Discovery {
+                issuer: String,
+                jwks_uri: String,
+            }
+            let doc: Discovery = serde_json::from_slice(&body).context("decoding the discovery document")?;
+            // OIDC Discovery §4.3: the document's issuer is the one configured, exactly.
+            anyhow::ensure!(doc.issuer == settings.issuer, "the discovery document names issuer {:?}", doc.issuer);
+            anyhow::ensure!(
+                doc.jwks_uri.starts_with("https://") || doc.jwks_uri.starts_with("http://"),
+                "the discovery document's jwks_uri is not an http(s) URL"
+            );
+            doc.jwks_uri
+        }
+        (None, None) => anyhow::bail!("no key source configured"),
+    };
+    let (body, cache_control) = get(&jwks_uri).await?;
+    let text = String::from_utf8(body).context("the JWK Set is not UTF-8")?;
+    Ok((text, decide::fresh_secs(cache_control.as_deref())))
+}
+
+/// GETs `url`: the body of a 200 answer and its `Cache-Control`.
+async fn get(url: &str) -> anyhow::Result<(Vec<u8>, Option<String>)> {
+    let request = Request::builder().method(Method::Get).uri(url).header("accept", "application/json").build();
+    let sent = crate::deadline::within(FETCH_DEADLINE, spin_sdk::http::send::<_, Response>(request))
+        .await
+        .map_err(|_| anyhow::anyhow!("{url}: no answer within {FETCH_DEADLINE:?}"))?;
+    let response = sent.with_context(|| format!("GET {url}"))?;
+    anyhow::ensure!(*response.status() == 200, "GET {url}: status {}", response.status());
+    anyhow::ensure!(response.body().len() <= MAX_DOCUMENT_BYTES, "GET {url}: larger than {MAX_DOCUMENT_BYTES} bytes");
+    let cache_control = response.header("cache-control").and_then(|v| v.as_str()).map(str::to_owned);
+    Ok((response.body().to_vec(), cache_control))
+}
+
+#[cfg(all(test, feature = "native"))]
+mod tests {
+    use super::*;
+    use crate::db::testing::Native;
+
+    #[test]
+    fn settings_and_links_round_trip() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = Native::open(&dir.path().join("identity.db"));
+        crate::identity::migrate(&db, false).expect("migrate");
+        let tenant = TenantId::parse("north").expect("tenant");
+        assert_eq!(settings(&db, &tenant).expect("read"), None);
+        let s: ProviderSettings = serde_json::from_value(serde_json::json!({
+            "enabled": true, "issuer": "https://idp.example", "audience": "a", "jwks_uri": "https://idp.example/jwks"
+        }))
+        .expect("settings");
+        set_settings(&db, &tenant, &s, 1).expect("write");
+        set_settings(&db, &tenant, &s, 2).expect("rewrite");
+        assert_eq!(settings(&db, &tenant).expect("read"), Some(s));
+        let (alice, bob) = (Opaque::parse("u-alice").expect("id"), Opaque::parse("u-bob").expect("id"));
+        assert!(link(&db, &tenant, "alice@x", &alice, 1).expect("link"));
+        assert!(!link(&db, &tenant, "alice@x", &bob, 1).expect("taken"));
+        assert!(link(&db, &tenant, "alice@x", &alice, 1).expect("again"));
+        assert!(link(&db, &tenant, "alice@y", &alice, 1).expect("relink"));
+        assert_eq!(linked_user(&db, &tenant, "alice@x").expect("read"), None);
+        assert_eq!(linked_user(&db, &tenant, "alice@y").expect("read"), Some(alice.clone()));
+        assert_eq!(external_id(&db, &tenant, &alice).expect("read").as_deref(), Some("alice@y"));
+        let other = TenantId::parse("south").expect("tenant");
+        assert_eq!(linked_user(&db, &other, "alice@y").expect("read"), None);
+    }
+}
