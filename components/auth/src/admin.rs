@@ -15,7 +15,7 @@ use health_spin::respond::{self, Cache};
 use serde::Deserialize;
 use spin_sdk::http::{Method, Response};
 
-use crate::{Ctx, Error, Failure, issue};
+use crate::{Ctx, Error, Failure, federation, issue};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminApi {
@@ -25,6 +25,12 @@ pub enum AdminApi {
     ListClients,
     CreateClient,
     Client(ClientId, bool),
+    /// The tenant's OpenID provider (`crate::federation`): show, set, turn off.
+    ShowFederation,
+    SetFederation,
+    TurnOffFederation,
+    /// Links a provider identity to a user.
+    LinkUser(Opaque),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +45,12 @@ pub fn parse(method: &Method, rest: &[&str]) -> Result<AdminApi, Error> {
     let api = match rest {
         ["users"] if *method == Method::Get => AdminApi::ListUsers,
         ["users"] => AdminApi::CreateUser,
+        ["users", id, "link"] => {
+            AdminApi::LinkUser(Opaque::parse(id).map_err(|_| Error::NotFound(Reason::NoSuchRoute))?)
+        }
+        ["federation"] if *method == Method::Get => AdminApi::ShowFederation,
+        ["federation"] => AdminApi::SetFederation,
+        ["federation", "disable"] => AdminApi::TurnOffFederation,
         ["users", id, action] => AdminApi::User(
             Opaque::parse(id).map_err(|_| Error::NotFound(Reason::NoSuchRoute))?,
             match *action {
@@ -57,7 +69,8 @@ pub fn parse(method: &Method, rest: &[&str]) -> Result<AdminApi, Error> {
         },
         _ => return Err(Error::NotFound(Reason::NoSuchRoute)),
     };
-    let expected = if matches!(api, AdminApi::ListUsers | AdminApi::ListClients) { Method::Get } else { Method::Post };
+    let gets = matches!(api, AdminApi::ListUsers | AdminApi::ListClients | AdminApi::ShowFederation);
+    let expected = if gets { Method::Get } else { Method::Post };
     if *method == expected { Ok(api) } else { Err(Error::MethodNotAllowed) }
 }
 
@@ -84,6 +97,22 @@ struct NewPassword {
     #[serde(default)]
     tenant_id: Option<TenantId>,
     password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewFederation {
+    #[serde(default)]
+    tenant_id: Option<TenantId>,
+    settings: health_identity::federation::ProviderSettings,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewLink {
+    #[serde(default)]
+    tenant_id: Option<TenantId>,
+    external_id: String,
 }
 
 #[derive(Deserialize)]
@@ -155,6 +184,15 @@ pub fn handle(ctx: &Ctx<'_>, api: AdminApi, event: &mut Event) -> Outcome {
         .map(|b| (b.tenant_id.clone(), Command::CreateClient(Box::new(b)))),
         AdminApi::Client(id, disable) => body::<TenantOnly>(ctx, "body must be {\"tenant_id\"?} or empty")
             .map(|b| (b.tenant_id, Command::Client(id, disable))),
+        AdminApi::ShowFederation => query_tenant(ctx).map(|t| (t, Command::Federation(federation::Command::Show))),
+        AdminApi::SetFederation => {
+            body::<NewFederation>(ctx, "body must be {\"settings\": {...}, \"tenant_id\"?} (README, Federation)")
+                .map(|b| (b.tenant_id, Command::Federation(federation::Command::Set(Box::new(b.settings)))))
+        }
+        AdminApi::TurnOffFederation => body::<TenantOnly>(ctx, "body must be {\"tenant_id\"?} or empty")
+            .map(|b| (b.tenant_id, Command::Federation(federation::Command::TurnOff))),
+        AdminApi::LinkUser(id) => body::<NewLink>(ctx, "body must be {\"external_id\", \"tenant_id\"?}")
+            .map(|b| (b.tenant_id, Command::Federation(federation::Command::Link(id, b.external_id)))),
     };
     let (named, command) = match result {
         Ok(parsed) => parsed,
@@ -193,6 +231,7 @@ enum Command {
     User(Opaque, UserAction),
     CreateClient(Box<NewClient>),
     Client(ClientId, bool),
+    Federation(federation::Command),
 }
 
 fn action_name(api: &AdminApi) -> &'static str {
@@ -207,6 +246,10 @@ fn action_name(api: &AdminApi) -> &'static str {
         AdminApi::CreateClient => "clients.create",
         AdminApi::Client(_, true) => "clients.disable",
         AdminApi::Client(_, false) => "clients.enable",
+        AdminApi::ShowFederation => "federation.show",
+        AdminApi::SetFederation => "federation.set",
+        AdminApi::TurnOffFederation => "federation.disable",
+        AdminApi::LinkUser(_) => "users.link",
     }
 }
 
@@ -229,7 +272,9 @@ fn run(ctx: &Ctx<'_>, tenant: &TenantId, command: Command, event: &mut Event) ->
             let mut users = Vec::new();
             for user in identity::list_users(&db, tenant)? {
                 let mfa = identity::mfa(&db, tenant, &user.user_id)?.is_some_and(|m| m.confirmed);
-                users.push(user_json(&user, mfa));
+                let mut json = user_json(&user, mfa);
+                json["external_id"] = health_spin::federation::external_id(&db, tenant, &user.user_id)?.into();
+                users.push(json);
             }
             ok(200, serde_json::json!({ "tenant_id": tenant, "users": users }))
         }
@@ -310,6 +355,7 @@ fn run(ctx: &Ctx<'_>, tenant: &TenantId, command: Command, event: &mut Event) ->
             ok(200, serde_json::json!({ "tenant_id": tenant, "clients": clients }))
         }
         Command::CreateClient(new) => create_client(ctx, &db, tenant, *new, event),
+        Command::Federation(command) => federation::run(ctx, &db, tenant, command, event),
         Command::Client(client_id, disable) => {
             event.resource = format!("tenant/{tenant}/clients/{client_id}");
             if !identity::set_client_disabled(&db, tenant, &client_id, disable)? {

@@ -40,9 +40,11 @@ pub async fn token(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
     match form.get("grant_type").map(String::as_str) {
         Some("refresh_token") => refresh_grant(ctx, &form, event).await,
         Some("client_credentials") => client_credentials(ctx, &form, event).await,
+        Some(health_identity::federation::TOKEN_EXCHANGE) => crate::federation::exchange(ctx, &form, event).await,
         Some(_) => {
             event.reason = Reason::UnsupportedGrantType.into();
-            Err(oauth(400, "unsupported_grant_type", "grant_type must be refresh_token or client_credentials").into())
+            let detail = "grant_type must be refresh_token, client_credentials or token-exchange";
+            Err(oauth(400, "unsupported_grant_type", detail).into())
         }
         None => {
             event.reason = Reason::MalformedRequest.into();

@@ -4,7 +4,8 @@
 //! source, TOTP MFA, access tokens signed by `jwks` over service chaining (nested JWE for
 //! insurers, encrypted by `jwks` too: `auth` never holds a private key), rotating refresh
 //! tokens with family revocation on reuse, logout and logout-all, the OAuth token endpoint
-//! (`refresh_token`, `client_credentials`), RFC 7662 introspection, RFC 7009 revocation, the
+//! (`refresh_token`, `client_credentials`, RFC 8693 token exchange of a tenant's OpenID provider's
+//! token: `federation`), RFC 7662 introspection, RFC 7009 revocation, the
 //! validation service, self-service password change, per-tenant OIDC discovery, and the admin API for users and insurer
 //! clients. Every security event is audited; no secret ever reaches a log, error or audit row.
 //! A request whose stores do not answer within seconds is refused with 503
@@ -15,6 +16,7 @@
 
 mod account;
 mod admin;
+mod federation;
 mod grants;
 mod internal;
 mod issue;

@@ -144,6 +144,13 @@ fn check_password(ctx: &Ctx<'_>, event: &mut Event, action: &str) -> Result<Chec
         Ok(user) => {
             event.actor_sub = Some(user.user_id.to_string());
             event.actor_role = Some(user.role.as_str().into());
+            // Asked only once the password matched, so a guesser learns nothing; the attempt
+            // stays counted: this tenant's users sign in at its provider.
+            if crate::federation::password_refused(&db, &creds.tenant, &creds.username)? {
+                event.reason = Reason::FederationRequired.into();
+                let detail = "this tenant signs in through its identity provider (token exchange at /auth/token)";
+                return Err(Error::ForbiddenWith(Reason::FederationRequired, detail.into()).into());
+            }
             Ok(Checked { db, user, source, creds, counted })
         }
         Err(refusal) => {

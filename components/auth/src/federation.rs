@@ -1,0 +1,213 @@
+//! Federation with a tenant's OpenID provider (issue 17 items 1, 2 and 4): the RFC 8693 token
+//! exchange at `/auth/token` (the provider's ID token or JWT access token in, the platform's own
+//! access and refresh tokens out, for the linked local user, whose role is authoritative), the
+//! admin routes that set, show and turn off a tenant's provider and link a provider identity to
+//! a user, and the `required` rule for password logins.
+//!
+//! The checks are `health_identity::federation`'s; the provider's keys come through
+//! `health_spin::federation`'s cache. Every refusal is `invalid_grant` (or `invalid_request`
+//! for a malformed exchange), its precise reason in the audit event.
+
+use std::collections::BTreeMap;
+
+use health_core::audit::Event;
+use health_core::{Opaque, Reason, Role, TenantId, Username};
+use health_identity::client::{self, ClientAuth};
+use health_identity::federation::{self as decide, ProviderSettings};
+use health_spin::federation as store;
+use health_spin::identity;
+use health_spin::respond::{self, Cache};
+use spin_sdk::http::Response;
+use spin_sdk::sqlite::Connection;
+
+use crate::grants::oauth;
+use crate::issue::{self, Refresh, Subject};
+use crate::{Ctx, Error, Failure};
+
+type Outcome = Result<Response, Failure>;
+
+const INVALID_GRANT: Error = oauth(400, "invalid_grant", "the subject token was not accepted");
+
+/// The `amr` values (RFC 8176 §2) a provider's token may pass on into the platform's token;
+/// anything else it says is dropped.
+const REGISTERED_AMR: [&str; 20] = [
+    "face", "fpt", "geo", "hwk", "iris", "kba", "mca", "mfa", "otp", "pin", "pwd", "rba", "retina", "sc", "sms", "swk",
+    "tel", "user", "vbm", "wia",
+];
+
+fn refuse(event: &mut Event, reason: Reason, error: Error) -> Outcome {
+    event.reason = reason.into();
+    Err(error.into())
+}
+
+/// `grant_type=urn:ietf:params:oauth:grant-type:token-exchange` (RFC 8693 §2.1), with the
+/// platform's `tenant` parameter naming the tenant (as `tenant` does in a password login).
+pub async fn exchange(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, event: &mut Event) -> Outcome {
+    event.action = "auth.token.exchange".into();
+    let invalid_request = |detail| oauth(400, "invalid_request", detail);
+    // Only the public web client is issued platform sessions, as at a password login.
+    let authorization = ctx.req.header("authorization").and_then(|v| v.as_str());
+    match client::from_request(authorization, form) {
+        Ok(ClientAuth::Public { client_id }) if client_id == crate::WEB_CLIENT => {}
+        Err(client::ClientAuthError::Missing) => {}
+        Ok(_) | Err(_) => {
+            return refuse(
+                event,
+                Reason::UnknownPublicClient,
+                oauth(401, "invalid_client", "client authentication failed"),
+            );
+        }
+    }
+    let Some(token) = form.get("subject_token").filter(|t| !t.is_empty()) else {
+        return refuse(event, Reason::MalformedRequest, invalid_request("subject_token is required"));
+    };
+    let token_type = form.get("subject_token_type").map(String::as_str);
+    if !matches!(token_type, Some(decide::ID_TOKEN_TYPE | decide::ACCESS_TOKEN_TYPE | decide::JWT_TYPE)) {
+        return refuse(
+            event,
+            Reason::UnsupportedTokenType,
+            invalid_request("subject_token_type must be the id_token, access_token or jwt token type"),
+        );
+    }
+    if form.get("requested_token_type").is_some_and(|t| t != decide::ISSUED_TOKEN_TYPE) {
+        return refuse(event, Reason::UnsupportedTokenType, invalid_request("only access tokens are issued"));
+    }
+    if form.contains_key("actor_token") {
+        // Delegation (RFC 8693 §1.1) is not offered: the platform's token is the user's own.
+        return refuse(event, Reason::MalformedRequest, invalid_request("actor_token is not supported"));
+    }
+    let Some(tenant) = form.get("tenant").and_then(|t| TenantId::parse(t).ok()) else {
+        return refuse(event, Reason::MalformedRequest, invalid_request("tenant is required"));
+    };
+    event.resource = format!("tenant/{tenant}/federation");
+    if !ctx.settings.tenant_exists(&tenant)? {
+        return refuse(event, Reason::UnknownTenant, INVALID_GRANT);
+    }
+    crate::for_tenant(event, &tenant);
+    let db = ctx.db()?;
+    let Some(settings) = store::settings(&db, &tenant)?.filter(|s| s.enabled) else {
+        return refuse(event, Reason::FederationDisabled, INVALID_GRANT);
+    };
+    let kv = health_spin::revocations::open()?;
+    let cooldown = health_spin::var_i64("federation_jwks_cooldown_secs")?.max(1);
+    let Some((keys, _)) = store::provider_keys(&kv, &tenant, &settings, token, ctx.now, cooldown).await? else {
+        return refuse(event, Reason::ProviderKeysUnavailable, INVALID_GRANT);
+    };
+    let verified = match decide::verify(token, &keys, &settings, ctx.now) {
+        Ok(verified) => verified,
+        Err(refused) => return refuse(event, refused.reason(), INVALID_GRANT),
+    };
+    let Some(user_id) = store::linked_user(&db, &tenant, &verified.external_id)? else {
+        return refuse(event, Reason::UnmappedIdentity, INVALID_GRANT);
+    };
+    let Some(user) = identity::user_by_id(&db, &tenant, &user_id)? else {
+        return refuse(event, Reason::UnmappedIdentity, INVALID_GRANT);
+    };
+    event.actor_sub = Some(user.user_id.to_string());
+    event.actor_role = Some(user.role.as_str().into());
+    if user.disabled {
+        return refuse(event, Reason::UserDisabled, INVALID_GRANT);
+    }
+    if !decide::mfa_satisfied(&settings, user.role, &verified) {
+        return refuse(event, Reason::ProviderMfaRequired, INVALID_GRANT);
+    }
+    let subject = Subject {
+        tenant: tenant.clone(),
+        sub: user.user_id.clone(),
+        role: user.role,
+        client_id: crate::web_client(),
+        amr: verified.amr.iter().filter(|a| REGISTERED_AMR.contains(&a.as_str())).cloned().collect(),
+        auth_time: verified.auth_time.min(ctx.now),
+        enc_jwk: None,
+    };
+    let refresh = if subject.role == Role::Insurance { Refresh::None } else { Refresh::NewFamily };
+    let issued = issue::issue(ctx, &db, &subject, refresh, event).await?;
+    event.reason = Reason::TokenExchanged.into();
+    // RFC 8693 §2.2.1.
+    let mut body = serde_json::json!({
+        "access_token": issued.access_token,
+        "issued_token_type": decide::ISSUED_TOKEN_TYPE,
+        "token_type": "Bearer",
+        "expires_in": issued.expires_in,
+        "scope": issued.scope,
+    });
+    if let Some(refresh) = &issued.refresh_token {
+        body["refresh_token"] = refresh.clone().into();
+    }
+    Ok(respond::json(200, &body, Cache::NoStore))
+}
+
+/// Whether a password login of `username` is refused because the tenant's provider is
+/// required (asked once the password matched, so the answer tells nothing to a guesser).
+pub fn password_refused(db: &Connection, tenant: &TenantId, username: &Username) -> anyhow::Result<bool> {
+    Ok(store::settings(db, tenant)?.is_some_and(|s| s.refuses_password(username)))
+}
+
+/// The admin API's federation commands, run for a tenant the principal may manage.
+pub enum Command {
+    Show,
+    Set(Box<ProviderSettings>),
+    TurnOff,
+    Link(Opaque, String),
+}
+
+pub fn run(ctx: &Ctx<'_>, db: &Connection, tenant: &TenantId, command: Command, event: &mut Event) -> Outcome {
+    let ok = |body: serde_json::Value| Ok(respond::json(200, &body, Cache::NoStore));
+    event.resource = format!("tenant/{tenant}/federation");
+    match command {
+        Command::Show => ok(serde_json::json!({ "tenant_id": tenant, "federation": store::settings(db, tenant)? })),
+        Command::Set(settings) => {
+            if let Err(e) = settings.validate() {
+                return refuse(
+                    event,
+                    Reason::BadFederationSettings,
+                    Error::BadRequest(Reason::BadFederationSettings, e.to_string()),
+                );
+            }
+            if let Some(break_glass) = &settings.break_glass {
+                let user = identity::find_user(db, tenant, break_glass)?;
+                if !user.is_some_and(|u| u.role == Role::Admin) {
+                    let detail = "break_glass must name an admin of the tenant".to_owned();
+                    return refuse(
+                        event,
+                        Reason::BadFederationSettings,
+                        Error::BadRequest(Reason::BadFederationSettings, detail),
+                    );
+                }
+            }
+            store::set_settings(db, tenant, &settings, ctx.now)?;
+            event.reason = Reason::FederationSet.into();
+            ok(serde_json::json!({ "tenant_id": tenant, "federation": settings }))
+        }
+        Command::TurnOff => {
+            let Some(mut settings) = store::settings(db, tenant)? else {
+                event.reason = Reason::FederationDisabled.into();
+                return Err(Error::NotFound(Reason::FederationDisabled).into());
+            };
+            settings.enabled = false;
+            settings.required = false;
+            store::set_settings(db, tenant, &settings, ctx.now)?;
+            event.reason = Reason::FederationTurnedOff.into();
+            ok(serde_json::json!({ "tenant_id": tenant, "federation": settings }))
+        }
+        Command::Link(user_id, external_id) => {
+            event.resource = format!("tenant/{tenant}/users/{user_id}");
+            let external_id = external_id.trim();
+            if external_id.is_empty() || external_id.len() > 256 || external_id.chars().any(char::is_control) {
+                let detail = "external_id must be 1-256 printable characters".to_owned();
+                return refuse(event, Reason::MalformedRequest, Error::BadRequest(Reason::MalformedRequest, detail));
+            }
+            if identity::user_by_id(db, tenant, &user_id)?.is_none() {
+                return refuse(event, Reason::UnknownUser, Error::NotFound(Reason::UnknownUser));
+            }
+            let claim = store::settings(db, tenant)?.map_or_else(|| "email".to_owned(), |s| s.subject_claim);
+            let external_id = decide::normalise(&claim, external_id);
+            if !store::link(db, tenant, &external_id, &user_id, ctx.now)? {
+                let detail = "another user of the tenant is linked to this identity".to_owned();
+                return refuse(event, Reason::ExternalIdTaken, Error::ConflictWith(Reason::ExternalIdTaken, detail));
+            }
+            event.reason = Reason::IdentityLinked.into();
+            ok(serde_json::json!({ "id": user_id, "external_id": external_id }))
+        }
+    }
+}
