@@ -70,11 +70,76 @@ enum Command {
     /// ...): list and acknowledge. The admin's access token comes from `HEALTHCTL_ACCESS_TOKEN`.
     #[command(subcommand)]
     Alerts(Alerts),
+    /// A tenant's OpenID provider (sign-in with the hospital's identity provider through the
+    /// token exchange at `/auth/token`), and the provider identities linked to its users.
+    #[command(subcommand)]
+    Federation(Federation),
     /// Encrypted backups of the stores (local files), made while the platform serves; verify
     /// and restore into a new state directory. The passphrase comes from the environment
     /// variable `--passphrase-env` names (or a file), never from an argument.
     #[command(subcommand)]
     Backup(backup::Command),
+}
+
+#[derive(Subcommand)]
+enum Federation {
+    /// Connect the tenant to its provider (replacing any settings).
+    Set {
+        #[arg(long)]
+        tenant: String,
+        /// The provider's `iss`, exactly.
+        #[arg(long)]
+        issuer: String,
+        /// The `aud` its tokens carry for this platform (the client id registered there).
+        #[arg(long)]
+        audience: String,
+        /// The discovery document (its `jwks_uri` is followed); or `--jwks-uri`.
+        #[arg(long, conflicts_with = "jwks_uri", required_unless_present = "jwks_uri")]
+        discovery_url: Option<String>,
+        #[arg(long)]
+        jwks_uri: Option<String>,
+        /// The claim linked identities are matched on.
+        #[arg(long, default_value = "email")]
+        subject_claim: String,
+        /// Roles that must have used MFA at the provider (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        mfa_roles: Vec<String>,
+        /// `amr` values that count as MFA (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "mfa")]
+        mfa_amr: Vec<String>,
+        /// `acr` values that count as MFA too (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        mfa_acr: Vec<String>,
+        /// Seconds, at most 60.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(i64).range(0..=60))]
+        clock_tolerance: i64,
+        /// Refuse local passwords for the tenant (but the break-glass admin's).
+        #[arg(long, requires = "break_glass")]
+        required: bool,
+        /// The admin's username that may still log in with a password when `--required`.
+        #[arg(long)]
+        break_glass: Option<String>,
+    },
+    /// The tenant's provider settings.
+    Show {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Turn the provider off (the settings are kept): passwords work again, exchanges are refused.
+    Disable {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Link a provider identity (the value of its subject claim, e.g. an email) to a user.
+    Link {
+        #[arg(long)]
+        tenant: String,
+        /// The user id (`u-...`, as `users list` shows it).
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        external_id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -448,6 +513,7 @@ fn run(cli: Cli) -> Result<Value, Failure> {
         Command::Alerts(Alerts::Ack { id }) => {
             request_as_user(&url, "POST", &format!("/api/admin/alerts/{id}/acknowledge"), None)
         }
+        Command::Federation(command) => federation(&url, command),
         Command::Backup(command) => backup::run(command),
         Command::Totp { secret } => totp_code(&secret),
         Command::Secrets(Secrets::PhiWrappingKey) => {
@@ -475,6 +541,77 @@ fn run(cli: Cli) -> Result<Value, Failure> {
             Ok(Value::Null)
         }
     }
+}
+
+fn federation(url: &str, command: Federation) -> Result<Value, Failure> {
+    match command {
+        Federation::Set {
+            tenant: t,
+            issuer,
+            audience,
+            discovery_url,
+            jwks_uri,
+            subject_claim,
+            mfa_roles,
+            mfa_amr,
+            mfa_acr,
+            clock_tolerance,
+            required,
+            break_glass,
+        } => {
+            let settings = json!({
+                "enabled": true, "required": required, "break_glass": break_glass, "issuer": issuer,
+                "audience": audience, "discovery_url": discovery_url, "jwks_uri": jwks_uri,
+                "subject_claim": subject_claim, "mfa_roles": mfa_roles, "mfa_amr": mfa_amr, "mfa_acr": mfa_acr,
+                "clock_tolerance_secs": clock_tolerance,
+            });
+            request(
+                url,
+                "POST",
+                "/auth/admin/federation",
+                Some(json!({ "tenant_id": tenant(&t)?, "settings": settings })),
+            )
+        }
+        Federation::Show { tenant: t } => {
+            request(url, "GET", &format!("/auth/admin/federation?tenant_id={}", tenant(&t)?), None)
+        }
+        Federation::Disable { tenant: t } => {
+            request(url, "POST", "/auth/admin/federation/disable", Some(json!({ "tenant_id": tenant(&t)? })))
+        }
+        Federation::Link { tenant: t, id, external_id } => {
+            let id = health_core::Opaque::parse(&id).map_err(|_| Failure::Usage("--id is not a user id".into()))?;
+            let body = json!({ "tenant_id": tenant(&t)?, "external_id": external_id });
+            request(url, "POST", &format!("/auth/admin/users/{id}/link"), Some(body))
+        }
+    }
+}
+
+/// `patients import`: every row tried, the report printed; a failed row makes the exit code 1.
+fn import_patients(url: &str, file: &std::path::Path) -> Result<Value, Failure> {
+    let text = std::fs::read_to_string(file).map_err(|e| Failure::Usage(format!("{}: {e}", file.display())))?;
+    let token = std::env::var("HEALTHCTL_ACCESS_TOKEN")
+        .map_err(|_| Failure::Usage("HEALTHCTL_ACCESS_TOKEN is not set (a signed-in user's access token)".into()))?;
+    let mut unavailable = None;
+    let report =
+        import::run(import::rows(&text), |method, path, body| match send(url, method, path, Some(body), &token) {
+            Ok((status, text)) => (status, serde_json::from_str(&text).unwrap_or(Value::String(text))),
+            Err(e) => {
+                unavailable.get_or_insert(e);
+                (0, Value::String("the platform did not answer".into()))
+            }
+        });
+    if let Some(e) = unavailable.filter(|_| report["created"] == 0 && report["unchanged"] == 0) {
+        return Err(e);
+    }
+    if report["errors"].as_array().is_some_and(|e| !e.is_empty()) {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        return Err(Failure::Invalid(format!(
+            "{} of {} rows failed",
+            report["errors"].as_array().map_or(0, Vec::len),
+            report["rows"]
+        )));
+    }
+    Ok(report)
 }
 
 /// Every page of the tenant's alerts, as one `{"tenant_id","alerts"}` document.
@@ -692,6 +829,13 @@ mod tests {
 
     #[test]
     fn alert_commands_parse_and_refuse_a_bad_status_or_id() {
+        let set = ["healthctl", "federation", "set", "--tenant", "t", "--issuer", "https://idp", "--audience", "a"];
+        assert!(Cli::try_parse_from(set).is_err(), "a key source is required");
+        let with = |extra: &[&'static str]| Cli::try_parse_from(set.iter().chain(extra).copied());
+        assert!(with(&["--jwks-uri", "https://idp/jwks", "--mfa-roles", "doctor,admin"]).is_ok());
+        assert!(with(&["--jwks-uri", "https://idp/jwks", "--discovery-url", "https://idp/.well-known"]).is_err());
+        assert!(with(&["--jwks-uri", "https://idp/jwks", "--clock-tolerance", "61"]).is_err());
+        assert!(with(&["--jwks-uri", "https://idp/jwks", "--required"]).is_err(), "required needs break-glass");
         let list = Cli::try_parse_from(["healthctl", "alerts", "list", "--status", "open"]).expect("parses");
         assert!(matches!(list.command, Command::Alerts(Alerts::List { status: Some(ref s) }) if s == "open"));
         let ack = Cli::try_parse_from(["healthctl", "alerts", "ack", "17"]).expect("parses");
