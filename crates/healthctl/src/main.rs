@@ -586,33 +586,6 @@ fn federation(url: &str, command: Federation) -> Result<Value, Failure> {
     }
 }
 
-/// `patients import`: every row tried, the report printed; a failed row makes the exit code 1.
-fn import_patients(url: &str, file: &std::path::Path) -> Result<Value, Failure> {
-    let text = std::fs::read_to_string(file).map_err(|e| Failure::Usage(format!("{}: {e}", file.display())))?;
-    let token = std::env::var("HEALTHCTL_ACCESS_TOKEN")
-        .map_err(|_| Failure::Usage("HEALTHCTL_ACCESS_TOKEN is not set (a signed-in user's access token)".into()))?;
-    let mut unavailable = None;
-    let report =
-        import::run(import::rows(&text), |method, path, body| match send(url, method, path, Some(body), &token) {
-            Ok((status, text)) => (status, serde_json::from_str(&text).unwrap_or(Value::String(text))),
-            Err(e) => {
-                unavailable.get_or_insert(e);
-                (0, Value::String("the platform did not answer".into()))
-            }
-        });
-    if let Some(e) = unavailable.filter(|_| report["created"] == 0 && report["unchanged"] == 0) {
-        return Err(e);
-    }
-    if report["errors"].as_array().is_some_and(|e| !e.is_empty()) {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
-        return Err(Failure::Invalid(format!(
-            "{} of {} rows failed",
-            report["errors"].as_array().map_or(0, Vec::len),
-            report["rows"]
-        )));
-    }
-    Ok(report)
-}
 
 /// Every page of the tenant's alerts, as one `{"tenant_id","alerts"}` document.
 fn alerts(url: &str, status: Option<&str>) -> Result<Value, Failure> {
