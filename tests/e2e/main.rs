@@ -17,6 +17,7 @@ mod context;
 mod data;
 mod deploy;
 mod encryption;
+mod federation;
 mod hardening_gateway;
 mod hardening_keys;
 mod identity;

@@ -11,6 +11,7 @@ use health_host::LoadOptions;
 
 pub mod backup;
 pub mod fresh;
+pub mod oidc;
 pub mod otlp;
 pub mod runtime;
 pub use runtime::{Runtime, Target};

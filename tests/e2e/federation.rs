@@ -1,0 +1,306 @@
+//! Federation with a tenant's OpenID provider (issue 17 items 1, 2 and 4) against a real one:
+//! `oidc-provider` (npm, certified) on a loopback port (`health_e2e::oidc`), two providers `a`
+//! and `b` in one process, one app. The demo tenant is connected to `a` through its discovery
+//! document, a second tenant to `b` through its JWK Set. Through the RFC 8693 token exchange at
+//! `/auth/token`: the happy path per role (the provider's role claim ignored), MFA for the
+//! configured roles by `amr`, wrong issuer, wrong audience, expired, future `iat`, `alg: none`,
+//! HS256 keyed with the provider's public key, an unknown `kid` (one refetch, then refused, and
+//! no second refetch within the cooldown), rotated provider keys picked up, a provider down
+//! (cached keys keep working; none cached: refused), an unmapped email, a disabled user, tenant
+//! A's provider's token presented for tenant B (no key of B's provider signed it), and `required` refusing passwords but the
+//! break-glass admin's. Each refusal's precise reason is checked in the audit log.
+
+use health_e2e::oidc::{self, Provider};
+use health_e2e::runtime::REQUIRE_ALL_ENV;
+use health_e2e::{ADMIN, ALICE, OPERATOR_TOKEN, TestApp};
+use serde_json::{Value, json};
+
+const NORTH: &str = "demo-hospital";
+const SOUTH: &str = "south-hospital";
+const ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// The JWK Set refetch cooldown the app runs with (`federation_jwks_cooldown_secs`).
+const COOLDOWN_SECS: u64 = 3;
+
+async fn operator(app: &TestApp, method: &str, path: &str, body: Value) -> (u16, Value) {
+    let auth = format!("Bearer {OPERATOR_TOKEN}");
+    let body = if body.is_null() { String::new() } else { body.to_string() };
+    let reply = app.send(method, path, &[("content-type", "application/json"), ("authorization", &auth)], &body).await;
+    (reply.status, serde_json::from_str(&reply.body).unwrap_or(Value::Null))
+}
+
+async fn exchange(app: &TestApp, tenant: &str, token: &str, token_type: &str) -> (u16, Value) {
+    let form = format!(
+        "grant_type={}&subject_token={token}&subject_token_type={}&tenant={tenant}",
+        "urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange",
+        token_type.replace(':', "%3A")
+    );
+    let reply = app.send("POST", "/auth/token", &[("content-type", "application/x-www-form-urlencoded")], &form).await;
+    (reply.status, serde_json::from_str(&reply.body).unwrap_or(Value::Null))
+}
+
+/// The reason of the last token exchange in the audit log.
+fn last_reason(app: &TestApp) -> String {
+    let reasons = app.query_strings(
+        "audit.db",
+        "SELECT reason FROM audit_events WHERE json_extract(event, '$.action') = 'auth.token.exchange' ORDER BY rowid DESC LIMIT 1",
+    );
+    reasons.into_iter().next().unwrap_or_default()
+}
+
+fn claims_of(token: &str) -> Value {
+    use base64::Engine;
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.split('.').nth(1).expect("payload"))
+        .expect("b64");
+    serde_json::from_slice(&payload).expect("claims")
+}
+
+/// Links `external_id` to the tenant's user `username`, returning the user's id.
+async fn link(app: &TestApp, tenant: &str, username: &str, external_id: &str) -> String {
+    let (status, users) = operator(app, "GET", &format!("/auth/admin/users?tenant_id={tenant}"), Value::Null).await;
+    assert_eq!(status, 200, "{users}");
+    let id = users["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .find(|u| u["username"] == username)
+        .and_then(|u| u["id"].as_str())
+        .unwrap_or_else(|| panic!("no user {username} in {users}"))
+        .to_owned();
+    let body = json!({ "tenant_id": tenant, "external_id": external_id });
+    let (status, linked) = operator(app, "POST", &format!("/auth/admin/users/{id}/link"), body).await;
+    assert_eq!(status, 200, "{linked}");
+    id
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_of_a_real_openid_provider_are_exchanged_with_every_check() {
+    if !oidc::available() {
+        assert!(std::env::var_os(REQUIRE_ALL_ENV).is_none(), "federation: node and npm are needed");
+        eprintln!("federation: NOT RUN here (no node/npm)");
+        return;
+    }
+    let idp = Provider::start().expect("the OpenID provider starts");
+    let origin = idp.origin();
+    let cooldown = COOLDOWN_SECS.to_string();
+    let app = TestApp::start_with_variables(&[
+        ("federation_provider_hosts", &origin),
+        ("federation_jwks_cooldown_secs", &cooldown),
+    ])
+    .expect("app loads");
+    let (a, b) = (idp.issuer("a"), idp.issuer("b"));
+
+    // Settings and links, through the admin API as the operator.
+    let north = json!({ "tenant_id": NORTH, "settings": {
+        "enabled": true, "issuer": a, "audience": "health-north",
+        "discovery_url": format!("{a}/.well-known/openid-configuration"),
+        "mfa_roles": ["doctor", "admin"], "clock_tolerance_secs": 5,
+    }});
+    let (status, set) = operator(&app, "POST", "/auth/admin/federation", north.clone()).await;
+    assert_eq!(status, 200, "{set}");
+    assert_eq!(set["federation"]["subject_claim"], "email", "{set}");
+    let too_lenient = json!({ "tenant_id": NORTH, "settings": { "enabled": true, "issuer": a, "audience": "x",
+        "jwks_uri": format!("{a}/jwks"), "clock_tolerance_secs": 61 }});
+    assert_eq!(operator(&app, "POST", "/auth/admin/federation", too_lenient).await.0, 400);
+    let (status, shown) =
+        operator(&app, "GET", &format!("/auth/admin/federation?tenant_id={NORTH}"), Value::Null).await;
+    assert_eq!((status, &shown["federation"]["issuer"]), (200, &json!(a)), "{shown}");
+    link(&app, NORTH, "alice", "Alice@North.example").await;
+    link(&app, NORTH, "dr-grey", "grey@north.example").await;
+    link(&app, NORTH, "lab-north", "lab@north.example").await;
+    link(&app, NORTH, "admin", "admin@north.example").await;
+    let bob = link(&app, NORTH, "bob", "bob@north.example").await;
+    // One identity, one user.
+    let (users_status, users) =
+        operator(&app, "GET", &format!("/auth/admin/users?tenant_id={NORTH}"), Value::Null).await;
+    assert_eq!(users_status, 200);
+    let alice_id = users["users"].as_array().expect("users").iter().find(|u| u["username"] == "alice").expect("alice")
+        ["id"]
+        .clone();
+    let taken = json!({ "tenant_id": NORTH, "external_id": "alice@north.example" });
+    assert_eq!(operator(&app, "POST", &format!("/auth/admin/users/{bob}/link"), taken).await.0, 409);
+
+    // The happy path per role; the provider's role claim is ignored.
+    let id_token = |sub: &'static str, claims: Value| {
+        let idp = &idp;
+        async move { idp.mint("a", "health-north", "id_token", sub, claims).await }
+    };
+    let token = id_token("p-alice", json!({ "email": "alice@north.example", "role": "admin" })).await;
+    let (status, issued) = exchange(&app, NORTH, &token, ID_TOKEN).await;
+    assert_eq!(status, 200, "{issued}\n{}", app.app.guest_output().join("\n"));
+    assert_eq!(issued["issued_token_type"], ACCESS_TOKEN);
+    assert_eq!(issued["token_type"], "Bearer");
+    assert!(issued["refresh_token"].is_string(), "{issued}");
+    let platform = claims_of(issued["access_token"].as_str().expect("access_token"));
+    assert_eq!((platform["role"].as_str(), &platform["sub"]), (Some("patient"), &alice_id), "{platform}");
+    assert_eq!(last_reason(&app), "token_exchanged");
+
+    let lab = id_token("p-lab", json!({ "email": "lab@north.example" })).await;
+    let (status, issued) = exchange(&app, NORTH, &lab, ID_TOKEN).await;
+    assert_eq!(status, 200, "{issued}");
+    let orders = app.get_with("/api/lab/orders", issued["access_token"].as_str().expect("token")).await;
+    assert_eq!(orders.status, 200, "{}", orders.body);
+
+    let admin = id_token("p-admin", json!({ "email": "admin@north.example", "amr": ["pwd", "mfa"] })).await;
+    let (status, issued) = exchange(&app, NORTH, &admin, ID_TOKEN).await;
+    assert_eq!(status, 200, "{issued}");
+    let audit = app.get_with("/api/admin/audit?limit=1", issued["access_token"].as_str().expect("token")).await;
+    assert_eq!(audit.status, 200, "{}", audit.body);
+
+    // A doctor: refused without MFA, accepted with amr ["mfa"] (an access token, RFC 9068).
+    let doctor = |amr: Value| {
+        let idp = &idp;
+        async move {
+            idp.mint(
+                "a",
+                "health-north",
+                "access_token",
+                "p-grey",
+                json!({ "email": "grey@north.example", "amr": amr }),
+            )
+            .await
+        }
+    };
+    let (status, _) = exchange(&app, NORTH, &doctor(json!(["pwd"])).await, ACCESS_TOKEN).await;
+    assert_eq!((status, last_reason(&app).as_str()), (400, "provider_mfa_required"));
+    let (status, issued) = exchange(&app, NORTH, &doctor(json!(["pwd", "mfa"])).await, ACCESS_TOKEN).await;
+    assert_eq!(status, 200, "{issued}");
+    assert_eq!(claims_of(issued["access_token"].as_str().expect("token"))["amr"], json!(["pwd", "mfa"]));
+
+    // Tokens that are not the tenant's, or not valid, each refused with its reason.
+    let alice = json!({ "email": "alice@north.example" });
+    let now = health_e2e::unix_now();
+    let cases = [
+        (
+            "wrong issuer",
+            idp.forge(
+                "a",
+                "health-north",
+                "RS256",
+                "p-alice",
+                json!({ "email": "alice@north.example", "iss": b }),
+                None,
+            )
+            .await,
+            "wrong_issuer",
+        ),
+        ("wrong audience", idp.mint("a", "other-app", "id_token", "p-alice", alice.clone()).await, "wrong_audience"),
+        (
+            "expired",
+            idp.forge(
+                "a",
+                "health-north",
+                "RS256",
+                "p-alice",
+                json!({ "email": "alice@north.example", "iat": now - 700, "exp": now - 100 }),
+                None,
+            )
+            .await,
+            "expired",
+        ),
+        (
+            "future iat",
+            idp.forge(
+                "a",
+                "health-north",
+                "RS256",
+                "p-alice",
+                json!({ "email": "alice@north.example", "iat": now + 300, "exp": now + 900 }),
+                None,
+            )
+            .await,
+            "issued_in_future",
+        ),
+        // An unsecured JWS has an empty signature part: refused as malformed before its header.
+        ("alg none", idp.forge("a", "health-north", "none", "p-alice", alice.clone(), None).await, "malformed_token"),
+        (
+            "HS256 with the public key",
+            idp.forge("a", "health-north", "HS256", "p-alice", alice.clone(), None).await,
+            "alg_mismatch",
+        ),
+        ("unmapped email", id_token("p-x", json!({ "email": "nobody@north.example" })).await, "unmapped_identity"),
+    ];
+    for (case, token, reason) in cases {
+        let (status, body) = exchange(&app, NORTH, &token, ID_TOKEN).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{case}: {body}");
+        assert_eq!(last_reason(&app), reason, "{case}");
+    }
+
+    // A disabled local user.
+    let (status, _) =
+        operator(&app, "POST", &format!("/auth/admin/users/{bob}/disable"), json!({ "tenant_id": NORTH })).await;
+    assert_eq!(status, 200);
+    let (status, _) =
+        exchange(&app, NORTH, &id_token("p-bob", json!({ "email": "bob@north.example" })).await, ID_TOKEN).await;
+    assert_eq!((status, last_reason(&app).as_str()), (400, "user_disabled"));
+
+    // An unknown kid: one refetch, then refused; another at once: no refetch (cooldown).
+    tokio::time::sleep(std::time::Duration::from_secs(COOLDOWN_SECS + 1)).await;
+    let fetched = idp.jwks_fetches("a").await;
+    for kid in ["nope-1", "nope-2", "nope-3"] {
+        let forged = idp.forge("a", "health-north", "RS256", "p-alice", alice.clone(), Some(kid)).await;
+        assert_eq!(exchange(&app, NORTH, &forged, ID_TOKEN).await.0, 400);
+        assert_eq!(last_reason(&app), "unknown_kid");
+    }
+    assert_eq!(idp.jwks_fetches("a").await, fetched + 1, "one refetch for a flood of unknown kids");
+
+    // Rotated provider keys: the new kid is fetched once the cooldown has passed.
+    tokio::time::sleep(std::time::Duration::from_secs(COOLDOWN_SECS + 1)).await;
+    idp.control("rotate", json!({ "provider": "a" })).await;
+    let (status, body) = exchange(&app, NORTH, &id_token("p-alice", alice.clone()).await, ID_TOKEN).await;
+    assert_eq!(status, 200, "rotated key: {body}");
+    assert_eq!(idp.jwks_fetches("a").await, fetched + 2);
+
+    // The provider down: its cached keys keep working, even past the cooldown.
+    idp.control("down", json!({ "provider": "a", "down": true })).await;
+    tokio::time::sleep(std::time::Duration::from_secs(COOLDOWN_SECS + 1)).await;
+    let forged = idp.forge("a", "health-north", "RS256", "p-alice", alice.clone(), Some("nope-4")).await;
+    assert_eq!(exchange(&app, NORTH, &forged, ID_TOKEN).await.0, 400);
+    let (status, body) = exchange(&app, NORTH, &id_token("p-alice", alice.clone()).await, ID_TOKEN).await;
+    assert_eq!(status, 200, "cached keys while the provider is down: {body}");
+    idp.control("down", json!({ "provider": "a", "down": false })).await;
+
+    // A second tenant on provider b, down before its keys were ever fetched: refused.
+    let (status, _) = operator(&app, "POST", "/admin/tenants", json!({ "tenant_id": SOUTH })).await;
+    assert_eq!(status, 201);
+    let new_user =
+        json!({ "tenant_id": SOUTH, "username": "south-lab", "role": "lab", "password": "south-lab-password-2026" });
+    assert_eq!(operator(&app, "POST", "/auth/admin/users", new_user).await.0, 201);
+    link(&app, SOUTH, "south-lab", "lab@south.example").await;
+    let south = json!({ "tenant_id": SOUTH, "settings": {
+        "enabled": true, "issuer": b, "audience": "health-south", "jwks_uri": format!("{b}/jwks"),
+    }});
+    assert_eq!(operator(&app, "POST", "/auth/admin/federation", south).await.0, 200);
+    let south_lab = idp.mint("b", "health-south", "id_token", "p-s", json!({ "email": "lab@south.example" })).await;
+    idp.control("down", json!({ "provider": "b", "down": true })).await;
+    let (status, _) = exchange(&app, SOUTH, &south_lab, ID_TOKEN).await;
+    assert_eq!((status, last_reason(&app).as_str()), (400, "provider_keys_unavailable"));
+    idp.control("down", json!({ "provider": "b", "down": false })).await;
+    let (status, body) = exchange(&app, SOUTH, &south_lab, ID_TOKEN).await;
+    assert_eq!(status, 200, "{body}");
+    // Tenant A's provider's token presented for tenant B: no key of B's provider signed it.
+    let (status, _) = exchange(&app, SOUTH, &id_token("p-alice", alice.clone()).await, ID_TOKEN).await;
+    assert_eq!((status, last_reason(&app).as_str()), (400, "unknown_kid"));
+
+    // Required: passwords refused but the break-glass admin's; the exchange goes on.
+    let mut required = north.clone();
+    required["settings"]["required"] = json!(true);
+    required["settings"]["break_glass"] = json!("admin");
+    assert_eq!(operator(&app, "POST", "/auth/admin/federation", required).await.0, 200);
+    let refused = app.login(ALICE).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let reasons = app.query_strings(
+        "audit.db",
+        "SELECT reason FROM audit_events WHERE json_extract(event, '$.action') = 'auth.login' ORDER BY rowid DESC LIMIT 1",
+    );
+    assert_eq!(reasons, ["federation_required"]);
+    app.tokens(ADMIN).await;
+    assert_eq!(exchange(&app, NORTH, &id_token("p-alice", alice.clone()).await, ID_TOKEN).await.0, 200);
+    // Turned off: the exchange is refused, passwords work again.
+    let (status, _) = operator(&app, "POST", "/auth/admin/federation/disable", json!({ "tenant_id": NORTH })).await;
+    assert_eq!(status, 200);
+    assert_eq!(exchange(&app, NORTH, &id_token("p-alice", alice).await, ID_TOKEN).await.0, 400);
+    assert_eq!(last_reason(&app), "federation_disabled");
+    assert_eq!(app.login(ALICE).await.status, 200);
+}
