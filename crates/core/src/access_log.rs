@@ -297,6 +297,7 @@ mod tests {
             policy_version: Some("v".into()),
             trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
             duration_ms: None,
+            record_change: None,
         }
     }
 

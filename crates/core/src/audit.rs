@@ -56,6 +56,39 @@ pub struct Event {
     /// column for the latency histograms, outside the hashed JSON (operational, not evidence).
     #[serde(skip)]
     pub duration_ms: Option<i64>,
+    /// A correction of a record entry: which entry, which versions, and keyed digests of the
+    /// old and new content, never the content (this database is not encrypted). Left out of
+    /// the JSON when there is none: earlier events hash as they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_change: Option<RecordChange>,
+}
+
+/// What a correction changed, as the audit log keeps it: the entry, the version it replaced and
+/// the one it made, and HMAC-SHA256 digests of both contents (`crate::phi::content_digest`)
+/// under a key derived from the patient's own key. Whoever holds the records can show which
+/// text an event is about; the audit log alone reveals nothing, and after the patient's
+/// erasure nobody can link a digest to any text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordChange {
+    pub entry_id: String,
+    pub from_version: i64,
+    pub to_version: i64,
+    pub old_digest: String,
+    pub new_digest: String,
+}
+
+impl RecordChange {
+    /// Whether it has the shape a role service sends: an entry id, consecutive versions and two
+    /// 64-hex-digit digests (the gateway keeps nothing else in the log).
+    pub fn is_well_formed(&self) -> bool {
+        let digest = |d: &str| d.len() == 64 && d.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        crate::EntryId::parse(&self.entry_id).is_ok()
+            && self.from_version >= 1
+            && self.to_version == self.from_version.saturating_add(1)
+            && digest(&self.old_digest)
+            && digest(&self.new_digest)
+    }
 }
 
 impl Event {
@@ -81,6 +114,8 @@ impl Event {
         self.client_ip = None;
         self.user_agent = None;
         self.break_glass_reason = self.break_glass_reason.map(|_| "[redacted]".into());
+        // A record change stays: an entry id, version numbers and keyed digests name no person
+        // and hold no text.
         self
     }
 }
@@ -189,6 +224,33 @@ mod tests {
         assert_ne!(redacted.actor_sub, redacted.patient_id);
         let other_tenant = Event { tenant_id: "t2".into(), ..event }.redacted();
         assert_ne!(redacted.actor_sub, other_tenant.actor_sub, "pseudonyms differ per tenant");
+    }
+
+    #[test]
+    fn a_record_change_is_kept_by_redaction_and_events_without_one_hash_as_before() {
+        let change = RecordChange {
+            entry_id: "e-1".into(),
+            from_version: 1,
+            to_version: 2,
+            old_digest: "a".repeat(64),
+            new_digest: "b".repeat(64),
+        };
+        assert!(change.is_well_formed());
+        let event = Event { tenant_id: "t1".into(), record_change: Some(change.clone()), ..Event::default() };
+        assert_eq!(event.clone().redacted().record_change, Some(change.clone()));
+        let json = serde_json::to_string(&event).unwrap();
+        assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), event);
+        let without = serde_json::to_string(&Event::default()).unwrap();
+        assert!(!without.contains("record_change"), "{without}");
+        for bad in [
+            RecordChange { to_version: 3, ..change.clone() },
+            RecordChange { from_version: 0, to_version: 1, ..change.clone() },
+            RecordChange { old_digest: "A".repeat(64), ..change.clone() },
+            RecordChange { new_digest: "b".repeat(63), ..change.clone() },
+            RecordChange { entry_id: "E 1".into(), ..change.clone() },
+        ] {
+            assert!(!bad.is_well_formed(), "{bad:?}");
+        }
     }
 
     #[test]

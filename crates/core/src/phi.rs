@@ -139,6 +139,23 @@ pub fn open_field(patient_key: Option<&SecretKey>, field: &Field<'_>, stored: &s
     String::from_utf8(bytes).map_err(|_| PhiError::Malformed)
 }
 
+/// The label the key of record-content digests is derived from a patient key with.
+const DIGEST_PURPOSE: &str = "health-record-digest-v1";
+
+/// A keyed digest of one content of a record entry, for the audit log, which is not encrypted:
+/// HMAC-SHA256 under a key derived from `patient_key`, over the tenant, the entry and the text,
+/// as lowercase hex. The same text of the same entry gives the same digest, so the versions an
+/// event names can be matched against the record by whoever holds it; without the key nothing
+/// can be guessed from it, and once the patient's keys are shredded nothing can be matched.
+pub fn content_digest(patient_key: &SecretKey, tenant: &str, entry_id: &str, content: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let key = crate::derive(patient_key, DIGEST_PURPOSE);
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&key).unwrap_or_else(|_| unreachable!());
+    mac.update(format!("record-content/{tenant}/{entry_id}\n").as_bytes());
+    mac.update(content.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +209,24 @@ mod tests {
         let (dk, _) = keys();
         let pk = new_patient_key(&dk, "t1", "p-1", "dk1", &mut rng());
         assert!(open_patient_key(&dk, "t1", "p-2", "dk1", &pk).is_err());
+    }
+
+    #[test]
+    fn content_digests_are_keyed_and_bound_to_tenant_and_entry() {
+        let (_, pk) = keys();
+        let digest = content_digest(&pk, "t1", "e-1", "Asthma");
+        assert_eq!(digest.len(), 64);
+        assert_eq!(digest, content_digest(&pk, "t1", "e-1", "Asthma"), "stable");
+        assert_ne!(digest, crate::sha256_hex("Asthma"), "keyed, not a plain hash");
+        let other_key = SecretKey::from_bytes([9; 32]);
+        for other in [
+            content_digest(&other_key, "t1", "e-1", "Asthma"),
+            content_digest(&pk, "t2", "e-1", "Asthma"),
+            content_digest(&pk, "t1", "e-2", "Asthma"),
+            content_digest(&pk, "t1", "e-1", "Asthma!"),
+        ] {
+            assert_ne!(digest, other);
+        }
     }
 
     #[test]
