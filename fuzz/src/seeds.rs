@@ -257,11 +257,17 @@ fn ids_seeds() -> Seeds {
 }
 
 fn routes_seeds() -> Seeds {
-    let requests: [(&'static str, &str, &str, &str); 17] = [
+    let requests: [(&'static str, &str, &str, &str); 18] = [
         ("demographics", "GET", "/api/patients/p-1001", ""),
         ("records", "GET", "/api/patients/p-1001/records", ""),
         ("add-record", "POST", "/api/patients/p-1001/records", r#"{"kind":"diagnosis","content":"Asthma (J45)"}"#),
-        ("update-record", "PUT", "/api/patients/p-1001/records", r#"{"entry_id":"e-1","content":"Asthma, mild"}"#),
+        (
+            "update-record",
+            "PUT",
+            "/api/patients/p-1001/records",
+            r#"{"entry_id":"e-1","content":"Asthma, mild","reason":"Severity re-assessed"}"#,
+        ),
+        ("record-history", "GET", "/api/patients/p-1001/records/e-1/history", ""),
         ("lab-results", "GET", "/api/patients/p-1001/lab-results", ""),
         ("break-glass", "POST", "/api/patients/p-1001/break-glass", r#"{"reason":"Unconscious in ED, no care team"}"#),
         (

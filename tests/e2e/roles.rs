@@ -146,7 +146,7 @@ async fn doctors_read_and_write_care_team_records_only() {
         "PUT",
         "/api/patients/p-1003/records",
         doctor,
-        serde_json::json!({"entry_id": entry_id, "content": "Peak flow 430 L/min, improving"}),
+        serde_json::json!({"entry_id": entry_id, "content": "Peak flow 430 L/min, improving", "reason": "Misread"}),
     )
     .await;
     assert_eq!(corrected.status, 200, "{}", corrected.body);
@@ -159,7 +159,7 @@ async fn doctors_read_and_write_care_team_records_only() {
         "PUT",
         "/api/patients/p-1003/records",
         doctor,
-        serde_json::json!({"entry_id": "e-1", "content": "x"}),
+        serde_json::json!({"entry_id": "e-1", "content": "x", "reason": "x"}),
     )
     .await;
     assert_problem(&elsewhere, 404);

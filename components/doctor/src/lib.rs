@@ -1,5 +1,6 @@
 //! The `doctor` role service (private: reachable only as `doctor.spin.internal`). Doctors read
-//! and write the records of patients on their active care team; for anyone else they may open
+//! and write the records of patients on their active care team (a correction keeps the version
+//! it replaces, and tells the gateway what changed for the audit log); for anyone else they may open
 //! a break-glass grant with a stated reason, which allows access for a short window
 //! (`break_glass_window_secs`, default one hour), and every access under it is flagged for the
 //! admins' review. A doctor lists the patients whose care team they are on now, and reads the
@@ -10,6 +11,7 @@
 #![allow(unsafe_code)]
 
 use health_core::Reason;
+use health_core::audit::RecordChange;
 use health_core::routes::{self, Api};
 use health_core::{Caller, PatientId};
 use health_spin::authz;
@@ -60,11 +62,23 @@ fn update_record(conn: &Connection, caller: &Caller, patient: &PatientId, body: 
     let author = caller.subject.clone();
     let mut vault = Vault::open(conn, &caller.tenant_id)?;
     let entry = &update.entry_id;
-    if !records::update_entry(&mut vault, patient, entry, &update.content, &author, now)? {
+    let new = records::NewVersion { content: &update.content, reason: &update.reason, author: &author, now };
+    let Some(made) = records::correct_entry(&mut vault, patient, entry, &new)?? else {
         return Err(Refusal::NotFound(Reason::NoSuchEntry).into());
-    }
-    let body = serde_json::json!({ "entry_id": entry, "patient_id": patient, "updated_at": now });
-    Ok(Done::json(200, body, reason))
+    };
+    let body = serde_json::json!({
+        "entry_id": entry, "patient_id": patient, "updated_at": now,
+        "from_version": made.from_version, "version": made.to_version,
+    });
+    // The gateway records the change in its audit event: versions and digests, never the text.
+    let change = RecordChange {
+        entry_id: entry.to_string(),
+        from_version: made.from_version,
+        to_version: made.to_version,
+        old_digest: made.old_digest,
+        new_digest: made.new_digest,
+    };
+    Ok(Done::json(200, body, reason).with_change(change))
 }
 
 fn break_glass(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[u8]) -> Handled {

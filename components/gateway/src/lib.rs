@@ -28,7 +28,7 @@ use health_spin::audit::{self as audit_log, Selection};
 use health_spin::authz;
 use health_spin::chain::CALL_DEADLINE;
 use health_spin::respond::{self, Cache};
-use health_spin::service::REASON_HEADER;
+use health_spin::service::{CHANGE_HEADER, REASON_HEADER};
 use health_spin::{log, nested, ratelimit, stores, tokens};
 use spin_sdk::http::conversions::TryFromIncomingRequest;
 use spin_sdk::http::{IncomingRequest, Method, Request, Response};
@@ -40,6 +40,8 @@ fn route_rule(api: &Api) -> Option<(authz::Action, &'static str)> {
     Some(match api {
         Api::Demographics(_) => (A::ReadDemographics, "patients"),
         Api::Records(_) => (A::ReadRecord, "patients"),
+        // A record's history is read as the record is: one decision.
+        Api::RecordHistory(..) => (A::ReadRecord, "patients"),
         Api::AddRecord(_) | Api::UpdateRecord(_) => (A::WriteRecord, "patients"),
         Api::LabResults(_) => (A::ReadLabResults, "patients"),
         Api::BreakGlass(_) => (A::BreakGlass, "patients"),
@@ -99,6 +101,12 @@ fn upstream(api: &Api, role: Role) -> Option<Service> {
         },
         Api::AddCareTeamMember(..) | Api::EndCareTeamMembership(..) => Service::Patient,
         Api::CareTeamPatients => Service::Doctor,
+        // A record's history is read as the record is, by the same services.
+        Api::RecordHistory(..) => match role {
+            Role::Patient => Service::Patient,
+            Role::Doctor => Service::Doctor,
+            Role::Lab | Role::Insurance | Role::Admin => return None,
+        },
         Api::BadQuery(_) => return None,
     })
 }
@@ -400,6 +408,11 @@ async fn forward(
     if status >= 500 {
         return Ok(respond::problem(&Problem::internal()));
     }
+    // What a correction changed (entry, versions, keyed digests: no text), into the audit event.
+    event.record_change = header_of(&upstream, CHANGE_HEADER)
+        .filter(|_| status < 300)
+        .and_then(|value| serde_json::from_str::<health_core::audit::RecordChange>(value).ok())
+        .filter(health_core::audit::RecordChange::is_well_formed);
     let content_type = header_of(&upstream, "content-type").unwrap_or("application/json").to_owned();
     Ok(respond::bytes(status, &content_type, upstream.into_body(), Cache::NoStore))
 }
@@ -583,6 +596,13 @@ mod tests {
         assert_eq!(upstream(&Api::CareTeamPatients, Role::Doctor), Some(Service::Doctor));
         assert_eq!(route_rule(&Api::CareTeamPatients).map(|r| r.1), Some("care-team"));
         assert_eq!(rate_class(Some(&Api::EndCareTeamMembership(p(), member())), &Method::Delete), Class::Write);
+        let history = || Api::RecordHistory(p(), health_core::EntryId::parse("e-1").unwrap());
+        assert_eq!(upstream(&history(), Role::Patient), Some(Service::Patient));
+        assert_eq!(upstream(&history(), Role::Doctor), Some(Service::Doctor));
+        for role in [Role::Lab, Role::Insurance, Role::Admin] {
+            assert_eq!(upstream(&history(), role), None, "{role:?}");
+        }
+        assert!(matches!(route_rule(&history()), Some((authz::Action::ReadRecord, "patients"))));
     }
 
     #[test]

@@ -68,5 +68,5 @@ fn summary(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handled {
     let protected = Protected { kid: Some(&jwk.kid), cty: Some("application/json"), iss: None };
     let token = jwe::encrypt(&plaintext, &key, &protected, &mut health_spin::rng())
         .map_err(|_| anyhow::anyhow!("encrypting the summary to the insurer's key failed"))?;
-    Ok(Done { status: 200, body: Body::Jose(token), reason })
+    Ok(Done { status: 200, body: Body::Jose(token), reason, change: None })
 }

@@ -73,7 +73,7 @@ fn revoke_consent(conn: &Connection, caller: &Caller, patient: &PatientId, insur
     if !records::revoke_consent(conn, &caller.tenant_id, patient, insurer, now)? {
         return Err(Refusal::NotFound(Reason::NoSuchConsent).into());
     }
-    Ok(Done { status: 204, body: service::Body::Empty, reason })
+    Ok(Done { status: 204, body: service::Body::Empty, reason, change: None })
 }
 
 /// The patient → auth link.

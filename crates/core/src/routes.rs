@@ -72,8 +72,11 @@ pub enum Api {
     Records(PatientId),
     /// `POST /api/patients/{id}/records` with [`NewEntry`]
     AddRecord(PatientId),
-    /// `PUT /api/patients/{id}/records` with [`EntryUpdate`]
+    /// `PUT /api/patients/{id}/records` with [`EntryUpdate`]: a correction, a new version.
     UpdateRecord(PatientId),
+    /// `GET /api/patients/{id}/records/{entry_id}/history`: every version of one entry, newest
+    /// first (a doctor on the care team or under break-glass, the patient, as the record).
+    RecordHistory(PatientId, EntryId),
     /// `GET /api/patients/{id}/lab-results`
     LabResults(PatientId),
     /// `POST /api/patients/{id}/break-glass` with [`BreakGlass`]
@@ -221,6 +224,7 @@ impl Api {
     pub fn patient(&self) -> Option<&PatientId> {
         match self {
             Api::Demographics(p)
+            | Api::RecordHistory(p, _)
             | Api::Records(p)
             | Api::AddRecord(p)
             | Api::UpdateRecord(p)
@@ -256,6 +260,7 @@ impl Api {
             Api::Records(_) => "GET /api/patients/{id}/records",
             Api::AddRecord(_) => "POST /api/patients/{id}/records",
             Api::UpdateRecord(_) => "PUT /api/patients/{id}/records",
+            Api::RecordHistory(..) => "GET /api/patients/{id}/records/{entry_id}/history",
             Api::LabResults(_) => "GET /api/patients/{id}/lab-results",
             Api::BreakGlass(_) => "POST /api/patients/{id}/break-glass",
             Api::GrantConsent(_) => "POST /api/patients/{id}/consents",
@@ -388,6 +393,7 @@ pub(crate) const PATH_WORDS: &[&str] = &[
     "rotate",
     "access-log",
     "care-team",
+    "history",
     "metrics",
     "health",
     "alerts",
@@ -498,6 +504,9 @@ pub fn parse(method: &str, path_and_query: &str) -> Option<Api> {
         (Method::Get, ["patients", id, "records"]) => patient(id).map(Api::Records),
         (Method::Post, ["patients", id, "records"]) => patient(id).map(Api::AddRecord),
         (Method::Put, ["patients", id, "records"]) => patient(id).map(Api::UpdateRecord),
+        (Method::Get, ["patients", id, "records", entry, "history"]) => {
+            Some(Api::RecordHistory(patient(id)?, EntryId::parse(entry).ok()?))
+        }
         (Method::Get, ["patients", id, "lab-results"]) => patient(id).map(Api::LabResults),
         (Method::Post, ["patients", id, "break-glass"]) => patient(id).map(Api::BreakGlass),
         (Method::Post, ["patients", id, "consents"]) => patient(id).map(Api::GrantConsent),
@@ -601,17 +610,24 @@ impl Validate for NewEntry {
     }
 }
 
-/// A correction of an existing entry (`PUT .../records`).
+/// Largest reason of a correction, in bytes.
+pub const MAX_REASON_BYTES: usize = 1000;
+
+/// A correction of an existing entry (`PUT .../records`): the new content and why. The old
+/// content is kept as the entry's previous version, with its author, time and reason.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EntryUpdate {
     pub entry_id: EntryId,
     pub content: String,
+    /// Why the entry is corrected: free text (it may hold PHI, so it is sealed like the content).
+    pub reason: String,
 }
 
 impl Validate for EntryUpdate {
     fn validate(&self) -> Result<(), BodyError> {
-        text(&self.content, MAX_TEXT_BYTES)
+        text(&self.content, MAX_TEXT_BYTES)?;
+        text(&self.reason, MAX_REASON_BYTES)
     }
 }
 
@@ -728,6 +744,43 @@ mod tests {
             parse("GET", "/api/patients/p-1/access-log"),
             Some(Api::AccessLog(p("p-1"), AccessLogQuery::default()))
         );
+    }
+
+    #[test]
+    fn record_history_names_the_patient_and_the_entry() {
+        let history = parse("GET", "/api/patients/p-1/records/e-1a2b/history");
+        assert_eq!(history, Some(Api::RecordHistory(p("p-1"), EntryId::parse("e-1a2b").unwrap())));
+        let api = history.unwrap();
+        assert_eq!(api.patient(), Some(&p("p-1")));
+        assert_eq!(api.template(), "GET /api/patients/{id}/records/{entry_id}/history");
+        assert!(!api.takes_json());
+        for (method, path) in [
+            ("PUT", "/api/patients/p-1/records/e-1/history"),
+            ("GET", "/api/patients/p-1/records/E 1/history"),
+            ("GET", "/api/patients/p-1/records/e-1/history?version=2"),
+            ("GET", "/api/patients/p-1/records/e-1"),
+            ("GET", "/api/patients/p-1/records//history"),
+        ] {
+            assert_eq!(parse(method, path), None, "{method} {path}");
+        }
+        assert_eq!(
+            audit_resource("/api/patients/p-1/records/e-1a2b/history"),
+            "/api/patients/p-1/records/e-1a2b/history"
+        );
+    }
+
+    #[test]
+    fn a_correction_states_its_reason() {
+        let update: EntryUpdate =
+            body(br#"{"entry_id":"e-1","content":"Asthma, mild","reason":"Severity re-assessed"}"#).unwrap();
+        assert_eq!(update.reason, "Severity re-assessed");
+        assert_eq!(body::<EntryUpdate>(br#"{"entry_id":"e-1","content":"Asthma, mild"}"#), Err(BodyError::Malformed));
+        for reason in ["", "   ", r"bell\u0007"] {
+            let bad = format!(r#"{{"entry_id":"e-1","content":"x","reason":"{reason}"}}"#);
+            assert_eq!(body::<EntryUpdate>(bad.as_bytes()), Err(BodyError::BadText), "{reason:?}");
+        }
+        let long = format!(r#"{{"entry_id":"e-1","content":"x","reason":"{}"}}"#, "a".repeat(MAX_REASON_BYTES + 1));
+        assert_eq!(body::<EntryUpdate>(long.as_bytes()), Err(BodyError::BadText));
     }
 
     #[test]

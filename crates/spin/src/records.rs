@@ -26,11 +26,34 @@ pub const DATABASE: &str = "records";
 /// seed is written again, encrypted. Version 3 replaces the care team's on/off flag with
 /// memberships that have a start, an optional end and a reason; every active row of version 2
 /// (only the demo seed had a way in) becomes a membership from [`DEMO_TIME`] with no end.
-/// Version 4 allows one record per patient account.
+/// Version 4 allows one record per patient account. Version 5 versions the record entries.
 pub const MIGRATIONS: &[Migration<'static>] = &[
     Migration { version: 2, steps: VERSION_2 },
     Migration { version: 3, steps: VERSION_3 },
     Migration { version: 4, steps: VERSION_4 },
+    Migration { version: 5, steps: VERSION_5 },
+];
+
+/// Version 5: versioned record entries. `entry` holds the current version: its number (an
+/// entry of before is version 1) and the sealed reason it was written for (none for a first
+/// version). `entry_version` keeps every version a correction replaced, sealed again under its
+/// own row's place, so an update never destroys what was there.
+const VERSION_5: &[Step<'static>] = &[
+    Step::AddColumn { table: "entry", column: "version", definition: "INTEGER NOT NULL DEFAULT 1" },
+    Step::AddColumn { table: "entry", column: "reason", definition: "TEXT" },
+    Step::Sql(
+        "CREATE TABLE IF NOT EXISTS entry_version (
+        tenant_id TEXT NOT NULL,
+        entry_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        patient_id TEXT NOT NULL,
+        content TEXT NOT NULL,
+        author_subject TEXT NOT NULL,
+        reason TEXT,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, entry_id, version)
+    )",
+    ),
 ];
 
 /// Version 4: one patient record per account. A tenant admin links a patient's user account to
@@ -330,6 +353,22 @@ impl<'c, C: Sql> Vault<'c, C> {
         };
         self.patient_keys.insert(slot, key.clone());
         Ok(key)
+    }
+
+    /// The key of the patient's content digests ([`phi::content_digest`]): their key under the
+    /// oldest data key they have one for, which a rotation keeps, so every digest of theirs is
+    /// made with one key; `None` once they are erased (their keys are shredded, and with them
+    /// any way to link a digest to a text).
+    pub fn digest_key(&mut self, patient: &PatientId) -> anyhow::Result<Option<SecretKey>> {
+        const OLDEST: &str = "SELECT pk.data_key_id FROM patient_key pk JOIN data_key dk
+            ON dk.tenant_id = pk.tenant_id AND dk.key_id = pk.data_key_id
+            WHERE pk.tenant_id = ? AND pk.patient_id = ? ORDER BY dk.created_at, dk.rowid LIMIT 1";
+        let params = [text(self.tenant.as_str()), text(patient.as_str())];
+        let rows = self.conn.execute(OLDEST, &params).context("reading the patient's oldest key")?;
+        let Some(data_key_id) = rows.rows().next().and_then(|r| r.get::<&str>("data_key_id").map(str::to_owned)) else {
+            return Ok(None);
+        };
+        self.patient_key(patient, &data_key_id, false)
     }
 
     /// Seals a PHI value for `field` of `patient` under the newest data key.
@@ -766,7 +805,7 @@ pub fn revoke_consent(
     Ok(conn.execute(REVOKE, &params).context("revoking consent")?.rows().next().is_some())
 }
 
-/// A record entry as returned.
+/// A record entry as returned: its current version.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Entry {
     pub entry_id: String,
@@ -775,6 +814,7 @@ pub struct Entry {
     pub author: String,
     pub created_at: i64,
     pub updated_at: i64,
+    pub version: i64,
 }
 
 /// The patient's entries, opened; an entry that does not open fails the whole read.
@@ -782,7 +822,7 @@ pub fn entries<C: Sql>(
     vault: &mut Vault<'_, C>,
     patient_id: &PatientId,
 ) -> anyhow::Result<Result<Vec<Entry>, PhiError>> {
-    const ENTRIES: &str = "SELECT entry_id, kind, content, author_subject, created_at, updated_at FROM entry
+    const ENTRIES: &str = "SELECT entry_id, kind, content, author_subject, created_at, updated_at, version FROM entry
         WHERE tenant_id = ? AND patient_id = ? ORDER BY created_at, entry_id";
     let params = [text(vault.tenant.as_str()), text(patient_id.as_str())];
     let rows = vault.conn.execute(ENTRIES, &params).context("reading entries")?;
@@ -801,6 +841,7 @@ pub fn entries<C: Sql>(
             author: field("author_subject"),
             created_at: r.get::<i64>("created_at").unwrap_or_default(),
             updated_at: r.get::<i64>("updated_at").unwrap_or_default(),
+            version: r.get::<i64>("version").unwrap_or(1),
         });
     }
     Ok(Ok(out))
@@ -839,28 +880,196 @@ pub fn add_entry<C: Sql>(
     Ok(())
 }
 
-/// Replaces an entry's content (sealed again under the newest key); `false` if the patient has
-/// no such entry.
-pub fn update_entry<C: Sql>(
+/// The place of an earlier version's `field` (`content`, `reason`): a row of its own per
+/// version, so a sealed version opens only as that version of that entry.
+fn version_row(entry_id: &str, version: i64) -> String {
+    format!("{entry_id}/{version}")
+}
+
+/// What a correction did: the version it replaced and the one it made, with keyed digests of
+/// both contents for the audit log (`health_core::phi::content_digest`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Correction {
+    pub from_version: i64,
+    pub to_version: i64,
+    pub old_digest: String,
+    pub new_digest: String,
+}
+
+/// A correction to make: the new content, why, by whom and when.
+pub struct NewVersion<'a> {
+    pub content: &'a str,
+    pub reason: &'a str,
+    pub author: &'a Opaque,
+    pub now: i64,
+}
+
+/// Corrects an entry: its current version (content, author, time, reason) is kept in
+/// `entry_version`, sealed again under that version's own place, and the entry becomes the
+/// next version with the new content and reason. One `BEGIN IMMEDIATE` transaction: two
+/// corrections cannot both replace the same version, and if any step fails nothing is
+/// changed. `None` if the patient has no such entry; the inner error if the current version
+/// does not open (then nothing is written).
+pub fn correct_entry<C: Sql>(
     vault: &mut Vault<'_, C>,
     patient_id: &PatientId,
     entry_id: &EntryId,
-    content: &str,
-    author: &Opaque,
-    now: i64,
-) -> anyhow::Result<bool> {
-    const UPDATE: &str = "UPDATE entry SET content = ?, author_subject = ?, updated_at = ?
-        WHERE tenant_id = ? AND entry_id = ? AND patient_id = ? RETURNING entry_id";
-    let sealed = vault.seal(patient_id, "entry", entry_id.as_str(), "content", content)?;
-    let params = [
-        Value::Text(sealed),
-        text(author.as_str()),
-        Value::Integer(now),
-        text(vault.tenant.as_str()),
-        text(entry_id.as_str()),
-        text(patient_id.as_str()),
+    new: &NewVersion<'_>,
+) -> anyhow::Result<Result<Option<Correction>, PhiError>> {
+    // Keys are made before the transaction, so the vault never keeps one a rollback took back:
+    // the patient's key under the newest data key, and the digest key.
+    let newest = vault.newest_data_key()?;
+    let (Some(_), Some(digest_key)) = (vault.patient_key(patient_id, &newest, true)?, vault.digest_key(patient_id)?)
+    else {
+        return Ok(Err(PhiError::KeyGone));
+    };
+    let conn = vault.conn;
+    db::transaction(conn, |_| correct_in_transaction(vault, &digest_key, patient_id, entry_id, new))
+}
+
+fn correct_in_transaction<C: Sql>(
+    vault: &mut Vault<'_, C>,
+    digest_key: &SecretKey,
+    patient_id: &PatientId,
+    entry_id: &EntryId,
+    new: &NewVersion<'_>,
+) -> anyhow::Result<Result<Option<Correction>, PhiError>> {
+    const CURRENT: &str = "SELECT content, version, author_subject, updated_at, reason FROM entry
+        WHERE tenant_id = ? AND entry_id = ? AND patient_id = ?";
+    const KEEP: &str = "INSERT INTO entry_version
+        (tenant_id, entry_id, version, patient_id, content, author_subject, reason, created_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+    const UPDATE: &str = "UPDATE entry SET content = ?, reason = ?, author_subject = ?, updated_at = ?,
+        version = version + 1 WHERE tenant_id = ? AND entry_id = ? AND patient_id = ? AND version = ?
+        RETURNING version";
+    let (tenant, entry, patient) = (vault.tenant.clone(), entry_id.as_str(), patient_id.as_str());
+    let rows = vault
+        .conn
+        .execute(CURRENT, &[text(tenant.as_str()), text(entry), text(patient)])
+        .context("reading the entry to correct")?;
+    let Some(row) = rows.rows().next() else {
+        return Ok(Ok(None));
+    };
+    let version = row.get::<i64>("version").context("records: entry without a version")?;
+    let old_author = row.get::<&str>("author_subject").context("records: entry without an author")?.to_owned();
+    let written_at = row.get::<i64>("updated_at").context("records: entry without a time")?;
+    let sealed_content = row.get::<&str>("content").context("records: entry without content")?.to_owned();
+    let sealed_reason = row.get::<&str>("reason").map(str::to_owned);
+    let old_content = match vault.open_field(patient_id, "entry", entry, "content", &sealed_content)? {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
+    let old_reason = match sealed_reason {
+        None => None,
+        Some(sealed) => match vault.open_field(patient_id, "entry", entry, "reason", &sealed)? {
+            Ok(v) => Some(v),
+            Err(e) => return Ok(Err(e)),
+        },
+    };
+    let kept = version_row(entry, version);
+    let kept_content = vault.seal(patient_id, "entry_version", &kept, "content", &old_content)?;
+    let kept_reason = old_reason.map(|r| vault.seal(patient_id, "entry_version", &kept, "reason", &r)).transpose()?;
+    let keep = [
+        text(tenant.as_str()),
+        text(entry),
+        Value::Integer(version),
+        text(patient),
+        Value::Text(kept_content),
+        text(&old_author),
+        kept_reason.map_or(Value::Null, Value::Text),
+        Value::Integer(written_at),
     ];
-    Ok(vault.conn.execute(UPDATE, &params).context("updating entry")?.rows().next().is_some())
+    vault.conn.execute(KEEP, &keep).context("keeping the entry's previous version")?;
+    let update = [
+        Value::Text(vault.seal(patient_id, "entry", entry, "content", new.content)?),
+        Value::Text(vault.seal(patient_id, "entry", entry, "reason", new.reason)?),
+        text(new.author.as_str()),
+        Value::Integer(new.now),
+        text(tenant.as_str()),
+        text(entry),
+        text(patient),
+        Value::Integer(version),
+    ];
+    let updated = vault.conn.execute(UPDATE, &update).context("writing the entry's new version")?;
+    let to_version = updated.rows().next().and_then(|r| r.get::<i64>("version"));
+    let to_version = to_version.context("records: the entry changed inside a write transaction")?;
+    let digest = |text: &str| phi::content_digest(digest_key, tenant.as_str(), entry, text);
+    Ok(Ok(Some(Correction {
+        from_version: version,
+        to_version,
+        old_digest: digest(&old_content),
+        new_digest: digest(new.content),
+    })))
+}
+
+/// One version of a record entry as returned.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EntryVersion {
+    pub version: i64,
+    pub content: String,
+    pub author: String,
+    /// When this version was written.
+    pub created_at: i64,
+    /// Why (none for a first version, written by `POST .../records`).
+    pub reason: Option<String>,
+}
+
+/// An entry's kind and every version of it, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct History {
+    pub kind: String,
+    pub versions: Vec<EntryVersion>,
+}
+
+/// Every version of one of the patient's entries, newest first; `None` if the patient has no
+/// such entry. One statement, so a correction in between cannot show a version twice or none.
+pub fn entry_history<C: Sql>(
+    vault: &mut Vault<'_, C>,
+    patient_id: &PatientId,
+    entry_id: &EntryId,
+) -> anyhow::Result<Result<Option<History>, PhiError>> {
+    const HISTORY: &str = "SELECT 1 AS current, kind, version, content, author_subject, updated_at AS written_at,
+            reason FROM entry WHERE tenant_id = ?1 AND entry_id = ?2 AND patient_id = ?3
+        UNION ALL
+        SELECT 0 AS current, NULL AS kind, v.version, v.content, v.author_subject, v.created_at AS written_at,
+            v.reason FROM entry_version v JOIN entry e ON e.tenant_id = v.tenant_id AND e.entry_id = v.entry_id
+            AND e.patient_id = v.patient_id
+        WHERE v.tenant_id = ?1 AND v.entry_id = ?2 AND v.patient_id = ?3
+        ORDER BY version DESC";
+    let (tenant, entry) = (vault.tenant.clone(), entry_id.as_str());
+    let params = [text(tenant.as_str()), text(entry), text(patient_id.as_str())];
+    let rows = vault.conn.execute(HISTORY, &params).context("reading entry history")?;
+    let mut kind = None;
+    let mut versions = Vec::new();
+    for r in rows.rows() {
+        let version = r.get::<i64>("version").context("records: a version without a number")?;
+        let (table, row) = if r.get::<i64>("current") == Some(1) {
+            kind = r.get::<&str>("kind").map(str::to_owned);
+            ("entry", entry.to_owned())
+        } else {
+            ("entry_version", version_row(entry, version))
+        };
+        let stored = r.get::<&str>("content").context("records: a version without content")?.to_owned();
+        let content = match vault.open_field(patient_id, table, &row, "content", &stored)? {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        let reason = match r.get::<&str>("reason").map(str::to_owned) {
+            None => None,
+            Some(sealed) => match vault.open_field(patient_id, table, &row, "reason", &sealed)? {
+                Ok(v) => Some(v),
+                Err(e) => return Ok(Err(e)),
+            },
+        };
+        versions.push(EntryVersion {
+            version,
+            content,
+            author: r.get::<&str>("author_subject").unwrap_or_default().to_owned(),
+            created_at: r.get::<i64>("written_at").unwrap_or_default(),
+            reason,
+        });
+    }
+    Ok(Ok(kind.map(|kind| History { kind, versions })))
 }
 
 /// A lab order as a lab sees it: no clinical content.
@@ -1370,6 +1579,142 @@ mod tests {
         let ben = patient(&db, &t(), &p2).expect("read").expect("p-2");
         let opened = demographics(&mut later, &ben).expect("no platform error").expect("opens");
         assert_eq!(opened.given_name, "Ben", "other patients keep their keys");
+    }
+
+    fn correction<'a>(content: &'a str, reason: &'a str, author: &'a Opaque, now: i64) -> NewVersion<'a> {
+        NewVersion { content, reason, author, now }
+    }
+
+    #[test]
+    fn a_correction_keeps_every_earlier_version_with_its_author_time_and_reason() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let db = records_db(&dir.path().join("records.db"));
+        let (p1, e1, grey, house) = (patient_id("p-1"), entry_id("e-1"), subject("u-grey"), subject("u-house"));
+        let mut vault = Vault::with_wrapping_key(&db, &t(), wrapping(7));
+        add_entry(&mut vault, &p1, &e1, "diagnosis", "Asthma", &grey, 1_000).expect("entry");
+        let first = correct_entry(&mut vault, &p1, &e1, &correction("Asthma, mild", "Spirometry", &house, 2_000));
+        let first = first.expect("no platform error").expect("opens").expect("the entry exists");
+        assert_eq!((first.from_version, first.to_version), (1, 2));
+        let second = correct_entry(&mut vault, &p1, &e1, &correction("Asthma, moderate", "Re-assessed", &grey, 3_000));
+        let second = second.expect("no platform error").expect("opens").expect("the entry exists");
+        assert_eq!((second.from_version, second.to_version), (2, 3));
+        assert_eq!(second.old_digest, first.new_digest, "one key for every digest of the patient");
+        assert_ne!(first.old_digest, first.new_digest);
+
+        let mut later = Vault::with_wrapping_key(&db, &t(), wrapping(7));
+        let history = entry_history(&mut later, &p1, &e1).expect("no platform error").expect("opens").expect("entry");
+        assert_eq!(history.kind, "diagnosis");
+        let seen: Vec<_> = history
+            .versions
+            .iter()
+            .map(|v| (v.version, v.content.as_str(), v.author.as_str(), v.created_at, v.reason.as_deref()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (3, "Asthma, moderate", "u-grey", 3_000, Some("Re-assessed")),
+                (2, "Asthma, mild", "u-house", 2_000, Some("Spirometry")),
+                (1, "Asthma", "u-grey", 1_000, None),
+            ]
+        );
+        let current = entries(&mut later, &p1).expect("no platform error").expect("opens");
+        assert_eq!((current[0].content.as_str(), current[0].version), ("Asthma, moderate", 3));
+        // Nothing in clear, and a version moved to another version's row does not open.
+        for stored in
+            db.execute("SELECT content || COALESCE(reason, '') AS v FROM entry_version", &[]).expect("read").rows()
+        {
+            let stored = stored.get::<&str>("v").expect("text");
+            assert!(!stored.contains("Asthma") && !stored.contains("Spirometry"), "{stored}");
+        }
+        db.execute("UPDATE entry_version SET content = (SELECT content FROM entry_version WHERE version = 1) WHERE version = 2", &[])
+            .expect("swap");
+        let swapped = entry_history(&mut later, &p1, &e1).expect("no platform error");
+        assert_eq!(swapped, Err(PhiError::Open));
+        // Another patient's entry is not found through this one.
+        let other = correct_entry(&mut later, &patient_id("p-2"), &e1, &correction("x", "y", &grey, 4_000));
+        assert_eq!(other.expect("no platform error"), Ok(None));
+        assert_eq!(entry_history(&mut later, &patient_id("p-2"), &e1).expect("no platform error"), Ok(None));
+    }
+
+    #[test]
+    fn a_correction_that_fails_midway_changes_nothing() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let db = records_db(&dir.path().join("records.db"));
+        let (p1, e1, grey) = (patient_id("p-1"), entry_id("e-1"), subject("u-grey"));
+        let mut vault = Vault::with_wrapping_key(&db, &t(), wrapping(7));
+        add_entry(&mut vault, &p1, &e1, "note", "before", &grey, 1_000).expect("entry");
+        // A row where version 1 would be kept: the insert fails after the entry was read.
+        db.execute("INSERT INTO entry_version VALUES ('demo-hospital', 'e-1', 1, 'p-1', 'x', 'u-x', NULL, 1)", &[])
+            .expect("blocking row");
+        correct_entry(&mut vault, &p1, &e1, &correction("after", "why", &grey, 2_000)).expect_err("fails");
+        db.execute("DELETE FROM entry_version", &[]).expect("unblock");
+        let read = entries(&mut vault, &p1).expect("no platform error").expect("opens");
+        assert_eq!((read[0].content.as_str(), read[0].version, read[0].updated_at), ("before", 1, 1_000));
+        let done = correct_entry(&mut vault, &p1, &e1, &correction("after", "why", &grey, 2_000)).expect("works now");
+        assert_eq!(done.expect("opens").map(|c| c.to_version), Some(2));
+    }
+
+    #[test]
+    fn concurrent_corrections_each_make_their_own_version_and_none_is_lost() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("records.db");
+        let db = records_db(&path);
+        let (p1, e1, grey) = (patient_id("p-1"), entry_id("e-1"), subject("u-grey"));
+        add_entry(&mut Vault::with_wrapping_key(&db, &t(), wrapping(7)), &p1, &e1, "note", "v1", &grey, 1_000)
+            .expect("entry");
+        let writers = 4;
+        let barrier = std::sync::Barrier::new(writers);
+        let made: Vec<i64> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..writers)
+                .map(|i| {
+                    let (path, barrier, p1, e1, grey) = (&path, &barrier, &p1, &e1, &grey);
+                    scope.spawn(move || {
+                        let db = Native::open(path);
+                        db::configure(&db);
+                        let mut vault = Vault::with_wrapping_key(&db, &t(), wrapping(7));
+                        let content = format!("by writer {i}");
+                        barrier.wait();
+                        let new = correction(&content, "concurrent", grey, 2_000);
+                        let done = correct_entry(&mut vault, p1, e1, &new).expect("corrects");
+                        done.expect("opens").expect("exists").to_version
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("writer")).collect()
+        });
+        let mut made = made;
+        made.sort_unstable();
+        assert_eq!(made, [2, 3, 4, 5]);
+        let mut reader = Vault::with_wrapping_key(&db, &t(), wrapping(7));
+        let history = entry_history(&mut reader, &p1, &e1).expect("no platform error").expect("opens").expect("entry");
+        assert_eq!(history.versions.iter().map(|v| v.version).collect::<Vec<_>>(), [5, 4, 3, 2, 1]);
+        assert_eq!(history.versions.last().map(|v| v.content.as_str()), Some("v1"));
+    }
+
+    #[test]
+    fn earlier_versions_outlive_a_rotation_and_die_with_an_erasure() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let db = records_db(&dir.path().join("records.db"));
+        let (p1, e1, grey) = (patient_id("p-1"), entry_id("e-1"), subject("u-grey"));
+        let mut vault = Vault::with_wrapping_key(&db, &t(), wrapping(7));
+        add_patient(&mut vault, &p1, None, ["Ann", "Ames", "1980-01-01"]).expect("patient");
+        add_entry(&mut vault, &p1, &e1, "note", "v1", &grey, 1_000).expect("entry");
+        let first = correct_entry(&mut vault, &p1, &e1, &correction("v2", "r2", &grey, 2_000)).expect("corrects");
+        vault.rotate(crate::now() + 60).expect("rotates");
+        let mut later = Vault::with_wrapping_key(&db, &t(), wrapping(7));
+        let second = correct_entry(&mut later, &p1, &e1, &correction("v3", "r3", &grey, 3_000)).expect("corrects");
+        let (first, second) = (first.expect("opens").expect("exists"), second.expect("opens").expect("exists"));
+        assert_eq!(second.old_digest, first.new_digest, "the digest key survives a rotation");
+        let history = entry_history(&mut later, &p1, &e1).expect("no platform error").expect("opens").expect("entry");
+        assert_eq!(history.versions.iter().map(|v| v.content.as_str()).collect::<Vec<_>>(), ["v3", "v2", "v1"]);
+
+        assert!(later.erase(&p1, 4_000).expect("erases"));
+        let mut after = Vault::with_wrapping_key(&db, &t(), wrapping(7));
+        assert_eq!(entry_history(&mut after, &p1, &e1).expect("no platform error"), Err(PhiError::KeyGone));
+        assert!(after.digest_key(&p1).expect("no platform error").is_none(), "no key links a digest to a text");
+        let refused = correct_entry(&mut after, &p1, &e1, &correction("v4", "r4", &grey, 5_000));
+        assert_eq!(refused.expect("no platform error"), Err(PhiError::KeyGone));
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM entry_version"), 2, "nothing written for an erased patient");
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! (which audits it) in [`REASON_HEADER`]. Also the reads the patient and doctor services
 //! share, each decided by the composed policy with the facts only this database knows.
 
+use health_core::audit::RecordChange;
 use health_core::routes::{self, Api};
-use health_core::{Caller, ClientId, Component, PatientId, Problem, Reason, Role};
+use health_core::{Caller, ClientId, Component, EntryId, PatientId, Problem, Reason, Role};
 use spin_sdk::http::{Request, Response};
 use spin_sdk::sqlite::Connection;
 
@@ -16,6 +17,11 @@ use crate::respond::{self, Cache};
 
 /// Response header with the machine-readable decision reason, for the gateway's audit event.
 pub const REASON_HEADER: &str = "x-health-reason";
+
+/// Response header with what a correction changed ([`health_core::audit::RecordChange`] as
+/// JSON: the entry, both versions, keyed digests), for the gateway's audit event. Like
+/// [`REASON_HEADER`], it goes to the gateway only, never to the client.
+pub const CHANGE_HEADER: &str = "x-health-record-change";
 
 /// Media type of a compact JOSE object (RFC 7515 §9.2.1), here an encrypted summary.
 pub const JOSE: &str = "application/jose";
@@ -39,11 +45,18 @@ pub struct Done {
     pub status: u16,
     pub body: Body,
     pub reason: String,
+    /// What a correction changed, for the gateway's audit event ([`CHANGE_HEADER`]).
+    pub change: Option<RecordChange>,
 }
 
 impl Done {
     pub fn json(status: u16, body: serde_json::Value, reason: impl Into<String>) -> Self {
-        Self { status, body: Body::Json(body), reason: reason.into() }
+        Self { status, body: Body::Json(body), reason: reason.into(), change: None }
+    }
+
+    /// The answer, with what it changed in a record for the audit log.
+    pub fn with_change(self, change: RecordChange) -> Self {
+        Self { change: Some(change), ..self }
     }
 }
 
@@ -74,6 +87,7 @@ pub fn serve(me: Component, req: &Request, handler: impl FnOnce(&Caller, Api, &[
     crate::log::begin(me.as_str(), header("x-request-id"), trace);
     // The public path the gateway forwards, attested, beside a URL without identifiers.
     let path = header(health_core::context::PATH_HEADER).unwrap_or_default();
+    let mut response_change = None;
     let outcome = match crate::verify_context_of(req, path, me, &[Component::Gateway]) {
         Err(e) => Err(Failure::Internal(e)),
         Ok(Err(e)) => Err(Refusal::Unauthenticated(match e {
@@ -95,6 +109,12 @@ pub fn serve(me: Component, req: &Request, handler: impl FnOnce(&Caller, Api, &[
     };
     let (mut response, reason) = match outcome {
         Ok(done) => {
+            if let Some(change) = &done.change {
+                match serde_json::to_string(change) {
+                    Ok(json) => response_change = Some(json),
+                    Err(e) => crate::log::error("record_change_unencodable", &anyhow::Error::from(e)),
+                }
+            }
             let response = match done.body {
                 Body::Json(value) => respond::json(done.status, &value, Cache::NoStore),
                 Body::Jose(token) => respond::bytes(done.status, JOSE, token.into_bytes(), Cache::NoStore),
@@ -115,6 +135,9 @@ pub fn serve(me: Component, req: &Request, handler: impl FnOnce(&Caller, Api, &[
         }
     };
     response.set_header(REASON_HEADER, reason);
+    if let Some(change) = response_change {
+        response.set_header(CHANGE_HEADER, change);
+    }
     response
 }
 
@@ -189,6 +212,20 @@ pub fn read_records(conn: &Connection, caller: &Caller, patient_id: &PatientId) 
     Ok(Done::json(200, serde_json::json!({ "patient": patient, "entries": entries }), reason))
 }
 
+/// `GET /api/patients/{id}/records/{entry_id}/history`: every version of the entry, newest
+/// first, to whoever may read the record (the same decision as [`read_records`]).
+pub fn read_record_history(conn: &Connection, caller: &Caller, patient_id: &PatientId, entry: &EntryId) -> Handled {
+    let (_, reason) = authorize_patient(conn, caller, authz::Action::ReadRecord, patient_id, crate::now())?;
+    let mut vault = Vault::open(conn, &caller.tenant_id)?;
+    let Some(history) = records::entry_history(&mut vault, patient_id, entry)?? else {
+        return Err(Refusal::NotFound(Reason::NoSuchEntry).into());
+    };
+    let body = serde_json::json!({
+        "patient_id": patient_id, "entry_id": entry, "kind": history.kind, "versions": history.versions,
+    });
+    Ok(Done::json(200, body, reason))
+}
+
 /// `GET /api/patients/{id}/lab-results`.
 pub fn read_lab_results(conn: &Connection, caller: &Caller, patient_id: &PatientId) -> Handled {
     let (_, reason) = authorize_patient(conn, caller, authz::Action::ReadLabResults, patient_id, crate::now())?;
@@ -202,6 +239,7 @@ pub fn shared_reads(conn: &Connection, caller: &Caller, api: &Api) -> Option<Han
     Some(match api {
         Api::Demographics(id) => read_demographics(conn, caller, id),
         Api::Records(id) => read_records(conn, caller, id),
+        Api::RecordHistory(id, entry) => read_record_history(conn, caller, id, entry),
         Api::LabResults(id) => read_lab_results(conn, caller, id),
         _ => return None,
     })
