@@ -33,6 +33,7 @@ mod slice;
 mod tenants;
 mod tracing;
 mod worlds;
+mod history;
 
 /// Every `tests/e2e/*.rs` is declared above: a file without its `mod` line would compile
 /// nowhere and run nothing.
