@@ -6,7 +6,7 @@
 //! configured roles by `amr`, wrong issuer, wrong audience, expired, future `iat`, `alg: none`,
 //! HS256 keyed with the provider's public key, an unknown `kid` (one refetch, then refused, and
 //! no second refetch within the cooldown), rotated provider keys picked up, a provider down
-//! (cached keys keep working; none cached: refused), an unmapped email, a disabled user, tenant
+//! (cached keys keep working; none cached: refused, the provider asked once per cooldown), an unmapped email, a disabled user, tenant
 //! A's provider's token presented for tenant B (no key of B's provider signed it), and `required` refusing passwords but the
 //! break-glass admin's. Each refusal's precise reason is checked in the audit log.
 
@@ -274,9 +274,13 @@ async fn tokens_of_a_real_openid_provider_are_exchanged_with_every_check() {
     assert_eq!(operator(&app, "POST", "/auth/admin/federation", south).await.0, 200);
     let south_lab = idp.mint("b", "health-south", "id_token", "p-s", json!({ "email": "lab@south.example" })).await;
     idp.control("down", json!({ "provider": "b", "down": true })).await;
-    let (status, _) = exchange(&app, SOUTH, &south_lab, ID_TOKEN).await;
-    assert_eq!((status, last_reason(&app).as_str()), (400, "provider_keys_unavailable"));
+    for _ in 0..3 {
+        let (status, _) = exchange(&app, SOUTH, &south_lab, ID_TOKEN).await;
+        assert_eq!((status, last_reason(&app).as_str()), (400, "provider_keys_unavailable"));
+    }
+    assert_eq!(idp.jwks_fetches("b").await, 1, "a provider that is down is asked once per cooldown");
     idp.control("down", json!({ "provider": "b", "down": false })).await;
+    tokio::time::sleep(std::time::Duration::from_secs(COOLDOWN_SECS + 1)).await;
     let (status, body) = exchange(&app, SOUTH, &south_lab, ID_TOKEN).await;
     assert_eq!(status, 200, "{body}");
     // Tenant A's provider's token presented for tenant B: no key of B's provider signed it.

@@ -4,7 +4,7 @@
 // IdToken and AccessToken models, signed with its keystore). A test-only control API beside
 // them, never part of a provider: mint tokens, forge the negative cases the provider would
 // never issue (future iat, alg none, HS256 keyed with the public key) with the provider's own
-// key material, rotate keys, take a provider down, and count JWK Set fetches.
+// key material, rotate keys, take a provider down, and count JWK Set fetches (answered or not).
 //
 // Prints `listening PORT` on stdout once ready; runs until its stdin closes (the test ends).
 import { createServer } from 'node:http';
@@ -123,10 +123,11 @@ const server = createServer(async (req, res) => {
     const name = req.url.split('/')[1];
     const s = state[name];
     if (!s) { res.writeHead(404); res.end(); return; }
-    if (s.down) { res.writeHead(503); res.end(); return; }
     const rest = req.url.slice(name.length + 1) || '/';
+    // Attempts are counted, answered or not.
     if (rest.startsWith('/jwks')) s.jwksFetches += 1;
     if (rest.startsWith('/.well-known/openid-configuration')) s.discoveryFetches += 1;
+    if (s.down) { res.writeHead(503); res.end(); return; }
     req.originalUrl = req.url;
     req.url = rest;
     s.provider.callback()(req, res);

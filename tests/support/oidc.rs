@@ -110,7 +110,7 @@ impl Provider {
         token(self.control("forge", body).await)
     }
 
-    /// How often each provider's JWK Set was fetched.
+    /// How often provider `name`'s JWK Set was asked for (answered or not).
     pub async fn jwks_fetches(&self, name: &str) -> i64 {
         self.control("stats", json!({})).await[name]["jwks"].as_i64().expect("jwks count")
     }

@@ -53,7 +53,7 @@ pub fn metadata(settings: &Settings<'_>) -> Metadata {
         revocation_endpoint: format!("{base}/auth/revoke"),
         // Only what `/auth/token` grants: passwords go to `/auth/login`, never to the token
         // endpoint (RFC 9700 §2.4 forbids the password grant).
-        grant_types_supported: vec!["refresh_token", "client_credentials"],
+        grant_types_supported: vec!["refresh_token", "client_credentials", crate::federation::TOKEN_EXCHANGE],
         response_types_supported: vec!["token"],
         subject_types_supported: vec!["public"],
         scopes_supported: vec![

@@ -157,9 +157,19 @@ pub async fn provider_keys(
         }
         Err(e) => crate::log::warn("provider_unreachable", format!("{e:#}")),
     }
-    // Whatever went wrong, the cooldown counts from this attempt.
-    let Some(mut entry) = usable else { return Ok(None) };
-    entry.attempted_at = now;
+    // Whatever went wrong, the cooldown counts from this attempt: with nothing cached, an entry
+    // holding no keys, so a flood of tokens while the provider is down costs it one request per
+    // cooldown too.
+    let entry = match usable {
+        Some(entry) => CachedJwks { attempted_at: now, ..entry },
+        None => CachedJwks {
+            source: source.to_owned(),
+            jwks: String::new(),
+            fetched_at: 0,
+            fresh_until: 0,
+            attempted_at: now,
+        },
+    };
     kv.set(&key, &serde_json::to_vec(&entry)?)?;
     Ok(keys_of(&entry).map(|keys| (keys, Source::StaleCache)))
 }

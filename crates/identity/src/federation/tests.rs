@@ -206,4 +206,9 @@ fn an_unknown_kid_refetches_once_per_cooldown() {
     assert_eq!(plan(Some(&cached), "s", true, 400, 30), Plan::Fetch);
     let tried = CachedJwks { attempted_at: 390, ..cached };
     assert_eq!(plan(Some(&tried), "s", true, 400, 30), Plan::UseCached);
+    // Nothing ever fetched (a provider down from the start): asked once per cooldown too.
+    let marker =
+        CachedJwks { source: "s".into(), jwks: String::new(), fetched_at: 0, fresh_until: 0, attempted_at: 390 };
+    assert_eq!(plan(Some(&marker), "s", false, 400, 30), Plan::UseCached);
+    assert_eq!(plan(Some(&marker), "s", false, 420, 30), Plan::Fetch);
 }
