@@ -443,3 +443,21 @@ fn create_client(
     }
     Ok(respond::json(201, &body, Cache::NoStore))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_the_federation_admin_calls() {
+        let user = Opaque::parse("u-alice").expect("id");
+        assert_eq!(parse(&Method::Get, &["federation"]), Ok(AdminApi::ShowFederation));
+        assert_eq!(parse(&Method::Post, &["federation"]), Ok(AdminApi::SetFederation));
+        assert_eq!(parse(&Method::Post, &["federation", "disable"]), Ok(AdminApi::TurnOffFederation));
+        assert_eq!(parse(&Method::Get, &["federation", "disable"]), Err(Error::MethodNotAllowed));
+        assert_eq!(parse(&Method::Post, &["users", "u-alice", "link"]), Ok(AdminApi::LinkUser(user)));
+        assert_eq!(parse(&Method::Get, &["users", "u-alice", "link"]), Err(Error::MethodNotAllowed));
+        assert_eq!(parse(&Method::Post, &["users", "../x", "link"]), Err(Error::NotFound(Reason::NoSuchRoute)));
+        assert_eq!(parse(&Method::Post, &["federation", "other"]), Err(Error::NotFound(Reason::NoSuchRoute)));
+    }
+}
