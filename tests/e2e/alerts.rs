@@ -104,12 +104,9 @@ async fn alerts_are_raised_listed_acknowledged_counted_and_delivered_after_the_r
     let (url, host) = (format!("http://127.0.0.1:{port}/hook"), format!("http://127.0.0.1:{port}"));
     let metrics_hash = health_core::sha256_hex(METRICS_TOKEN);
     let app = TestApp::start_with_variables(&[
-        ("alert_failed_logins", "3/300"),
-        ("alert_patients_read", "3/600"),
-        ("alert_signature_failures", "2/60"),
+        ("alerts", "failed_logins=3/300 patients_read=3/600 signature_failures=2/60 webhook_retry_secs=1"),
         ("alert_webhook_url", &url),
         ("alert_webhook_host", &host),
-        ("alert_webhook_retry_secs", "1"),
         ("metrics_token_hash", &metrics_hash),
     ])
     .expect("app loads");
@@ -266,7 +263,7 @@ fn tamper_with_the_chain(app: &TestApp) {
 /// the login is answered as ever, and the failure is counted.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_empty_webhook_host_denies_the_gateway_and_a_bad_threshold_fails_only_the_rules() {
-    let app = TestApp::start_with_variables(&[("alert_webhook_host", ""), ("alert_failed_logins", "3 a minute")])
+    let app = TestApp::start_with_variables(&[("alert_webhook_host", ""), ("alerts", "failed_logins=3 a minute")])
         .expect("app loads");
     let health = app.send("GET", "/health", &[], "").await;
     assert_eq!(health.status, 503, "{}", health.body);

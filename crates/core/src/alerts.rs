@@ -86,19 +86,25 @@ pub const REPLAY_REASONS: &[Reason] = &[Reason::OneTimeTokenReplayed];
 /// A refresh token presented again.
 pub const REFRESH_REUSE_REASONS: &[Reason] = &[Reason::RefreshReuseFamilyRevoked, Reason::RefreshReuse];
 
-/// The thresholds, one typed value with the documented defaults; each is a Spin variable in the
-/// `"count/seconds"` form of the rate limits, or `"off"`.
+/// The thresholds and the outbox's retry delay, one typed value with the documented defaults,
+/// read from one Spin variable, `alerts` ([`Thresholds::parse`]): one variable rather than one
+/// per field, because Spin resolves every application variable through every provider for each
+/// instance that makes an outbound call (its allowed-hosts check), and with Vault each is a
+/// round trip on the request path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Thresholds {
-    /// `alert_failed_logins`: failed logins per account, and per address, within the window.
+    /// `failed_logins`: failed logins per account, and per address, within the window.
     pub failed_logins: Option<Limit>,
-    /// `alert_patients_read`: different patients one subject reads within the window.
+    /// `patients_read`: different patients one subject reads within the window.
     pub patients_read: Option<Limit>,
-    /// `alert_signature_failures`: bad signatures within the window.
+    /// `signature_failures`: bad signatures within the window.
     pub signature_failures: Option<Limit>,
-    /// `alert_repeat_secs`: how long a single-event rule (break-glass, replay, refresh reuse,
-    /// chain break) keeps adding to one alert per subject before a new one is raised.
+    /// `repeat_secs`: how long a single-event rule (break-glass, replay, refresh reuse, chain
+    /// break) keeps adding to one alert per subject before a new one is raised.
     pub repeat_secs: u64,
+    /// `webhook_retry_secs`: the wait before a failed webhook delivery is tried again, doubled
+    /// after each failure ([`retry_delay`]).
+    pub webhook_retry_secs: u64,
 }
 
 impl Default for Thresholds {
@@ -108,38 +114,48 @@ impl Default for Thresholds {
             patients_read: Some(Limit { quota: 50, window_secs: 600 }),
             signature_failures: Some(Limit { quota: 20, window_secs: 60 }),
             repeat_secs: 3600,
+            webhook_retry_secs: 30,
         }
     }
 }
 
-/// The Spin variables [`Thresholds::parse`] reads, in its order.
-pub const VARIABLES: [&str; 4] =
-    ["alert_failed_logins", "alert_patients_read", "alert_signature_failures", "alert_repeat_secs"];
+/// The Spin variable [`Thresholds::parse`] reads.
+pub const VARIABLE: &str = "alerts";
 
 impl Thresholds {
-    /// From the variables' values (`None`: not given, the default). A value that does not parse
-    /// is an error naming the variable: a mistyped threshold must not silently become none.
-    pub fn parse(values: [Option<&str>; 4]) -> Result<Self, String> {
-        let defaults = Self::default();
-        let limit = |index: usize, default: Option<Limit>| match values[index] {
-            None => Ok(default),
-            Some(text) => Limit::parse(text).map_err(|e| format!("{}: {e}", VARIABLES[index])),
-        };
-        let repeat_secs = match values[3] {
-            None => defaults.repeat_secs,
-            Some(text) => text
-                .trim()
+    /// From the `alerts` variable: `name=value` fields separated by spaces or commas, e.g.
+    /// `"failed_logins=10/300 patients_read=50/600 signature_failures=20/60 repeat_secs=3600
+    /// webhook_retry_secs=30"`; a limit is `"count/seconds"` or `"off"`, a field left out keeps
+    /// its default. An unknown, repeated or unparsable field is an error naming it: a mistyped
+    /// threshold must not silently become none.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut thresholds = Self::default();
+        let mut seen = Vec::new();
+        let seconds = |name: &str, value: &str| {
+            value
                 .parse::<u64>()
                 .ok()
                 .filter(|s| (1..=crate::ratelimit::MAX_WINDOW_SECS).contains(s))
-                .ok_or_else(|| format!("{}: {text:?} is not 1 to 86400 seconds", VARIABLES[3]))?,
+                .ok_or_else(|| format!("{VARIABLE}: {name}={value:?} is not 1 to 86400 seconds"))
         };
-        Ok(Self {
-            failed_logins: limit(0, defaults.failed_logins)?,
-            patients_read: limit(1, defaults.patients_read)?,
-            signature_failures: limit(2, defaults.signature_failures)?,
-            repeat_secs,
-        })
+        for field in text.split([' ', ',', '\n', '\t']).filter(|f| !f.is_empty()) {
+            let (name, value) =
+                field.split_once('=').ok_or_else(|| format!("{VARIABLE}: {field:?} is not name=value"))?;
+            if seen.contains(&name) {
+                return Err(format!("{VARIABLE}: {name} is given twice"));
+            }
+            seen.push(name);
+            let limit = |value: &str| Limit::parse(value).map_err(|e| format!("{VARIABLE}: {name}: {e}"));
+            match name {
+                "failed_logins" => thresholds.failed_logins = limit(value)?,
+                "patients_read" => thresholds.patients_read = limit(value)?,
+                "signature_failures" => thresholds.signature_failures = limit(value)?,
+                "repeat_secs" => thresholds.repeat_secs = seconds(name, value)?,
+                "webhook_retry_secs" => thresholds.webhook_retry_secs = seconds(name, value)?,
+                _ => return Err(format!("{VARIABLE}: unknown field {name:?}")),
+            }
+        }
+        Ok(thresholds)
     }
 }
 
@@ -481,15 +497,24 @@ mod tests {
     }
 
     #[test]
-    fn thresholds_parse_from_variables_and_refuse_typos() {
-        assert_eq!(Thresholds::parse([None; 4]), Ok(Thresholds::default()));
-        let t = Thresholds::parse([Some("3/60"), Some("off"), Some("5/10"), Some("120")]).expect("parses");
+    fn thresholds_parse_from_the_variable_and_refuse_typos() {
+        assert_eq!(Thresholds::parse(""), Ok(Thresholds::default()));
+        let t = Thresholds::parse("failed_logins=3/60, patients_read=off repeat_secs=120").expect("parses");
         assert_eq!(t.failed_logins, Some(Limit { quota: 3, window_secs: 60 }));
         assert_eq!((t.patients_read, t.repeat_secs), (None, 120));
+        assert_eq!((t.signature_failures, t.webhook_retry_secs), (Thresholds::default().signature_failures, 30));
         assert!(checks(&read("u", "p"), &t).is_empty(), "off turns the rule off");
-        let error = Thresholds::parse([Some("3 per minute"), None, None, None]).expect_err("typo");
-        assert!(error.starts_with("alert_failed_logins"), "{error}");
-        assert!(Thresholds::parse([None, None, None, Some("0")]).is_err());
+        for (typo, named) in [
+            ("failed_logins=3 per minute", "failed_logins"),
+            ("failed_login=3/60", "failed_login"),
+            ("repeat_secs=0", "repeat_secs"),
+            ("webhook_retry_secs=soon", "webhook_retry_secs"),
+            ("patients_read=5/60 patients_read=6/60", "twice"),
+            ("3/60", "name=value"),
+        ] {
+            let error = Thresholds::parse(typo).expect_err(typo);
+            assert!(error.starts_with("alerts: ") && error.contains(named), "{typo}: {error}");
+        }
     }
 
     #[test]

@@ -166,12 +166,11 @@ pub fn store<C: Sql>(conn: &C, alert: &Alert, now: i64) -> anyhow::Result<i64> {
     rows.rows().next().and_then(|r| r.get::<i64>("id")).context("the alert upsert returned no id")
 }
 
-/// The thresholds from the component's variables (`health_core::alerts::VARIABLES`); one the
-/// component was not given is its default.
+/// The thresholds from the component's `alerts` variable (`health_core::alerts::VARIABLE`);
+/// a component not given it has the defaults.
 pub fn thresholds() -> anyhow::Result<Thresholds> {
-    let values = rules::VARIABLES.map(|name| crate::var(name).ok());
-    Thresholds::parse([values[0].as_deref(), values[1].as_deref(), values[2].as_deref(), values[3].as_deref()])
-        .map_err(|e| anyhow::anyhow!("alert thresholds: {e}"))
+    let text = crate::var(rules::VARIABLE).unwrap_or_default();
+    Thresholds::parse(&text).map_err(|e| anyhow::anyhow!("alert thresholds: {e}"))
 }
 
 /// [`evaluate`] for an event the component just appended on `conn`: best-effort, as the event
@@ -428,10 +427,7 @@ async fn try_deliver_due(now: i64) -> anyhow::Result<()> {
         .context("marking alerts undeliverable")?;
         return Ok(());
     }
-    let retry_base = crate::var("alert_webhook_retry_secs")?
-        .trim()
-        .parse::<u64>()
-        .map_err(|_| anyhow::anyhow!("variable \"alert_webhook_retry_secs\" is not a number of seconds"))?;
+    let retry_base = thresholds()?.webhook_retry_secs;
     for (id, attempts, alert) in claim_due(&*conn, now, DELIVERIES_PER_REQUEST)? {
         let outcome = send(&url, &rules::webhook_body(id, &alert)).await;
         if let Err(error) = &outcome {
