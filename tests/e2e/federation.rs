@@ -227,6 +227,15 @@ async fn tokens_of_a_real_openid_provider_are_exchanged_with_every_check() {
         assert_eq!(last_reason(&app), reason, "{case}");
     }
 
+    // An ID token presented as an access token, and an access token as an ID token (RFC 9068 §4).
+    let id = id_token("p-alice", alice.clone()).await;
+    assert_eq!(exchange(&app, NORTH, &id, ACCESS_TOKEN).await.0, 400);
+    assert_eq!(last_reason(&app), "wrong_typ");
+    let access = idp.mint("a", "health-north", "access_token", "p-alice", alice.clone()).await;
+    assert_eq!(exchange(&app, NORTH, &access, ID_TOKEN).await.0, 400);
+    assert_eq!(last_reason(&app), "wrong_typ");
+    assert_eq!(exchange(&app, NORTH, &access, "urn:ietf:params:oauth:token-type:jwt").await.0, 200);
+
     // A disabled local user.
     let (status, _) =
         operator(&app, "POST", &format!("/auth/admin/users/{bob}/disable"), json!({ "tenant_id": NORTH })).await;

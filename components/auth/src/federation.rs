@@ -61,14 +61,13 @@ pub async fn exchange(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, event: &mu
     let Some(token) = form.get("subject_token").filter(|t| !t.is_empty()) else {
         return refuse(event, Reason::MalformedRequest, invalid_request("subject_token is required"));
     };
-    let token_type = form.get("subject_token_type").map(String::as_str);
-    if !matches!(token_type, Some(decide::ID_TOKEN_TYPE | decide::ACCESS_TOKEN_TYPE | decide::JWT_TYPE)) {
+    let Some(kind) = form.get("subject_token_type").and_then(|t| decide::SubjectKind::parse(t)) else {
         return refuse(
             event,
             Reason::UnsupportedTokenType,
             invalid_request("subject_token_type must be the id_token, access_token or jwt token type"),
         );
-    }
+    };
     if form.get("requested_token_type").is_some_and(|t| t != decide::ISSUED_TOKEN_TYPE) {
         return refuse(event, Reason::UnsupportedTokenType, invalid_request("only access tokens are issued"));
     }
@@ -93,7 +92,7 @@ pub async fn exchange(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, event: &mu
     let Some((keys, _)) = store::provider_keys(&kv, &tenant, &settings, token, ctx.now, cooldown).await? else {
         return refuse(event, Reason::ProviderKeysUnavailable, INVALID_GRANT);
     };
-    let verified = match decide::verify(token, &keys, &settings, ctx.now) {
+    let verified = match decide::verify(token, kind, &keys, &settings, ctx.now) {
         Ok(verified) => verified,
         Err(refused) => return refuse(event, refused.reason(), INVALID_GRANT),
     };

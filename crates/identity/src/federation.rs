@@ -28,6 +28,26 @@ pub const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 /// The platform's own tokens, as `issued_token_type`.
 pub const ISSUED_TOKEN_TYPE: &str = ACCESS_TOKEN_TYPE;
 
+/// What the client said its `subject_token` is (`subject_token_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectKind {
+    IdToken,
+    AccessToken,
+    /// Any JWT: an ID token or an access token.
+    Jwt,
+}
+
+impl SubjectKind {
+    pub fn parse(token_type: &str) -> Option<Self> {
+        match token_type {
+            ID_TOKEN_TYPE => Some(Self::IdToken),
+            ACCESS_TOKEN_TYPE => Some(Self::AccessToken),
+            JWT_TYPE => Some(Self::Jwt),
+            _ => None,
+        }
+    }
+}
+
 /// Longest accepted `exp - iat` of a provider token, whatever is configured: a day.
 pub const MAX_PROVIDER_TOKEN_LIFETIME_SECS: i64 = 24 * 3600;
 /// Largest accepted provider token (ID tokens carry more claims than the platform's).
@@ -194,6 +214,8 @@ pub enum Refused {
     LifetimeTooLong,
     #[error("the provider says the email is not verified")]
     EmailNotVerified,
+    #[error("typ does not match the token type it was presented as")]
+    WrongType,
 }
 
 impl Refused {
@@ -208,6 +230,7 @@ impl Refused {
             Refused::IssuedInFuture => Reason::IssuedInFuture,
             Refused::LifetimeTooLong => Reason::LifetimeTooLong,
             Refused::EmailNotVerified => Reason::EmailNotVerified,
+            Refused::WrongType => Reason::WrongTyp,
         }
     }
 }
@@ -236,8 +259,15 @@ enum Audience {
 /// the platform's order: size → parts → header (no `crit`, no embedded keys) → `kid` within the
 /// provider's keys → signature under the key's own algorithm (so `none` and `HS256` are refused
 /// whatever the header says) → required `iss`, `sub`, `aud`, `exp`, `iat` → issuer, audience,
-/// times within the tolerance (at most 60 s), lifetime cap → the subject claim.
-pub fn verify(token: &str, keys: &TenantKeys, settings: &ProviderSettings, now: i64) -> Result<Verified, Refused> {
+/// times within the tolerance (at most 60 s), lifetime cap → the header's `typ` for the kind of
+/// token it was presented as → the subject claim.
+pub fn verify(
+    token: &str,
+    kind: SubjectKind,
+    keys: &TenantKeys,
+    settings: &ProviderSettings,
+    now: i64,
+) -> Result<Verified, Refused> {
     let opts = health_jose::VerifyOptions {
         audience: settings.audience.clone(),
         tolerance_secs: settings.clock_tolerance_secs.clamp(0, MAX_CLOCK_TOLERANCE_SECS),
@@ -278,6 +308,14 @@ pub fn verify(token: &str, keys: &TenantKeys, settings: &ProviderSettings, now: 
     }
     if exp - iat > opts.max_lifetime_secs {
         return Err(Refused::LifetimeTooLong);
+    }
+    // RFC 9068 §2.1 and §4: an access token says so in `typ`, and an ID token must not pass
+    // for one, nor one for the other (OIDC ID tokens carry no `typ` or `JWT`).
+    let access_typ = header_typ(token).is_some_and(|typ| health_jose::is_access_token_typ(&typ));
+    match kind {
+        SubjectKind::AccessToken if !access_typ => return Err(Refused::WrongType),
+        SubjectKind::IdToken if access_typ => return Err(Refused::WrongType),
+        _ => {}
     }
     let external_id = claims
         .get(&settings.subject_claim)
@@ -373,12 +411,22 @@ fn provider_key(jwk: &serde_json::Value, tenant: &TenantId) -> Option<PublicJwk>
     usable.then_some(key)
 }
 
-/// The unverified header's `kid`, only to ask whether the cached set knows it.
-pub fn peek_kid(token: &str) -> Option<String> {
+/// A member of the token's header (read again once the signature verified, or before it only
+/// to ask whether the cached set knows the `kid`).
+fn header_member(token: &str, name: &str) -> Option<String> {
     let header = token.split('.').next()?;
     let bytes = health_core::b64url_decode(header)?;
     let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    value.get("kid")?.as_str().map(str::to_owned)
+    value.get(name)?.as_str().map(str::to_owned)
+}
+
+fn header_typ(token: &str) -> Option<String> {
+    header_member(token, "typ")
+}
+
+/// The unverified header's `kid`, only to ask whether the cached set knows it.
+pub fn peek_kid(token: &str) -> Option<String> {
+    header_member(token, "kid")
 }
 
 /// How long a fetched JWK Set stays fresh, from its response's `Cache-Control` (RFC 9111

@@ -64,7 +64,7 @@ fn with(change: impl FnOnce(&mut serde_json::Value)) -> serde_json::Value {
 #[test]
 fn accepts_the_providers_token_and_normalises_the_email() {
     let p = provider();
-    let verified = verify(&signed(&p, &claims()), &p.keys, &settings(), NOW).expect("verified");
+    let verified = verify(&signed(&p, &claims()), SubjectKind::IdToken, &p.keys, &settings(), NOW).expect("verified");
     assert_eq!(verified.external_id, "alice@hospital.example");
     assert_eq!(verified.amr, ["pwd"]);
     assert_eq!(verified.auth_time, NOW);
@@ -89,16 +89,16 @@ fn refuses_each_bad_claim_with_its_reason() {
         (with(|c| drop(c.as_object_mut().map(|o| o.remove("sub")))), Refused::MissingClaim("sub")),
     ];
     for (claims, expected) in cases {
-        assert_eq!(verify(&signed(&p, &claims), &p.keys, &s, NOW), Err(expected.clone()), "{claims}");
+        assert_eq!(verify(&signed(&p, &claims), SubjectKind::Jwt, &p.keys, &s, NOW), Err(expected.clone()), "{claims}");
     }
     // One of several audiences, and azp naming the tenant's client.
     let many = with(|c| {
         c["aud"] = serde_json::json!(["x", "health-north"]);
         c["azp"] = "health-north".into();
     });
-    assert!(verify(&signed(&p, &many), &p.keys, &s, NOW).is_ok());
+    assert!(verify(&signed(&p, &many), SubjectKind::Jwt, &p.keys, &s, NOW).is_ok());
     // Within the tolerance.
-    assert!(verify(&signed(&p, &with(|c| c["exp"] = (NOW - 29).into())), &p.keys, &s, NOW).is_ok());
+    assert!(verify(&signed(&p, &with(|c| c["exp"] = (NOW - 29).into())), SubjectKind::Jwt, &p.keys, &s, NOW).is_ok());
 }
 
 #[test]
@@ -107,14 +107,39 @@ fn the_algorithm_comes_from_the_key() {
     let s = settings();
     let payload = b64url(claims().to_string());
     let none = format!("{}.{payload}.", b64url(serde_json::json!({"alg": "none", "kid": p.kid}).to_string()));
-    assert!(matches!(verify(&none, &p.keys, &s, NOW), Err(Refused::Token(_))));
+    assert!(matches!(verify(&none, SubjectKind::Jwt, &p.keys, &s, NOW), Err(Refused::Token(_))));
     let header = b64url(serde_json::json!({"alg": "HS256", "kid": p.kid}).to_string());
     let hs = format!("{header}.{payload}.{}", b64url([0u8; 32]));
-    assert_eq!(verify(&hs, &p.keys, &s, NOW), Err(Refused::Token(health_jose::Error::AlgorithmMismatch)));
+    assert_eq!(
+        verify(&hs, SubjectKind::Jwt, &p.keys, &s, NOW),
+        Err(Refused::Token(health_jose::Error::AlgorithmMismatch))
+    );
     let unknown = token(&p, serde_json::json!({"alg": "ES256", "kid": "other"}), &claims());
-    assert_eq!(verify(&unknown, &p.keys, &s, NOW), Err(Refused::Token(health_jose::Error::UnknownKid)));
+    assert_eq!(
+        verify(&unknown, SubjectKind::Jwt, &p.keys, &s, NOW),
+        Err(Refused::Token(health_jose::Error::UnknownKid))
+    );
     let embedded = token(&p, serde_json::json!({"alg": "ES256", "kid": p.kid, "jwk": {}}), &claims());
-    assert!(matches!(verify(&embedded, &p.keys, &s, NOW), Err(Refused::Token(health_jose::Error::EmbeddedKey(_)))));
+    assert!(matches!(
+        verify(&embedded, SubjectKind::Jwt, &p.keys, &s, NOW),
+        Err(Refused::Token(health_jose::Error::EmbeddedKey(_)))
+    ));
+}
+
+#[test]
+fn an_id_token_does_not_pass_for_an_access_token_nor_the_reverse() {
+    let p = provider();
+    let s = settings();
+    let id = signed(&p, &claims());
+    let access = token(&p, serde_json::json!({ "alg": "ES256", "kid": p.kid, "typ": "at+jwt" }), &claims());
+    assert!(verify(&id, SubjectKind::IdToken, &p.keys, &s, NOW).is_ok());
+    assert!(verify(&access, SubjectKind::AccessToken, &p.keys, &s, NOW).is_ok());
+    assert!(verify(&id, SubjectKind::Jwt, &p.keys, &s, NOW).is_ok());
+    assert!(verify(&access, SubjectKind::Jwt, &p.keys, &s, NOW).is_ok());
+    assert_eq!(verify(&id, SubjectKind::AccessToken, &p.keys, &s, NOW), Err(Refused::WrongType));
+    assert_eq!(verify(&access, SubjectKind::IdToken, &p.keys, &s, NOW), Err(Refused::WrongType));
+    assert_eq!(SubjectKind::parse(ACCESS_TOKEN_TYPE), Some(SubjectKind::AccessToken));
+    assert_eq!(SubjectKind::parse("urn:ietf:params:oauth:token-type:saml2"), None);
 }
 
 #[test]
