@@ -4,7 +4,8 @@
 //!   (author, time, reason) and the one it replaces is kept.
 //! - `GET /api/patients/{id}/records/{entry_id}/history`: every version, newest first, to a
 //!   doctor on the care team and to the patient (their own); refused to another patient, a
-//!   doctor not on the care team, a lab and an insurer.
+//!   doctor not on the care team, a lab and an insurer. The patient's export holds the earlier
+//!   versions.
 //! - The audit event of each correction names the entry and both versions and carries keyed
 //!   digests of the old and new content; neither the audit database file nor the export (strict
 //!   redaction included) holds the text, and the chain still verifies.
@@ -97,6 +98,22 @@ async fn corrections_keep_every_version_and_the_audit_holds_digests_not_text() {
     let record = send("GET", "/api/patients/p-1001/records", &alice, None).await.json();
     let entry = record["entries"].as_array().expect("entries").iter().find(|e| e["entry_id"] == "e-1").cloned();
     assert_eq!(entry.map(|e| (e["content"].clone(), e["version"].clone())), Some((json!(THIRD), json!(3))));
+    // Her export holds the earlier versions too: everything held about her.
+    let export = send("GET", "/api/patients/p-1001/export", &alice, None).await;
+    assert_eq!(export.status, 200, "{}", export.body);
+    let earlier: Vec<_> = export.json()["record_entry_versions"]
+        .as_array()
+        .expect("earlier versions")
+        .iter()
+        .filter(|v| v["entry_id"] == "e-1")
+        .map(|v| {
+            (v["version"].as_i64(), v["content"].as_str().map(str::to_owned), v["reason"].as_str().map(str::to_owned))
+        })
+        .collect();
+    assert_eq!(
+        earlier,
+        [(Some(1), Some(SEEDED.into()), None), (Some(2), Some(SECOND.into()), Some(FIRST_REASON.into()))]
+    );
 
     // Each correction's audit event: the entry, both versions, two digests, and no text.
     let events = corrections();

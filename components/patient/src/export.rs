@@ -2,7 +2,8 @@
 //! `GET /api/patients/{id}/access-log`.
 //!
 //! The export is everything `records` holds about the patient, opened, as one JSON document
-//! (GDPR Art. 15 access and Art. 20 portability): demographics, record entries, lab orders and
+//! (GDPR Art. 15 access and Art. 20 portability): demographics, record entries and the earlier
+//! versions corrections kept, lab orders and
 //! results, consents, care-team memberships and break-glass grants. The gateway adds the access
 //! log from the audit database, which this service cannot read. The access log itself is
 //! answered by the gateway; this service only decides, with the facts in `records`, whether the
@@ -37,6 +38,7 @@ pub fn export(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handle
     let mut vault = Vault::open(conn, tenant)?;
     let demographics = records::demographics(&mut vault, &row)??;
     let entries = records::entries(&mut vault, patient)??;
+    let earlier_versions = records::earlier_versions(&mut vault, patient)??;
     let lab_results = records::lab_results(&mut vault, patient)??;
     let params = || [Value::Text(tenant.to_string()), Value::Text(patient.to_string())];
     let rows = |sql: &str, what: &str| conn.execute(sql, &params()).with_context(|| format!("reading {what}"));
@@ -96,6 +98,7 @@ pub fn export(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handle
         "account": row.owner_subject,
         "demographics": demographics,
         "record_entries": entries,
+        "record_entry_versions": earlier_versions,
         "lab_orders": lab_orders,
         "lab_results": lab_results,
         "consents": consents,

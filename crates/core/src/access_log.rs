@@ -88,7 +88,7 @@ pub fn access_of(template: &str) -> Access {
     };
     let category = match path {
         "/api/patients/{id}" => "demographics",
-        "/api/patients/{id}/records" => "record",
+        "/api/patients/{id}/records" | "/api/patients/{id}/records/{entry_id}/history" => "record",
         "/api/patients/{id}/lab-results" => "lab_results",
         "/api/patients/{id}/break-glass" => "break_glass_grant",
         "/api/patients/{id}/consents" => "consents",
@@ -336,6 +336,10 @@ mod tests {
             Access { category: "record", operation: Operation::Update }
         );
         assert_eq!(access_of("DELETE /api/admin/patients/{id}").category, "erasure");
+        assert_eq!(
+            access_of("GET /api/patients/{id}/records/{entry_id}/history"),
+            Access { category: "record", operation: Operation::Read }
+        );
         assert_eq!(access_of("GET /api/insurance/patients/{id}/summary").category, "insurance_summary");
         assert_eq!(
             access_of("DELETE /api/patients/{id}/care-team/{member}"),

@@ -1014,6 +1014,48 @@ pub struct EntryVersion {
     pub reason: Option<String>,
 }
 
+/// An earlier version of one of the patient's entries (one a correction replaced).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EarlierVersion {
+    pub entry_id: String,
+    #[serde(flatten)]
+    pub version: EntryVersion,
+}
+
+/// Every earlier version of the patient's entries, opened, by entry and version: with
+/// [`entries`], everything the record holds (the patient's export).
+pub fn earlier_versions<C: Sql>(
+    vault: &mut Vault<'_, C>,
+    patient_id: &PatientId,
+) -> anyhow::Result<Result<Vec<EarlierVersion>, PhiError>> {
+    const EARLIER: &str = "SELECT entry_id, version, content, author_subject, created_at, reason FROM entry_version
+        WHERE tenant_id = ? AND patient_id = ? ORDER BY entry_id, version";
+    let params = [text(vault.tenant.as_str()), text(patient_id.as_str())];
+    let rows = vault.conn.execute(EARLIER, &params).context("reading earlier entry versions")?;
+    let mut out = Vec::new();
+    for r in rows.rows() {
+        let entry_id = r.get::<&str>("entry_id").context("records: a version without its entry")?.to_owned();
+        let version = r.get::<i64>("version").context("records: a version without a number")?;
+        let row = version_row(&entry_id, version);
+        let stored = r.get::<&str>("content").context("records: a version without content")?.to_owned();
+        let content = match vault.open_field(patient_id, "entry_version", &row, "content", &stored)? {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        let reason = match r.get::<&str>("reason").map(str::to_owned) {
+            None => None,
+            Some(sealed) => match vault.open_field(patient_id, "entry_version", &row, "reason", &sealed)? {
+                Ok(v) => Some(v),
+                Err(e) => return Ok(Err(e)),
+            },
+        };
+        let author = r.get::<&str>("author_subject").unwrap_or_default().to_owned();
+        let created_at = r.get::<i64>("created_at").unwrap_or_default();
+        out.push(EarlierVersion { entry_id, version: EntryVersion { version, content, author, created_at, reason } });
+    }
+    Ok(Ok(out))
+}
+
 /// An entry's kind and every version of it, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct History {
@@ -1618,6 +1660,10 @@ mod tests {
             ]
         );
         let current = entries(&mut later, &p1).expect("no platform error").expect("opens");
+        let earlier = earlier_versions(&mut later, &p1).expect("no platform error").expect("opens");
+        let earlier: Vec<_> =
+            earlier.iter().map(|v| (v.entry_id.as_str(), v.version.version, v.version.content.as_str())).collect();
+        assert_eq!(earlier, [("e-1", 1, "Asthma"), ("e-1", 2, "Asthma, mild")]);
         assert_eq!((current[0].content.as_str(), current[0].version), ("Asthma, moderate", 3));
         // Nothing in clear, and a version moved to another version's row does not open.
         for stored in
