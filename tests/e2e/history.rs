@@ -4,8 +4,8 @@
 //!   (author, time, reason) and the one it replaces is kept.
 //! - `GET /api/patients/{id}/records/{entry_id}/history`: every version, newest first, to a
 //!   doctor on the care team and to the patient (their own); refused to another patient, a
-//!   doctor not on the care team, a lab and an insurer. The patient's export holds the earlier
-//!   versions.
+//!   doctor not on the care team (under break-glass he may), a lab, an insurer and the admin.
+//!   The patient's export holds the earlier versions.
 //! - The audit event of each correction names the entry and both versions and carries keyed
 //!   digests of the old and new content; neither the audit database file nor the export (strict
 //!   redaction included) holds the text, and the chain still verifies.
@@ -171,7 +171,7 @@ async fn corrections_keep_every_version_and_the_audit_holds_digests_not_text() {
 }
 
 #[tokio::test]
-async fn history_is_refused_to_whoever_may_not_read_the_record() {
+async fn history_is_read_as_the_record_is_and_refused_to_everyone_else() {
     let path = "/api/patients/p-1001/records/e-1/history";
     let bob = app().token(BOB).await;
     assert_eq!(send("GET", path, &bob, None).await.status, 403, "another patient");
@@ -187,15 +187,30 @@ async fn history_is_refused_to_whoever_may_not_read_the_record() {
     assert_eq!(send("GET", path, &lab, None).await.status, 403, "a lab");
     let insurer = app().client_token(ACME).await;
     assert_eq!(send("GET", path, &insurer, None).await.status, 403, "an insurer");
+    let admin = app().token(ADMIN).await;
+    assert_eq!(send("GET", path, &admin, None).await.status, 403, "the admin, who reads no clinical data");
     // Dr Grey may read Alice's record, but e-3 is Bob's entry: not found through Alice's record.
     let doctor = app().token(DR_GREY).await;
     assert_eq!(send("GET", "/api/patients/p-1001/records/e-3/history", &doctor, None).await.status, 404);
-    assert_eq!(send("GET", "/api/patients/p-1002/records/e-3/history", &doctor, None).await.status, 403);
+    let bobs = "/api/patients/p-1002/records/e-3/history";
+    assert_eq!(send("GET", bobs, &doctor, None).await.status, 403);
+    // Under break-glass he may, as he may read the record, and the read is flagged.
+    let reason = json!({"reason": "Unconscious in ED, no care team on shift"});
+    let glass = send("POST", "/api/patients/p-1002/break-glass", &doctor, Some(&reason)).await;
+    assert_eq!(glass.status, 201, "{}", glass.body);
+    let read = send("GET", bobs, &doctor, None).await;
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert_eq!(read.json()["versions"][0]["content"], "Essential hypertension (I10)");
     let reasons = app().query_strings(
         "audit.db",
         "SELECT reason FROM audit_events WHERE action LIKE 'GET %/history' AND outcome = 'deny' ORDER BY rowid",
     );
-    for reason in ["not_on_care_team", "no_such_entry"] {
+    let allowed = app().query_strings(
+        "audit.db",
+        "SELECT reason FROM audit_events WHERE action LIKE 'GET %/history' AND patient_id = 'p-1002' AND outcome = 'allow'",
+    );
+    assert_eq!(allowed, ["break_glass"]);
+    for reason in ["not_on_care_team", "no_such_entry", "not_own_record"] {
         assert!(reasons.iter().any(|r| r == reason), "{reason} in {reasons:?}");
     }
 }
