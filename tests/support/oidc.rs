@@ -1,8 +1,9 @@
 //! A real OpenID provider for the federation suite: `tests/oidc-provider/server.mjs`, the npm
 //! package `oidc-provider` (certified) serving two providers (`a` and `b`) on one loopback
 //! port, started as a child process and ended when dropped (or when this process ends: the
-//! server exits once its stdin closes). Its dependencies are installed on first use with
-//! `npm ci` from the committed `package-lock.json`.
+//! server exits once its stdin closes). Its dependencies are installed on first use (and when
+//! the lock file is newer than the installation) with `npm ci` from the committed
+//! `package-lock.json`.
 //!
 //! The tokens come from oidc-provider itself (its `IdToken` and `AccessToken` models); the
 //! negative cases no provider issues are forged by the server with the provider's own keys.
@@ -34,7 +35,10 @@ impl Provider {
     /// Installs the server's dependencies if they are missing, starts it and waits for its port.
     pub fn start() -> anyhow::Result<Self> {
         let dir = dir();
-        if !dir.join("node_modules/.package-lock.json").exists() {
+        // npm's record of what it installed, older than the lock file: install again.
+        let modified = |path: PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let installed = modified(dir.join("node_modules/.package-lock.json"));
+        if installed.is_none() || installed < modified(dir.join("package-lock.json")) {
             let status = Command::new("npm")
                 .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
                 .current_dir(&dir)
