@@ -145,8 +145,19 @@ async fn tokens_of_a_real_openid_provider_are_exchanged_with_every_check() {
     let admin = id_token("p-admin", json!({ "email": "admin@north.example", "amr": ["pwd", "mfa"] })).await;
     let (status, issued) = exchange(&app, NORTH, &admin, ID_TOKEN).await;
     assert_eq!(status, 200, "{issued}");
-    let audit = app.get_with("/api/admin/audit?limit=1", issued["access_token"].as_str().expect("token")).await;
+    let admin_token = issued["access_token"].as_str().expect("token").to_owned();
+    let audit = app.get_with("/api/admin/audit?limit=1", &admin_token).await;
     assert_eq!(audit.status, 200, "{}", audit.body);
+    // The tenant's admin manages its own provider; a patient may not.
+    let shown = app.get_with("/auth/admin/federation", &admin_token).await;
+    assert_eq!(
+        (shown.status, &shown.json()["federation"]["audience"]),
+        (200, &json!("health-north")),
+        "{}",
+        shown.body
+    );
+    let patient = exchange(&app, NORTH, &token, ID_TOKEN).await.1["access_token"].as_str().expect("token").to_owned();
+    assert_eq!(app.get_with("/auth/admin/federation", &patient).await.status, 403);
 
     // A doctor: refused without MFA, accepted with amr ["mfa"] (an access token, RFC 9068).
     let doctor = |amr: Value| {
