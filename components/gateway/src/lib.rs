@@ -408,9 +408,10 @@ async fn forward(
     if status >= 500 {
         return Ok(respond::problem(&Problem::internal()));
     }
-    // What a correction changed (entry, versions, keyed digests: no text), into the audit event.
+    // What a correction changed (entry, versions, keyed digests: no text), into the audit event;
+    // only from a correction's answer, so no other route's service can put one on record.
     event.record_change = header_of(&upstream, CHANGE_HEADER)
-        .filter(|_| status < 300)
+        .filter(|_| status < 300 && matches!(api, Api::UpdateRecord(_)))
         .and_then(|value| serde_json::from_str::<health_core::audit::RecordChange>(value).ok())
         .filter(health_core::audit::RecordChange::is_well_formed);
     let content_type = header_of(&upstream, "content-type").unwrap_or("application/json").to_owned();
