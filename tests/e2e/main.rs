@@ -33,6 +33,8 @@ mod slice;
 mod tenants;
 mod tracing;
 mod worlds;
+
+// Record history, issue 16 item 4 (a group of its own for now: see its commit).
 mod history;
 
 /// Every `tests/e2e/*.rs` is declared above: a file without its `mod` line would compile
