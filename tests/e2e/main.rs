@@ -23,6 +23,7 @@ mod hardening_keys;
 mod identity;
 mod interop;
 mod keys;
+mod onboarding;
 mod operations;
 mod ratelimit;
 mod readme;

@@ -5,9 +5,10 @@
 //!
 //! - `GET /internal/insurers/{client_id}`: whether the caller's tenant has that insurer client
 //!   registered and enabled (a patient consents only to one that is). A read: not audited.
-//! - `GET /internal/users/{user_id}`: the role of that user of the caller's tenant and whether
-//!   it is enabled (a tenant admin puts only an enabled clinician on a care team). A read: not
-//!   audited (the care-team change it serves is).
+//! - `POST /internal/users/lookup` `{"user_id"}`: the role of that user of the caller's tenant
+//!   and whether it is enabled (a tenant admin puts only an enabled clinician on a care team,
+//!   and links only an enabled patient account to a record). A read: not audited (the change it
+//!   serves is). A POST so the id is in the body, not the URL, as below.
 //! - `POST /internal/patient-accounts/erased` `{"user_id"}`: the patient record this account owns
 //!   was erased, so the account is disabled and every session of it ended (its refresh
 //!   families revoked, its access tokens refused from now on). Audited, with the caller (the
@@ -24,7 +25,7 @@ use crate::{Ctx, Error, issue};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InternalApi {
     Insurer(ClientId),
-    User(Opaque),
+    User,
     PatientErased,
 }
 
@@ -32,9 +33,9 @@ pub enum InternalApi {
 pub fn parse(method: &Method, segments: &[&str]) -> Result<InternalApi, Error> {
     let (api, expected) = match segments {
         ["insurers", id] => (ClientId::parse(id).map(InternalApi::Insurer), Method::Get),
-        ["users", id] => (Opaque::parse(id).map(InternalApi::User), Method::Get),
-        // The account id goes in the body: a URL reaches telemetry (Spin's outbound spans name
-        // it), and this one names a patient.
+        // Account ids go in the body: a URL reaches telemetry (Spin's outbound spans name it),
+        // and these may name a patient.
+        ["users", "lookup"] => (Ok(InternalApi::User), Method::Post),
         ["patient-accounts", "erased"] => (Ok(InternalApi::PatientErased), Method::Post),
         _ => return Err(Error::NotFound(Reason::NoSuchRoute)),
     };
@@ -45,10 +46,11 @@ pub fn parse(method: &Method, segments: &[&str]) -> Result<InternalApi, Error> {
     }
 }
 
-/// The body of `POST /internal/patient-accounts/erased`.
+/// The body naming an account: `POST /internal/users/lookup` and
+/// `POST /internal/patient-accounts/erased`.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ErasedAccount {
+struct AccountRef {
     user_id: Opaque,
 }
 
@@ -89,7 +91,11 @@ pub fn handle(ctx: &Ctx<'_>, api: InternalApi, event: &mut Event) -> anyhow::Res
             };
             Ok((outcome, false))
         }
-        InternalApi::User(user_id) => {
+        InternalApi::User => {
+            let user_id = match ctx.json::<AccountRef>("body must be {\"user_id\"}") {
+                Ok(body) => body.user_id,
+                Err(refusal) => return Ok((Err(refusal), false)),
+            };
             let outcome = match identity::user_by_id(&db, tenant, &user_id)? {
                 Some(user) => Ok(health_spin::respond::json(
                     200,
@@ -106,7 +112,7 @@ pub fn handle(ctx: &Ctx<'_>, api: InternalApi, event: &mut Event) -> anyhow::Res
             event.actor_sub = Some(caller.subject.to_string());
             event.actor_role = Some(caller.role.as_str().to_owned());
             event.jti = Some(caller.jti.to_string());
-            let user_id = match ctx.json::<ErasedAccount>("body must be {\"user_id\"}") {
+            let user_id = match ctx.json::<AccountRef>("body must be {\"user_id\"}") {
                 Ok(body) => body.user_id,
                 Err(refusal) => {
                     event.reason = refusal.reason();

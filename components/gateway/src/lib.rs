@@ -53,6 +53,8 @@ fn route_rule(api: &Api) -> Option<(authz::Action, &'static str)> {
         // Alerts are read from the audit log, and acknowledging one is the admin's review of it.
         Api::Alerts(_) | Api::AcknowledgeAlert(_) => (A::ReadAudit, "admin"),
         Api::ErasePatient(_) => (A::ErasePatient, "admin"),
+        Api::RegisterPatient => (A::RegisterPatient, "admin"),
+        Api::LinkPatientAccount(_) => (A::LinkPatientAccount, "admin"),
         Api::RotateDataKey => (A::RotateDataKey, "admin"),
         Api::AccessLog(..) => (A::ReadAccessLog, "patients"),
         Api::Export(_) => (A::ExportData, "patients"),
@@ -82,6 +84,8 @@ fn upstream(api: &Api, role: Role) -> Option<Service> {
         },
         Api::AddRecord(_) | Api::UpdateRecord(_) | Api::BreakGlass(_) => Service::Doctor,
         Api::GrantConsent(_) | Api::RevokeConsent(..) | Api::ErasePatient(_) | Api::RotateDataKey => Service::Patient,
+        // Patient identity is the patient service's: it owns the records database.
+        Api::RegisterPatient | Api::LinkPatientAccount(_) => Service::Patient,
         Api::LabOrders | Api::AddLabResult(_) => Service::Lab,
         Api::Summary(_) => Service::Insurance,
         Api::Audit(_) | Api::AuditExport(_) | Api::AuditVerify | Api::BreakGlassReview(_) => Service::Gateway,
@@ -580,6 +584,8 @@ mod tests {
         assert_eq!(upstream(&Api::Summary(p()), Role::Insurance), Some(Service::Insurance));
         assert_eq!(upstream(&Api::AuditVerify, Role::Admin), Some(Service::Gateway));
         assert_eq!(upstream(&Api::ErasePatient(p()), Role::Admin), Some(Service::Patient));
+        assert_eq!(upstream(&Api::RegisterPatient, Role::Admin), Some(Service::Patient));
+        assert_eq!(upstream(&Api::LinkPatientAccount(p()), Role::Admin), Some(Service::Patient));
         assert!(route_rule(&Api::BadQuery(Reason::BadLimit)).is_none());
         assert_eq!(route_rule(&Api::LabOrders).map(|r| r.1), Some("lab"));
         let log = || Api::AccessLog(p(), routes::AccessLogQuery::default());

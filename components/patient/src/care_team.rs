@@ -6,14 +6,12 @@
 //! after (a `pending_forward` event, then the outcome). The member must be an enabled doctor of
 //! the tenant, asked of `auth`, which owns the accounts.
 
-use anyhow::Context;
 use health_core::Reason;
 use health_core::routes::CareTeamMembership;
 use health_core::{Caller, Opaque, PatientId, Role};
 use health_spin::authz;
 use health_spin::records::{self, NewMembership};
 use health_spin::service::{self, Done, Handled, Refusal};
-use spin_sdk::http::Method;
 use spin_sdk::sqlite::Connection;
 
 /// The longest a membership may be set ahead: its start, or its end, at most two years out.
@@ -71,22 +69,5 @@ pub fn end(conn: &Connection, caller: &Caller, patient: &PatientId, member: &Opa
 
 /// Whether `member` is an enabled user of the caller's tenant whose role a care team admits.
 fn clinician(caller: &Caller, member: &Opaque, now: i64) -> anyhow::Result<bool> {
-    let path = format!("/internal/users/{member}");
-    let response = spin_sdk::http::run(health_spin::chain::send(
-        crate::auth_link()?,
-        Method::Get,
-        &path,
-        Vec::new(),
-        caller,
-        now,
-    ))?;
-    match *response.status() {
-        200 => {
-            let answer: serde_json::Value = serde_json::from_slice(response.body()).context("auth's user answer")?;
-            let role = answer["role"].as_str().and_then(Role::parse);
-            Ok(answer["enabled"] == true && role.is_some_and(|role| MEMBER_ROLES.contains(&role)))
-        }
-        404 => Ok(false),
-        other => anyhow::bail!("auth answered {other} to a user lookup"),
-    }
+    Ok(crate::account(caller, member, now)?.is_some_and(|(role, enabled)| enabled && MEMBER_ROLES.contains(&role)))
 }

@@ -13,11 +13,12 @@
 
 mod care_team;
 mod export;
+mod registry;
 
 use anyhow::Context;
 use health_core::Reason;
 use health_core::routes::{self, Api};
-use health_core::{Caller, ClientId, Component, Link, Opaque, PatientId};
+use health_core::{Caller, ClientId, Component, Link, Opaque, PatientId, Role};
 use health_spin::authz;
 use health_spin::records::{self, Vault};
 use health_spin::service::{self, Done, Handled, Refusal};
@@ -40,6 +41,8 @@ fn handle(req: Request) -> Response {
             Api::RevokeConsent(patient, insurer) => revoke_consent(&conn, caller, &patient, &insurer),
             Api::ErasePatient(patient) => erase(&conn, caller, &patient),
             Api::RotateDataKey => rotate(&conn, caller),
+            Api::RegisterPatient => registry::register(&conn, caller, body),
+            Api::LinkPatientAccount(patient) => registry::link(&conn, caller, &patient, body),
             Api::AccessLog(patient, _) => export::access_log(&conn, caller, &patient),
             Api::Export(patient) => export::export(&conn, caller, &patient),
             Api::CareTeam(patient) => service::care_team(&conn, caller, &patient),
@@ -81,6 +84,23 @@ pub(crate) fn auth_link() -> anyhow::Result<Link> {
     Link::new(Component::Patient, Component::Auth).context("the platform has a patient → auth link")
 }
 
+/// The role of the user `user_id` of the caller's tenant and whether it is enabled, asked of
+/// `auth`; `None` if it has no such user. The id travels in the attested body, not the URL.
+pub(crate) fn account(caller: &Caller, user_id: &Opaque, now: i64) -> anyhow::Result<Option<(Role, bool)>> {
+    let body = serde_json::to_vec(&serde_json::json!({ "user_id": user_id }))?;
+    let path = "/internal/users/lookup";
+    let response = spin_sdk::http::run(health_spin::chain::post_json(auth_link()?, path, body, caller, now))?;
+    match *response.status() {
+        200 => {
+            let answer: serde_json::Value = serde_json::from_slice(response.body()).context("auth's user answer")?;
+            let role = answer["role"].as_str().and_then(Role::parse).context("auth's user answer without a role")?;
+            Ok(Some((role, answer["enabled"] == true)))
+        }
+        404 => Ok(None),
+        other => anyhow::bail!("auth answered {other} to a user lookup"),
+    }
+}
+
 /// Whether `insurer` is an insurer client registered and enabled in the caller's tenant.
 fn insurer_registered(caller: &Caller, insurer: &ClientId, now: i64) -> anyhow::Result<bool> {
     let path = format!("/internal/insurers/{insurer}");
@@ -112,7 +132,7 @@ fn end_account(caller: &Caller, user_id: &Opaque, now: i64) -> anyhow::Result<bo
 }
 
 /// The admin's decision on their own tenant (erasure and data-key rotation).
-fn authorize_tenant(caller: &Caller, action: authz::Action) -> Result<String, Refusal> {
+pub(crate) fn authorize_tenant(caller: &Caller, action: authz::Action) -> Result<String, Refusal> {
     let resource = authz::Resource::Tenant(caller.tenant_id.to_string());
     let decision = authz::authorize(&authz::caller(caller), action, &resource);
     if decision.allow { Ok(decision.reason) } else { Err(Refusal::Forbidden(decision.reason)) }

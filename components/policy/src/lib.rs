@@ -43,6 +43,8 @@ fn action(action: Action) -> health_policy::Action {
         Action::ManageCareTeam => A::ManageCareTeam,
         Action::ReadCareTeam => A::ReadCareTeam,
         Action::ListCareTeamPatients => A::ListCareTeamPatients,
+        Action::RegisterPatient => A::RegisterPatient,
+        Action::LinkPatientAccount => A::LinkPatientAccount,
     }
 }
 

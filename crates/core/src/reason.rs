@@ -213,6 +213,12 @@ reasons! {
 
     // The role services' refusals.
     NoSuchPatient = "no_such_patient",
+    /// Registering an id that is another (or an erased) patient's.
+    PatientIdTaken = "patient_id_taken",
+    /// Linking an account to a record that has another.
+    RecordHasAnAccount = "record_has_an_account",
+    /// Linking an account that owns another record.
+    AccountHasARecord = "account_has_a_record",
     PatientErased = "patient_erased",
     AlreadyErased = "already_erased",
     NoSuchEntry = "no_such_entry",
@@ -260,6 +266,8 @@ reasons! {
     AdminDataKeyRotation = "admin_data_key_rotation",
     AdminAccessLog = "admin_access_log",
     AdminCareTeam = "admin_care_team",
+    AdminRegistration = "admin_registration",
+    AdminPatientAccount = "admin_patient_account",
 
     // Keys and tokens (jwks): the operator's and tenant admins' key administration.
     OperatorOnly = "operator_only",

@@ -135,6 +135,7 @@ pub fn bad_request_detail(reason: Reason) -> &'static str {
         Reason::InsurerNotRegistered => "insurer is not an insurer client registered and enabled in this tenant",
         Reason::MemberNotAClinician => "the member is not an enabled doctor of this tenant",
         Reason::MembershipTimesOutOfRange => "ends_at must lie ahead, and no time more than two years ahead",
+        Reason::NotAPatientAccount => "user_id is not an enabled patient account of this tenant",
         _ => "the request is not valid",
     }
 }

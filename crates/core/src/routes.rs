@@ -101,6 +101,11 @@ pub enum Api {
     BreakGlassReview(AuditFilter),
     /// `DELETE /api/admin/patients/{id}`: crypto-shredding erasure.
     ErasePatient(PatientId),
+    /// `POST /api/admin/patients` with [`NewPatient`]: registers a patient (idempotent by id).
+    RegisterPatient,
+    /// `PUT /api/admin/patients/{id}/account` with [`PatientAccount`]: links the patient's user
+    /// account to the record (one account per record, one record per account).
+    LinkPatientAccount(PatientId),
     /// `POST /api/admin/data-keys/rotate`
     RotateDataKey,
     /// `GET /api/patients/{id}/access-log?format&after&limit`: who accessed the patient's data,
@@ -145,12 +150,7 @@ impl Default for AlertFilter {
 /// `?status=open|acknowledged&after=&limit=` of the alert list.
 fn alert_filter(path_and_query: &str) -> Result<AlertFilter, Reason> {
     let mut filter = AlertFilter::default();
-    let mut seen = Vec::new();
-    for (name, value) in query_pairs(path_and_query) {
-        if seen.contains(&name) {
-            return Err(Reason::RepeatedQueryParameter);
-        }
-        seen.push(name);
+    each_parameter(path_and_query, |name, value| {
         match name {
             "status" => {
                 filter.acknowledged = Some(match value {
@@ -159,14 +159,12 @@ fn alert_filter(path_and_query: &str) -> Result<AlertFilter, Reason> {
                     _ => return Err(Reason::BadStatus),
                 });
             }
-            "after" => filter.after = Some(value.parse::<i64>().ok().filter(|n| *n >= 0).ok_or(Reason::BadAfter)?),
-            "limit" => {
-                filter.limit =
-                    value.parse::<u32>().ok().filter(|n| (1..=MAX_AUDIT_LIMIT).contains(n)).ok_or(Reason::BadLimit)?;
-            }
+            "after" => filter.after = Some(after_parameter(value)?),
+            "limit" => filter.limit = limit_parameter(value)?,
             _ => return Err(Reason::UnknownQueryParameter),
         }
-    }
+        Ok(())
+    })?;
     Ok(filter)
 }
 
@@ -234,6 +232,7 @@ impl Api {
             | Api::RevokeConsent(p, _)
             | Api::Summary(p)
             | Api::ErasePatient(p)
+            | Api::LinkPatientAccount(p)
             | Api::AccessLog(p, _)
             | Api::Export(p)
             | Api::CareTeam(p)
@@ -247,6 +246,7 @@ impl Api {
             | Api::AuditVerify
             | Api::BreakGlassReview(_)
             | Api::RotateDataKey
+            | Api::RegisterPatient
             | Api::Alerts(_)
             | Api::AcknowledgeAlert(_)
             | Api::BadQuery(_) => None,
@@ -274,6 +274,8 @@ impl Api {
             Api::BreakGlassReview(_) => "GET /api/admin/break-glass",
             Api::ErasePatient(_) => "DELETE /api/admin/patients/{id}",
             Api::RotateDataKey => "POST /api/admin/data-keys/rotate",
+            Api::RegisterPatient => "POST /api/admin/patients",
+            Api::LinkPatientAccount(_) => "PUT /api/admin/patients/{id}/account",
             Api::AccessLog(..) => "GET /api/patients/{id}/access-log",
             Api::Export(_) => "GET /api/patients/{id}/export",
             Api::CareTeam(_) => "GET /api/patients/{id}/care-team",
@@ -297,6 +299,8 @@ impl Api {
                 | Api::GrantConsent(_)
                 | Api::AddLabResult(_)
                 | Api::AddCareTeamMember(..)
+                | Api::RegisterPatient
+                | Api::LinkPatientAccount(_)
         )
     }
 }
@@ -315,26 +319,48 @@ pub fn query_pairs(path_and_query: &str) -> Vec<(&str, &str)> {
         .collect()
 }
 
-fn audit_filter(path_and_query: &str, allowed: &[&str]) -> Result<AuditFilter, Reason> {
-    let mut filter = AuditFilter { limit: 100, ..AuditFilter::default() };
+/// Walks the query's parameters for `each` to read, refusing one given twice.
+fn each_parameter<'q>(
+    path_and_query: &'q str,
+    mut each: impl FnMut(&'q str, &'q str) -> Result<(), Reason>,
+) -> Result<(), Reason> {
     let mut seen = Vec::new();
     for (name, value) in query_pairs(path_and_query) {
-        if !allowed.contains(&name) {
-            return Err(Reason::UnknownQueryParameter);
-        }
         if seen.contains(&name) {
             return Err(Reason::RepeatedQueryParameter);
         }
         seen.push(name);
-        let number = |reason| value.parse::<i64>().ok().filter(|n| *n >= 0).ok_or(reason);
+        each(name, value)?;
+    }
+    Ok(())
+}
+
+/// A whole number of seconds or a row number: not negative.
+fn count_parameter(value: &str, reason: Reason) -> Result<i64, Reason> {
+    value.parse::<i64>().ok().filter(|n| *n >= 0).ok_or(reason)
+}
+
+/// Paging's `after`: the last row (`seq` or id) of the page before.
+fn after_parameter(value: &str) -> Result<i64, Reason> {
+    count_parameter(value, Reason::BadAfter)
+}
+
+/// Paging's `limit`: 1 to [`MAX_AUDIT_LIMIT`] rows.
+fn limit_parameter(value: &str) -> Result<u32, Reason> {
+    value.parse::<u32>().ok().filter(|n| (1..=MAX_AUDIT_LIMIT).contains(n)).ok_or(Reason::BadLimit)
+}
+
+fn audit_filter(path_and_query: &str, allowed: &[&str]) -> Result<AuditFilter, Reason> {
+    let mut filter = AuditFilter { limit: 100, ..AuditFilter::default() };
+    each_parameter(path_and_query, |name, value| {
+        if !allowed.contains(&name) {
+            return Err(Reason::UnknownQueryParameter);
+        }
         match name {
-            "from" => filter.from = Some(number(Reason::BadFrom)?),
-            "to" => filter.to = Some(number(Reason::BadTo)?),
-            "after" => filter.after = Some(number(Reason::BadAfter)?),
-            "limit" => {
-                filter.limit =
-                    value.parse::<u32>().ok().filter(|n| (1..=MAX_AUDIT_LIMIT).contains(n)).ok_or(Reason::BadLimit)?;
-            }
+            "from" => filter.from = Some(count_parameter(value, Reason::BadFrom)?),
+            "to" => filter.to = Some(count_parameter(value, Reason::BadTo)?),
+            "after" => filter.after = Some(after_parameter(value)?),
+            "limit" => filter.limit = limit_parameter(value)?,
             "actor" => filter.actor = Some(Opaque::parse(value).map_err(|_| Reason::BadActor)?),
             "patient" => filter.patient = Some(PatientId::parse(value).map_err(|_| Reason::BadPatient)?),
             "jti" => filter.jti = Some(TokenId::parse(value).map_err(|_| Reason::BadJti)?),
@@ -348,7 +374,8 @@ fn audit_filter(path_and_query: &str, allowed: &[&str]) -> Result<AuditFilter, R
             }
             _ => return Err(Reason::UnknownQueryParameter),
         }
-    }
+        Ok(())
+    })?;
     Ok(filter)
 }
 
@@ -447,12 +474,7 @@ const REVIEW_PARAMS: &[&str] = &["from", "to", "after", "limit"];
 /// `?format=json|fhir&after=&limit=` of an access log.
 fn access_log_query(path_and_query: &str) -> Result<AccessLogQuery, Reason> {
     let mut query = AccessLogQuery::default();
-    let mut seen = Vec::new();
-    for (name, value) in query_pairs(path_and_query) {
-        if seen.contains(&name) {
-            return Err(Reason::RepeatedQueryParameter);
-        }
-        seen.push(name);
+    each_parameter(path_and_query, |name, value| {
         match name {
             "format" => {
                 query.format = match value {
@@ -461,14 +483,12 @@ fn access_log_query(path_and_query: &str) -> Result<AccessLogQuery, Reason> {
                     _ => return Err(Reason::BadFormat),
                 };
             }
-            "after" => query.after = Some(value.parse::<i64>().ok().filter(|n| *n >= 0).ok_or(Reason::BadAfter)?),
-            "limit" => {
-                query.limit =
-                    value.parse::<u32>().ok().filter(|n| (1..=MAX_AUDIT_LIMIT).contains(n)).ok_or(Reason::BadLimit)?;
-            }
+            "after" => query.after = Some(after_parameter(value)?),
+            "limit" => query.limit = limit_parameter(value)?,
             _ => return Err(Reason::UnknownQueryParameter),
         }
-    }
+        Ok(())
+    })?;
     Ok(query)
 }
 
@@ -541,6 +561,8 @@ pub fn parse(method: &str, path_and_query: &str) -> Option<Api> {
         (Method::Get, ["admin", "audit", "verify"]) => Some(Api::AuditVerify),
         (Method::Get, ["admin", "break-glass"]) => with_filter(REVIEW_PARAMS, Api::BreakGlassReview),
         (Method::Delete, ["admin", "patients", id]) => patient(id).map(Api::ErasePatient),
+        (Method::Post, ["admin", "patients"]) => Some(Api::RegisterPatient),
+        (Method::Put, ["admin", "patients", id, "account"]) => patient(id).map(Api::LinkPatientAccount),
         (Method::Post, ["admin", "data-keys", "rotate"]) => Some(Api::RotateDataKey),
         (Method::Get, ["admin", "alerts"]) => {
             Some(alert_filter(path_and_query).map_or_else(Api::BadQuery, Api::Alerts))
@@ -588,6 +610,67 @@ pub fn body<T: for<'de> Deserialize<'de> + Validate>(bytes: &[u8]) -> Result<T, 
 
 pub trait Validate {
     fn validate(&self) -> Result<(), BodyError>;
+}
+
+/// A patient to register (`POST /api/admin/patients`): the hospital's own id for them when it
+/// has one (importing twice then changes nothing), else one is made; demographics are sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPatient {
+    #[serde(default)]
+    pub patient_id: Option<PatientId>,
+    pub given_name: String,
+    pub family_name: String,
+    /// `YYYY-MM-DD`, a real calendar date not after today's year.
+    pub birth_date: String,
+}
+
+impl Validate for NewPatient {
+    fn validate(&self) -> Result<(), BodyError> {
+        text(&self.given_name, 128)?;
+        text(&self.family_name, 128)?;
+        if !calendar_date(&self.birth_date) {
+            return Err(BodyError::BadValue);
+        }
+        Ok(())
+    }
+}
+
+/// `YYYY-MM-DD` naming a day that exists (leap years included), from 1850 on.
+pub fn calendar_date(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+        return false;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<u32> {
+        let part = &text[range];
+        part.bytes().all(|b| b.is_ascii_digit()).then(|| part.parse().ok()).flatten()
+    };
+    let (Some(year), Some(month), Some(day)) = (number(0..4), number(5..7), number(8..10)) else {
+        return false;
+    };
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1850..=9999).contains(&year) && (1..=days).contains(&day)
+}
+
+/// The account to link to a patient record (`PUT /api/admin/patients/{id}/account`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatientAccount {
+    pub user_id: Opaque,
+}
+
+impl Validate for PatientAccount {
+    fn validate(&self) -> Result<(), BodyError> {
+        Ok(())
+    }
 }
 
 /// Kinds of record entries a doctor may write.
@@ -739,6 +822,9 @@ mod tests {
         assert_eq!(parse("GET", "/api/admin/audit/verify"), Some(Api::AuditVerify));
         assert_eq!(parse("DELETE", "/api/admin/patients/p-1"), Some(Api::ErasePatient(p("p-1"))));
         assert_eq!(parse("POST", "/api/admin/data-keys/rotate"), Some(Api::RotateDataKey));
+        assert_eq!(parse("POST", "/api/admin/patients"), Some(Api::RegisterPatient));
+        assert_eq!(parse("PUT", "/api/admin/patients/p-1/account"), Some(Api::LinkPatientAccount(p("p-1"))));
+        assert_eq!(parse("PUT", "/api/admin/patients/P-1/account"), None);
         assert_eq!(parse("GET", "/api/patients/p-1/export"), Some(Api::Export(p("p-1"))));
         assert_eq!(
             parse("GET", "/api/patients/p-1/access-log"),
@@ -953,6 +1039,34 @@ mod tests {
         assert_eq!(
             body::<LabResult>(br#"{"code":"4548-4","value":"6.1","unit":"%","note":"bell\u0007"}"#),
             Err(BodyError::BadText)
+        );
+    }
+
+    #[test]
+    fn a_new_patient_needs_names_and_a_real_birth_date() {
+        let patient: NewPatient =
+            body(br#"{"patient_id":"p-2001","given_name":"Ada","family_name":"Byron","birth_date":"1936-12-10"}"#)
+                .expect("a valid patient");
+        assert_eq!(patient.patient_id.map(|p| p.to_string()).as_deref(), Some("p-2001"));
+        for date in ["2000-02-29", "1999-12-31", "1850-01-01"] {
+            assert!(calendar_date(date), "{date}");
+        }
+        for date in ["1900-02-29", "2001-02-29", "2024-13-01", "2024-04-31", "24-01-01", "2024-1-01", "+024-01-01"] {
+            assert!(!calendar_date(date), "{date}");
+        }
+        let without_id = br#"{"given_name":"Ada","family_name":"King","birth_date":"1990-01-01"}"#;
+        assert_eq!(body::<NewPatient>(without_id).map(|p| p.patient_id), Ok(None));
+        assert_eq!(
+            body::<NewPatient>(br#"{"patient_id":"P 1","given_name":"A","family_name":"B","birth_date":"1990-01-01"}"#),
+            Err(BodyError::Malformed)
+        );
+        assert_eq!(
+            body::<NewPatient>(br#"{"given_name":" ","family_name":"B","birth_date":"1990-01-01"}"#),
+            Err(BodyError::BadText)
+        );
+        assert_eq!(
+            body::<PatientAccount>(br#"{"user_id":"u-ada"}"#).map(|a| a.user_id.to_string()),
+            Ok("u-ada".into())
         );
     }
 }

@@ -12,6 +12,7 @@
 //! could not be reached, or a store could not be read.
 
 mod backup;
+mod import;
 
 use std::process::ExitCode;
 
@@ -55,8 +56,9 @@ enum Command {
     /// Compute secret variables offline (no server is contacted).
     #[command(subcommand)]
     Secrets(Secrets),
-    /// A patient's own data, as the patient (or, for the access log, the tenant admin): the
-    /// access token comes from `HEALTHCTL_ACCESS_TOKEN`.
+    /// Patients: the tenant admin registers them, links their accounts and imports them from a
+    /// file; a patient reads their own data (the admin, the access log). The access token comes
+    /// from `HEALTHCTL_ACCESS_TOKEN`.
     #[command(subcommand)]
     Patients(Patients),
     /// The signed-in user's own account; the access token comes from `HEALTHCTL_ACCESS_TOKEN`.
@@ -208,6 +210,30 @@ enum Patients {
         #[arg(long)]
         patient: String,
     },
+    /// Register a patient (tenant admin). Without `--patient` the platform makes an id; with it,
+    /// registering the same patient again changes nothing.
+    Register {
+        #[arg(long)]
+        patient: Option<String>,
+        #[arg(long)]
+        given_name: String,
+        #[arg(long)]
+        family_name: String,
+        /// `YYYY-MM-DD`.
+        #[arg(long)]
+        birth_date: String,
+    },
+    /// Link a patient's user account (its id, as `users list` shows it) to their record.
+    Link {
+        #[arg(long)]
+        patient: String,
+        #[arg(long)]
+        user: String,
+    },
+    /// Register every patient of an NDJSON or CSV file (columns `patient_id`, `given_name`,
+    /// `family_name`, `birth_date`, optional `user_id` to link), reporting each failed row and
+    /// going on; exits 1 if any row failed. Safe to run again.
+    Import { file: std::path::PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -426,11 +452,17 @@ fn send(url: &str, method: &str, path: &str, body: Option<Value>, token: &str) -
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let target = format!("{}{path}", url.trim_end_matches('/'));
     let auth = format!("Bearer {token}");
-    let result = match body {
-        Some(body) if method == "POST" => agent.post(&target).header("authorization", &auth).send_json(body),
-        None if method == "POST" => agent.post(&target).header("authorization", &auth).send_empty(),
-        _ if method == "DELETE" => agent.delete(&target).header("authorization", &auth).call(),
-        _ => agent.get(&target).header("authorization", &auth).call(),
+    let result = match (method, body) {
+        ("POST", Some(body)) => agent.post(&target).header("authorization", &auth).send_json(body),
+        ("POST", None) => agent.post(&target).header("authorization", &auth).send_empty(),
+        ("PUT", Some(body)) => agent.put(&target).header("authorization", &auth).send_json(body),
+        ("PUT", None) => agent.put(&target).header("authorization", &auth).send_empty(),
+        ("DELETE", None) => agent.delete(&target).header("authorization", &auth).call(),
+        ("GET", None) => agent.get(&target).header("authorization", &auth).call(),
+        (method, body) => {
+            let with = if body.is_some() { "with" } else { "without" };
+            return Err(Failure::Usage(format!("healthctl sends no {method} {with} a body")));
+        }
     };
     let mut response = result.map_err(|e| Failure::Unavailable(format!("{target}: {e}")))?;
     let status = response.status().as_u16();
@@ -502,6 +534,20 @@ fn run(cli: Cli) -> Result<Value, Failure> {
         Command::Patients(Patients::Export { patient }) => {
             request_as_user(&url, "GET", &format!("/api/patients/{}/export", patient_id(&patient)?), None)
         }
+        Command::Patients(Patients::Register { patient, given_name, family_name, birth_date }) => {
+            let mut body = json!({ "given_name": given_name, "family_name": family_name, "birth_date": birth_date });
+            if let Some(id) = patient {
+                body["patient_id"] = json!(patient_id(&id)?);
+            }
+            request_as_user(&url, "POST", "/api/admin/patients", Some(body))
+        }
+        Command::Patients(Patients::Link { patient, user }) => {
+            let user =
+                health_core::Opaque::parse(&user).map_err(|e| Failure::Usage(format!("--user {user:?}: {e}")))?;
+            let path = format!("/api/admin/patients/{}/account", patient_id(&patient)?);
+            request_as_user(&url, "PUT", &path, Some(json!({ "user_id": user })))
+        }
+        Command::Patients(Patients::Import { file }) => import_patients(&url, &file),
         Command::Auth(Auth::ChangePassword) => {
             let new = std::env::var("HEALTHCTL_NEW_PASSWORD")
                 .map_err(|_| Failure::Usage("set HEALTHCTL_NEW_PASSWORD to the new password".into()))?;
@@ -586,6 +632,33 @@ fn federation(url: &str, command: Federation) -> Result<Value, Failure> {
     }
 }
 
+/// `patients import`: every row tried, the report printed; a failed row makes the exit code 1.
+fn import_patients(url: &str, file: &std::path::Path) -> Result<Value, Failure> {
+    let text = std::fs::read_to_string(file).map_err(|e| Failure::Usage(format!("{}: {e}", file.display())))?;
+    let token = std::env::var("HEALTHCTL_ACCESS_TOKEN")
+        .map_err(|_| Failure::Usage("HEALTHCTL_ACCESS_TOKEN is not set (a signed-in user's access token)".into()))?;
+    let mut unavailable = None;
+    let report =
+        import::run(import::rows(&text), |method, path, body| match send(url, method, path, Some(body), &token) {
+            Ok((status, text)) => (status, serde_json::from_str(&text).unwrap_or(Value::String(text))),
+            Err(e) => {
+                unavailable.get_or_insert(e);
+                (0, Value::String("the platform did not answer".into()))
+            }
+        });
+    if let Some(e) = unavailable.filter(|_| report["created"] == 0 && report["unchanged"] == 0) {
+        return Err(e);
+    }
+    if report["errors"].as_array().is_some_and(|e| !e.is_empty()) {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        return Err(Failure::Invalid(format!(
+            "{} of {} rows failed",
+            report["errors"].as_array().map_or(0, Vec::len),
+            report["rows"]
+        )));
+    }
+    Ok(report)
+}
 
 /// Every page of the tenant's alerts, as one `{"tenant_id","alerts"}` document.
 fn alerts(url: &str, status: Option<&str>) -> Result<Value, Failure> {

@@ -7,7 +7,7 @@
 use health_core::{Caller, Reason, Role};
 
 /// Recorded with every audit event so a decision can be traced to the rules that made it.
-pub const POLICY_VERSION: &str = "2026-11-26.2";
+pub const POLICY_VERSION: &str = "2026-11-26.3";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -33,6 +33,10 @@ pub enum Action {
     ReadCareTeam,
     /// A clinician listing the patients whose care team they are on now.
     ListCareTeamPatients,
+    /// Registering a patient in the tenant (organisation: the admin's).
+    RegisterPatient,
+    /// Linking a patient's user account to their record.
+    LinkPatientAccount,
     /// A user changing their own password (`auth`, which links this crate: its WIT world has
     /// no authorizer import, so this action is not in the WIT interface).
     ChangeOwnPassword,
@@ -102,6 +106,7 @@ pub fn authorize(caller: &Caller, action: Action, resource: &Resource) -> Decisi
             (Role::Admin, ReadAudit) => allow(Reason::AdminAudit),
             (Role::Admin, ErasePatient) => allow(Reason::AdminErasure),
             (Role::Admin, RotateDataKey) => allow(Reason::AdminDataKeyRotation),
+            (Role::Admin, RegisterPatient) => allow(Reason::AdminRegistration),
             // The service lists only the caller's own live memberships.
             (Role::Doctor, ListCareTeamPatients) => allow(Reason::OwnCareTeam),
             _ => deny(Reason::RoleNotPermitted),
@@ -142,6 +147,8 @@ pub fn authorize(caller: &Caller, action: Action, resource: &Resource) -> Decisi
                 (Role::Admin, ReadAccessLog) => allow(Reason::AdminAccessLog),
                 // Who may treat whom is organisation, not clinical content: the admin's.
                 (Role::Admin, ManageCareTeam | ReadCareTeam) => allow(Reason::AdminCareTeam),
+                // Whose record this is: identity administration, no clinical content.
+                (Role::Admin, LinkPatientAccount) => allow(Reason::AdminPatientAccount),
                 (Role::Lab | Role::Admin, _) => deny(Reason::RoleNotPermitted),
             }
         }
@@ -183,7 +190,9 @@ fn route(role: Role, action: Action, family: &str) -> Decision {
         ("care-team", Role::Doctor, ListCareTeamPatients) => allow(Reason::Route),
         ("lab", Role::Lab, ListLabOrders | AppendLabResult) => allow(Reason::Route),
         ("insurance", Role::Insurance, ReadSummary) => allow(Reason::Route),
-        ("admin", Role::Admin, ReadAudit | ErasePatient | RotateDataKey) => allow(Reason::Route),
+        ("admin", Role::Admin, ReadAudit | ErasePatient | RotateDataKey | RegisterPatient | LinkPatientAccount) => {
+            allow(Reason::Route)
+        }
         _ => deny(Reason::RouteNotPermitted),
     }
 }
@@ -282,6 +291,24 @@ mod tests {
         }
         ins.scopes.clear();
         assert_eq!(authorize(&ins, Action::ReadSummary, &Resource::Patient(facts)), deny(Reason::MissingScope));
+    }
+
+    #[test]
+    fn only_the_admin_registers_patients_and_links_their_accounts_in_its_own_tenant() {
+        let admin = caller(Role::Admin, "u-admin");
+        let tenant = Resource::Tenant("demo".into());
+        assert_eq!(authorize(&admin, Action::RegisterPatient, &tenant), allow(Reason::AdminRegistration));
+        assert!(authorize(&admin, Action::RegisterPatient, &Resource::Route("admin".into())).allow);
+        let other = Resource::Tenant("other".into());
+        assert_eq!(authorize(&admin, Action::RegisterPatient, &other), deny(Reason::TenantMismatch));
+        let record = Resource::Patient(patient("u-alice"));
+        assert_eq!(authorize(&admin, Action::LinkPatientAccount, &record), allow(Reason::AdminPatientAccount));
+        for role in [Role::Patient, Role::Doctor, Role::Lab, Role::Insurance] {
+            let who = caller(role, "u-alice");
+            assert!(!authorize(&who, Action::RegisterPatient, &tenant).allow, "{role:?}");
+            assert!(!authorize(&who, Action::LinkPatientAccount, &record).allow, "{role:?}");
+            assert!(!authorize(&who, Action::RegisterPatient, &Resource::Route("admin".into())).allow, "{role:?}");
+        }
     }
 
     #[test]

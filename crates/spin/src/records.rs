@@ -514,6 +514,119 @@ pub fn demographics<C: Sql>(
     Ok(Ok(Demographics { patient_id: id.clone(), given_name, family_name, birth_date }))
 }
 
+/// What registering a patient found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// A new record.
+    Created,
+    /// The same patient was registered before, with the same demographics: nothing changed
+    /// (an import run twice).
+    Unchanged,
+    /// The id is another patient's (other demographics), or an erased patient's.
+    Conflict,
+}
+
+/// Registers a patient with sealed demographics `[given, family, birth date]`, unless the id is
+/// taken: then [`Registration::Unchanged`] if it holds the same demographics, else
+/// [`Registration::Conflict`]. The insert is one statement, so two registrations of one id
+/// never both create.
+pub fn register_patient<C: Sql>(
+    vault: &mut Vault<'_, C>,
+    patient_id: &PatientId,
+    given: [&str; 3],
+) -> anyhow::Result<Registration> {
+    const INSERT: &str = "INSERT INTO patient
+        (tenant_id, patient_id, owner_subject, given_name, family_name, birth_date) VALUES (?, ?, NULL, ?, ?, ?)
+        ON CONFLICT DO NOTHING RETURNING patient_id";
+    let tenant = vault.tenant.clone();
+    // A registered id is compared, never sealed for again (an erased patient's cannot be).
+    if let Some(existing) = patient(vault.conn, &tenant, patient_id)? {
+        return same_patient(vault, &existing, given);
+    }
+    let [given_name, family_name, birth_date] = given;
+    let row = patient_id.as_str();
+    let sealed = [
+        vault.seal(patient_id, "patient", row, "given_name", given_name)?,
+        vault.seal(patient_id, "patient", row, "family_name", family_name)?,
+        vault.seal(patient_id, "patient", row, "birth_date", birth_date)?,
+    ];
+    let [g, f, b] = sealed.map(Value::Text);
+    let params = [text(tenant.as_str()), text(row), g, f, b];
+    if vault.conn.execute(INSERT, &params).context("registering patient")?.rows().next().is_some() {
+        return Ok(Registration::Created);
+    }
+    // Another registration of the id came first.
+    let existing = patient(vault.conn, &tenant, patient_id)?.context("a patient neither inserted nor found")?;
+    same_patient(vault, &existing, given)
+}
+
+fn same_patient<C: Sql>(
+    vault: &mut Vault<'_, C>,
+    existing: &PatientRow,
+    given: [&str; 3],
+) -> anyhow::Result<Registration> {
+    if existing.erased {
+        return Ok(Registration::Conflict);
+    }
+    Ok(match demographics(vault, existing)? {
+        Ok(stored) if [stored.given_name.as_str(), &stored.family_name, &stored.birth_date] == given => {
+            Registration::Unchanged
+        }
+        _ => Registration::Conflict,
+    })
+}
+
+/// What linking an account to a patient record found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Linked {
+    /// The account now owns the record.
+    Linked,
+    /// It already did: nothing changed.
+    Unchanged,
+    /// The record has no such patient, or the patient was erased.
+    NoSuchPatient,
+    /// The record is owned by another account.
+    RecordTaken,
+    /// The account owns another record (of this patient id).
+    AccountTaken(PatientId),
+}
+
+/// Links `owner` to the patient record: one statement that writes only if the record has no
+/// owner and the account owns no other record, so concurrent links cannot give one account
+/// two records or one record two accounts (the unique index of schema version 4 backs it).
+pub fn link_owner(
+    conn: &impl Sql,
+    tenant: &TenantId,
+    patient_id: &PatientId,
+    owner: &Opaque,
+) -> anyhow::Result<Linked> {
+    const LINK: &str = "UPDATE patient SET owner_subject = ?
+        WHERE tenant_id = ? AND patient_id = ? AND erased_at IS NULL AND owner_subject IS NULL
+        AND NOT EXISTS (SELECT 1 FROM patient WHERE tenant_id = ? AND owner_subject = ?)
+        RETURNING patient_id";
+    const OWNED: &str = "SELECT patient_id FROM patient WHERE tenant_id = ? AND owner_subject = ?";
+    let (t, o) = (text(tenant.as_str()), text(owner.as_str()));
+    let params = [o.clone(), t.clone(), text(patient_id.as_str()), t.clone(), o.clone()];
+    if conn.execute(LINK, &params).context("linking patient account")?.rows().next().is_some() {
+        return Ok(Linked::Linked);
+    }
+    let Some(row) = patient(conn, tenant, patient_id)?.filter(|r| !r.erased) else {
+        return Ok(Linked::NoSuchPatient);
+    };
+    if row.owner_subject.as_deref() == Some(owner.as_str()) {
+        return Ok(Linked::Unchanged);
+    }
+    if row.owner_subject.is_some() {
+        return Ok(Linked::RecordTaken);
+    }
+    let owned = conn.execute(OWNED, &[t, o]).context("finding the account's record")?;
+    match owned.rows().next().and_then(|r| r.get::<&str>("patient_id").map(PatientId::parse)) {
+        Some(Ok(other)) => Ok(Linked::AccountTaken(other)),
+        // Taken and released between the two statements: say so, the caller may repeat.
+        _ => Ok(Linked::RecordTaken),
+    }
+}
+
 /// Adds a patient with sealed demographics (`INSERT OR IGNORE`: an existing one is kept).
 pub fn add_patient<C: Sql>(
     vault: &mut Vault<'_, C>,
@@ -1498,6 +1611,70 @@ mod tests {
 
     fn count(db: &Native, sql: &str) -> i64 {
         db.integer(sql)
+    }
+
+    #[test]
+    fn registering_is_idempotent_for_the_same_patient_and_refuses_another_on_the_same_id() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let db = records_db(&dir.path().join("records.db"));
+        let mut vault = Vault::with_wrapping_key(&db, &t(), wrapping(7));
+        let ada = ["Ada", "King", "1990-01-01"];
+        assert_eq!(register_patient(&mut vault, &patient_id("p-1"), ada).expect("registers"), Registration::Created);
+        assert_eq!(register_patient(&mut vault, &patient_id("p-1"), ada).expect("again"), Registration::Unchanged);
+        let other = ["Ada", "King", "1990-01-02"];
+        assert_eq!(register_patient(&mut vault, &patient_id("p-1"), other).expect("other"), Registration::Conflict);
+        let row = patient(&db, &t(), &patient_id("p-1")).expect("reads").expect("stored");
+        let stored = demographics(&mut vault, &row).expect("opens").expect("opens");
+        assert_eq!((stored.given_name.as_str(), stored.birth_date.as_str()), ("Ada", "1990-01-01"));
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM patient WHERE given_name LIKE '%Ada%'"), 0, "sealed");
+        vault.erase(&patient_id("p-1"), 1_800_000_000).expect("erases");
+        assert_eq!(register_patient(&mut vault, &patient_id("p-1"), ada).expect("erased"), Registration::Conflict);
+    }
+
+    #[test]
+    fn an_account_owns_one_record_and_a_record_one_account_however_links_race() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("records.db");
+        let db = records_db(&path);
+        let mut vault = Vault::with_wrapping_key(&db, &t(), wrapping(7));
+        for id in ["p-1", "p-2"] {
+            register_patient(&mut vault, &patient_id(id), ["A", "B", "1990-01-01"]).expect("registers");
+        }
+        let (p1, p2) = (patient_id("p-1"), patient_id("p-2"));
+        assert_eq!(link_owner(&db, &t(), &p1, &subject("u-a")).expect("links"), Linked::Linked);
+        assert_eq!(link_owner(&db, &t(), &p1, &subject("u-a")).expect("again"), Linked::Unchanged);
+        assert_eq!(link_owner(&db, &t(), &p1, &subject("u-b")).expect("taken"), Linked::RecordTaken);
+        assert_eq!(link_owner(&db, &t(), &p2, &subject("u-a")).expect("owns p-1"), Linked::AccountTaken(p1.clone()));
+        assert_eq!(link_owner(&db, &t(), &patient_id("p-9"), &subject("u-c")).expect("none"), Linked::NoSuchPatient);
+        assert_eq!(link_owner(&db, &tenant("other"), &p2, &subject("u-c")).expect("other"), Linked::NoSuchPatient);
+        // Eight accounts race for p-2, and one account for eight records: one link each.
+        for id in 3..=10 {
+            register_patient(&mut vault, &patient_id(&format!("p-{id}")), ["A", "B", "1990-01-01"]).expect("registers");
+        }
+        let races: [Vec<(String, String)>; 2] = [
+            (0..8).map(|i| ("p-2".to_owned(), format!("u-racer-{i}"))).collect(),
+            (3..=10).map(|i| (format!("p-{i}"), "u-one".to_owned())).collect(),
+        ];
+        for race in races {
+            let barrier = std::sync::Barrier::new(race.len());
+            let linked = std::thread::scope(|scope| {
+                let handles: Vec<_> = race
+                    .iter()
+                    .map(|(patient, user)| {
+                        let (path, barrier) = (&path, &barrier);
+                        scope.spawn(move || {
+                            let db = Native::open(path);
+                            db::configure(&db);
+                            barrier.wait();
+                            link_owner(&db, &t(), &patient_id(patient), &subject(user)).expect("no error")
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().expect("linker")).filter(|l| *l == Linked::Linked).count()
+            });
+            assert_eq!(linked, 1, "{race:?}");
+        }
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM patient WHERE owner_subject = 'u-one'"), 1);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 mod backup;
 mod care_team;
 mod commands;
+mod patients;
 mod self_service;
 
 /// Every file here is declared above: a file without its `mod` line would run nothing.
