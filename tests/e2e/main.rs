@@ -20,6 +20,7 @@ mod encryption;
 mod federation;
 mod hardening_gateway;
 mod hardening_keys;
+mod history;
 mod identity;
 mod interop;
 mod keys;
@@ -34,9 +35,6 @@ mod slice;
 mod tenants;
 mod tracing;
 mod worlds;
-
-// Record history, issue 16 item 4 (a group of its own for now: see its commit).
-mod history;
 
 /// Every `tests/e2e/*.rs` is declared above: a file without its `mod` line would compile
 /// nowhere and run nothing.
