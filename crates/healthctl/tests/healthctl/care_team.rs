@@ -2,23 +2,11 @@
 //! signed-in user's token (`HEALTHCTL_ACCESS_TOKEN`): the tenant admin adds and ends Dr Grey's
 //! membership of Bob's care team, the doctor lists their patients, and refusals exit 1.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
+use crate::as_user;
 use health_e2e::{ADMIN, ALICE, DR_GREY, TestApp};
 use serde_json::Value;
-
-async fn run(url: &str, token: &str, args: &[&str]) -> Output {
-    let (url, token) = (url.to_owned(), token.to_owned());
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_healthctl"));
-        cmd.env("HEALTHCTL_URL", url).env("HEALTHCTL_ACCESS_TOKEN", token).args(args);
-        cmd.env_remove("HEALTH_OPERATOR_TOKEN");
-        cmd.output().expect("healthctl runs")
-    })
-    .await
-    .expect("join")
-}
 
 fn stdout_json(output: &Output) -> Value {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -37,25 +25,25 @@ async fn the_admin_adds_and_ends_a_membership_and_the_doctor_lists_their_patient
     let (admin, doctor) = (app.token(ADMIN).await, app.token(DR_GREY).await);
     let bob = ["--patient", "p-1002", "--member", "u-dr-grey"];
 
-    let before = stdout_json(&run(&url, &doctor, &["care-team", "patients"]).await);
+    let before = stdout_json(&as_user(&url, &doctor, &["care-team", "patients"]).await);
     assert_eq!(patients(&before), ["p-1001", "p-1003"]);
     let add = [&["care-team", "add"][..], &bob, &["--reason", "referral"]].concat();
-    let added = stdout_json(&run(&url, &admin, &add).await);
+    let added = stdout_json(&as_user(&url, &admin, &add).await);
     assert_eq!((added["member"].as_str(), added["active"].as_bool()), (Some("u-dr-grey"), Some(true)));
     assert_eq!(app.get_with("/api/patients/p-1002/records", &doctor).await.status, 200);
-    let after = stdout_json(&run(&url, &doctor, &["care-team", "patients"]).await);
+    let after = stdout_json(&as_user(&url, &doctor, &["care-team", "patients"]).await);
     assert_eq!(patients(&after), ["p-1001", "p-1002", "p-1003"]);
-    let team = stdout_json(&run(&url, &doctor, &["care-team", "list", "--patient", "p-1002"]).await);
+    let team = stdout_json(&as_user(&url, &doctor, &["care-team", "list", "--patient", "p-1002"]).await);
     assert_eq!(team["members"][0]["reason"], "referral");
 
     let end = [&["care-team", "end"][..], &bob].concat();
-    let ended = stdout_json(&run(&url, &admin, &end).await);
+    let ended = stdout_json(&as_user(&url, &admin, &end).await);
     assert_eq!(ended["ended"].as_array().map(Vec::len), Some(1));
     assert_eq!(app.get_with("/api/patients/p-1002/records", &doctor).await.status, 403);
 
     // Refusals are exit 1 with the problem on stderr: nothing left to end, a patient adding.
-    assert_eq!(run(&url, &admin, &end).await.status.code(), Some(1));
+    assert_eq!(as_user(&url, &admin, &end).await.status.code(), Some(1));
     let alice = app.token(ALICE).await;
-    assert_eq!(run(&url, &alice, &add).await.status.code(), Some(1));
-    assert_eq!(run(&url, &alice, &["care-team", "patients"]).await.status.code(), Some(1));
+    assert_eq!(as_user(&url, &alice, &add).await.status.code(), Some(1));
+    assert_eq!(as_user(&url, &alice, &["care-team", "patients"]).await.status.code(), Some(1));
 }

@@ -2,23 +2,11 @@
 //! tenant admin's token (`HEALTHCTL_ACCESS_TOKEN`): an import registers and links what it can,
 //! reports the rows it cannot and exits 1; run again, it changes nothing it did before.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
+use crate::{as_user, new_user};
 use health_e2e::{ADMIN, TestApp};
 use serde_json::{Value, json};
-
-async fn run(url: &str, token: &str, args: &[&str]) -> Output {
-    let (url, token) = (url.to_owned(), token.to_owned());
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_healthctl"));
-        cmd.env("HEALTHCTL_URL", url).env("HEALTHCTL_ACCESS_TOKEN", token).args(args);
-        cmd.env_remove("HEALTH_OPERATOR_TOKEN");
-        cmd.output().expect("healthctl runs")
-    })
-    .await
-    .expect("join")
-}
 
 fn report(output: &Output) -> Value {
     serde_json::from_slice(&output.stdout)
@@ -30,18 +18,7 @@ async fn an_import_registers_and_links_what_it_can_reports_the_rest_and_can_run_
     let app = TestApp::start(|_| {}).expect("app loads");
     let url = app.app.url().await.expect("served over HTTP");
     let admin = app.token(ADMIN).await;
-    let auth = format!("Bearer {admin}");
-    let user = json!({ "username": "cy-import", "role": "patient", "password": "cy-import-pass-2026" });
-    let created = app
-        .send(
-            "POST",
-            "/auth/admin/users",
-            &[("authorization", &auth), ("content-type", "application/json")],
-            &user.to_string(),
-        )
-        .await;
-    assert_eq!(created.status, 201, "{}", created.body);
-    let cy = created.json()["id"].as_str().expect("id").to_owned();
+    let cy = new_user(&app, &admin, "cy-import", "patient", "cy-import-pass-2026").await;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("patients.csv");
@@ -55,7 +32,7 @@ async fn an_import_registers_and_links_what_it_can_reports_the_rest_and_can_run_
     std::fs::write(&file, csv).expect("writes the file");
     let path = file.to_str().expect("utf-8 path");
 
-    let first = run(&url, &admin, &["patients", "import", path]).await;
+    let first = as_user(&url, &admin, &["patients", "import", path]).await;
     assert_eq!(first.status.code(), Some(1), "{}", String::from_utf8_lossy(&first.stderr));
     let first = report(&first);
     assert_eq!((&first["rows"], &first["created"], &first["linked"]), (&json!(4), &json!(3), &json!(1)), "{first}");
@@ -63,7 +40,7 @@ async fn an_import_registers_and_links_what_it_can_reports_the_rest_and_can_run_
         first["errors"].as_array().expect("errors").iter().map(|e| (e["line"].clone(), e["status"].clone())).collect();
     assert_eq!(failed, [(json!(3), json!(400)), (json!(5), json!(400))], "{first}");
 
-    let second = report(&run(&url, &admin, &["patients", "import", path]).await);
+    let second = report(&as_user(&url, &admin, &["patients", "import", path]).await);
     assert_eq!(
         (&second["created"], &second["unchanged"], &second["linked"]),
         (&json!(0), &json!(3), &json!(1)),
@@ -74,7 +51,7 @@ async fn an_import_registers_and_links_what_it_can_reports_the_rest_and_can_run_
     let own = app.get_with("/api/patients/p-4003", &cy_token).await;
     assert_eq!((own.status, &own.json()["patient"]["family_name"]), (200, &json!("Ng")), "{}", own.body);
 
-    let registered = run(
+    let registered = as_user(
         &url,
         &admin,
         &["patients", "register", "--given-name", "Ed", "--family-name", "Fox", "--birth-date", "1980-01-01"],
@@ -82,6 +59,6 @@ async fn an_import_registers_and_links_what_it_can_reports_the_rest_and_can_run_
     .await;
     assert!(registered.status.success(), "{}", String::from_utf8_lossy(&registered.stderr));
     let id = report(&registered)["patient_id"].as_str().expect("id").to_owned();
-    let link = run(&url, &admin, &["patients", "link", "--patient", &id, "--user", &cy]).await;
+    let link = as_user(&url, &admin, &["patients", "link", "--patient", &id, "--user", &cy]).await;
     assert_eq!(link.status.code(), Some(1), "one record per account: {}", String::from_utf8_lossy(&link.stdout));
 }

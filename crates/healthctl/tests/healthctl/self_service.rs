@@ -108,17 +108,7 @@ async fn a_patient_reads_their_access_log_exports_their_data_and_changes_their_p
 
     // A password change, the passwords from the environment.
     let (old, new) = ("cli-changer-old-2026", "cli-changer-new-2026");
-    let user = json!({ "tenant_id": "demo-hospital", "username": "cli-changer", "role": "patient", "password": old });
-    let auth = format!("Bearer {OPERATOR_TOKEN}");
-    let created = app
-        .send(
-            "POST",
-            "/auth/admin/users",
-            &[("authorization", &auth), ("content-type", "application/json")],
-            &user.to_string(),
-        )
-        .await;
-    assert_eq!(created.status, 201, "{}", created.body);
+    crate::new_user(&app, OPERATOR_TOKEN, "cli-changer", "patient", old).await;
     let token = login(&app, old).await.json()["access_token"].as_str().expect("token").to_owned();
     let env = |current: &str| {
         vec![
