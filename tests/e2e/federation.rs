@@ -19,7 +19,7 @@ const NORTH: &str = "demo-hospital";
 const SOUTH: &str = "south-hospital";
 const ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
 const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
-/// The JWK Set refetch cooldown the app runs with (`federation_jwks_cooldown_secs`).
+/// The JWK Set refetch cooldown of both tenants' settings (`jwks_refetch_cooldown_secs`).
 const COOLDOWN_SECS: u64 = 3;
 
 async fn operator(app: &TestApp, method: &str, path: &str, body: Value) -> (u16, Value) {
@@ -83,19 +83,14 @@ async fn tokens_of_a_real_openid_provider_are_exchanged_with_every_check() {
     }
     let idp = Provider::start().expect("the OpenID provider starts");
     let origin = idp.origin();
-    let cooldown = COOLDOWN_SECS.to_string();
-    let app = TestApp::start_with_variables(&[
-        ("federation_provider_hosts", &origin),
-        ("federation_jwks_cooldown_secs", &cooldown),
-    ])
-    .expect("app loads");
+    let app = TestApp::start_with_variables(&[("federation_provider_hosts", &origin)]).expect("app loads");
     let (a, b) = (idp.issuer("a"), idp.issuer("b"));
 
     // Settings and links, through the admin API as the operator.
     let north = json!({ "tenant_id": NORTH, "settings": {
         "enabled": true, "issuer": a, "audience": "health-north",
         "discovery_url": format!("{a}/.well-known/openid-configuration"),
-        "mfa_roles": ["doctor", "admin"], "clock_tolerance_secs": 5,
+        "mfa_roles": ["doctor", "admin"], "clock_tolerance_secs": 5, "jwks_refetch_cooldown_secs": COOLDOWN_SECS,
     }});
     let (status, set) = operator(&app, "POST", "/auth/admin/federation", north.clone()).await;
     assert_eq!(status, 200, "{set}");
@@ -290,6 +285,7 @@ async fn tokens_of_a_real_openid_provider_are_exchanged_with_every_check() {
     link(&app, SOUTH, "south-lab", "lab@south.example").await;
     let south = json!({ "tenant_id": SOUTH, "settings": {
         "enabled": true, "issuer": b, "audience": "health-south", "jwks_uri": format!("{b}/jwks"),
+        "jwks_refetch_cooldown_secs": COOLDOWN_SECS,
     }});
     assert_eq!(operator(&app, "POST", "/auth/admin/federation", south).await.0, 200);
     let south_lab = idp.mint("b", "health-south", "id_token", "p-s", json!({ "email": "lab@south.example" })).await;

@@ -88,7 +88,7 @@ pub async fn exchange(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, event: &mu
         return refuse(event, Reason::FederationDisabled, INVALID_GRANT);
     };
     let kv = health_spin::revocations::open()?;
-    let cooldown = health_spin::var_i64("federation_jwks_cooldown_secs")?.max(1);
+    let cooldown = settings.jwks_refetch_cooldown_secs.max(1);
     let Some((keys, _)) = store::provider_keys(&kv, &tenant, &settings, token, ctx.now, cooldown).await? else {
         return refuse(event, Reason::ProviderKeysUnavailable, INVALID_GRANT);
     };

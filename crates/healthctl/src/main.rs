@@ -115,6 +115,9 @@ enum Federation {
         /// Seconds, at most 60.
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(i64).range(0..=60))]
         clock_tolerance: i64,
+        /// Seconds between refetches of the provider's JWK Set for unknown `kid`s.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(i64).range(1..=3600))]
+        jwks_refetch_cooldown: i64,
         /// Refuse local passwords for the tenant (but the break-glass admin's).
         #[arg(long, requires = "break_glass")]
         required: bool,
@@ -602,6 +605,7 @@ fn federation(url: &str, command: Federation) -> Result<Value, Failure> {
             mfa_amr,
             mfa_acr,
             clock_tolerance,
+            jwks_refetch_cooldown,
             required,
             break_glass,
         } => {
@@ -609,7 +613,7 @@ fn federation(url: &str, command: Federation) -> Result<Value, Failure> {
                 "enabled": true, "required": required, "break_glass": break_glass, "issuer": issuer,
                 "audience": audience, "discovery_url": discovery_url, "jwks_uri": jwks_uri,
                 "subject_claim": subject_claim, "mfa_roles": mfa_roles, "mfa_amr": mfa_amr, "mfa_acr": mfa_acr,
-                "clock_tolerance_secs": clock_tolerance,
+                "clock_tolerance_secs": clock_tolerance, "jwks_refetch_cooldown_secs": jwks_refetch_cooldown,
             });
             request(
                 url,

@@ -73,6 +73,9 @@ const fn default_tolerance() -> i64 {
 const fn default_lifetime() -> i64 {
     3600
 }
+const fn default_cooldown() -> i64 {
+    30
+}
 
 /// One tenant's provider, as the admin API stores and shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +115,11 @@ pub struct ProviderSettings {
     /// Longest accepted `exp - iat`.
     #[serde(default = "default_lifetime")]
     pub max_token_lifetime_secs: i64,
+    /// A token whose `kid` the cached JWK Set lacks refetches it at most this often (see
+    /// [`plan`]). A setting of the tenant's rather than an application variable: Spin resolves
+    /// every variable for each instance that calls out, and this one is the provider's business.
+    #[serde(default = "default_cooldown")]
+    pub jwks_refetch_cooldown_secs: i64,
 }
 
 /// Why settings were not accepted (the admin API's 400 detail).
@@ -133,6 +141,8 @@ pub enum SettingsError {
     Lifetime,
     #[error("required needs enabled")]
     RequiredDisabled,
+    #[error("jwks_refetch_cooldown_secs must be 1 to 3600")]
+    Cooldown,
 }
 
 fn http_url(url: &str) -> bool {
@@ -177,6 +187,9 @@ impl ProviderSettings {
         }
         if self.required && !self.enabled {
             return Err(SettingsError::RequiredDisabled);
+        }
+        if !(1..=3600).contains(&self.jwks_refetch_cooldown_secs) {
+            return Err(SettingsError::Cooldown);
         }
         Ok(())
     }

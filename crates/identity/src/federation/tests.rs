@@ -188,6 +188,8 @@ fn settings_are_checked() {
         s.validate()
     };
     assert_eq!(check(|s| s.clock_tolerance_secs = 61), Err(SettingsError::Tolerance));
+    assert_eq!(check(|s| s.jwks_refetch_cooldown_secs = 0), Err(SettingsError::Cooldown));
+    assert_eq!(settings().jwks_refetch_cooldown_secs, 30);
     assert_eq!(check(|s| s.issuer = "idp.example".into()), Err(SettingsError::Issuer));
     assert_eq!(
         check(|s| s.discovery_url = Some("https://idp.example/.well-known".into())),
