@@ -274,6 +274,37 @@ enum Audience {
 /// whatever the header says) → required `iss`, `sub`, `aud`, `exp`, `iat` → issuer, audience,
 /// times within the tolerance (at most 60 s), lifetime cap → the header's `typ` for the kind of
 /// token it was presented as → the subject claim.
+/// A claims set read as the platform reads its own tokens' claims: a JSON object in valid UTF-8,
+/// refused when a member appears twice (a map would keep the last one, and two parsers of the
+/// same token could then read two different subjects).
+struct ClaimSet(BTreeMap<String, serde_json::Value>);
+
+impl<'de> Deserialize<'de> for ClaimSet {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = ClaimSet;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object without repeated members")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ClaimSet, A::Error> {
+                let mut members = BTreeMap::new();
+                while let Some((name, value)) = map.next_entry::<String, serde_json::Value>()? {
+                    if members.insert(name, value).is_some() {
+                        return Err(serde::de::Error::custom("a repeated member"));
+                    }
+                }
+                Ok(ClaimSet(members))
+            }
+        }
+        deserializer.deserialize_map(Members)
+    }
+}
+
+fn claim_set(payload: &[u8]) -> Option<ClaimSet> {
+    serde_json::from_str(std::str::from_utf8(payload).ok()?).ok()
+}
+
 pub fn verify(
     token: &str,
     kind: SubjectKind,
@@ -288,8 +319,7 @@ pub fn verify(
         max_token_bytes: MAX_PROVIDER_TOKEN_BYTES,
     };
     let payload = health_jose::verify_signature(token, keys, &opts).map_err(Refused::Token)?;
-    let claims: BTreeMap<String, serde_json::Value> =
-        serde_json::from_slice(&payload).map_err(|_| Refused::Token(health_jose::Error::BadClaims))?;
+    let claims = claim_set(&payload).ok_or(Refused::Token(health_jose::Error::BadClaims))?.0;
     let text = |name: &'static str| claims.get(name).and_then(serde_json::Value::as_str).filter(|v| !v.is_empty());
     let time = |name: &'static str| claims.get(name).and_then(serde_json::Value::as_i64);
     let iss = text("iss").ok_or(Refused::MissingClaim("iss"))?;

@@ -102,6 +102,19 @@ fn refuses_each_bad_claim_with_its_reason() {
 }
 
 #[test]
+fn a_repeated_claim_is_refused_not_read_twice() {
+    let p = provider();
+    let header = serde_json::json!({ "alg": "ES256", "kid": p.kid }).to_string();
+    let body = claims().to_string().replacen("\"sub\":\"abc\"", "\"sub\":\"abc\",\"sub\":\"other\"", 1);
+    assert!(body.contains("\"other\""), "{body}");
+    let input = format!("{}.{}", b64url(header), b64url(body));
+    let sig = health_jose::sign_bytes(&p.key, Algorithm::Es256, input.as_bytes(), &mut OsRng).expect("sign");
+    let token = format!("{input}.{}", b64url(sig));
+    let refused = verify(&token, SubjectKind::IdToken, &p.keys, &settings(), NOW).map(|v| v.external_id);
+    assert_eq!(refused, Err(Refused::Token(health_jose::Error::BadClaims)));
+}
+
+#[test]
 fn the_algorithm_comes_from_the_key() {
     let p = provider();
     let s = settings();
