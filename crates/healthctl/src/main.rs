@@ -438,10 +438,15 @@ fn request_text(url: &str, method: &str, path: &str, body: Option<Value>) -> Res
     send(url, method, path, body, &token)
 }
 
+/// A signed-in user's access token, from `HEALTHCTL_ACCESS_TOKEN`.
+fn user_token() -> Result<String, Failure> {
+    std::env::var("HEALTHCTL_ACCESS_TOKEN")
+        .map_err(|_| Failure::Usage("HEALTHCTL_ACCESS_TOKEN is not set (a signed-in user's access token)".into()))
+}
+
 /// One request with a signed-in user's access token (`HEALTHCTL_ACCESS_TOKEN`).
 fn request_as_user(url: &str, method: &str, path: &str, body: Option<Value>) -> Result<Value, Failure> {
-    let token = std::env::var("HEALTHCTL_ACCESS_TOKEN")
-        .map_err(|_| Failure::Usage("HEALTHCTL_ACCESS_TOKEN is not set (a signed-in user's access token)".into()))?;
+    let token = user_token()?;
     let (status, text) = send(url, method, path, body, &token)?;
     let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     match status {
@@ -639,8 +644,7 @@ fn federation(url: &str, command: Federation) -> Result<Value, Failure> {
 /// `patients import`: every row tried, the report printed; a failed row makes the exit code 1.
 fn import_patients(url: &str, file: &std::path::Path) -> Result<Value, Failure> {
     let text = std::fs::read_to_string(file).map_err(|e| Failure::Usage(format!("{}: {e}", file.display())))?;
-    let token = std::env::var("HEALTHCTL_ACCESS_TOKEN")
-        .map_err(|_| Failure::Usage("HEALTHCTL_ACCESS_TOKEN is not set (a signed-in user's access token)".into()))?;
+    let token = user_token()?;
     let mut unavailable = None;
     let report =
         import::run(import::rows(&text), |method, path, body| match send(url, method, path, Some(body), &token) {

@@ -543,15 +543,8 @@ pub fn register_patient<C: Sql>(
     if let Some(existing) = patient(vault.conn, &tenant, patient_id)? {
         return same_patient(vault, &existing, given);
     }
-    let [given_name, family_name, birth_date] = given;
-    let row = patient_id.as_str();
-    let sealed = [
-        vault.seal(patient_id, "patient", row, "given_name", given_name)?,
-        vault.seal(patient_id, "patient", row, "family_name", family_name)?,
-        vault.seal(patient_id, "patient", row, "birth_date", birth_date)?,
-    ];
-    let [g, f, b] = sealed.map(Value::Text);
-    let params = [text(tenant.as_str()), text(row), g, f, b];
+    let [g, f, b] = seal_demographics(vault, patient_id, given)?;
+    let params = [text(tenant.as_str()), text(patient_id.as_str()), g, f, b];
     if vault.conn.execute(INSERT, &params).context("registering patient")?.rows().next().is_some() {
         return Ok(Registration::Created);
     }
@@ -636,18 +629,26 @@ pub fn add_patient<C: Sql>(
 ) -> anyhow::Result<()> {
     const INSERT: &str = "INSERT OR IGNORE INTO patient
         (tenant_id, patient_id, owner_subject, given_name, family_name, birth_date) VALUES (?, ?, ?, ?, ?, ?)";
-    let [given, family, birth] = demographics;
-    let row = patient_id.as_str();
-    let sealed = [
-        vault.seal(patient_id, "patient", row, "given_name", given)?,
-        vault.seal(patient_id, "patient", row, "family_name", family)?,
-        vault.seal(patient_id, "patient", row, "birth_date", birth)?,
-    ];
-    let tenant = text(vault.tenant.as_str());
-    let [given, family, birth] = sealed.map(Value::Text);
+    let [given, family, birth] = seal_demographics(vault, patient_id, demographics)?;
+    let (tenant, row) = (text(vault.tenant.as_str()), text(patient_id.as_str()));
     let owner = opt_text(owner.map(Opaque::as_str));
-    vault.conn.execute(INSERT, &[tenant, text(row), owner, given, family, birth]).context("inserting patient")?;
+    vault.conn.execute(INSERT, &[tenant, row, owner, given, family, birth]).context("inserting patient")?;
     Ok(())
+}
+
+/// `[given name, family name, birth date]` sealed into the patient row's three fields, as
+/// [`demographics`] opens them.
+fn seal_demographics<C: Sql>(
+    vault: &mut Vault<'_, C>,
+    patient_id: &PatientId,
+    [given, family, birth]: [&str; 3],
+) -> anyhow::Result<[Value; 3]> {
+    let row = patient_id.as_str();
+    Ok([
+        Value::Text(vault.seal(patient_id, "patient", row, "given_name", given)?),
+        Value::Text(vault.seal(patient_id, "patient", row, "family_name", family)?),
+        Value::Text(vault.seal(patient_id, "patient", row, "birth_date", birth)?),
+    ])
 }
 
 /// Whether `member` is on the patient's care team at `now`: a membership that has started and
