@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use health_core::{Component, Link, SecretKey};
+use health_core::{Component, DEMO_TENANT, Link, SecretKey};
 use health_host::LoadOptions;
 
 pub mod backup;
@@ -98,8 +98,9 @@ pub fn secrets(master_key: &str) -> HashMap<String, String> {
 pub struct TestApp {
     pub app: Target,
     pub state: tempfile::TempDir,
-    /// TOTP secrets of the users this app enrolled, and the last step each used.
-    totp: std::sync::Mutex<HashMap<String, (Vec<u8>, i64)>>,
+    /// TOTP secrets of the users this app enrolled, by tenant and username, and the last step
+    /// each used.
+    totp: std::sync::Mutex<HashMap<(String, String), (Vec<u8>, i64)>>,
 }
 
 /// The current Unix time in seconds.
@@ -203,8 +204,13 @@ allowed_outbound_hosts = ["http://jwks.spin.internal"]
         send_from(&self.app, health_host::DEFAULT_CLIENT, method, path, headers, body).await
     }
 
-    pub async fn login(&self, (username, password): (&str, &str)) -> Reply {
-        let body = serde_json::json!({ "tenant": "demo-hospital", "username": username, "password": password });
+    pub async fn login(&self, user: (&str, &str)) -> Reply {
+        self.login_in(DEMO_TENANT, user).await
+    }
+
+    /// `POST /auth/login` of `tenant`'s user.
+    pub async fn login_in(&self, tenant: &str, (username, password): (&str, &str)) -> Reply {
+        let body = serde_json::json!({ "tenant": tenant, "username": username, "password": password });
         self.send("POST", "/auth/login", &[("content-type", "application/json")], &body.to_string()).await
     }
 
@@ -243,41 +249,58 @@ allowed_outbound_hosts = ["http://jwks.spin.internal"]
     /// Logs in and returns the access token, failing the test otherwise. Users whose role
     /// needs MFA are enrolled on first use, as a person with an authenticator app would.
     pub async fn token(&self, user: (&str, &str)) -> String {
-        self.tokens(user).await["access_token"].as_str().expect("access_token").to_owned()
+        self.token_in(DEMO_TENANT, user).await
+    }
+
+    /// [`Self::token`] for a user of `tenant`.
+    pub async fn token_in(&self, tenant: &str, user: (&str, &str)) -> String {
+        self.tokens_in(tenant, user).await["access_token"].as_str().expect("access_token").to_owned()
     }
 
     /// Logs in (enrolling TOTP if the role needs it) and returns the token response.
     pub async fn tokens(&self, user: (&str, &str)) -> serde_json::Value {
-        let mut reply = self.login(user).await;
+        self.tokens_in(DEMO_TENANT, user).await
+    }
+
+    /// [`Self::tokens`] for a user of `tenant`.
+    pub async fn tokens_in(&self, tenant: &str, user: (&str, &str)) -> serde_json::Value {
+        let mut reply = self.login_in(tenant, user).await;
         if reply.status == 403 && reply.body.contains("mfa-enrollment-required") {
-            self.enroll_totp(user).await;
+            self.enroll_totp_in(tenant, user).await;
         }
-        if self.totp.lock().expect("totp").contains_key(user.0) {
-            let otp = self.next_otp(user.0).await;
-            reply = self.login_with_otp(user, &otp).await;
+        if self.totp.lock().expect("totp").contains_key(&(tenant.to_owned(), user.0.to_owned())) {
+            let otp = self.next_otp_in(tenant, user.0).await;
+            reply = self.login_with_otp_in(tenant, user, &otp).await;
         }
         assert_eq!(reply.status, 200, "login {}: {}\n{}", user.0, reply.body, self.app.guest_output().join("\n"));
         reply.json()
     }
 
-    pub async fn login_with_otp(&self, (username, password): (&str, &str), otp: &str) -> Reply {
-        let body =
-            serde_json::json!({ "tenant": "demo-hospital", "username": username, "password": password, "otp": otp });
+    pub async fn login_with_otp(&self, user: (&str, &str), otp: &str) -> Reply {
+        self.login_with_otp_in(DEMO_TENANT, user, otp).await
+    }
+
+    async fn login_with_otp_in(&self, tenant: &str, (username, password): (&str, &str), otp: &str) -> Reply {
+        let body = serde_json::json!({ "tenant": tenant, "username": username, "password": password, "otp": otp });
         self.send("POST", "/auth/login", &[("content-type", "application/json")], &body.to_string()).await
     }
 
     /// Enrols `user` in TOTP (enroll, then confirm with the current code) and remembers the
     /// secret; returns the enroll response.
-    pub async fn enroll_totp(&self, (username, password): (&str, &str)) -> serde_json::Value {
-        let body = serde_json::json!({ "tenant": "demo-hospital", "username": username, "password": password });
+    pub async fn enroll_totp(&self, user: (&str, &str)) -> serde_json::Value {
+        self.enroll_totp_in(DEMO_TENANT, user).await
+    }
+
+    async fn enroll_totp_in(&self, tenant: &str, (username, password): (&str, &str)) -> serde_json::Value {
+        let body = serde_json::json!({ "tenant": tenant, "username": username, "password": password });
         let json = [("content-type", "application/json")];
         let enrolled = self.send("POST", "/auth/mfa/enroll", &json, &body.to_string()).await;
         assert_eq!(enrolled.status, 200, "enroll {username}: {}", enrolled.body);
         let enrolled = enrolled.json();
         let secret =
             health_identity::totp::base32_decode(enrolled["secret"].as_str().expect("secret")).expect("base32");
-        self.totp.lock().expect("totp").insert(username.to_owned(), (secret, i64::MIN));
-        let otp = self.next_otp(username).await;
+        self.totp.lock().expect("totp").insert((tenant.to_owned(), username.to_owned()), (secret, i64::MIN));
+        let otp = self.next_otp_in(tenant, username).await;
         let mut confirm = body;
         confirm["otp"] = otp.into();
         let confirmed = self.send("POST", "/auth/mfa/confirm", &json, &confirm.to_string()).await;
@@ -288,11 +311,16 @@ allowed_outbound_hosts = ["http://jwks.spin.internal"]
     /// A code for a step this user has not used yet, waiting for the clock when the window
     /// (one step either side of now) is used up.
     pub async fn next_otp(&self, username: &str) -> String {
+        self.next_otp_in(DEMO_TENANT, username).await
+    }
+
+    async fn next_otp_in(&self, tenant: &str, username: &str) -> String {
+        let key = (tenant.to_owned(), username.to_owned());
         loop {
             let now_step = health_identity::totp::step_at(unix_now());
             {
                 let mut totp = self.totp.lock().expect("totp");
-                let (secret, last) = totp.get_mut(username).expect("enrolled user");
+                let (secret, last) = totp.get_mut(&key).expect("enrolled user");
                 let step = (*last + 1).max(now_step);
                 if step <= now_step + 1 {
                     *last = step;

@@ -6,6 +6,7 @@
 mod backup;
 mod care_team;
 mod commands;
+mod hospital;
 mod patients;
 mod self_service;
 
