@@ -324,3 +324,146 @@ async fn tokens_of_a_real_openid_provider_are_exchanged_with_every_check() {
     assert_eq!(last_reason(&app), "federation_disabled");
     assert_eq!(app.login(ALICE).await.status, 200);
 }
+
+/// The reason of the last back-channel logout in the audit log.
+fn last_logout_reason(app: &TestApp) -> String {
+    let reasons = app.query_strings(
+        "audit.db",
+        "SELECT reason FROM audit_events WHERE json_extract(event, '$.action') = 'auth.federation.backchannel_logout' ORDER BY rowid DESC LIMIT 1",
+    );
+    reasons.into_iter().next().unwrap_or_default()
+}
+
+async fn refresh(app: &TestApp, token: &str) -> (u16, Value) {
+    let form = format!("grant_type=refresh_token&refresh_token={token}");
+    let reply = app.send("POST", "/auth/token", &[("content-type", "application/x-www-form-urlencoded")], &form).await;
+    (reply.status, serde_json::from_str(&reply.body).unwrap_or(Value::Null))
+}
+
+/// OpenID Connect Back-Channel Logout 1.0 (issue 17 item 6): the real provider, told the
+/// platform's `backchannel_logout_uri`, signs a logout token and POSTs it there
+/// (`Client#backchannelLogout`, what its end_session endpoint does); the user's refresh token
+/// and access token stop working at once. Logout tokens the provider would never send (made
+/// with its own key material) are refused with 400 `invalid_request` and end nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_providers_back_channel_logout_ends_the_users_sessions_at_once() {
+    if !oidc::available() {
+        assert!(std::env::var_os(REQUIRE_ALL_ENV).is_none(), "federation: node and npm are needed");
+        eprintln!("federation: NOT RUN here (no node/npm)");
+        return;
+    }
+    let idp = Provider::start().expect("the OpenID provider starts");
+    let app = TestApp::start_with_variables(&[("federation_provider_hosts", &idp.origin())]).expect("app loads");
+    let a = idp.issuer("a");
+    let north = json!({ "tenant_id": NORTH, "settings": {
+        "enabled": true, "issuer": a, "audience": "health-north", "jwks_uri": format!("{a}/jwks"),
+        "clock_tolerance_secs": 5, "jwks_refetch_cooldown_secs": COOLDOWN_SECS,
+    }});
+    assert_eq!(operator(&app, "POST", "/auth/admin/federation", north).await.0, 200);
+    link(&app, NORTH, "alice", "alice@north.example").await;
+    let url = app.app.url().await.expect("the app's URL");
+    let endpoint = format!("/auth/federation/{NORTH}/backchannel-logout");
+    let uri = format!("{url}{endpoint}");
+    idp.control("backchannel", json!({ "provider": "a", "client": "health-north", "uri": uri })).await;
+
+    // Alice signs in through the provider (session s-1): a platform access and refresh token.
+    let id_token = idp
+        .mint("a", "health-north", "id_token", "p-alice", json!({ "email": "alice@north.example", "sid": "s-1" }))
+        .await;
+    let (status, issued) = exchange(&app, NORTH, &id_token, ID_TOKEN).await;
+    assert_eq!(status, 200, "{issued}");
+    let access = issued["access_token"].as_str().expect("access").to_owned();
+    let mut refresh_token = issued["refresh_token"].as_str().expect("refresh").to_owned();
+    let records = "/api/patients/p-1001/records";
+    assert_eq!(app.get_with(records, &access).await.status, 200);
+
+    // Logout tokens the provider never sends: 400 invalid_request, no-store, nothing ended.
+    let post = |token: String| {
+        let (app, endpoint) = (&app, &endpoint);
+        async move {
+            let form = format!("logout_token={token}");
+            app.send("POST", endpoint, &[("content-type", "application/x-www-form-urlencoded")], &form).await
+        }
+    };
+    let event = json!({ "http://schemas.openid.net/event/backchannel-logout": {} });
+    let logout = |claims: Value, extra: Value| {
+        let idp = &idp;
+        let mut body = json!({ "provider": "a", "client": "health-north", "alg": "RS256", "sub": "p-alice",
+            "typ": "logout+jwt", "claims": claims });
+        for (name, value) in extra.as_object().expect("options") {
+            body[name] = value.clone();
+        }
+        async move { idp.forge_with(body).await }
+    };
+    let claims = |changes: Value| {
+        let mut c = json!({ "events": event, "jti": format!("j-{}", rand_suffix()), "sid": "s-1", "exp": health_e2e::unix_now() + 120 });
+        for (name, value) in changes.as_object().expect("changes") {
+            c[name] = value.clone();
+        }
+        c
+    };
+    let b = idp.issuer("b");
+    let cases = [
+        ("a nonce", logout(claims(json!({ "nonce": "n-1" })), json!({})).await, "logout_token_nonce"),
+        ("wrong audience", logout(claims(json!({ "aud": "other-app" })), json!({})).await, "wrong_audience"),
+        ("wrong issuer", logout(claims(json!({ "iss": b })), json!({})).await, "wrong_issuer"),
+        ("unsigned", logout(claims(json!({})), json!({ "alg": "none" })).await, "malformed_token"),
+        ("signed by another key", logout(claims(json!({})), json!({ "keyOf": "b" })).await, "bad_signature"),
+        ("no events", logout(claims(json!({ "events": null })), json!({})).await, "not_a_logout_token"),
+        ("neither sub nor sid", logout(claims(json!({ "sid": null })), json!({ "sub": null })).await, "missing_claim"),
+        ("no jti", logout(claims(json!({ "jti": null })), json!({})).await, "missing_claim"),
+        ("an ID token", id_token.clone(), "not_a_logout_token"),
+    ];
+    for (case, token, reason) in cases {
+        let reply = post(token).await;
+        assert_eq!(
+            (reply.status, reply.json()["error"].as_str()),
+            (400, Some("invalid_request")),
+            "{case}: {}",
+            reply.body
+        );
+        assert_eq!(reply.header("cache-control"), "no-store", "{case}");
+        assert_eq!(last_logout_reason(&app), reason, "{case}");
+    }
+    assert_eq!(post(String::new()).await.status, 400);
+    // A valid logout token for another subject: 200, and taken once (its jti replayed: 400).
+    let other = logout(claims(json!({ "sid": null })), json!({ "sub": "p-nobody" })).await;
+    let reply = post(other.clone()).await;
+    assert_eq!((reply.status, reply.header("cache-control")), (200, "no-store"), "{}", reply.body);
+    assert_eq!(last_logout_reason(&app), "provider_logout_unknown_subject");
+    assert_eq!(post(other).await.status, 400);
+    assert_eq!(last_logout_reason(&app), "logout_token_replayed");
+    // A logout token is no sign-in.
+    let as_sign_in = logout(claims(json!({ "email": "alice@north.example" })), json!({})).await;
+    assert_eq!(exchange(&app, NORTH, &as_sign_in, "urn:ietf:params:oauth:token-type:jwt").await.0, 400);
+    assert_eq!(last_reason(&app), "wrong_typ");
+    // Nothing was ended.
+    assert_eq!(app.get_with(records, &access).await.status, 200);
+    let (status, rotated) = refresh(&app, &refresh_token).await;
+    assert_eq!(status, 200, "{rotated}");
+    refresh_token = rotated["refresh_token"].as_str().expect("refresh").to_owned();
+    let access = rotated["access_token"].as_str().expect("access").to_owned();
+
+    // The provider ends Alice's session: it signs a logout token and posts it to the platform.
+    let delivered = idp
+        .control("logout", json!({ "provider": "a", "client": "health-north", "sub": "p-alice", "sid": "s-1" }))
+        .await;
+    assert_eq!(delivered["delivered"], true, "{delivered}");
+    assert_eq!(last_logout_reason(&app), "provider_logout");
+    let refused = app.get_with(records, &access).await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert_eq!(refresh(&app, &refresh_token).await.0, 400);
+    // Signing in again at the provider works again.
+    let again = idp
+        .mint("a", "health-north", "id_token", "p-alice", json!({ "email": "alice@north.example", "sid": "s-2" }))
+        .await;
+    let (status, issued) = exchange(&app, NORTH, &again, ID_TOKEN).await;
+    assert_eq!(status, 200, "{issued}");
+    assert_eq!(app.get_with(records, issued["access_token"].as_str().expect("access")).await.status, 200);
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}

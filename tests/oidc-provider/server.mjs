@@ -5,6 +5,9 @@
 // them, never part of a provider: mint tokens, forge the negative cases the provider would
 // never issue (future iat, alg none, HS256 keyed with the public key) with the provider's own
 // key material, rotate keys, take a provider down, and count JWK Set fetches (answered or not).
+// Back-channel logout (OIDC Back-Channel Logout 1.0) is oidc-provider's own: a client given a
+// `backchannel_logout_uri` through the control API, and `Client#backchannelLogout`, which is what
+// the provider's end_session endpoint calls, signs the logout token and POSTs it there.
 //
 // Prints `listening PORT` on stdout once ready; runs until its stdin closes (the test ends).
 import { createServer } from 'node:http';
@@ -13,7 +16,7 @@ import Provider from 'oidc-provider';
 import * as jose from 'jose';
 
 const CLIENTS = ['health-north', 'health-south', 'other-app'];
-const state = {}; // name -> { provider, keys: [private JWK], down, jwksFetches, discoveryFetches }
+const state = {}; // name -> { provider, keys: [private JWK], down, jwksFetches, discoveryFetches, logoutUris }
 let base = '';
 // The claims an access token of each account carries (oidc-provider's extraTokenClaims).
 const accountClaims = new Map();
@@ -24,23 +27,31 @@ function newKey() {
   return { ...jwk, kid: `k-${Math.random().toString(36).slice(2, 10)}`, alg: 'RS256', use: 'sig' };
 }
 
-function makeProvider(name, keys) {
+function makeProvider(name, keys, logoutUris = {}) {
   const provider = new Provider(`${base}/${name}`, {
     clients: CLIENTS.map((client_id) => ({
       client_id,
       client_secret: `${client_id}-secret`,
       redirect_uris: ['http://127.0.0.1/cb'],
       id_token_signed_response_alg: 'RS256',
+      ...(logoutUris[client_id]
+        ? { backchannel_logout_uri: logoutUris[client_id], backchannel_logout_session_required: true }
+        : {}),
     })),
     jwks: { keys },
     features: {
       devInteractions: { enabled: false },
+      backchannelLogout: { enabled: true },
       resourceIndicators: {
         enabled: true,
         getResourceServerInfo: () => ({ scope: 'openid', accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } }),
       },
     },
     ttl: { IdToken: 600, AccessToken: 600 },
+    // The platform under test listens on loopback, which oidc-provider's SSRF guard (a dispatcher
+    // refusing special-use addresses) would refuse to deliver logout tokens to: the test's fetch
+    // leaves it out. Nothing else about delivery changes.
+    fetch: (url, { dispatcher, ...options }) => globalThis.fetch(url, options),
     extraTokenClaims: (ctx, token) => accountClaims.get(`${name}/${token.accountId}`),
   });
   return provider;
@@ -48,7 +59,7 @@ function makeProvider(name, keys) {
 
 function setUp(name) {
   const keys = [newKey()];
-  state[name] = { provider: makeProvider(name, keys), keys, down: false, jwksFetches: 0, discoveryFetches: 0 };
+  state[name] = { provider: makeProvider(name, keys), keys, down: false, jwksFetches: 0, discoveryFetches: 0, logoutUris: {} };
 }
 
 async function mint({ provider: name, client: clientId, kind, sub, claims = {} }) {
@@ -72,11 +83,14 @@ async function mint({ provider: name, client: clientId, kind, sub, claims = {} }
 }
 
 // The negative cases no provider issues, made from the provider's own key material.
-async function forge({ provider: name, client: clientId, alg, kid, sub, claims = {} }) {
+// `typ` sets the header's; `keyOf` signs with another provider's key under this one's kid; a
+// claim given as null is left out.
+async function forge({ provider: name, client: clientId, alg, kid, sub, claims = {}, typ, keyOf }) {
   const { keys } = state[name];
-  const key = keys[0];
+  const key = keyOf ? { ...state[keyOf].keys[0], kid: keys[0].kid } : keys[0];
   const now = Math.floor(Date.now() / 1000);
   const payload = { iss: `${base}/${name}`, aud: clientId, sub, iat: now, exp: now + 600, ...claims };
+  for (const [claim, value] of Object.entries(payload)) if (value === null) delete payload[claim];
   const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
   if (alg === 'none') {
     return `${b64({ alg: 'none', kid: key.kid })}.${b64(payload)}.`;
@@ -90,7 +104,9 @@ async function forge({ provider: name, client: clientId, alg, kid, sub, claims =
     return `${input}.${createHmac('sha256', pem).update(input).digest('base64url')}`;
   }
   const privateKey = await jose.importJWK(key, 'RS256');
-  return new jose.SignJWT(payload).setProtectedHeader({ alg: 'RS256', kid: kid ?? key.kid }).sign(privateKey);
+  return new jose.SignJWT(payload)
+    .setProtectedHeader({ alg: 'RS256', kid: kid ?? key.kid, ...(typ ? { typ } : {}) })
+    .sign(privateKey);
 }
 
 async function control(path, body) {
@@ -100,8 +116,24 @@ async function control(path, body) {
     case '/control/rotate': {
       const s = state[body.provider];
       s.keys = [newKey(), ...s.keys];
-      s.provider = makeProvider(body.provider, s.keys);
+      s.provider = makeProvider(body.provider, s.keys, s.logoutUris);
       return { kid: s.keys[0].kid };
+    }
+    case '/control/backchannel': {
+      const s = state[body.provider];
+      s.logoutUris = { ...s.logoutUris, [body.client]: body.uri };
+      s.provider = makeProvider(body.provider, s.keys, s.logoutUris);
+      return {};
+    }
+    case '/control/logout': {
+      // What end_session does for each client of the session: sign a logout token, POST it.
+      const client = await state[body.provider].provider.Client.find(body.client);
+      try {
+        await client.backchannelLogout(body.sub, body.sid);
+        return { delivered: true };
+      } catch (error) {
+        return { delivered: false, error: `${error?.message ?? error} ${error?.cause ?? ""}` };
+      }
     }
     case '/control/down': state[body.provider].down = body.down; return {};
     case '/control/stats': return Object.fromEntries(Object.entries(state).map(([n, s]) => [n, { jwks: s.jwksFetches, discovery: s.discoveryFetches, kid: s.keys[0].kid }]));

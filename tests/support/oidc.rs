@@ -114,6 +114,13 @@ impl Provider {
         token(self.control("forge", body).await)
     }
 
+    /// [`Self::forge`] with every option of the control API in `body` (`provider`, `client`,
+    /// `alg`, `sub`, `claims` where null leaves a claim out, `kid`, `typ` for the header, and
+    /// `keyOf`: sign with that provider's key under this one's `kid`).
+    pub async fn forge_with(&self, body: Value) -> String {
+        token(self.control("forge", body).await)
+    }
+
     /// How often provider `name`'s JWK Set was asked for (answered or not).
     pub async fn jwks_fetches(&self, name: &str) -> i64 {
         self.control("stats", json!({})).await[name]["jwks"].as_i64().expect("jwks count")

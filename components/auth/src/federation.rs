@@ -110,6 +110,8 @@ pub async fn exchange(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, event: &mu
     if !decide::mfa_satisfied(&settings, user.role, &verified) {
         return refuse(event, Reason::ProviderMfaRequired, INVALID_GRANT);
     }
+    // For a back-channel logout, which names the provider's `sub` and `sid`.
+    store::remember_sign_in(&kv, &tenant, &verified.sub, verified.sid.as_deref(), &user.user_id)?;
     let subject = Subject {
         tenant: tenant.clone(),
         sub: user.user_id.clone(),
@@ -134,6 +136,63 @@ pub async fn exchange(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, event: &mu
         body["refresh_token"] = refresh.clone().into();
     }
     Ok(respond::json(200, &body, Cache::NoStore))
+}
+
+const INVALID_LOGOUT: Error = oauth(400, "invalid_request", "the logout token was not accepted");
+
+/// `POST /auth/federation/{tenant}/backchannel-logout` (OpenID Connect Back-Channel Logout 1.0):
+/// the tenant's provider posts a `logout_token`, validated as §2.6 says
+/// ([`decide::verify_logout`], keys as for the exchange) and taken once per `jti`; every local
+/// user its `sub` or `sid` signed in as at an exchange loses every session at once: refresh
+/// families revoked, access tokens refused from now on (the subject's not-before, as at
+/// logout-all). 200 with an empty body, or 400 `invalid_request` (§2.8), never cached.
+pub async fn backchannel_logout(ctx: &Ctx<'_>, tenant: &TenantId, event: &mut Event) -> Outcome {
+    event.action = "auth.federation.backchannel_logout".into();
+    event.resource = format!("tenant/{tenant}/federation");
+    let form = ctx.form()?;
+    let Some(token) = form.get("logout_token").filter(|t| !t.is_empty()) else {
+        return refuse(event, Reason::MalformedRequest, INVALID_LOGOUT);
+    };
+    if !ctx.settings.tenant_exists(tenant)? {
+        return refuse(event, Reason::UnknownTenant, INVALID_LOGOUT);
+    }
+    crate::for_tenant(event, tenant);
+    let db = ctx.db()?;
+    let Some(settings) = store::settings(&db, tenant)?.filter(|s| s.enabled) else {
+        return refuse(event, Reason::FederationDisabled, INVALID_LOGOUT);
+    };
+    let kv = health_spin::revocations::open()?;
+    let cooldown = settings.jwks_refetch_cooldown_secs.max(1);
+    let Some((keys, _)) = store::provider_keys(&kv, tenant, &settings, token, ctx.now, cooldown).await? else {
+        return refuse(event, Reason::ProviderKeysUnavailable, INVALID_LOGOUT);
+    };
+    let logout = match decide::verify_logout(token, &keys, &settings, ctx.now) {
+        Ok(logout) => logout,
+        Err(refused) => return refuse(event, refused.reason(), INVALID_LOGOUT),
+    };
+    event.jti = Some(logout.jti.clone());
+    if !store::first_delivery(&kv, tenant, &logout.jti, logout.remember_until)? {
+        return refuse(event, Reason::LogoutTokenReplayed, INVALID_LOGOUT);
+    }
+    let users = store::signed_in_users(&kv, tenant, logout.sub.as_deref(), logout.sid.as_deref())?;
+    for user in &users {
+        crate::issue::revoke_subject(&db, tenant, user, Reason::ProviderLogout, ctx.now)?;
+    }
+    // §2.8: a logout that found nothing to end has still succeeded.
+    event.reason = match users.as_slice() {
+        [] => Reason::ProviderLogoutUnknownSubject,
+        [user] => {
+            event.resource = format!("tenant/{tenant}/users/{user}");
+            Reason::ProviderLogout
+        }
+        _ => {
+            let ids: Vec<&str> = users.iter().map(Opaque::as_str).collect();
+            event.resource = format!("tenant/{tenant}/users/{}", ids.join(","));
+            Reason::ProviderLogout
+        }
+    }
+    .into();
+    Ok(respond::bytes(200, "text/plain", Vec::new(), Cache::NoStore))
 }
 
 /// Whether a password login of `username` is refused because the tenant's provider is

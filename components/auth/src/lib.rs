@@ -61,6 +61,8 @@ enum Api {
     Validate,
     ChangePassword,
     Discovery(TenantId),
+    /// OIDC Back-Channel Logout from the tenant's provider.
+    BackchannelLogout(TenantId),
     Admin(admin::AdminApi),
     Internal(internal::InternalApi),
 }
@@ -99,6 +101,10 @@ fn parse(method: &Method, path: &str) -> Result<Api, Error> {
         ["t", tenant, ".well-known", "openid-configuration"] => {
             let tenant = TenantId::parse(tenant).map_err(|_| Error::NotFound(Reason::NoSuchRoute))?;
             if *method == Method::Get { Ok(Api::Discovery(tenant)) } else { Err(Error::MethodNotAllowed) }
+        }
+        ["auth", "federation", tenant, "backchannel-logout"] => {
+            let tenant = TenantId::parse(tenant).map_err(|_| Error::NotFound(Reason::NoSuchRoute))?;
+            post(Api::BackchannelLogout(tenant))
         }
         ["auth", "admin", rest @ ..] => admin::parse(method, rest).map(Api::Admin),
         ["internal", rest @ ..] => internal::parse(method, rest).map(Api::Internal),
@@ -290,7 +296,7 @@ fn rate_class(api: &Api) -> Option<ratelimit::Class> {
     use ratelimit::Class;
     Some(match api {
         Api::Login | Api::MfaEnroll | Api::MfaConfirm | Api::Token | Api::Logout | Api::LogoutAll => Class::Login,
-        Api::Introspect | Api::Revoke | Api::ChangePassword => Class::Login,
+        Api::Introspect | Api::Revoke | Api::ChangePassword | Api::BackchannelLogout(_) => Class::Login,
         Api::Validate | Api::Discovery(_) => Class::Read,
         Api::Admin(_) => Class::Admin,
         Api::Internal(_) => return None,
@@ -311,6 +317,7 @@ fn endpoint(api: &Api) -> &'static str {
         Api::Validate => "validate",
         Api::ChangePassword => "change_password",
         Api::Discovery(_) => "discovery",
+        Api::BackchannelLogout(_) => "backchannel_logout",
         Api::Admin(_) => "admin",
         Api::Internal(_) => "internal",
     }
@@ -332,6 +339,7 @@ async fn dispatch(req: &Request, api: Api, now: i64, event: &mut Event) -> anyho
         Api::Introspect => sessions::introspect(&ctx, event).await,
         Api::ChangePassword => account::change_password(&ctx, event).await,
         Api::Revoke => sessions::revoke(&ctx, event).await,
+        Api::BackchannelLogout(tenant) => federation::backchannel_logout(&ctx, &tenant, event).await,
         // High-volume reads that change nothing: not audited.
         Api::Validate => return answered(sessions::validate(&ctx).await),
         Api::Discovery(tenant) => return answered(sessions::discovery(&ctx, &tenant)),
@@ -377,6 +385,15 @@ mod tests {
         let not_found = Err(Error::NotFound(Reason::NoSuchRoute));
         assert_eq!(parse(&Method::Get, "/t/../.well-known/openid-configuration"), not_found);
         assert_eq!(parse(&Method::Post, "/auth/other"), not_found);
+        assert_eq!(
+            parse(&Method::Post, "/auth/federation/demo-hospital/backchannel-logout"),
+            Ok(Api::BackchannelLogout(TenantId::parse("demo-hospital").expect("tenant")))
+        );
+        assert_eq!(
+            parse(&Method::Get, "/auth/federation/demo-hospital/backchannel-logout"),
+            Err(Error::MethodNotAllowed)
+        );
+        assert_eq!(parse(&Method::Post, "/auth/federation/../backchannel-logout"), not_found);
     }
 
     #[test]

@@ -295,6 +295,16 @@ reasons! {
     BadFederationSettings = "bad_federation_settings",
     IdentityLinked = "identity_linked",
     ExternalIdTaken = "external_id_taken",
+    /// A back-channel logout token without the back-channel logout event, or of another `typ`.
+    NotALogoutToken = "not_a_logout_token",
+    /// A back-channel logout token carrying a `nonce` (OIDC Back-Channel Logout §2.4 forbids it).
+    LogoutTokenNonce = "logout_token_nonce",
+    /// A back-channel logout token whose `jti` was already received.
+    LogoutTokenReplayed = "logout_token_replayed",
+    /// The provider logged the user out: their sessions, refresh families and access tokens ended.
+    ProviderLogout = "provider_logout",
+    /// A valid back-channel logout for a provider subject or session no user of the tenant has.
+    ProviderLogoutUnknownSubject = "provider_logout_unknown_subject",
 }
 
 impl fmt::Display for Reason {

@@ -229,6 +229,10 @@ pub enum Refused {
     EmailNotVerified,
     #[error("typ does not match the token type it was presented as")]
     WrongType,
+    #[error("not a back-channel logout token")]
+    NotALogoutToken,
+    #[error("a logout token carries a nonce")]
+    Nonce,
 }
 
 impl Refused {
@@ -244,6 +248,8 @@ impl Refused {
             Refused::LifetimeTooLong => Reason::LifetimeTooLong,
             Refused::EmailNotVerified => Reason::EmailNotVerified,
             Refused::WrongType => Reason::WrongTyp,
+            Refused::NotALogoutToken => Reason::NotALogoutToken,
+            Refused::Nonce => Reason::LogoutTokenNonce,
         }
     }
 }
@@ -259,6 +265,8 @@ pub struct Verified {
     /// `auth_time` when the provider gave one, else `iat`.
     pub auth_time: i64,
     pub exp: i64,
+    /// The provider's session (`sid`, OIDC Front/Back-Channel Logout), when the token names one.
+    pub sid: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -268,12 +276,6 @@ enum Audience {
     Many(Vec<String>),
 }
 
-/// Verifies a provider's token for a tenant whose provider `settings` and keys are given, in
-/// the platform's order: size → parts → header (no `crit`, no embedded keys) → `kid` within the
-/// provider's keys → signature under the key's own algorithm (so `none` and `HS256` are refused
-/// whatever the header says) → required `iss`, `sub`, `aud`, `exp`, `iat` → issuer, audience,
-/// times within the tolerance (at most 60 s), lifetime cap → the header's `typ` for the kind of
-/// token it was presented as → the subject claim.
 /// A claims set read as the platform reads its own tokens' claims: a JSON object in valid UTF-8,
 /// refused when a member appears twice (a map would keep the last one, and two parsers of the
 /// same token could then read two different subjects).
@@ -305,6 +307,10 @@ fn claim_set(payload: &[u8]) -> Option<ClaimSet> {
     serde_json::from_str(std::str::from_utf8(payload).ok()?).ok()
 }
 
+/// Verifies a provider's sign-in token (ID token or access token) for a tenant whose provider
+/// `settings` and keys are given: [`verified_claims`]' checks → required `sub` → not a Security
+/// Event Token (a logout token never signs anyone in) → the header's `typ` for the kind of token
+/// it was presented as → the subject claim.
 pub fn verify(
     token: &str,
     kind: SubjectKind,
@@ -312,45 +318,16 @@ pub fn verify(
     settings: &ProviderSettings,
     now: i64,
 ) -> Result<Verified, Refused> {
-    let opts = health_jose::VerifyOptions {
-        audience: settings.audience.clone(),
-        tolerance_secs: settings.clock_tolerance_secs.clamp(0, MAX_CLOCK_TOLERANCE_SECS),
-        max_lifetime_secs: settings.max_token_lifetime_secs.min(MAX_PROVIDER_TOKEN_LIFETIME_SECS),
-        max_token_bytes: MAX_PROVIDER_TOKEN_BYTES,
-    };
-    let payload = health_jose::verify_signature(token, keys, &opts).map_err(Refused::Token)?;
-    let claims = claim_set(&payload).ok_or(Refused::Token(health_jose::Error::BadClaims))?.0;
+    let claims = verified_claims(token, keys, settings, now)?;
     let text = |name: &'static str| claims.get(name).and_then(serde_json::Value::as_str).filter(|v| !v.is_empty());
     let time = |name: &'static str| claims.get(name).and_then(serde_json::Value::as_i64);
-    let iss = text("iss").ok_or(Refused::MissingClaim("iss"))?;
     let sub = text("sub").ok_or(Refused::MissingClaim("sub"))?;
-    let aud: Audience =
-        claims.get("aud").and_then(|a| serde_json::from_value(a.clone()).ok()).ok_or(Refused::MissingClaim("aud"))?;
-    let exp = time("exp").ok_or(Refused::MissingClaim("exp"))?;
     let iat = time("iat").ok_or(Refused::MissingClaim("iat"))?;
-    if iss != settings.issuer {
-        return Err(Refused::WrongIssuer);
-    }
-    let audience_ok = match &aud {
-        Audience::One(a) => *a == settings.audience,
-        Audience::Many(list) => list.contains(&settings.audience),
-    };
-    // OIDC Core §2: with an `azp`, it is the party the token was issued to.
-    if !audience_ok || text("azp").is_some_and(|azp| azp != settings.audience) {
-        return Err(Refused::WrongAudience);
-    }
-    let tolerance = opts.tolerance_secs;
-    if exp <= now - tolerance {
-        return Err(Refused::Expired);
-    }
-    if time("nbf").is_some_and(|nbf| nbf > now + tolerance) {
-        return Err(Refused::NotYetValid);
-    }
-    if iat > now + tolerance {
-        return Err(Refused::IssuedInFuture);
-    }
-    if exp - iat > opts.max_lifetime_secs {
-        return Err(Refused::LifetimeTooLong);
+    let exp = time("exp").ok_or(Refused::MissingClaim("exp"))?;
+    // A Security Event Token (a back-channel logout token, a CAEP event) is never a sign-in,
+    // whatever else it carries.
+    if claims.contains_key("events") || header_typ(token).is_some_and(|typ| typ.eq_ignore_ascii_case(LOGOUT_TYP)) {
+        return Err(Refused::WrongType);
     }
     // RFC 9068 §2.1 and §4: an access token says so in `typ`, and an ID token must not pass
     // for one, nor one for the other (OIDC ID tokens carry no `typ` or `JWT`).
@@ -382,7 +359,124 @@ pub fn verify(
         acr: text("acr").map(str::to_owned),
         auth_time: time("auth_time").unwrap_or(iat),
         exp,
+        sid: text("sid").filter(|sid| sid.len() <= MAX_SID_BYTES).map(str::to_owned),
     })
+}
+
+/// The signature and the claims every provider token must pass, in the platform's order:
+/// size → parts → header (no `crit`, no embedded keys) → `kid` within the provider's keys →
+/// signature under the key's own algorithm (so `none` and `HS256` are refused whatever the
+/// header says) → required `iss`, `aud`, `exp`, `iat` → issuer, audience, times within the
+/// tolerance (at most 60 s), lifetime cap. The claims set comes back for what each kind of
+/// token checks next.
+fn verified_claims(
+    token: &str,
+    keys: &TenantKeys,
+    settings: &ProviderSettings,
+    now: i64,
+) -> Result<BTreeMap<String, serde_json::Value>, Refused> {
+    let opts = health_jose::VerifyOptions {
+        audience: settings.audience.clone(),
+        tolerance_secs: settings.clock_tolerance_secs.clamp(0, MAX_CLOCK_TOLERANCE_SECS),
+        max_lifetime_secs: settings.max_token_lifetime_secs.min(MAX_PROVIDER_TOKEN_LIFETIME_SECS),
+        max_token_bytes: MAX_PROVIDER_TOKEN_BYTES,
+    };
+    let payload = health_jose::verify_signature(token, keys, &opts).map_err(Refused::Token)?;
+    let claims = claim_set(&payload).ok_or(Refused::Token(health_jose::Error::BadClaims))?.0;
+    let text = |name: &'static str| claims.get(name).and_then(serde_json::Value::as_str).filter(|v| !v.is_empty());
+    let time = |name: &'static str| claims.get(name).and_then(serde_json::Value::as_i64);
+    let iss = text("iss").ok_or(Refused::MissingClaim("iss"))?;
+    let aud: Audience =
+        claims.get("aud").and_then(|a| serde_json::from_value(a.clone()).ok()).ok_or(Refused::MissingClaim("aud"))?;
+    let exp = time("exp").ok_or(Refused::MissingClaim("exp"))?;
+    let iat = time("iat").ok_or(Refused::MissingClaim("iat"))?;
+    if iss != settings.issuer {
+        return Err(Refused::WrongIssuer);
+    }
+    let audience_ok = match &aud {
+        Audience::One(a) => *a == settings.audience,
+        Audience::Many(list) => list.contains(&settings.audience),
+    };
+    // OIDC Core §2: with an `azp`, it is the party the token was issued to.
+    if !audience_ok || text("azp").is_some_and(|azp| azp != settings.audience) {
+        return Err(Refused::WrongAudience);
+    }
+    let tolerance = opts.tolerance_secs;
+    if exp <= now - tolerance {
+        return Err(Refused::Expired);
+    }
+    if time("nbf").is_some_and(|nbf| nbf > now + tolerance) {
+        return Err(Refused::NotYetValid);
+    }
+    if iat > now + tolerance {
+        return Err(Refused::IssuedInFuture);
+    }
+    if exp - iat > opts.max_lifetime_secs {
+        return Err(Refused::LifetimeTooLong);
+    }
+    Ok(claims)
+}
+
+/// The back-channel logout event (OIDC Back-Channel Logout 1.0 §2.4).
+pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+/// The explicit type of a logout token (§2.4, RFC 8725 §3.11).
+pub const LOGOUT_TYP: &str = "logout+jwt";
+/// Oldest `iat` of a logout token accepted, tolerance aside: the `jti` of each accepted one is
+/// kept this long (plus the tolerance), so a replay is refused for as long as it could pass.
+pub const MAX_LOGOUT_TOKEN_AGE_SECS: i64 = 300;
+/// Longest `jti` and `sid` read.
+pub const MAX_JTI_BYTES: usize = 256;
+pub const MAX_SID_BYTES: usize = 256;
+
+/// What a verified back-channel logout token names: the provider's subject, its session, or
+/// both; and its `jti`, for the replay check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoutToken {
+    pub sub: Option<String>,
+    pub sid: Option<String>,
+    pub jti: String,
+    /// Until when the `jti` must be remembered: past it, the token is refused for its age.
+    pub remember_until: i64,
+}
+
+/// Validates a back-channel logout token as OIDC Back-Channel Logout 1.0 §2.6 says: signed by
+/// the provider's key under the key's algorithm, `iss`, `aud`, `exp` and `iat` as for an ID
+/// token (and `iat` at most [`MAX_LOGOUT_TOKEN_AGE_SECS`] old), `typ` `logout+jwt` when there is
+/// one, `events` holding the back-channel logout event, `sub` or `sid` or both, no `nonce`, and
+/// a `jti` (whose replay the caller checks). `sub` and `sid` are read as given (the subject
+/// claim setting maps sign-in tokens, not logout tokens).
+pub fn verify_logout(
+    token: &str,
+    keys: &TenantKeys,
+    settings: &ProviderSettings,
+    now: i64,
+) -> Result<LogoutToken, Refused> {
+    let claims = verified_claims(token, keys, settings, now)?;
+    let text = |name: &'static str| claims.get(name).and_then(serde_json::Value::as_str).filter(|v| !v.is_empty());
+    let tolerance = settings.clock_tolerance_secs.clamp(0, MAX_CLOCK_TOLERANCE_SECS);
+    let iat = claims.get("iat").and_then(serde_json::Value::as_i64).ok_or(Refused::MissingClaim("iat"))?;
+    if iat < now - MAX_LOGOUT_TOKEN_AGE_SECS - tolerance {
+        return Err(Refused::Expired);
+    }
+    if header_typ(token).is_some_and(|typ| !typ.eq_ignore_ascii_case(LOGOUT_TYP) && !typ.eq_ignore_ascii_case("JWT")) {
+        return Err(Refused::NotALogoutToken);
+    }
+    let event = claims.get("events").and_then(|events| events.get(BACKCHANNEL_LOGOUT_EVENT));
+    if !event.is_some_and(serde_json::Value::is_object) {
+        return Err(Refused::NotALogoutToken);
+    }
+    if claims.contains_key("nonce") {
+        return Err(Refused::Nonce);
+    }
+    let sub = text("sub").map(str::to_owned);
+    let sid = text("sid").filter(|sid| sid.len() <= MAX_SID_BYTES).map(str::to_owned);
+    if sub.is_none() && sid.is_none() {
+        return Err(Refused::MissingClaim("sub or sid"));
+    }
+    let jti = text("jti")
+        .filter(|jti| jti.len() <= MAX_JTI_BYTES && !jti.chars().any(char::is_control))
+        .ok_or(Refused::MissingClaim("jti"))?;
+    Ok(LogoutToken { sub, sid, jti: jti.to_owned(), remember_until: iat + MAX_LOGOUT_TOKEN_AGE_SECS + 2 * tolerance })
 }
 
 /// The form linked identities are stored and looked up in: emails compare case-insensitively

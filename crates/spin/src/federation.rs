@@ -101,6 +101,91 @@ pub fn external_id(conn: &impl Sql, tenant: &TenantId, user: &Opaque) -> anyhow:
     Ok(first(&rows).and_then(|row| row.get::<&str>("external_id").map(str::to_owned)))
 }
 
+// ---- back-channel logout -------------------------------------------------------------------
+//
+// A logout token names the provider's `sub` and/or `sid`, not the claim identities are linked
+// by (an email, by default), so each exchange remembers which local user the provider's `sub`
+// and `sid` signed in as, in `revocations` beside the JWK Set cache (no schema change; an entry
+// is rewritten at every exchange). A lost entry costs what the platform's own tokens cost
+// without a logout: the user's tokens run to their expiry; the next exchange writes it again.
+
+/// Longest provider `sub` or `sid` remembered (longer ones are not, and cannot be logged out
+/// by name; providers use far shorter ones).
+const MAX_REMEMBERED_BYTES: usize = 256;
+
+fn rememberable(value: &str) -> bool {
+    !value.is_empty() && value.len() <= MAX_REMEMBERED_BYTES && !value.chars().any(char::is_control)
+}
+
+/// Key of the local user the provider's `sub` last signed in as.
+pub fn subject_key(tenant: &TenantId, sub: &str) -> String {
+    format!("federation/sub/{tenant}/{sub}")
+}
+
+/// Key of the local user the provider's session `sid` signed in as.
+pub fn session_key(tenant: &TenantId, sid: &str) -> String {
+    format!("federation/sid/{tenant}/{sid}")
+}
+
+/// Key marking a logout token's `jti` as received; the value is until when it matters.
+pub fn logout_jti_key(tenant: &TenantId, jti: &str) -> String {
+    format!("federation/logout-jti/{tenant}/{jti}")
+}
+
+/// Remembers that the provider's `sub` (and session `sid`, if the token named one) signed in
+/// as `user`, for a later back-channel logout.
+pub fn remember_sign_in(
+    kv: &impl Kv,
+    tenant: &TenantId,
+    sub: &str,
+    sid: Option<&str>,
+    user: &Opaque,
+) -> anyhow::Result<()> {
+    if rememberable(sub) {
+        kv.set(&subject_key(tenant, sub), user.as_str().as_bytes())?;
+    }
+    if let Some(sid) = sid.filter(|sid| rememberable(sid)) {
+        kv.set(&session_key(tenant, sid), user.as_str().as_bytes())?;
+    }
+    Ok(())
+}
+
+/// The local users a logout token's `sub` and `sid` signed in as (none, one, or two if they
+/// disagree: both are logged out).
+pub fn signed_in_users(
+    kv: &impl Kv,
+    tenant: &TenantId,
+    sub: Option<&str>,
+    sid: Option<&str>,
+) -> anyhow::Result<Vec<Opaque>> {
+    let mut users = Vec::new();
+    let keys = [
+        sub.filter(|s| rememberable(s)).map(|s| subject_key(tenant, s)),
+        sid.filter(|s| rememberable(s)).map(|s| session_key(tenant, s)),
+    ];
+    for key in keys.into_iter().flatten() {
+        let Some(bytes) = kv.get(&key)? else { continue };
+        let user = std::str::from_utf8(&bytes).ok().and_then(|id| Opaque::parse(id).ok());
+        let user = user.with_context(|| format!("stored user of {key:?}"))?;
+        if !users.contains(&user) {
+            users.push(user);
+        }
+    }
+    Ok(users)
+}
+
+/// Records a logout token's `jti` as received; `false` if it already was (a replay). Without
+/// compare-and-set two deliveries of one token at the same instant may both pass: a logout
+/// done twice ends nothing more.
+pub fn first_delivery(kv: &impl Kv, tenant: &TenantId, jti: &str, until: i64) -> anyhow::Result<bool> {
+    let key = logout_jti_key(tenant, jti);
+    if kv.get(&key)?.is_some() {
+        return Ok(false);
+    }
+    kv.set(&key, until.to_string().as_bytes())?;
+    Ok(true)
+}
+
 /// The key-value entry of a tenant's cached JWK Set.
 pub fn cache_key(tenant: &TenantId) -> String {
     format!("federation/jwks/{tenant}")
@@ -243,5 +328,26 @@ mod tests {
         assert_eq!(external_id(&db, &tenant, &alice).expect("read").as_deref(), Some("alice@y"));
         let other = TenantId::parse("south").expect("tenant");
         assert_eq!(linked_user(&db, &other, "alice@y").expect("read"), None);
+    }
+
+    #[test]
+    fn a_sign_in_is_remembered_for_a_logout_and_a_logout_token_is_taken_once() {
+        let kv = crate::kv::Memory::default();
+        let (north, south) = (TenantId::parse("north").expect("tenant"), TenantId::parse("south").expect("tenant"));
+        let (alice, bob) = (Opaque::parse("u-alice").expect("id"), Opaque::parse("u-bob").expect("id"));
+        remember_sign_in(&kv, &north, "p-alice", Some("s-1"), &alice).expect("remember");
+        remember_sign_in(&kv, &north, "p-bob", None, &bob).expect("remember");
+        assert_eq!(signed_in_users(&kv, &north, Some("p-alice"), None).expect("read"), std::slice::from_ref(&alice));
+        assert_eq!(signed_in_users(&kv, &north, None, Some("s-1")).expect("read"), std::slice::from_ref(&alice));
+        assert_eq!(
+            signed_in_users(&kv, &north, Some("p-alice"), Some("s-1")).expect("read"),
+            std::slice::from_ref(&alice)
+        );
+        assert_eq!(signed_in_users(&kv, &north, Some("p-bob"), Some("s-1")).expect("read"), [bob, alice]);
+        assert!(signed_in_users(&kv, &south, Some("p-alice"), Some("s-1")).expect("read").is_empty());
+        assert!(signed_in_users(&kv, &north, Some("p-x"), None).expect("read").is_empty());
+        assert!(first_delivery(&kv, &north, "j-1", 100).expect("first"));
+        assert!(!first_delivery(&kv, &north, "j-1", 100).expect("replay"));
+        assert!(first_delivery(&kv, &south, "j-1", 100).expect("another tenant's"));
     }
 }

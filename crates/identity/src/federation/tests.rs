@@ -155,6 +155,94 @@ fn an_id_token_does_not_pass_for_an_access_token_nor_the_reverse() {
     assert_eq!(SubjectKind::parse("urn:ietf:params:oauth:token-type:saml2"), None);
 }
 
+fn logout_claims() -> serde_json::Value {
+    serde_json::json!({
+        "iss": ISSUER, "sub": "abc", "aud": "health-north", "exp": NOW + 120, "iat": NOW, "jti": "j-1",
+        "sid": "s-1", "events": { BACKCHANNEL_LOGOUT_EVENT: {} },
+    })
+}
+
+fn logout_token(p: &Provider, claims: &serde_json::Value) -> String {
+    token(p, serde_json::json!({ "alg": "ES256", "kid": p.kid, "typ": "logout+jwt" }), claims)
+}
+
+#[test]
+fn a_logout_token_is_checked_as_back_channel_logout_says() {
+    let (p, s) = (provider(), settings());
+    let accepted = verify_logout(&logout_token(&p, &logout_claims()), &p.keys, &s, NOW).expect("accepted");
+    assert_eq!(
+        (accepted.sub.as_deref(), accepted.sid.as_deref(), accepted.jti.as_str()),
+        (Some("abc"), Some("s-1"), "j-1")
+    );
+    assert!(accepted.remember_until >= NOW + MAX_LOGOUT_TOKEN_AGE_SECS);
+    let only_sid = logout_claims().as_object().cloned().map(|mut c| {
+        c.remove("sub");
+        serde_json::Value::Object(c)
+    });
+    let only_sid = verify_logout(&logout_token(&p, &only_sid.expect("claims")), &p.keys, &s, NOW).expect("sid only");
+    assert_eq!((only_sid.sub, only_sid.sid.as_deref()), (None, Some("s-1")));
+    let change = |f: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| {
+        let mut c = logout_claims().as_object().cloned().expect("object");
+        f(&mut c);
+        logout_token(&p, &serde_json::Value::Object(c))
+    };
+    let cases: Vec<(&str, String, Refused)> = vec![
+        ("nonce", change(&|c| drop(c.insert("nonce".into(), "n".into()))), Refused::Nonce),
+        ("no events", change(&|c| drop(c.remove("events"))), Refused::NotALogoutToken),
+        (
+            "another event",
+            change(&|c| drop(c.insert("events".into(), serde_json::json!({ "urn:x": {} })))),
+            Refused::NotALogoutToken,
+        ),
+        (
+            "event not an object",
+            change(&|c| drop(c.insert("events".into(), serde_json::json!({ BACKCHANNEL_LOGOUT_EVENT: true })))),
+            Refused::NotALogoutToken,
+        ),
+        (
+            "neither sub nor sid",
+            change(&|c| {
+                c.remove("sub");
+                c.remove("sid");
+            }),
+            Refused::MissingClaim("sub or sid"),
+        ),
+        ("no jti", change(&|c| drop(c.remove("jti"))), Refused::MissingClaim("jti")),
+        ("wrong issuer", change(&|c| drop(c.insert("iss".into(), "https://evil".into()))), Refused::WrongIssuer),
+        ("wrong audience", change(&|c| drop(c.insert("aud".into(), "other".into()))), Refused::WrongAudience),
+        ("no exp", change(&|c| drop(c.remove("exp"))), Refused::MissingClaim("exp")),
+        (
+            "too old",
+            change(&|c| {
+                c.insert("iat".into(), (NOW - MAX_LOGOUT_TOKEN_AGE_SECS - 60).into());
+            }),
+            Refused::Expired,
+        ),
+        ("future iat", change(&|c| drop(c.insert("iat".into(), (NOW + 100).into()))), Refused::IssuedInFuture),
+    ];
+    for (case, token, refused) in cases {
+        assert_eq!(verify_logout(&token, &p.keys, &s, NOW), Err(refused), "{case}");
+    }
+    // An access token's typ is not a logout token's; an ID token (no events) is not one either.
+    let typed = token(&p, serde_json::json!({ "alg": "ES256", "kid": p.kid, "typ": "at+jwt" }), &logout_claims());
+    assert_eq!(verify_logout(&typed, &p.keys, &s, NOW), Err(Refused::NotALogoutToken));
+    assert_eq!(verify_logout(&signed(&p, &claims()), &p.keys, &s, NOW), Err(Refused::NotALogoutToken));
+    // Unsigned, or signed by another key under the provider's kid.
+    let unsigned = format!("{}.{}.", b64url(r#"{"alg":"none"}"#), b64url(logout_claims().to_string()));
+    assert!(matches!(verify_logout(&unsigned, &p.keys, &s, NOW), Err(Refused::Token(_))));
+    let other = provider();
+    let forged =
+        token(&other, serde_json::json!({ "alg": "ES256", "kid": p.kid, "typ": "logout+jwt" }), &logout_claims());
+    assert_eq!(verify_logout(&forged, &p.keys, &s, NOW), Err(Refused::Token(health_jose::Error::BadSignature)));
+    // ... and a logout token never signs anyone in, whatever it carries.
+    let mut sign_in = logout_claims();
+    sign_in["email"] = "alice@hospital.example".into();
+    for kind in [SubjectKind::IdToken, SubjectKind::Jwt] {
+        assert_eq!(verify(&logout_token(&p, &sign_in), kind, &p.keys, &s, NOW), Err(Refused::WrongType));
+        assert_eq!(verify(&signed(&p, &sign_in), kind, &p.keys, &s, NOW), Err(Refused::WrongType));
+    }
+}
+
 #[test]
 fn mfa_is_needed_only_by_the_configured_roles() {
     let mut s = settings();
@@ -165,6 +253,7 @@ fn mfa_is_needed_only_by_the_configured_roles() {
         acr: acr.map(str::to_owned),
         auth_time: NOW,
         exp: NOW,
+        sid: None,
     };
     assert!(mfa_satisfied(&s, Role::Patient, &verified(&["pwd"], None)));
     assert!(!mfa_satisfied(&s, Role::Doctor, &verified(&["pwd"], None)));
