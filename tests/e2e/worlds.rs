@@ -18,6 +18,7 @@ const COMPONENTS: &[(&str, &str)] = &[
     ("lab", "role-service"),
     ("insurance", "role-service"),
     ("policy", "policy"),
+    ("portal", "portal"),
 ];
 
 /// The release build of `component`, refused if it is older than its sources.

@@ -34,6 +34,7 @@ const GUESTS: &[&str] = &[
     "doctor",
     "lab",
     "insurance",
+    "portal",
     "host-probe",
     "host-probe-baddep",
     "bench-guest",

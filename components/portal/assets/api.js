@@ -1,0 +1,142 @@
+// The platform's API as the portal calls it. The access token lives in this module's closure
+// and nowhere else: never localStorage or sessionStorage, which every script on the origin
+// (and anything that reads the disk profile) can read long after the tab is closed (README,
+// Portal). Reloading the page forgets it: the user signs in again.
+
+let session = null;
+
+/** A refusal of the API, from its problem details (RFC 9457) when it sent them. */
+export class ApiError extends Error {
+  constructor(status, problem) {
+    super(problem.detail || problem.title || `HTTP ${status}`);
+    this.status = status;
+    this.problem = problem;
+    // `https://health-platform.dev/problems/mfa-required` -> `mfa-required`
+    this.slug = typeof problem.type === 'string' ? problem.type.split('/').pop() : '';
+  }
+}
+
+/** What to tell a person about `error`, in plain words. */
+export function explain(error) {
+  if (!(error instanceof ApiError)) {
+    return 'The platform could not be reached. Check your connection and try again.';
+  }
+  const detail = error.problem.detail ? ` (${error.problem.detail})` : '';
+  switch (error.slug) {
+    case 'invalid-credentials': return 'The username, password or code is not right.';
+    case 'mfa-required': return 'Enter the current code from your authenticator app.';
+    case 'mfa-enrollment-required': return 'Your role needs a second factor: set up your authenticator app below.';
+    case 'login-locked': return 'Too many failed attempts: this account is locked for a while. Try again later.';
+    case 'invalid-current-password': return 'The current password is not right.';
+    case 'too-many-requests': return 'Too many requests: wait a minute and try again.';
+    default: break;
+  }
+  switch (error.status) {
+    case 400: return `The platform did not accept this${detail}.`;
+    case 401: return 'Your session has ended. Sign in again.';
+    case 403: return `You are not allowed to do this${detail}.`;
+    case 404: return 'Not found, or not yours to see.';
+    case 409: return `This conflicts with the current state${detail}.`;
+    case 413: return 'That is too large.';
+    case 429: return 'Too many requests: wait a minute and try again.';
+    default: return `The platform could not do this (error ${error.status})${detail}.`;
+  }
+}
+
+/** Decodes a JWS's claims (no verification: the API verifies; this only reads role and expiry). */
+function claimsOf(token) {
+  const part = token.split('.')[1] || '';
+  const base64 = part.replace(/-/g, '+').replace(/_/g, '/');
+  const json = new TextDecoder().decode(Uint8Array.from(atob(base64), (c) => c.charCodeAt(0)));
+  return JSON.parse(json);
+}
+
+async function parse(response) {
+  const type = response.headers.get('content-type') || '';
+  if (response.status === 204) return null;
+  if (type.includes('json')) return response.json();
+  return response.text();
+}
+
+/** `method` `path` with a JSON `body`; the bearer token when signed in. Throws ApiError. */
+export async function call(method, path, body) {
+  const headers = { accept: 'application/json' };
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  if (session) headers.authorization = `Bearer ${session.token}`;
+  const response = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: 'omit',
+    cache: 'no-store',
+    referrerPolicy: 'no-referrer',
+  });
+  const data = await parse(response);
+  if (!response.ok) {
+    const problem = data && typeof data === 'object' ? data : { title: String(data || '') };
+    const error = new ApiError(response.status, problem);
+    if (response.status === 401 && session && path.startsWith('/api/')) forget();
+    throw error;
+  }
+  return data;
+}
+
+const listeners = new Set();
+/** `fn(session | null)` whenever the session starts or ends. */
+export function onSession(fn) { listeners.add(fn); }
+function changed() { for (const fn of listeners) fn(session); }
+
+/** Signs in; throws ApiError (`mfa-required`, `mfa-enrollment-required`, ...). */
+export async function signIn({ tenant, username, password, otp }) {
+  const body = { tenant, username, password };
+  if (otp) body.otp = otp;
+  const tokens = await call('POST', '/auth/login', body);
+  const claims = claimsOf(tokens.access_token);
+  // The refresh token is not kept: without an HttpOnly cookie to hold it, the safest place is
+  // nowhere. The session lasts as long as the access token (`expires_in`).
+  session = {
+    token: tokens.access_token,
+    tenant: claims.tenant_id,
+    username,
+    subject: claims.sub,
+    role: claims.role,
+    expiresAt: claims.exp,
+  };
+  changed();
+  return session;
+}
+
+export function current() { return session; }
+
+/** Forgets the session here (the token is gone from memory). */
+export function forget() {
+  if (!session) return;
+  session = null;
+  changed();
+}
+
+/** `/auth/logout` (`everywhere`: `/auth/logout-all`), then forgets the session. */
+export async function signOut(everywhere) {
+  try {
+    await call('POST', everywhere ? '/auth/logout-all' : '/auth/logout');
+  } finally {
+    forget();
+  }
+}
+
+/** Starts TOTP enrolment: `{otpauth_uri, secret}`. */
+export function enroll({ tenant, username, password }) {
+  return call('POST', '/auth/mfa/enroll', { tenant, username, password });
+}
+
+/** Confirms enrolment with the first code. */
+export function confirm({ tenant, username, password, otp }) {
+  return call('POST', '/auth/mfa/confirm', { tenant, username, password, otp });
+}
+
+export function changePassword(currentPassword, newPassword) {
+  return call('POST', '/api/auth/change-password', { currentPassword, newPassword });
+}
+
+/** A path segment, encoded. */
+export function seg(value) { return encodeURIComponent(String(value).trim()); }

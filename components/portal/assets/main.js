@@ -1,0 +1,65 @@
+// The portal's entry point: the account bar (who, change password, sign out here or
+// everywhere) and the view of the signed-in role.
+
+import * as api from './api.js';
+import { h, field, form, say, show, busy } from './ui.js';
+import { signInPage } from './signin.js';
+import { viewFor, clearBanner } from './views.js';
+
+let expiryTimer = null;
+
+function accountBar(session) {
+  const nav = document.getElementById('account');
+  if (!session) {
+    nav.hidden = true;
+    nav.replaceChildren();
+    return;
+  }
+  const out = h('button', { type: 'button' }, 'Sign out');
+  out.addEventListener('click', () => busy(out, () => api.signOut(false)));
+  const all = h('button', { type: 'button' }, 'Sign out everywhere');
+  all.addEventListener('click', () => busy(all, () => api.signOut(true)));
+  const password = h('button', { type: 'button' }, 'Change password');
+  password.addEventListener('click', () => passwordPage(session));
+  nav.replaceChildren(
+    h('span', { class: 'who' }, `${session.username} · ${session.role} · ${session.tenant}`),
+    password, out, all);
+  nav.hidden = false;
+}
+
+function passwordPage(session) {
+  const change = form([
+    field('Current password', { name: 'current', type: 'password', autocomplete: 'current-password', required: true }),
+    field('New password', { name: 'next', type: 'password', autocomplete: 'new-password', minlength: 12, required: true },
+      'At least 12 characters, not the current one'),
+  ], 'Change password', async ({ current, next }, el) => {
+    const result = await api.changePassword(current, next);
+    el.reset();
+    say(result.otherSessionsEnded ? 'Password changed. Your other sessions have been signed out.' : 'Password changed.');
+    if (result.requiresReauth) api.forget();
+  }, { 'aria-label': 'Change password' });
+  const back = h('button', { type: 'button', class: 'secondary' }, 'Back');
+  back.addEventListener('click', () => home(session));
+  show(h('h1', {}, 'Change password'), h('section', { class: 'card' }, change), h('p', {}, back));
+}
+
+function home(session) {
+  show(...viewFor(session));
+}
+
+api.onSession((session) => {
+  accountBar(session);
+  clearTimeout(expiryTimer);
+  if (!session) {
+    clearBanner();
+    signInPage('You are signed out.');
+    return;
+  }
+  // The session ends with the access token: sign out here when it expires.
+  const left = session.expiresAt * 1000 - Date.now();
+  expiryTimer = setTimeout(() => api.forget(), Math.max(0, left));
+  home(session);
+});
+
+document.getElementById('boot')?.remove();
+signInPage();

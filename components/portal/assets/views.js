@@ -1,0 +1,391 @@
+// Each role's view: what the API lets that role do, one card per task. The API decides every
+// access; a refusal is shown as a message, never hidden.
+
+import { call, seg } from './api.js';
+import { h, field, form, say, card, table, when, action, show } from './ui.js';
+
+// ---------------------------------------------------------------------------------------------
+// Shared pieces
+
+const KINDS = ['diagnosis', 'medication', 'allergy', 'procedure', 'note', 'history'];
+
+function demographics(patient) {
+  if (!patient) return h('p', { class: 'empty' }, 'No demographics.');
+  return h('dl', { class: 'facts' },
+    h('dt', {}, 'Patient'), h('dd', {}, h('span', { class: 'mono' }, patient.patient_id)),
+    h('dt', {}, 'Name'), h('dd', {}, `${patient.given_name} ${patient.family_name}`),
+    h('dt', {}, 'Born'), h('dd', {}, patient.birth_date));
+}
+
+/** The versions of one entry, newest first, in a region under the record. */
+async function historyInto(region, patientId, entryId) {
+  region.replaceChildren(h('p', { class: 'muted' }, 'Loading history…'));
+  const history = await call('GET', `/api/patients/${seg(patientId)}/records/${seg(entryId)}/history`);
+  region.replaceChildren(
+    h('h3', {}, `History of ${history.kind} ${history.entry_id}`),
+    table(`Versions of ${history.entry_id}, newest first`, [
+      ['Version', (v) => String(v.version)],
+      ['Content', (v) => v.content],
+      ['Author', (v) => h('span', { class: 'mono' }, v.author)],
+      ['When', (v) => when(v.created_at)],
+      ['Reason for the change', (v) => v.reason || '—'],
+    ], history.versions));
+  region.querySelector('h3').setAttribute('tabindex', '-1');
+  region.querySelector('h3').focus();
+}
+
+/** A patient's record entries with their history; `correct` adds a correction form per entry. */
+function recordCard(patientId, { correct } = {}) {
+  const history = h('div', { 'aria-live': 'polite' });
+  const section = card('Record', async (refresh) => {
+    const record = await call('GET', `/api/patients/${seg(patientId)}/records`);
+    const rows = record.entries || [];
+    const columns = [
+      ['Kind', (e) => e.kind],
+      ['Content', (e) => e.content],
+      ['Version', (e) => String(e.version)],
+      ['Updated', (e) => when(e.updated_at)],
+      ['', (e) => action('History', () => historyInto(history, patientId, e.entry_id), {
+        class: 'secondary', 'aria-label': `History of ${e.kind} ${e.entry_id}`,
+      })],
+    ];
+    const parts = [demographics(record.patient), h('h3', {}, 'Entries'), table('Record entries', columns, rows, 'No entries yet.')];
+    if (correct) {
+      parts.push(h('h3', {}, 'Correct an entry'), form([
+        field('Entry', { tag: 'select', name: 'entry_id', required: true, options: rows.map((e) => [e.entry_id, `${e.kind}: ${e.content.slice(0, 40)}`]) }),
+        field('Corrected content', { tag: 'textarea', name: 'content', required: true }),
+        field('Reason for the correction', { name: 'reason', required: true, maxlength: 1000 }, 'Kept with the earlier version'),
+      ], 'Save correction', async (values) => {
+        const done = await call('PUT', `/api/patients/${seg(patientId)}/records`, values);
+        say(`Entry corrected: version ${done.version} replaces version ${done.from_version}, which is kept.`);
+        await refresh();
+      }, { 'aria-label': 'Correct an entry' }));
+    }
+    parts.push(history);
+    return parts;
+  });
+  return section;
+}
+
+function labResultsCard(patientId) {
+  return card('Lab results', async () => {
+    const results = await call('GET', `/api/patients/${seg(patientId)}/lab-results`);
+    return table('Lab results', [
+      ['Test', (r) => r.code],
+      ['Value', (r) => `${r.value} ${r.unit}`],
+      ['Note', (r) => r.note || '—'],
+      ['Lab', (r) => r.lab],
+      ['Resulted', (r) => when(r.resulted_at)],
+    ], results.lab_results, 'No lab results yet.');
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Break-glass banner: visible on every view while a grant lasts.
+
+let bannerTimer = null;
+
+function showBanner(patientId, grant) {
+  const banner = document.getElementById('banner');
+  banner.textContent = `Break-glass access to patient ${patientId} until ${when(grant.expires_at)}. `
+    + 'Every access under it is recorded and reviewed.';
+  banner.hidden = false;
+  clearTimeout(bannerTimer);
+  bannerTimer = setTimeout(clearBanner, Math.max(0, grant.expires_at * 1000 - Date.now()));
+}
+
+export function clearBanner() {
+  clearTimeout(bannerTimer);
+  const banner = document.getElementById('banner');
+  banner.hidden = true;
+  banner.textContent = '';
+}
+
+// ---------------------------------------------------------------------------------------------
+// Patient
+
+function patientView() {
+  const lookup = form([
+    field('Your patient ID', { name: 'patient', required: true, spellcheck: 'false', autocapitalize: 'none' },
+      'On your registration letter, e.g. p-1001'),
+  ], 'Open my record', async ({ patient }) => {
+    const id = patient.trim();
+    await call('GET', `/api/patients/${seg(id)}`);
+    show(...patientRecord(id));
+  }, { 'aria-label': 'Open my record', class: 'inline' });
+  return [h('h1', {}, 'My health record'), h('section', { class: 'card' }, lookup)];
+}
+
+function patientRecord(patientId) {
+  return [
+    h('h1', {}, 'My health record'),
+    recordCard(patientId),
+    h('div', { class: 'grid' },
+      labResultsCard(patientId),
+      consentsCard(patientId),
+      exportCard(patientId)),
+    accessLogCard(patientId),
+  ];
+}
+
+function consentsCard(patientId) {
+  const grant = form([
+    field('Insurer', { name: 'insurer', required: true, spellcheck: 'false' }, 'The insurer’s client id, e.g. acme-health'),
+    field('Until', { name: 'until', type: 'date', required: true }),
+  ], 'Grant consent', async ({ insurer, until }) => {
+    const expires = Math.floor(new Date(`${until}T23:59:59`).getTime() / 1000);
+    const done = await call('POST', `/api/patients/${seg(patientId)}/consents`, { insurer: insurer.trim(), expires_at: expires });
+    say(`Consent granted to ${done.insurer} until ${when(done.expires_at)}.`);
+  }, { 'aria-label': 'Grant consent' });
+  const withdraw = form([
+    field('Insurer', { name: 'insurer', required: true, spellcheck: 'false' }),
+  ], 'Withdraw consent', async ({ insurer }) => {
+    await call('DELETE', `/api/patients/${seg(patientId)}/consents?insurer=${encodeURIComponent(insurer.trim())}`);
+    say(`Consent withdrawn from ${insurer.trim()}.`);
+  }, { 'aria-label': 'Withdraw consent' });
+  return h('section', { class: 'card', 'aria-labelledby': 'consents-h' },
+    h('h2', { id: 'consents-h' }, 'Consents'),
+    h('p', { class: 'muted' }, 'An insurer reads your summary only while your consent lasts.'),
+    grant, h('h3', {}, 'Withdraw'), withdraw);
+}
+
+function accessLogCard(patientId) {
+  return card('Who accessed my record', async () => {
+    const log = await call('GET', `/api/patients/${seg(patientId)}/access-log?limit=50`);
+    return table('Access log, oldest first', [
+      ['When', (e) => when(e.time)],
+      ['Who', (e) => `${e.actor?.id ?? '—'} (${e.actor?.role ?? '—'})`],
+      ['What', (e) => `${e.operation} ${e.data_category}`],
+      ['Rule', (e) => e.rule || '—'],
+      ['Outcome', (e) => h('span', { class: e.outcome === 'allow' ? 'tag' : 'tag deny' }, e.outcome)],
+    ], log.entries, 'Nobody has accessed your record yet.');
+  });
+}
+
+function exportCard(patientId) {
+  const link = h('p', {});
+  const button = action('Prepare my data export', async () => {
+    const data = await call('GET', `/api/patients/${seg(patientId)}/export`);
+    const blob = new Blob([JSON.stringify(data, null, 2)], { type: 'application/json' });
+    const url = URL.createObjectURL(blob);
+    link.replaceChildren(h('a', { href: url, download: `${patientId}-export.json`, id: 'export-link' }, 'Download my data (JSON)'));
+    say('Your export is ready to download.');
+    link.querySelector('a').focus();
+  });
+  return h('section', { class: 'card', 'aria-labelledby': 'export-h' },
+    h('h2', { id: 'export-h' }, 'My data'),
+    h('p', {}, 'Everything held about you, in one file (GDPR articles 15 and 20).'),
+    button, link);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Doctor
+
+function doctorView() {
+  const open = form([
+    field('Patient ID', { name: 'patient', required: true, spellcheck: 'false', autocapitalize: 'none' }),
+  ], 'Open record', async ({ patient }) => openPatient(patient.trim()), { 'aria-label': 'Open a patient', class: 'inline' });
+  return [
+    h('h1', {}, 'My patients'),
+    card('Care team', async () => {
+      const mine = await call('GET', '/api/care-team/patients');
+      return table('Patients whose care team you are on', [
+        ['Patient', (p) => h('span', { class: 'mono' }, p.patient_id)],
+        ['Reason', (p) => p.reason],
+        ['Since', (p) => when(p.starts_at)],
+        ['Until', (p) => (p.ends_at ? when(p.ends_at) : 'ended by the admin')],
+        ['', (p) => action('Open', () => openPatient(p.patient_id), { 'aria-label': `Open ${p.patient_id}` })],
+      ], mine.patients, 'You are on no care team.');
+    }),
+    h('section', { class: 'card', 'aria-labelledby': 'other-h' }, h('h2', { id: 'other-h' }, 'Another patient'), open),
+  ];
+}
+
+async function openPatient(patientId) {
+  try {
+    await call('GET', `/api/patients/${seg(patientId)}`);
+  } catch (error) {
+    if (error.status === 403) return show(...breakGlassPage(patientId));
+    throw error;
+  }
+  show(...doctorRecord(patientId));
+}
+
+function doctorRecord(patientId) {
+  const back = h('button', { type: 'button', class: 'secondary', onclick: () => show(...doctorView()) }, 'Back to my patients');
+  const record = recordCard(patientId, { correct: true });
+  const add = form([
+    field('Kind', { tag: 'select', name: 'kind', required: true, options: KINDS.map((k) => [k, k]) }),
+    field('Content', { tag: 'textarea', name: 'content', required: true }),
+  ], 'Add entry', async (values, el) => {
+    const done = await call('POST', `/api/patients/${seg(patientId)}/records`, values);
+    el.reset();
+    say(`Entry ${done.entry_id} added.`);
+    await record.refresh();
+  }, { 'aria-label': 'Add an entry' });
+  return [
+    h('h1', {}, `Patient ${patientId}`),
+    h('p', {}, back),
+    record,
+    h('div', { class: 'grid' },
+      h('section', { class: 'card', 'aria-labelledby': 'add-h' }, h('h2', { id: 'add-h' }, 'Add an entry'), add),
+      labResultsCard(patientId)),
+  ];
+}
+
+function breakGlassPage(patientId) {
+  const back = h('button', { type: 'button', class: 'secondary', onclick: () => show(...doctorView()) }, 'Back to my patients');
+  const request = form([
+    field('Reason', { tag: 'textarea', name: 'reason', required: true, minlength: 10, maxlength: 1000 },
+      'Why you need this record now (at least 10 characters). It is reviewed.'),
+  ], 'Break the glass', async ({ reason }) => {
+    const grant = await call('POST', `/api/patients/${seg(patientId)}/break-glass`, { reason: reason.trim() });
+    showBanner(patientId, grant);
+    show(...doctorRecord(patientId));
+  }, { 'aria-label': 'Break-glass access' });
+  return [
+    h('h1', {}, `Patient ${patientId}`),
+    h('p', {}, back),
+    h('section', { class: 'card', 'aria-labelledby': 'bg-h' },
+      h('h2', { id: 'bg-h' }, 'You are not on this patient’s care team'),
+      h('p', {}, 'In an emergency you may open the record anyway. The access is time-limited, and it and every read under it are flagged for review by the tenant admin.'),
+      request),
+  ];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lab
+
+function labView() {
+  const queue = card('Open orders', async (refresh) => {
+    const orders = await call('GET', '/api/lab/orders');
+    const entry = h('div', { 'aria-live': 'polite' });
+    return [table('Orders waiting for a result', [
+      ['Order', (o) => h('span', { class: 'mono' }, o.order_id)],
+      ['Patient', (o) => h('span', { class: 'mono' }, o.patient_id)],
+      ['Test', (o) => `${o.test_name} (${o.test_code})`],
+      ['Ordered', (o) => when(o.ordered_at)],
+      ['', (o) => action('Enter result', () => resultForm(entry, o, refresh), { 'aria-label': `Enter result for ${o.order_id}` })],
+    ], orders.orders, 'No open orders.'), entry];
+  });
+  return [h('h1', {}, 'Lab orders'), queue];
+}
+
+function resultForm(region, order, refresh) {
+  const el = form([
+    field('Code', { name: 'code', required: true, value: order.test_code }),
+    field('Value', { name: 'value', required: true }),
+    field('Unit', { name: 'unit', required: true }),
+    field('Note', { name: 'note' }, 'Optional'),
+  ], 'Send result', async (values) => {
+    const body = { code: values.code, value: values.value, unit: values.unit };
+    if (values.note) body.note = values.note;
+    await call('POST', `/api/lab/orders/${seg(order.order_id)}/results`, body);
+    say(`Result for ${order.order_id} sent; the order is closed.`);
+    await refresh();
+  }, { 'aria-label': `Result for ${order.order_id}` });
+  region.replaceChildren(h('h3', { tabindex: '-1' }, `Result for order ${order.order_id}`), el);
+  region.querySelector('h3').focus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tenant admin
+
+const ROLES = ['patient', 'doctor', 'lab', 'insurance', 'admin'];
+const CARE_REASONS = ['encounter', 'referral', 'admission', 'consultation', 'primary-care', 'other'];
+
+function adminView() {
+  const users = card('Users', async (refresh) => {
+    const list = await call('GET', '/auth/admin/users');
+    const create = form([
+      field('Username', { name: 'username', required: true, spellcheck: 'false', autocapitalize: 'none' }),
+      field('Role', { tag: 'select', name: 'role', required: true, options: ROLES.map((r) => [r, r]) }),
+      field('Initial password', { name: 'password', type: 'password', autocomplete: 'new-password', minlength: 12, required: true }),
+    ], 'Create user', async (values) => {
+      const made = await call('POST', '/auth/admin/users', values);
+      say(`User ${values.username} created (${made.id ?? made.user_id ?? 'id in the list'}).`);
+      await refresh();
+    }, { 'aria-label': 'Create a user' });
+    return [table('Users of this tenant', [
+      ['Username', (u) => u.username],
+      ['Id', (u) => h('span', { class: 'mono' }, u.id)],
+      ['Role', (u) => u.role],
+      ['TOTP', (u) => (u.mfa_enrolled ? 'enrolled' : '—')],
+      ['Status', (u) => (u.disabled ? 'disabled' : 'active')],
+    ], list.users), h('h3', {}, 'Create a user'), create];
+  });
+  const register = form([
+    field('Patient ID', { name: 'patient_id', spellcheck: 'false' }, 'Optional: the platform makes one'),
+    field('Given name', { name: 'given_name', required: true }),
+    field('Family name', { name: 'family_name', required: true }),
+    field('Birth date', { name: 'birth_date', type: 'date', required: true }),
+  ], 'Register patient', async (values, el) => {
+    const body = { given_name: values.given_name, family_name: values.family_name, birth_date: values.birth_date };
+    if (values.patient_id.trim()) body.patient_id = values.patient_id.trim();
+    const done = await call('POST', '/api/admin/patients', body);
+    el.reset();
+    say(`Patient ${done.patient_id} registered.`);
+  }, { 'aria-label': 'Register a patient' });
+  const careAdd = form([
+    field('Patient ID', { name: 'patient', required: true, spellcheck: 'false' }),
+    field('Doctor (user id)', { name: 'member', required: true, spellcheck: 'false' }, 'The u-… id from the users list'),
+    field('Reason', { tag: 'select', name: 'reason', required: true, options: CARE_REASONS.map((r) => [r, r]) }),
+  ], 'Add to care team', async ({ patient, member, reason }) => {
+    await call('POST', `/api/patients/${seg(patient)}/care-team/${seg(member)}`, { reason });
+    say(`${member.trim()} is on ${patient.trim()}’s care team.`);
+  }, { 'aria-label': 'Add to a care team' });
+  const careEnd = form([
+    field('Patient ID', { name: 'patient', required: true, spellcheck: 'false' }),
+    field('Doctor (user id)', { name: 'member', required: true, spellcheck: 'false' }),
+  ], 'End membership', async ({ patient, member }) => {
+    await call('DELETE', `/api/patients/${seg(patient)}/care-team/${seg(member)}`);
+    say(`${member.trim()} is no longer on ${patient.trim()}’s care team.`);
+  }, { 'aria-label': 'End a care-team membership' });
+  const chain = h('p', { 'aria-live': 'polite', id: 'chain-result' });
+  const check = action('Check the audit chain', async () => {
+    const result = await call('GET', '/api/admin/audit/verify');
+    chain.textContent = result.intact
+      ? `Intact: ${result.events} events, every link verified.`
+      : `BROKEN at event ${result.broken_at} (of ${result.events}). Investigate at once.`;
+  });
+  const alerts = card('Alerts', async (refresh) => {
+    const list = await call('GET', '/api/admin/alerts?status=open');
+    return table('Open alerts, oldest first', [
+      ['Rule', (a) => a.rule],
+      ['Subject', (a) => h('span', { class: 'mono' }, a.subject)],
+      ['Count', (a) => String(a.count)],
+      ['Last', (a) => when(a.last_event_at)],
+      ['', (a) => action('Acknowledge', async () => {
+        await call('POST', `/api/admin/alerts/${seg(a.id)}/acknowledge`);
+        say(`Alert ${a.id} acknowledged.`);
+        await refresh();
+      }, { 'aria-label': `Acknowledge alert ${a.id}` })],
+    ], list.alerts, 'No open alerts.');
+  });
+  return [
+    h('h1', {}, 'Tenant administration'),
+    users,
+    h('div', { class: 'grid' },
+      h('section', { class: 'card', 'aria-labelledby': 'reg-h' }, h('h2', { id: 'reg-h' }, 'Register a patient'), register),
+      h('section', { class: 'card', 'aria-labelledby': 'ct-h' }, h('h2', { id: 'ct-h' }, 'Care teams'), careAdd,
+        h('h3', {}, 'End a membership'), careEnd),
+      h('section', { class: 'card', 'aria-labelledby': 'au-h' }, h('h2', { id: 'au-h' }, 'Audit'),
+        h('p', {}, 'Every access is in a hash chain; a changed or removed event breaks it.'), check, chain)),
+    alerts,
+  ];
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/** The view of `session`'s role. */
+export function viewFor(session) {
+  switch (session.role) {
+    case 'patient': return patientView();
+    case 'doctor': return doctorView();
+    case 'lab': return labView();
+    case 'admin': return adminView();
+    default:
+      return [h('h1', {}, 'Signed in'), h('section', { class: 'card' },
+        h('p', {}, `The portal has no view for the ${session.role} role yet; use the API (see the README).`))];
+  }
+}
