@@ -122,10 +122,11 @@ function explainSafe(error) {
   return explain(error);
 }
 
-/** Unix seconds as a local date and time. */
-export function when(secs) {
-  if (secs === null || secs === undefined || secs === '') return '—';
-  return new Date(Number(secs) * 1000).toLocaleString();
+/** Unix seconds (or an RFC 3339 string) as a local date and time. */
+export function when(time) {
+  if (time === null || time === undefined || time === '') return '—';
+  const date = typeof time === 'number' || /^\d+$/.test(time) ? new Date(Number(time) * 1000) : new Date(time);
+  return Number.isNaN(date.getTime()) ? String(time) : date.toLocaleString();
 }
 
 /** Puts `nodes` in the page's main region (messages of the last view gone) and moves focus to its first heading. */

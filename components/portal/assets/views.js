@@ -362,6 +362,17 @@ function adminView() {
       }, { 'aria-label': `Acknowledge alert ${a.id}` })],
     ], list.alerts, 'No open alerts.');
   });
+  const review = card('Break-glass review', async () => {
+    const page = await call('GET', '/api/admin/break-glass?limit=100');
+    return table('Break-glass grants and the accesses they allowed', [
+      ['When', (e) => when(e.event.time)],
+      ['Who', (e) => h('span', { class: 'mono' }, e.event.actor_sub || '—')],
+      ['Patient', (e) => h('span', { class: 'mono' }, e.event.patient_id || '—')],
+      ['What', (e) => e.event.action],
+      ['Stated reason', (e) => e.event.break_glass_reason || '—'],
+      ['Outcome', (e) => h('span', { class: e.event.outcome === 'allow' ? 'tag' : 'tag deny' }, e.event.outcome || '—')],
+    ], page.events, 'No break-glass access to review.');
+  });
   return [
     h('h1', {}, 'Tenant administration'),
     users,
@@ -372,6 +383,7 @@ function adminView() {
       h('section', { class: 'card', 'aria-labelledby': 'au-h' }, h('h2', { id: 'au-h' }, 'Audit'),
         h('p', {}, 'Every access is in a hash chain; a changed or removed event breaks it.'), check, chain)),
     alerts,
+    review,
   ];
 }
 
