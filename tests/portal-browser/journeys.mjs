@@ -1,0 +1,309 @@
+// Each role's main journey through the portal in headless chromium, for tests/e2e/portal.rs:
+//   node journeys.mjs <base-url> <screenshot-dir>
+// with CHROMIUM naming the browser binary. One browser, a fresh context (empty memory, as a
+// new tab) per person. Checks what is on screen at each step; that no page reported a CSP
+// violation, a console error or an uncaught exception; that no token was ever in
+// localStorage, sessionStorage or a cookie the page can read. Prints "ok <journey>" per
+// journey and exits non-zero with the first failure.
+
+import { chromium } from 'playwright-core';
+import { createHmac } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+
+const [base, shots] = process.argv.slice(2);
+if (!base || !shots) throw new Error('usage: node journeys.mjs <base-url> <screenshot-dir>');
+mkdirSync(shots, { recursive: true });
+
+// RFC 6238 (SHA-1, 30 s, 6 digits) from a base32 secret, for the step `step`.
+function base32(text) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = '';
+  for (const c of text.replace(/=+$/, '').toUpperCase()) bits += alphabet.indexOf(c).toString(2).padStart(5, '0');
+  const bytes = [];
+  for (let i = 0; i + 8 <= bits.length; i += 8) bytes.push(parseInt(bits.slice(i, i + 8), 2));
+  return Buffer.from(bytes);
+}
+function totp(secret, step) {
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(step));
+  const mac = createHmac('sha1', base32(secret)).update(counter).digest();
+  const offset = mac[mac.length - 1] & 0xf;
+  const code = (mac.readUInt32BE(offset) & 0x7fffffff) % 1000000;
+  return String(code).padStart(6, '0');
+}
+const nowStep = () => Math.floor(Date.now() / 1000 / 30);
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM,
+  headless: true,
+  args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu'],
+});
+
+const problems = [];
+
+async function person(name) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, locale: 'en-GB', timezoneId: 'UTC' });
+  const page = await context.newPage();
+  page.setDefaultTimeout(20000);
+  await page.addInitScript(() => {
+    window.__csp = [];
+    document.addEventListener('securitypolicyviolation', (e) => {
+      window.__csp.push(`${e.violatedDirective} ${e.blockedURI} ${e.sourceFile}:${e.lineNumber}`);
+    });
+  });
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') problems.push(`${name}: console error: ${msg.text()}`);
+  });
+  page.on('pageerror', (error) => problems.push(`${name}: uncaught: ${error.message}`));
+  await page.goto(`${base}/`);
+  await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+  return { page, context };
+}
+
+// Expected refusals are shown as messages; the browser logs the failed fetch as a console
+// error ("Failed to load resource: ... 403"), which is not a page fault.
+const EXPECTED = /Failed to load resource: the server responded with a status of (401|403)/;
+
+async function expectText(page, text) {
+  await page.getByText(text, { exact: false }).first().waitFor();
+}
+
+async function message(page, text) {
+  await page.locator('#messages').getByText(text, { exact: false }).waitFor();
+}
+
+async function signIn(page, username, password) {
+  await page.getByLabel('Username').fill(username);
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+}
+
+/** Enrols TOTP through the portal's QR page and signs in with the next code. */
+async function enrolAndSignIn(page) {
+  await page.getByRole('heading', { name: 'Set up your authenticator' }).waitFor();
+  const qr = page.getByRole('img', { name: 'QR code of your authenticator secret' });
+  await qr.waitFor();
+  const modules = await qr.locator('path').getAttribute('d');
+  if (!modules || modules.length < 1000) throw new Error('the QR code has no modules');
+  const secret = (await page.locator('#totp-secret').textContent()).trim();
+  const step = nowStep();
+  await page.getByLabel('Code from your app').fill(totp(secret, step));
+  await page.getByRole('button', { name: 'Confirm and sign in' }).click();
+  await page.getByRole('heading', { name: 'Two-step verification' }).waitFor();
+  // Each code works once: the next step's (accepted one step either side of now).
+  await page.getByLabel('One-time code').fill(totp(secret, step + 1));
+  await page.getByRole('button', { name: 'Verify' }).click();
+}
+
+async function finish(name, page, context) {
+  const storage = await page.evaluate(() => ({
+    local: localStorage.length,
+    session: sessionStorage.length,
+    cookie: document.cookie,
+    csp: window.__csp,
+    text: document.body.innerText,
+  }));
+  const broken = storage.text.match(BROKEN);
+  if (broken) problems.push(`${name}: the page shows "${broken[0]}"`);
+  if (storage.local || storage.session) problems.push(`${name}: web storage used: ${storage.local} local, ${storage.session} session`);
+  if (storage.cookie) problems.push(`${name}: a script-readable cookie: ${storage.cookie}`);
+  for (const v of storage.csp) problems.push(`${name}: CSP violation: ${v}`);
+  await context.close();
+  const real = problems.filter((p) => !EXPECTED.test(p));
+  if (real.length) {
+    console.error(real.join('\n'));
+    await browser.close();
+    process.exit(1);
+  }
+  problems.length = 0;
+  console.log(`ok ${name}`);
+}
+
+const BROKEN = /Invalid Date|\bundefined\b|\bNaN\b|\[object Object\]/;
+
+async function shot(page, file) {
+  const broken = (await page.evaluate(() => document.body.innerText)).match(BROKEN);
+  if (broken) problems.push(`${file}: the page shows "${broken[0]}"`);
+  // Every control has a label or a name, every table a caption.
+  const unnamed = await page.evaluate(() => [
+    ...[...document.querySelectorAll('input, select, textarea')].filter((el) => el.labels.length === 0).map((el) => el.name),
+    ...[...document.querySelectorAll('button, a')].filter((el) => !(el.getAttribute('aria-label') || el.textContent.trim())).map((el) => el.outerHTML),
+    ...[...document.querySelectorAll('table')].filter((el) => !el.caption).map(() => 'a table without caption'),
+  ]);
+  if (unnamed.length) problems.push(`${file}: unlabelled: ${unnamed.join(', ')}`);
+  await page.screenshot({ path: path.join(shots, file), fullPage: true });
+}
+
+async function run() {
+  // Patient: own record, an entry's history, results, consent grant and withdrawal, the
+  // access log, the export; then sign out.
+  {
+    const { page, context } = await person('patient');
+    // From the keyboard alone: the focus starts on the heading, then follows the form.
+    await page.keyboard.press('Tab');
+    if ((await page.evaluate(() => document.activeElement.name)) !== 'tenant') throw new Error('focus order: not the organisation first');
+    await page.keyboard.press('Tab');
+    await page.keyboard.type('alice');
+    await page.keyboard.press('Tab');
+    await page.keyboard.type('alice-demo-2026');
+    await page.keyboard.press('Enter');
+    await page.getByRole('heading', { name: 'My health record' }).waitFor();
+    await page.getByLabel('Your patient ID').fill('p-1001');
+    await page.getByRole('button', { name: 'Open my record' }).click();
+    await expectText(page, 'Alice Andersen');
+    await expectText(page, 'Type 2 diabetes mellitus');
+    await page.getByRole('button', { name: 'History of diagnosis e-1' }).click();
+    await page.getByRole('heading', { name: 'History of diagnosis e-1' }).waitFor();
+    await page.getByRole('cell', { name: '7.2 mmol/L' }).waitFor();
+    const consents = page.getByRole('form', { name: 'Grant consent' });
+    await consents.getByLabel('Insurer').fill('acme-health');
+    const until = new Date(Date.now() + 30 * 86400 * 1000).toISOString().slice(0, 10);
+    await consents.getByLabel('Until').fill(until);
+    await consents.getByRole('button', { name: 'Grant consent' }).click();
+    await message(page, 'Consent granted to acme-health');
+    const withdraw = page.getByRole('form', { name: 'Withdraw consent' });
+    await withdraw.getByLabel('Insurer').fill('acme-health');
+    await withdraw.getByRole('button', { name: 'Withdraw consent' }).click();
+    await message(page, 'Consent withdrawn from acme-health');
+    await page.getByRole('button', { name: 'Prepare my data export' }).click();
+    await page.getByRole('link', { name: 'Download my data (JSON)' }).waitFor();
+    const log = page.getByRole('table', { name: 'Access log, oldest first' });
+    await log.getByRole('cell', { name: 'patient_self' }).first().waitFor();
+    // A refusal in plain words: another patient's record.
+    await shot(page, 'patient.png');
+    await page.getByRole('button', { name: 'Sign out', exact: true }).click();
+    await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+    await message(page, 'You are signed out');
+    await finish('patient', page, context);
+  }
+
+  // Change password (bob), then sign in with the new one; a wrong password is a clear message.
+  {
+    const { page, context } = await person('password');
+    await signIn(page, 'bob', 'wrong-password-2026');
+    await message(page, 'The username, password or code is not right');
+    await signIn(page, 'bob', 'bob-demo-2026');
+    await page.getByRole('heading', { name: 'My health record' }).waitFor();
+    await page.getByRole('button', { name: 'Change password' }).click();
+    await page.getByLabel('Current password').fill('bob-demo-2026');
+    await page.getByLabel('New password').fill('bob-new-password-2026');
+    await page.getByRole('form', { name: 'Change password' }).getByRole('button', { name: 'Change password' }).click();
+    await message(page, 'Password changed');
+    await page.getByRole('button', { name: 'Sign out everywhere' }).click();
+    await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+    await signIn(page, 'bob', 'bob-new-password-2026');
+    await page.getByRole('heading', { name: 'My health record' }).waitFor();
+    // Bob opening Alice's record: refused, said plainly.
+    await page.getByLabel('Your patient ID').fill('p-1001');
+    await page.getByRole('button', { name: 'Open my record' }).click();
+    await message(page, 'You are not allowed to do this');
+    await finish('password', page, context);
+  }
+
+  // Doctor: TOTP enrolment from the QR page, my patients, a record, add and correct an entry
+  // with its history, break-glass for a patient off the care team with its banner.
+  {
+    const { page, context } = await person('doctor');
+    await signIn(page, 'dr-grey', 'grey-demo-2026');
+    await enrolAndSignIn(page);
+    await page.getByRole('heading', { name: 'My patients' }).waitFor();
+    await page.getByRole('button', { name: 'Open p-1001' }).click();
+    await page.getByRole('heading', { name: 'Patient p-1001' }).waitFor();
+    await expectText(page, 'Metformin 500 mg twice daily');
+    const add = page.getByRole('form', { name: 'Add an entry' });
+    await add.getByLabel('Kind').selectOption('note');
+    await add.getByLabel('Content').fill('Seen in clinic; feet examined, no ulcers.');
+    await add.getByRole('button', { name: 'Add entry' }).click();
+    await message(page, 'added');
+    await page.getByRole('cell', { name: 'Seen in clinic; feet examined, no ulcers.' }).waitFor();
+    const correct = page.getByRole('form', { name: 'Correct an entry' });
+    await correct.getByLabel('Entry').selectOption('e-2');
+    await correct.getByLabel('Corrected content').fill('Metformin 1000 mg twice daily');
+    await correct.getByLabel('Reason for the correction').fill('Dose increased at review');
+    await correct.getByRole('button', { name: 'Save correction' }).click();
+    await message(page, 'version 2 replaces version 1');
+    await page.getByRole('button', { name: 'History of medication e-2' }).click();
+    await page.getByRole('cell', { name: 'Dose increased at review' }).waitFor();
+    await page.getByRole('button', { name: 'Back to my patients' }).click();
+    await page.getByLabel('Patient ID').fill('p-1002');
+    await page.getByRole('button', { name: 'Open record' }).click();
+    await page.getByRole('heading', { name: 'You are not on this patient’s care team' }).waitFor();
+    await page.getByLabel('Reason').fill('Unconscious in the emergency department, no history available');
+    await page.getByRole('button', { name: 'Break the glass' }).click();
+    await page.getByRole('heading', { name: 'Patient p-1002' }).waitFor();
+    await expectText(page, 'Essential hypertension');
+    const banner = page.locator('#banner');
+    await banner.getByText('Break-glass access to patient p-1002').waitFor();
+    await shot(page, 'doctor.png');
+    await finish('doctor', page, context);
+  }
+
+  // Lab: the order queue, a result entered, the order gone from the queue.
+  {
+    const { page, context } = await person('lab');
+    await signIn(page, 'lab-north', 'lab-demo-2026');
+    await page.getByRole('heading', { name: 'Lab orders' }).waitFor();
+    await page.getByRole('cell', { name: 'o-2001', exact: true }).waitFor();
+    await shot(page, 'lab.png');
+    await page.getByRole('button', { name: 'Enter result for o-2001' }).click();
+    const result = page.getByRole('form', { name: 'Result for o-2001' });
+    await result.getByLabel('Value').fill('6.9');
+    await result.getByLabel('Unit').fill('%');
+    await result.getByRole('button', { name: 'Send result' }).click();
+    await message(page, 'Result for o-2001 sent');
+    await page.getByRole('cell', { name: 'o-2001', exact: true }).waitFor({ state: 'detached' });
+    await finish('lab', page, context);
+  }
+
+  // Tenant admin: TOTP, users (create one), register a patient, a care team, the audit chain,
+  // the break-glass alert acknowledged; sign out everywhere.
+  {
+    const { page, context } = await person('admin');
+    await signIn(page, 'admin', 'admin-demo-2026');
+    await enrolAndSignIn(page);
+    await page.getByRole('heading', { name: 'Tenant administration' }).waitFor();
+    const users = page.getByRole('table', { name: 'Users of this tenant' });
+    await users.getByRole('cell', { name: 'u-dr-grey', exact: true }).waitFor();
+    const create = page.getByRole('form', { name: 'Create a user' });
+    await create.getByLabel('Username').fill('carol');
+    await create.getByLabel('Role').selectOption('patient');
+    await create.getByLabel('Initial password').fill('carol-portal-2026');
+    await create.getByRole('button', { name: 'Create user' }).click();
+    await message(page, 'User carol created');
+    await users.getByRole('cell', { name: 'carol', exact: true }).waitFor();
+    const register = page.getByRole('form', { name: 'Register a patient' });
+    await register.getByLabel('Given name').fill('Dora');
+    await register.getByLabel('Family name').fill('Dahl');
+    await register.getByLabel('Birth date').fill('1990-05-17');
+    await register.getByRole('button', { name: 'Register patient' }).click();
+    await message(page, 'registered');
+    const care = page.getByRole('form', { name: 'Add to a care team' });
+    await care.getByLabel('Patient ID').fill('p-1002');
+    await care.getByLabel('Doctor (user id)').fill('u-dr-grey');
+    await care.getByLabel('Reason').selectOption('referral');
+    await care.getByRole('button', { name: 'Add to care team' }).click();
+    await message(page, 'u-dr-grey is on p-1002’s care team');
+    await page.getByRole('button', { name: 'Check the audit chain' }).click();
+    await page.locator('#chain-result').getByText('Intact').waitFor();
+    await page.getByRole('cell', { name: 'break_glass' }).first().waitFor();
+    const review = page.getByRole('table', { name: 'Break-glass grants and the accesses they allowed' });
+    await review.getByRole('cell', { name: 'Unconscious in the emergency department' }).first().waitFor();
+    await shot(page, 'admin.png');
+    await page.getByRole('button', { name: /^Acknowledge alert/ }).first().click();
+    await message(page, 'acknowledged');
+    await page.getByRole('button', { name: 'Sign out everywhere' }).click();
+    await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+    await finish('admin', page, context);
+  }
+}
+
+try {
+  await run();
+} catch (error) {
+  console.error(`journey failed: ${error.message}`);
+  if (problems.length) console.error(problems.join('\n'));
+  await browser.close();
+  process.exit(1);
+}
+await browser.close();
