@@ -340,13 +340,38 @@ async fn refresh(app: &TestApp, token: &str) -> (u16, Value) {
     (reply.status, serde_json::from_str(&reply.body).unwrap_or(Value::Null))
 }
 
-/// OpenID Connect Back-Channel Logout 1.0 (issue 17 item 6): the real provider, told the
-/// platform's `backchannel_logout_uri`, signs a logout token and POSTs it there
-/// (`Client#backchannelLogout`, what its end_session endpoint does); the user's refresh token
-/// and access token stop working at once. Logout tokens the provider would never send (made
+/// The gateway's newest audit event for `path`: (tenant, actor, role, reason, status).
+fn gateway_audit(app: &TestApp, path: &str) -> (String, String, String, String, String) {
+    let row = app.query_strings(
+        "audit.db",
+        &format!(
+            "SELECT tenant_id || '|' || COALESCE(json_extract(event, '$.actor_sub'), '') || '|' ||
+             COALESCE(json_extract(event, '$.actor_role'), '') || '|' || reason || '|' || status
+             FROM audit_events WHERE json_extract(event, '$.resource') = '{path}' ORDER BY rowid DESC LIMIT 1"
+        ),
+    );
+    let row = row.first().unwrap_or_else(|| panic!("no audit event for {path}"));
+    let parts: Vec<String> = row.split('|').map(str::to_owned).collect();
+    (parts[0].clone(), parts[1].clone(), parts[2].clone(), parts[3].clone(), parts[4].clone())
+}
+
+/// The provider's access tokens at the gateway (issue 17 item 3) and its back-channel logout
+/// (item 6), against the real provider, one app.
+///
+/// Item 3: with `accept_provider_tokens` off, a provider access token is refused as any
+/// foreign token; on, oidc-provider's own JWT access token (RFC 9068) is a bearer token for the
+/// linked local user and role, audited as a platform token is, while ID tokens, other
+/// audiences and issuers, expired, over-long, `alg: none`, HS256 with the public key, unknown
+/// `kid`, unmapped, disabled and MFA-less doctors' tokens are refused (401, each reason in the
+/// audit log); the platform's own tokens are untouched.
+///
+/// Item 6 (OpenID Connect Back-Channel Logout 1.0): the real provider, told the platform's
+/// `backchannel_logout_uri`, signs a logout token and POSTs it there (`Client#backchannelLogout`,
+/// what its end_session endpoint does); the user's refresh token, platform access token and
+/// provider access token stop working at once. Logout tokens the provider would never send (made
 /// with its own key material) are refused with 400 `invalid_request` and end nothing.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_providers_back_channel_logout_ends_the_users_sessions_at_once() {
+async fn provider_access_tokens_at_the_gateway_and_back_channel_logout() {
     if !oidc::available() {
         assert!(std::env::var_os(REQUIRE_ALL_ENV).is_none(), "federation: node and npm are needed");
         eprintln!("federation: NOT RUN here (no node/npm)");
@@ -355,12 +380,100 @@ async fn a_providers_back_channel_logout_ends_the_users_sessions_at_once() {
     let idp = Provider::start().expect("the OpenID provider starts");
     let app = TestApp::start_with_variables(&[("federation_provider_hosts", &idp.origin())]).expect("app loads");
     let a = idp.issuer("a");
-    let north = json!({ "tenant_id": NORTH, "settings": {
+    let mut north = json!({ "tenant_id": NORTH, "settings": {
         "enabled": true, "issuer": a, "audience": "health-north", "jwks_uri": format!("{a}/jwks"),
-        "clock_tolerance_secs": 5, "jwks_refetch_cooldown_secs": COOLDOWN_SECS,
+        "clock_tolerance_secs": 5, "jwks_refetch_cooldown_secs": COOLDOWN_SECS, "mfa_roles": ["doctor"],
     }});
-    assert_eq!(operator(&app, "POST", "/auth/admin/federation", north).await.0, 200);
+    assert_eq!(operator(&app, "POST", "/auth/admin/federation", north.clone()).await.0, 200);
     link(&app, NORTH, "alice", "alice@north.example").await;
+    link(&app, NORTH, "dr-grey", "grey@north.example").await;
+    let bob = link(&app, NORTH, "bob", "bob@north.example").await;
+    let alice_id = link(&app, NORTH, "alice", "alice@north.example").await;
+    let records = "/api/patients/p-1001/records";
+
+    // Item 3. Off (the default): a provider access token is a foreign token like any other.
+    let access_token = |sub: &'static str, claims: Value| {
+        let idp = &idp;
+        async move { idp.mint("a", "health-north", "access_token", sub, claims).await }
+    };
+    let alice_claims = json!({ "email": "alice@north.example" });
+    let provider_access = access_token("p-alice", alice_claims.clone()).await;
+    assert_eq!(app.get_with(records, &provider_access).await.status, 401);
+    assert_eq!(gateway_audit(&app, records).3, "missing_claim");
+    north["settings"]["accept_provider_tokens"] = json!(true);
+    let (status, set) = operator(&app, "POST", "/auth/admin/federation", north.clone()).await;
+    assert_eq!((status, &set["federation"]["accept_provider_tokens"]), (200, &json!(true)), "{set}");
+    // On: the provider's own access token, for the linked user and the local role.
+    let reply = app.get_with(records, &provider_access).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let (tenant, actor, role, _, status) = gateway_audit(&app, records);
+    assert_eq!(
+        (tenant.as_str(), actor.as_str(), role.as_str(), status.as_str()),
+        (NORTH, alice_id.as_str(), "patient", "200")
+    );
+    // The same patient's record of another patient: the policy decides as for a platform token.
+    assert_eq!(app.get_with("/api/patients/p-1002/records", &provider_access).await.status, 403);
+    // A doctor: refused without MFA, through with amr ["mfa"].
+    let grey = |amr: Value| access_token("p-grey", json!({ "email": "grey@north.example", "amr": amr }));
+    assert_eq!(app.get_with(records, &grey(json!(["pwd"])).await).await.status, 401);
+    assert_eq!(gateway_audit(&app, records).3, "provider_mfa_required");
+    let doctor = app.get_with(records, &grey(json!(["pwd", "mfa"])).await).await;
+    assert_ne!(doctor.status, 401, "{}", doctor.body);
+    assert_eq!(gateway_audit(&app, records).2, "doctor");
+    // Refused, each with its reason.
+    let now = health_e2e::unix_now();
+    let forge = |claims: Value, extra: Value| {
+        let idp = &idp;
+        let mut body = json!({ "provider": "a", "client": "health-north", "alg": "RS256", "sub": "p-alice",
+            "typ": "at+jwt", "claims": claims });
+        for (name, value) in extra.as_object().expect("options") {
+            body[name] = value.clone();
+        }
+        async move { idp.forge_with(body).await }
+    };
+    let with = |changes: Value| {
+        let mut c = json!({ "email": "alice@north.example", "jti": format!("at-{}", rand_suffix()) });
+        for (name, value) in changes.as_object().expect("changes") {
+            c[name] = value.clone();
+        }
+        c
+    };
+    assert_eq!(
+        app.get_with(records, &forge(with(json!({})), json!({})).await).await.status,
+        200,
+        "a well-made one passes"
+    );
+    let cases = [
+        ("an ID token", idp.mint("a", "health-north", "id_token", "p-alice", alice_claims.clone()).await, "wrong_typ"),
+        (
+            "another audience",
+            idp.mint("a", "other-app", "access_token", "p-alice", alice_claims.clone()).await,
+            "wrong_audience",
+        ),
+        ("another issuer", forge(with(json!({ "iss": idp.issuer("b") })), json!({})).await, "missing_claim"),
+        ("expired", forge(with(json!({ "iat": now - 700, "exp": now - 100 })), json!({})).await, "expired"),
+        ("future iat", forge(with(json!({ "iat": now + 300, "exp": now + 900 })), json!({})).await, "issued_in_future"),
+        ("over the lifetime cap", forge(with(json!({ "exp": now + 7200 })), json!({})).await, "lifetime_too_long"),
+        ("alg none", forge(with(json!({})), json!({ "alg": "none" })).await, "malformed_token"),
+        ("HS256 with the public key", forge(with(json!({})), json!({ "alg": "HS256" })).await, "alg_mismatch"),
+        ("unknown kid", forge(with(json!({})), json!({ "kid": "nope" })).await, "unknown_kid"),
+        ("signed by another key", forge(with(json!({})), json!({ "keyOf": "b" })).await, "bad_signature"),
+        ("no jti", forge(with(json!({ "jti": null })), json!({})).await, "missing_claim"),
+        ("unmapped", access_token("p-x", json!({ "email": "nobody@north.example" })).await, "unmapped_identity"),
+    ];
+    for (case, token, reason) in cases {
+        let reply = app.get_with(records, &token).await;
+        assert_eq!(reply.status, 401, "{case}: {}", reply.body);
+        assert_eq!(gateway_audit(&app, records).3, reason, "{case}");
+    }
+    let (status, _) =
+        operator(&app, "POST", &format!("/auth/admin/users/{bob}/disable"), json!({ "tenant_id": NORTH })).await;
+    assert_eq!(status, 200);
+    let bobs = access_token("p-bob", json!({ "email": "bob@north.example" })).await;
+    assert_eq!(app.get_with(records, &bobs).await.status, 401);
+    assert_eq!(gateway_audit(&app, records).3, "user_disabled");
+    // The platform's own tokens as before.
+    assert_eq!(app.get_with(records, &app.token(ALICE).await).await.status, 200);
     let url = app.app.url().await.expect("the app's URL");
     let endpoint = format!("/auth/federation/{NORTH}/backchannel-logout");
     let uri = format!("{url}{endpoint}");
@@ -374,7 +487,6 @@ async fn a_providers_back_channel_logout_ends_the_users_sessions_at_once() {
     assert_eq!(status, 200, "{issued}");
     let access = issued["access_token"].as_str().expect("access").to_owned();
     let mut refresh_token = issued["refresh_token"].as_str().expect("refresh").to_owned();
-    let records = "/api/patients/p-1001/records";
     assert_eq!(app.get_with(records, &access).await.status, 200);
 
     // Logout tokens the provider never sends: 400 invalid_request, no-store, nothing ended.
@@ -439,6 +551,7 @@ async fn a_providers_back_channel_logout_ends_the_users_sessions_at_once() {
     assert_eq!(last_reason(&app), "wrong_typ");
     // Nothing was ended.
     assert_eq!(app.get_with(records, &access).await.status, 200);
+    assert_eq!(app.get_with(records, &provider_access).await.status, 200);
     let (status, rotated) = refresh(&app, &refresh_token).await;
     assert_eq!(status, 200, "{rotated}");
     refresh_token = rotated["refresh_token"].as_str().expect("refresh").to_owned();
@@ -453,6 +566,9 @@ async fn a_providers_back_channel_logout_ends_the_users_sessions_at_once() {
     let refused = app.get_with(records, &access).await;
     assert_eq!(refused.status, 401, "{}", refused.body);
     assert_eq!(refresh(&app, &refresh_token).await.0, 400);
+    // The provider's access tokens issued before the logout end with it too.
+    assert_eq!(app.get_with(records, &provider_access).await.status, 401);
+    assert_eq!(gateway_audit(&app, records).3, "subject_logged_out");
     // Signing in again at the provider works again.
     let again = idp
         .mint("a", "health-north", "id_token", "p-alice", json!({ "email": "alice@north.example", "sid": "s-2" }))

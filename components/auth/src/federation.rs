@@ -10,8 +10,9 @@
 
 use std::collections::BTreeMap;
 
+use anyhow::Context;
 use health_core::audit::Event;
-use health_core::{Opaque, Reason, Role, TenantId, Username};
+use health_core::{Component, Opaque, Reason, Role, TenantId, TokenId, Username};
 use health_identity::client::{self, ClientAuth};
 use health_identity::federation::{self as decide, ProviderSettings};
 use health_spin::federation as store;
@@ -138,6 +139,107 @@ pub async fn exchange(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, event: &mu
     Ok(respond::json(200, &body, Cache::NoStore))
 }
 
+/// A provider access token the gateway was given, accepted for a local user.
+struct Accepted {
+    user_id: Opaque,
+    role: Role,
+    /// The platform's id of the token (the provider's `jti`, hashed into the platform's alphabet).
+    jti: TokenId,
+    exp: i64,
+    amr: Vec<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRef {
+    token: String,
+}
+
+/// `POST /internal/federation/access-token` `{"token"}`, from the gateway only (its caller
+/// context names the tenant the token's issuer and audience route to, `health_spin::issuers`):
+/// whether the tenant accepts its provider's access tokens and this one passes, for which local
+/// user and role. The exchange's checks exactly ([`decide::verify`] as an access token, so
+/// `typ` `at+jwt`; the link; the user enabled; MFA for the role), then a `jti` required and
+/// the revocation check of the platform's own tokens (the user's not-before: a logout-all, a
+/// back-channel logout, a disabled account end these tokens too). The answer is
+/// `{"accepted":true,"user_id","role","scope","jti","exp","amr"}` or
+/// `{"accepted":false,"reason"}`; not audited here: the gateway audits the request.
+pub async fn provider_access_token(ctx: &Ctx<'_>) -> anyhow::Result<Response> {
+    let caller = match health_spin::verify_context(ctx.req, Component::Auth, &[Component::Gateway])? {
+        Ok(caller) => caller,
+        Err(e) => {
+            health_spin::log::warn("internal_request_refused", e.to_string());
+            return Ok(respond::refusal(&Error::Unauthenticated(Reason::ContextRefused)));
+        }
+    };
+    let tenant = &caller.tenant_id;
+    health_spin::log::set_tenant(tenant.as_str());
+    let token = match ctx.json::<TokenRef>("body must be {\"token\"}") {
+        Ok(body) => body.token,
+        Err(refusal) => return Ok(respond::refusal(&refusal)),
+    };
+    let answer = match accept_access_token(ctx, tenant, &token).await? {
+        Ok(a) => serde_json::json!({
+            "accepted": true, "user_id": a.user_id, "role": a.role.as_str(), "scope": issue::scopes(a.role),
+            "jti": a.jti, "exp": a.exp, "amr": a.amr,
+        }),
+        Err(reason) => serde_json::json!({ "accepted": false, "reason": reason.as_str() }),
+    };
+    Ok(respond::json(200, &answer, Cache::NoStore))
+}
+
+async fn accept_access_token(
+    ctx: &Ctx<'_>,
+    tenant: &TenantId,
+    token: &str,
+) -> anyhow::Result<Result<Accepted, Reason>> {
+    let db = ctx.db()?;
+    let Some(settings) = store::settings(&db, tenant)?.filter(|s| s.enabled && s.accept_provider_tokens) else {
+        return Ok(Err(Reason::ProviderTokensNotAccepted));
+    };
+    let kv = health_spin::revocations::open()?;
+    let cooldown = settings.jwks_refetch_cooldown_secs.max(1);
+    let Some((keys, _)) = store::provider_keys(&kv, tenant, &settings, token, ctx.now, cooldown).await? else {
+        return Ok(Err(Reason::ProviderKeysUnavailable));
+    };
+    let verified = match decide::verify(token, decide::SubjectKind::AccessToken, &keys, &settings, ctx.now) {
+        Ok(verified) => verified,
+        Err(refused) => return Ok(Err(refused.reason())),
+    };
+    let Some(provider_jti) = &verified.jti else {
+        return Ok(Err(Reason::MissingClaim));
+    };
+    let Some(user_id) = store::linked_user(&db, tenant, &verified.external_id)? else {
+        return Ok(Err(Reason::UnmappedIdentity));
+    };
+    let Some(user) = identity::user_by_id(&db, tenant, &user_id)? else {
+        return Ok(Err(Reason::UnmappedIdentity));
+    };
+    if user.disabled {
+        return Ok(Err(Reason::UserDisabled));
+    }
+    // Insurers' tokens are the platform's one-time nested JWEs, never a provider's.
+    if user.role == Role::Insurance {
+        return Ok(Err(Reason::InsurerTokenNotEncrypted));
+    }
+    if !decide::mfa_satisfied(&settings, user.role, &verified) {
+        return Ok(Err(Reason::ProviderMfaRequired));
+    }
+    let jti = TokenId::parse(&health_core::sha256_hex(provider_jti)).context("a hash is a token id")?;
+    let check =
+        health_spin::revocations::Token { tenant, jti: jti.as_str(), sub: user.user_id.as_str(), iat: verified.iat };
+    if let Some(revoked) = health_spin::revocations::check(&kv, &check, ctx.now)? {
+        return Ok(Err(revoked.reason()));
+    }
+    Ok(Ok(Accepted {
+        user_id: user.user_id,
+        role: user.role,
+        jti,
+        exp: verified.exp,
+        amr: verified.amr.into_iter().filter(|a| REGISTERED_AMR.contains(&a.as_str())).collect(),
+    }))
+}
+
 const INVALID_LOGOUT: Error = oauth(400, "invalid_request", "the logout token was not accepted");
 
 /// `POST /auth/federation/{tenant}/backchannel-logout` (OpenID Connect Back-Channel Logout 1.0):
@@ -201,6 +303,17 @@ pub fn password_refused(db: &Connection, tenant: &TenantId, username: &Username)
     Ok(store::settings(db, tenant)?.is_some_and(|s| s.refuses_password(username)))
 }
 
+/// Rewrites the gateway's routing of provider access tokens for the issuers a change of a
+/// tenant's settings touched (`health_spin::issuers`).
+fn publish(db: &Connection, before: Option<&ProviderSettings>, after: &ProviderSettings) -> anyhow::Result<()> {
+    let kv = health_spin::revocations::open()?;
+    store::publish_issuer(&kv, db, &after.issuer)?;
+    match before {
+        Some(before) if before.issuer != after.issuer => store::publish_issuer(&kv, db, &before.issuer),
+        _ => Ok(()),
+    }
+}
+
 /// The admin API's federation commands, run for a tenant the principal may manage.
 pub enum Command {
     Show,
@@ -233,7 +346,9 @@ pub fn run(ctx: &Ctx<'_>, db: &Connection, tenant: &TenantId, command: Command, 
                     );
                 }
             }
+            let before = store::settings(db, tenant)?;
             store::set_settings(db, tenant, &settings, ctx.now)?;
+            publish(db, before.as_ref(), &settings)?;
             event.reason = Reason::FederationSet.into();
             ok(serde_json::json!({ "tenant_id": tenant, "federation": settings }))
         }
@@ -242,9 +357,11 @@ pub fn run(ctx: &Ctx<'_>, db: &Connection, tenant: &TenantId, command: Command, 
                 event.reason = Reason::FederationDisabled.into();
                 return Err(Error::NotFound(Reason::FederationDisabled).into());
             };
+            let before = settings.clone();
             settings.enabled = false;
             settings.required = false;
             store::set_settings(db, tenant, &settings, ctx.now)?;
+            publish(db, Some(&before), &settings)?;
             event.reason = Reason::FederationTurnedOff.into();
             ok(serde_json::json!({ "tenant_id": tenant, "federation": settings }))
         }

@@ -63,6 +63,8 @@ enum Api {
     Discovery(TenantId),
     /// OIDC Back-Channel Logout from the tenant's provider.
     BackchannelLogout(TenantId),
+    /// The gateway asking whether a tenant's provider's access token is accepted.
+    ProviderAccessToken,
     Admin(admin::AdminApi),
     Internal(internal::InternalApi),
 }
@@ -107,6 +109,7 @@ fn parse(method: &Method, path: &str) -> Result<Api, Error> {
             post(Api::BackchannelLogout(tenant))
         }
         ["auth", "admin", rest @ ..] => admin::parse(method, rest).map(Api::Admin),
+        ["internal", "federation", "access-token"] => post(Api::ProviderAccessToken),
         ["internal", rest @ ..] => internal::parse(method, rest).map(Api::Internal),
         _ => Err(Error::NotFound(Reason::NoSuchRoute)),
     }
@@ -299,7 +302,7 @@ fn rate_class(api: &Api) -> Option<ratelimit::Class> {
         Api::Introspect | Api::Revoke | Api::ChangePassword | Api::BackchannelLogout(_) => Class::Login,
         Api::Validate | Api::Discovery(_) => Class::Read,
         Api::Admin(_) => Class::Admin,
-        Api::Internal(_) => return None,
+        Api::Internal(_) | Api::ProviderAccessToken => return None,
     })
 }
 
@@ -318,6 +321,7 @@ fn endpoint(api: &Api) -> &'static str {
         Api::ChangePassword => "change_password",
         Api::Discovery(_) => "discovery",
         Api::BackchannelLogout(_) => "backchannel_logout",
+        Api::ProviderAccessToken => "internal",
         Api::Admin(_) => "admin",
         Api::Internal(_) => "internal",
     }
@@ -340,6 +344,8 @@ async fn dispatch(req: &Request, api: Api, now: i64, event: &mut Event) -> anyho
         Api::ChangePassword => account::change_password(&ctx, event).await,
         Api::Revoke => sessions::revoke(&ctx, event).await,
         Api::BackchannelLogout(tenant) => federation::backchannel_logout(&ctx, &tenant, event).await,
+        // Not audited here: the gateway audits the request the token came with.
+        Api::ProviderAccessToken => return federation::provider_access_token(&ctx).await,
         // High-volume reads that change nothing: not audited.
         Api::Validate => return answered(sessions::validate(&ctx).await),
         Api::Discovery(tenant) => return answered(sessions::discovery(&ctx, &tenant)),
@@ -394,6 +400,8 @@ mod tests {
             Err(Error::MethodNotAllowed)
         );
         assert_eq!(parse(&Method::Post, "/auth/federation/../backchannel-logout"), not_found);
+        assert_eq!(parse(&Method::Post, "/internal/federation/access-token"), Ok(Api::ProviderAccessToken));
+        assert_eq!(parse(&Method::Get, "/internal/federation/access-token"), Err(Error::MethodNotAllowed));
     }
 
     #[test]

@@ -81,9 +81,10 @@ pub struct Link {
 
 impl Link {
     /// Every link: the gateway to each role service and to `jwks` (decryption of nested
-    /// tokens), `auth` to `jwks` (signing, encryption, decryption), and `patient` to `auth`
-    /// (whether an insurer is registered; disabling an erased patient's account).
-    pub const ALL: [Link; 7] = [
+    /// tokens), `auth` to `jwks` (signing, encryption, decryption), `patient` to `auth`
+    /// (whether an insurer is registered; disabling an erased patient's account), and the
+    /// gateway to `auth` (whether a tenant's OpenID provider's access token is accepted).
+    pub const ALL: [Link; 8] = [
         Link::of(Component::Gateway, Component::Patient, "context_key_patient"),
         Link::of(Component::Gateway, Component::Doctor, "context_key_doctor"),
         Link::of(Component::Gateway, Component::Lab, "context_key_lab"),
@@ -91,6 +92,7 @@ impl Link {
         Link::of(Component::Gateway, Component::Jwks, "context_key_gateway_jwks"),
         Link::of(Component::Auth, Component::Jwks, "context_key_auth_jwks"),
         Link::of(Component::Patient, Component::Auth, "context_key_patient_auth"),
+        Link::of(Component::Gateway, Component::Auth, "context_key_gateway_auth"),
     ];
 
     const fn of(from: Component, to: Component, key_variable: &'static str) -> Self {

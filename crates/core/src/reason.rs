@@ -305,6 +305,8 @@ reasons! {
     ProviderLogout = "provider_logout",
     /// A valid back-channel logout for a provider subject or session no user of the tenant has.
     ProviderLogoutUnknownSubject = "provider_logout_unknown_subject",
+    /// A provider access token at the gateway for a tenant that does not accept them.
+    ProviderTokensNotAccepted = "provider_tokens_not_accepted",
 }
 
 impl fmt::Display for Reason {

@@ -121,6 +121,9 @@ enum Federation {
         /// Refuse local passwords for the tenant (but the break-glass admin's).
         #[arg(long, requires = "break_glass")]
         required: bool,
+        /// The gateway accepts the provider's JWT access tokens directly (for linked users).
+        #[arg(long)]
+        accept_provider_tokens: bool,
         /// The admin's username that may still log in with a password when `--required`.
         #[arg(long)]
         break_glass: Option<String>,
@@ -612,6 +615,7 @@ fn federation(url: &str, command: Federation) -> Result<Value, Failure> {
             clock_tolerance,
             jwks_refetch_cooldown,
             required,
+            accept_provider_tokens,
             break_glass,
         } => {
             let settings = json!({
@@ -619,6 +623,7 @@ fn federation(url: &str, command: Federation) -> Result<Value, Failure> {
                 "audience": audience, "discovery_url": discovery_url, "jwks_uri": jwks_uri,
                 "subject_claim": subject_claim, "mfa_roles": mfa_roles, "mfa_amr": mfa_amr, "mfa_acr": mfa_acr,
                 "clock_tolerance_secs": clock_tolerance, "jwks_refetch_cooldown_secs": jwks_refetch_cooldown,
+                "accept_provider_tokens": accept_provider_tokens,
             });
             request(
                 url,

@@ -120,6 +120,10 @@ pub struct ProviderSettings {
     /// every variable for each instance that calls out, and this one is the provider's business.
     #[serde(default = "default_cooldown")]
     pub jwks_refetch_cooldown_secs: i64,
+    /// The gateway accepts the provider's JWT access tokens (RFC 9068) as bearer tokens
+    /// directly, with the exchange's checks, for the linked local user and role (item 3).
+    #[serde(default)]
+    pub accept_provider_tokens: bool,
 }
 
 /// Why settings were not accepted (the admin API's 400 detail).
@@ -267,6 +271,9 @@ pub struct Verified {
     pub exp: i64,
     /// The provider's session (`sid`, OIDC Front/Back-Channel Logout), when the token names one.
     pub sid: Option<String>,
+    pub iat: i64,
+    /// The token's `jti` (RFC 9068 §2.2 requires one in an access token).
+    pub jti: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -360,6 +367,8 @@ pub fn verify(
         auth_time: time("auth_time").unwrap_or(iat),
         exp,
         sid: text("sid").filter(|sid| sid.len() <= MAX_SID_BYTES).map(str::to_owned),
+        iat,
+        jti: text("jti").filter(|jti| jti.len() <= MAX_JTI_BYTES).map(str::to_owned),
     })
 }
 

@@ -19,6 +19,7 @@ use spin_sdk::http::{Method, Request, Response};
 
 use crate::db::{Sql, Step};
 use crate::identity::{first, stored, text};
+use crate::issuers::{self, Accepting};
 use crate::kv::Kv;
 
 /// The `identity` schema's version 3: a tenant's provider settings (JSON, as the admin API
@@ -99,6 +100,35 @@ pub fn external_id(conn: &impl Sql, tenant: &TenantId, user: &Opaque) -> anyhow:
     const SELECT: &str = "SELECT external_id FROM federated_identities WHERE tenant_id = ? AND user_id = ?";
     let rows = conn.execute(SELECT, &[text(tenant.as_str()), text(user.as_str())]).context("reading link")?;
     Ok(first(&rows).and_then(|row| row.get::<&str>("external_id").map(str::to_owned)))
+}
+
+/// Every tenant's provider settings.
+pub fn all_settings(conn: &impl Sql) -> anyhow::Result<Vec<(TenantId, ProviderSettings)>> {
+    const SELECT: &str = "SELECT tenant_id, settings FROM federation ORDER BY tenant_id";
+    let rows = conn.execute(SELECT, &[]).context("reading federation settings")?;
+    rows.rows()
+        .map(|row| {
+            let tenant = stored(&row, "tenant_id", TenantId::parse)?;
+            let json = row.get::<&str>("settings").context("federation row without settings")?;
+            Ok((tenant, serde_json::from_str(json).context("stored federation settings")?))
+        })
+        .collect()
+}
+
+/// Rewrites `issuer`'s entry in the routing of provider access tokens (`crate::issuers`) from the stored settings (after they changed): every tenant whose
+/// provider is enabled, has that issuer and accepts its access tokens. Written whole each time,
+/// so an entry a concurrent change left behind is corrected by the next one.
+pub fn publish_issuer(kv: &impl Kv, conn: &impl Sql, issuer: &str) -> anyhow::Result<()> {
+    let accepting: Vec<Accepting> = all_settings(conn)?
+        .into_iter()
+        .filter(|(_, s)| s.enabled && s.accept_provider_tokens && s.issuer == issuer)
+        .map(|(tenant, s)| Accepting { tenant, audience: s.audience })
+        .collect();
+    if accepting.is_empty() {
+        kv.delete(&issuers::key(issuer))
+    } else {
+        kv.set(&issuers::key(issuer), &serde_json::to_vec(&accepting)?)
+    }
 }
 
 // ---- back-channel logout -------------------------------------------------------------------
@@ -328,6 +358,43 @@ mod tests {
         assert_eq!(external_id(&db, &tenant, &alice).expect("read").as_deref(), Some("alice@y"));
         let other = TenantId::parse("south").expect("tenant");
         assert_eq!(linked_user(&db, &other, "alice@y").expect("read"), None);
+    }
+
+    #[test]
+    fn an_issuer_entry_lists_the_tenants_accepting_its_access_tokens() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = Native::open(&dir.path().join("identity.db"));
+        crate::identity::migrate(&db, false).expect("migrate");
+        let kv = crate::kv::Memory::default();
+        let settings = |issuer: &str, audience: &str, accept: bool| -> ProviderSettings {
+            serde_json::from_value(serde_json::json!({
+                "enabled": true, "issuer": issuer, "audience": audience,
+                "jwks_uri": "https://idp.example/jwks", "accept_provider_tokens": accept,
+            }))
+            .expect("settings")
+        };
+        let (north, south, west) = (
+            TenantId::parse("north").expect("t"),
+            TenantId::parse("south").expect("t"),
+            TenantId::parse("west").expect("t"),
+        );
+        set_settings(&db, &north, &settings("https://idp", "n", true), 1).expect("write");
+        set_settings(&db, &south, &settings("https://idp", "s", false), 1).expect("write");
+        set_settings(&db, &west, &settings("https://other", "w", true), 1).expect("write");
+        publish_issuer(&kv, &db, "https://idp").expect("publish");
+        let north_only = vec![Accepting { tenant: north.clone(), audience: "n".into() }];
+        assert_eq!(issuers::accepting(&kv, "https://idp").expect("read"), north_only);
+        assert!(issuers::accepting(&kv, "https://other").expect("read").is_empty(), "not published yet");
+        set_settings(&db, &south, &settings("https://idp", "s", true), 2).expect("write");
+        publish_issuer(&kv, &db, "https://idp").expect("publish");
+        assert_eq!(issuers::accepting(&kv, "https://idp").expect("read").len(), 2);
+        let mut off = settings("https://idp", "n", true);
+        off.enabled = false;
+        set_settings(&db, &north, &off, 3).expect("write");
+        set_settings(&db, &south, &settings("https://idp", "s", false), 3).expect("write");
+        publish_issuer(&kv, &db, "https://idp").expect("publish");
+        assert!(issuers::accepting(&kv, "https://idp").expect("read").is_empty());
+        assert_eq!(kv.get(&issuers::key("https://idp")).expect("get"), None);
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod deadline;
 pub mod federation;
 #[cfg(feature = "identity")]
 pub mod identity;
+pub mod issuers;
 #[cfg(feature = "tokens")]
 pub mod keystore;
 pub mod kv;

@@ -254,6 +254,8 @@ fn mfa_is_needed_only_by_the_configured_roles() {
         auth_time: NOW,
         exp: NOW,
         sid: None,
+        iat: NOW,
+        jti: None,
     };
     assert!(mfa_satisfied(&s, Role::Patient, &verified(&["pwd"], None)));
     assert!(!mfa_satisfied(&s, Role::Doctor, &verified(&["pwd"], None)));
