@@ -474,6 +474,14 @@ async fn provider_access_tokens_at_the_gateway_and_back_channel_logout() {
     assert_eq!(gateway_audit(&app, records).3, "user_disabled");
     // The platform's own tokens as before.
     assert_eq!(app.get_with(records, &app.token(ALICE).await).await.status, 200);
+    // One issuer and audience route to one tenant: a second tenant may not accept the same.
+    assert_eq!(operator(&app, "POST", "/admin/tenants", json!({ "tenant_id": SOUTH })).await.0, 201);
+    let mut south = north.clone();
+    south["tenant_id"] = json!(SOUTH);
+    let (status, body) = operator(&app, "POST", "/auth/admin/federation", south.clone()).await;
+    assert_eq!(status, 400, "{body}");
+    south["settings"]["audience"] = json!("health-south");
+    assert_eq!(operator(&app, "POST", "/auth/admin/federation", south).await.0, 200);
     let url = app.app.url().await.expect("the app's URL");
     let endpoint = format!("/auth/federation/{NORTH}/backchannel-logout");
     let uri = format!("{url}{endpoint}");

@@ -346,6 +346,23 @@ pub fn run(ctx: &Ctx<'_>, db: &Connection, tenant: &TenantId, command: Command, 
                     );
                 }
             }
+            // The gateway picks a provider access token's tenant by its issuer and audience.
+            let routes_alike = |(other, s): &(TenantId, ProviderSettings)| {
+                other != tenant
+                    && s.enabled
+                    && s.accept_provider_tokens
+                    && s.issuer == settings.issuer
+                    && s.audience == settings.audience
+            };
+            if settings.enabled && settings.accept_provider_tokens && store::all_settings(db)?.iter().any(routes_alike)
+            {
+                let detail = "another tenant accepts this provider's access tokens for the same audience".to_owned();
+                return refuse(
+                    event,
+                    Reason::BadFederationSettings,
+                    Error::BadRequest(Reason::BadFederationSettings, detail),
+                );
+            }
             let before = store::settings(db, tenant)?;
             store::set_settings(db, tenant, &settings, ctx.now)?;
             publish(db, before.as_ref(), &settings)?;
