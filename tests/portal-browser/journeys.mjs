@@ -42,9 +42,11 @@ const browser = await chromium.launch({
 
 const problems = [];
 
-async function person(name) {
+async function person(name, { clock = false } = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, locale: 'en-GB', timezoneId: 'UTC' });
   const page = await context.newPage();
+  // The page's timers under Playwright's clock (time still flows), so a test can jump ahead.
+  if (clock) await page.clock.install();
   page.setDefaultTimeout(20000);
   await page.addInitScript(() => {
     window.__csp = [];
@@ -241,7 +243,9 @@ async function run() {
 
   // Lab: the order queue, a result entered, the order gone from the queue.
   {
-    const { page, context } = await person('lab');
+    const { page, context } = await person('lab', { clock: true });
+    let bearer = null;
+    page.on('request', (request) => { bearer = request.headers().authorization || bearer; });
     await signIn(page, 'lab-north', 'lab-demo-2026');
     await page.getByRole('heading', { name: 'Lab orders' }).waitFor();
     await page.getByRole('cell', { name: 'o-2001', exact: true }).waitFor();
@@ -253,6 +257,13 @@ async function run() {
     await result.getByRole('button', { name: 'Send result' }).click();
     await message(page, 'Result for o-2001 sent');
     await page.getByRole('cell', { name: 'o-2001', exact: true }).waitFor({ state: 'detached' });
+    // Ten minutes without a key press or click: signed out (the token revoked), said so.
+    await page.clock.fastForward('10:30');
+    await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+    await message(page, 'signed out after 10 minutes without activity');
+    if (!bearer?.startsWith('Bearer ey')) throw new Error('no bearer token seen on the lab\'s requests');
+    const after = await fetch(`${base}/api/lab/orders`, { headers: { authorization: bearer } });
+    if (after.status !== 401) throw new Error(`the idle session's token still works: ${after.status}`);
     await finish('lab', page, context);
   }
 

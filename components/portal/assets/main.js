@@ -7,6 +7,19 @@ import { signInPage } from './signin.js';
 import { viewFor, clearBanner } from './views.js';
 
 let expiryTimer = null;
+let idleTimer = null;
+/** Signed out after this long without a key press, click or touch (the page enforces it; the
+ * API's bound is the access token's lifetime). */
+const IDLE_MS = 10 * 60 * 1000;
+
+function resetIdle() {
+  clearTimeout(idleTimer);
+  if (!api.current()) return;
+  idleTimer = setTimeout(() => {
+    api.signOut(false).catch(() => {}).finally(() => say('You were signed out after 10 minutes without activity.'));
+  }, IDLE_MS);
+}
+for (const type of ['keydown', 'pointerdown']) document.addEventListener(type, resetIdle, { passive: true });
 
 function accountBar(session) {
   const nav = document.getElementById('account');
@@ -51,13 +64,18 @@ api.onSession((session) => {
   accountBar(session);
   clearTimeout(expiryTimer);
   if (!session) {
+    clearTimeout(idleTimer);
     clearBanner();
     signInPage('You are signed out.');
     return;
   }
   // The session ends with the access token: sign out here when it expires.
   const left = session.expiresAt * 1000 - Date.now();
-  expiryTimer = setTimeout(() => api.forget(), Math.max(0, left));
+  expiryTimer = setTimeout(() => {
+    api.forget();
+    say('Your session has ended (sessions last as long as their access token). Sign in again.');
+  }, Math.max(0, left));
+  resetIdle();
   home(session);
 });
 

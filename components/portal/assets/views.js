@@ -193,7 +193,7 @@ function doctorView() {
         ['Patient', (p) => h('span', { class: 'mono' }, p.patient_id)],
         ['Reason', (p) => p.reason],
         ['Since', (p) => when(p.starts_at)],
-        ['Until', (p) => (p.ends_at ? when(p.ends_at) : 'ended by the admin')],
+        ['Until', (p) => (p.ends_at ? when(p.ends_at) : 'until ended')],
         ['', (p) => action('Open', () => openPatient(p.patient_id), { 'aria-label': `Open ${p.patient_id}` })],
       ], mine.patients, 'You are on no care team.');
     }),
