@@ -307,6 +307,14 @@ reasons! {
     ProviderLogoutUnknownSubject = "provider_logout_unknown_subject",
     /// A provider access token at the gateway for a tenant that does not accept them.
     ProviderTokensNotAccepted = "provider_tokens_not_accepted",
+    /// A pushed Security Event Token that is not one (`typ`, `events`), or carries a logout.
+    NotASecurityEvent = "not_a_security_event",
+    /// A Security Event Token whose `jti` was already received.
+    SecurityEventReplayed = "security_event_replayed",
+    /// A CAEP `session-revoked` or `credential-change` event: the user's sessions ended.
+    ProviderSessionRevoked = "provider_session_revoked",
+    /// A valid Security Event Token with nothing to act on (another event, an unknown subject).
+    SecurityEventIgnored = "security_event_ignored",
 }
 
 impl fmt::Display for Reason {

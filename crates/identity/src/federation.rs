@@ -237,6 +237,8 @@ pub enum Refused {
     NotALogoutToken,
     #[error("a logout token carries a nonce")]
     Nonce,
+    #[error("not a security event token")]
+    NotASecurityEvent,
 }
 
 impl Refused {
@@ -254,6 +256,7 @@ impl Refused {
             Refused::WrongType => Reason::WrongTyp,
             Refused::NotALogoutToken => Reason::NotALogoutToken,
             Refused::Nonce => Reason::LogoutTokenNonce,
+            Refused::NotASecurityEvent => Reason::NotASecurityEvent,
         }
     }
 }
@@ -384,6 +387,23 @@ fn verified_claims(
     settings: &ProviderSettings,
     now: i64,
 ) -> Result<BTreeMap<String, serde_json::Value>, Refused> {
+    verified_claims_with(token, keys, settings, now, Exp::Required)
+}
+
+/// Whether a token must carry `exp`: a Security Event Token (RFC 8417 §2.2) need not.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Exp {
+    Required,
+    Optional,
+}
+
+fn verified_claims_with(
+    token: &str,
+    keys: &TenantKeys,
+    settings: &ProviderSettings,
+    now: i64,
+    exp_rule: Exp,
+) -> Result<BTreeMap<String, serde_json::Value>, Refused> {
     let opts = health_jose::VerifyOptions {
         audience: settings.audience.clone(),
         tolerance_secs: settings.clock_tolerance_secs.clamp(0, MAX_CLOCK_TOLERANCE_SECS),
@@ -397,7 +417,11 @@ fn verified_claims(
     let iss = text("iss").ok_or(Refused::MissingClaim("iss"))?;
     let aud: Audience =
         claims.get("aud").and_then(|a| serde_json::from_value(a.clone()).ok()).ok_or(Refused::MissingClaim("aud"))?;
-    let exp = time("exp").ok_or(Refused::MissingClaim("exp"))?;
+    let exp = match (time("exp"), exp_rule) {
+        (Some(exp), _) => Some(exp),
+        (None, Exp::Optional) if !claims.contains_key("exp") => None,
+        (None, _) => return Err(Refused::MissingClaim("exp")),
+    };
     let iat = time("iat").ok_or(Refused::MissingClaim("iat"))?;
     if iss != settings.issuer {
         return Err(Refused::WrongIssuer);
@@ -411,7 +435,7 @@ fn verified_claims(
         return Err(Refused::WrongAudience);
     }
     let tolerance = opts.tolerance_secs;
-    if exp <= now - tolerance {
+    if exp.is_some_and(|exp| exp <= now - tolerance) {
         return Err(Refused::Expired);
     }
     if time("nbf").is_some_and(|nbf| nbf > now + tolerance) {
@@ -420,7 +444,7 @@ fn verified_claims(
     if iat > now + tolerance {
         return Err(Refused::IssuedInFuture);
     }
-    if exp - iat > opts.max_lifetime_secs {
+    if exp.is_some_and(|exp| exp - iat > opts.max_lifetime_secs) {
         return Err(Refused::LifetimeTooLong);
     }
     Ok(claims)
@@ -436,6 +460,97 @@ pub const MAX_LOGOUT_TOKEN_AGE_SECS: i64 = 300;
 /// Longest `jti` and `sid` read.
 pub const MAX_JTI_BYTES: usize = 256;
 pub const MAX_SID_BYTES: usize = 256;
+
+/// CAEP event types (OpenID Continuous Access Evaluation Profile 1.0) that end a user's
+/// sessions here.
+pub const CAEP_SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
+pub const CAEP_CREDENTIAL_CHANGE: &str = "https://schemas.openid.net/secevent/caep/event-type/credential-change";
+/// The explicit type of a Security Event Token (RFC 8417 §2.3).
+pub const SET_TYP: &str = "secevent+jwt";
+
+/// Who a security event is about (RFC 9493 subject identifiers, the formats a provider's user
+/// can be named in here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventSubject {
+    /// `{"format":"email","email"}`, normalised as the subject claim `email` is.
+    Email(String),
+    /// `{"format":"iss_sub","iss","sub"}` with the provider's own issuer: the provider's `sub`.
+    ProviderSub(String),
+    /// Any other format, or another issuer's subject: no user of the tenant.
+    Other,
+}
+
+/// A verified Security Event Token carrying a CAEP event this platform acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityEvent {
+    /// The CAEP event type acted on, if the token carries one (others are accepted and ignored).
+    pub event: Option<&'static str>,
+    pub subject: EventSubject,
+    pub jti: String,
+    pub remember_until: i64,
+}
+
+/// Validates a Security Event Token pushed by the tenant's provider (RFC 8417, RFC 8935; CAEP
+/// 1.0): the signature and claim checks of [`verified_claims`] (`exp` optional, as RFC 8417
+/// §2.2 allows), `iat` at most [`MAX_LOGOUT_TOKEN_AGE_SECS`] old, `typ` `secevent+jwt`, `events`
+/// an object, a `jti`, no `nonce`, no back-channel logout event (that has its own endpoint), and
+/// the subject (`sub_id`, or the event's `subject` as earlier CAEP drafts put it).
+pub fn verify_security_event(
+    token: &str,
+    keys: &TenantKeys,
+    settings: &ProviderSettings,
+    now: i64,
+) -> Result<SecurityEvent, Refused> {
+    let claims = verified_claims_with(token, keys, settings, now, Exp::Optional)?;
+    let tolerance = settings.clock_tolerance_secs.clamp(0, MAX_CLOCK_TOLERANCE_SECS);
+    let iat = claims.get("iat").and_then(serde_json::Value::as_i64).ok_or(Refused::MissingClaim("iat"))?;
+    if iat < now - MAX_LOGOUT_TOKEN_AGE_SECS - tolerance {
+        return Err(Refused::Expired);
+    }
+    if !header_typ(token).is_some_and(|typ| typ.eq_ignore_ascii_case(SET_TYP)) {
+        return Err(Refused::NotASecurityEvent);
+    }
+    let Some(events) = claims.get("events").and_then(serde_json::Value::as_object) else {
+        return Err(Refused::NotASecurityEvent);
+    };
+    if claims.contains_key("nonce") || events.contains_key(BACKCHANNEL_LOGOUT_EVENT) {
+        return Err(Refused::NotASecurityEvent);
+    }
+    let jti = claims
+        .get("jti")
+        .and_then(serde_json::Value::as_str)
+        .filter(|jti| !jti.is_empty() && jti.len() <= MAX_JTI_BYTES && !jti.chars().any(char::is_control))
+        .ok_or(Refused::MissingClaim("jti"))?;
+    let acted_on = [CAEP_SESSION_REVOKED, CAEP_CREDENTIAL_CHANGE].into_iter().find(|e| events.contains_key(*e));
+    let subject_id = claims
+        .get("sub_id")
+        .or_else(|| acted_on.and_then(|e| events.get(e)).and_then(|payload| payload.get("subject")));
+    let subject = match subject_id {
+        Some(id) => event_subject(id, settings),
+        None if acted_on.is_some() => return Err(Refused::MissingClaim("sub_id")),
+        None => EventSubject::Other,
+    };
+    Ok(SecurityEvent {
+        event: acted_on,
+        subject,
+        jti: jti.to_owned(),
+        remember_until: iat + MAX_LOGOUT_TOKEN_AGE_SECS + 2 * tolerance,
+    })
+}
+
+fn event_subject(id: &serde_json::Value, settings: &ProviderSettings) -> EventSubject {
+    let member =
+        |name: &str| id.get(name).and_then(serde_json::Value::as_str).filter(|v| !v.is_empty() && v.len() <= 256);
+    match member("format") {
+        Some("email") => {
+            member("email").map_or(EventSubject::Other, |email| EventSubject::Email(normalise("email", email)))
+        }
+        Some("iss_sub") if member("iss") == Some(settings.issuer.as_str()) => {
+            member("sub").map_or(EventSubject::Other, |sub| EventSubject::ProviderSub(sub.to_owned()))
+        }
+        _ => EventSubject::Other,
+    }
+}
 
 /// What a verified back-channel logout token names: the provider's subject, its session, or
 /// both; and its `jti`, for the replay check.

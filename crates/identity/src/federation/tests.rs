@@ -244,6 +244,57 @@ fn a_logout_token_is_checked_as_back_channel_logout_says() {
 }
 
 #[test]
+fn a_caep_security_event_is_checked_and_its_subject_read() {
+    let (p, s) = (provider(), settings());
+    let set = |header_typ: &str, claims: serde_json::Value| {
+        token(&p, serde_json::json!({ "alg": "ES256", "kid": p.kid, "typ": header_typ }), &claims)
+    };
+    let claims = |event: &str, sub_id: serde_json::Value| {
+        serde_json::json!({ "iss": ISSUER, "aud": "health-north", "iat": NOW, "jti": "e-1",
+            "sub_id": sub_id, "events": { event: { "event_timestamp": NOW } } })
+    };
+    let email = serde_json::json!({ "format": "email", "email": "Alice@Hospital.example" });
+    let revoked =
+        verify_security_event(&set("secevent+jwt", claims(CAEP_SESSION_REVOKED, email.clone())), &p.keys, &s, NOW)
+            .expect("accepted without exp");
+    assert_eq!(
+        (revoked.event, revoked.subject, revoked.jti.as_str()),
+        (Some(CAEP_SESSION_REVOKED), EventSubject::Email("alice@hospital.example".into()), "e-1")
+    );
+    let iss_sub = serde_json::json!({ "format": "iss_sub", "iss": ISSUER, "sub": "abc" });
+    let changed =
+        verify_security_event(&set("secevent+jwt", claims(CAEP_CREDENTIAL_CHANGE, iss_sub)), &p.keys, &s, NOW)
+            .expect("accepted");
+    assert_eq!(
+        (changed.event, changed.subject),
+        (Some(CAEP_CREDENTIAL_CHANGE), EventSubject::ProviderSub("abc".into()))
+    );
+    let foreign = serde_json::json!({ "format": "iss_sub", "iss": "https://evil", "sub": "abc" });
+    let other = verify_security_event(&set("secevent+jwt", claims(CAEP_SESSION_REVOKED, foreign)), &p.keys, &s, NOW);
+    assert_eq!(other.expect("accepted").subject, EventSubject::Other);
+    let ignored = verify_security_event(&set("secevent+jwt", claims("urn:x:other", email.clone())), &p.keys, &s, NOW);
+    assert_eq!(ignored.expect("accepted").event, None);
+    let refused = |token: String| verify_security_event(&token, &p.keys, &s, NOW);
+    assert_eq!(refused(set("JWT", claims(CAEP_SESSION_REVOKED, email.clone()))), Err(Refused::NotASecurityEvent));
+    assert_eq!(
+        refused(set("secevent+jwt", claims(BACKCHANNEL_LOGOUT_EVENT, email.clone()))),
+        Err(Refused::NotASecurityEvent)
+    );
+    let mut expired = claims(CAEP_SESSION_REVOKED, email.clone());
+    expired["exp"] = (NOW - 120).into();
+    assert_eq!(refused(set("secevent+jwt", expired)), Err(Refused::Expired));
+    let mut old = claims(CAEP_SESSION_REVOKED, email.clone());
+    old["iat"] = (NOW - MAX_LOGOUT_TOKEN_AGE_SECS - 60).into();
+    assert_eq!(refused(set("secevent+jwt", old)), Err(Refused::Expired));
+    let mut wrong = claims(CAEP_SESSION_REVOKED, email.clone());
+    wrong["aud"] = "other".into();
+    assert_eq!(refused(set("secevent+jwt", wrong)), Err(Refused::WrongAudience));
+    let mut no_subject = claims(CAEP_SESSION_REVOKED, email);
+    no_subject.as_object_mut().expect("object").remove("sub_id");
+    assert_eq!(refused(set("secevent+jwt", no_subject)), Err(Refused::MissingClaim("sub_id")));
+}
+
+#[test]
 fn mfa_is_needed_only_by_the_configured_roles() {
     let mut s = settings();
     let verified = |amr: &[&str], acr: Option<&str>| Verified {
