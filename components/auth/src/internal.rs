@@ -7,7 +7,8 @@
 //!   registered and enabled (a patient consents only to one that is). A read: not audited.
 //! - `POST /internal/users/lookup` `{"user_id"}`: the role of that user of the caller's tenant
 //!   and whether it is enabled (a tenant admin puts only an enabled clinician on a care team,
-//!   and links only an enabled patient account to a record). A read: not audited (the change it
+//!   links only an enabled patient account to a record, and attaches only an enabled lab user
+//!   to a lab organisation). A read: not audited (the change it
 //!   serves is). A POST so the id is in the body, not the URL, as below.
 //! - `POST /internal/patient-accounts/erased` `{"user_id"}`: the patient record this account owns
 //!   was erased, so the account is disabled and every session of it ended (its refresh

@@ -49,6 +49,9 @@ pub fn scopes(role: Role) -> &'static str {
         Role::Lab => "lab/orders.read lab/results.write",
         Role::Insurance => "insurance/summary.read",
         Role::Admin => "admin/audit.read admin/users.write",
+        Role::Nurse => "patient/records.read patient/results.read patient/observations.write",
+        Role::Receptionist => "patient/demographics.read patient/demographics.write care-team.write",
+        Role::Pharmacist => "patient/medications.read",
     }
 }
 

@@ -1,14 +1,18 @@
-//! The `doctor` role service (private: reachable only as `doctor.spin.internal`). Doctors read
-//! and write the records of patients on their active care team (a correction keeps the version
-//! it replaces, and tells the gateway what changed for the audit log); for anyone else they may open
-//! a break-glass grant with a stated reason, which allows access for a short window
-//! (`break_glass_window_secs`, default one hour), and every access under it is flagged for the
-//! admins' review. A doctor lists the patients whose care team they are on now, and reads the
-//! team of a patient they are on. Every request needs the gateway's attested caller context, and every
-//! decision is the composed policy's.
+//! The `doctor` role service (private: reachable only as `doctor.spin.internal`): the clinicians'
+//! service, answering doctors, nurses and pharmacists alike, with the policy deciding what each
+//! may do (a nurse writes notes and observations only; a pharmacist reads the medication and
+//! allergy entries). Doctors read and write the records of patients on their active care team
+//! (a correction keeps the version it replaces, and tells the gateway what changed for the
+//! audit log); for anyone else they may open a break-glass grant with a stated reason, which
+//! allows access for a short window (`break_glass_window_secs`, default one hour), and every
+//! access under it is flagged for the admins' review. A clinician lists the patients whose care
+//! team they are on now, and reads the team of a patient they are on. Every request needs the
+//! gateway's attested caller context, and every decision is the composed policy's.
 
 // The Spin SDK macros expand to the component ABI's `unsafe` glue.
 #![allow(unsafe_code)]
+
+mod orders;
 
 use health_core::Reason;
 use health_core::audit::RecordChange;
@@ -37,6 +41,7 @@ fn handle(req: Request) -> Response {
             Api::BreakGlass(patient) => break_glass(&conn, caller, &patient, body),
             Api::CareTeam(patient) => service::care_team(&conn, caller, &patient),
             Api::CareTeamPatients => care_team_patients(&conn, caller),
+            Api::OrderLabTest(patient) => orders::order(&conn, caller, &patient, body),
             _ => Err(Refusal::NotFound(Reason::NoSuchRoute).into()),
         }
     })
@@ -44,8 +49,10 @@ fn handle(req: Request) -> Response {
 
 fn add_record(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[u8]) -> Handled {
     let now = health_spin::now();
-    let (_, reason) = service::authorize_patient(conn, caller, authz::Action::WriteRecord, patient, now)?;
+    let (_, _, facts) = service::authorize_patient_facts(conn, caller, authz::Action::WriteRecord, patient, now)?;
     let entry: routes::NewEntry = service::body(body)?;
+    // Whether the caller writes entries of this kind (a nurse: notes and observations only).
+    let reason = service::authorize_kind(caller, authz::Action::WriteRecord, &facts, &entry.kind)?;
     let entry_id = records::new_entry_id()?;
     let author = caller.subject.clone();
     let mut vault = Vault::open(conn, &caller.tenant_id)?;
@@ -57,8 +64,13 @@ fn add_record(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[u
 
 fn update_record(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[u8]) -> Handled {
     let now = health_spin::now();
-    let (_, reason) = service::authorize_patient(conn, caller, authz::Action::WriteRecord, patient, now)?;
+    let (_, _, facts) = service::authorize_patient_facts(conn, caller, authz::Action::WriteRecord, patient, now)?;
     let update: routes::EntryUpdate = service::body(body)?;
+    // A correction is a write of the entry's own kind: a nurse corrects no diagnosis.
+    let Some(kind) = records::entry_kind(conn, &caller.tenant_id, patient, &update.entry_id)? else {
+        return Err(Refusal::NotFound(Reason::NoSuchEntry).into());
+    };
+    let reason = service::authorize_kind(caller, authz::Action::WriteRecord, &facts, &kind)?;
     let author = caller.subject.clone();
     let mut vault = Vault::open(conn, &caller.tenant_id)?;
     let entry = &update.entry_id;

@@ -40,6 +40,7 @@ fn route_rule(api: &Api) -> Option<(authz::Action, &'static str)> {
     use authz::Action as A;
     Some(match api {
         Api::Demographics(_) => (A::ReadDemographics, "patients"),
+        Api::EditDemographics(_) => (A::EditDemographics, "patients"),
         Api::Records(_) => (A::ReadRecord, "patients"),
         // A record's history is read as the record is: one decision.
         Api::RecordHistory(..) => (A::ReadRecord, "patients"),
@@ -60,8 +61,12 @@ fn route_rule(api: &Api) -> Option<(authz::Action, &'static str)> {
         Api::AccessLog(..) => (A::ReadAccessLog, "patients"),
         Api::Export(_) => (A::ExportData, "patients"),
         Api::CareTeam(_) => (A::ReadCareTeam, "patients"),
-        Api::AddCareTeamMember(..) | Api::EndCareTeamMembership(..) => (A::ManageCareTeam, "patients"),
+        Api::AddCareTeamMember(..) => (A::AddCareTeamMember, "patients"),
+        Api::EndCareTeamMembership(..) => (A::ManageCareTeam, "patients"),
         Api::CareTeamPatients => (A::ListCareTeamPatients, "care-team"),
+        Api::Labs | Api::RegisterLab | Api::AttachLabMember(..) | Api::DetachLabMember(..) => (A::ManageLabs, "admin"),
+        Api::OrderLabTest(_) => (A::OrderLabTest, "patients"),
+        Api::PatientLabOrders(_) => (A::ReadLabOrders, "patients"),
         Api::BadQuery(_) => return None,
     })
 }
@@ -75,43 +80,53 @@ fn rate_class(api: Option<&Api>, method: &Method) -> Class {
     }
 }
 
+/// The service that answers a role's reads of a patient's record: the patient's own service, or
+/// the clinicians' (`doctor`). What each may read there is the policy's to decide.
+fn record_reader(role: Role) -> Option<Service> {
+    match role {
+        Role::Patient => Some(Service::Patient),
+        Role::Doctor | Role::Nurse | Role::Pharmacist => Some(Service::Doctor),
+        Role::Lab | Role::Insurance | Role::Admin | Role::Receptionist => None,
+    }
+}
+
 /// Which component answers a request from a caller of `role`.
 fn upstream(api: &Api, role: Role) -> Option<Service> {
     Some(match api {
-        Api::Demographics(_) | Api::Records(_) | Api::LabResults(_) => match role {
-            Role::Patient => Service::Patient,
-            Role::Doctor => Service::Doctor,
-            Role::Lab | Role::Insurance | Role::Admin => return None,
-        },
+        // The front desk's demographics are the patient service's, which owns patient identity.
+        Api::Demographics(_) if role == Role::Receptionist => Service::Patient,
+        Api::Demographics(_) | Api::Records(_) | Api::LabResults(_) => return record_reader(role),
+        Api::EditDemographics(_) => Service::Patient,
         Api::AddRecord(_) | Api::UpdateRecord(_) | Api::BreakGlass(_) => Service::Doctor,
         Api::GrantConsent(_) | Api::RevokeConsent(..) | Api::ErasePatient(_) | Api::RotateDataKey => Service::Patient,
         // Patient identity is the patient service's: it owns the records database.
         Api::RegisterPatient | Api::LinkPatientAccount(_) => Service::Patient,
         Api::LabOrders | Api::AddLabResult(_) => Service::Lab,
+        // Lab organisations are the patient service's: a member must be an enabled lab user,
+        // asked of `auth` over the patient → auth link. Orders are the clinicians' service's.
+        Api::Labs | Api::RegisterLab | Api::AttachLabMember(..) | Api::DetachLabMember(..) => Service::Patient,
+        Api::OrderLabTest(_) => Service::Doctor,
+        // Read as the lab results are, by the same services.
+        Api::PatientLabOrders(_) => return record_reader(role),
         Api::Summary(_) => Service::Insurance,
         Api::Audit(_) | Api::AuditExport(_) | Api::AuditVerify | Api::BreakGlassReview(_) => Service::Gateway,
         Api::Alerts(_) | Api::AcknowledgeAlert(_) => Service::Gateway,
         // The patient service decides (it knows the record's owner); the gateway adds the log.
         Api::AccessLog(..) => match role {
             Role::Patient | Role::Admin => Service::Patient,
-            Role::Doctor | Role::Lab | Role::Insurance => return None,
+            _ => return None,
         },
         Api::Export(_) => Service::Patient,
         // The patient service owns patient identity and asks `auth` about the member; a doctor's
         // reads of the team they are on, and of their own patients, are the doctor service's.
         Api::CareTeam(_) => match role {
             Role::Patient | Role::Admin => Service::Patient,
-            Role::Doctor => Service::Doctor,
-            Role::Lab | Role::Insurance => return None,
+            _ => return record_reader(role),
         },
         Api::AddCareTeamMember(..) | Api::EndCareTeamMembership(..) => Service::Patient,
         Api::CareTeamPatients => Service::Doctor,
         // A record's history is read as the record is, by the same services.
-        Api::RecordHistory(..) => match role {
-            Role::Patient => Service::Patient,
-            Role::Doctor => Service::Doctor,
-            Role::Lab | Role::Insurance | Role::Admin => return None,
-        },
+        Api::RecordHistory(..) => return record_reader(role),
         Api::BadQuery(_) => return None,
     })
 }
@@ -615,6 +630,45 @@ mod tests {
             assert_eq!(upstream(&history(), role), None, "{role:?}");
         }
         assert!(matches!(route_rule(&history()), Some((authz::Action::ReadRecord, "patients"))));
+        let lab = || health_core::LabId::parse("lab-north").unwrap();
+        let (attach, detach) = (Api::AttachLabMember(lab(), member()), Api::DetachLabMember(lab(), member()));
+        for api in [Api::Labs, Api::RegisterLab, attach, detach] {
+            assert_eq!(upstream(&api, Role::Admin), Some(Service::Patient), "{api:?}");
+            assert!(matches!(route_rule(&api), Some((authz::Action::ManageLabs, "admin"))), "{api:?}");
+            assert_eq!(rate_class(Some(&api), &Method::Get), Class::Admin);
+        }
+        assert_eq!(upstream(&Api::OrderLabTest(p()), Role::Doctor), Some(Service::Doctor));
+        assert_eq!(upstream(&Api::PatientLabOrders(p()), Role::Patient), Some(Service::Patient));
+        assert_eq!(upstream(&Api::PatientLabOrders(p()), Role::Doctor), Some(Service::Doctor));
+        assert_eq!(upstream(&Api::PatientLabOrders(p()), Role::Lab), None);
+    }
+
+    #[test]
+    fn the_clinicians_service_answers_nurses_and_pharmacists_and_the_patient_service_the_front_desk() {
+        let p = || PatientId::parse("p-1").unwrap();
+        let history = || Api::RecordHistory(p(), health_core::EntryId::parse("e-1").unwrap());
+        for role in [Role::Nurse, Role::Pharmacist] {
+            let reads =
+                [Api::Demographics(p()), Api::Records(p()), Api::LabResults(p()), Api::CareTeam(p()), history()];
+            for api in reads {
+                assert_eq!(upstream(&api, role), Some(Service::Doctor), "{role:?} {api:?}");
+            }
+            assert_eq!(upstream(&Api::CareTeamPatients, role), Some(Service::Doctor));
+            assert_eq!(upstream(&Api::AddRecord(p()), role), Some(Service::Doctor));
+        }
+        let desk = Role::Receptionist;
+        assert_eq!(upstream(&Api::Demographics(p()), desk), Some(Service::Patient));
+        assert_eq!(upstream(&Api::EditDemographics(p()), desk), Some(Service::Patient));
+        assert_eq!(upstream(&Api::RegisterPatient, desk), Some(Service::Patient));
+        for api in [Api::Records(p()), Api::LabResults(p()), Api::CareTeam(p()), history()] {
+            assert_eq!(upstream(&api, desk), None, "{api:?}");
+        }
+        assert!(matches!(route_rule(&Api::EditDemographics(p())), Some((authz::Action::EditDemographics, "patients"))));
+        let member = || health_core::Opaque::parse("u-nurse").unwrap();
+        let add = route_rule(&Api::AddCareTeamMember(p(), member()));
+        assert!(matches!(add, Some((authz::Action::AddCareTeamMember, "patients"))));
+        let end = route_rule(&Api::EndCareTeamMembership(p(), member()));
+        assert!(matches!(end, Some((authz::Action::ManageCareTeam, "patients"))));
     }
 
     #[test]

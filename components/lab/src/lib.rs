@@ -1,8 +1,10 @@
-//! The `lab` role service (private: reachable only as `lab.spin.internal`). A diagnostic lab
-//! lists its own open orders (order id, patient id, test: never clinical record content) and
-//! appends one result to each order assigned to it, which closes the order; nothing else.
-//! Every request needs the gateway's attested caller context, and every decision is the
-//! composed policy's, with the order's assignment as the fact.
+//! The `lab` role service (private: reachable only as `lab.spin.internal`). A lab user lists
+//! the open orders of every lab organisation they are a member of (order id, patient id, test,
+//! the ordering doctor's note to the lab: never record content) and appends one result to each,
+//! which closes the order; nothing else. Every request needs the gateway's attested caller
+//! context, and every decision is the composed policy's, with the order's lab organisation and
+//! the caller's membership of it (read from `records` now, so a detached user loses the queue at
+//! once) as the facts.
 
 // The Spin SDK macros expand to the component ABI's `unsafe` glue.
 #![allow(unsafe_code)]
@@ -29,20 +31,28 @@ fn handle(req: Request) -> Response {
     })
 }
 
-fn decide(caller: &Caller, action: authz::Action, order: &LabOrder) -> authz::Decision {
+fn decide(conn: &Connection, caller: &Caller, action: authz::Action, order: &LabOrder) -> Decision {
     let facts = authz::OrderFacts {
         tenant_id: caller.tenant_id.to_string(),
         order_id: order.order_id.to_string(),
-        assigned_subject: order.lab_subject.to_string(),
+        lab_id: order.lab_id.to_string(),
+        lab_member: records::lab_member(conn, &caller.tenant_id, &order.lab_id, &caller.subject)?,
     };
-    authz::authorize(&authz::caller(caller), action, &authz::Resource::LabOrder(facts))
+    Ok(authz::authorize(&authz::caller(caller), action, &authz::Resource::LabOrder(facts)))
 }
 
+type Decision = anyhow::Result<authz::Decision>;
+
 fn list(conn: &Connection, caller: &Caller) -> Handled {
-    let orders = records::open_lab_orders(conn, &caller.tenant_id, &caller.subject)?;
-    // The query already selects this lab's orders; policy still decides each one.
-    let visible: Vec<&LabOrder> =
-        orders.iter().filter(|o| decide(caller, authz::Action::ListLabOrders, o).allow).collect();
+    let mut vault = Vault::open(conn, &caller.tenant_id)?;
+    let orders = records::open_lab_orders(&mut vault, &caller.subject)??;
+    // The query already selects the orders of the caller's labs; policy still decides each one.
+    let mut visible: Vec<&LabOrder> = Vec::new();
+    for order in &orders {
+        if decide(conn, caller, authz::Action::ListLabOrders, order)?.allow {
+            visible.push(order);
+        }
+    }
     Ok(Done::json(200, serde_json::json!({ "orders": visible }), Reason::AssignedLab))
 }
 
@@ -52,7 +62,7 @@ fn append(conn: &Connection, caller: &Caller, order_id: &OrderId, body: &[u8]) -
     let Some(order) = records::lab_order(conn, tenant, order_id)? else {
         return Err(Refusal::forbidden(Reason::NoSuchOrder).into());
     };
-    let decision = decide(caller, authz::Action::AppendLabResult, &order);
+    let decision = decide(conn, caller, authz::Action::AppendLabResult, &order)?;
     if !decision.allow {
         return Err(Refusal::Forbidden(decision.reason).into());
     }
@@ -64,7 +74,7 @@ fn append(conn: &Connection, caller: &Caller, order_id: &OrderId, body: &[u8]) -
     let now = health_spin::now();
     let new = NewResult { code: &result.code, value: &result.value, unit: &result.unit, note: result.note.as_deref() };
     let mut vault = Vault::open(conn, tenant)?;
-    if !records::append_lab_result(&mut vault, &order, &result_id, &new, now)? {
+    if !records::append_lab_result(&mut vault, &order, &caller.subject, &result_id, &new, now)? {
         return Err(Refusal::Conflict(Reason::OrderNotOpen).into());
     }
     let body = serde_json::json!({ "result_id": result_id, "order_id": order.order_id, "resulted_at": now });

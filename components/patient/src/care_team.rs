@@ -1,10 +1,11 @@
-//! A patient's care team, managed by the tenant admin: who may treat the patient, from when,
+//! A patient's care team, managed by the tenant admin (the receptionist admits an arriving
+//! patient, adding members, but ends no membership): who may treat the patient, from when,
 //! until when and why (ARCHITECTURE.md §6). A membership grants a clinician access to the
 //! patient's record from its start until its end; ending one takes effect the next second,
 //! since every decision reads the memberships at the time of the request
 //! (`records::on_care_team`). Every change goes through the gateway, which audits it before and
-//! after (a `pending_forward` event, then the outcome). The member must be an enabled doctor of
-//! the tenant, asked of `auth`, which owns the accounts.
+//! after (a `pending_forward` event, then the outcome). The member must be an enabled doctor,
+//! nurse or pharmacist of the tenant, asked of `auth`, which owns the accounts.
 
 use health_core::Reason;
 use health_core::routes::CareTeamMembership;
@@ -17,14 +18,14 @@ use spin_sdk::sqlite::Connection;
 /// The longest a membership may be set ahead: its start, or its end, at most two years out.
 const MAX_AHEAD_SECS: i64 = 2 * 366 * 24 * 3600;
 
-/// The roles a care team admits (item 5 of issue 16 adds nurses and pharmacists here).
-const MEMBER_ROLES: &[Role] = &[Role::Doctor];
+/// The roles a care team admits: the clinicians.
+const MEMBER_ROLES: &[Role] = &[Role::Doctor, Role::Nurse, Role::Pharmacist];
 
 /// `POST /api/patients/{id}/care-team/{member}`: a new membership, 201; 409 while the member
 /// holds one that has not ended.
 pub fn add(conn: &Connection, caller: &Caller, patient: &PatientId, member: &Opaque, body: &[u8]) -> Handled {
     let now = health_spin::now();
-    let (_, reason) = service::authorize_patient(conn, caller, authz::Action::ManageCareTeam, patient, now)?;
+    let (_, reason) = service::authorize_patient(conn, caller, authz::Action::AddCareTeamMember, patient, now)?;
     let membership: CareTeamMembership = service::body(body)?;
     let starts_at = membership.starts_at.unwrap_or(now);
     let too_far = |t: i64| t > now + MAX_AHEAD_SECS;

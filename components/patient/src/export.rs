@@ -20,8 +20,6 @@ const CONSENTS: &str = "SELECT insurer, granted_at, expires_at, revoked_at FROM 
     WHERE tenant_id = ? AND patient_id = ? ORDER BY granted_at, insurer";
 const BREAK_GLASS: &str = "SELECT doctor_subject, granted_at, expires_at FROM break_glass
     WHERE tenant_id = ? AND patient_id = ? ORDER BY granted_at, doctor_subject";
-const LAB_ORDERS: &str = "SELECT order_id, test_code, test_name, ordered_by, ordered_at, status, lab_subject
-    FROM lab_order WHERE tenant_id = ? AND patient_id = ? ORDER BY ordered_at, order_id";
 
 /// `GET /api/patients/{id}/access-log`: the decision only; the gateway reads the log.
 pub fn access_log(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handled {
@@ -40,6 +38,7 @@ pub fn export(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handle
     let entries = records::entries(&mut vault, patient)??;
     let earlier_versions = records::earlier_versions(&mut vault, patient)??;
     let lab_results = records::lab_results(&mut vault, patient)??;
+    let lab_orders = records::patient_lab_orders(&mut vault, patient)??;
     let params = || [Value::Text(tenant.to_string()), Value::Text(patient.to_string())];
     let rows = |sql: &str, what: &str| conn.execute(sql, &params()).with_context(|| format!("reading {what}"));
 
@@ -75,21 +74,6 @@ pub fn export(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handle
                 "clinician": r.get::<&str>("doctor_subject"),
                 "granted_at": r.get::<i64>("granted_at"),
                 "expires_at": r.get::<i64>("expires_at"),
-            })
-        })
-        .collect();
-    let orders = rows(LAB_ORDERS, "lab orders")?;
-    let lab_orders: Vec<_> = orders
-        .rows()
-        .map(|r| {
-            serde_json::json!({
-                "order_id": r.get::<&str>("order_id"),
-                "test_code": r.get::<&str>("test_code"),
-                "test_name": r.get::<&str>("test_name"),
-                "ordered_by": r.get::<&str>("ordered_by"),
-                "ordered_at": r.get::<i64>("ordered_at"),
-                "status": r.get::<&str>("status"),
-                "lab": r.get::<&str>("lab_subject"),
             })
         })
         .collect();

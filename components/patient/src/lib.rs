@@ -1,18 +1,22 @@
 //! The `patient` role service (private: reachable only as `patient.spin.internal`). Patients
 //! read their own demographics, record and lab results, grant or withdraw insurers' consent
 //! and export everything held about them (the gateway adds their access log); tenant admins erase a patient (crypto-shredding) and rotate the tenant's data key
-//! here, since this service owns patient identity in `records`. Every request needs the
+//! here, since this service owns patient identity in `records`; receptionists register
+//! patients, edit their demographics and admit them to care teams. Every request needs the
 //! gateway's attested caller context, and every decision is the composed policy's.
 //!
 //! Two decisions need what `auth` owns, asked over the patient → auth link: a consent names an
 //! insurer client the tenant has registered and enabled, and erasing a patient disables the
 //! account that owns the record and ends its sessions, so the erased patient cannot sign in.
+//! The tenant admin's lab organisations are kept here too (`labs`): a member must be an enabled
+//! lab user, asked of `auth` over the same link.
 
 // The Spin SDK macros expand to the component ABI's `unsafe` glue.
 #![allow(unsafe_code)]
 
 mod care_team;
 mod export;
+mod labs;
 mod registry;
 
 use anyhow::Context;
@@ -42,12 +46,17 @@ fn handle(req: Request) -> Response {
             Api::ErasePatient(patient) => erase(&conn, caller, &patient),
             Api::RotateDataKey => rotate(&conn, caller),
             Api::RegisterPatient => registry::register(&conn, caller, body),
+            Api::EditDemographics(patient) => registry::edit_demographics(&conn, caller, &patient, body),
             Api::LinkPatientAccount(patient) => registry::link(&conn, caller, &patient, body),
             Api::AccessLog(patient, _) => export::access_log(&conn, caller, &patient),
             Api::Export(patient) => export::export(&conn, caller, &patient),
             Api::CareTeam(patient) => service::care_team(&conn, caller, &patient),
             Api::AddCareTeamMember(patient, member) => care_team::add(&conn, caller, &patient, &member, body),
             Api::EndCareTeamMembership(patient, member) => care_team::end(&conn, caller, &patient, &member),
+            Api::Labs => labs::list(&conn, caller),
+            Api::RegisterLab => labs::register(&conn, caller, body),
+            Api::AttachLabMember(lab, user) => labs::attach(&conn, caller, &lab, &user),
+            Api::DetachLabMember(lab, user) => labs::detach(&conn, caller, &lab, &user),
             _ => Err(Refusal::NotFound(Reason::NoSuchRoute).into()),
         }
     })

@@ -1,12 +1,13 @@
-//! Patient identity, kept by the tenant admin: registering a patient (their demographics sealed
-//! like every PHI field) and linking the patient's user account to their record, so a patient
+//! Patient identity, kept by the tenant admin and the front desk (the policy says who does
+//! what): registering a patient (their demographics sealed like every PHI field), correcting
+//! their demographics, and linking the patient's user account to their record, so a patient
 //! token reads that record and no other. One account per record and one record per account
 //! (`records::link_owner`); the account must be an enabled patient account of the tenant, asked
 //! of `auth`, which owns the accounts. Registration is idempotent by the hospital's patient id,
 //! so an import can run again after a partial failure (`healthctl patients import`).
 
 use anyhow::Context;
-use health_core::routes::{NewPatient, PatientAccount};
+use health_core::routes::{DemographicsUpdate, NewPatient, PatientAccount};
 use health_core::{Caller, PatientId, Reason, Role};
 use health_spin::authz;
 use health_spin::records::{self, Linked, Registration, Vault};
@@ -33,6 +34,22 @@ pub fn register(conn: &Connection, caller: &Caller, body: &[u8]) -> Handled {
         }
     };
     Ok(Done::json(status, serde_json::json!({ "patient_id": patient_id, "registered": true }), reason))
+}
+
+/// `PUT /api/patients/{id}` `{"given_name", "family_name", "birth_date"}`: the demographics
+/// replaced, sealed afresh; 200 without them (the caller sent them); 404 for an erased patient.
+/// The gateway audits it (before and after), naming the patient and the route, never a value.
+pub fn edit_demographics(conn: &Connection, caller: &Caller, patient: &PatientId, body: &[u8]) -> Handled {
+    let now = health_spin::now();
+    let (_, reason) = service::authorize_patient(conn, caller, authz::Action::EditDemographics, patient, now)?;
+    let update: DemographicsUpdate = service::body(body)?;
+    let mut vault = Vault::open(conn, &caller.tenant_id)?;
+    let given = [update.given_name.as_str(), update.family_name.as_str(), update.birth_date.as_str()];
+    if !records::update_demographics(&mut vault, patient, given)? {
+        return Err(Refusal::NotFound(Reason::PatientErased).into());
+    }
+    let body = serde_json::json!({ "patient_id": patient, "updated": true, "updated_at": now });
+    Ok(Done::json(200, body, reason))
 }
 
 /// `PUT /api/admin/patients/{id}/account` `{"user_id"}`: 200 once the account owns the record

@@ -20,6 +20,9 @@ fn role(role: Role) -> health_core::Role {
         Role::Lab => health_core::Role::Lab,
         Role::Insurance => health_core::Role::Insurance,
         Role::Admin => health_core::Role::Admin,
+        Role::Nurse => health_core::Role::Nurse,
+        Role::Receptionist => health_core::Role::Receptionist,
+        Role::Pharmacist => health_core::Role::Pharmacist,
     }
 }
 
@@ -40,11 +43,16 @@ fn action(action: Action) -> health_policy::Action {
         Action::RotateDataKey => A::RotateDataKey,
         Action::ReadAccessLog => A::ReadAccessLog,
         Action::ExportData => A::ExportData,
+        Action::EditDemographics => A::EditDemographics,
+        Action::AddCareTeamMember => A::AddCareTeamMember,
         Action::ManageCareTeam => A::ManageCareTeam,
         Action::ReadCareTeam => A::ReadCareTeam,
         Action::ListCareTeamPatients => A::ListCareTeamPatients,
         Action::RegisterPatient => A::RegisterPatient,
         Action::LinkPatientAccount => A::LinkPatientAccount,
+        Action::ManageLabs => A::ManageLabs,
+        Action::OrderLabTest => A::OrderLabTest,
+        Action::ReadLabOrders => A::ReadLabOrders,
     }
 }
 
@@ -60,11 +68,13 @@ fn resource(resource: Resource) -> health_policy::Resource {
             on_care_team: p.on_care_team,
             break_glass_active: p.break_glass_active,
             consent_active: p.consent_active,
+            entry_kind: p.entry_kind,
         }),
         Resource::LabOrder(o) => R::LabOrder(OrderFacts {
             tenant_id: o.tenant_id,
             order_id: o.order_id,
-            assigned_subject: o.assigned_subject,
+            lab_id: o.lab_id,
+            lab_member: o.lab_member,
         }),
     }
 }

@@ -155,7 +155,8 @@ fn purpose(rule: &str) -> Option<(&'static str, &'static str)> {
         "break_glass" | "break_glass_request" => ("ETREAT", "Emergency Treatment"),
         "consent" => ("HPAYMT", "healthcare payment"),
         "patient_self" => ("PATRQT", "patient requested"),
-        r if r.starts_with("admin_") => ("HOPERAT", "healthcare operations"),
+        // The front desk's registration, demographics and admissions are operations too.
+        r if r.starts_with("admin_") || r == "front_desk" => ("HOPERAT", "healthcare operations"),
         _ => return None,
     })
 }
@@ -390,5 +391,13 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(4_102_444_799), "2099-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn the_front_desk_edits_demographics_for_healthcare_operations() {
+        let access = access_of("PUT /api/patients/{id}");
+        assert_eq!((access.category, access.operation.as_str()), ("demographics", Operation::Update.as_str()));
+        assert_eq!(purpose("front_desk").map(|(code, _)| code), Some("HOPERAT"));
+        assert_eq!(purpose("entry_kind_not_permitted"), None);
     }
 }

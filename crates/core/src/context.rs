@@ -126,9 +126,27 @@ pub enum Role {
     Lab,
     Insurance,
     Admin,
+    /// Care-team nursing: reads the record and results, writes notes and observations.
+    Nurse,
+    /// The front desk: registers patients, edits demographics, admits to care teams.
+    Receptionist,
+    /// Reads the medication and allergy entries of care-team patients.
+    Pharmacist,
 }
 
 impl Role {
+    /// Every role, in declaration order.
+    pub const ALL: [Role; 8] = [
+        Role::Patient,
+        Role::Doctor,
+        Role::Lab,
+        Role::Insurance,
+        Role::Admin,
+        Role::Nurse,
+        Role::Receptionist,
+        Role::Pharmacist,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Patient => "patient",
@@ -136,6 +154,9 @@ impl Role {
             Role::Lab => "lab",
             Role::Insurance => "insurance",
             Role::Admin => "admin",
+            Role::Nurse => "nurse",
+            Role::Receptionist => "receptionist",
+            Role::Pharmacist => "pharmacist",
         }
     }
 

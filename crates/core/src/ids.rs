@@ -73,6 +73,9 @@ id_type!(Username, "username");
 id_type!(OrderId, "order id");
 id_type!(EntryId, "entry id");
 id_type!(ClientId, "client id", valid_opaque);
+// A lab organisation: an admin's choice of id, or the user id of a lab a version-2 order was
+// assigned to (schema version 6 made each such lab user an organisation), so base64url.
+id_type!(LabId, "lab id", valid_opaque);
 id_type!(Opaque, "opaque identifier", valid_opaque);
 id_type!(TokenId, "token id", valid_base64url);
 id_type!(FamilyId, "refresh family id", valid_base64url);

@@ -25,7 +25,7 @@ pub mod trace;
 pub const DEMO_TENANT: &str = "demo-hospital";
 
 pub use context::{Caller, Component, ContextError, Link, Role};
-pub use ids::{ClientId, EntryId, FamilyId, IdError, Opaque, OrderId, PatientId, TenantId, TokenId, Username};
+pub use ids::{ClientId, EntryId, FamilyId, IdError, LabId, Opaque, OrderId, PatientId, TenantId, TokenId, Username};
 pub use problem::Problem;
 pub use reason::Reason;
 pub use refusal::Refusal;

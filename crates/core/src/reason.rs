@@ -234,6 +234,14 @@ reasons! {
     MembershipTimesOutOfRange = "membership_times_out_of_range",
     AlreadyOnCareTeam = "already_on_care_team",
     NoLiveMembership = "no_live_membership",
+    /// A lab organisation the tenant has not registered.
+    NoSuchLab = "no_such_lab",
+    /// Registering a lab id again under another name.
+    LabIdTaken = "lab_id_taken",
+    /// Attaching a user who is not an enabled lab user of the tenant to a lab organisation.
+    NotALabAccount = "not_a_lab_account",
+    /// Detaching a user who is not a member of the lab organisation.
+    NotALabMember = "not_a_lab_member",
     /// Stored PHI that does not open (tampered, moved).
     PhiDecryptFailed = "phi_decrypt_failed",
     /// A component the service called did not answer in time.
@@ -250,12 +258,19 @@ reasons! {
     NotOwnRecord = "not_own_record",
     CareTeam = "care_team",
     NotOnCareTeam = "not_on_care_team",
+    /// A record entry of a kind the caller's role may not read or write (a nurse's diagnosis, a
+    /// pharmacist's note).
+    EntryKindNotPermitted = "entry_kind_not_permitted",
+    /// The receptionist's front-desk work: registration, demographics, admitting to a care team.
+    FrontDesk = "front_desk",
     BreakGlass = "break_glass",
     BreakGlassRequest = "break_glass_request",
     Consent = "consent",
     NoConsent = "no_consent",
     MissingScope = "missing_scope",
+    /// The order belongs to a lab organisation the caller is a member of.
     AssignedLab = "assigned_lab",
+    /// The order belongs to a lab organisation the caller is not a member of.
     OrderNotAssigned = "order_not_assigned",
     OwnAccount = "own_account",
     NotOwnAccount = "not_own_account",
@@ -268,6 +283,8 @@ reasons! {
     AdminCareTeam = "admin_care_team",
     AdminRegistration = "admin_registration",
     AdminPatientAccount = "admin_patient_account",
+    /// The tenant admin registering lab organisations and their members.
+    AdminLabs = "admin_labs",
 
     // Keys and tokens (jwks): the operator's and tenant admins' key administration.
     OperatorOnly = "operator_only",

@@ -8,7 +8,7 @@
 
 use serde::Deserialize;
 
-use crate::{ClientId, EntryId, Opaque, OrderId, PatientId, Reason, TokenId};
+use crate::{ClientId, EntryId, LabId, Opaque, OrderId, PatientId, Reason, TokenId};
 
 /// Why a clinician joins a patient's care team (`reason` of a membership).
 pub const CARE_TEAM_REASONS: &[&str] = &["encounter", "referral", "admission", "consultation", "primary-care", "other"];
@@ -68,6 +68,9 @@ pub struct AuditFilter {
 pub enum Api {
     /// `GET /api/patients/{id}`
     Demographics(PatientId),
+    /// `PUT /api/patients/{id}` with [`DemographicsUpdate`]: the patient's names and birth date
+    /// replaced (the front desk); answers without them.
+    EditDemographics(PatientId),
     /// `GET /api/patients/{id}/records`
     Records(PatientId),
     /// `POST /api/patients/{id}/records` with [`NewEntry`]
@@ -128,6 +131,19 @@ pub enum Api {
     Alerts(AlertFilter),
     /// `POST /api/admin/alerts/{id}/acknowledge`
     AcknowledgeAlert(i64),
+    /// `GET /api/admin/labs`: the tenant's lab organisations and their members.
+    Labs,
+    /// `POST /api/admin/labs` with [`NewLab`]: registers a lab organisation (idempotent by id).
+    RegisterLab,
+    /// `PUT /api/admin/labs/{lab_id}/members/{user_id}`: a lab user joins the organisation.
+    AttachLabMember(LabId, Opaque),
+    /// `DELETE /api/admin/labs/{lab_id}/members/{user_id}`: a lab user leaves it.
+    DetachLabMember(LabId, Opaque),
+    /// `POST /api/patients/{id}/lab-orders` with [`NewLabOrder`]: a doctor orders a test from a
+    /// registered lab organisation.
+    OrderLabTest(PatientId),
+    /// `GET /api/patients/{id}/lab-orders`: the patient's lab orders (the patient, their doctors).
+    PatientLabOrders(PatientId),
     /// A known route with a query string that does not validate (answered 400).
     BadQuery(Reason),
 }
@@ -222,6 +238,7 @@ impl Api {
     pub fn patient(&self) -> Option<&PatientId> {
         match self {
             Api::Demographics(p)
+            | Api::EditDemographics(p)
             | Api::RecordHistory(p, _)
             | Api::Records(p)
             | Api::AddRecord(p)
@@ -237,7 +254,9 @@ impl Api {
             | Api::Export(p)
             | Api::CareTeam(p)
             | Api::AddCareTeamMember(p, _)
-            | Api::EndCareTeamMembership(p, _) => Some(p),
+            | Api::EndCareTeamMembership(p, _)
+            | Api::OrderLabTest(p)
+            | Api::PatientLabOrders(p) => Some(p),
             Api::LabOrders
             | Api::CareTeamPatients
             | Api::AddLabResult(_)
@@ -249,6 +268,10 @@ impl Api {
             | Api::RegisterPatient
             | Api::Alerts(_)
             | Api::AcknowledgeAlert(_)
+            | Api::Labs
+            | Api::RegisterLab
+            | Api::AttachLabMember(..)
+            | Api::DetachLabMember(..)
             | Api::BadQuery(_) => None,
         }
     }
@@ -257,6 +280,7 @@ impl Api {
     pub fn template(&self) -> &'static str {
         match self {
             Api::Demographics(_) => "GET /api/patients/{id}",
+            Api::EditDemographics(_) => "PUT /api/patients/{id}",
             Api::Records(_) => "GET /api/patients/{id}/records",
             Api::AddRecord(_) => "POST /api/patients/{id}/records",
             Api::UpdateRecord(_) => "PUT /api/patients/{id}/records",
@@ -284,6 +308,12 @@ impl Api {
             Api::CareTeamPatients => "GET /api/care-team/patients",
             Api::Alerts(_) => "GET /api/admin/alerts",
             Api::AcknowledgeAlert(_) => "POST /api/admin/alerts/{id}/acknowledge",
+            Api::Labs => "GET /api/admin/labs",
+            Api::RegisterLab => "POST /api/admin/labs",
+            Api::AttachLabMember(..) => "PUT /api/admin/labs/{lab_id}/members/{user_id}",
+            Api::DetachLabMember(..) => "DELETE /api/admin/labs/{lab_id}/members/{user_id}",
+            Api::OrderLabTest(_) => "POST /api/patients/{id}/lab-orders",
+            Api::PatientLabOrders(_) => "GET /api/patients/{id}/lab-orders",
             Api::BadQuery(_) => "bad query",
         }
     }
@@ -295,12 +325,15 @@ impl Api {
             self,
             Api::AddRecord(_)
                 | Api::UpdateRecord(_)
+                | Api::EditDemographics(_)
                 | Api::BreakGlass(_)
                 | Api::GrantConsent(_)
                 | Api::AddLabResult(_)
                 | Api::AddCareTeamMember(..)
                 | Api::RegisterPatient
                 | Api::LinkPatientAccount(_)
+                | Api::RegisterLab
+                | Api::OrderLabTest(_)
         )
     }
 }
@@ -425,6 +458,9 @@ pub(crate) const PATH_WORDS: &[&str] = &[
     "health",
     "alerts",
     "acknowledge",
+    "labs",
+    "members",
+    "lab-orders",
 ];
 
 /// The request target as the audit log keeps it, for any request, parsed or not: path words of
@@ -439,8 +475,9 @@ pub fn audit_resource(path_and_query: &str) -> String {
     };
     // A care-team member is a user id (`u-` and base64url, so mixed case): kept in that place
     // only, so the audit of a care-team change names whom it is about.
-    let member =
-        |before: &str, part: &str| before == "care-team" && part.starts_with("u-") && Opaque::parse(part).is_ok();
+    let member = |before: &str, part: &str| {
+        matches!(before, "care-team" | "members") && part.starts_with("u-") && Opaque::parse(part).is_ok()
+    };
     let parts: Vec<&str> = path.split('/').take(16).collect();
     let mut out: String = parts
         .iter()
@@ -521,6 +558,7 @@ pub fn parse(method: &str, path_and_query: &str) -> Option<Api> {
     }
     match (method, segments.as_slice()) {
         (Method::Get, ["patients", id]) => patient(id).map(Api::Demographics),
+        (Method::Put, ["patients", id]) => patient(id).map(Api::EditDemographics),
         (Method::Get, ["patients", id, "records"]) => patient(id).map(Api::Records),
         (Method::Post, ["patients", id, "records"]) => patient(id).map(Api::AddRecord),
         (Method::Put, ["patients", id, "records"]) => patient(id).map(Api::UpdateRecord),
@@ -553,6 +591,16 @@ pub fn parse(method: &str, path_and_query: &str) -> Option<Api> {
             Some(Api::EndCareTeamMembership(patient(id)?, Opaque::parse(member).ok()?))
         }
         (Method::Get, ["care-team", "patients"]) => Some(Api::CareTeamPatients),
+        (Method::Post, ["patients", id, "lab-orders"]) => patient(id).map(Api::OrderLabTest),
+        (Method::Get, ["patients", id, "lab-orders"]) => patient(id).map(Api::PatientLabOrders),
+        (Method::Get, ["admin", "labs"]) => Some(Api::Labs),
+        (Method::Post, ["admin", "labs"]) => Some(Api::RegisterLab),
+        (Method::Put, ["admin", "labs", lab, "members", user]) => {
+            Some(Api::AttachLabMember(LabId::parse(lab).ok()?, Opaque::parse(user).ok()?))
+        }
+        (Method::Delete, ["admin", "labs", lab, "members", user]) => {
+            Some(Api::DetachLabMember(LabId::parse(lab).ok()?, Opaque::parse(user).ok()?))
+        }
         (Method::Get, ["lab", "orders"]) => Some(Api::LabOrders),
         (Method::Post, ["lab", "orders", order, "results"]) => OrderId::parse(order).ok().map(Api::AddLabResult),
         (Method::Get, ["insurance", "patients", id, "summary"]) => patient(id).map(Api::Summary),
@@ -636,6 +684,27 @@ impl Validate for NewPatient {
     }
 }
 
+/// A patient's demographics replaced (`PUT /api/patients/{id}`): every field, sealed again.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemographicsUpdate {
+    pub given_name: String,
+    pub family_name: String,
+    /// `YYYY-MM-DD`, as at registration.
+    pub birth_date: String,
+}
+
+impl Validate for DemographicsUpdate {
+    fn validate(&self) -> Result<(), BodyError> {
+        text(&self.given_name, 128)?;
+        text(&self.family_name, 128)?;
+        if !calendar_date(&self.birth_date) {
+            return Err(BodyError::BadValue);
+        }
+        Ok(())
+    }
+}
+
 /// `YYYY-MM-DD` naming a day that exists (leap years included), from 1850 on.
 pub fn calendar_date(text: &str) -> bool {
     let bytes = text.as_bytes();
@@ -673,8 +742,10 @@ impl Validate for PatientAccount {
     }
 }
 
-/// Kinds of record entries a doctor may write.
-pub const ENTRY_KINDS: &[&str] = &["diagnosis", "medication", "allergy", "procedure", "note", "history"];
+/// Kinds of record entries (which of them a role reads and writes is the policy's:
+/// `health_policy::permissions`). An `observation` is a vital-sign reading (a nurse's or a
+/// doctor's).
+pub const ENTRY_KINDS: &[&str] = &["diagnosis", "medication", "allergy", "procedure", "note", "history", "observation"];
 
 /// A new record entry (`POST .../records`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -768,6 +839,41 @@ impl Validate for CareTeamMembership {
             (Some(start), Some(end)) if end <= start => Err(BodyError::BadValue),
             _ => Ok(()),
         }
+    }
+}
+
+/// A lab organisation to register (`POST /api/admin/labs`): its id and name (not PHI).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewLab {
+    pub lab_id: LabId,
+    pub name: String,
+}
+
+impl Validate for NewLab {
+    fn validate(&self) -> Result<(), BodyError> {
+        text(&self.name, 128)
+    }
+}
+
+/// A test ordered from a lab organisation (`POST /api/patients/{id}/lab-orders`): the test's
+/// code (e.g. LOINC), an optional display name, and an optional note to the lab, sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewLabOrder {
+    pub lab_id: LabId,
+    pub test_code: String,
+    #[serde(default)]
+    pub test_name: Option<String>,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+impl Validate for NewLabOrder {
+    fn validate(&self) -> Result<(), BodyError> {
+        short(&self.test_code)?;
+        self.test_name.as_deref().map_or(Ok(()), |n| text(n, 256))?;
+        self.note.as_deref().map_or(Ok(()), |n| text(n, MAX_TEXT_BYTES))
     }
 }
 
@@ -909,6 +1015,54 @@ mod tests {
             assert_eq!(body::<CareTeamMembership>(bad), Err(BodyError::BadValue));
         }
         assert_eq!(body::<CareTeamMembership>(br#"{"reason":"referral","member":"u-x"}"#), Err(BodyError::Malformed));
+    }
+
+    #[test]
+    fn lab_routes_name_the_lab_the_member_and_the_patient() {
+        let lab = || LabId::parse("lab-north").unwrap();
+        let user = || Opaque::parse("u-lab_N1").unwrap();
+        assert_eq!(parse("GET", "/api/admin/labs"), Some(Api::Labs));
+        assert_eq!(parse("POST", "/api/admin/labs"), Some(Api::RegisterLab));
+        assert_eq!(
+            parse("PUT", "/api/admin/labs/lab-north/members/u-lab_N1"),
+            Some(Api::AttachLabMember(lab(), user()))
+        );
+        assert_eq!(
+            parse("DELETE", "/api/admin/labs/lab-north/members/u-lab_N1"),
+            Some(Api::DetachLabMember(lab(), user()))
+        );
+        assert_eq!(parse("POST", "/api/patients/p-1/lab-orders"), Some(Api::OrderLabTest(p("p-1"))));
+        assert_eq!(parse("GET", "/api/patients/p-1/lab-orders"), Some(Api::PatientLabOrders(p("p-1"))));
+        for (method, path) in [
+            ("PUT", "/api/admin/labs/lab.north/members/u-x"),
+            ("PUT", "/api/admin/labs/lab-north/members/u x"),
+            ("POST", "/api/admin/labs/lab-north/members/u-x"),
+            ("GET", "/api/admin/labs/lab-north"),
+            ("GET", "/api/admin/labs?all=1"),
+            ("PUT", "/api/patients/p-1/lab-orders"),
+            ("POST", "/api/patients/P-1/lab-orders"),
+        ] {
+            assert_eq!(parse(method, path), None, "{method} {path}");
+        }
+        assert!(Api::RegisterLab.takes_json() && Api::OrderLabTest(p("p-1")).takes_json());
+        assert!(!Api::AttachLabMember(lab(), user()).takes_json());
+        assert_eq!(Api::OrderLabTest(p("p-1")).patient(), Some(&p("p-1")));
+        assert_eq!(Api::AttachLabMember(lab(), user()).patient(), None);
+        assert_eq!(
+            audit_resource("/api/admin/labs/lab-north/members/u-lab_N1"),
+            "/api/admin/labs/lab-north/members/u-lab_N1"
+        );
+        assert_eq!(audit_resource("/api/patients/p-1/lab-orders"), "/api/patients/p-1/lab-orders");
+        let order: NewLabOrder = body(br#"{"lab_id":"lab-north","test_code":"4548-4","note":"fasting"}"#).unwrap();
+        assert_eq!((order.test_name, order.note.as_deref()), (None, Some("fasting")));
+        assert_eq!(body::<NewLabOrder>(br#"{"lab_id":"lab north","test_code":"x"}"#), Err(BodyError::Malformed));
+        assert_eq!(body::<NewLabOrder>(br#"{"lab_id":"l","test_code":" "}"#), Err(BodyError::BadText));
+        assert_eq!(body::<NewLabOrder>(br#"{"lab_id":"l","test_code":"x","lab":"y"}"#), Err(BodyError::Malformed));
+        assert_eq!(
+            body::<NewLab>(br#"{"lab_id":"lab-north","name":"North Lab"}"#).map(|l| l.name),
+            Ok("North Lab".into())
+        );
+        assert_eq!(body::<NewLab>(br#"{"lab_id":"lab-north","name":""}"#), Err(BodyError::BadText));
     }
 
     #[test]
@@ -1068,5 +1222,30 @@ mod tests {
             body::<PatientAccount>(br#"{"user_id":"u-ada"}"#).map(|a| a.user_id.to_string()),
             Ok("u-ada".into())
         );
+    }
+
+    #[test]
+    fn demographics_are_edited_with_every_field_and_nothing_else() {
+        assert_eq!(parse("PUT", "/api/patients/p-1"), Some(Api::EditDemographics(p("p-1"))));
+        assert_eq!(parse("PUT", "/api/patients/p-1?x=1"), None);
+        assert_eq!(parse("DELETE", "/api/patients/p-1"), None);
+        let edit = Api::EditDemographics(p("p-1"));
+        assert!(edit.takes_json());
+        assert_eq!((edit.patient(), edit.template()), (Some(&p("p-1")), "PUT /api/patients/{id}"));
+        let update: DemographicsUpdate =
+            body(br#"{"given_name":"Ada","family_name":"King","birth_date":"1990-02-28"}"#).unwrap();
+        assert_eq!(update.family_name, "King");
+        for bad in [
+            &br#"{"given_name":"Ada","family_name":"King"}"#[..],
+            br#"{"given_name":"Ada","family_name":"King","birth_date":"1990-02-28","kind":"note"}"#,
+        ] {
+            assert_eq!(body::<DemographicsUpdate>(bad), Err(BodyError::Malformed));
+        }
+        let date = br#"{"given_name":"Ada","family_name":"King","birth_date":"1990-02-30"}"#;
+        assert_eq!(body::<DemographicsUpdate>(date), Err(BodyError::BadValue));
+        let name = br#"{"given_name":" ","family_name":"King","birth_date":"1990-02-28"}"#;
+        assert_eq!(body::<DemographicsUpdate>(name), Err(BodyError::BadText));
+        let observation: NewEntry = body(br#"{"kind":"observation","content":"BP 120/80"}"#).unwrap();
+        assert_eq!(observation.kind, "observation");
     }
 }

@@ -4,8 +4,9 @@
 //! the value of a secret variable from a key the operator passes in the environment. `backup`
 //! alone reads the stores themselves: it snapshots the files a runtime configuration places
 //! them in, encrypted, and restores them into a new state directory (`backup.rs`). The
-//! self-service commands (`patients access-log`, `patients export`, `auth change-password`) and
-//! `care-team` act as a signed-in user instead, with the access token in `HEALTHCTL_ACCESS_TOKEN`.
+//! self-service commands (`patients access-log`, `patients export`, `auth change-password`),
+//! `care-team`, `labs` and `orders` act as a signed-in user instead, with the access token in
+//! `HEALTHCTL_ACCESS_TOKEN`.
 //!
 //! Exit codes: 0 done; 1 the server refused (4xx, its problem detail printed), the audit chain
 //! is broken, or a backup does not verify; 2 bad usage or configuration; 3 the server failed or
@@ -13,6 +14,7 @@
 
 mod backup;
 mod import;
+mod labs;
 
 use std::process::ExitCode;
 
@@ -76,6 +78,14 @@ enum Command {
     /// token exchange at `/auth/token`), and the provider identities linked to its users.
     #[command(subcommand)]
     Federation(Federation),
+    /// Lab organisations: the tenant admin registers them and attaches lab users. The access
+    /// token comes from `HEALTHCTL_ACCESS_TOKEN`.
+    #[command(subcommand)]
+    Labs(labs::Labs),
+    /// Lab orders: a doctor orders a test and lists a patient's orders; a lab user lists their
+    /// queue and appends results. The access token comes from `HEALTHCTL_ACCESS_TOKEN`.
+    #[command(subcommand)]
+    Orders(labs::Orders),
     /// Encrypted backups of the stores (local files), made while the platform serves; verify
     /// and restore into a new state directory. The passphrase comes from the environment
     /// variable `--passphrase-env` names (or a file), never from an argument.
@@ -271,7 +281,7 @@ enum Users {
         tenant: String,
         #[arg(long)]
         username: String,
-        /// patient, doctor, lab, insurance or admin.
+        /// patient, doctor, nurse, pharmacist, receptionist, lab, insurance or admin.
         #[arg(long)]
         role: String,
     },
@@ -571,6 +581,8 @@ fn run(cli: Cli) -> Result<Value, Failure> {
             request_as_user(&url, "POST", &format!("/api/admin/alerts/{id}/acknowledge"), None)
         }
         Command::Federation(command) => federation(&url, command),
+        Command::Labs(command) => labs::labs(&url, command),
+        Command::Orders(command) => labs::orders(&url, command),
         Command::Backup(command) => backup::run(command),
         Command::Totp { secret } => totp_code(&secret),
         Command::Secrets(Secrets::PhiWrappingKey) => {

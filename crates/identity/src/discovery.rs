@@ -66,6 +66,11 @@ pub fn metadata(settings: &Settings<'_>) -> Metadata {
             "insurance/summary.read",
             "admin/audit.read",
             "admin/users.write",
+            "patient/observations.write",
+            "patient/demographics.read",
+            "patient/demographics.write",
+            "care-team.write",
+            "patient/medications.read",
         ],
         claims_supported: vec![
             "iss",

@@ -28,6 +28,7 @@ const MIGRATIONS: &[Migration<'static>] = &[
     Migration { version: 1, steps: VERSION_1 },
     Migration { version: 2, steps: VERSION_2 },
     Migration { version: 3, steps: crate::federation::VERSION_3 },
+    Migration { version: 4, steps: VERSION_4 },
 ];
 
 const VERSION_1: &[Step<'static>] = &[Step::Sql(
@@ -42,6 +43,31 @@ const VERSION_1: &[Step<'static>] = &[Step::Sql(
         UNIQUE (tenant_id, username)
     )",
 )];
+
+/// The staff roles of issue 16 (nurse, receptionist, pharmacist): SQLite cannot change a
+/// table's `CHECK`, so `users` is copied into a table with the wider one, which takes its name.
+/// A new role needs a version like this one (and its row in `health_policy::permissions`).
+const VERSION_4: &[Step<'static>] = &[
+    Step::Sql(
+        "CREATE TABLE users_v4 (
+        tenant_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        username TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN
+            ('patient', 'doctor', 'lab', 'insurance', 'admin', 'nurse', 'receptionist', 'pharmacist')),
+        password_hash TEXT NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (tenant_id, user_id),
+        UNIQUE (tenant_id, username)
+    )",
+    ),
+    Step::Sql(
+        "INSERT INTO users_v4 (tenant_id, user_id, username, role, password_hash, disabled)
+        SELECT tenant_id, user_id, username, role, password_hash, disabled FROM users",
+    ),
+    Step::Sql("DROP TABLE users"),
+    Step::Sql("ALTER TABLE users_v4 RENAME TO users"),
+];
 
 const VERSION_2: &[Step<'static>] = &[
     Step::Sql(
@@ -466,6 +492,8 @@ pub struct Family {
 pub struct PresentedRefresh {
     pub family: Family,
     pub used_at: Option<i64>,
+    /// When this token was issued (the portal's idle timeout counts from it).
+    pub issued_at: i64,
 }
 
 pub fn create_family(conn: &impl Sql, family: &Family) -> anyhow::Result<()> {
@@ -526,12 +554,15 @@ fn family_from(row: &spin_sdk::sqlite::Row<'_>) -> anyhow::Result<Family> {
 
 pub fn find_refresh(conn: &impl Sql, token_hash: &str) -> anyhow::Result<Option<PresentedRefresh>> {
     let sql = format!(
-        "SELECT {FAMILY_COLUMNS}, t.used_at FROM refresh_tokens t JOIN refresh_families f USING (family_id)
+        "SELECT {FAMILY_COLUMNS}, t.used_at, t.issued_at FROM refresh_tokens t JOIN refresh_families f USING (family_id)
          WHERE t.token_hash = ?"
     );
     let rows = conn.execute(&sql, &[text(token_hash)]).context("looking up refresh token")?;
     first(&rows)
-        .map(|r| Ok(PresentedRefresh { family: family_from(&r)?, used_at: r.get::<i64>("used_at") }))
+        .map(|r| {
+            let issued_at = r.get::<i64>("issued_at").context("refresh token issued_at")?;
+            Ok(PresentedRefresh { family: family_from(&r)?, used_at: r.get::<i64>("used_at"), issued_at })
+        })
         .transpose()
 }
 

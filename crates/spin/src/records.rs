@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use anyhow::Context;
 use health_core::phi::{self, Field, PhiError};
-use health_core::{ClientId, EntryId, IdError, Opaque, OrderId, PatientId, SecretKey, TenantId};
+use health_core::{ClientId, EntryId, IdError, LabId, Opaque, OrderId, PatientId, SecretKey, TenantId};
 use spin_sdk::sqlite::{Connection, Row, Value};
 
 use crate::db::{self, Migration, Sql, Step};
@@ -32,6 +32,52 @@ pub const MIGRATIONS: &[Migration<'static>] = &[
     Migration { version: 3, steps: VERSION_3 },
     Migration { version: 4, steps: VERSION_4 },
     Migration { version: 5, steps: VERSION_5 },
+    Migration { version: 6, steps: VERSION_6 },
+];
+
+/// Version 6: lab organisations (issue 16). A tenant admin registers a lab (`lab_org`) and
+/// attaches lab users to it (`lab_member`); an order belongs to a lab organisation
+/// (`lab_order.lab_id`) and any member of it works the order. Each lab user an earlier order
+/// was assigned to becomes an organisation of its own, with the user's id as its id and the
+/// user as its only member, so every order stays with exactly the user who could work it.
+/// `lab_order.lab_subject` keeps that earlier assignment (empty for later orders), and
+/// `lab_order.note` holds the ordering doctor's note to the lab, sealed.
+const VERSION_6: &[Step<'static>] = &[
+    Step::Sql(
+        "CREATE TABLE IF NOT EXISTS lab_org (
+        tenant_id TEXT NOT NULL,
+        lab_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        registered_by TEXT NOT NULL,
+        registered_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, lab_id)
+    )",
+    ),
+    Step::Sql(
+        "CREATE TABLE IF NOT EXISTS lab_member (
+        tenant_id TEXT NOT NULL,
+        lab_id TEXT NOT NULL,
+        member_subject TEXT NOT NULL,
+        added_by TEXT NOT NULL,
+        added_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, lab_id, member_subject)
+    )",
+    ),
+    Step::Sql("CREATE INDEX IF NOT EXISTS lab_member_by_member ON lab_member (tenant_id, member_subject)"),
+    Step::AddColumn { table: "lab_order", column: "lab_id", definition: "TEXT" },
+    Step::AddColumn { table: "lab_order", column: "note", definition: "TEXT" },
+    Step::Sql("UPDATE lab_order SET lab_id = lab_subject WHERE lab_id IS NULL"),
+    Step::Sql(
+        "INSERT OR IGNORE INTO lab_org (tenant_id, lab_id, name, registered_by, registered_at)
+        SELECT DISTINCT tenant_id, lab_subject, lab_subject, 'migration', 1767225600 FROM lab_order
+        WHERE lab_subject <> ''",
+    ),
+    Step::Sql(
+        "INSERT OR IGNORE INTO lab_member (tenant_id, lab_id, member_subject, added_by, added_at)
+        SELECT DISTINCT tenant_id, lab_subject, lab_subject, 'migration', 1767225600 FROM lab_order
+        WHERE lab_subject <> ''",
+    ),
+    Step::Sql("CREATE INDEX IF NOT EXISTS lab_order_by_org ON lab_order (tenant_id, lab_id, status)"),
 ];
 
 /// Version 5: versioned record entries. `entry` holds the current version: its number (an
@@ -569,6 +615,25 @@ fn same_patient<C: Sql>(
     })
 }
 
+/// Replaces the demographics `[given, family, birth date]` of a patient who has not been
+/// erased, sealed afresh; `false` if there is no such patient (or they were erased: their keys
+/// are gone, so they are refused before anything is sealed, and the update skips them too).
+pub fn update_demographics<C: Sql>(
+    vault: &mut Vault<'_, C>,
+    patient_id: &PatientId,
+    given: [&str; 3],
+) -> anyhow::Result<bool> {
+    const UPDATE: &str = "UPDATE patient SET given_name = ?, family_name = ?, birth_date = ?
+        WHERE tenant_id = ? AND patient_id = ? AND erased_at IS NULL RETURNING patient_id";
+    let tenant = vault.tenant.clone();
+    if patient(vault.conn, &tenant, patient_id)?.is_none_or(|row| row.erased) {
+        return Ok(false);
+    }
+    let [g, f, b] = seal_demographics(vault, patient_id, given)?;
+    let params = [g, f, b, text(tenant.as_str()), text(patient_id.as_str())];
+    Ok(vault.conn.execute(UPDATE, &params).context("updating demographics")?.rows().next().is_some())
+}
+
 /// What linking an account to a patient record found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Linked {
@@ -961,6 +1026,20 @@ pub fn entries<C: Sql>(
     Ok(Ok(out))
 }
 
+/// The kind of the patient's entry `entry_id` (a kind never changes: a correction keeps it), or
+/// `None` if the patient has no such entry. Not PHI: the kind is stored in the clear.
+pub fn entry_kind(
+    conn: &impl Sql,
+    tenant: &TenantId,
+    patient_id: &PatientId,
+    entry_id: &EntryId,
+) -> anyhow::Result<Option<String>> {
+    const KIND: &str = "SELECT kind FROM entry WHERE tenant_id = ? AND patient_id = ? AND entry_id = ?";
+    let params = [text(tenant.as_str()), text(patient_id.as_str()), text(entry_id.as_str())];
+    let rows = conn.execute(KIND, &params).context("reading the entry's kind")?;
+    Ok(rows.rows().next().and_then(|r| r.get::<&str>("kind").map(str::to_owned)))
+}
+
 /// A fresh entry id: `e-` and 64 random bits in hex.
 pub fn new_entry_id() -> anyhow::Result<EntryId> {
     let id = crate::random_hex_id("e");
@@ -1228,47 +1307,277 @@ pub fn entry_history<C: Sql>(
     Ok(Ok(kind.map(|kind| History { kind, versions })))
 }
 
-/// A lab order as a lab sees it: no clinical content.
+/// A lab order as a lab sees it: the test, the patient's id and the ordering doctor's note to
+/// the lab; no record content.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LabOrder {
     pub order_id: OrderId,
     pub patient_id: PatientId,
-    #[serde(skip)]
-    pub lab_subject: Opaque,
+    /// The lab organisation the order was placed with.
+    pub lab_id: LabId,
     pub test_code: String,
     pub test_name: String,
     pub ordered_at: i64,
     pub status: String,
+    /// Opened only where the lab lists its queue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
-const ORDER_COLUMNS: &str = "order_id, patient_id, lab_subject, test_code, test_name, ordered_at, status";
+const ORDER_COLUMNS: &str = "order_id, patient_id, lab_id, test_code, test_name, ordered_at, status";
 
 fn order_from(r: &Row<'_>) -> anyhow::Result<LabOrder> {
     let field = |name: &str| r.get::<&str>(name).unwrap_or_default().to_owned();
     Ok(LabOrder {
         order_id: stored_id(r, "order_id", OrderId::parse)?,
         patient_id: stored_id(r, "patient_id", PatientId::parse)?,
-        lab_subject: stored_id(r, "lab_subject", Opaque::parse)?,
+        lab_id: stored_id(r, "lab_id", LabId::parse)?,
         test_code: field("test_code"),
         test_name: field("test_name"),
         ordered_at: r.get::<i64>("ordered_at").unwrap_or_default(),
         status: field("status"),
+        note: None,
     })
 }
 
-pub fn lab_order(conn: &Connection, tenant: &TenantId, order_id: &OrderId) -> anyhow::Result<Option<LabOrder>> {
+pub fn lab_order(conn: &impl Sql, tenant: &TenantId, order_id: &OrderId) -> anyhow::Result<Option<LabOrder>> {
     let sql = format!("SELECT {ORDER_COLUMNS} FROM lab_order WHERE tenant_id = ? AND order_id = ?");
     let rows = conn.execute(&sql, &[text(tenant.as_str()), text(order_id.as_str())]).context("reading lab order")?;
     rows.rows().next().map(|r| order_from(&r)).transpose()
 }
 
-/// The open orders assigned to `lab`.
-pub fn open_lab_orders(conn: &Connection, tenant: &TenantId, lab: &Opaque) -> anyhow::Result<Vec<LabOrder>> {
-    let sql = format!(
-        "SELECT {ORDER_COLUMNS} FROM lab_order WHERE tenant_id = ? AND lab_subject = ? AND status = 'open' ORDER BY ordered_at, order_id"
-    );
-    let rows = conn.execute(&sql, &[text(tenant.as_str()), text(lab.as_str())]).context("reading lab orders")?;
-    rows.rows().map(|r| order_from(&r)).collect()
+/// The open orders of every lab organisation `member` belongs to, each with its note opened.
+/// An erased patient's orders are not listed: no result can be appended to them.
+pub fn open_lab_orders<C: Sql>(
+    vault: &mut Vault<'_, C>,
+    member: &Opaque,
+) -> anyhow::Result<Result<Vec<LabOrder>, PhiError>> {
+    let sql = "SELECT o.order_id, o.patient_id, o.lab_id, o.test_code, o.test_name, o.ordered_at, o.status, o.note
+        FROM lab_order o JOIN lab_member m ON m.tenant_id = o.tenant_id AND m.lab_id = o.lab_id
+        JOIN patient p ON p.tenant_id = o.tenant_id AND p.patient_id = o.patient_id
+        WHERE o.tenant_id = ? AND m.member_subject = ? AND o.status = 'open' AND p.erased_at IS NULL
+        ORDER BY o.ordered_at, o.order_id";
+    let params = [text(vault.tenant.as_str()), text(member.as_str())];
+    let rows = vault.conn.execute(sql, &params).context("reading lab orders")?;
+    let mut out = Vec::new();
+    for r in rows.rows() {
+        let mut order = order_from(&r)?;
+        if let Some(stored) = r.get::<&str>("note") {
+            match vault.open_field(&order.patient_id, "lab_order", order.order_id.as_str(), "note", stored)? {
+                Ok(note) => order.note = Some(note),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        out.push(order);
+    }
+    Ok(Ok(out))
+}
+
+/// Whether `member` belongs to the tenant's lab organisation `lab`: the fact policy needs.
+pub fn lab_member(conn: &impl Sql, tenant: &TenantId, lab: &LabId, member: &Opaque) -> anyhow::Result<bool> {
+    const MEMBER: &str =
+        "SELECT COUNT(*) AS n FROM lab_member WHERE tenant_id = ? AND lab_id = ? AND member_subject = ?";
+    let params = [text(tenant.as_str()), text(lab.as_str()), text(member.as_str())];
+    let rows = conn.execute(MEMBER, &params).context("reading lab membership")?;
+    Ok(rows.rows().next().and_then(|r| r.get::<i64>("n")).unwrap_or(0) > 0)
+}
+
+/// A lab organisation of a tenant and its members.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Lab {
+    pub lab_id: String,
+    pub name: String,
+    pub registered_at: i64,
+    pub members: Vec<String>,
+}
+
+/// What registering a lab organisation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabRegistration {
+    Created,
+    /// Registered before under the same name: nothing changed.
+    Unchanged,
+    /// Registered before under another name.
+    Conflict,
+}
+
+/// Registers the lab organisation `lab` named `name`; idempotent by id.
+pub fn register_lab(
+    conn: &impl Sql,
+    tenant: &TenantId,
+    lab: &LabId,
+    name: &str,
+    by: &Opaque,
+    now: i64,
+) -> anyhow::Result<LabRegistration> {
+    const INSERT: &str = "INSERT OR IGNORE INTO lab_org (tenant_id, lab_id, name, registered_by, registered_at)
+        VALUES (?, ?, ?, ?, ?) RETURNING lab_id";
+    const NAME: &str = "SELECT name FROM lab_org WHERE tenant_id = ? AND lab_id = ?";
+    let params = [text(tenant.as_str()), text(lab.as_str()), text(name), text(by.as_str()), Value::Integer(now)];
+    if conn.execute(INSERT, &params).context("registering a lab")?.rows().next().is_some() {
+        return Ok(LabRegistration::Created);
+    }
+    let rows = conn.execute(NAME, &[text(tenant.as_str()), text(lab.as_str())]).context("reading a lab")?;
+    let same = rows.rows().next().and_then(|r| r.get::<&str>("name").map(|n| n == name)).unwrap_or(false);
+    Ok(if same { LabRegistration::Unchanged } else { LabRegistration::Conflict })
+}
+
+/// Whether the tenant has registered the lab organisation `lab`.
+pub fn lab_registered(conn: &impl Sql, tenant: &TenantId, lab: &LabId) -> anyhow::Result<bool> {
+    const FIND: &str = "SELECT COUNT(*) AS n FROM lab_org WHERE tenant_id = ? AND lab_id = ?";
+    let rows = conn.execute(FIND, &[text(tenant.as_str()), text(lab.as_str())]).context("reading a lab")?;
+    Ok(rows.rows().next().and_then(|r| r.get::<i64>("n")).unwrap_or(0) > 0)
+}
+
+/// The tenant's lab organisations, by id, each with its members.
+pub fn labs(conn: &impl Sql, tenant: &TenantId) -> anyhow::Result<Vec<Lab>> {
+    const LABS: &str = "SELECT l.lab_id, l.name, l.registered_at, m.member_subject FROM lab_org l
+        LEFT JOIN lab_member m ON m.tenant_id = l.tenant_id AND m.lab_id = l.lab_id
+        WHERE l.tenant_id = ? ORDER BY l.lab_id, m.member_subject";
+    let rows = conn.execute(LABS, &[text(tenant.as_str())]).context("reading labs")?;
+    let mut out: Vec<Lab> = Vec::new();
+    for r in rows.rows() {
+        let lab_id = r.get::<&str>("lab_id").unwrap_or_default().to_owned();
+        if out.last().is_none_or(|l| l.lab_id != lab_id) {
+            out.push(Lab {
+                lab_id,
+                name: r.get::<&str>("name").unwrap_or_default().to_owned(),
+                registered_at: r.get::<i64>("registered_at").unwrap_or_default(),
+                members: Vec::new(),
+            });
+        }
+        if let (Some(lab), Some(member)) = (out.last_mut(), r.get::<&str>("member_subject")) {
+            lab.members.push(member.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// What attaching a lab user did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attached {
+    Attached,
+    /// Already a member.
+    Unchanged,
+    NoSuchLab,
+}
+
+/// Makes `member` a member of the tenant's lab organisation `lab`.
+pub fn attach_lab_member(
+    conn: &impl Sql,
+    tenant: &TenantId,
+    lab: &LabId,
+    member: &Opaque,
+    by: &Opaque,
+    now: i64,
+) -> anyhow::Result<Attached> {
+    // One statement: the lab cannot be missing between the check and the insert.
+    const ATTACH: &str = "INSERT OR IGNORE INTO lab_member (tenant_id, lab_id, member_subject, added_by, added_at)
+        SELECT tenant_id, lab_id, ?3, ?4, ?5 FROM lab_org WHERE tenant_id = ?1 AND lab_id = ?2 RETURNING lab_id";
+    let params =
+        [text(tenant.as_str()), text(lab.as_str()), text(member.as_str()), text(by.as_str()), Value::Integer(now)];
+    if conn.execute(ATTACH, &params).context("attaching a lab member")?.rows().next().is_some() {
+        return Ok(Attached::Attached);
+    }
+    Ok(if lab_registered(conn, tenant, lab)? { Attached::Unchanged } else { Attached::NoSuchLab })
+}
+
+/// Ends `member`'s membership of `lab` at once; `false` if they were not a member.
+pub fn detach_lab_member(conn: &impl Sql, tenant: &TenantId, lab: &LabId, member: &Opaque) -> anyhow::Result<bool> {
+    const DETACH: &str =
+        "DELETE FROM lab_member WHERE tenant_id = ? AND lab_id = ? AND member_subject = ? RETURNING lab_id";
+    let params = [text(tenant.as_str()), text(lab.as_str()), text(member.as_str())];
+    Ok(conn.execute(DETACH, &params).context("detaching a lab member")?.rows().next().is_some())
+}
+
+/// A test a doctor orders from a lab organisation.
+pub struct NewLabOrder<'a> {
+    pub order_id: &'a OrderId,
+    pub patient_id: &'a PatientId,
+    pub lab_id: &'a LabId,
+    pub test_code: &'a str,
+    pub test_name: &'a str,
+    pub note: Option<&'a str>,
+    pub ordered_by: &'a Opaque,
+}
+
+/// A fresh order id (`o-` and 64 random bits in hex).
+pub fn new_order_id() -> anyhow::Result<OrderId> {
+    let id = crate::random_hex_id("o");
+    OrderId::parse(&id).with_context(|| format!("fresh order id {id:?}"))
+}
+
+/// Places an open order with a lab organisation, its note sealed.
+pub fn add_lab_order<C: Sql>(vault: &mut Vault<'_, C>, order: &NewLabOrder<'_>, now: i64) -> anyhow::Result<()> {
+    const INSERT: &str = "INSERT INTO lab_order
+        (tenant_id, order_id, patient_id, lab_subject, test_code, test_name, ordered_by, ordered_at, status, lab_id, note)
+        VALUES (?, ?, ?, '', ?, ?, ?, ?, 'open', ?, ?)";
+    let id = order.order_id.as_str();
+    let note = order.note.map(|n| vault.seal(order.patient_id, "lab_order", id, "note", n)).transpose()?;
+    let params = [
+        text(vault.tenant.as_str()),
+        text(id),
+        text(order.patient_id.as_str()),
+        text(order.test_code),
+        text(order.test_name),
+        text(order.ordered_by.as_str()),
+        Value::Integer(now),
+        text(order.lab_id.as_str()),
+        note.map_or(Value::Null, Value::Text),
+    ];
+    vault.conn.execute(INSERT, &params).context("placing a lab order")?;
+    Ok(())
+}
+
+/// A patient's lab order as the patient and their doctors see it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PatientLabOrder {
+    pub order_id: String,
+    pub lab_id: String,
+    pub test_code: String,
+    pub test_name: String,
+    pub ordered_by: String,
+    pub ordered_at: i64,
+    pub status: String,
+    pub note: Option<String>,
+    /// The result's id once the order is resulted (in `GET .../lab-results`).
+    pub result_id: Option<String>,
+}
+
+/// Every lab order of the patient, oldest first, notes opened.
+pub fn patient_lab_orders<C: Sql>(
+    vault: &mut Vault<'_, C>,
+    patient_id: &PatientId,
+) -> anyhow::Result<Result<Vec<PatientLabOrder>, PhiError>> {
+    const ORDERS: &str = "SELECT o.order_id, o.lab_id, o.test_code, o.test_name, o.ordered_by, o.ordered_at,
+        o.status, o.note, r.result_id FROM lab_order o LEFT JOIN lab_result r ON r.tenant_id = o.tenant_id
+        AND r.order_id = o.order_id WHERE o.tenant_id = ? AND o.patient_id = ? ORDER BY o.ordered_at, o.order_id";
+    let params = [text(vault.tenant.as_str()), text(patient_id.as_str())];
+    let rows = vault.conn.execute(ORDERS, &params).context("reading a patient's lab orders")?;
+    let mut out = Vec::new();
+    for r in rows.rows() {
+        let field = |name: &str| r.get::<&str>(name).unwrap_or_default().to_owned();
+        let order_id = field("order_id");
+        let note = match r.get::<&str>("note") {
+            None => None,
+            Some(stored) => match vault.open_field(patient_id, "lab_order", &order_id, "note", stored)? {
+                Ok(note) => Some(note),
+                Err(e) => return Ok(Err(e)),
+            },
+        };
+        out.push(PatientLabOrder {
+            order_id,
+            lab_id: field("lab_id"),
+            test_code: field("test_code"),
+            test_name: field("test_name"),
+            ordered_by: field("ordered_by"),
+            ordered_at: r.get::<i64>("ordered_at").unwrap_or_default(),
+            status: field("status"),
+            note,
+            result_id: r.get::<&str>("result_id").map(str::to_owned),
+        });
+    }
+    Ok(Ok(out))
 }
 
 /// A result to append to an order.
@@ -1279,17 +1588,18 @@ pub struct NewResult<'a> {
     pub note: Option<&'a str>,
 }
 
-/// Closes the open order `order_id` of `lab` and appends its result, sealed. `false` if the
-/// order was no longer open (a second submission, or another racing it): exactly one wins.
+/// Closes the open order `order_id` of its lab organisation and appends its result, sealed,
+/// with the lab user `by` who resulted it. `false` if the order was no longer open (a second
+/// submission, or another racing it): exactly one wins.
 pub fn append_lab_result<C: Sql>(
     vault: &mut Vault<'_, C>,
     order: &LabOrder,
+    by: &Opaque,
     result_id: &str,
     result: &NewResult<'_>,
     now: i64,
 ) -> anyhow::Result<bool> {
-    const CLOSE: &str =
-        "UPDATE lab_order SET status = 'resulted' WHERE tenant_id = ? AND order_id = ? AND lab_subject = ?
+    const CLOSE: &str = "UPDATE lab_order SET status = 'resulted' WHERE tenant_id = ? AND order_id = ? AND lab_id = ?
         AND status = 'open' RETURNING order_id";
     const INSERT: &str = "INSERT INTO lab_result
         (tenant_id, result_id, order_id, patient_id, code, value, unit, note, lab_subject, resulted_at)
@@ -1298,9 +1608,8 @@ pub fn append_lab_result<C: Sql>(
     let value = vault.seal(patient, "lab_result", result_id, "value", result.value)?;
     let note = result.note.map(|n| vault.seal(patient, "lab_result", result_id, "note", n)).transpose()?;
     let (tenant, order_id, lab) =
-        (text(vault.tenant.as_str()), text(order.order_id.as_str()), text(order.lab_subject.as_str()));
-    let closed =
-        vault.conn.execute(CLOSE, &[tenant.clone(), order_id.clone(), lab.clone()]).context("closing lab order")?;
+        (text(vault.tenant.as_str()), text(order.order_id.as_str()), text(order.lab_id.as_str()));
+    let closed = vault.conn.execute(CLOSE, &[tenant.clone(), order_id.clone(), lab]).context("closing lab order")?;
     if closed.rows().next().is_none() {
         return Ok(false);
     }
@@ -1313,7 +1622,7 @@ pub fn append_lab_result<C: Sql>(
         Value::Text(value),
         text(result.unit),
         note.map_or(Value::Null, Value::Text),
-        lab,
+        text(by.as_str()),
         Value::Integer(now),
     ];
     vault.conn.execute(INSERT, &params).context("inserting lab result")?;
@@ -1329,7 +1638,10 @@ pub struct LabResultView {
     pub value: String,
     pub unit: String,
     pub note: Option<String>,
+    /// The lab user who resulted the order.
     pub lab: String,
+    /// The lab organisation the order was placed with.
+    pub lab_id: Option<String>,
     pub resulted_at: i64,
 }
 
@@ -1337,9 +1649,9 @@ pub fn lab_results<C: Sql>(
     vault: &mut Vault<'_, C>,
     patient_id: &PatientId,
 ) -> anyhow::Result<Result<Vec<LabResultView>, PhiError>> {
-    const RESULTS: &str =
-        "SELECT result_id, order_id, code, value, unit, note, lab_subject, resulted_at FROM lab_result
-        WHERE tenant_id = ? AND patient_id = ? ORDER BY resulted_at, result_id";
+    const RESULTS: &str = "SELECT r.result_id, r.order_id, r.code, r.value, r.unit, r.note, r.lab_subject,
+        r.resulted_at, o.lab_id FROM lab_result r LEFT JOIN lab_order o ON o.tenant_id = r.tenant_id
+        AND o.order_id = r.order_id WHERE r.tenant_id = ? AND r.patient_id = ? ORDER BY r.resulted_at, r.result_id";
     let params = [text(vault.tenant.as_str()), text(patient_id.as_str())];
     let rows = vault.conn.execute(RESULTS, &params).context("reading lab results")?;
     let mut out = Vec::new();
@@ -1365,6 +1677,7 @@ pub fn lab_results<C: Sql>(
             unit: field("unit"),
             note,
             lab: field("lab_subject"),
+            lab_id: r.get::<&str>("lab_id").map(str::to_owned),
             resulted_at: r.get::<i64>("resulted_at").unwrap_or_default(),
         });
     }
@@ -1374,12 +1687,18 @@ pub fn lab_results<C: Sql>(
 const SEED_MEMBERSHIP: &str = "INSERT OR IGNORE INTO care_team_membership SELECT ?1, ?2, ?3, ?4, 'primary-care', ?5,
     NULL, 'u-admin', ?5, NULL WHERE NOT EXISTS (SELECT 1 FROM care_team_membership WHERE tenant_id = ?1
     AND patient_id = ?3 AND member_subject = ?4)";
-const SEED_ORDER: &str = "INSERT OR IGNORE INTO lab_order VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const SEED_ORDER: &str = "INSERT OR IGNORE INTO lab_order
+    (tenant_id, order_id, patient_id, lab_subject, test_code, test_name, ordered_by, ordered_at, status, lab_id)
+    VALUES (?, ?, ?, '', ?, ?, ?, ?, ?, ?)";
+const SEED_LAB: &str = "INSERT OR IGNORE INTO lab_org (tenant_id, lab_id, name, registered_by, registered_at) VALUES (?, ?, ?, 'u-admin', ?)";
+const SEED_LAB_MEMBER: &str = "INSERT OR IGNORE INTO lab_member (tenant_id, lab_id, member_subject, added_by, added_at)
+    VALUES (?, ?, ?, 'u-admin', ?)";
 const SEED_CONSENT: &str = "INSERT OR IGNORE INTO consent VALUES (?, ?, ?, ?, ?, NULL)";
 const SEED_RESULT: &str = "INSERT OR IGNORE INTO lab_result VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)";
 
 /// The demo tenant: three patients (Carol has no account), a doctor on Alice's and Carol's care
-/// team but not Bob's, open lab orders for `lab-north` and one for another lab, a result, and
+/// team but not Bob's, two lab organisations (`lab-north`, whose member is the demo lab user,
+/// and `lab-south`, with none), open orders with `lab-north` and one with `lab-south`, a result, and
 /// Carol's consent for the demo insurer. Subjects match the users `auth` seeds. Idempotent.
 fn seed(conn: &Connection) -> anyhow::Result<()> {
     let tenant = TenantId::parse(health_core::DEMO_TENANT).context("demo tenant id")?;
@@ -1405,16 +1724,22 @@ fn seed(conn: &Connection) -> anyhow::Result<()> {
         )
         .context("seeding demo care teams")?;
     }
+    for (lab, name) in [("lab-north", "North Valley Laboratory"), ("lab-south", "South Bay Diagnostics")] {
+        conn.execute(SEED_LAB, &[tenant_value(), text(lab), text(name), Value::Integer(DEMO_TIME)])
+            .context("seeding demo labs")?;
+    }
+    conn.execute(SEED_LAB_MEMBER, &[tenant_value(), text("lab-north"), text("u-lab-north"), Value::Integer(DEMO_TIME)])
+        .context("seeding demo lab members")?;
     for (order, patient, lab, code, name, status) in [
-        ("o-2000", "p-1001", "u-lab-north", "2345-7", "Glucose [Moles/volume] in Serum or Plasma", "resulted"),
-        ("o-2001", "p-1001", "u-lab-north", "4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood", "open"),
-        ("o-2002", "p-1003", "u-lab-north", "57698-3", "Lipid panel with direct LDL", "open"),
-        ("o-2003", "p-1002", "u-lab-south", "3016-3", "Thyrotropin [Units/volume] in Serum or Plasma", "open"),
+        ("o-2000", "p-1001", "lab-north", "2345-7", "Glucose [Moles/volume] in Serum or Plasma", "resulted"),
+        ("o-2001", "p-1001", "lab-north", "4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood", "open"),
+        ("o-2002", "p-1003", "lab-north", "57698-3", "Lipid panel with direct LDL", "open"),
+        ("o-2003", "p-1002", "lab-south", "3016-3", "Thyrotropin [Units/volume] in Serum or Plasma", "open"),
     ] {
-        let params = [order, patient, lab, code, name, "u-dr-grey"].map(text);
-        let [order, patient, lab, code, name, doctor] = params;
+        let params = [order, patient, code, name, "u-dr-grey"].map(text);
+        let [order, patient, code, name, doctor] = params;
         let time = Value::Integer(DEMO_TIME);
-        conn.execute(SEED_ORDER, &[tenant_value(), order, patient, lab, code, name, doctor, time, text(status)])
+        conn.execute(SEED_ORDER, &[tenant_value(), order, patient, code, name, doctor, time, text(status), text(lab)])
             .context("seeding demo lab orders")?;
     }
     conn.execute(
@@ -1590,13 +1915,102 @@ mod tests {
         assert_eq!(row.owner().expect("valid"), Some(subject("u-a")));
 
         db.execute(
-            "INSERT INTO lab_order VALUES ('demo-hospital', 'o-1', 'P 1', 'u-lab', 'c', 'n', 'u-dr', 1, 'open')",
+            "INSERT INTO lab_order (tenant_id, order_id, patient_id, lab_subject, test_code, test_name, ordered_by,
+            ordered_at, status, lab_id) VALUES ('demo-hospital', 'o-1', 'P 1', '', 'c', 'n', 'u-dr', 1, 'open', 'l')",
             &[],
         )
         .expect("order");
         let orders = db.execute(&format!("SELECT {ORDER_COLUMNS} FROM lab_order"), &[]).expect("read");
         let error = orders.rows().map(|r| order_from(&r)).next().expect("one row").expect_err("not a patient id");
         assert!(format!("{error}").contains("stored patient_id \"P 1\" is not valid"), "{error}");
+    }
+
+    #[test]
+    fn version_6_makes_each_assigned_lab_user_an_organisation_of_its_own() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let db = Native::open(&dir.path().join("records.db"));
+        db::migrate(&db, &MIGRATIONS[..4], |_| Ok(())).expect("version 5");
+        for (order, lab) in [("o-1", "u-lab-A"), ("o-2", "u-lab-A"), ("o-3", "u-lab-b")] {
+            db.execute(
+                "INSERT INTO lab_order VALUES ('demo-hospital', ?, 'p-1', ?, 'c', 'n', 'u-dr', 1, 'open')",
+                &[text(order), text(lab)],
+            )
+            .expect("version 5 order");
+        }
+        db::migrate(&db, MIGRATIONS, |_| Ok(())).expect("version 6");
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM lab_org"), 2);
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM lab_member"), 2);
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM lab_order WHERE lab_id = lab_subject"), 3);
+        let (a, b) = (LabId::parse("u-lab-A").expect("id"), LabId::parse("u-lab-b").expect("id"));
+        assert!(lab_member(&db, &t(), &a, &subject("u-lab-A")).expect("reads"));
+        assert!(!lab_member(&db, &t(), &b, &subject("u-lab-A")).expect("reads"));
+        assert!(!lab_member(&db, &tenant("other"), &a, &subject("u-lab-A")).expect("reads"));
+        let order = lab_order(&db, &t(), &OrderId::parse("o-3").expect("id")).expect("reads").expect("o-3");
+        assert_eq!(order.lab_id, b);
+    }
+
+    #[test]
+    fn a_lab_organisation_works_the_orders_placed_with_it_and_only_its_members_see_them() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let db = records_db(&dir.path().join("records.db"));
+        let mut vault = Vault::with_wrapping_key(&db, &t(), wrapping(7));
+        let (north, south) = (LabId::parse("lab-north").expect("id"), LabId::parse("lab-south").expect("id"));
+        let (admin, ann, ben, grey) = (subject("u-admin"), subject("u-ann"), subject("u-ben"), subject("u-grey"));
+        assert_eq!(register_lab(&db, &t(), &north, "North", &admin, 1).expect("registers"), LabRegistration::Created);
+        assert_eq!(register_lab(&db, &t(), &north, "North", &admin, 2).expect("again"), LabRegistration::Unchanged);
+        assert_eq!(register_lab(&db, &t(), &north, "Nord", &admin, 3).expect("other"), LabRegistration::Conflict);
+        assert_eq!(attach_lab_member(&db, &t(), &south, &ann, &admin, 4).expect("attach"), Attached::NoSuchLab);
+        assert_eq!(
+            register_lab(&db, &tenant("other"), &south, "S", &admin, 4).expect("other tenant"),
+            LabRegistration::Created
+        );
+        assert_eq!(attach_lab_member(&db, &t(), &south, &ann, &admin, 4).expect("attach"), Attached::NoSuchLab);
+        assert_eq!(attach_lab_member(&db, &t(), &north, &ann, &admin, 5).expect("attach"), Attached::Attached);
+        assert_eq!(attach_lab_member(&db, &t(), &north, &ann, &admin, 6).expect("again"), Attached::Unchanged);
+        let listed = labs(&db, &t()).expect("labs");
+        assert_eq!(
+            listed,
+            [Lab { lab_id: "lab-north".into(), name: "North".into(), registered_at: 1, members: vec!["u-ann".into()] }]
+        );
+        assert!(
+            lab_registered(&db, &t(), &north).expect("reads") && !lab_registered(&db, &t(), &south).expect("reads")
+        );
+
+        let (p1, o1) = (patient_id("p-1"), OrderId::parse("o-1").expect("id"));
+        register_patient(&mut vault, &p1, ["A", "B", "1990-01-01"]).expect("patient");
+        let new = NewLabOrder {
+            order_id: &o1,
+            patient_id: &p1,
+            lab_id: &north,
+            test_code: "4548-4",
+            test_name: "HbA1c",
+            note: Some("fasting sample"),
+            ordered_by: &grey,
+        };
+        add_lab_order(&mut vault, &new, 10).expect("orders");
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM lab_order WHERE note LIKE '%fasting%'"), 0, "sealed");
+        let queue = open_lab_orders(&mut vault, &ann).expect("reads").expect("opens");
+        assert_eq!(queue.len(), 1);
+        assert_eq!((queue[0].lab_id.as_str(), queue[0].note.as_deref()), ("lab-north", Some("fasting sample")));
+        assert!(open_lab_orders(&mut vault, &ben).expect("reads").expect("opens").is_empty(), "not a member");
+        let result = NewResult { code: "4548-4", value: "6.1", unit: "%", note: None };
+        assert!(append_lab_result(&mut vault, &queue[0], &ann, "r-1", &result, 20).expect("appends"));
+        assert!(!append_lab_result(&mut vault, &queue[0], &ann, "r-2", &result, 21).expect("once"));
+        let orders = patient_lab_orders(&mut vault, &p1).expect("reads").expect("opens");
+        assert_eq!((orders[0].status.as_str(), orders[0].result_id.as_deref()), ("resulted", Some("r-1")));
+        assert_eq!(orders[0].note.as_deref(), Some("fasting sample"));
+        let results = lab_results(&mut vault, &p1).expect("reads").expect("opens");
+        assert_eq!((results[0].lab.as_str(), results[0].lab_id.as_deref()), ("u-ann", Some("lab-north")));
+
+        let o2 = OrderId::parse("o-2").expect("id");
+        add_lab_order(&mut vault, &NewLabOrder { order_id: &o2, note: None, ..new }, 30).expect("orders");
+        assert_eq!(open_lab_orders(&mut vault, &ann).expect("reads").expect("opens").len(), 1);
+        assert!(detach_lab_member(&db, &t(), &north, &ann).expect("detaches"));
+        assert!(!detach_lab_member(&db, &t(), &north, &ann).expect("not a member"));
+        assert!(open_lab_orders(&mut vault, &ann).expect("reads").expect("opens").is_empty(), "left the lab");
+        attach_lab_member(&db, &t(), &north, &ben, &admin, 40).expect("attach");
+        vault.erase(&p1, 50).expect("erases");
+        assert!(open_lab_orders(&mut vault, &ben).expect("reads").expect("opens").is_empty(), "erased patient");
     }
 
     fn records_db(path: &std::path::Path) -> Native {

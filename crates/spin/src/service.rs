@@ -164,35 +164,55 @@ pub fn authorize_patient(
     patient_id: &PatientId,
     now: i64,
 ) -> Result<(PatientRow, String), Failure> {
+    authorize_patient_facts(conn, caller, action, patient_id, now).map(|(row, reason, _)| (row, reason))
+}
+
+/// [`authorize_patient`], also returning the facts it decided on, for the decisions per entry
+/// kind that follow ([`authorize_kind`]).
+pub fn authorize_patient_facts(
+    conn: &Connection,
+    caller: &Caller,
+    action: authz::Action,
+    patient_id: &PatientId,
+    now: i64,
+) -> Result<(PatientRow, String, authz::PatientFacts), Failure> {
     let tenant = &caller.tenant_id;
     let row = records::patient(conn, tenant, patient_id)?;
-    // Only a doctor's subject and only an insurer's client id are facts here, so only theirs
-    // are looked up.
-    let doctor = (caller.role == Role::Doctor).then_some(&caller.subject);
+    // Memberships and grants are looked up for any caller, by subject: which roles they count
+    // for is the policy's to say. Only an insurer has a consent, under its client id.
+    let subject = &caller.subject;
     let facts = authz::PatientFacts {
         tenant_id: tenant.to_string(),
         patient_id: patient_id.to_string(),
         owner_subject: row.as_ref().and_then(|r| r.owner_subject.clone()),
-        on_care_team: match &doctor {
-            Some(doctor) => records::on_care_team(conn, tenant, patient_id, doctor, now)?,
-            None => false,
-        },
-        break_glass_active: match &doctor {
-            Some(doctor) => records::break_glass_active(conn, tenant, patient_id, doctor, now)?,
-            None => false,
-        },
+        on_care_team: records::on_care_team(conn, tenant, patient_id, subject, now)?,
+        break_glass_active: records::break_glass_active(conn, tenant, patient_id, subject, now)?,
         consent_active: caller.role == Role::Insurance
             && records::consent_active(conn, tenant, patient_id, &client_id(caller)?, now)?,
+        entry_kind: None,
     };
-    let decision = authz::authorize(&authz::caller(caller), action, &authz::Resource::Patient(facts));
+    let decision = authz::authorize(&authz::caller(caller), action, &authz::Resource::Patient(facts.clone()));
     Err(match row {
         None if decision.allow => Refusal::NotFound(Reason::NoSuchPatient),
         None => Refusal::forbidden(Reason::NoSuchPatient),
         Some(_) if !decision.allow => Refusal::Forbidden(decision.reason),
         Some(row) if row.erased => Refusal::NotFound(Reason::PatientErased),
-        Some(row) => return Ok((row, decision.reason)),
+        Some(row) => return Ok((row, decision.reason, facts)),
     }
     .into())
+}
+
+/// The policy's decision on `action` (reading or writing a record) for entries of `kind`, on
+/// the facts an [`authorize_patient_facts`] decided on: the reason, or the refusal.
+pub fn authorize_kind(
+    caller: &Caller,
+    action: authz::Action,
+    facts: &authz::PatientFacts,
+    kind: &str,
+) -> Result<String, Refusal> {
+    let facts = authz::PatientFacts { entry_kind: Some(kind.to_owned()), ..facts.clone() };
+    let decision = authz::authorize(&authz::caller(caller), action, &authz::Resource::Patient(facts));
+    if decision.allow { Ok(decision.reason) } else { Err(Refusal::Forbidden(decision.reason)) }
 }
 
 /// `GET /api/patients/{id}`: demographics only.
@@ -203,19 +223,34 @@ pub fn read_demographics(conn: &Connection, caller: &Caller, patient_id: &Patien
     Ok(Done::json(200, serde_json::json!({ "patient": patient }), reason))
 }
 
-/// `GET /api/patients/{id}/records`: demographics and every entry.
+/// `GET /api/patients/{id}/records`: demographics and every entry the caller may read, the
+/// policy asked once per distinct kind (a pharmacist's record is its medication and allergy
+/// entries).
 pub fn read_records(conn: &Connection, caller: &Caller, patient_id: &PatientId) -> Handled {
-    let (row, reason) = authorize_patient(conn, caller, authz::Action::ReadRecord, patient_id, crate::now())?;
+    let (row, reason, facts) =
+        authorize_patient_facts(conn, caller, authz::Action::ReadRecord, patient_id, crate::now())?;
     let mut vault = Vault::open(conn, &caller.tenant_id)?;
     let patient = records::demographics(&mut vault, &row)??;
-    let entries = records::entries(&mut vault, patient_id)??;
+    let mut readable = std::collections::HashMap::new();
+    let mut entries = records::entries(&mut vault, patient_id)??;
+    entries.retain(|entry| {
+        *readable
+            .entry(entry.kind.clone())
+            .or_insert_with(|| authorize_kind(caller, authz::Action::ReadRecord, &facts, &entry.kind).is_ok())
+    });
     Ok(Done::json(200, serde_json::json!({ "patient": patient, "entries": entries }), reason))
 }
 
 /// `GET /api/patients/{id}/records/{entry_id}/history`: every version of the entry, newest
-/// first, to whoever may read the record (the same decision as [`read_records`]).
+/// first, to whoever may read the record and entries of its kind (the same decisions as
+/// [`read_records`]).
 pub fn read_record_history(conn: &Connection, caller: &Caller, patient_id: &PatientId, entry: &EntryId) -> Handled {
-    let (_, reason) = authorize_patient(conn, caller, authz::Action::ReadRecord, patient_id, crate::now())?;
+    let (_, _, facts) = authorize_patient_facts(conn, caller, authz::Action::ReadRecord, patient_id, crate::now())?;
+    // The entry's kind decides, before anything of it is opened.
+    let Some(kind) = records::entry_kind(conn, &caller.tenant_id, patient_id, entry)? else {
+        return Err(Refusal::NotFound(Reason::NoSuchEntry).into());
+    };
+    let reason = authorize_kind(caller, authz::Action::ReadRecord, &facts, &kind)?;
     let mut vault = Vault::open(conn, &caller.tenant_id)?;
     let Some(history) = records::entry_history(&mut vault, patient_id, entry)?? else {
         return Err(Refusal::NotFound(Reason::NoSuchEntry).into());
@@ -234,6 +269,15 @@ pub fn read_lab_results(conn: &Connection, caller: &Caller, patient_id: &Patient
     Ok(Done::json(200, serde_json::json!({ "patient_id": patient_id, "lab_results": results }), reason))
 }
 
+/// `GET /api/patients/{id}/lab-orders`: every order of the patient (open and resulted, with
+/// the lab organisation, who ordered it, the note and the result's id once there is one).
+pub fn read_lab_orders(conn: &Connection, caller: &Caller, patient_id: &PatientId) -> Handled {
+    let (_, reason) = authorize_patient(conn, caller, authz::Action::ReadLabOrders, patient_id, crate::now())?;
+    let mut vault = Vault::open(conn, &caller.tenant_id)?;
+    let orders = records::patient_lab_orders(&mut vault, patient_id)??;
+    Ok(Done::json(200, serde_json::json!({ "patient_id": patient_id, "lab_orders": orders }), reason))
+}
+
 /// The reads both the patient and the doctor service answer; `None` for any other route.
 pub fn shared_reads(conn: &Connection, caller: &Caller, api: &Api) -> Option<Handled> {
     Some(match api {
@@ -241,6 +285,7 @@ pub fn shared_reads(conn: &Connection, caller: &Caller, api: &Api) -> Option<Han
         Api::Records(id) => read_records(conn, caller, id),
         Api::RecordHistory(id, entry) => read_record_history(conn, caller, id, entry),
         Api::LabResults(id) => read_lab_results(conn, caller, id),
+        Api::PatientLabOrders(id) => read_lab_orders(conn, caller, id),
         _ => return None,
     })
 }

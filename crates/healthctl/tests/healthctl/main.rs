@@ -7,6 +7,7 @@ mod backup;
 mod care_team;
 mod commands;
 mod hospital;
+mod labs;
 mod patients;
 mod self_service;
 

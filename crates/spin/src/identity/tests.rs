@@ -88,7 +88,7 @@ fn migrates_to_the_current_version_and_seeds_the_demo_accounts_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = connect(&dir.path().join("identity.db"));
     migrate(&db, true).expect("migrates");
-    assert_eq!(db.integer("SELECT MAX(version) FROM schema_migrations"), 3);
+    assert_eq!(db.integer("SELECT MAX(version) FROM schema_migrations"), 4);
     assert_eq!(db.integer("SELECT COUNT(*) FROM users WHERE tenant_id = 'demo-hospital'"), 6);
     let alice = find_user(&db, &tenant(), &Username::parse("alice").expect("name")).expect("reads").expect("seeded");
     assert_eq!((alice.user_id.as_str(), alice.role, alice.disabled), ("u-alice", Role::Patient, false));
@@ -120,11 +120,35 @@ fn a_version_1_database_keeps_its_users_and_gains_the_later_tables() {
     )
     .expect("a user");
     migrate(&db, true).expect("migrates");
-    assert_eq!(db.integer("SELECT COUNT(*) FROM schema_migrations"), 3);
+    assert_eq!(db.integer("SELECT COUNT(*) FROM schema_migrations"), 4);
     assert_eq!(db.text("SELECT how FROM schema_migrations WHERE version = 1"), "adopted from PRAGMA user_version");
     assert!(user_by_id(&db, &tenant(), &uid("u-1")).expect("reads").is_some());
     assert_eq!(db.integer("SELECT COUNT(*) FROM sqlite_master WHERE name = 'login_attempts'"), 1);
     assert_eq!(db.integer("SELECT COUNT(*) FROM sqlite_master WHERE name = 'federated_identities'"), 1);
+}
+
+#[test]
+fn every_role_can_be_stored_and_no_other_and_the_users_of_version_3_are_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = connect(&dir.path().join("identity.db"));
+    let [Step::Sql(users)] = VERSION_1 else { panic!("version 1 is one table") };
+    db.0.execute_batch(users).expect("version 1");
+    db.0.execute_batch(
+        "INSERT INTO users VALUES ('demo-hospital', 'u-1', 'carol', 'doctor', 'hash', 1); PRAGMA user_version = 1;",
+    )
+    .expect("a user");
+    migrate(&db, false).expect("migrates");
+    let carol = user_by_id(&db, &tenant(), &uid("u-1")).expect("reads").expect("kept");
+    assert_eq!((carol.username.as_str(), carol.role, carol.disabled), ("carol", Role::Doctor, true));
+    for (i, role) in Role::ALL.into_iter().enumerate() {
+        let mut new = user(&format!("u-r{i}"), &format!("staff{i}"), "hash");
+        new.role = role;
+        assert!(create_user(&db, &tenant(), &new).expect("inserts"), "{role:?}");
+        assert_eq!(user_by_id(&db, &tenant(), &new.user_id).expect("reads").expect("stored").role, role);
+    }
+    let other = "INSERT INTO users VALUES ('demo-hospital', 'u-9', 'mallory', 'superuser', 'hash', 0)";
+    assert!(db.0.execute_batch(other).is_err(), "a role the platform does not know");
+    assert!(create_user(&db, &tenant(), &user("u-2", "carol", "hash")).is_ok_and(|created| !created));
 }
 
 // ---- users -------------------------------------------------------------------------------
