@@ -24,6 +24,7 @@ mod history;
 mod identity;
 mod interop;
 mod keys;
+mod lab_orders;
 mod onboarding;
 mod operations;
 mod ratelimit;
