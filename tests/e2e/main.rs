@@ -33,6 +33,7 @@ mod roles;
 mod scaleout;
 mod self_service;
 mod slice;
+mod staff_roles;
 mod tenants;
 mod tracing;
 mod worlds;
