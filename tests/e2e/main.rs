@@ -27,6 +27,7 @@ mod keys;
 mod lab_orders;
 mod onboarding;
 mod operations;
+mod portal;
 mod ratelimit;
 mod readme;
 mod roles;

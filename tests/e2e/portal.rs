@@ -1,0 +1,131 @@
+//! The portal (`components/portal`): its page and assets with their security headers over the
+//! runtime, then each role's main journey in a real browser, headless Debian `chromium` driven
+//! by `playwright-core` (`tests/portal-browser`, pinned by its `package-lock.json`, installed
+//! with `npm ci` on first use): one app, one browser, every journey in one script run. The
+//! script checks what is on screen, that no page reported a CSP violation or a console error,
+//! and that no token reached `localStorage`, `sessionStorage` or a readable cookie; it writes
+//! each role's main view to `docs/screenshots/`.
+//!
+//! Without `chromium`, `node` and `npm` the browser part says so in one line and passes, unless
+//! `HEALTH_E2E_REQUIRE_ALL` is set (CI), where it fails.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::Context;
+use health_e2e::runtime::REQUIRE_ALL_ENV;
+use health_e2e::{Reply, TestApp, root};
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+     connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+/// The browser to drive: `CHROMIUM` if set, else Debian's `chromium` on `PATH`.
+fn chromium() -> Option<PathBuf> {
+    if let Some(bin) = std::env::var_os("CHROMIUM").filter(|b| !b.is_empty()) {
+        return Some(PathBuf::from(bin));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join("chromium")).find(|bin| bin.is_file())
+}
+
+fn node_and_npm() -> bool {
+    let runs = |tool: &str| Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
+    runs("node") && runs("npm")
+}
+
+fn assert_hardened(reply: &Reply, what: &str) {
+    assert_eq!(reply.header("content-security-policy"), CSP, "{what}");
+    assert_eq!(reply.header("x-content-type-options"), "nosniff", "{what}");
+    assert_eq!(reply.header("referrer-policy"), "no-referrer", "{what}");
+    assert_eq!(reply.header("x-frame-options"), "DENY", "{what}");
+}
+
+/// `npm ci` in `tests/portal-browser` when nothing is installed or the lock file is newer.
+fn install_driver(dir: &std::path::Path) -> anyhow::Result<()> {
+    let modified = |path: PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let installed = modified(dir.join("node_modules/.package-lock.json"));
+    if installed.is_none() || installed < modified(dir.join("package-lock.json")) {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(dir)
+            .status()
+            .context("running npm ci in tests/portal-browser")?;
+        anyhow::ensure!(status.success(), "npm ci in tests/portal-browser failed: {status}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_portal_is_served_hardened_and_every_role_completes_its_journey_in_a_browser() {
+    let app = TestApp::start(|_| {}).expect("app loads");
+
+    // The page and its assets: types, caching, the headers on every answer, refusals.
+    let page = app.send("GET", "/", &[], "").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_hardened(&page, "/");
+    assert_eq!(page.header("content-type"), "text/html; charset=utf-8");
+    assert_eq!(page.header("cache-control"), "no-cache");
+    assert!(page.body.contains(r#"<script type="module" src="/app/main.js"></script>"#), "{}", page.body);
+    assert!(!page.body.contains("<script>") && !page.body.contains("style="), "inline script or style in the page");
+    for (path, content_type) in [
+        ("/app/main.js", "text/javascript; charset=utf-8"),
+        ("/app/vendor/qrcode.mjs", "text/javascript; charset=utf-8"),
+        ("/app/portal.css", "text/css; charset=utf-8"),
+        ("/app/favicon.svg", "image/svg+xml"),
+        ("/app/", "text/html; charset=utf-8"),
+        ("/app", "text/html; charset=utf-8"),
+    ] {
+        let asset = app.send("GET", path, &[], "").await;
+        assert_eq!((asset.status, asset.header("content-type")), (200, content_type), "{path}");
+        assert_hardened(&asset, path);
+        let etag = asset.header("etag").to_owned();
+        assert!(etag.starts_with('"') && etag.len() > 2, "{path}: etag {etag:?}");
+        let again = app.send("GET", path, &[("if-none-match", &etag)], "").await;
+        assert_eq!((again.status, again.body.as_str()), (304, ""), "{path} revalidated");
+    }
+    let script = app.send("GET", "/app/api.js", &[], "").await;
+    assert!(!script.body.contains("localStorage.setItem") && !script.body.contains("sessionStorage.setItem"));
+    for (method, path, status) in [
+        ("GET", "/app/nothing.js", 404),
+        ("GET", "/app/main.js.map", 404),
+        ("POST", "/", 405),
+        ("DELETE", "/app/main.js", 405),
+    ] {
+        let reply = app.send(method, path, &[], "").await;
+        assert_eq!(reply.status, status, "{method} {path}: {}", reply.body);
+        assert_hardened(&reply, path);
+    }
+    // The API is still the gateway's and auth's, not the portal's.
+    assert_eq!(app.send("GET", "/health", &[], "").await.status, 200);
+    assert_eq!(app.send("GET", "/api/lab/orders", &[], "").await.status, 401);
+
+    // Each role's journey in the browser.
+    let Some(browser) = chromium().filter(|_| node_and_npm()) else {
+        assert!(std::env::var_os(REQUIRE_ALL_ENV).is_none(), "portal: chromium, node and npm are needed");
+        eprintln!("portal: browser journeys NOT RUN here (no chromium, node or npm)");
+        return;
+    };
+    let dir = root().join("tests/portal-browser");
+    install_driver(&dir).expect("playwright-core installs");
+    let url = app.app.url().await.expect("served over HTTP");
+    let shots = root().join("docs/screenshots");
+    // The host serves on this runtime's other threads while the script runs.
+    let mut script = Command::new("node");
+    script.arg("journeys.mjs").arg(&url).arg(&shots).env("CHROMIUM", &browser).current_dir(&dir);
+    let run = tokio::task::spawn_blocking(move || script.output()).await.expect("joined").expect("node runs");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success(),
+        "the browser journeys failed ({}):\n{stdout}\n{stderr}\n--- guests:\n{}",
+        run.status,
+        app.app.guest_output().join("\n")
+    );
+    for journey in ["patient", "password", "doctor", "lab", "admin"] {
+        assert!(stdout.lines().any(|l| l == format!("ok {journey}")), "journey {journey} did not finish:\n{stdout}");
+    }
+    for role in ["patient", "doctor", "lab", "admin"] {
+        let png = std::fs::read(shots.join(format!("{role}.png"))).expect("screenshot written");
+        assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{role}.png is not a real screenshot");
+    }
+}
