@@ -98,10 +98,11 @@ pub fn secrets(master_key: &str) -> HashMap<String, String> {
 pub struct TestApp {
     pub app: Target,
     pub state: tempfile::TempDir,
-    /// TOTP secrets of the users this app enrolled, by tenant and username, and the last step
-    /// each used.
-    totp: std::sync::Mutex<HashMap<(String, String), (Vec<u8>, i64)>>,
+    totp: std::sync::Mutex<Enrolled>,
 }
+
+/// TOTP secrets of the users an app enrolled, by tenant and username, and the last step each used.
+type Enrolled = HashMap<(String, String), (Vec<u8>, i64)>;
 
 /// The current Unix time in seconds.
 pub fn unix_now() -> i64 {

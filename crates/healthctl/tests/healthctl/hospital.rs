@@ -33,7 +33,8 @@ async fn operator(url: &str, args: &[&str], password: Option<&str>) -> Output {
 /// The JSON `healthctl` printed, failing the test if it did not succeed.
 fn succeeded(output: &Output) -> Value {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
 }
 
 async fn call(app: &TestApp, method: &str, path: &str, token: &str, body: Option<Value>) -> Reply {
@@ -67,12 +68,7 @@ async fn a_new_tenant_becomes_a_working_hospital_through_the_api_and_healthctl()
     let admin = app.token_in(TENANT, ROOT).await;
 
     // The admin creates the staff and the patients' accounts through the API.
-    let people = [
-        ("dr-okafor", "doctor"),
-        ("dr-maas", "doctor"),
-        ("ada-lowe", "patient"),
-        ("ben-hart", "patient"),
-    ];
+    let people = [("dr-okafor", "doctor"), ("dr-maas", "doctor"), ("ada-lowe", "patient"), ("ben-hart", "patient")];
     let mut ids = std::collections::HashMap::new();
     for (username, role) in people {
         let password = format!("{username}-password-2026");
