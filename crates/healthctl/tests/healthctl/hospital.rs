@@ -1,9 +1,12 @@
 //! Issue 16, "done when": a tenant created with `healthctl` on a platform started without the
 //! demo tenant becomes a working hospital through the public API and `healthctl` alone. The
-//! operator creates the tenant and its first admin; the admin (with TOTP, as the policy asks of
-//! admins) creates the staff, imports the patients with their accounts and builds the care
-//! teams; then each role does its day's work and is refused what is not its own, and the patient
-//! reads who accessed their record and takes everything home.
+//! operator creates the tenant and its first admin; the admin (with TOTP, as every staff role
+//! needs by default) creates doctors, a nurse, a receptionist, a pharmacist, a lab technician and
+//! the patients' accounts, imports the patients with their accounts linked, builds the care
+//! team and registers the lab. Then each role does its day's work and is refused what is not
+//! its own: a diagnosis and its correction with history, vital signs, the medication list, a
+//! walk-in registered and admitted, a lab order worked and resulted; and the patient reads who
+//! accessed her record and takes everything home. It runs on the host and on real Spin.
 
 use std::process::{Command, Output};
 
@@ -68,7 +71,16 @@ async fn a_new_tenant_becomes_a_working_hospital_through_the_api_and_healthctl()
     let admin = app.token_in(TENANT, ROOT).await;
 
     // The admin creates the staff and the patients' accounts through the API.
-    let people = [("dr-okafor", "doctor"), ("dr-maas", "doctor"), ("ada-lowe", "patient"), ("ben-hart", "patient")];
+    let people = [
+        ("dr-okafor", "doctor"),
+        ("dr-maas", "doctor"),
+        ("nurse-lind", "nurse"),
+        ("rec-park", "receptionist"),
+        ("pharm-ito", "pharmacist"),
+        ("tech-osei", "lab"),
+        ("ada-lowe", "patient"),
+        ("ben-hart", "patient"),
+    ];
     let mut ids = std::collections::HashMap::new();
     for (username, role) in people {
         let password = format!("{username}-password-2026");
@@ -95,13 +107,25 @@ async fn a_new_tenant_becomes_a_working_hospital_through_the_api_and_healthctl()
     let report: Value = serde_json::from_slice(&import.stdout).expect("report");
     assert_eq!((&report["created"], &report["linked"]), (&json!(2), &json!(2)), "{report}");
 
-    // Dr Okafor treats Ada; Dr Maas treats nobody yet.
+    // Dr Okafor, Nurse Lind and Pharmacist Ito treat Ada; Dr Maas treats nobody yet.
     let okafor = ids["dr-okafor"].clone();
-    let team = ["care-team", "add", "--patient", "p-7001", "--member", &okafor, "--reason", "admission"];
-    succeeded(&as_user(&url, &admin, &team).await);
+    for member in ["dr-okafor", "nurse-lind", "pharm-ito"] {
+        let team = ["care-team", "add", "--patient", "p-7001", "--member", &ids[member], "--reason", "admission"];
+        succeeded(&as_user(&url, &admin, &team).await);
+    }
+
+    // The hospital's laboratory, with its technician.
+    succeeded(
+        &as_user(&url, &admin, &["labs", "register", "--lab", "lab-main", "--name", "St Brigid Pathology"]).await,
+    );
+    succeeded(&as_user(&url, &admin, &["labs", "attach", "--lab", "lab-main", "--user", &ids["tech-osei"]]).await);
 
     let dr_okafor = login("dr-okafor").await;
     let dr_maas = login("dr-maas").await;
+    let nurse = login("nurse-lind").await;
+    let reception = login("rec-park").await;
+    let pharmacist = login("pharm-ito").await;
+    let tech = login("tech-osei").await;
     let ada = login("ada-lowe").await;
     let ben = login("ben-hart").await;
 
@@ -126,8 +150,76 @@ async fn a_new_tenant_becomes_a_working_hospital_through_the_api_and_healthctl()
         );
     }
 
+    // The nurse records vital signs but writes no diagnosis; the pharmacist reads the medication
+    // list and nothing else of the record.
+    let vitals = json!({ "kind": "observation", "content": "T 38.4 C, SpO2 93% on air, RR 24" });
+    expect(&app, 201, "POST", "/api/patients/p-7001/records", &nurse, Some(vitals)).await;
+    let diagnosis = json!({ "kind": "diagnosis", "content": "Sepsis" });
+    expect(&app, 403, "POST", "/api/patients/p-7001/records", &nurse, Some(diagnosis)).await;
+    let medication = json!({ "kind": "medication", "content": "Amoxicillin 1 g three times daily, 5 days" });
+    expect(&app, 201, "POST", "/api/patients/p-7001/records", &dr_okafor, Some(medication)).await;
+    let seen = expect(&app, 200, "GET", "/api/patients/p-7001/records", &pharmacist, None).await;
+    let kinds: Vec<&str> =
+        seen["entries"].as_array().expect("entries").iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(kinds, ["medication"], "{seen}");
+    expect(&app, 200, "GET", "/api/patients/p-7001/records", &nurse, None).await;
+
+    // The front desk registers a walk-in, fixes her name and admits her to Dr Okafor's team,
+    // and reads no clinical content.
+    let walk_in =
+        json!({ "patient_id": "p-7004", "given_name": "Dee", "family_name": "Sims", "birth_date": "1955-09-09" });
+    expect(&app, 201, "POST", "/api/admin/patients", &reception, Some(walk_in)).await;
+    let fixed = json!({ "given_name": "Dee", "family_name": "Simms", "birth_date": "1955-09-09" });
+    expect(&app, 200, "PUT", "/api/patients/p-7004", &reception, Some(fixed)).await;
+    let admit = format!("/api/patients/p-7004/care-team/{okafor}");
+    expect(&app, 201, "POST", &admit, &reception, Some(json!({ "reason": "encounter" }))).await;
+    let demographics = expect(&app, 200, "GET", "/api/patients/p-7004", &dr_okafor, None).await;
+    assert_eq!(demographics["patient"]["family_name"], json!("Simms"), "{demographics}");
+    expect(&app, 403, "GET", "/api/patients/p-7001/records", &reception, None).await;
+
+    // A lab order: the doctor orders, the lab works its queue, the result reaches doctor and patient.
+    let order = ["orders", "create", "--patient", "p-7001", "--lab", "lab-main", "--test-code", "600-7"];
+    let order = succeeded(&as_user(&url, &dr_okafor, &order).await);
+    let order_id = order["order_id"].as_str().expect("order_id").to_owned();
+    expect(
+        &app,
+        403,
+        "POST",
+        "/api/patients/p-7001/lab-orders",
+        &dr_maas,
+        Some(json!({ "lab_id": "lab-main", "test_code": "600-7" })),
+    )
+    .await;
+    let queue = succeeded(&as_user(&url, &tech, &["orders", "queue"]).await);
+    let queued: Vec<&str> =
+        queue["orders"].as_array().expect("orders").iter().filter_map(|o| o["order_id"].as_str()).collect();
+    assert_eq!(queued, [order_id.as_str()], "{queue}");
+    let result = [
+        "orders",
+        "result",
+        "--order",
+        &order_id,
+        "--code",
+        "600-7",
+        "--value",
+        "Streptococcus pneumoniae",
+        "--unit",
+        "organism",
+    ];
+    succeeded(&as_user(&url, &tech, &result).await);
+    for reader in [&dr_okafor, &ada] {
+        let results = expect(&app, 200, "GET", "/api/patients/p-7001/lab-results", reader, None).await;
+        let values: Vec<&str> = results["lab_results"]
+            .as_array()
+            .expect("lab_results")
+            .iter()
+            .filter_map(|r| r["value"].as_str())
+            .collect();
+        assert_eq!(values, ["Streptococcus pneumoniae"], "{results}");
+    }
+
     // Whoever is not on Ada's care team, or not Ada, reads nothing of hers.
-    for outsider in [&dr_maas, &ben, &admin] {
+    for outsider in [&dr_maas, &ben, &admin, &tech] {
         expect(&app, 403, "GET", "/api/patients/p-7001/records", outsider, None).await;
         expect(&app, 403, "GET", &history_path, outsider, None).await;
     }
@@ -140,7 +232,8 @@ async fn a_new_tenant_becomes_a_working_hospital_through_the_api_and_healthctl()
     assert!(entries.iter().any(|e| e["outcome"] == json!("deny")), "refused attempts are listed: {log}");
     let export = succeeded(&as_user(&url, &ada, &["patients", "export", "--patient", "p-7001"]).await);
     assert_eq!(export["demographics"]["family_name"], json!("Lowe"), "{export}");
-    assert_eq!(export["record_entries"].as_array().map(Vec::len), Some(1), "{export}");
+    assert_eq!(export["record_entries"].as_array().map(Vec::len), Some(3), "{export}");
+    assert_eq!(export["lab_results"].as_array().map(Vec::len), Some(1), "{export}");
     assert_eq!(export["record_entry_versions"].as_array().map(Vec::len), Some(1), "{export}");
 
     // Every step above is in the tenant's intact audit chain.
