@@ -583,7 +583,91 @@ async fn provider_access_tokens_at_the_gateway_and_back_channel_logout() {
         .await;
     let (status, issued) = exchange(&app, NORTH, &again, ID_TOKEN).await;
     assert_eq!(status, 200, "{issued}");
-    assert_eq!(app.get_with(records, issued["access_token"].as_str().expect("access")).await.status, 200);
+    let access = issued["access_token"].as_str().expect("access").to_owned();
+    assert_eq!(app.get_with(records, &access).await.status, 200);
+
+    // Shared Signals / CAEP (RFC 8935 push): oidc-provider is no SSF transmitter, so these
+    // Security Event Tokens are signed with its own key material here.
+    let events = format!("/auth/federation/{NORTH}/events");
+    let push = |set: String, media_type: &'static str| {
+        let (app, events) = (&app, &events);
+        async move { app.send("POST", events, &[("content-type", media_type)], &set).await }
+    };
+    let caep = "https://schemas.openid.net/secevent/caep/event-type/";
+    let set = |event: &str, sub_id: Value, extra: Value| {
+        let claims = json!({ "sub": null, "exp": null, "jti": format!("e-{}", rand_suffix()), "sub_id": sub_id,
+            "events": { format!("{caep}{event}"): { "event_timestamp": health_e2e::unix_now() } } });
+        logout(claims, extra)
+    };
+    let alice_email = json!({ "format": "email", "email": "Alice@north.example" });
+    let event_reason = || {
+        app.query_strings(
+            "audit.db",
+            "SELECT reason FROM audit_events WHERE json_extract(event, '$.action') = 'auth.federation.security_event' ORDER BY rowid DESC LIMIT 1",
+        )
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+    };
+    let secevent = "application/secevent+jwt";
+    let refusals = [
+        (
+            "a JWT typ",
+            set("session-revoked", alice_email.clone(), json!({ "typ": "JWT" })).await,
+            "invalid_request",
+            "not_a_security_event",
+        ),
+        (
+            "another audience",
+            set("session-revoked", alice_email.clone(), json!({ "client": "other-app" })).await,
+            "invalid_audience",
+            "wrong_audience",
+        ),
+        (
+            "another key",
+            set("session-revoked", alice_email.clone(), json!({ "keyOf": "b", "typ": "secevent+jwt" })).await,
+            "invalid_key",
+            "bad_signature",
+        ),
+        (
+            "a logout token",
+            logout(claims(json!({})), json!({ "typ": "secevent+jwt" })).await,
+            "invalid_request",
+            "not_a_security_event",
+        ),
+    ];
+    for (case, token, err, reason) in refusals {
+        let reply = push(token, secevent).await;
+        assert_eq!((reply.status, reply.json()["err"].as_str()), (400, Some(err)), "{case}: {}", reply.body);
+        assert_eq!(event_reason(), reason, "{case}");
+    }
+    let revoked = set("session-revoked", alice_email.clone(), json!({ "typ": "secevent+jwt" })).await;
+    assert_eq!(push(revoked.clone(), "application/jwt").await.status, 415);
+    assert_eq!(app.get_with(records, &access).await.status, 200, "nothing ended by a refused event");
+    let other = set(
+        "session-revoked",
+        json!({ "format": "email", "email": "nobody@north.example" }),
+        json!({ "typ": "secevent+jwt" }),
+    );
+    assert_eq!(push(other.await, secevent).await.status, 202);
+    assert_eq!(event_reason(), "security_event_ignored");
+    assert_eq!(app.get_with(records, &access).await.status, 200);
+    // session-revoked about Alice (by email): her sessions end; the same event again is a replay.
+    assert_eq!(push(revoked.clone(), secevent).await.status, 202);
+    assert_eq!(event_reason(), "provider_session_revoked");
+    assert_eq!(app.get_with(records, &access).await.status, 401);
+    assert_eq!(push(revoked, secevent).await.status, 400);
+    assert_eq!(event_reason(), "security_event_replayed");
+    // credential-change about the provider's subject p-alice (iss_sub): the same.
+    let (status, issued) = exchange(&app, NORTH, &again, ID_TOKEN).await;
+    assert_eq!(status, 200, "{issued}");
+    let access = issued["access_token"].as_str().expect("access").to_owned();
+    assert_eq!(app.get_with(records, &access).await.status, 200);
+    let iss_sub = json!({ "format": "iss_sub", "iss": a, "sub": "p-alice" });
+    let changed = set("credential-change", iss_sub, json!({ "typ": "secevent+jwt" })).await;
+    assert_eq!(push(changed, secevent).await.status, 202);
+    assert_eq!(event_reason(), "provider_session_revoked");
+    assert_eq!(app.get_with(records, &access).await.status, 401);
 }
 
 fn rand_suffix() -> String {

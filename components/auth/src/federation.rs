@@ -297,6 +297,83 @@ pub async fn backchannel_logout(ctx: &Ctx<'_>, tenant: &TenantId, event: &mut Ev
     Ok(respond::bytes(200, "text/plain", Vec::new(), Cache::NoStore))
 }
 
+/// `POST /auth/federation/{tenant}/events` (RFC 8935 push delivery of a Security Event Token,
+/// `Content-Type: application/secevent+jwt`; OpenID CAEP 1.0): the tenant's provider pushes a
+/// SET, validated by [`decide::verify_security_event`] (keys as for the exchange) and taken once
+/// per `jti`. A `session-revoked` or `credential-change` event about a user of the tenant (by
+/// email, when that is the subject claim, or by the provider's `sub` an exchange remembered)
+/// ends every session of that user, as a back-channel logout does; other events and unknown
+/// subjects are accepted and ignored (RFC 8935 §2.2: 202 means received and validated). A
+/// refusal is 400 with `{"err","description"}` (RFC 8935 §2.3), never cached.
+pub async fn security_event(ctx: &Ctx<'_>, tenant: &TenantId, event: &mut Event) -> Outcome {
+    event.action = "auth.federation.security_event".into();
+    event.resource = format!("tenant/{tenant}/federation");
+    let set_error = |event: &mut Event, reason: Reason, err: &str, description: &str| -> Outcome {
+        event.reason = reason.into();
+        let body = serde_json::json!({ "err": err, "description": description });
+        Ok(respond::json(400, &body, Cache::NoStore))
+    };
+    let media_type = ctx.req.header("content-type").and_then(|v| v.as_str()).and_then(|v| v.split(';').next());
+    if !media_type.is_some_and(|m| m.trim().eq_ignore_ascii_case("application/secevent+jwt")) {
+        return Err(Error::UnsupportedMediaType.into());
+    }
+    if ctx.req.body().len() > decide::MAX_PROVIDER_TOKEN_BYTES {
+        return Err(Error::TooLarge.into());
+    }
+    let Ok(token) = std::str::from_utf8(ctx.req.body()).map(str::trim) else {
+        return set_error(event, Reason::MalformedRequest, "invalid_request", "the body is not a JWT");
+    };
+    if !ctx.settings.tenant_exists(tenant)? {
+        return set_error(event, Reason::UnknownTenant, "invalid_audience", "no such tenant");
+    }
+    crate::for_tenant(event, tenant);
+    let db = ctx.db()?;
+    let Some(settings) = store::settings(&db, tenant)?.filter(|s| s.enabled) else {
+        return set_error(event, Reason::FederationDisabled, "invalid_audience", "the tenant has no provider");
+    };
+    let kv = health_spin::revocations::open()?;
+    let cooldown = settings.jwks_refetch_cooldown_secs.max(1);
+    let Some((keys, _)) = store::provider_keys(&kv, tenant, &settings, token, ctx.now, cooldown).await? else {
+        return set_error(event, Reason::ProviderKeysUnavailable, "invalid_key", "the provider's keys are unavailable");
+    };
+    let set = match decide::verify_security_event(token, &keys, &settings, ctx.now) {
+        Ok(set) => set,
+        Err(refused) => {
+            let err = match refused {
+                decide::Refused::Token(_) => "invalid_key",
+                decide::Refused::WrongIssuer => "invalid_issuer",
+                decide::Refused::WrongAudience => "invalid_audience",
+                _ => "invalid_request",
+            };
+            return set_error(event, refused.reason(), err, "the security event token was not accepted");
+        }
+    };
+    event.jti = Some(set.jti.clone());
+    if !store::first_delivery(&kv, tenant, &set.jti, set.remember_until)? {
+        return set_error(event, Reason::SecurityEventReplayed, "invalid_request", "the jti was already received");
+    }
+    let users = match (set.event, &set.subject) {
+        (None, _) | (_, decide::EventSubject::Other) => Vec::new(),
+        (Some(_), decide::EventSubject::Email(email)) if settings.subject_claim == "email" => {
+            store::linked_user(&db, tenant, email)?.into_iter().collect()
+        }
+        (Some(_), decide::EventSubject::Email(_)) => Vec::new(),
+        (Some(_), decide::EventSubject::ProviderSub(sub)) => store::signed_in_users(&kv, tenant, Some(sub), None)?,
+    };
+    for user in &users {
+        crate::issue::revoke_subject(&db, tenant, user, Reason::ProviderSessionRevoked, ctx.now)?;
+    }
+    event.reason = match users.as_slice() {
+        [] => Reason::SecurityEventIgnored,
+        [user, ..] => {
+            event.resource = format!("tenant/{tenant}/users/{user}");
+            Reason::ProviderSessionRevoked
+        }
+    }
+    .into();
+    Ok(respond::bytes(202, "text/plain", Vec::new(), Cache::NoStore))
+}
+
 /// Whether a password login of `username` is refused because the tenant's provider is
 /// required (asked once the password matched, so the answer tells nothing to a guesser).
 pub fn password_refused(db: &Connection, tenant: &TenantId, username: &Username) -> anyhow::Result<bool> {

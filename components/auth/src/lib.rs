@@ -65,6 +65,8 @@ enum Api {
     BackchannelLogout(TenantId),
     /// The gateway asking whether a tenant's provider's access token is accepted.
     ProviderAccessToken,
+    /// A Security Event Token (CAEP) pushed by the tenant's provider.
+    SecurityEvent(TenantId),
     Admin(admin::AdminApi),
     Internal(internal::InternalApi),
 }
@@ -107,6 +109,10 @@ fn parse(method: &Method, path: &str) -> Result<Api, Error> {
         ["auth", "federation", tenant, "backchannel-logout"] => {
             let tenant = TenantId::parse(tenant).map_err(|_| Error::NotFound(Reason::NoSuchRoute))?;
             post(Api::BackchannelLogout(tenant))
+        }
+        ["auth", "federation", tenant, "events"] => {
+            let tenant = TenantId::parse(tenant).map_err(|_| Error::NotFound(Reason::NoSuchRoute))?;
+            post(Api::SecurityEvent(tenant))
         }
         ["auth", "admin", rest @ ..] => admin::parse(method, rest).map(Api::Admin),
         ["internal", "federation", "access-token"] => post(Api::ProviderAccessToken),
@@ -216,13 +222,15 @@ fn media_type_is(req: &Request, expected: &str) -> bool {
 /// Marks `event` with the outcome of the request and appends it; an audit failure fails the
 /// request, so nothing is issued unaudited.
 fn finish(event: &mut Event, outcome: &Result<Response, Error>) -> anyhow::Result<()> {
-    event.outcome = Some(if outcome.is_ok() { Outcome::Allow } else { Outcome::Deny });
+    // A refusal answered in an endpoint's own format (RFC 8935's `{"err"}`) is a denial too.
+    let allowed = outcome.as_ref().is_ok_and(|response| *response.status() < 400);
+    event.outcome = Some(if allowed { Outcome::Allow } else { Outcome::Deny });
     event.status = match outcome {
         Ok(response) => *response.status(),
         Err(error) => error.problem().status,
     };
     if event.reason.is_empty() {
-        event.reason = if outcome.is_ok() { Reason::Ok } else { Reason::Refused }.into();
+        event.reason = if allowed { Reason::Ok } else { Reason::Refused }.into();
     }
     health_spin::audit::append(event)
 }
@@ -299,7 +307,9 @@ fn rate_class(api: &Api) -> Option<ratelimit::Class> {
     use ratelimit::Class;
     Some(match api {
         Api::Login | Api::MfaEnroll | Api::MfaConfirm | Api::Token | Api::Logout | Api::LogoutAll => Class::Login,
-        Api::Introspect | Api::Revoke | Api::ChangePassword | Api::BackchannelLogout(_) => Class::Login,
+        Api::Introspect | Api::Revoke | Api::ChangePassword | Api::BackchannelLogout(_) | Api::SecurityEvent(_) => {
+            Class::Login
+        }
         Api::Validate | Api::Discovery(_) => Class::Read,
         Api::Admin(_) => Class::Admin,
         Api::Internal(_) | Api::ProviderAccessToken => return None,
@@ -322,6 +332,7 @@ fn endpoint(api: &Api) -> &'static str {
         Api::Discovery(_) => "discovery",
         Api::BackchannelLogout(_) => "backchannel_logout",
         Api::ProviderAccessToken => "internal",
+        Api::SecurityEvent(_) => "security_event",
         Api::Admin(_) => "admin",
         Api::Internal(_) => "internal",
     }
@@ -344,6 +355,7 @@ async fn dispatch(req: &Request, api: Api, now: i64, event: &mut Event) -> anyho
         Api::ChangePassword => account::change_password(&ctx, event).await,
         Api::Revoke => sessions::revoke(&ctx, event).await,
         Api::BackchannelLogout(tenant) => federation::backchannel_logout(&ctx, &tenant, event).await,
+        Api::SecurityEvent(tenant) => federation::security_event(&ctx, &tenant, event).await,
         // Not audited here: the gateway audits the request the token came with.
         Api::ProviderAccessToken => return federation::provider_access_token(&ctx).await,
         // High-volume reads that change nothing: not audited.
@@ -401,6 +413,10 @@ mod tests {
         );
         assert_eq!(parse(&Method::Post, "/auth/federation/../backchannel-logout"), not_found);
         assert_eq!(parse(&Method::Post, "/internal/federation/access-token"), Ok(Api::ProviderAccessToken));
+        assert_eq!(
+            parse(&Method::Post, "/auth/federation/demo-hospital/events"),
+            Ok(Api::SecurityEvent(TenantId::parse("demo-hospital").expect("tenant")))
+        );
         assert_eq!(parse(&Method::Get, "/internal/federation/access-token"), Err(Error::MethodNotAllowed));
     }
 
