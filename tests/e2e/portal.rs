@@ -40,6 +40,81 @@ fn assert_hardened(reply: &Reply, what: &str) {
     assert_eq!(reply.header("x-frame-options"), "DENY", "{what}");
 }
 
+/// The portal's session endpoints in `auth`: the CSRF checks, the cookie, rotation, the idle
+/// timeout and sign-out.
+async fn portal_session(app: &TestApp) {
+    let login = serde_json::json!({ "tenant": "demo-hospital", "username": "alice", "password": "alice-demo-2026" });
+    let login = login.to_string();
+    let json = ("content-type", "application/json");
+    let (host, origin, portal) = (("host", "portal.test"), ("origin", "http://portal.test"), ("x-health-portal", "1"));
+    // Another site's form or script: no portal header, another origin, no origin, cross-site.
+    for headers in [
+        vec![json, host, origin],
+        vec![json, host, ("origin", "https://evil.test"), portal],
+        vec![json, host, portal],
+        vec![json, host, origin, portal, ("sec-fetch-site", "cross-site")],
+    ] {
+        let refused = app.send("POST", "/auth/portal/login", &headers, &login).await;
+        assert_eq!(refused.status, 403, "{headers:?}: {}", refused.body);
+        assert!(refused.header("set-cookie").is_empty(), "{headers:?}");
+    }
+    let audited =
+        app.query_strings("audit.db", "SELECT reason FROM audit_events WHERE reason = 'portal_cross_site_refused'");
+    assert_eq!(audited.len(), 4, "every refusal audited");
+
+    // The portal's own page: the access token in the body, the refresh token only in the cookie.
+    let same_site = [json, host, origin, portal];
+    let signed_in = app.send("POST", "/auth/portal/login", &same_site, &login).await;
+    assert_eq!(signed_in.status, 200, "{}\n{}", signed_in.body, app.app.guest_output().join("\n"));
+    assert!(signed_in.json()["access_token"].is_string() && signed_in.json().get("refresh_token").is_none());
+    let cookie = signed_in.header("set-cookie").to_owned();
+    assert!(
+        cookie.starts_with("health_portal_refresh=")
+            && cookie.ends_with("; Path=/auth/portal; Max-Age=1800; HttpOnly; Secure; SameSite=Strict"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().expect("name=value").to_owned();
+    let with_cookie = [host, origin, portal, ("cookie", pair.as_str())];
+    // Refresh: from the portal only; rotated; the spent one is reuse (the family revoked).
+    let cross = app.send("POST", "/auth/portal/refresh", &[host, origin, ("cookie", pair.as_str())], "").await;
+    assert_eq!(cross.status, 403, "{}", cross.body);
+    assert!(cross.header("set-cookie").is_empty(), "another site cannot end the session");
+    let renewed = app.send("POST", "/auth/portal/refresh", &with_cookie, "").await;
+    assert_eq!(renewed.status, 200, "{}", renewed.body);
+    let next = renewed.header("set-cookie").split(';').next().expect("name=value").to_owned();
+    assert_ne!(next, pair, "rotated");
+    let token = renewed.json()["access_token"].as_str().expect("access token").to_owned();
+    let reused = app.send("POST", "/auth/portal/refresh", &with_cookie, "").await;
+    assert_eq!(reused.status, 400, "{}", reused.body);
+    assert!(reused.header("set-cookie").contains("Max-Age=0"), "a refused refresh clears the cookie");
+    let dead = app.send("POST", "/auth/portal/refresh", &[host, origin, portal, ("cookie", next.as_str())], "").await;
+    assert_eq!(dead.status, 400, "the reuse revoked the family: {}", dead.body);
+    assert_eq!(app.get_with("/api/patients/p-1001", &token).await.status, 401, "and its access token");
+
+    // Idle: a refresh token unused for longer than the idle timeout is refused, its family revoked.
+    let signed_in = app.send("POST", "/auth/portal/login", &same_site, &login).await;
+    let pair = signed_in.header("set-cookie").split(';').next().expect("name=value").to_owned();
+    let db = rusqlite::Connection::open(app.state.path().join("identity.db")).expect("identity opens");
+    db.execute("UPDATE refresh_tokens SET issued_at = issued_at - 1801 WHERE used_at IS NULL", []).expect("aged");
+    let idle = app.send("POST", "/auth/portal/refresh", &[host, origin, portal, ("cookie", pair.as_str())], "").await;
+    assert_eq!(idle.status, 400, "{}", idle.body);
+    let reasons = app.query_strings(
+        "audit.db",
+        "SELECT reason FROM audit_events WHERE json_extract(event, '$.action') = 'auth.portal.refresh'",
+    );
+    assert!(reasons.iter().any(|r| r == "refresh_idle"), "{reasons:?}");
+
+    // Sign-out revokes the session and clears the cookie; the API's own refresh grant is unchanged.
+    let signed_in = app.send("POST", "/auth/portal/login", &same_site, &login).await;
+    let token = signed_in.json()["access_token"].as_str().expect("access token").to_owned();
+    let bearer = format!("Bearer {token}");
+    let out = app.send("POST", "/auth/portal/logout", &[host, origin, portal, ("authorization", &bearer)], "").await;
+    assert_eq!(out.status, 204, "{}", out.body);
+    assert!(out.header("set-cookie").contains("Max-Age=0"));
+    assert_eq!(app.get_with("/api/patients/p-1001", &token).await.status, 401);
+    assert!(app.tokens(health_e2e::ALICE).await["refresh_token"].is_string());
+}
+
 /// `npm ci` in `tests/portal-browser` when nothing is installed or the lock file is newer.
 fn install_driver(dir: &std::path::Path) -> anyhow::Result<()> {
     let modified = |path: PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
@@ -98,6 +173,8 @@ async fn the_portal_is_served_hardened_and_every_role_completes_its_journey_in_a
     // The API is still the gateway's and auth's, not the portal's.
     assert_eq!(app.send("GET", "/health", &[], "").await.status, 200);
     assert_eq!(app.send("GET", "/api/lab/orders", &[], "").await.status, 401);
+
+    portal_session(&app).await;
 
     // Each role's journey in the browser.
     let Some(browser) = chromium().filter(|_| node_and_npm()) else {

@@ -65,7 +65,8 @@ async function person(name, { clock = false } = {}) {
 
 // Expected refusals are shown as messages; the browser logs the failed fetch as a console
 // error ("Failed to load resource: ... 403"), which is not a page fault.
-const EXPECTED = /Failed to load resource: the server responded with a status of (401|403)/;
+// A first visit's refresh without a cookie is a 400 (`invalid_grant`), the page's sign-in form.
+const EXPECTED = /Failed to load resource: the server responded with a status of (400|401|403)/;
 
 async function expectText(page, text) {
   await page.getByText(text, { exact: false }).first().waitFor();
@@ -155,6 +156,21 @@ async function run() {
     await page.getByRole('button', { name: 'Open my record' }).click();
     await expectText(page, 'Alice Andersen');
     await expectText(page, 'Type 2 diabetes mellitus');
+    // The refresh token: in a cookie no script reads, sent to the session endpoints only.
+    const cookies = await context.cookies();
+    const refresh = cookies.find((c) => c.name === 'health_portal_refresh');
+    if (!refresh || !refresh.httpOnly || !refresh.secure || refresh.sameSite !== 'Strict' || refresh.path !== '/auth/portal') {
+      throw new Error(`the refresh cookie is not HttpOnly, Secure, SameSite=Strict on /auth/portal: ${JSON.stringify(cookies)}`);
+    }
+    if (cookies.length !== 1) throw new Error(`other cookies: ${JSON.stringify(cookies)}`);
+    // A reload keeps the session (the cookie's refresh token, rotated), the record read again.
+    await page.reload();
+    await page.getByRole('heading', { name: 'My health record' }).waitFor();
+    const rotated = (await context.cookies()).find((c) => c.name === 'health_portal_refresh');
+    if (!rotated || rotated.value === refresh.value) throw new Error('the refresh token was not rotated on reload');
+    await page.getByLabel('Your patient ID').fill('p-1001');
+    await page.getByRole('button', { name: 'Open my record' }).click();
+    await expectText(page, 'Alice Andersen');
     await page.getByRole('button', { name: 'History of diagnosis e-1' }).click();
     await page.getByRole('heading', { name: 'History of diagnosis e-1' }).waitFor();
     await page.getByRole('cell', { name: '7.2 mmol/L' }).waitFor();
@@ -177,6 +193,10 @@ async function run() {
     await page.getByRole('button', { name: 'Sign out', exact: true }).click();
     await page.getByRole('heading', { name: 'Sign in' }).waitFor();
     await message(page, 'You are signed out');
+    // Signed out: the cookie is gone, and a reload does not sign in again.
+    if ((await context.cookies()).length) throw new Error('the refresh cookie outlived the sign-out');
+    await page.reload();
+    await page.getByRole('heading', { name: 'Sign in' }).waitFor();
     await finish('patient', page, context);
   }
 

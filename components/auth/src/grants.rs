@@ -26,7 +26,7 @@ pub(crate) const fn oauth(status: u16, code: &'static str, detail: &'static str)
 }
 
 const INVALID_CLIENT: Error = oauth(401, "invalid_client", "client authentication failed");
-const INVALID_GRANT: Error = oauth(400, "invalid_grant", "the refresh token is invalid, expired or revoked");
+pub(crate) const INVALID_GRANT: Error = oauth(400, "invalid_grant", "the refresh token is invalid, expired or revoked");
 
 pub async fn token(ctx: &Ctx<'_>, event: &mut Event) -> Outcome {
     event.action = "auth.token".into();
@@ -65,10 +65,28 @@ async fn refresh_grant(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, event: &m
             return Err(INVALID_CLIENT.into());
         }
     };
-    let Some(presented) = form.get("refresh_token").filter(|t| refresh::well_formed(t)) else {
+    let Some(presented) = form.get("refresh_token") else {
         event.reason = Reason::MalformedRefreshToken.into();
         return Err(INVALID_GRANT.into());
     };
+    refresh_token(ctx, presented, claimed, None, event).await
+}
+
+/// Rotates `presented` (the refresh grant's token, or the portal's cookie): refused when
+/// malformed, unknown, another client's than `claimed`, spent (the family revoked), expired,
+/// revoked, or, with `idle`, issued more than `idle` seconds ago (the family revoked: the
+/// session is over).
+pub(crate) async fn refresh_token(
+    ctx: &Ctx<'_>,
+    presented: &str,
+    claimed: Option<String>,
+    idle: Option<i64>,
+    event: &mut Event,
+) -> Outcome {
+    if !refresh::well_formed(presented) {
+        event.reason = Reason::MalformedRefreshToken.into();
+        return Err(INVALID_GRANT.into());
+    }
     let hash = refresh::hash(presented);
     let db = ctx.db()?;
     let Some(found) = identity::find_refresh(&db, &hash)? else {
@@ -82,6 +100,11 @@ async fn refresh_grant(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, event: &m
     event.resource = format!("refresh_family/{}", family.family_id);
     if claimed.as_ref().is_some_and(|c| c != family.client_id.as_str()) {
         event.reason = Reason::RefreshClientMismatch.into();
+        return Err(INVALID_GRANT.into());
+    }
+    if idle.is_some_and(|idle| found.used_at.is_none() && ctx.now - found.issued_at > idle) && !family.revoked {
+        issue::revoke_family(&db, &family.tenant_id, &family.family_id, Reason::RefreshIdle, ctx.now)?;
+        event.reason = Reason::RefreshIdle.into();
         return Err(INVALID_GRANT.into());
     }
     let stored = Stored { used_at: found.used_at, expires_at: family.expires_at, family_revoked: family.revoked };

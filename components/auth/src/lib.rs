@@ -21,6 +21,7 @@ mod grants;
 mod internal;
 mod issue;
 mod login;
+mod portal;
 mod sessions;
 
 use std::collections::BTreeMap;
@@ -93,6 +94,11 @@ fn parse(method: &Method, path: &str) -> Result<Api, Error> {
     let post = |api: Api| if *method == Method::Post { Ok(api) } else { Err(Error::MethodNotAllowed) };
     match segments.as_slice() {
         ["auth", "login"] => post(Api::Login),
+        // The portal's session (`portal`): login, the refresh grant and logout, the refresh token
+        // in a cookie; the same endpoints to rate limits, told apart by their path in `dispatch`.
+        ["auth", "portal", "login"] => post(Api::Login),
+        ["auth", "portal", "refresh"] => post(Api::Token),
+        ["auth", "portal", "logout"] => post(Api::Logout),
         ["auth", "mfa", "enroll"] => post(Api::MfaEnroll),
         ["auth", "mfa", "confirm"] => post(Api::MfaConfirm),
         ["auth", "token"] => post(Api::Token),
@@ -344,7 +350,14 @@ async fn dispatch(req: &Request, api: Api, now: i64, event: &mut Event) -> anyho
     let answered = |outcome: Result<Response, Failure>| {
         Failure::split(outcome).map(|outcome| outcome.unwrap_or_else(|e| error_response(&e)))
     };
+    let from_portal = req.path().starts_with(portal::COOKIE_PATH);
+    // A portal refresh refused for its token also clears the cookie: the session it held is over
+    // (not one refused as cross-site: another site must not end the session).
+    let clears_cookie = from_portal && api == Api::Token;
     let outcome = match api {
+        Api::Login if from_portal => portal::login(&ctx, event).await,
+        Api::Token if from_portal => portal::refresh(&ctx, event).await,
+        Api::Logout if from_portal => portal::logout(&ctx, event).await,
         Api::Login => login::login(&ctx, event).await,
         Api::MfaEnroll => login::enroll(&ctx, event),
         Api::MfaConfirm => login::confirm(&ctx, event),
@@ -371,7 +384,13 @@ async fn dispatch(req: &Request, api: Api, now: i64, event: &mut Event) -> anyho
     // not audited here: the request was not decided.
     let outcome = Failure::split(outcome)?;
     finish(event, &outcome)?;
-    Ok(outcome.unwrap_or_else(|e| error_response(&e)))
+    Ok(outcome.unwrap_or_else(|e| {
+        let mut response = error_response(&e);
+        if clears_cookie && e.problem().status == 400 {
+            portal::clear_cookie(&mut response);
+        }
+        response
+    }))
 }
 
 #[cfg(test)]
@@ -390,6 +409,10 @@ mod tests {
         assert_eq!(parse(&Method::Post, "/auth/mfa/enroll"), Ok(Api::MfaEnroll));
         assert_eq!(parse(&Method::Post, "/api/auth/validate"), Ok(Api::Validate));
         assert_eq!(parse(&Method::Post, "/api/auth/change-password"), Ok(Api::ChangePassword));
+        assert_eq!(parse(&Method::Post, "/auth/portal/login"), Ok(Api::Login));
+        assert_eq!(parse(&Method::Post, "/auth/portal/refresh"), Ok(Api::Token));
+        assert_eq!(parse(&Method::Post, "/auth/portal/logout"), Ok(Api::Logout));
+        assert_eq!(parse(&Method::Get, "/auth/portal/refresh"), Err(Error::MethodNotAllowed));
         assert_eq!(parse(&Method::Get, "/api/auth/change-password"), Err(Error::MethodNotAllowed));
         assert_eq!(
             parse(&Method::Get, "/t/demo-hospital/.well-known/openid-configuration"),

@@ -1,7 +1,9 @@
 // The platform's API as the portal calls it. The access token lives in this module's closure
 // and nowhere else: never localStorage or sessionStorage, which every script on the origin
 // (and anything that reads the disk profile) can read long after the tab is closed (README,
-// Portal). Reloading the page forgets it: the user signs in again.
+// Portal). The refresh token is in an HttpOnly cookie this code cannot read either: `auth`
+// sets it on /auth/portal/login and rotates it on /auth/portal/refresh, the only paths the
+// browser sends it to. After a reload the page asks /auth/portal/refresh for a new access token.
 
 let session = null;
 
@@ -63,13 +65,19 @@ export async function call(method, path, body) {
   const headers = { accept: 'application/json' };
   if (body !== undefined) headers['content-type'] = 'application/json';
   if (session) headers.authorization = `Bearer ${session.token}`;
+  // The portal's session endpoints: the cookie goes with them, and the header that shows
+  // `auth` the request comes from the portal's own page (CSRF).
+  const portal = path.startsWith('/auth/portal/');
+  if (portal) headers['x-health-portal'] = '1';
   const response = await fetch(path, {
     method,
     headers,
     body: body === undefined ? undefined : JSON.stringify(body),
-    credentials: 'omit',
+    credentials: portal ? 'same-origin' : 'omit',
     cache: 'no-store',
-    referrerPolicy: 'no-referrer',
+    // `same-origin` for the session endpoints: under `no-referrer` a browser sends `Origin: null`
+    // on a same-origin POST, and `auth` checks the Origin.
+    referrerPolicy: portal ? 'same-origin' : 'no-referrer',
   });
   const data = await parse(response);
   if (!response.ok) {
@@ -86,23 +94,43 @@ const listeners = new Set();
 export function onSession(fn) { listeners.add(fn); }
 function changed() { for (const fn of listeners) fn(session); }
 
-/** Signs in; throws ApiError (`mfa-required`, `mfa-enrollment-required`, ...). */
-export async function signIn({ tenant, username, password, otp }) {
-  const body = { tenant, username, password };
-  if (otp) body.otp = otp;
-  const tokens = await call('POST', '/auth/login', body);
+function start(tokens, username) {
   const claims = claimsOf(tokens.access_token);
-  // The refresh token is not kept: without an HttpOnly cookie to hold it, the safest place is
-  // nowhere. The session lasts as long as the access token (`expires_in`).
   session = {
     token: tokens.access_token,
     tenant: claims.tenant_id,
-    username,
+    username: username || claims.sub,
     subject: claims.sub,
     role: claims.role,
     expiresAt: claims.exp,
   };
+}
+
+/** Signs in; throws ApiError (`mfa-required`, `mfa-enrollment-required`, ...). */
+export async function signIn({ tenant, username, password, otp }) {
+  const body = { tenant, username, password };
+  if (otp) body.otp = otp;
+  start(await call('POST', '/auth/portal/login', body), username);
   changed();
+  return session;
+}
+
+/**
+ * A new access token from the cookie's refresh token (after a reload, or before the current one
+ * expires); `null` when there is no live session. The view is redrawn only for a new session.
+ */
+export async function refresh() {
+  const before = session;
+  try {
+    start(await call('POST', '/auth/portal/refresh'), before?.username);
+  } catch (error) {
+    if (error instanceof ApiError && (error.status === 400 || error.status === 401)) {
+      if (before) forget();
+      return null;
+    }
+    throw error;
+  }
+  if (!before) changed();
   return session;
 }
 
@@ -115,10 +143,14 @@ export function forget() {
   changed();
 }
 
-/** `/auth/logout` (`everywhere`: `/auth/logout-all`), then forgets the session. */
+/**
+ * `/auth/portal/logout` (this session's tokens revoked, the cookie cleared), or with
+ * `everywhere` `/auth/logout-all` (every session of the account; this tab's dead cookie is
+ * cleared by the next refresh it fails), then forgets the session.
+ */
 export async function signOut(everywhere) {
   try {
-    await call('POST', everywhere ? '/auth/logout-all' : '/auth/logout');
+    await call('POST', everywhere ? '/auth/logout-all' : '/auth/portal/logout');
   } finally {
     forget();
   }

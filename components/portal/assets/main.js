@@ -56,6 +56,21 @@ function passwordPage(session) {
   show(h('h1', {}, 'Change password'), h('section', { class: 'card' }, change), h('p', {}, back));
 }
 
+function scheduleRefresh(session) {
+  clearTimeout(expiryTimer);
+  const due = session.expiresAt * 1000 - Date.now() - 60 * 1000;
+  expiryTimer = setTimeout(async () => {
+    try {
+      const next = await api.refresh();
+      if (next) scheduleRefresh(next);
+      else say('Your session has ended. Sign in again.');
+    } catch {
+      api.forget();
+      say('Your session could not be renewed. Sign in again.');
+    }
+  }, Math.max(0, due));
+}
+
 function home(session) {
   show(...viewFor(session));
 }
@@ -69,15 +84,13 @@ api.onSession((session) => {
     signInPage('You are signed out.');
     return;
   }
-  // The session ends with the access token: sign out here when it expires.
-  const left = session.expiresAt * 1000 - Date.now();
-  expiryTimer = setTimeout(() => {
-    api.forget();
-    say('Your session has ended (sessions last as long as their access token). Sign in again.');
-  }, Math.max(0, left));
+  // A minute before the access token expires, a new one from the refresh cookie; a session
+  // the server has ended (absolute or idle timeout, sign-out elsewhere) ends here too.
+  scheduleRefresh(session);
   resetIdle();
   home(session);
 });
 
+// A session this browser already has (a reload): its refresh cookie gives a new access token.
 document.getElementById('boot')?.remove();
-signInPage();
+api.refresh().then((session) => { if (!session) signInPage(); }, () => signInPage());

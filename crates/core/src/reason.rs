@@ -154,6 +154,10 @@ reasons! {
     UnknownRefreshToken = "unknown_refresh_token",
     RefreshClientMismatch = "refresh_client_mismatch",
     RefreshExpired = "refresh_expired",
+    /// A portal refresh token unused for the portal's idle timeout (its family revoked).
+    RefreshIdle = "refresh_idle",
+    /// A portal session request without the portal's header or from another origin (CSRF).
+    PortalCrossSiteRefused = "portal_cross_site_refused",
     RefreshFamilyRevoked = "refresh_family_revoked",
     /// A spent refresh token presented again (also the revoked family's reason).
     RefreshReuse = "refresh_reuse",
