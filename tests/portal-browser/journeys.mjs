@@ -205,6 +205,10 @@ async function run() {
     const { page, context } = await person('password');
     await signIn(page, 'bob', 'wrong-password-2026');
     await message(page, 'The username, password or code is not right');
+    // An insurer's account: told plainly, not signed in.
+    await signIn(page, 'acme-insurance', 'acme-demo-2026');
+    await message(page, 'insurer accounts use the API, not the portal');
+    await page.getByRole('heading', { name: 'Sign in' }).waitFor();
     await signIn(page, 'bob', 'bob-demo-2026');
     await page.getByRole('heading', { name: 'My health record' }).waitFor();
     await page.getByRole('button', { name: 'Change password' }).click();

@@ -95,6 +95,10 @@ export function onSession(fn) { listeners.add(fn); }
 function changed() { for (const fn of listeners) fn(session); }
 
 function start(tokens, username) {
+  // An insurer's access token is a nested JWE (five parts) no page can read: not a portal user.
+  if (tokens.access_token.split('.').length !== 3) {
+    throw new ApiError(403, { title: 'Forbidden', detail: 'insurer accounts use the API, not the portal' });
+  }
   const claims = claimsOf(tokens.access_token);
   session = {
     token: tokens.access_token,
