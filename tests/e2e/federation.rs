@@ -675,3 +675,155 @@ fn rand_suffix() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
+
+/// The reason of the last browser sign-in callback (or start, with `action`) in the audit log.
+fn last_sign_in_reason(app: &TestApp, action: &str) -> String {
+    let sql = format!(
+        "SELECT reason FROM audit_events WHERE json_extract(event, '$.action') = '{action}' ORDER BY rowid DESC LIMIT 1"
+    );
+    app.query_strings("audit.db", &sql).into_iter().next().unwrap_or_default()
+}
+
+/// A query parameter of a URL (decoded).
+fn param(url: &str, name: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    health_identity::form::parse(query.as_bytes()).ok()?.remove(name)
+}
+
+/// The value of cookie `name` among a reply's `Set-Cookie` headers, with the whole header.
+fn set_cookie(reply: &health_e2e::Reply, name: &str) -> Option<(String, String)> {
+    reply.headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).find_map(|header| {
+        let pair = header.split(';').next()?;
+        let (n, v) = pair.split_once('=')?;
+        (n == name).then(|| (v.to_owned(), header.to_owned()))
+    })
+}
+
+/// Browser sign-in (issue 17 item 5): the authorization code flow with PKCE against
+/// oidc-provider, its own devInteractions login and consent, ending as a portal session; and
+/// the refusals: an open redirect, an unknown, replayed or other browser's `state`, a code the
+/// provider does not redeem. (The `nonce` check is `health_identity`'s unit test: oidc-provider
+/// puts the request's nonce in the ID token, so no wrong one comes from it.)
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_sign_in_with_the_code_flow_and_pkce() {
+    if !oidc::available() {
+        assert!(std::env::var_os(REQUIRE_ALL_ENV).is_none(), "federation: node and npm are needed");
+        eprintln!("federation: NOT RUN here (no node/npm)");
+        return;
+    }
+    let idp = Provider::start().expect("the OpenID provider starts");
+    let app = TestApp::start_with_variables(&[("federation_provider_hosts", &idp.origin())]).expect("app loads");
+    let a = idp.issuer("a");
+    let callback = format!("http://portal.test/auth/federation/{NORTH}/callback");
+    idp.control("signin-client", json!({ "provider": "a", "client": "health-north", "redirect_uris": [callback] }))
+        .await;
+    let claims = json!({ "email": "Alice@North.example", "email_verified": true });
+    idp.control("account", json!({ "provider": "a", "account": "p-alice", "claims": claims })).await;
+    let settings = json!({ "tenant_id": NORTH, "settings": {
+        "enabled": true, "issuer": a, "audience": "health-north",
+        "discovery_url": format!("{a}/.well-known/openid-configuration"), "mfa_roles": ["doctor", "admin"],
+    }});
+    assert_eq!(operator(&app, "POST", "/auth/admin/federation", settings).await.0, 200);
+    let alice_id = link(&app, NORTH, "alice", "alice@north.example").await;
+
+    let host = ("host", "portal.test");
+    let authorize = |return_to: &'static str| {
+        let app = &app;
+        async move {
+            let path = format!("/auth/federation/{NORTH}/authorize?return_to={return_to}");
+            app.send("GET", &path, &[host], "").await
+        }
+    };
+    // No open redirect.
+    for evil in ["https%3A%2F%2Fevil.example%2F", "%2F%2Fevil", "%2F%5Cevil"] {
+        let refused = authorize(evil).await;
+        assert_eq!(refused.status, 400, "{evil}: {}", refused.body);
+        assert!(refused.header("location").is_empty());
+        assert_eq!(last_sign_in_reason(&app, "auth.federation.authorize"), "sign_in_return_to_refused");
+    }
+    let off = app.send("GET", &format!("/auth/federation/{SOUTH}/authorize"), &[host], "").await;
+    assert_eq!(off.status, 400, "{}", off.body);
+
+    // The start: state, nonce and PKCE, to the provider's authorization endpoint.
+    let started = authorize("%2Fapp%2F%3Fview%3Drecords").await;
+    assert_eq!(started.status, 302, "{}", started.body);
+    let to_provider = started.header("location").to_owned();
+    assert!(to_provider.starts_with(&format!("{a}/auth?")), "{to_provider}");
+    let expect = [
+        ("response_type", "code"),
+        ("client_id", "health-north"),
+        ("redirect_uri", callback.as_str()),
+        ("scope", "openid email"),
+        ("code_challenge_method", "S256"),
+    ];
+    for (name, value) in expect {
+        assert_eq!(param(&to_provider, name).as_deref(), Some(value), "{name} in {to_provider}");
+    }
+    let state = param(&to_provider, "state").expect("state");
+    assert!(param(&to_provider, "nonce").is_some_and(|n| n.len() >= 22));
+    assert_eq!(param(&to_provider, "code_challenge").map(|c| c.len()), Some(43));
+    let (browser, browser_header) = set_cookie(&started, "health_signin").expect("the browser's cookie");
+    assert!(browser_header.contains("HttpOnly") && browser_header.contains("SameSite=Lax"), "{browser_header}");
+    let browser_cookie = format!("health_signin={browser}");
+
+    // At the provider: its login form, then its consent, then back to the callback.
+    let mut jar = oidc::Jar::default();
+    let mut next = to_provider.clone();
+    let mut logged_in = false;
+    let back = loop {
+        let (status, location) = if next.contains("/interaction/") {
+            let body = if logged_in { "prompt=consent" } else { "prompt=login&login=p-alice&password=any" };
+            logged_in = true;
+            idp.browse("POST", &next, &mut jar, body).await
+        } else {
+            idp.browse("GET", &next, &mut jar, "").await
+        };
+        let location = location.unwrap_or_else(|| panic!("{status} without a location at {next}"));
+        if location.starts_with(&callback) {
+            break location;
+        }
+        next = if location.starts_with('/') { format!("{}{location}", idp.origin()) } else { location };
+    };
+    assert_eq!(param(&back, "state").as_deref(), Some(state.as_str()));
+    let code = param(&back, "code").expect("code");
+    let back_path = back.strip_prefix("http://portal.test").expect("the callback's path").to_owned();
+
+    // Another browser's callback (no cookie binding it): refused, and the state is used up.
+    let other = authorize("%2Fapp%2F").await;
+    let other_state = param(other.header("location"), "state").expect("state");
+    let path = format!("/auth/federation/{NORTH}/callback?code={code}&state={other_state}");
+    assert_eq!(app.send("GET", &path, &[host], "").await.status, 400);
+    assert_eq!(last_sign_in_reason(&app, "auth.federation.callback"), "sign_in_state_unknown");
+    // An unknown state.
+    let path = format!("/auth/federation/{NORTH}/callback?code={code}&state=not-a-state");
+    assert_eq!(app.send("GET", &path, &[host, ("cookie", &browser_cookie)], "").await.status, 400);
+    assert_eq!(last_sign_in_reason(&app, "auth.federation.callback"), "sign_in_state_unknown");
+    // A code the provider does not redeem.
+    let bogus = authorize("%2Fapp%2F").await;
+    let bogus_state = param(bogus.header("location"), "state").expect("state");
+    let (bogus_browser, _) = set_cookie(&bogus, "health_signin").expect("cookie");
+    let path = format!("/auth/federation/{NORTH}/callback?code=forged&state={bogus_state}");
+    let refused = app.send("GET", &path, &[host, ("cookie", &format!("health_signin={bogus_browser}"))], "").await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!(last_sign_in_reason(&app, "auth.federation.callback"), "sign_in_code_refused");
+
+    // The callback: signed in as a portal session, sent back where the sign-in began.
+    let signed_in = app.send("GET", &back_path, &[host, ("cookie", &browser_cookie)], "").await;
+    assert_eq!(signed_in.status, 303, "{}\n{}", signed_in.body, app.app.guest_output().join("\n"));
+    assert_eq!(signed_in.header("location"), "/app/?view=records");
+    assert_eq!(last_sign_in_reason(&app, "auth.federation.callback"), "provider_sign_in");
+    let (refresh, refresh_header) = set_cookie(&signed_in, "health_portal_refresh").expect("the portal's cookie");
+    assert!(refresh_header.contains("Path=/auth/portal") && refresh_header.contains("HttpOnly"), "{refresh_header}");
+    // Replayed: refused.
+    let replayed = app.send("GET", &back_path, &[host, ("cookie", &browser_cookie)], "").await;
+    assert_eq!(replayed.status, 400);
+    assert_eq!(last_sign_in_reason(&app, "auth.federation.callback"), "sign_in_state_unknown");
+
+    // The page restores its session as after a reload.
+    let pair = format!("health_portal_refresh={refresh}");
+    let portal = [host, ("origin", "http://portal.test"), ("x-health-portal", "1"), ("cookie", pair.as_str())];
+    let restored = app.send("POST", "/auth/portal/refresh", &portal, "").await;
+    assert_eq!(restored.status, 200, "{}", restored.body);
+    let platform = claims_of(restored.json()["access_token"].as_str().expect("access_token"));
+    assert_eq!((platform["sub"].as_str(), platform["role"].as_str()), (Some(alice_id.as_str()), Some("patient")));
+}

@@ -9,6 +9,11 @@
 // `backchannel_logout_uri` through the control API, and `Client#backchannelLogout`, which is what
 // the provider's end_session endpoint calls, signs the logout token and POSTs it there.
 //
+// Browser sign-in (the authorization code flow with PKCE) is oidc-provider's own too, with its
+// devInteractions login and consent forms: a client given `redirect_uris` through the control API
+// becomes a public client (`token_endpoint_auth_method: 'none'`, so PKCE), and the claims an
+// account's ID token carries (its email) are set through it.
+//
 // Prints `listening PORT` on stdout once ready; runs until its stdin closes (the test ends).
 import { createServer } from 'node:http';
 import { generateKeyPairSync, createHmac } from 'node:crypto';
@@ -20,6 +25,8 @@ const state = {}; // name -> { provider, keys: [private JWK], down, jwksFetches,
 let base = '';
 // The claims an access token of each account carries (oidc-provider's extraTokenClaims).
 const accountClaims = new Map();
+// The claims of each account signing in through the browser (findAccount).
+const signinClaims = new Map();
 
 function newKey() {
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -27,12 +34,13 @@ function newKey() {
   return { ...jwk, kid: `k-${Math.random().toString(36).slice(2, 10)}`, alg: 'RS256', use: 'sig' };
 }
 
-function makeProvider(name, keys, logoutUris = {}) {
+function makeProvider(name, keys, logoutUris = {}, signinUris = {}) {
   const provider = new Provider(`${base}/${name}`, {
     clients: CLIENTS.map((client_id) => ({
       client_id,
-      client_secret: `${client_id}-secret`,
-      redirect_uris: ['http://127.0.0.1/cb'],
+      ...(signinUris[client_id]
+        ? { token_endpoint_auth_method: 'none', redirect_uris: signinUris[client_id] }
+        : { client_secret: `${client_id}-secret`, redirect_uris: ['http://127.0.0.1/cb'] }),
       id_token_signed_response_alg: 'RS256',
       ...(logoutUris[client_id]
         ? { backchannel_logout_uri: logoutUris[client_id], backchannel_logout_session_required: true }
@@ -40,7 +48,7 @@ function makeProvider(name, keys, logoutUris = {}) {
     })),
     jwks: { keys },
     features: {
-      devInteractions: { enabled: false },
+      devInteractions: { enabled: true },
       backchannelLogout: { enabled: true },
       resourceIndicators: {
         enabled: true,
@@ -48,6 +56,13 @@ function makeProvider(name, keys, logoutUris = {}) {
       },
     },
     ttl: { IdToken: 600, AccessToken: 600 },
+    claims: { acr: null, sid: null, auth_time: null, iss: null, openid: ['sub'], email: ['email', 'email_verified'] },
+    // The email in the code flow's ID token itself, not only at the userinfo endpoint.
+    conformIdTokenClaims: false,
+    findAccount: (ctx, id) => ({
+      accountId: id,
+      claims: () => ({ sub: id, ...(signinClaims.get(`${name}/${id}`) ?? {}) }),
+    }),
     // The platform under test listens on loopback, which oidc-provider's SSRF guard (a dispatcher
     // refusing special-use addresses) would refuse to deliver logout tokens to: the test's fetch
     // leaves it out. Nothing else about delivery changes.
@@ -59,7 +74,7 @@ function makeProvider(name, keys, logoutUris = {}) {
 
 function setUp(name) {
   const keys = [newKey()];
-  state[name] = { provider: makeProvider(name, keys), keys, down: false, jwksFetches: 0, discoveryFetches: 0, logoutUris: {} };
+  state[name] = { provider: makeProvider(name, keys), keys, down: false, jwksFetches: 0, discoveryFetches: 0, logoutUris: {}, signinUris: {} };
 }
 
 async function mint({ provider: name, client: clientId, kind, sub, claims = {} }) {
@@ -77,7 +92,7 @@ async function mint({ provider: name, client: clientId, kind, sub, claims = {} }
     return token.save();
   }
   const idToken = new provider.IdToken({ sub }, { client });
-  idToken.scope = 'openid';
+  idToken.scope = 'openid email';
   for (const [key, value] of Object.entries(claims)) idToken.set(key, value);
   return idToken.issue({ use: 'idtoken' });
 }
@@ -116,13 +131,23 @@ async function control(path, body) {
     case '/control/rotate': {
       const s = state[body.provider];
       s.keys = [newKey(), ...s.keys];
-      s.provider = makeProvider(body.provider, s.keys, s.logoutUris);
+      s.provider = makeProvider(body.provider, s.keys, s.logoutUris, s.signinUris);
       return { kid: s.keys[0].kid };
     }
     case '/control/backchannel': {
       const s = state[body.provider];
       s.logoutUris = { ...s.logoutUris, [body.client]: body.uri };
-      s.provider = makeProvider(body.provider, s.keys, s.logoutUris);
+      s.provider = makeProvider(body.provider, s.keys, s.logoutUris, s.signinUris);
+      return {};
+    }
+    case '/control/signin-client': {
+      const s = state[body.provider];
+      s.signinUris = { ...s.signinUris, [body.client]: body.redirect_uris };
+      s.provider = makeProvider(body.provider, s.keys, s.logoutUris, s.signinUris);
+      return {};
+    }
+    case '/control/account': {
+      signinClaims.set(`${body.provider}/${body.account}`, body.claims);
       return {};
     }
     case '/control/logout': {
@@ -174,6 +199,9 @@ server.listen(0, '127.0.0.1', () => {
   setUp('a');
   setUp('b');
   process.stdout.write(`listening ${server.address().port}\n`);
+  // The test reads that one line, then stops reading: anything logged later goes to stderr.
+  console.log = console.error;
+  process.stdout.on('error', () => {});
 });
 process.stdin.on('end', () => process.exit(0));
 process.stdin.resume();

@@ -127,6 +127,51 @@ impl Provider {
     }
 }
 
+/// The cookies a browser keeps for the provider (by name; the provider's paths are not told
+/// apart: one browser, one sign-in at a time).
+#[derive(Default)]
+pub struct Jar(std::collections::BTreeMap<String, String>);
+
+impl Provider {
+    /// What a browser does at the provider: `method` `target` (a path and query, or an absolute
+    /// URL of the provider) with the jar's cookies and a form `body`, keeping the cookies it
+    /// sets; the status and the `Location`.
+    pub async fn browse(&self, method: &str, target: &str, jar: &mut Jar, body: &str) -> (u16, Option<String>) {
+        let path = target.strip_prefix(&self.origin()).unwrap_or(target);
+        let cookies: Vec<String> = jar.0.iter().map(|(name, value)| format!("{name}={value}")).collect();
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.expect("provider connects");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{}\r\ncookie: {}\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            self.port,
+            cookies.join("; "),
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.expect("provider request");
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.expect("provider answer");
+        let answer = String::from_utf8_lossy(&answer);
+        let head = answer.split("\r\n\r\n").next().unwrap_or_default();
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let mut location = None;
+        for line in head.lines().skip(1) {
+            let Some((name, value)) = line.split_once(':') else { continue };
+            match name.trim().to_ascii_lowercase().as_str() {
+                "location" => location = Some(value.trim().to_owned()),
+                "set-cookie" => {
+                    if let Some((cookie, value)) = value.trim().split(';').next().and_then(|c| c.split_once('=')) {
+                        jar.0.insert(cookie.to_owned(), value.to_owned());
+                    }
+                }
+                _ => {}
+            }
+        }
+        if status >= 400 {
+            panic!("{method} {path} at the provider: {answer}");
+        }
+        (status, location)
+    }
+}
+
 fn token(answer: Value) -> String {
     answer["token"].as_str().expect("token").to_owned()
 }

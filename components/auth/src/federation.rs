@@ -97,30 +97,9 @@ pub async fn exchange(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, event: &mu
         Ok(verified) => verified,
         Err(refused) => return refuse(event, refused.reason(), INVALID_GRANT),
     };
-    let Some(user_id) = store::linked_user(&db, &tenant, &verified.external_id)? else {
-        return refuse(event, Reason::UnmappedIdentity, INVALID_GRANT);
-    };
-    let Some(user) = identity::user_by_id(&db, &tenant, &user_id)? else {
-        return refuse(event, Reason::UnmappedIdentity, INVALID_GRANT);
-    };
-    event.actor_sub = Some(user.user_id.to_string());
-    event.actor_role = Some(user.role.as_str().into());
-    if user.disabled {
-        return refuse(event, Reason::UserDisabled, INVALID_GRANT);
-    }
-    if !decide::mfa_satisfied(&settings, user.role, &verified) {
-        return refuse(event, Reason::ProviderMfaRequired, INVALID_GRANT);
-    }
-    // For a back-channel logout, which names the provider's `sub` and `sid`.
-    store::remember_sign_in(&kv, &tenant, &verified.sub, verified.sid.as_deref(), &user.user_id)?;
-    let subject = Subject {
-        tenant: tenant.clone(),
-        sub: user.user_id.clone(),
-        role: user.role,
-        client_id: crate::web_client(),
-        amr: verified.amr.iter().filter(|a| REGISTERED_AMR.contains(&a.as_str())).cloned().collect(),
-        auth_time: verified.auth_time.min(ctx.now),
-        enc_jwk: None,
+    let subject = match local_subject(ctx, &db, &kv, &tenant, &settings, &verified, event)? {
+        Ok(subject) => subject,
+        Err(reason) => return refuse(event, reason, INVALID_GRANT),
     };
     let refresh = if subject.role == Role::Insurance { Refresh::None } else { Refresh::NewFamily };
     let issued = issue::issue(ctx, &db, &subject, refresh, event).await?;
@@ -137,6 +116,45 @@ pub async fn exchange(ctx: &Ctx<'_>, form: &BTreeMap<String, String>, event: &mu
         body["refresh_token"] = refresh.clone().into();
     }
     Ok(respond::json(200, &body, Cache::NoStore))
+}
+
+/// The local user a verified provider sign-in token (the exchange's subject token, the code
+/// flow's ID token) signs in as: the linked identity's user, enabled, with MFA at the provider
+/// if the role needs it; remembered for a back-channel logout. `Err` with the refusal's reason.
+pub(crate) fn local_subject(
+    ctx: &Ctx<'_>,
+    db: &Connection,
+    kv: &spin_sdk::key_value::Store,
+    tenant: &TenantId,
+    settings: &ProviderSettings,
+    verified: &decide::Verified,
+    event: &mut Event,
+) -> anyhow::Result<Result<Subject, Reason>> {
+    let Some(user_id) = store::linked_user(db, tenant, &verified.external_id)? else {
+        return Ok(Err(Reason::UnmappedIdentity));
+    };
+    let Some(user) = identity::user_by_id(db, tenant, &user_id)? else {
+        return Ok(Err(Reason::UnmappedIdentity));
+    };
+    event.actor_sub = Some(user.user_id.to_string());
+    event.actor_role = Some(user.role.as_str().into());
+    if user.disabled {
+        return Ok(Err(Reason::UserDisabled));
+    }
+    if !decide::mfa_satisfied(settings, user.role, verified) {
+        return Ok(Err(Reason::ProviderMfaRequired));
+    }
+    // For a back-channel logout, which names the provider's `sub` and `sid`.
+    store::remember_sign_in(kv, tenant, &verified.sub, verified.sid.as_deref(), &user.user_id)?;
+    Ok(Ok(Subject {
+        tenant: tenant.clone(),
+        sub: user.user_id.clone(),
+        role: user.role,
+        client_id: crate::web_client(),
+        amr: verified.amr.iter().filter(|a| REGISTERED_AMR.contains(&a.as_str())).cloned().collect(),
+        auth_time: verified.auth_time.min(ctx.now),
+        enc_jwk: None,
+    }))
 }
 
 /// A provider access token the gateway was given, accepted for a local user.

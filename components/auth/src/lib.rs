@@ -23,6 +23,7 @@ mod issue;
 mod login;
 mod portal;
 mod sessions;
+mod signin;
 
 use std::collections::BTreeMap;
 
@@ -68,6 +69,9 @@ enum Api {
     ProviderAccessToken,
     /// A Security Event Token (CAEP) pushed by the tenant's provider.
     SecurityEvent(TenantId),
+    /// Browser sign-in with the tenant's provider (`signin`): the start and the callback.
+    SignInStart(TenantId),
+    SignInCallback(TenantId),
     Admin(admin::AdminApi),
     Internal(internal::InternalApi),
 }
@@ -119,6 +123,11 @@ fn parse(method: &Method, path: &str) -> Result<Api, Error> {
         ["auth", "federation", tenant, "events"] => {
             let tenant = TenantId::parse(tenant).map_err(|_| Error::NotFound(Reason::NoSuchRoute))?;
             post(Api::SecurityEvent(tenant))
+        }
+        ["auth", "federation", tenant, step @ ("authorize" | "callback")] => {
+            let tenant = TenantId::parse(tenant).map_err(|_| Error::NotFound(Reason::NoSuchRoute))?;
+            let api = if *step == "authorize" { Api::SignInStart(tenant) } else { Api::SignInCallback(tenant) };
+            if *method == Method::Get { Ok(api) } else { Err(Error::MethodNotAllowed) }
         }
         ["auth", "admin", rest @ ..] => admin::parse(method, rest).map(Api::Admin),
         ["internal", "federation", "access-token"] => post(Api::ProviderAccessToken),
@@ -316,6 +325,7 @@ fn rate_class(api: &Api) -> Option<ratelimit::Class> {
         Api::Introspect | Api::Revoke | Api::ChangePassword | Api::BackchannelLogout(_) | Api::SecurityEvent(_) => {
             Class::Login
         }
+        Api::SignInStart(_) | Api::SignInCallback(_) => Class::Login,
         Api::Validate | Api::Discovery(_) => Class::Read,
         Api::Admin(_) => Class::Admin,
         Api::Internal(_) | Api::ProviderAccessToken => return None,
@@ -339,6 +349,8 @@ fn endpoint(api: &Api) -> &'static str {
         Api::BackchannelLogout(_) => "backchannel_logout",
         Api::ProviderAccessToken => "internal",
         Api::SecurityEvent(_) => "security_event",
+        Api::SignInStart(_) => "federation.authorize",
+        Api::SignInCallback(_) => "federation.callback",
         Api::Admin(_) => "admin",
         Api::Internal(_) => "internal",
     }
@@ -369,6 +381,8 @@ async fn dispatch(req: &Request, api: Api, now: i64, event: &mut Event) -> anyho
         Api::Revoke => sessions::revoke(&ctx, event).await,
         Api::BackchannelLogout(tenant) => federation::backchannel_logout(&ctx, &tenant, event).await,
         Api::SecurityEvent(tenant) => federation::security_event(&ctx, &tenant, event).await,
+        Api::SignInStart(tenant) => signin::authorize(&ctx, &tenant, event).await,
+        Api::SignInCallback(tenant) => signin::callback(&ctx, &tenant, event).await,
         // Not audited here: the gateway audits the request the token came with.
         Api::ProviderAccessToken => return federation::provider_access_token(&ctx).await,
         // High-volume reads that change nothing: not audited.
@@ -441,6 +455,15 @@ mod tests {
             Ok(Api::SecurityEvent(TenantId::parse("demo-hospital").expect("tenant")))
         );
         assert_eq!(parse(&Method::Get, "/internal/federation/access-token"), Err(Error::MethodNotAllowed));
+        assert_eq!(
+            parse(&Method::Get, "/auth/federation/demo-hospital/authorize"),
+            Ok(Api::SignInStart(TenantId::parse("demo-hospital").expect("tenant")))
+        );
+        assert_eq!(
+            parse(&Method::Get, "/auth/federation/demo-hospital/callback"),
+            Ok(Api::SignInCallback(TenantId::parse("demo-hospital").expect("tenant")))
+        );
+        assert_eq!(parse(&Method::Post, "/auth/federation/demo-hospital/callback"), Err(Error::MethodNotAllowed));
     }
 
     #[test]

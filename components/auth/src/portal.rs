@@ -62,7 +62,7 @@ fn cookie(ctx: &Ctx<'_>) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-fn set_cookie(value: &str, max_age: i64) -> String {
+pub(crate) fn set_cookie(value: &str, max_age: i64) -> String {
     format!("{COOKIE}={value}; Path={COOKIE_PATH}; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict")
 }
 

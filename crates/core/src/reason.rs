@@ -328,6 +328,23 @@ reasons! {
     ProviderLogoutUnknownSubject = "provider_logout_unknown_subject",
     /// A provider access token at the gateway for a tenant that does not accept them.
     ProviderTokensNotAccepted = "provider_tokens_not_accepted",
+    /// Browser sign-in with the tenant's provider (code flow): signed in as a portal session.
+    ProviderSignIn = "provider_sign_in",
+    /// A sign-in started: the browser sent to the provider with its state, nonce and PKCE.
+    ProviderSignInStarted = "provider_sign_in_started",
+    /// A callback whose `state` is unknown, expired or already used (or of another tenant).
+    SignInStateUnknown = "sign_in_state_unknown",
+    /// The ID token's `nonce` is not the one the sign-in started with.
+    SignInNonceMismatch = "sign_in_nonce_mismatch",
+    /// A `return_to` that is not a path of the platform's own origin (no open redirect).
+    SignInReturnToRefused = "sign_in_return_to_refused",
+    /// The provider's token endpoint did not redeem the code (or answered no ID token), or the
+    /// provider sent the browser back with an error instead of a code.
+    SignInCodeRefused = "sign_in_code_refused",
+    /// The provider's discovery document is needed for a browser sign-in and was not usable.
+    SignInUnavailable = "sign_in_unavailable",
+    /// An insurer's account at a browser sign-in: its systems use client credentials.
+    SignInInsurerRefused = "sign_in_insurer_refused",
     /// A pushed Security Event Token that is not one (`typ`, `events`), or carries a logout.
     NotASecurityEvent = "not_a_security_event",
     /// A Security Event Token whose `jti` was already received.

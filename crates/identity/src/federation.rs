@@ -8,9 +8,9 @@
 //! local user live in the glue (`health_spin::federation`) and the `auth` component. The
 //! provider's role claims are never read: the local user's role is authoritative.
 //!
-//! Deliberately not here (issue 17 items 3, 5, 6, to follow on this module): the gateway
-//! accepting provider access tokens directly (it would call [`verify`] with the same settings),
-//! the browser authorization-code flow, and back-channel logout.
+//! The browser sign-in (issue 17 item 5, the authorization code flow with PKCE) checks its ID
+//! token with [`verify_sign_in`]: [`verify`] exactly, plus the `nonce`; its PKCE challenge and
+//! the `return_to` rule are [`pkce_challenge`] and [`same_origin_path`].
 
 use std::collections::BTreeMap;
 
@@ -239,6 +239,8 @@ pub enum Refused {
     Nonce,
     #[error("not a security event token")]
     NotASecurityEvent,
+    #[error("the ID token's nonce is not the sign-in's")]
+    WrongNonce,
 }
 
 impl Refused {
@@ -257,6 +259,7 @@ impl Refused {
             Refused::NotALogoutToken => Reason::NotALogoutToken,
             Refused::Nonce => Reason::LogoutTokenNonce,
             Refused::NotASecurityEvent => Reason::NotASecurityEvent,
+            Refused::WrongNonce => Reason::SignInNonceMismatch,
         }
     }
 }
@@ -328,6 +331,17 @@ pub fn verify(
     settings: &ProviderSettings,
     now: i64,
 ) -> Result<Verified, Refused> {
+    verify_with_claims(token, kind, keys, settings, now).map(|(verified, _)| verified)
+}
+
+/// [`verify`], with the claims set for what a caller checks besides (the code flow's `nonce`).
+fn verify_with_claims(
+    token: &str,
+    kind: SubjectKind,
+    keys: &TenantKeys,
+    settings: &ProviderSettings,
+    now: i64,
+) -> Result<(Verified, BTreeMap<String, serde_json::Value>), Refused> {
     let claims = verified_claims(token, keys, settings, now)?;
     let text = |name: &'static str| claims.get(name).and_then(serde_json::Value::as_str).filter(|v| !v.is_empty());
     let time = |name: &'static str| claims.get(name).and_then(serde_json::Value::as_i64);
@@ -362,7 +376,7 @@ pub fn verify(
         .and_then(serde_json::Value::as_array)
         .map(|list| list.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
         .unwrap_or_default();
-    Ok(Verified {
+    let verified = Verified {
         external_id: normalise(&settings.subject_claim, external_id),
         sub: sub.to_owned(),
         amr,
@@ -372,7 +386,59 @@ pub fn verify(
         sid: text("sid").filter(|sid| sid.len() <= MAX_SID_BYTES).map(str::to_owned),
         iat,
         jti: text("jti").filter(|jti| jti.len() <= MAX_JTI_BYTES).map(str::to_owned),
-    })
+    };
+    Ok((verified, claims))
+}
+
+// ---- browser sign-in: the authorization code flow with PKCE (issue 17 item 5) --------------
+
+/// How long a sign-in started at `/authorize` may take to come back to the callback.
+pub const SIGN_IN_TTL_SECS: i64 = 600;
+
+/// The ID token a code flow's token endpoint answered with: [`verify`] as an ID token exactly,
+/// plus its `nonce` equal to the one the sign-in started with (OIDC Core §3.1.3.7 item 11), so
+/// an ID token minted for another sign-in (or injected into this one) is refused.
+pub fn verify_sign_in(
+    token: &str,
+    keys: &TenantKeys,
+    settings: &ProviderSettings,
+    now: i64,
+    nonce: &str,
+) -> Result<Verified, Refused> {
+    let (verified, claims) = verify_with_claims(token, SubjectKind::IdToken, keys, settings, now)?;
+    match claims.get("nonce").and_then(serde_json::Value::as_str) {
+        Some(said) if !nonce.is_empty() && said == nonce => Ok(verified),
+        Some(_) => Err(Refused::WrongNonce),
+        None => Err(Refused::MissingClaim("nonce")),
+    }
+}
+
+/// The PKCE `code_challenge` of a `code_verifier` under `S256` (RFC 7636 §4.2):
+/// base64url(SHA-256(verifier)).
+pub fn pkce_challenge(verifier: &str) -> String {
+    let hex = health_core::sha256_hex(verifier);
+    let bytes: Vec<u8> = (0..hex.len()).step_by(2).filter_map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok()).collect();
+    health_core::b64url(bytes)
+}
+
+/// The provider's `authorization_endpoint` with the request's parameters added to its query
+/// (OIDC Core §3.1.2.1; an endpoint may carry a query of its own, kept).
+pub fn authorization_url(endpoint: &str, params: &[(&str, &str)]) -> String {
+    let query = form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
+    let separator = if endpoint.contains('?') { '&' } else { '?' };
+    format!("{endpoint}{separator}{query}")
+}
+
+/// `return_to` when it is a path of the platform's own origin (`/app/...`, `/`), never an
+/// absolute URL, a scheme-relative `//host` or `/\host` (which browsers read as one), nor
+/// anything with control characters or longer than 512 bytes: no open redirect.
+pub fn same_origin_path(return_to: &str) -> Option<&str> {
+    let ok = return_to.starts_with('/')
+        && !return_to.starts_with("//")
+        && !return_to.starts_with("/\\")
+        && return_to.len() <= 512
+        && !return_to.chars().any(|c| c.is_control() || c == '\\' || c.is_whitespace());
+    ok.then_some(return_to)
 }
 
 /// The signature and the claims every provider token must pass, in the platform's order:

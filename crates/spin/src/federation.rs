@@ -216,6 +216,111 @@ pub fn first_delivery(kv: &impl Kv, tenant: &TenantId, jti: &str, until: i64) ->
     Ok(true)
 }
 
+// ---- browser sign-in (issue 17 item 5) ------------------------------------------------------
+//
+// A sign-in started at `/auth/federation/{tenant}/authorize` is kept in `revocations` under its
+// `state` until its callback takes it (once: read, then deleted) or it expires
+// (`decide::SIGN_IN_TTL_SECS`, checked when taken). The `state` is 128 random bits, so the key
+// names nothing guessable.
+
+/// A sign-in between `/authorize` and its callback.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PendingSignIn {
+    pub tenant: TenantId,
+    pub nonce: String,
+    pub code_verifier: String,
+    pub redirect_uri: String,
+    pub return_to: String,
+    pub expires_at: i64,
+    /// SHA-256 (hex) of the random value the browser that started the sign-in holds in a
+    /// cookie: a callback from another browser (an attacker's code and state, sent to a victim
+    /// to sign them in as the attacker) is refused.
+    pub browser_hash: String,
+}
+
+fn sign_in_key(state: &str) -> String {
+    format!("federation/signin/{state}")
+}
+
+/// Whether `state` could be one [`start_sign_in`] was given (base64url, at most 64 characters).
+fn plausible_state(state: &str) -> bool {
+    !state.is_empty() && state.len() <= 64 && state.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Keeps a started sign-in under its `state`.
+pub fn start_sign_in(kv: &impl Kv, state: &str, pending: &PendingSignIn) -> anyhow::Result<()> {
+    anyhow::ensure!(plausible_state(state), "a sign-in state is base64url");
+    kv.set(&sign_in_key(state), &serde_json::to_vec(pending)?)
+}
+
+/// Takes the sign-in `state` names: `None` if unknown, already taken, or expired. Without
+/// compare-and-set two callbacks with one `state` at the same instant may both read it; each
+/// still needs the provider to redeem the one code, which it does once.
+pub fn take_sign_in(kv: &impl Kv, state: &str, now: i64) -> anyhow::Result<Option<PendingSignIn>> {
+    if !plausible_state(state) {
+        return Ok(None);
+    }
+    let key = sign_in_key(state);
+    let Some(bytes) = kv.get(&key)? else { return Ok(None) };
+    kv.delete(&key)?;
+    let pending: Option<PendingSignIn> = serde_json::from_slice(&bytes).ok();
+    Ok(pending.filter(|p| p.expires_at > now))
+}
+
+/// The provider's endpoints a browser sign-in uses, from its discovery document.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Endpoints {
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+}
+
+/// The tenant's provider's authorization and token endpoints (OIDC Discovery 1.0), its
+/// document's issuer the one configured exactly; a tenant configured with only a `jwks_uri`
+/// has none to offer.
+pub async fn endpoints(settings: &ProviderSettings) -> anyhow::Result<Endpoints> {
+    let discovery = settings.discovery_url.as_deref().context("the provider is configured without discovery")?;
+    let (body, _) = get(discovery).await?;
+    let doc: Endpoints = serde_json::from_slice(&body).context("decoding the discovery document")?;
+    anyhow::ensure!(doc.issuer == settings.issuer, "the discovery document names issuer {:?}", doc.issuer);
+    let http = |url: &str| url.starts_with("https://") || url.starts_with("http://");
+    anyhow::ensure!(
+        http(&doc.authorization_endpoint) && http(&doc.token_endpoint),
+        "the discovery document's endpoints are not http(s) URLs"
+    );
+    Ok(doc)
+}
+
+/// Redeems an authorization code at the provider's token endpoint (OIDC Core §3.1.3.1, a
+/// public client proving PKCE): the ID token of a 200 answer, or why not.
+pub async fn redeem_code(token_endpoint: &str, form: &[(&str, &str)]) -> anyhow::Result<String> {
+    let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+    let request = Request::builder()
+        .method(Method::Post)
+        .uri(token_endpoint)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "application/json")
+        .body(body.into_bytes())
+        .build();
+    let sent = crate::deadline::within(FETCH_DEADLINE, spin_sdk::http::send::<_, Response>(request))
+        .await
+        .map_err(|_| anyhow::anyhow!("{token_endpoint}: no answer within {FETCH_DEADLINE:?}"))?;
+    let response = sent.with_context(|| format!("POST {token_endpoint}"))?;
+    anyhow::ensure!(response.body().len() <= MAX_DOCUMENT_BYTES, "the token response is too large");
+    anyhow::ensure!(
+        *response.status() == 200,
+        "POST {token_endpoint}: status {}: {}",
+        response.status(),
+        String::from_utf8_lossy(response.body()).chars().take(200).collect::<String>()
+    );
+    #[derive(serde::Deserialize)]
+    struct TokenResponse {
+        id_token: String,
+    }
+    let answer: TokenResponse = serde_json::from_slice(response.body()).context("a token response without id_token")?;
+    Ok(answer.id_token)
+}
+
 /// The key-value entry of a tenant's cached JWK Set.
 pub fn cache_key(tenant: &TenantId) -> String {
     format!("federation/jwks/{tenant}")
@@ -395,6 +500,28 @@ mod tests {
         publish_issuer(&kv, &db, "https://idp").expect("publish");
         assert!(issuers::accepting(&kv, "https://idp").expect("read").is_empty());
         assert_eq!(kv.get(&issuers::key("https://idp")).expect("get"), None);
+    }
+
+    #[test]
+    fn a_started_sign_in_is_taken_once_and_not_after_it_expired() {
+        let kv = crate::kv::Memory::default();
+        let pending = PendingSignIn {
+            tenant: TenantId::parse("north").expect("tenant"),
+            nonce: "n".into(),
+            code_verifier: "v".into(),
+            redirect_uri: "https://h/cb".into(),
+            return_to: "/app/".into(),
+            expires_at: 100,
+            browser_hash: "h".into(),
+        };
+        start_sign_in(&kv, "s-1", &pending).expect("start");
+        start_sign_in(&kv, "s-2", &pending).expect("start");
+        assert!(start_sign_in(&kv, "../x", &pending).is_err());
+        assert_eq!(take_sign_in(&kv, "s-1", 99).expect("take"), Some(pending.clone()));
+        assert_eq!(take_sign_in(&kv, "s-1", 99).expect("replay"), None);
+        assert_eq!(take_sign_in(&kv, "s-2", 100).expect("expired"), None);
+        assert_eq!(take_sign_in(&kv, "s-2", 50).expect("gone with its expiry"), None);
+        assert_eq!(take_sign_in(&kv, "federation/jwks/north", 50).expect("not a state"), None);
     }
 
     #[test]

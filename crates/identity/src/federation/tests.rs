@@ -394,3 +394,59 @@ fn an_unknown_kid_refetches_once_per_cooldown() {
     assert_eq!(plan(Some(&marker), "s", false, 400, 30), Plan::UseCached);
     assert_eq!(plan(Some(&marker), "s", false, 420, 30), Plan::Fetch);
 }
+
+#[test]
+fn a_code_flow_id_token_is_verified_as_the_exchange_verifies_it_and_carries_the_sign_ins_nonce() {
+    let p = provider();
+    let s = settings();
+    let with_nonce = |nonce: &str| with(|c| c["nonce"] = nonce.into());
+    let verified = verify_sign_in(&signed(&p, &with_nonce("n-1")), &p.keys, &s, NOW, "n-1").expect("verified");
+    assert_eq!(verified.external_id, "alice@hospital.example");
+    let refused = |token: &str, nonce: &str| verify_sign_in(token, &p.keys, &s, NOW, nonce).expect_err("refused");
+    assert_eq!(refused(&signed(&p, &with_nonce("n-2")), "n-1"), Refused::WrongNonce);
+    assert_eq!(refused(&signed(&p, &with_nonce("n-2")), "n-1").reason(), Reason::SignInNonceMismatch);
+    assert_eq!(refused(&signed(&p, &claims()), "n-1"), Refused::MissingClaim("nonce"));
+    assert_eq!(refused(&signed(&p, &with_nonce("")), ""), Refused::WrongNonce);
+    // The exchange's checks come first: a nonce does not make a bad token good.
+    let expired = with(|c| {
+        c["nonce"] = "n-1".into();
+        c["exp"] = (NOW - 120).into();
+    });
+    assert_eq!(refused(&signed(&p, &expired), "n-1"), Refused::Expired);
+    let wrong_aud = with(|c| {
+        c["nonce"] = "n-1".into();
+        c["aud"] = "health-south".into();
+    });
+    assert_eq!(refused(&signed(&p, &wrong_aud), "n-1"), Refused::WrongAudience);
+    let access = token(&p, serde_json::json!({ "alg": "ES256", "kid": p.kid, "typ": "at+jwt" }), &with_nonce("n-1"));
+    assert_eq!(refused(&access, "n-1"), Refused::WrongType);
+}
+
+#[test]
+fn the_pkce_challenge_is_rfc_7636s_and_return_to_is_a_same_origin_path() {
+    // RFC 7636 Appendix B.
+    assert_eq!(
+        pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+        "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+    );
+    for good in ["/app/", "/app/?view=records#top", "/"] {
+        assert_eq!(same_origin_path(good), Some(good));
+    }
+    for bad in ["https://evil.example/", "//evil", "/\\evil", "\\\\evil", "app/", "", "/app/\nx", "javascript:alert(1)"]
+    {
+        assert_eq!(same_origin_path(bad), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn the_authorization_url_keeps_the_endpoints_query_and_encodes_the_parameters() {
+    let params = [("redirect_uri", "https://h.example/auth/federation/north/callback"), ("scope", "openid email")];
+    assert_eq!(
+        authorization_url("https://idp.example/auth", &params),
+        "https://idp.example/auth?redirect_uri=https%3A%2F%2Fh.example%2Fauth%2Ffederation%2Fnorth%2Fcallback&scope=openid+email"
+    );
+    assert!(
+        authorization_url("https://idp.example/auth?tenant=x", &params)
+            .starts_with("https://idp.example/auth?tenant=x&redirect_uri=")
+    );
+}
