@@ -4,7 +4,7 @@
 //! with `npm ci` on first use): one app, one browser, every journey in one script run. The
 //! script checks what is on screen, that no page reported a CSP violation or a console error,
 //! and that no token reached `localStorage`, `sessionStorage` or a readable cookie; it writes
-//! each role's main view to `docs/screenshots/`.
+//! each role's main view to `target/screenshots/<runtime>/` (or `$HEALTH_SCREENSHOTS_DIR`).
 //!
 //! Without `chromium`, `node` and `npm` the browser part says so in one line and passes, unless
 //! `HEALTH_E2E_REQUIRE_ALL` is set (CI), where it fails.
@@ -185,7 +185,12 @@ async fn the_portal_is_served_hardened_and_every_role_completes_its_journey_in_a
     let dir = root().join("tests/portal-browser");
     install_driver(&dir).expect("playwright-core installs");
     let url = app.app.url().await.expect("served over HTTP");
-    let shots = root().join("docs/screenshots");
+    // Under target/ by default, one directory per runtime, so a test run leaves the work tree
+    // clean; `HEALTH_SCREENSHOTS_DIR=docs/screenshots` refreshes the README's.
+    let shots = match std::env::var_os("HEALTH_SCREENSHOTS_DIR") {
+        Some(dir) => root().join(dir),
+        None => root().join("target/screenshots").join(app.app.runtime().name()),
+    };
     // The host serves on this runtime's other threads while the script runs.
     let mut script = Command::new("node");
     script.arg("journeys.mjs").arg(&url).arg(&shots).env("CHROMIUM", &browser).current_dir(&dir);
