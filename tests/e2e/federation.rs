@@ -743,6 +743,14 @@ async fn browser_sign_in_with_the_code_flow_and_pkce() {
     }
     let off = app.send("GET", &format!("/auth/federation/{SOUTH}/authorize"), &[host], "").await;
     assert_eq!(off.status, 400, "{}", off.body);
+    // What the portal's sign-in page asks: offered by the tenant with a provider only.
+    let offer = app.send("GET", &format!("/auth/federation/{NORTH}"), &[host], "").await.json();
+    let authorize_path = format!("/auth/federation/{NORTH}/authorize");
+    assert_eq!((&offer["sign_in"], offer["authorize"].as_str()), (&json!(true), Some(authorize_path.as_str())));
+    for tenant in [SOUTH, "no-such-tenant"] {
+        let none = app.send("GET", &format!("/auth/federation/{tenant}"), &[host], "").await.json();
+        assert_eq!((&none["sign_in"], &none["authorize"]), (&json!(false), &Value::Null), "{tenant}");
+    }
 
     // The start: state, nonce and PKCE, to the provider's authorization endpoint.
     let started = authorize("%2Fapp%2F%3Fview%3Drecords").await;

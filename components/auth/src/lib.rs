@@ -72,6 +72,8 @@ enum Api {
     /// Browser sign-in with the tenant's provider (`signin`): the start and the callback.
     SignInStart(TenantId),
     SignInCallback(TenantId),
+    /// Whether the tenant offers that sign-in (the portal's button).
+    SignInOffer(TenantId),
     Admin(admin::AdminApi),
     Internal(internal::InternalApi),
 }
@@ -123,6 +125,10 @@ fn parse(method: &Method, path: &str) -> Result<Api, Error> {
         ["auth", "federation", tenant, "events"] => {
             let tenant = TenantId::parse(tenant).map_err(|_| Error::NotFound(Reason::NoSuchRoute))?;
             post(Api::SecurityEvent(tenant))
+        }
+        ["auth", "federation", tenant] => {
+            let tenant = TenantId::parse(tenant).map_err(|_| Error::NotFound(Reason::NoSuchRoute))?;
+            if *method == Method::Get { Ok(Api::SignInOffer(tenant)) } else { Err(Error::MethodNotAllowed) }
         }
         ["auth", "federation", tenant, step @ ("authorize" | "callback")] => {
             let tenant = TenantId::parse(tenant).map_err(|_| Error::NotFound(Reason::NoSuchRoute))?;
@@ -326,7 +332,7 @@ fn rate_class(api: &Api) -> Option<ratelimit::Class> {
             Class::Login
         }
         Api::SignInStart(_) | Api::SignInCallback(_) => Class::Login,
-        Api::Validate | Api::Discovery(_) => Class::Read,
+        Api::Validate | Api::Discovery(_) | Api::SignInOffer(_) => Class::Read,
         Api::Admin(_) => Class::Admin,
         Api::Internal(_) | Api::ProviderAccessToken => return None,
     })
@@ -351,6 +357,7 @@ fn endpoint(api: &Api) -> &'static str {
         Api::SecurityEvent(_) => "security_event",
         Api::SignInStart(_) => "federation.authorize",
         Api::SignInCallback(_) => "federation.callback",
+        Api::SignInOffer(_) => "federation.offer",
         Api::Admin(_) => "admin",
         Api::Internal(_) => "internal",
     }
@@ -388,6 +395,7 @@ async fn dispatch(req: &Request, api: Api, now: i64, event: &mut Event) -> anyho
         // High-volume reads that change nothing: not audited.
         Api::Validate => return answered(sessions::validate(&ctx).await),
         Api::Discovery(tenant) => return answered(sessions::discovery(&ctx, &tenant)),
+        Api::SignInOffer(tenant) => return answered(signin::offer(&ctx, &tenant)),
         Api::Admin(api) => admin::handle(&ctx, api, event),
         Api::Internal(api) => match internal::handle(&ctx, api, event)? {
             (outcome, true) => outcome.map_err(Failure::from),
@@ -464,6 +472,10 @@ mod tests {
             Ok(Api::SignInCallback(TenantId::parse("demo-hospital").expect("tenant")))
         );
         assert_eq!(parse(&Method::Post, "/auth/federation/demo-hospital/callback"), Err(Error::MethodNotAllowed));
+        assert_eq!(
+            parse(&Method::Get, "/auth/federation/demo-hospital"),
+            Ok(Api::SignInOffer(TenantId::parse("demo-hospital").expect("tenant")))
+        );
     }
 
     #[test]

@@ -72,6 +72,21 @@ fn browser_set_cookie(value: &str, max_age: i64) -> String {
     format!("{BROWSER_COOKIE}={value}; Path={BROWSER_COOKIE_PATH}; Max-Age={max_age}; HttpOnly; Secure; SameSite=Lax")
 }
 
+/// `GET /auth/federation/{tenant}`: whether the tenant offers a browser sign-in with its
+/// provider (enabled, with a discovery document), for the portal's sign-in page; nothing of the
+/// settings but that. An unknown tenant offers none. Public and not audited, as the tenant's
+/// discovery document is.
+pub fn offer(ctx: &Ctx<'_>, tenant: &TenantId) -> Outcome {
+    let offered = ctx.settings.tenant_exists(tenant)?
+        && store::settings(&ctx.db()?, tenant)?.is_some_and(|s| s.enabled && s.discovery_url.is_some());
+    let body = serde_json::json!({
+        "tenant_id": tenant,
+        "sign_in": offered,
+        "authorize": offered.then(|| format!("/auth/federation/{tenant}/authorize")),
+    });
+    Ok(respond::json(200, &body, Cache::NoStore))
+}
+
 /// `GET /auth/federation/{tenant}/authorize`.
 pub async fn authorize(ctx: &Ctx<'_>, tenant: &TenantId, event: &mut Event) -> Outcome {
     event.action = "auth.federation.authorize".into();

@@ -47,8 +47,24 @@ export function signInPage(notice) {
     field('Username', { name: 'username', autocomplete: 'username', required: true, spellcheck: 'false', autocapitalize: 'none' }),
     field('Password', { name: 'password', type: 'password', autocomplete: 'current-password', required: true }),
   ], 'Sign in', async (values) => login(values), { 'aria-label': 'Sign in' });
-  show(h('h1', {}, 'Sign in'), h('section', { class: 'card' }, credentials));
+  const provider = h('p', { hidden: true });
+  show(h('h1', {}, 'Sign in'), h('section', { class: 'card' }, credentials, provider));
   if (notice) say(notice);
+  // The tenant's own OpenID provider, when it has one (auth: GET /auth/federation/{tenant}):
+  // its sign-in starts at auth's authorize step and comes back here with the session's cookie.
+  const offer = async () => {
+    const tenant = credentials.elements.tenant.value.trim();
+    provider.hidden = true;
+    if (!tenant) return;
+    const answer = await api.call('GET', `/auth/federation/${encodeURIComponent(tenant)}`).catch(() => null);
+    if (!answer?.sign_in || answer.tenant_id !== credentials.elements.tenant.value.trim()) return;
+    const start = () => window.location.assign(`${answer.authorize}?return_to=${encodeURIComponent('/app/')}`);
+    provider.replaceChildren(h('button', { type: 'button', class: 'secondary', onclick: start },
+      'Sign in with your hospital’s identity provider'));
+    provider.hidden = false;
+  };
+  credentials.elements.tenant.addEventListener('change', offer);
+  offer();
 }
 
 async function login(values) {
