@@ -8,7 +8,8 @@
 //! no second refetch within the cooldown), rotated provider keys picked up, a provider down
 //! (cached keys keep working; none cached: refused, the provider asked once per cooldown), an unmapped email, a disabled user, tenant
 //! A's provider's token presented for tenant B (no key of B's provider signed it), and `required` refusing passwords but the
-//! break-glass admin's. Each refusal's precise reason is checked in the audit log.
+//! break-glass admin's. Each refusal's precise reason is checked in the audit log. The browser
+//! sign-in (item 5, the code flow with PKCE) has its own app: `browser_sign_in_with_the_code_flow_and_pkce`.
 
 use health_e2e::oidc::{self, Provider};
 use health_e2e::runtime::REQUIRE_ALL_ENV;
