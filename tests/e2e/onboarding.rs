@@ -55,6 +55,7 @@ async fn an_admin_registers_a_patient_and_links_their_account_so_they_read_that_
     let ada_id = account.json()["id"].as_str().expect("user id").to_owned();
     let ada_token = app.token(("ada-q", "ada-quill-pass-2026")).await;
     assert_eq!(app.get_with("/api/patients/p-3001", &ada_token).await.status, 403);
+    assert_eq!(app.get_with("/api/me/patient", &ada_token).await.status, 404, "no record linked yet");
 
     // Linking: a clinician's account refused, then the patient's, idempotent.
     let link = |user_id: &str| json!({ "user_id": user_id });
@@ -74,7 +75,14 @@ async fn an_admin_registers_a_patient_and_links_their_account_so_they_read_that_
     assert_eq!(send(&app, "PUT", "/api/admin/patients/p-9999/account", &admin, Some(&link("u-bob"))).await.status, 404);
     assert_eq!(send(&app, "PUT", path, &app.token(DR_GREY).await, Some(&link(&ada_id))).await.status, 403);
 
-    // Her token now reads her record, and only hers.
+    // Her token now finds her record (which a clinician's or the admin's cannot ask)...
+    let found = app.get_with("/api/me/patient", &ada_token).await;
+    assert_eq!((found.status, &found.json()["patient_id"]), (200, &json!("p-3001")), "{}", found.body);
+    for other in [app.token(DR_GREY).await, admin.clone()] {
+        assert_eq!(app.get_with("/api/me/patient", &other).await.status, 403);
+    }
+    assert_eq!(app.get_with("/api/me/patient", &app.token(ALICE).await).await.json()["patient_id"], json!("p-1001"));
+    // ...and reads it, and only it.
     let mine = app.get_with("/api/patients/p-3001", &ada_token).await;
     assert_eq!((mine.status, &mine.json()["patient"]["family_name"]), (200, &json!("Quillfeather")), "{}", mine.body);
     assert_eq!(app.get_with("/api/patients/p-1001", &ada_token).await.status, 403);

@@ -64,6 +64,7 @@ fn route_rule(api: &Api) -> Option<(authz::Action, &'static str)> {
         Api::AddCareTeamMember(..) => (A::AddCareTeamMember, "patients"),
         Api::EndCareTeamMembership(..) => (A::ManageCareTeam, "patients"),
         Api::CareTeamPatients => (A::ListCareTeamPatients, "care-team"),
+        Api::OwnRecord => (A::FindOwnRecord, "patients"),
         Api::Labs | Api::RegisterLab | Api::AttachLabMember(..) | Api::DetachLabMember(..) => (A::ManageLabs, "admin"),
         Api::OrderLabTest(_) => (A::OrderLabTest, "patients"),
         Api::PatientLabOrders(_) => (A::ReadLabOrders, "patients"),
@@ -125,6 +126,8 @@ fn upstream(api: &Api, role: Role) -> Option<Service> {
         },
         Api::AddCareTeamMember(..) | Api::EndCareTeamMembership(..) => Service::Patient,
         Api::CareTeamPatients => Service::Doctor,
+        // The patient service owns the link between an account and its record.
+        Api::OwnRecord => Service::Patient,
         // A record's history is read as the record is, by the same services.
         Api::RecordHistory(..) => return record_reader(role),
         Api::BadQuery(_) => return None,
@@ -621,6 +624,8 @@ mod tests {
         assert_eq!(upstream(&Api::AddCareTeamMember(p(), member()), Role::Admin), Some(Service::Patient));
         assert_eq!(upstream(&Api::EndCareTeamMembership(p(), member()), Role::Admin), Some(Service::Patient));
         assert_eq!(upstream(&Api::CareTeamPatients, Role::Doctor), Some(Service::Doctor));
+        assert_eq!(upstream(&Api::OwnRecord, Role::Patient), Some(Service::Patient));
+        assert_eq!(route_rule(&Api::OwnRecord).map(|r| r.1), Some("patients"));
         assert_eq!(route_rule(&Api::CareTeamPatients).map(|r| r.1), Some("care-team"));
         assert_eq!(rate_class(Some(&Api::EndCareTeamMembership(p(), member())), &Method::Delete), Class::Write);
         let history = || Api::RecordHistory(p(), health_core::EntryId::parse("e-1").unwrap());

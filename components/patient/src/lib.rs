@@ -45,6 +45,7 @@ fn handle(req: Request) -> Response {
             Api::RevokeConsent(patient, insurer) => revoke_consent(&conn, caller, &patient, &insurer),
             Api::ErasePatient(patient) => erase(&conn, caller, &patient),
             Api::RotateDataKey => rotate(&conn, caller),
+            Api::OwnRecord => own_record(&conn, caller),
             Api::RegisterPatient => registry::register(&conn, caller, body),
             Api::EditDemographics(patient) => registry::edit_demographics(&conn, caller, &patient, body),
             Api::LinkPatientAccount(patient) => registry::link(&conn, caller, &patient, body),
@@ -165,6 +166,16 @@ fn erase(conn: &Connection, caller: &Caller, patient: &PatientId) -> Handled {
         "account_disabled": account_disabled,
     });
     Ok(Done::json(200, body, reason))
+}
+
+/// `GET /api/me/patient`: the record the caller's account is linked to (404 `no_linked_record`
+/// before an admin links one). Only the caller's own link is read.
+fn own_record(conn: &Connection, caller: &Caller) -> Handled {
+    let reason = authorize_tenant(caller, authz::Action::FindOwnRecord)?;
+    let Some(patient_id) = records::owned_patient(conn, &caller.tenant_id, &caller.subject)? else {
+        return Err(Refusal::NotFound(Reason::NoLinkedRecord).into());
+    };
+    Ok(Done::json(200, serde_json::json!({ "patient_id": patient_id, "user_id": caller.subject }), reason))
 }
 
 fn rotate(conn: &Connection, caller: &Caller) -> Handled {

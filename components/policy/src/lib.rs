@@ -53,6 +53,7 @@ fn action(action: Action) -> health_policy::Action {
         Action::ManageLabs => A::ManageLabs,
         Action::OrderLabTest => A::OrderLabTest,
         Action::ReadLabOrders => A::ReadLabOrders,
+        Action::FindOwnRecord => A::FindOwnRecord,
     }
 }
 

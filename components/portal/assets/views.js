@@ -1,7 +1,7 @@
 // Each role's view: what the API lets that role do, one card per task. The API decides every
 // access; a refusal is shown as a message, never hidden.
 
-import { call, seg } from './api.js';
+import { call, seg, explain } from './api.js';
 import { h, field, form, say, card, table, when, action, show } from './ui.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -104,16 +104,22 @@ export function clearBanner() {
 // ---------------------------------------------------------------------------------------------
 // Patient
 
+/** The record the patient's account is linked to (`GET /api/me/patient`), opened at once. */
 function patientView() {
-  const lookup = form([
-    field('Your patient ID', { name: 'patient', required: true, spellcheck: 'false', autocapitalize: 'none' },
-      'On your registration letter, e.g. p-1001'),
-  ], 'Open my record', async ({ patient }) => {
-    const id = patient.trim();
-    await call('GET', `/api/patients/${seg(id)}`);
-    show(...patientRecord(id));
-  }, { 'aria-label': 'Open my record', class: 'inline' });
-  return [h('h1', {}, 'My health record'), h('section', { class: 'card' }, lookup)];
+  const status = h('p', { class: 'muted', 'aria-busy': 'true' }, 'Finding your record…');
+  (async () => {
+    try {
+      const mine = await call('GET', '/api/me/patient');
+      // Only if the page still shows this view (not signed out meanwhile).
+      if (status.isConnected) show(...patientRecord(mine.patient_id));
+    } catch (error) {
+      status.removeAttribute('aria-busy');
+      status.replaceChildren(error && error.status === 404
+        ? 'No record is linked to your account yet. The hospital links it; ask them, then sign in again.'
+        : explain(error));
+    }
+  })();
+  return [h('h1', {}, 'My health record'), h('section', { class: 'card' }, status)];
 }
 
 function patientRecord(patientId) {

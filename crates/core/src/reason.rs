@@ -217,6 +217,8 @@ reasons! {
 
     // The role services' refusals.
     NoSuchPatient = "no_such_patient",
+    /// A patient account no record is linked to (yet).
+    NoLinkedRecord = "no_linked_record",
     /// Registering an id that is another (or an erased) patient's.
     PatientIdTaken = "patient_id_taken",
     /// Linking an account to a record that has another.

@@ -127,6 +127,8 @@ pub enum Api {
     EndCareTeamMembership(PatientId, Opaque),
     /// `GET /api/care-team/patients`: the patients whose care team the calling clinician is on now.
     CareTeamPatients,
+    /// `GET /api/me/patient`: the record the calling patient's account is linked to.
+    OwnRecord,
     /// `GET /api/admin/alerts?status=open|acknowledged&after&limit`: the tenant's alerts.
     Alerts(AlertFilter),
     /// `POST /api/admin/alerts/{id}/acknowledge`
@@ -259,6 +261,7 @@ impl Api {
             | Api::PatientLabOrders(p) => Some(p),
             Api::LabOrders
             | Api::CareTeamPatients
+            | Api::OwnRecord
             | Api::AddLabResult(_)
             | Api::Audit(_)
             | Api::AuditExport(_)
@@ -306,6 +309,7 @@ impl Api {
             Api::AddCareTeamMember(..) => "POST /api/patients/{id}/care-team/{member}",
             Api::EndCareTeamMembership(..) => "DELETE /api/patients/{id}/care-team/{member}",
             Api::CareTeamPatients => "GET /api/care-team/patients",
+            Api::OwnRecord => "GET /api/me/patient",
             Api::Alerts(_) => "GET /api/admin/alerts",
             Api::AcknowledgeAlert(_) => "POST /api/admin/alerts/{id}/acknowledge",
             Api::Labs => "GET /api/admin/labs",
@@ -591,6 +595,7 @@ pub fn parse(method: &str, path_and_query: &str) -> Option<Api> {
             Some(Api::EndCareTeamMembership(patient(id)?, Opaque::parse(member).ok()?))
         }
         (Method::Get, ["care-team", "patients"]) => Some(Api::CareTeamPatients),
+        (Method::Get, ["me", "patient"]) => Some(Api::OwnRecord),
         (Method::Post, ["patients", id, "lab-orders"]) => patient(id).map(Api::OrderLabTest),
         (Method::Get, ["patients", id, "lab-orders"]) => patient(id).map(Api::PatientLabOrders),
         (Method::Get, ["admin", "labs"]) => Some(Api::Labs),
@@ -988,6 +993,8 @@ mod tests {
             Some(Api::EndCareTeamMembership(p("p-1"), member()))
         );
         assert_eq!(parse("GET", "/api/care-team/patients"), Some(Api::CareTeamPatients));
+        assert_eq!(parse("GET", "/api/me/patient"), Some(Api::OwnRecord));
+        assert_eq!(parse("POST", "/api/me/patient"), None);
         for (method, path) in [
             ("POST", "/api/patients/p-1/care-team"),
             ("DELETE", "/api/patients/p-1/care-team"),

@@ -7,7 +7,7 @@
 use health_core::{Caller, Reason, Role};
 
 /// Recorded with every audit event so a decision can be traced to the rules that made it.
-pub const POLICY_VERSION: &str = "2026-11-26.5";
+pub const POLICY_VERSION: &str = "2026-11-26.6";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -47,6 +47,9 @@ pub enum Action {
     OrderLabTest,
     /// Reading a patient's lab orders (status, who ordered, which lab).
     ReadLabOrders,
+    /// A patient finding which record their account is linked to (the service looks up only
+    /// the caller's own link).
+    FindOwnRecord,
     /// A user changing their own password (`auth`, which links this crate: its WIT world has
     /// no authorizer import, so this action is not in the WIT interface).
     ChangeOwnPassword,
@@ -180,6 +183,8 @@ pub const fn permissions(role: Role) -> Permissions {
     use Action::*;
     match role {
         Role::Patient => Permissions {
+            // Which record is theirs: the service reads only the caller's own link.
+            tenant: &[(FindOwnRecord, Reason::PatientSelf)],
             own_record: &[
                 ReadDemographics,
                 ReadRecord,
@@ -293,7 +298,7 @@ fn family(action: Action) -> &'static str {
     match action {
         ReadDemographics | EditDemographics | ReadRecord | WriteRecord | ReadLabResults | BreakGlass
         | ManageConsent | ReadAccessLog | ExportData | AddCareTeamMember | ManageCareTeam | ReadCareTeam
-        | OrderLabTest | ReadLabOrders => "patients",
+        | OrderLabTest | ReadLabOrders | FindOwnRecord => "patients",
         ListCareTeamPatients => "care-team",
         ListLabOrders | AppendLabResult => "lab",
         ReadSummary => "insurance",
@@ -709,7 +714,7 @@ mod tests {
     }
 
     /// Every action the gateway asks about (all but `ChangeOwnPassword`, which is `auth`'s).
-    const ROUTED: [Action; 24] = {
+    const ROUTED: [Action; 25] = {
         use Action::*;
         [
             ReadDemographics,
@@ -736,6 +741,7 @@ mod tests {
             ManageLabs,
             OrderLabTest,
             ReadLabOrders,
+            FindOwnRecord,
         ]
     };
 
@@ -755,6 +761,7 @@ mod tests {
                     ExportData,
                     ReadCareTeam,
                     ReadLabOrders,
+                    FindOwnRecord,
                 ],
                 Role::Doctor => &[
                     ReadDemographics,

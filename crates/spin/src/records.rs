@@ -685,6 +685,21 @@ pub fn link_owner(
     }
 }
 
+/// The record `owner`'s account is linked to, unless it was erased (one at most: the unique
+/// index of schema version 4).
+pub fn owned_patient(conn: &impl Sql, tenant: &TenantId, owner: &Opaque) -> anyhow::Result<Option<PatientId>> {
+    const OWNED: &str =
+        "SELECT patient_id FROM patient WHERE tenant_id = ? AND owner_subject = ? AND erased_at IS NULL";
+    let owned =
+        conn.execute(OWNED, &[text(tenant.as_str()), text(owner.as_str())]).context("finding the account's record")?;
+    owned
+        .rows()
+        .next()
+        .and_then(|r| r.get::<&str>("patient_id").map(PatientId::parse))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("records: stored patient_id is not valid: {e}"))
+}
+
 /// Adds a patient with sealed demographics (`INSERT OR IGNORE`: an existing one is kept).
 pub fn add_patient<C: Sql>(
     vault: &mut Vault<'_, C>,
