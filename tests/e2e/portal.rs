@@ -203,10 +203,10 @@ async fn the_portal_is_served_hardened_and_every_role_completes_its_journey_in_a
         run.status,
         app.app.guest_output().join("\n")
     );
-    for journey in ["patient", "password", "doctor", "lab", "admin"] {
+    for journey in ["patient", "password", "doctor", "lab", "admin", "receptionist", "nurse", "pharmacist"] {
         assert!(stdout.lines().any(|l| l == format!("ok {journey}")), "journey {journey} did not finish:\n{stdout}");
     }
-    for role in ["patient", "doctor", "lab", "admin"] {
+    for role in ["patient", "doctor", "lab", "admin", "receptionist", "nurse", "pharmacist"] {
         let png = std::fs::read(shots.join(format!("{role}.png"))).expect("screenshot written");
         assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{role}.png is not a real screenshot");
     }

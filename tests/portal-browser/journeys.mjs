@@ -42,6 +42,11 @@ const browser = await chromium.launch({
 
 const problems = [];
 
+// Staff the admin creates in the browser for the nurse, pharmacist and receptionist journeys.
+const STAFF = [['nina', 'nurse'], ['paul', 'pharmacist'], ['rita', 'receptionist']];
+const STAFF_PASSWORD = 'staff-portal-pass-2026';
+const staffIds = {};
+
 async function person(name, { clock = false } = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, locale: 'en-GB', timezoneId: 'UTC' });
   const page = await context.newPage();
@@ -302,6 +307,17 @@ async function run() {
     await create.getByRole('button', { name: 'Create user' }).click();
     await message(page, 'User carol created');
     await users.getByRole('cell', { name: 'carol', exact: true }).waitFor();
+    // The staff of the next journeys: a nurse, a pharmacist and a receptionist.
+    for (const [username, role] of STAFF) {
+      await create.getByLabel('Username').fill(username);
+      await create.getByLabel('Role').selectOption(role);
+      await create.getByLabel('Initial password').fill(STAFF_PASSWORD);
+      await create.getByRole('button', { name: 'Create user' }).click();
+      await message(page, `User ${username} created`);
+      const row = users.getByRole('row').filter({ has: page.getByRole('cell', { name: username, exact: true }) });
+      staffIds[username] = (await row.getByRole('cell').nth(1).textContent()).trim();
+      if (!staffIds[username].startsWith('u-')) throw new Error(`no user id for ${username}: ${staffIds[username]}`);
+    }
     const register = page.getByRole('form', { name: 'Register a patient' });
     await register.getByLabel('Given name').fill('Dora');
     await register.getByLabel('Family name').fill('Dahl');
@@ -310,10 +326,15 @@ async function run() {
     await message(page, 'registered');
     const care = page.getByRole('form', { name: 'Add to a care team' });
     await care.getByLabel('Patient ID').fill('p-1002');
-    await care.getByLabel('Doctor (user id)').fill('u-dr-grey');
+    await care.getByLabel('Clinician (user id)').fill('u-dr-grey');
     await care.getByLabel('Reason').selectOption('referral');
     await care.getByRole('button', { name: 'Add to care team' }).click();
     await message(page, 'u-dr-grey is on p-1002’s care team');
+    await care.getByLabel('Patient ID').fill('p-1001');
+    await care.getByLabel('Clinician (user id)').fill(staffIds.nina);
+    await care.getByLabel('Reason').selectOption('admission');
+    await care.getByRole('button', { name: 'Add to care team' }).click();
+    await message(page, `${staffIds.nina} is on p-1001’s care team`);
     await page.getByRole('button', { name: 'Check the audit chain' }).click();
     await page.locator('#chain-result').getByText('Intact').waitFor();
     await page.getByRole('cell', { name: 'break_glass' }).first().waitFor();
@@ -325,6 +346,84 @@ async function run() {
     await page.getByRole('button', { name: 'Sign out everywhere' }).click();
     await page.getByRole('heading', { name: 'Sign in' }).waitFor();
     await finish('admin', page, context);
+  }
+
+  // Receptionist: TOTP, registers a patient, corrects their details, admits the pharmacist to
+  // p-1001's care team; sees no clinical content.
+  {
+    const { page, context } = await person('receptionist');
+    await signIn(page, 'rita', STAFF_PASSWORD);
+    await enrolAndSignIn(page);
+    await page.getByRole('heading', { name: 'Reception' }).waitFor();
+    const register = page.getByRole('form', { name: 'Register a patient' });
+    await register.getByLabel('Patient ID').fill('p-7001');
+    await register.getByLabel('Given name').fill('Erik');
+    await register.getByLabel('Family name').fill('Ek');
+    await register.getByLabel('Birth date').fill('1984-02-29');
+    await register.getByRole('button', { name: 'Register patient' }).click();
+    await message(page, 'Patient p-7001 registered');
+    const find = page.getByRole('form', { name: 'Look up a patient' });
+    await find.getByLabel('Patient ID').fill('p-7001');
+    await find.getByRole('button', { name: 'Look up' }).click();
+    const details = page.getByRole('form', { name: 'Details of p-7001' });
+    if ((await details.getByLabel('Given name').inputValue()) !== 'Erik') throw new Error('the details are not the registered ones');
+    await details.getByLabel('Family name').fill('Ekström');
+    await details.getByRole('button', { name: 'Save details' }).click();
+    await message(page, 'Details of p-7001 saved');
+    // Read back: the saved name.
+    await find.getByRole('button', { name: 'Look up' }).click();
+    await page.getByRole('form', { name: 'Details of p-7001' }).getByLabel('Family name').waitFor();
+    const family = await page.getByRole('form', { name: 'Details of p-7001' }).getByLabel('Family name').inputValue();
+    if (family !== 'Ekström') throw new Error(`the edit was not kept: ${family}`);
+    const admit = page.getByRole('form', { name: 'Add to a care team' });
+    await admit.getByLabel('Patient ID').fill('p-1001');
+    await admit.getByLabel('Clinician (user id)').fill(staffIds.paul);
+    await admit.getByLabel('Reason').selectOption('consultation');
+    await admit.getByRole('button', { name: 'Add to care team' }).click();
+    await message(page, `${staffIds.paul} is on p-1001’s care team`);
+    await shot(page, 'receptionist.png');
+    await finish('receptionist', page, context);
+  }
+
+  // Nurse: TOTP, my patients, a record with lab results, an observation added (the form offers
+  // notes and observations only).
+  {
+    const { page, context } = await person('nurse');
+    await signIn(page, 'nina', STAFF_PASSWORD);
+    await enrolAndSignIn(page);
+    await page.getByRole('heading', { name: 'My patients' }).waitFor();
+    await page.getByRole('button', { name: 'Open p-1001' }).click();
+    await page.getByRole('heading', { name: 'Patient p-1001' }).waitFor();
+    await expectText(page, 'Type 2 diabetes mellitus');
+    await page.getByRole('table', { name: 'Lab results' }).getByRole('cell', { name: '6.9 %' }).waitFor();
+    const add = page.getByRole('form', { name: 'Add a note or observation' });
+    const kinds = await add.getByLabel('Kind').locator('option').evaluateAll((os) => os.map((o) => o.value));
+    if (kinds.join() !== 'note,observation') throw new Error(`the nurse is offered ${kinds}`);
+    await add.getByLabel('Kind').selectOption('observation');
+    await add.getByLabel('Content').fill('BP 128/82 mmHg, pulse 72, temperature 36.8 °C');
+    await add.getByRole('button', { name: 'Add entry' }).click();
+    await message(page, 'added');
+    await page.getByRole('cell', { name: 'BP 128/82 mmHg, pulse 72, temperature 36.8 °C' }).waitFor();
+    await shot(page, 'nurse.png');
+    await finish('nurse', page, context);
+  }
+
+  // Pharmacist: TOTP, my patients, a record of medication and allergies only.
+  {
+    const { page, context } = await person('pharmacist');
+    await signIn(page, 'paul', STAFF_PASSWORD);
+    await enrolAndSignIn(page);
+    await page.getByRole('heading', { name: 'My patients' }).waitFor();
+    await page.getByRole('button', { name: 'Open p-1001' }).click();
+    await page.getByRole('heading', { name: 'Patient p-1001' }).waitFor();
+    const entries = page.getByRole('table', { name: 'Record entries' });
+    await entries.getByRole('cell', { name: 'Metformin 1000 mg twice daily' }).waitFor();
+    await expectText(page, 'Alice Andersen');
+    for (const hidden of ['Type 2 diabetes mellitus', 'BP 128/82', 'Seen in clinic']) {
+      if (await page.getByText(hidden).count()) throw new Error(`the pharmacist sees "${hidden}"`);
+    }
+    await shot(page, 'pharmacist.png');
+    await finish('pharmacist', page, context);
   }
 }
 

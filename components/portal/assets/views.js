@@ -187,22 +187,27 @@ function exportCard(patientId) {
 // ---------------------------------------------------------------------------------------------
 // Doctor
 
+/** A clinician's (doctor, nurse, pharmacist) current care-team patients, each with an Open button. */
+function careTeamCard(open) {
+  return card('Care team', async () => {
+    const mine = await call('GET', '/api/care-team/patients');
+    return table('Patients whose care team you are on', [
+      ['Patient', (p) => h('span', { class: 'mono' }, p.patient_id)],
+      ['Reason', (p) => p.reason],
+      ['Since', (p) => when(p.starts_at)],
+      ['Until', (p) => (p.ends_at ? when(p.ends_at) : 'until ended')],
+      ['', (p) => action('Open', () => open(p.patient_id), { 'aria-label': `Open ${p.patient_id}` })],
+    ], mine.patients, 'You are on no care team.');
+  });
+}
+
 function doctorView() {
   const open = form([
     field('Patient ID', { name: 'patient', required: true, spellcheck: 'false', autocapitalize: 'none' }),
   ], 'Open record', async ({ patient }) => openPatient(patient.trim()), { 'aria-label': 'Open a patient', class: 'inline' });
   return [
     h('h1', {}, 'My patients'),
-    card('Care team', async () => {
-      const mine = await call('GET', '/api/care-team/patients');
-      return table('Patients whose care team you are on', [
-        ['Patient', (p) => h('span', { class: 'mono' }, p.patient_id)],
-        ['Reason', (p) => p.reason],
-        ['Since', (p) => when(p.starts_at)],
-        ['Until', (p) => (p.ends_at ? when(p.ends_at) : 'until ended')],
-        ['', (p) => action('Open', () => openPatient(p.patient_id), { 'aria-label': `Open ${p.patient_id}` })],
-      ], mine.patients, 'You are on no care team.');
-    }),
+    careTeamCard(openPatient),
     h('section', { class: 'card', 'aria-labelledby': 'other-h' }, h('h2', { id: 'other-h' }, 'Another patient'), open),
   ];
 }
@@ -260,6 +265,90 @@ function breakGlassPage(patientId) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Nurse: care-team patients' records and lab results; adds notes and observations (vital signs),
+// the only kinds the API lets a nurse write.
+
+const NURSE_KINDS = ['note', 'observation'];
+
+function nurseView() {
+  return [h('h1', {}, 'My patients'), careTeamCard((id) => show(...nurseRecord(id)))];
+}
+
+function nurseRecord(patientId) {
+  const back = h('button', { type: 'button', class: 'secondary', onclick: () => show(...nurseView()) }, 'Back to my patients');
+  const record = recordCard(patientId);
+  const add = form([
+    field('Kind', { tag: 'select', name: 'kind', required: true, options: NURSE_KINDS.map((k) => [k, k]) },
+      'A note, or an observation such as vital signs'),
+    field('Content', { tag: 'textarea', name: 'content', required: true }),
+  ], 'Add entry', async (values, el) => {
+    const done = await call('POST', `/api/patients/${seg(patientId)}/records`, values);
+    el.reset();
+    say(`Entry ${done.entry_id} added.`);
+    await record.refresh();
+  }, { 'aria-label': 'Add a note or observation' });
+  return [
+    h('h1', {}, `Patient ${patientId}`),
+    h('p', {}, back),
+    record,
+    h('div', { class: 'grid' },
+      h('section', { class: 'card', 'aria-labelledby': 'nadd-h' }, h('h2', { id: 'nadd-h' }, 'Add a note or observation'), add),
+      labResultsCard(patientId)),
+  ];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pharmacist: care-team patients' medication and allergies (the API leaves every other entry out).
+
+function pharmacistView() {
+  return [h('h1', {}, 'My patients'), careTeamCard((id) => show(...pharmacistRecord(id)))];
+}
+
+function pharmacistRecord(patientId) {
+  const back = h('button', { type: 'button', class: 'secondary', onclick: () => show(...pharmacistView()) }, 'Back to my patients');
+  return [
+    h('h1', {}, `Patient ${patientId}`),
+    h('p', {}, back),
+    h('p', { class: 'muted' }, 'A pharmacist sees the medication and allergy entries of the record.'),
+    recordCard(patientId),
+  ];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Receptionist: registers patients, edits their demographics, admits them to a care team.
+
+function receptionView() {
+  const edit = h('div', { 'aria-live': 'polite' });
+  const find = form([
+    field('Patient ID', { name: 'patient', required: true, spellcheck: 'false', autocapitalize: 'none' }),
+  ], 'Look up', async ({ patient }) => {
+    const found = await call('GET', `/api/patients/${seg(patient.trim())}`);
+    demographicsForm(edit, found.patient);
+  }, { 'aria-label': 'Look up a patient', class: 'inline' });
+  return [
+    h('h1', {}, 'Reception'),
+    h('div', { class: 'grid' },
+      h('section', { class: 'card', 'aria-labelledby': 'rreg-h' }, h('h2', { id: 'rreg-h' }, 'Register a patient'), registerForm()),
+      h('section', { class: 'card', 'aria-labelledby': 'rct-h' }, h('h2', { id: 'rct-h' }, 'Admit to a care team'), admitForm())),
+    h('section', { class: 'card', 'aria-labelledby': 'rfind-h' }, h('h2', { id: 'rfind-h' }, 'A patient’s details'), find, edit),
+  ];
+}
+
+function demographicsForm(region, patient) {
+  const id = patient.patient_id;
+  const el = form([
+    field('Given name', { name: 'given_name', required: true, value: patient.given_name }),
+    field('Family name', { name: 'family_name', required: true, value: patient.family_name }),
+    field('Birth date', { name: 'birth_date', type: 'date', required: true, value: patient.birth_date }),
+  ], 'Save details', async (values) => {
+    await call('PUT', `/api/patients/${seg(id)}`, values);
+    say(`Details of ${id} saved.`);
+  }, { 'aria-label': `Details of ${id}` });
+  region.replaceChildren(h('h3', { tabindex: '-1' }, `Details of ${id}`), el);
+  region.querySelector('h3').focus();
+}
+
+// ---------------------------------------------------------------------------------------------
 // Lab
 
 function labView() {
@@ -297,7 +386,7 @@ function resultForm(region, order, refresh) {
 // ---------------------------------------------------------------------------------------------
 // Tenant admin
 
-const ROLES = ['patient', 'doctor', 'lab', 'insurance', 'admin'];
+const ROLES = ['patient', 'doctor', 'nurse', 'pharmacist', 'receptionist', 'lab', 'insurance', 'admin'];
 const CARE_REASONS = ['encounter', 'referral', 'admission', 'consultation', 'primary-care', 'other'];
 
 function adminView() {
@@ -320,29 +409,9 @@ function adminView() {
       ['Status', (u) => (u.disabled ? 'disabled' : 'active')],
     ], list.users), h('h3', {}, 'Create a user'), create];
   });
-  const register = form([
-    field('Patient ID', { name: 'patient_id', spellcheck: 'false' }, 'Optional: the platform makes one'),
-    field('Given name', { name: 'given_name', required: true }),
-    field('Family name', { name: 'family_name', required: true }),
-    field('Birth date', { name: 'birth_date', type: 'date', required: true }),
-  ], 'Register patient', async (values, el) => {
-    const body = { given_name: values.given_name, family_name: values.family_name, birth_date: values.birth_date };
-    if (values.patient_id.trim()) body.patient_id = values.patient_id.trim();
-    const done = await call('POST', '/api/admin/patients', body);
-    el.reset();
-    say(`Patient ${done.patient_id} registered.`);
-  }, { 'aria-label': 'Register a patient' });
-  const careAdd = form([
-    field('Patient ID', { name: 'patient', required: true, spellcheck: 'false' }),
-    field('Doctor (user id)', { name: 'member', required: true, spellcheck: 'false' }, 'The u-… id from the users list'),
-    field('Reason', { tag: 'select', name: 'reason', required: true, options: CARE_REASONS.map((r) => [r, r]) }),
-  ], 'Add to care team', async ({ patient, member, reason }) => {
-    await call('POST', `/api/patients/${seg(patient)}/care-team/${seg(member)}`, { reason });
-    say(`${member.trim()} is on ${patient.trim()}’s care team.`);
-  }, { 'aria-label': 'Add to a care team' });
   const careEnd = form([
     field('Patient ID', { name: 'patient', required: true, spellcheck: 'false' }),
-    field('Doctor (user id)', { name: 'member', required: true, spellcheck: 'false' }),
+    field('Clinician (user id)', { name: 'member', required: true, spellcheck: 'false' }),
   ], 'End membership', async ({ patient, member }) => {
     await call('DELETE', `/api/patients/${seg(patient)}/care-team/${seg(member)}`);
     say(`${member.trim()} is no longer on ${patient.trim()}’s care team.`);
@@ -383,14 +452,42 @@ function adminView() {
     h('h1', {}, 'Tenant administration'),
     users,
     h('div', { class: 'grid' },
-      h('section', { class: 'card', 'aria-labelledby': 'reg-h' }, h('h2', { id: 'reg-h' }, 'Register a patient'), register),
-      h('section', { class: 'card', 'aria-labelledby': 'ct-h' }, h('h2', { id: 'ct-h' }, 'Care teams'), careAdd,
+      h('section', { class: 'card', 'aria-labelledby': 'reg-h' }, h('h2', { id: 'reg-h' }, 'Register a patient'), registerForm()),
+      h('section', { class: 'card', 'aria-labelledby': 'ct-h' }, h('h2', { id: 'ct-h' }, 'Care teams'), admitForm(),
         h('h3', {}, 'End a membership'), careEnd),
       h('section', { class: 'card', 'aria-labelledby': 'au-h' }, h('h2', { id: 'au-h' }, 'Audit'),
         h('p', {}, 'Every access is in a hash chain; a changed or removed event breaks it.'), check, chain)),
     alerts,
     review,
   ];
+}
+
+/** Registers a patient (the tenant admin, a receptionist). */
+function registerForm() {
+  return form([
+    field('Patient ID', { name: 'patient_id', spellcheck: 'false' }, 'Optional: the platform makes one'),
+    field('Given name', { name: 'given_name', required: true }),
+    field('Family name', { name: 'family_name', required: true }),
+    field('Birth date', { name: 'birth_date', type: 'date', required: true }),
+  ], 'Register patient', async (values, el) => {
+    const body = { given_name: values.given_name, family_name: values.family_name, birth_date: values.birth_date };
+    if (values.patient_id.trim()) body.patient_id = values.patient_id.trim();
+    const done = await call('POST', '/api/admin/patients', body);
+    el.reset();
+    say(`Patient ${done.patient_id} registered.`);
+  }, { 'aria-label': 'Register a patient' });
+}
+
+/** Puts a doctor, nurse or pharmacist on a patient's care team (the tenant admin, a receptionist). */
+function admitForm() {
+  return form([
+    field('Patient ID', { name: 'patient', required: true, spellcheck: 'false' }),
+    field('Clinician (user id)', { name: 'member', required: true, spellcheck: 'false' }, 'A doctor’s, nurse’s or pharmacist’s u-… id'),
+    field('Reason', { tag: 'select', name: 'reason', required: true, options: CARE_REASONS.map((r) => [r, r]) }),
+  ], 'Add to care team', async ({ patient, member, reason }) => {
+    await call('POST', `/api/patients/${seg(patient)}/care-team/${seg(member)}`, { reason });
+    say(`${member.trim()} is on ${patient.trim()}’s care team.`);
+  }, { 'aria-label': 'Add to a care team' });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -400,6 +497,9 @@ export function viewFor(session) {
   switch (session.role) {
     case 'patient': return patientView();
     case 'doctor': return doctorView();
+    case 'nurse': return nurseView();
+    case 'pharmacist': return pharmacistView();
+    case 'receptionist': return receptionView();
     case 'lab': return labView();
     case 'admin': return adminView();
     default:
