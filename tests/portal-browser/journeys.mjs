@@ -251,6 +251,22 @@ async function run() {
     await message(page, 'version 2 replaces version 1');
     await page.getByRole('button', { name: 'History of medication e-2' }).click();
     await page.getByRole('cell', { name: 'Dose increased at review' }).waitFor();
+    const orders = page.getByRole('table', { name: 'Lab orders of this patient' });
+    await orders.getByRole('cell', { name: 'o-2001', exact: true }).waitFor();
+    const order = page.getByRole('form', { name: 'Order a lab test' });
+    await order.getByLabel('Lab', { exact: true }).fill('lab-north');
+    await order.getByLabel('Test code').fill('2345-7');
+    await order.getByLabel('Test name').fill('Glucose [Mass/volume] in Serum or Plasma');
+    await order.getByLabel('Note to the lab').fill('Fasting sample, please');
+    await order.getByRole('button', { name: 'Order test' }).click();
+    await message(page, 'sent to lab-north');
+    await orders.getByRole('cell', { name: 'Glucose [Mass/volume] in Serum or Plasma (2345-7)' }).waitFor();
+    await orders.getByRole('cell', { name: 'Fasting sample, please' }).waitFor();
+    // A lab the tenant has not registered: said plainly.
+    await order.getByLabel('Lab', { exact: true }).fill('lab-nowhere');
+    await order.getByLabel('Test code').fill('2345-7');
+    await order.getByRole('button', { name: 'Order test' }).click();
+    await message(page, 'The platform did not accept this');
     await page.getByRole('button', { name: 'Back to my patients' }).click();
     await page.getByLabel('Patient ID').fill('p-1002');
     await page.getByRole('button', { name: 'Open record' }).click();

@@ -234,6 +234,21 @@ function doctorRecord(patientId) {
     say(`Entry ${done.entry_id} added.`);
     await record.refresh();
   }, { 'aria-label': 'Add an entry' });
+  const orders = labOrdersCard(patientId);
+  const order = form([
+    field('Lab', { name: 'lab_id', required: true, spellcheck: 'false', autocapitalize: 'none' }, 'The lab’s id, e.g. lab-north'),
+    field('Test code', { name: 'test_code', required: true, spellcheck: 'false' }, 'e.g. the LOINC code 4548-4'),
+    field('Test name', { name: 'test_name' }, 'Optional'),
+    field('Note to the lab', { tag: 'textarea', name: 'note' }, 'Optional'),
+  ], 'Order test', async (values, el) => {
+    const body = { lab_id: values.lab_id.trim(), test_code: values.test_code.trim() };
+    if (values.test_name.trim()) body.test_name = values.test_name.trim();
+    if (values.note.trim()) body.note = values.note;
+    const done = await call('POST', `/api/patients/${seg(patientId)}/lab-orders`, body);
+    el.reset();
+    say(`Order ${done.order_id} sent to ${done.lab_id}.`);
+    await orders.refresh();
+  }, { 'aria-label': 'Order a lab test' });
   return [
     h('h1', {}, `Patient ${patientId}`),
     h('p', {}, back),
@@ -241,7 +256,24 @@ function doctorRecord(patientId) {
     h('div', { class: 'grid' },
       h('section', { class: 'card', 'aria-labelledby': 'add-h' }, h('h2', { id: 'add-h' }, 'Add an entry'), add),
       labResultsCard(patientId)),
+    h('div', { class: 'grid' },
+      h('section', { class: 'card', 'aria-labelledby': 'order-h' }, h('h2', { id: 'order-h' }, 'Order a lab test'), order),
+      orders),
   ];
+}
+
+function labOrdersCard(patientId) {
+  return card('Lab orders', async () => {
+    const list = await call('GET', `/api/patients/${seg(patientId)}/lab-orders`);
+    return table('Lab orders of this patient', [
+      ['Order', (o) => h('span', { class: 'mono' }, o.order_id)],
+      ['Test', (o) => (o.test_name ? `${o.test_name} (${o.test_code})` : o.test_code)],
+      ['Lab', (o) => o.lab_id],
+      ['Ordered', (o) => when(o.ordered_at)],
+      ['Status', (o) => o.status],
+      ['Note', (o) => o.note || '—'],
+    ], list.lab_orders, 'No lab orders yet.');
+  });
 }
 
 function breakGlassPage(patientId) {
