@@ -8,7 +8,7 @@
 
 import { chromium } from 'playwright-core';
 import { createHmac } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 
 const [base, shots] = process.argv.slice(2);
@@ -357,6 +357,35 @@ async function run() {
     const review = page.getByRole('table', { name: 'Break-glass grants and the accesses they allowed' });
     await review.getByRole('cell', { name: 'Unconscious in the emergency department' }).first().waitFor();
     await shot(page, 'admin.png');
+    // The audit search: the doctor's allowed events, then their export.
+    const audit = page.getByRole('form', { name: 'Search the audit log' });
+    await audit.getByLabel('Actor (user id)').fill('u-dr-grey');
+    await audit.getByLabel('Outcome').selectOption('allow');
+    await audit.getByRole('button', { name: 'Search' }).click();
+    const events = page.getByRole('table', { name: 'Audit events, oldest first' });
+    await events.getByRole('cell', { name: 'POST /api/patients/{id}/lab-orders', exact: true }).first().waitFor();
+    const outcomes = await events.locator('tbody tr td:nth-child(6)').allTextContents();
+    if (!outcomes.length || outcomes.some((o) => o !== 'allow')) throw new Error(`the outcome filter let through ${outcomes}`);
+    await page.getByRole('button', { name: 'Prepare the export' }).click();
+    await message(page, 'The audit export is ready');
+    const [download] = await Promise.all([page.waitForEvent('download'), page.locator('#audit-export-link').click()]);
+    const exported = readFileSync(await download.path(), 'utf8');
+    const lines = exported.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l));
+    if (!lines.length || lines.some((l) => l.event.actor_sub !== 'u-dr-grey' || l.event.outcome !== 'allow')) {
+      throw new Error(`the export does not hold just the filtered events: ${lines.length} lines`);
+    }
+    // Unfiltered, page by page: 50 a page, the next page after the last shown.
+    await audit.getByLabel('Actor (user id)').fill('');
+    await audit.getByLabel('Outcome').selectOption('');
+    await audit.getByRole('button', { name: 'Search' }).click();
+    await page.getByText('50 events shown.', { exact: true }).waitFor();
+    const firstPage = await events.locator('tbody tr td:nth-child(1)').allTextContents();
+    await page.getByRole('button', { name: 'More events' }).click();
+    await page.getByText(/^(5[1-9]|[6-9]\d|100) events shown\.$/).waitFor();
+    const seqs = (await events.locator('tbody tr td:nth-child(1)').allTextContents()).map(Number);
+    if (seqs.slice(0, 50).join() !== firstPage.join() || seqs.some((s, i) => i && s <= seqs[i - 1])) {
+      throw new Error(`the pages do not follow each other: ${seqs.join()}`);
+    }
     await page.getByRole('button', { name: /^Acknowledge alert/ }).first().click();
     await message(page, 'acknowledged');
     await page.getByRole('button', { name: 'Sign out everywhere' }).click();

@@ -56,6 +56,7 @@ function claimsOf(token) {
 async function parse(response) {
   const type = response.headers.get('content-type') || '';
   if (response.status === 204) return null;
+  if (type.includes('ndjson')) return response.text();
   if (type.includes('json')) return response.json();
   return response.text();
 }

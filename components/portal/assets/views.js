@@ -489,9 +489,71 @@ function adminView() {
         h('h3', {}, 'End a membership'), careEnd),
       h('section', { class: 'card', 'aria-labelledby': 'au-h' }, h('h2', { id: 'au-h' }, 'Audit'),
         h('p', {}, 'Every access is in a hash chain; a changed or removed event breaks it.'), check, chain)),
+    auditSearch(),
     alerts,
     review,
   ];
+}
+
+const OUTCOMES = [['', 'any'], ['allow', 'allow'], ['deny', 'deny'], ['error', 'error']];
+
+/** The audit filters of the search form as a query string (dates as whole days, local time). */
+function auditQuery(values) {
+  const query = new URLSearchParams();
+  if (values.from) query.set('from', String(Math.floor(new Date(`${values.from}T00:00:00`).getTime() / 1000)));
+  if (values.to) query.set('to', String(Math.floor(new Date(`${values.to}T23:59:59`).getTime() / 1000)));
+  for (const name of ['actor', 'patient', 'outcome']) if (values[name].trim()) query.set(name, values[name].trim());
+  return query;
+}
+
+/** Searches the tenant's audit events (`GET /api/admin/audit`), page by page, and exports them as NDJSON. */
+function auditSearch() {
+  const results = h('div', { 'aria-live': 'polite' });
+  const link = h('p', {});
+  const columns = [
+    ['Seq', (e) => String(e.seq)],
+    ['When', (e) => when(e.event.time)],
+    ['Who', (e) => h('span', { class: 'mono' }, e.event.actor_sub ? `${e.event.actor_sub} (${e.event.actor_role || '—'})` : '—')],
+    ['What', (e) => e.event.action],
+    ['Patient', (e) => h('span', { class: 'mono' }, e.event.patient_id || '—')],
+    ['Outcome', (e) => h('span', { class: e.event.outcome === 'allow' ? 'tag' : 'tag deny' }, e.event.outcome || '—')],
+    ['Reason', (e) => e.event.reason || '—'],
+  ];
+  const search = form([
+    field('From', { name: 'from', type: 'date' }, 'Optional'),
+    field('To', { name: 'to', type: 'date' }, 'Optional, the whole day included'),
+    field('Actor (user id)', { name: 'actor', spellcheck: 'false' }, 'Optional'),
+    field('Patient ID', { name: 'patient', spellcheck: 'false' }, 'Optional'),
+    field('Outcome', { tag: 'select', name: 'outcome', options: OUTCOMES }),
+  ], 'Search', async (values) => {
+    const query = auditQuery(values);
+    query.set('limit', '50');
+    const rows = [];
+    const page = async (after) => {
+      if (after !== undefined) query.set('after', String(after));
+      const found = await call('GET', `/api/admin/audit?${query}`);
+      rows.push(...found.events);
+      const more = found.next_after !== null && found.next_after !== undefined && found.events.length > 0
+        ? action('More events', () => page(found.next_after), { class: 'secondary' }) : null;
+      results.replaceChildren(h('p', {}, `${rows.length} event${rows.length === 1 ? '' : 's'} shown.`),
+        table('Audit events, oldest first', columns, rows, 'No event matches.'), more);
+    };
+    await page();
+  }, { 'aria-label': 'Search the audit log' });
+  const exporter = action('Prepare the export', async () => {
+    const query = auditQuery(Object.fromEntries(new FormData(search).entries()));
+    const text = await call('GET', `/api/admin/audit/export?${query}`);
+    const url = URL.createObjectURL(new Blob([text], { type: 'application/x-ndjson' }));
+    const lines = text.split('\n').filter((l) => l.trim()).length;
+    link.replaceChildren(h('a', { href: url, download: 'audit-export.ndjson', id: 'audit-export-link' },
+      `Download the audit export (NDJSON, ${lines} event${lines === 1 ? '' : 's'})`));
+    say('The audit export is ready to download.');
+    link.querySelector('a').focus();
+  });
+  return h('section', { class: 'card', 'aria-labelledby': 'as-h' },
+    h('h2', { id: 'as-h' }, 'Audit search'),
+    h('p', { class: 'muted' }, 'Every decision of the tenant, filtered; the export holds the same events, one JSON object a line (redacted when the platform runs with strict audit redaction).'),
+    search, h('p', {}, exporter), link, results);
 }
 
 /** Registers a patient (the tenant admin, a receptionist). */
