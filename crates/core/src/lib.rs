@@ -60,8 +60,13 @@ pub fn b64url_decode(text: &str) -> Option<Vec<u8>> {
 
 /// Lowercase hex SHA-256.
 pub fn sha256_hex(bytes: impl AsRef<[u8]>) -> String {
+    hex::encode(sha256(bytes))
+}
+
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: impl AsRef<[u8]>) -> [u8; 32] {
     use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes.as_ref()))
+    sha2::Sha256::digest(bytes.as_ref()).into()
 }
 
 /// Whether SHA-256(`token`) equals `expected_hex`, compared in constant time, so a stored

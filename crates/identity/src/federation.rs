@@ -416,9 +416,7 @@ pub fn verify_sign_in(
 /// The PKCE `code_challenge` of a `code_verifier` under `S256` (RFC 7636 §4.2):
 /// base64url(SHA-256(verifier)).
 pub fn pkce_challenge(verifier: &str) -> String {
-    let hex = health_core::sha256_hex(verifier);
-    let bytes: Vec<u8> = (0..hex.len()).step_by(2).filter_map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok()).collect();
-    health_core::b64url(bytes)
+    health_core::b64url(health_core::sha256(verifier))
 }
 
 /// The provider's `authorization_endpoint` with the request's parameters added to its query
