@@ -400,7 +400,8 @@ enum Keys {
     Revoke {
         #[arg(long)]
         tenant: String,
-        #[arg(long)]
+        /// The key's `kid`. It is base64url, so it may begin with `-`: taken as the value.
+        #[arg(long, allow_hyphen_values = true)]
         kid: String,
     },
     /// List a tenant's keys and their statuses.
@@ -923,6 +924,16 @@ mod tests {
         match cli.command {
             Command::Tokens(Tokens::Revoke { jti, .. }) => assert_eq!(jti, "-vX3_a"),
             _ => panic!("not a revoke"),
+        }
+    }
+
+    #[test]
+    fn a_kid_beginning_with_a_hyphen_is_a_value_not_an_option() {
+        let cli =
+            Cli::try_parse_from(["healthctl", "keys", "revoke", "--tenant", "t", "--kid", "-3QfA_z"]).expect("parses");
+        match cli.command {
+            Command::Keys(Keys::Revoke { kid, .. }) => assert_eq!(kid, "-3QfA_z"),
+            _ => panic!("not a key revoke"),
         }
     }
 }
