@@ -263,7 +263,11 @@ pub(crate) fn for_tenant(event: &mut Event, tenant: &TenantId) {
 }
 
 #[http_component]
-async fn handle(incoming: spin_sdk::http::IncomingRequest) -> Response {
+async fn handle(incoming: spin_sdk::http::IncomingRequest, out: spin_sdk::http::ResponseOutparam) {
+    respond::send(out, answer(incoming).await).await;
+}
+
+async fn answer(incoming: spin_sdk::http::IncomingRequest) -> Response {
     // The caller's trace, if it sent one (the gateway's chained calls and clients that trace).
     let trace = incoming
         .headers()

@@ -146,7 +146,11 @@ fn answer(refusal: Refusal, event: &mut Event) -> Response {
 }
 
 #[http_component]
-async fn handle(incoming: IncomingRequest) -> Response {
+async fn handle(incoming: IncomingRequest, out: spin_sdk::http::ResponseOutparam) {
+    respond::send(out, serve(incoming).await).await;
+}
+
+async fn serve(incoming: IncomingRequest) -> Response {
     // spin-sdk's `Request` keeps one value per header name (the last), so a repeated
     // `Authorization` is counted on the raw fields: two credentials are ambiguous (a proxy may
     // check one and we use the other), and are refused.

@@ -43,7 +43,11 @@ const JWKS_MAX_AGE_SECS: u32 = 300;
 const CLOCK_TOLERANCE_SECS: i64 = health_jose::MAX_CLOCK_TOLERANCE_SECS;
 
 #[http_component]
-async fn handle(incoming: spin_sdk::http::IncomingRequest) -> Response {
+async fn handle(incoming: spin_sdk::http::IncomingRequest, out: spin_sdk::http::ResponseOutparam) {
+    respond::send(out, answer(incoming).await).await;
+}
+
+async fn answer(incoming: spin_sdk::http::IncomingRequest) -> Response {
     let req = match health_spin::single_credential(incoming).await {
         Ok(req) => req,
         Err(refused) => return refused,

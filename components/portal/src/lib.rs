@@ -88,7 +88,14 @@ fn answer(method: &Method, path: &str, if_none_match: Option<&str>) -> (u16, Vec
 }
 
 #[http_component]
-async fn handle(req: IncomingRequest) -> Response {
+fn handle(req: IncomingRequest, out: spin_sdk::http::ResponseOutparam) {
+    // Only if the client went away while its answer was being written.
+    if let Err(e) = health_spin::respond::try_send(out, serve(req)) {
+        eprintln!("the response could not be sent: {e}");
+    }
+}
+
+fn serve(req: IncomingRequest) -> Response {
     let path_with_query = req.path_with_query().unwrap_or_default();
     let path = path_with_query.split('?').next().unwrap_or_default().to_owned();
     let if_none_match = req
