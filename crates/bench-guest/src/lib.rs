@@ -4,7 +4,9 @@
 //! same profile, same inputs, so the two timings differ only by where they run.
 //!
 //! Timed: [`health_jose::verify`] (the whole fixed order, claims included) of one access token
-//! per signing algorithm, and [`jwe::decrypt_with_key_alg`] of one nested token (a JWS inside, as
+//! per signing algorithm; [`health_jose::sign`] of that token with its private key parsed from
+//! PKCS#8 each time, as `jwks` does for every login (a WASIp2 instance keeps nothing between
+//! requests); and [`jwe::decrypt_with_key_alg`] of one nested token (a JWS inside, as
 //! insurers' tokens are) per key-management algorithm. Keys, tokens and ciphertexts are made
 //! once by [`generate`], outside every timing. Not a test: nothing passes or fails, except that
 //! a fixture whose tokens do not verify or decrypt is refused rather than timed.
@@ -38,10 +40,13 @@ pub struct Fixture {
     pub encrypted: Vec<EncryptedToken>,
 }
 
-/// An access token signed under `alg` by one key of [`Fixture::keys`].
+/// An access token signed under `alg` by one key of [`Fixture::keys`], and that key's private
+/// half (PKCS#8, base64url; a throwaway made for one benchmark run, never a platform key).
 #[derive(Serialize, Deserialize)]
 pub struct SignedToken {
     pub alg: Algorithm,
+    pub kid: String,
+    pub private_pkcs8: String,
     pub token: String,
 }
 
@@ -103,6 +108,11 @@ pub fn verify_op(alg: Algorithm) -> String {
     format!("{} verify", alg.as_str())
 }
 
+/// The operation name for signing under `alg`, the key parsed from PKCS#8 first.
+pub fn sign_op(alg: Algorithm) -> String {
+    format!("{} sign (key parsed from PKCS#8)", alg.as_str())
+}
+
 /// The operation name for JWE decryption with key-management algorithm `alg`.
 pub fn decrypt_op(alg: Algorithm) -> String {
     format!("JWE decrypt {} + A256GCM", alg.as_str())
@@ -136,8 +146,9 @@ pub fn generate(now: i64, rng: &mut (impl RngCore + CryptoRng)) -> Result<Fixtur
             health_jose::generate(alg, &tenant(), now, rng).map_err(|_| Error::Key(alg.as_str()))?;
         let token = health_jose::sign(&private, alg, &record.jwk.kid, &claims(now, &issuer)?, rng)
             .map_err(|_| Error::Sign(alg.as_str()))?;
+        let der = private.to_pkcs8_der().ok_or(Error::Key(alg.as_str()))?;
+        signed.push(SignedToken { alg, kid: record.jwk.kid.clone(), private_pkcs8: b64url(der), token });
         keys.keys.push(record);
-        signed.push(SignedToken { alg, token });
     }
     let inner = signed.first().map(|s| s.token.clone()).ok_or(Error::Missing("signing"))?;
     let mut encrypted = Vec::new();
@@ -152,7 +163,7 @@ pub fn generate(now: i64, rng: &mut (impl RngCore + CryptoRng)) -> Result<Fixtur
     }
     let fixture = Fixture { now, keys, signed, encrypted };
     // Refuse to time anything that would fail: a fast refusal is not a benchmark.
-    run(&fixture, Duration::ZERO, 1)?;
+    run(&fixture, Duration::ZERO, 1, rng)?;
     Ok(fixture)
 }
 
@@ -175,8 +186,14 @@ fn decryption_key(token: &EncryptedToken) -> Result<DecryptionKey, Error> {
 }
 
 /// Times every operation of `fixture` for `budget` each (and at least `min_iterations` runs),
-/// in the order of [`SIGNING`] then [`ENCRYPTION`].
-pub fn run(fixture: &Fixture, budget: Duration, min_iterations: u64) -> Result<Vec<Timing>, Error> {
+/// in the order of [`SIGNING`] (verify, then sign) then [`ENCRYPTION`]. `rng` serves signing
+/// (RSA blinding; ECDSA and EdDSA are deterministic).
+pub fn run(
+    fixture: &Fixture,
+    budget: Duration,
+    min_iterations: u64,
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<Vec<Timing>, Error> {
     let opts = VerifyOptions::default();
     let mut timings = Vec::new();
     for alg in SIGNING {
@@ -186,6 +203,18 @@ pub fn run(fixture: &Fixture, budget: Duration, min_iterations: u64) -> Result<V
                 .map(std::hint::black_box)
                 .map(drop)
                 .map_err(|e| Error::Verify(alg.as_str(), e))
+        })?);
+    }
+    let claims = claims(fixture.now, &fixture.keys.issuer)?;
+    for alg in SIGNING {
+        let token = fixture.signed.iter().find(|s| s.alg == alg).ok_or(Error::Missing(alg.as_str()))?;
+        let der = b64url_decode(&token.private_pkcs8).ok_or(Error::Key(alg.as_str()))?;
+        timings.push(time(sign_op(alg), budget, min_iterations, || {
+            let key = PrivateKey::from_pkcs8_der(alg, &der).ok_or(Error::Key(alg.as_str()))?;
+            health_jose::sign(&key, alg, &token.kid, &claims, rng)
+                .map(std::hint::black_box)
+                .map(drop)
+                .map_err(|_| Error::Sign(alg.as_str()))
         })?);
     }
     for alg in ENCRYPTION {
@@ -223,7 +252,7 @@ fn time(
 
 /// What the guest does with its stdin: every operation for `budget_ms` each.
 pub fn run_request(request: &Request) -> Result<Vec<Timing>, Error> {
-    run(&request.fixture, Duration::from_millis(request.budget_ms), MIN_ITERATIONS)
+    run(&request.fixture, Duration::from_millis(request.budget_ms), MIN_ITERATIONS, &mut rand_core::OsRng)
 }
 
 #[cfg(test)]
@@ -235,7 +264,7 @@ mod tests {
         let fixture = generate(1_700_000_000, &mut rand_core::OsRng).expect("fixture");
         let fixture: Fixture =
             serde_json::from_str(&serde_json::to_string(&fixture).expect("serializes")).expect("deserializes");
-        let timings = run(&fixture, Duration::ZERO, 2).expect("runs");
+        let timings = run(&fixture, Duration::ZERO, 2, &mut rand_core::OsRng).expect("runs");
         let ops: Vec<&str> = timings.iter().map(|t| t.op.as_str()).collect();
         assert_eq!(
             ops,
@@ -243,6 +272,9 @@ mod tests {
                 "RS256 verify",
                 "ES256 verify",
                 "EdDSA verify",
+                "RS256 sign (key parsed from PKCS#8)",
+                "ES256 sign (key parsed from PKCS#8)",
+                "EdDSA sign (key parsed from PKCS#8)",
                 "JWE decrypt ECDH-ES+A256KW + A256GCM",
                 "JWE decrypt RSA-OAEP-256 + A256GCM"
             ]
@@ -254,6 +286,9 @@ mod tests {
     fn a_fixture_whose_token_no_longer_verifies_is_refused() {
         let mut fixture = generate(1_700_000_000, &mut rand_core::OsRng).expect("fixture");
         fixture.now += 3600;
-        assert!(matches!(run(&fixture, Duration::ZERO, 1), Err(Error::Verify("RS256", health_jose::Error::Expired))));
+        assert!(matches!(
+            run(&fixture, Duration::ZERO, 1, &mut rand_core::OsRng),
+            Err(Error::Verify("RS256", health_jose::Error::Expired))
+        ));
     }
 }
