@@ -6,6 +6,11 @@
 //! and that no token reached `localStorage`, `sessionStorage` or a readable cookie; it writes
 //! each role's main view to `target/screenshots/<runtime>/` (or `$HEALTH_SCREENSHOTS_DIR`).
 //!
+//! The same run has the platform operator (the token pasted on the sign-in page) create a tenant
+//! and its first admin, connect it to a real OpenID provider (`oidc-provider`, the federation
+//! suite's, `health_e2e::oidc`), and that admin sign in there from the portal's button, through
+//! the provider's own login and consent forms, then manage the tenant's keys.
+//!
 //! Without `chromium`, `node` and `npm` the browser part says so in one line and passes, unless
 //! `HEALTH_E2E_REQUIRE_ALL` is set (CI), where it fails.
 
@@ -13,8 +18,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::Context;
+use health_e2e::oidc::Provider;
 use health_e2e::runtime::REQUIRE_ALL_ENV;
-use health_e2e::{Reply, TestApp, root};
+use health_e2e::{OPERATOR_TOKEN, Reply, TestApp, root};
+use serde_json::json;
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
      connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
@@ -130,9 +137,19 @@ fn install_driver(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The tenant the operator creates in the browser, its provider's client (`oidc-provider`'s) and
+/// the provider account its first admin signs in with (journeys.mjs).
+const OIDC_TENANT: &str = "st-marys";
+const OIDC_CLIENT: &str = "health-south";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_portal_is_served_hardened_and_every_role_completes_its_journey_in_a_browser() {
-    let app = TestApp::start(|_| {}).expect("app loads");
+    let browser = chromium().filter(|_| node_and_npm());
+    // The provider the browser signs in at, which the app must be allowed to reach.
+    let idp = browser.as_ref().map(|_| Provider::start().expect("the OpenID provider starts"));
+    let origin = idp.as_ref().map(Provider::origin);
+    let variables: Vec<(&str, &str)> = origin.iter().map(|o| ("federation_provider_hosts", o.as_str())).collect();
+    let app = TestApp::start_with_variables(&variables).expect("app loads");
 
     // The page and its assets: types, caching, the headers on every answer, refusals.
     let page = app.send("GET", "/", &[], "").await;
@@ -173,11 +190,20 @@ async fn the_portal_is_served_hardened_and_every_role_completes_its_journey_in_a
     // The API is still the gateway's and auth's, not the portal's.
     assert_eq!(app.send("GET", "/health", &[], "").await.status, 200);
     assert_eq!(app.send("GET", "/api/lab/orders", &[], "").await.status, 401);
+    // The keys and operator views call `jwks`'s `/admin/...` from the page: same origin (the CSP's
+    // `connect-src 'self'`), a bearer token and no cookie, so no CSRF check is needed there; and
+    // no CORS grant lets another site's script read an answer.
+    let operator = format!("Bearer {OPERATOR_TOKEN}");
+    let keys = app
+        .send("GET", "/admin/keys/demo-hospital", &[("authorization", &operator), ("origin", "https://evil.test")], "")
+        .await;
+    assert_eq!(keys.status, 200, "{}", keys.body);
+    assert!(keys.header("access-control-allow-origin").is_empty(), "a CORS grant on /admin/keys");
 
     portal_session(&app).await;
 
     // Each role's journey in the browser.
-    let Some(browser) = chromium().filter(|_| node_and_npm()) else {
+    let (Some(browser), Some(idp)) = (browser, idp) else {
         assert!(std::env::var_os(REQUIRE_ALL_ENV).is_none(), "portal: chromium, node and npm are needed");
         eprintln!("portal: browser journeys NOT RUN here (no chromium, node or npm)");
         return;
@@ -191,9 +217,22 @@ async fn the_portal_is_served_hardened_and_every_role_completes_its_journey_in_a
         Some(dir) => root().join(dir),
         None => root().join("target/screenshots").join(app.app.runtime().name()),
     };
+    // The provider's public client for the operator's new tenant, redirecting to this portal's
+    // callback, and the account its first admin signs in with (their email the linked identity).
+    let callback = format!("{url}/auth/federation/{OIDC_TENANT}/callback");
+    idp.control("signin-client", json!({ "provider": "a", "client": OIDC_CLIENT, "redirect_uris": [callback] })).await;
+    let claims = json!({ "email": "root@st-marys.example", "email_verified": true });
+    idp.control("account", json!({ "provider": "a", "account": "p-root", "claims": claims })).await;
     // The host serves on this runtime's other threads while the script runs.
     let mut script = Command::new("node");
-    script.arg("journeys.mjs").arg(&url).arg(&shots).env("CHROMIUM", &browser).current_dir(&dir);
+    script
+        .arg("journeys.mjs")
+        .arg(&url)
+        .arg(&shots)
+        .env("CHROMIUM", &browser)
+        .env("HEALTH_OPERATOR_TOKEN", OPERATOR_TOKEN)
+        .env("HEALTH_OIDC_ISSUER", idp.issuer("a"))
+        .current_dir(&dir);
     let run = tokio::task::spawn_blocking(move || script.output()).await.expect("joined").expect("node runs");
     let stdout = String::from_utf8_lossy(&run.stdout);
     let stderr = String::from_utf8_lossy(&run.stderr);
@@ -203,10 +242,11 @@ async fn the_portal_is_served_hardened_and_every_role_completes_its_journey_in_a
         run.status,
         app.app.guest_output().join("\n")
     );
-    for journey in ["patient", "password", "doctor", "lab", "admin", "receptionist", "nurse", "pharmacist"] {
+    let journeys = ["patient", "password", "doctor", "lab", "admin", "receptionist", "nurse", "pharmacist"];
+    for journey in journeys.into_iter().chain(["operator", "oidc", "keys"]) {
         assert!(stdout.lines().any(|l| l == format!("ok {journey}")), "journey {journey} did not finish:\n{stdout}");
     }
-    for role in ["patient", "doctor", "lab", "admin", "receptionist", "nurse", "pharmacist"] {
+    for role in ["patient", "doctor", "lab", "admin", "receptionist", "nurse", "pharmacist", "operator", "keys"] {
         let png = std::fs::read(shots.join(format!("{role}.png"))).expect("screenshot written");
         assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{role}.png is not a real screenshot");
     }

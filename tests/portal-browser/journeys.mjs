@@ -13,6 +13,16 @@ import path from 'node:path';
 
 const [base, shots] = process.argv.slice(2);
 if (!base || !shots) throw new Error('usage: node journeys.mjs <base-url> <screenshot-dir>');
+// The operator's token and the OpenID provider (oidc-provider, started by tests/e2e/portal.rs,
+// its client registered with this portal's callback) for the operator and provider journeys.
+const OPERATOR_TOKEN = process.env.HEALTH_OPERATOR_TOKEN;
+const OIDC_ISSUER = process.env.HEALTH_OIDC_ISSUER;
+if (!OPERATOR_TOKEN || !OIDC_ISSUER) throw new Error('HEALTH_OPERATOR_TOKEN and HEALTH_OIDC_ISSUER must be set');
+// The tenant the operator creates and connects to the provider, and its first admin.
+const NEW_TENANT = 'st-marys';
+const OIDC_CLIENT = 'health-south';
+const ROOT = { username: 'root', account: 'p-root', email: 'root@st-marys.example' };
+const PIA_PASSWORD = 'pia-of-st-marys-2026';
 mkdirSync(shots, { recursive: true });
 
 // RFC 6238 (SHA-1, 30 s, 6 digits) from a base32 secret, for the step `step`.
@@ -41,6 +51,8 @@ const browser = await chromium.launch({
 });
 
 const problems = [];
+// The page of the journey under way, shown in `failure.png` when a journey fails.
+let lastPage = null;
 
 // Staff the admin creates in the browser for the nurse, pharmacist and receptionist journeys.
 const STAFF = [['nina', 'nurse'], ['paul', 'pharmacist'], ['rita', 'receptionist']];
@@ -50,6 +62,7 @@ const staffIds = {};
 async function person(name, { clock = false } = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, locale: 'en-GB', timezoneId: 'UTC' });
   const page = await context.newPage();
+  lastPage = page;
   // The page's timers under Playwright's clock (time still flows), so a test can jump ahead.
   if (clock) await page.clock.install();
   page.setDefaultTimeout(20000);
@@ -60,7 +73,9 @@ async function person(name, { clock = false } = {}) {
     });
   });
   page.on('console', (msg) => {
-    if (msg.type() === 'error') problems.push(`${name}: console error: ${msg.text()}`);
+    // Only the portal's pages are ours to vouch for, not the OpenID provider's (its sign-in page
+    // imports a web font this offline test cannot load).
+    if (msg.type() === 'error' && page.url().startsWith(base)) problems.push(`${name}: console error: ${msg.text()}`);
   });
   page.on('pageerror', (error) => problems.push(`${name}: uncaught: ${error.message}`));
   await page.goto(`${base}/`);
@@ -71,7 +86,9 @@ async function person(name, { clock = false } = {}) {
 // Expected refusals are shown as messages; the browser logs the failed fetch as a console
 // error ("Failed to load resource: ... 403"), which is not a page fault.
 // A first visit's refresh without a cookie is a 400 (`invalid_grant`), the page's sign-in form.
-const EXPECTED = /Failed to load resource: the server responded with a status of (400|401|403)/;
+// A 404 is a refusal shown as a message too (a jti never issued).
+// So is a 404 shown as a message (a jti never issued).
+const EXPECTED = /Failed to load resource: the server responded with a status of (400|401|403|404)/;
 
 async function expectText(page, text) {
   await page.getByText(text, { exact: false }).first().waitFor();
@@ -104,7 +121,7 @@ async function enrolAndSignIn(page) {
   await page.getByRole('button', { name: 'Verify' }).click();
 }
 
-async function finish(name, page, context) {
+async function finish(name, page, context, { keep = false } = {}) {
   const storage = await page.evaluate(() => ({
     local: localStorage.length,
     session: sessionStorage.length,
@@ -117,7 +134,7 @@ async function finish(name, page, context) {
   if (storage.local || storage.session) problems.push(`${name}: web storage used: ${storage.local} local, ${storage.session} session`);
   if (storage.cookie) problems.push(`${name}: a script-readable cookie: ${storage.cookie}`);
   for (const v of storage.csp) problems.push(`${name}: CSP violation: ${v}`);
-  await context.close();
+  if (!keep) await context.close();
   const real = problems.filter((p) => !EXPECTED.test(p));
   if (real.length) {
     console.error(real.join('\n'));
@@ -323,6 +340,14 @@ async function run() {
     await create.getByRole('button', { name: 'Create user' }).click();
     await message(page, 'User carol created');
     await users.getByRole('cell', { name: 'carol', exact: true }).waitFor();
+    // Disabled (her sessions ended), then enabled again.
+    const carol = users.getByRole('row').filter({ has: page.getByRole('cell', { name: 'carol', exact: true }) });
+    await page.getByRole('button', { name: 'Disable carol' }).click();
+    await message(page, 'carol is disabled');
+    await carol.getByRole('cell', { name: 'disabled', exact: true }).waitFor();
+    await page.getByRole('button', { name: 'Enable carol' }).click();
+    await message(page, 'carol is enabled again');
+    await carol.getByRole('cell', { name: 'active', exact: true }).waitFor();
     // The staff of the next journeys: a nurse, a pharmacist and a receptionist.
     for (const [username, role] of STAFF) {
       await create.getByLabel('Username').fill(username);
@@ -449,6 +474,22 @@ async function run() {
     await add.getByRole('button', { name: 'Add entry' }).click();
     await message(page, 'added');
     await page.getByRole('cell', { name: 'BP 128/82 mmHg, pulse 72, temperature 36.8 °C' }).waitFor();
+    // Her own kinds corrected, as the doctor corrects his: only notes and observations offered.
+    const correct = page.getByRole('form', { name: 'Correct an entry' });
+    const offered = await correct.getByLabel('Entry').locator('option').evaluateAll((os) => os.map((o) => [o.value, o.textContent]));
+    if (!offered.length || offered.some(([, text]) => !/^(note|observation): /.test(text))) {
+      throw new Error(`the nurse may correct ${JSON.stringify(offered)}`);
+    }
+    const observation = offered.find(([, text]) => text.startsWith('observation: BP 128/82'));
+    if (!observation) throw new Error(`her observation is not offered: ${JSON.stringify(offered)}`);
+    await correct.getByLabel('Entry').selectOption(observation[0]);
+    await correct.getByLabel('Corrected content').fill('BP 128/84 mmHg, pulse 72, temperature 36.8 °C');
+    await correct.getByLabel('Reason for the correction').fill('Diastolic misread');
+    await correct.getByRole('button', { name: 'Save correction' }).click();
+    await message(page, 'version 2 replaces version 1');
+    await page.getByRole('cell', { name: 'BP 128/84 mmHg, pulse 72, temperature 36.8 °C' }).waitFor();
+    await page.getByRole('button', { name: `History of observation ${observation[0]}` }).click();
+    await page.getByRole('cell', { name: 'Diastolic misread' }).waitFor();
     await shot(page, 'nurse.png');
     await finish('nurse', page, context);
   }
@@ -470,12 +511,186 @@ async function run() {
     await shot(page, 'pharmacist.png');
     await finish('pharmacist', page, context);
   }
+
+  // The platform operator: the token pasted (a wrong one refused), a tenant created, its first
+  // admin, linked to their identity at the provider, the provider set, turned off and on again,
+  // the tenant's keys and audit chain (checked, exported); the token forgotten on a reload, on
+  // sign-out and after 10 minutes idle.
+  {
+    const { page, context } = await person('operator', { clock: true });
+    const operator = page.getByRole('form', { name: 'Operator' });
+    await operator.getByLabel('Operator token').fill('not-the-operator-token');
+    await operator.getByRole('button', { name: 'Continue as operator' }).click();
+    await message(page, 'That is not the platform operator token');
+    await operator.getByLabel('Operator token').fill(OPERATOR_TOKEN);
+    await operator.getByRole('button', { name: 'Continue as operator' }).click();
+    await page.getByRole('heading', { name: 'Platform operation' }).waitFor();
+    await page.locator('#account').getByText('Platform operator').waitFor();
+    const refused = page.getByRole('region', { name: 'Requests refused before any tenant' });
+    await refused.getByRole('button', { name: 'Check the audit chain' }).click();
+    await refused.getByText(/^Intact: \d+ events/).waitFor();
+    const create = page.getByRole('form', { name: 'Create a tenant' });
+    await create.getByLabel('Tenant id').fill(NEW_TENANT);
+    await create.getByRole('button', { name: 'Create tenant' }).click();
+    await page.getByRole('heading', { name: `Tenant ${NEW_TENANT}` }).waitFor();
+    await message(page, `Tenant ${NEW_TENANT} created`);
+    // Its first admin: the role offered first.
+    const users = page.getByRole('form', { name: 'Create a user' });
+    if ((await users.getByLabel('Role').inputValue()) !== 'admin') throw new Error('the operator is not offered an admin first');
+    await users.getByLabel('Username').fill(ROOT.username);
+    await users.getByLabel('Initial password').fill('root-of-st-marys-2026');
+    await users.getByRole('button', { name: 'Create user' }).click();
+    await message(page, `User ${ROOT.username} created`);
+    const list = page.getByRole('table', { name: 'Users of this tenant' });
+    await list.getByRole('cell', { name: ROOT.username, exact: true }).waitFor();
+    // A patient of the new tenant, whose token its admin revokes below.
+    await users.getByLabel('Username').fill('pia');
+    await users.getByLabel('Role').selectOption('patient');
+    await users.getByLabel('Initial password').fill(PIA_PASSWORD);
+    await users.getByRole('button', { name: 'Create user' }).click();
+    await message(page, 'User pia created');
+    const link = page.getByRole('form', { name: 'Link a provider identity' });
+    await link.getByLabel('User', { exact: true }).selectOption({ label: `${ROOT.username} (admin)` });
+    await link.getByLabel('Identity at the provider').fill(ROOT.email);
+    await link.getByRole('button', { name: 'Link identity' }).click();
+    await message(page, `Linked: ${ROOT.email} signs in as ${ROOT.username}`);
+    await list.getByRole('cell', { name: ROOT.email, exact: true }).waitFor();
+    // The provider: set, shown, turned off (settings kept), on again.
+    const provider = page.getByRole('form', { name: 'Set the OpenID provider' });
+    await page.getByText('No OpenID provider is set').waitFor();
+    await provider.getByLabel('Issuer').fill(OIDC_ISSUER);
+    await provider.getByLabel('Audience (client id)').fill(OIDC_CLIENT);
+    await provider.getByLabel('Discovery URL').fill(`${OIDC_ISSUER}/.well-known/openid-configuration`);
+    await provider.getByRole('button', { name: 'Save provider' }).click();
+    await message(page, `OpenID provider of ${NEW_TENANT} saved: on`);
+    await page.getByRole('definition').getByText(OIDC_ISSUER, { exact: true }).waitFor();
+    await expectText(page, `${base}/auth/federation/${NEW_TENANT}/callback`);
+    await page.getByRole('button', { name: 'Turn the provider off' }).click();
+    await message(page, 'turned off');
+    const again = page.getByRole('form', { name: 'Set the OpenID provider' });
+    if ((await again.getByLabel('Issuer').inputValue()) !== OIDC_ISSUER) throw new Error('the settings were not kept');
+    await again.getByLabel('Enabled').check();
+    await again.getByRole('button', { name: 'Save provider' }).click();
+    await message(page, `OpenID provider of ${NEW_TENANT} saved: on`);
+    // Its keys: one active signing and one active encryption key.
+    const keys = page.getByRole('table', { name: `Signing and encryption keys of ${NEW_TENANT}, no private material` });
+    await keys.getByRole('cell', { name: 'signing', exact: true }).waitFor();
+    await keys.getByRole('cell', { name: 'encryption', exact: true }).waitFor();
+    if ((await keys.getByRole('cell', { name: 'active', exact: true }).count()) !== 2) throw new Error('not two active keys');
+    // Its audit chain: intact, and the export holds its events (the tenant's creation first).
+    const chain = page.getByRole('region', { name: `Audit chain of ${NEW_TENANT}` });
+    await chain.getByRole('button', { name: 'Check the audit chain' }).click();
+    await chain.getByText(/^Intact: \d+ events/).waitFor();
+    await chain.getByRole('button', { name: 'Prepare the export' }).click();
+    await message(page, 'The audit export is ready');
+    const [download] = await Promise.all([page.waitForEvent('download'), chain.getByRole('link', { name: /^Download the audit chain/ }).click()]);
+    const events = readFileSync(await download.path(), 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l));
+    const actions = events.map((e) => e.event.action);
+    if (events.some((e) => e.event.tenant_id !== NEW_TENANT) || !actions.includes('tenant.create') || !actions.includes('admin.users.create')) {
+      throw new Error(`the export is not ${NEW_TENANT}'s chain: ${actions.join()}`);
+    }
+    await shot(page, 'operator.png');
+    // The token was in this page's memory only: a reload forgets it.
+    if ((await context.cookies()).length) throw new Error(`the operator has cookies: ${JSON.stringify(await context.cookies())}`);
+    await page.reload();
+    await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+    const signInAgain = async () => {
+      await page.getByRole('form', { name: 'Operator' }).getByLabel('Operator token').fill(OPERATOR_TOKEN);
+      await page.getByRole('button', { name: 'Continue as operator' }).click();
+      await page.getByRole('heading', { name: 'Platform operation' }).waitFor();
+    };
+    await signInAgain();
+    await page.getByRole('button', { name: 'Sign out', exact: true }).click();
+    await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+    await signInAgain();
+    await page.clock.fastForward('10:30');
+    await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+    await message(page, 'signed out after 10 minutes without activity');
+    await finish('operator', page, context);
+  }
+
+  // Sign-in with the tenant's OpenID provider in the browser: the portal offers it for the tenant
+  // typed, oidc-provider's own login and consent forms, back signed in as the linked admin.
+  // Then that tenant admin's keys: rotate the signing key, revoke a token by its jti and the
+  // retiring key (after the confirmation says what it does).
+  {
+    const { page, context } = await person('oidc');
+    await page.getByLabel('Organisation').fill(NEW_TENANT);
+    await page.getByLabel('Organisation').press('Tab');
+    await page.getByRole('button', { name: 'Sign in with your hospital’s identity provider' }).click();
+    await page.waitForURL((url) => url.href.startsWith(OIDC_ISSUER));
+    await page.locator('input[name="login"]').fill(ROOT.account);
+    await page.locator('input[name="password"]').fill('any');
+    await page.getByRole('button', { name: 'Sign-in' }).click();
+    await page.getByRole('button', { name: 'Continue' }).click();
+    await page.waitForURL(`${base}/app/`);
+    await page.getByRole('heading', { name: 'Tenant administration' }).waitFor();
+    await page.locator('#account').getByText(`admin · ${NEW_TENANT}`).waitFor();
+    const refresh = (await context.cookies()).find((c) => c.name === 'health_portal_refresh');
+    if (!refresh?.httpOnly || !refresh.secure || refresh.sameSite !== 'Strict' || refresh.path !== '/auth/portal') {
+      throw new Error(`the provider's sign-in did not end in the portal's HttpOnly cookie: ${JSON.stringify(await context.cookies())}`);
+    }
+    await finish('oidc', page, context, { keep: true });
+
+    await page.getByRole('button', { name: 'Keys and tokens' }).click();
+    await page.getByRole('heading', { name: 'Keys and tokens' }).waitFor();
+    const keys = page.getByRole('table', { name: `Signing and encryption keys of ${NEW_TENANT}, no private material` });
+    const signing = keys.getByRole('row').filter({ has: page.getByRole('cell', { name: 'signing', exact: true }) });
+    await signing.first().waitFor();
+    const oldKid = (await signing.first().getByRole('cell').first().textContent()).trim();
+    const rotate = page.getByRole('form', { name: 'Rotate a key' });
+    await rotate.getByLabel('Use').selectOption('sig');
+    await rotate.getByLabel('Algorithm').selectOption('ES256');
+    await rotate.getByRole('button', { name: 'Rotate key' }).click();
+    await message(page, 'New signing key');
+    await keys.getByRole('cell', { name: 'ES256', exact: true }).waitFor();
+    const retiring = keys.getByRole('row').filter({ has: page.getByRole('cell', { name: oldKid, exact: true }) });
+    await retiring.getByRole('cell', { name: 'retiring', exact: true }).waitFor();
+    // A patient's token (pia's sign-in through the API), revoked by its jti: refused at once.
+    const login = await fetch(`${base}/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ tenant: NEW_TENANT, username: 'pia', password: PIA_PASSWORD }),
+    });
+    if (login.status !== 200) throw new Error(`pia's sign-in: ${login.status}`);
+    const old = `Bearer ${(await login.json()).access_token}`;
+    const jti = JSON.parse(Buffer.from(old.split('.')[1], 'base64url').toString()).jti;
+    const revoke = page.getByRole('form', { name: 'Revoke a token' });
+    await revoke.getByLabel('Token id (jti)').fill('never-issued-jti');
+    await revoke.getByRole('button', { name: 'Revoke token' }).click();
+    await message(page, 'No token with this jti was issued');
+    // Her record is not linked yet (404), but the token is taken.
+    const before = await fetch(`${base}/api/me/patient`, { headers: { authorization: old } });
+    if (before.status !== 404) throw new Error(`pia's token before its revocation: ${before.status}`);
+    await revoke.getByLabel('Token id (jti)').fill(jti);
+    await revoke.getByRole('button', { name: 'Revoke token' }).click();
+    await message(page, `Token ${jti} revoked`);
+    const after = await fetch(`${base}/api/me/patient`, { headers: { authorization: old } });
+    if (after.status !== 401) throw new Error(`the revoked token still works: ${after.status}`);
+    // This session's token from after the rotation (a reload), signed with the new key.
+    await page.reload();
+    await page.getByRole('heading', { name: 'Tenant administration' }).waitFor();
+    await page.getByRole('button', { name: 'Keys and tokens' }).click();
+    // The retiring key revoked, after a confirmation saying what that does.
+    await page.getByRole('button', { name: `Revoke key ${oldKid}…` }).click();
+    await page.getByRole('heading', { name: `Revoke signing key ${oldKid}?` }).waitFor();
+    await expectText(page, 'Every token signed with this key is refused at once');
+    if (await page.getByText('null', { exact: true }).count()) throw new Error('the confirmation shows "null"');
+    await shot(page, 'keys.png');
+    await page.getByRole('button', { name: `Yes, revoke key ${oldKid}` }).click();
+    await message(page, `Key ${oldKid} revoked`);
+    await retiring.getByRole('cell', { name: 'revoked', exact: true }).waitFor();
+    // This session's own token (signed with the new key) still works: the list was read again.
+    await keys.getByRole('cell', { name: 'ES256', exact: true }).waitFor();
+    await finish('keys', page, context);
+  }
 }
 
 try {
   await run();
 } catch (error) {
   console.error(`journey failed: ${error.message}`);
+  await lastPage?.screenshot({ path: path.join(shots, 'failure.png'), fullPage: true }).catch(() => {});
   if (problems.length) console.error(problems.join('\n'));
   await browser.close();
   process.exit(1);

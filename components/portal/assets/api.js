@@ -31,6 +31,7 @@ export function explain(error) {
     case 'login-locked': return 'Too many failed attempts: this account is locked for a while. Try again later.';
     case 'invalid-current-password': return 'The current password is not right.';
     case 'too-many-requests': return 'Too many requests: wait a minute and try again.';
+    case 'not-operator': return 'That is not the platform operator token. Staff and tenant admins sign in with their username above.';
     default: break;
   }
   switch (error.status) {
@@ -61,11 +62,14 @@ async function parse(response) {
   return response.text();
 }
 
-/** `method` `path` with a JSON `body`; the bearer token when signed in. Throws ApiError. */
-export async function call(method, path, body) {
+/**
+ * `method` `path` with a JSON `body`; the bearer token when signed in (or `bearer`, the
+ * operator token being checked before it becomes the session's). Throws ApiError.
+ */
+export async function call(method, path, body, bearer = session?.token) {
   const headers = { accept: 'application/json' };
   if (body !== undefined) headers['content-type'] = 'application/json';
-  if (session) headers.authorization = `Bearer ${session.token}`;
+  if (bearer) headers.authorization = `Bearer ${bearer}`;
   // The portal's session endpoints: the cookie goes with them, and the header that shows
   // `auth` the request comes from the portal's own page (CSRF).
   const portal = path.startsWith('/auth/portal/');
@@ -84,7 +88,8 @@ export async function call(method, path, body) {
   if (!response.ok) {
     const problem = data && typeof data === 'object' ? data : { title: String(data || '') };
     const error = new ApiError(response.status, problem);
-    if (response.status === 401 && session && path.startsWith('/api/')) forget();
+    // A token the platform no longer takes (expired, revoked, its key revoked): signed out.
+    if (response.status === 401 && session && (path.startsWith('/api/') || session.operator)) forget();
     throw error;
   }
   return data;
@@ -139,6 +144,28 @@ export async function refresh() {
   return session;
 }
 
+/**
+ * Signs the platform operator in with the operator token they paste. The token is kept like an
+ * access token, in this closure only (never web storage or a cookie): a reload, sign-out or the
+ * page's idle timeout forgets it, and there is nothing to refresh. It is checked first on the
+ * one route only the operator may read, the chain of requests refused before any tenant
+ * (`GET /admin/audit/verify/_unattributed`): a tenant admin's token there is 403.
+ */
+export async function signInOperator(token) {
+  const candidate = token.trim();
+  try {
+    await call('GET', '/admin/audit/verify/_unattributed', undefined, candidate);
+  } catch (error) {
+    if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
+      throw new ApiError(error.status, { title: 'Not the operator token', detail: 'not the platform operator token', type: 'not-operator' });
+    }
+    throw error;
+  }
+  session = { operator: true, token: candidate, tenant: 'platform', username: 'operator', subject: 'operator', role: 'operator', expiresAt: null };
+  changed();
+  return session;
+}
+
 export function current() { return session; }
 
 /** Forgets the session here (the token is gone from memory). */
@@ -155,7 +182,8 @@ export function forget() {
  */
 export async function signOut(everywhere) {
   try {
-    await call('POST', everywhere ? '/auth/logout-all' : '/auth/portal/logout');
+    // The operator has no session on the server: forgetting the token is the sign-out.
+    if (!session?.operator) await call('POST', everywhere ? '/auth/logout-all' : '/auth/portal/logout');
   } finally {
     forget();
   }

@@ -30,6 +30,12 @@ function accountBar(session) {
   }
   const out = h('button', { type: 'button' }, 'Sign out');
   out.addEventListener('click', () => busy(out, () => api.signOut(false)));
+  // The operator has no account here: no password to change, no other sessions.
+  if (session.operator) {
+    nav.replaceChildren(h('span', { class: 'who' }, 'Platform operator'), out);
+    nav.hidden = false;
+    return;
+  }
   const all = h('button', { type: 'button' }, 'Sign out everywhere');
   all.addEventListener('click', () => busy(all, () => api.signOut(true)));
   const password = h('button', { type: 'button' }, 'Change password');
@@ -85,8 +91,9 @@ api.onSession((session) => {
     return;
   }
   // A minute before the access token expires, a new one from the refresh cookie; a session
-  // the server has ended (absolute or idle timeout, sign-out elsewhere) ends here too.
-  scheduleRefresh(session);
+  // the server has ended (absolute or idle timeout, sign-out elsewhere) ends here too. The
+  // operator token does not expire: only sign-out, a reload or the idle timeout ends it.
+  if (!session.operator) scheduleRefresh(session);
   resetIdle();
   home(session);
 });

@@ -48,7 +48,20 @@ export function signInPage(notice) {
     field('Password', { name: 'password', type: 'password', autocomplete: 'current-password', required: true }),
   ], 'Sign in', async (values) => login(values), { 'aria-label': 'Sign in' });
   const provider = h('p', { hidden: true });
-  show(h('h1', {}, 'Sign in'), h('section', { class: 'card' }, credentials, provider));
+  // The platform operator (not a user of any tenant): the operator token, pasted, checked, and
+  // kept in the page's memory only (api.signInOperator).
+  const operator = form([
+    field('Operator token', { name: 'token', type: 'password', autocomplete: 'off', required: true, spellcheck: 'false' },
+      'Kept in this tab’s memory only: forgotten on sign-out, reload, or after 10 minutes idle'),
+  ], 'Continue as operator', async ({ token }, el) => {
+    await api.signInOperator(token);
+    el.reset();
+  }, { 'aria-label': 'Operator' });
+  show(h('h1', {}, 'Sign in'), h('section', { class: 'card' }, credentials, provider),
+    h('section', { class: 'card', 'aria-labelledby': 'operator-h' },
+      h('h2', { id: 'operator-h' }, 'Platform operator'),
+      h('p', { class: 'muted' }, 'Tenants, their first admin, their OpenID provider, keys and audit chains, with the platform operator token.'),
+      operator));
   if (notice) say(notice);
   // The tenant's own OpenID provider, when it has one (auth: GET /auth/federation/{tenant}):
   // its sign-in starts at auth's authorize step and comes back here with the session's cookie.

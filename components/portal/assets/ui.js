@@ -97,6 +97,12 @@ export function table(caption, columns, rows, empty = 'Nothing here yet.') {
     h('tbody', {}, rows.map((row) => h('tr', {}, columns.map(([, cell]) => h('td', {}, cell(row))))))));
 }
 
+/** A card section with a heading and `children`. */
+export function panel(title, ...children) {
+  const headingId = `c${++ids}`;
+  return h('section', { class: 'card', 'aria-labelledby': headingId }, h('h2', { id: headingId }, title), ...children);
+}
+
 /** A card section with a heading; `load()` fills it, showing "Loading…" meanwhile. */
 export function card(title, load) {
   const body = h('div', { 'aria-busy': 'true' }, h('p', { class: 'muted' }, 'Loading…'));

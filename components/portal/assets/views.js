@@ -1,13 +1,13 @@
 // Each role's view: what the API lets that role do, one card per task. The API decides every
 // access; a refusal is shown as a message, never hidden.
 
-import { call, seg, explain } from './api.js';
-import { h, field, form, say, card, table, when, action, show } from './ui.js';
+import { call, seg, explain, current } from './api.js';
+import { h, field, form, say, card, panel, table, when, action, show } from './ui.js';
 
 // ---------------------------------------------------------------------------------------------
 // Shared pieces
 
-const KINDS = ['diagnosis', 'medication', 'allergy', 'procedure', 'note', 'history'];
+const KINDS = ['diagnosis', 'medication', 'allergy', 'procedure', 'note', 'observation', 'history'];
 
 function demographics(patient) {
   if (!patient) return h('p', { class: 'empty' }, 'No demographics.');
@@ -34,8 +34,11 @@ async function historyInto(region, patientId, entryId) {
   region.querySelector('h3').focus();
 }
 
-/** A patient's record entries with their history; `correct` adds a correction form per entry. */
-function recordCard(patientId, { correct } = {}) {
+/**
+ * A patient's record entries with their history; `correctable` (the kinds the caller may write)
+ * adds a form correcting an entry of those kinds.
+ */
+function recordCard(patientId, { correctable } = {}) {
   const history = h('div', { 'aria-live': 'polite' });
   const section = card('Record', async (refresh) => {
     const record = await call('GET', `/api/patients/${seg(patientId)}/records`);
@@ -50,9 +53,12 @@ function recordCard(patientId, { correct } = {}) {
       })],
     ];
     const parts = [demographics(record.patient), h('h3', {}, 'Entries'), table('Record entries', columns, rows, 'No entries yet.')];
-    if (correct) {
+    const mine = correctable ? rows.filter((e) => correctable.includes(e.kind)) : [];
+    if (correctable && mine.length === 0) {
+      parts.push(h('h3', {}, 'Correct an entry'), h('p', { class: 'empty' }, `No ${correctable.join(' or ')} entry to correct yet.`));
+    } else if (correctable) {
       parts.push(h('h3', {}, 'Correct an entry'), form([
-        field('Entry', { tag: 'select', name: 'entry_id', required: true, options: rows.map((e) => [e.entry_id, `${e.kind}: ${e.content.slice(0, 40)}`]) }),
+        field('Entry', { tag: 'select', name: 'entry_id', required: true, options: mine.map((e) => [e.entry_id, `${e.kind}: ${e.content.slice(0, 40)}`]) }),
         field('Corrected content', { tag: 'textarea', name: 'content', required: true }),
         field('Reason for the correction', { name: 'reason', required: true, maxlength: 1000 }, 'Kept with the earlier version'),
       ], 'Save correction', async (values) => {
@@ -222,18 +228,43 @@ async function openPatient(patientId) {
   show(...doctorRecord(patientId));
 }
 
-function doctorRecord(patientId) {
-  const back = h('button', { type: 'button', class: 'secondary', onclick: () => show(...doctorView()) }, 'Back to my patients');
-  const record = recordCard(patientId, { correct: true });
+/**
+ * A clinician's page of one patient, the doctor's and the nurse's: the record with a form
+ * correcting an entry of the `kinds` the role writes, a form adding one, the lab results, then
+ * the role's own cards (`more`: the doctor's lab orders).
+ */
+function patientPage(patientId, { kinds, addTitle, kindHint, back, more = [] }) {
+  const backButton = h('button', { type: 'button', class: 'secondary', onclick: back }, 'Back to my patients');
+  const record = recordCard(patientId, { correctable: kinds });
   const add = form([
-    field('Kind', { tag: 'select', name: 'kind', required: true, options: KINDS.map((k) => [k, k]) }),
+    field('Kind', { tag: 'select', name: 'kind', required: true, options: kinds.map((k) => [k, k]) }, kindHint),
     field('Content', { tag: 'textarea', name: 'content', required: true }),
   ], 'Add entry', async (values, el) => {
     const done = await call('POST', `/api/patients/${seg(patientId)}/records`, values);
     el.reset();
     say(`Entry ${done.entry_id} added.`);
     await record.refresh();
-  }, { 'aria-label': 'Add an entry' });
+  }, { 'aria-label': addTitle });
+  return [
+    h('h1', {}, `Patient ${patientId}`),
+    h('p', {}, backButton),
+    record,
+    h('div', { class: 'grid' }, panel(addTitle, add), labResultsCard(patientId)),
+    ...more,
+  ];
+}
+
+function doctorRecord(patientId) {
+  return patientPage(patientId, {
+    kinds: KINDS,
+    addTitle: 'Add an entry',
+    back: () => show(...doctorView()),
+    more: [labOrdersPanel(patientId)],
+  });
+}
+
+/** The patient's lab orders and a form ordering a test (the doctor's). */
+function labOrdersPanel(patientId) {
   const orders = labOrdersCard(patientId);
   const order = form([
     field('Lab', { name: 'lab_id', required: true, spellcheck: 'false', autocapitalize: 'none' }, 'The lab’s id, e.g. lab-north'),
@@ -249,17 +280,7 @@ function doctorRecord(patientId) {
     say(`Order ${done.order_id} sent to ${done.lab_id}.`);
     await orders.refresh();
   }, { 'aria-label': 'Order a lab test' });
-  return [
-    h('h1', {}, `Patient ${patientId}`),
-    h('p', {}, back),
-    record,
-    h('div', { class: 'grid' },
-      h('section', { class: 'card', 'aria-labelledby': 'add-h' }, h('h2', { id: 'add-h' }, 'Add an entry'), add),
-      labResultsCard(patientId)),
-    h('div', { class: 'grid' },
-      h('section', { class: 'card', 'aria-labelledby': 'order-h' }, h('h2', { id: 'order-h' }, 'Order a lab test'), order),
-      orders),
-  ];
+  return h('div', { class: 'grid' }, panel('Order a lab test', order), orders);
 }
 
 function labOrdersCard(patientId) {
@@ -297,8 +318,8 @@ function breakGlassPage(patientId) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Nurse: care-team patients' records and lab results; adds notes and observations (vital signs),
-// the only kinds the API lets a nurse write.
+// Nurse: care-team patients' records and lab results; adds and corrects notes and observations
+// (vital signs), the only kinds the API lets a nurse write.
 
 const NURSE_KINDS = ['note', 'observation'];
 
@@ -307,26 +328,12 @@ function nurseView() {
 }
 
 function nurseRecord(patientId) {
-  const back = h('button', { type: 'button', class: 'secondary', onclick: () => show(...nurseView()) }, 'Back to my patients');
-  const record = recordCard(patientId);
-  const add = form([
-    field('Kind', { tag: 'select', name: 'kind', required: true, options: NURSE_KINDS.map((k) => [k, k]) },
-      'A note, or an observation such as vital signs'),
-    field('Content', { tag: 'textarea', name: 'content', required: true }),
-  ], 'Add entry', async (values, el) => {
-    const done = await call('POST', `/api/patients/${seg(patientId)}/records`, values);
-    el.reset();
-    say(`Entry ${done.entry_id} added.`);
-    await record.refresh();
-  }, { 'aria-label': 'Add a note or observation' });
-  return [
-    h('h1', {}, `Patient ${patientId}`),
-    h('p', {}, back),
-    record,
-    h('div', { class: 'grid' },
-      h('section', { class: 'card', 'aria-labelledby': 'nadd-h' }, h('h2', { id: 'nadd-h' }, 'Add a note or observation'), add),
-      labResultsCard(patientId)),
-  ];
+  return patientPage(patientId, {
+    kinds: NURSE_KINDS,
+    addTitle: 'Add a note or observation',
+    kindHint: 'A note, or an observation such as vital signs',
+    back: () => show(...nurseView()),
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -421,26 +428,64 @@ function resultForm(region, order, refresh) {
 const ROLES = ['patient', 'doctor', 'nurse', 'pharmacist', 'receptionist', 'lab', 'insurance', 'admin'];
 const CARE_REASONS = ['encounter', 'referral', 'admission', 'consultation', 'primary-care', 'other'];
 
-function adminView() {
+/**
+ * A tenant's users (`/auth/admin/users`): the list, a form creating one and one linking a user to
+ * their identity at the tenant's OpenID provider. `tenant`: the operator's chosen tenant (named
+ * in each call, as the operator must); none for the tenant admin, whose token names theirs.
+ */
+function usersCard(tenant) {
+  const query = tenant ? `?tenant_id=${encodeURIComponent(tenant)}` : '';
+  const named = tenant ? { tenant_id: tenant } : {};
+  // The operator's usual errand is a new tenant's first admin: that role comes first.
+  const roles = tenant ? ['admin', ...ROLES.filter((r) => r !== 'admin')] : ROLES;
+  // Disabling a user and resetting their TOTP end every session of theirs (auth).
+  const userActions = (u) => h('span', { class: 'row' },
+    action(u.disabled ? 'Enable' : 'Disable', async () => {
+      await call('POST', `/auth/admin/users/${seg(u.id)}/${u.disabled ? 'enable' : 'disable'}`, named);
+      say(u.disabled ? `${u.username} is enabled again.` : `${u.username} is disabled: their sessions have ended.`);
+      await users.refresh();
+    }, { class: 'secondary', 'aria-label': `${u.disabled ? 'Enable' : 'Disable'} ${u.username}` }),
+    u.mfa_enrolled ? action('Reset TOTP', async () => {
+      await call('POST', `/auth/admin/users/${seg(u.id)}/reset-mfa`, named);
+      say(`${u.username}’s authenticator is reset: they enrol again at their next sign-in.`);
+      await users.refresh();
+    }, { class: 'secondary', 'aria-label': `Reset TOTP of ${u.username}` }) : null);
   const users = card('Users', async (refresh) => {
-    const list = await call('GET', '/auth/admin/users');
+    const list = await call('GET', `/auth/admin/users${query}`);
     const create = form([
       field('Username', { name: 'username', required: true, spellcheck: 'false', autocapitalize: 'none' }),
-      field('Role', { tag: 'select', name: 'role', required: true, options: ROLES.map((r) => [r, r]) }),
+      field('Role', { tag: 'select', name: 'role', required: true, options: roles.map((r) => [r, r]) }),
       field('Initial password', { name: 'password', type: 'password', autocomplete: 'new-password', minlength: 12, required: true }),
     ], 'Create user', async (values) => {
-      const made = await call('POST', '/auth/admin/users', values);
+      const made = await call('POST', '/auth/admin/users', { ...named, ...values });
       say(`User ${values.username} created (${made.id ?? made.user_id ?? 'id in the list'}).`);
       await refresh();
     }, { 'aria-label': 'Create a user' });
+    const link = form([
+      field('User', { tag: 'select', name: 'user', required: true, options: list.users.map((u) => [u.id, `${u.username} (${u.role})`]) }),
+      field('Identity at the provider', { name: 'external_id', required: true, spellcheck: 'false', autocapitalize: 'none' },
+        'The value of the provider’s subject claim for this person, by default their email'),
+    ], 'Link identity', async ({ user, external_id: externalId }) => {
+      await call('POST', `/auth/admin/users/${seg(user)}/link`, { ...named, external_id: externalId.trim() });
+      say(`Linked: ${externalId.trim()} signs in as ${list.users.find((u) => u.id === user)?.username ?? user}.`);
+      await refresh();
+    }, { 'aria-label': 'Link a provider identity' });
     return [table('Users of this tenant', [
       ['Username', (u) => u.username],
       ['Id', (u) => h('span', { class: 'mono' }, u.id)],
       ['Role', (u) => u.role],
       ['TOTP', (u) => (u.mfa_enrolled ? 'enrolled' : '—')],
       ['Status', (u) => (u.disabled ? 'disabled' : 'active')],
-    ], list.users), h('h3', {}, 'Create a user'), create];
+      ['Provider identity', (u) => u.external_id || '—'],
+      ['', (u) => userActions(u)],
+    ], list.users, 'No users yet.'), h('h3', {}, 'Create a user'), create,
+    ...(list.users.length ? [h('h3', {}, 'Link a provider identity'), link] : [])];
   });
+  return users;
+}
+
+function adminView(session) {
+  const users = usersCard();
   const careEnd = form([
     field('Patient ID', { name: 'patient', required: true, spellcheck: 'false' }),
     field('Clinician (user id)', { name: 'member', required: true, spellcheck: 'false' }),
@@ -480,8 +525,14 @@ function adminView() {
       ['Outcome', (e) => h('span', { class: e.event.outcome === 'allow' ? 'tag' : 'tag deny' }, e.event.outcome || '—')],
     ], page.events, 'No break-glass access to review.');
   });
+  const pages = h('p', { class: 'row' },
+    h('button', { type: 'button', class: 'secondary', onclick: () => show(...adminPage('Keys and tokens', keysCard(session.tenant))) },
+      'Keys and tokens'),
+    h('button', { type: 'button', class: 'secondary', onclick: () => show(...adminPage('OpenID provider', federationCard())) },
+      'OpenID provider'));
   return [
     h('h1', {}, 'Tenant administration'),
+    pages,
     users,
     h('div', { class: 'grid' },
       h('section', { class: 'card', 'aria-labelledby': 'reg-h' }, h('h2', { id: 'reg-h' }, 'Register a patient'), registerForm()),
@@ -518,6 +569,7 @@ function auditSearch() {
     ['Patient', (e) => h('span', { class: 'mono' }, e.event.patient_id || '—')],
     ['Outcome', (e) => h('span', { class: e.event.outcome === 'allow' ? 'tag' : 'tag deny' }, e.event.outcome || '—')],
     ['Reason', (e) => e.event.reason || '—'],
+    ['Token (jti)', (e) => h('span', { class: 'mono' }, e.event.jti || '—')],
   ];
   const search = form([
     field('From', { name: 'from', type: 'date' }, 'Optional'),
@@ -584,6 +636,239 @@ function admitForm() {
   }, { 'aria-label': 'Add to a care team' });
 }
 
+/** One of the tenant admin's further pages: its heading, the way back, its cards. */
+function adminPage(title, ...cards) {
+  const back = h('button', { type: 'button', class: 'secondary', onclick: () => show(...viewFor(current())) }, 'Back to administration');
+  return [h('h1', {}, title), h('p', {}, back), ...cards.flat()];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys and tokens (jwks `/admin/...`): the tenant admin's own tenant, the operator's chosen one.
+
+const ALGORITHMS = {
+  sig: [['', 'the current key’s'], ['RS256', 'RS256'], ['ES256', 'ES256'], ['EdDSA', 'EdDSA']],
+  enc: [['', 'the current key’s'], ['ECDH-ES+A256KW', 'ECDH-ES+A256KW'], ['RSA-OAEP-256', 'RSA-OAEP-256']],
+};
+const USES = { sig: 'signing', enc: 'encryption' };
+
+/** The tenant's keys with rotation, revocation of a key (after a confirmation) and of a token. */
+function keysCard(tenant) {
+  const confirmation = h('div', { 'aria-live': 'polite' });
+  const list = card(`Keys of ${tenant}`, async () => {
+    const keys = await call('GET', `/admin/keys/${seg(tenant)}`);
+    confirmation.replaceChildren();
+    return table(`Signing and encryption keys of ${tenant}, no private material`, [
+      ['Key id (kid)', (k) => h('span', { class: 'mono' }, k.kid)],
+      ['Use', (k) => USES[k.use] || k.use],
+      ['Algorithm', (k) => k.alg],
+      ['Status', (k) => h('span', { class: k.status === 'revoked' ? 'tag deny' : 'tag' }, k.status)],
+      ['Created', (k) => when(k.created_at)],
+      ['Verifies until', (k) => (k.not_after ? when(k.not_after) : '—')],
+      ['', (k) => (k.status === 'active' || k.status === 'retiring'
+        ? action('Revoke…', async () => confirmRevoke(k), { class: 'danger', 'aria-label': `Revoke key ${k.kid}…` }) : '—')],
+    ], keys.keys, 'No keys.');
+  });
+
+  /** What revoking `key` does, said before it is done; the revocation only from here. */
+  function confirmRevoke(key) {
+    const revoke = action(`Yes, revoke key ${key.kid}`, async () => {
+      const done = await call('POST', '/admin/revoke-key', { tenant_id: tenant, kid: key.kid });
+      say(`Key ${done.kid} revoked: every token with it is refused.${done.replaced_by ? ` Key ${done.replaced_by} replaces it.` : ''}`);
+      await list.refresh();
+    }, { class: 'danger' });
+    const cancel = h('button', { type: 'button', class: 'secondary', onclick: () => confirmation.replaceChildren() }, 'Cancel');
+    const active = key.status === 'active';
+    confirmation.replaceChildren(...[
+      h('h3', { tabindex: '-1' }, `Revoke ${USES[key.use] || key.use} key ${key.kid}?`),
+      h('p', {}, key.use === 'sig'
+        ? 'Every token signed with this key is refused at once, on every service: everyone signed in with one (you too, if yours is) must sign in again.'
+        : 'Every token encrypted to this key can no longer be decrypted, at once: the insurers’ tokens made with it stop working.'),
+      active ? h('p', {}, 'It is the active key: a new random key takes its place in the same step, so sign-ins go on.') : null,
+      h('p', {}, 'A revocation cannot be undone.'),
+      h('p', { class: 'row' }, revoke, cancel)].filter(Boolean));
+    confirmation.querySelector('h3').focus();
+  }
+
+  const rotate = form([
+    field('Use', { tag: 'select', name: 'use', required: true, options: Object.entries(USES) }),
+    field('Algorithm', { tag: 'select', name: 'alg', options: ALGORITHMS.sig }, 'Of the new key'),
+  ], 'Rotate key', async (values) => {
+    const body = { tenant_id: tenant, use: values.use };
+    if (values.alg) body.alg = values.alg;
+    const done = await call('POST', '/admin/rotate-key', body);
+    say(`New ${USES[values.use]} key ${done.kid} is active; the one before it is retiring (it still verifies what it signed until those tokens expire).`);
+    await list.refresh();
+  }, { 'aria-label': 'Rotate a key' });
+  rotate.elements.use.addEventListener('change', () => {
+    rotate.elements.alg.replaceChildren(...ALGORITHMS[rotate.elements.use.value].map(([value, text]) => h('option', { value }, text)));
+  });
+
+  const token = form([
+    field('Token id (jti)', { name: 'jti', required: true, spellcheck: 'false', autocapitalize: 'none' },
+      'The jti of the token: the audit search shows it for each request'),
+  ], 'Revoke token', async ({ jti }, el) => {
+    try {
+      const done = await call('POST', '/admin/revoke-token', { tenant_id: tenant, jti: jti.trim() });
+      el.reset();
+      say(`Token ${jti.trim()} revoked: refused from now on (it would have expired ${when(done.until)}).`);
+    } catch (error) {
+      if (error.status === 404) return say(`No token with this jti was issued in ${tenant}: nothing revoked.`, 'error');
+      throw error;
+    }
+    return undefined;
+  }, { 'aria-label': 'Revoke a token' });
+
+  return [
+    list,
+    confirmation,
+    h('div', { class: 'grid' },
+      panel('Rotate a key', h('p', { class: 'muted' }, 'A new key signs (or is encrypted to) from now on; the old one keeps verifying the tokens it signed until they expire.'), rotate),
+      panel('Revoke a token', h('p', { class: 'muted' }, 'One token refused at once, whatever its expiry.'), token)),
+  ];
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tenant's OpenID provider (`/auth/admin/federation`): the tenant admin's, or the operator's
+// for a chosen tenant.
+
+function federationCard(tenant) {
+  const query = tenant ? `?tenant_id=${encodeURIComponent(tenant)}` : '';
+  const named = tenant ? { tenant_id: tenant } : {};
+  return card('OpenID provider', async (refresh) => {
+    const shown = await call('GET', `/auth/admin/federation${query}`);
+    const existing = shown.federation;
+    const callback = `${window.location.origin}/auth/federation/${encodeURIComponent(shown.tenant_id)}/callback`;
+    const facts = existing
+      ? h('dl', { class: 'facts' },
+        h('dt', {}, 'Status'), h('dd', {}, existing.enabled ? (existing.required ? 'on; passwords refused' : 'on') : 'off'),
+        h('dt', {}, 'Issuer'), h('dd', { class: 'mono' }, existing.issuer),
+        h('dt', {}, 'Audience (client id)'), h('dd', { class: 'mono' }, existing.audience),
+        h('dt', {}, 'Keys from'), h('dd', { class: 'mono' }, existing.discovery_url || existing.jwks_uri),
+        h('dt', {}, 'Subject claim'), h('dd', {}, existing.subject_claim),
+        h('dt', {}, 'MFA at the provider for'), h('dd', {}, existing.mfa_roles.length ? existing.mfa_roles.join(', ') : 'no role'),
+        h('dt', {}, 'Provider access tokens'), h('dd', {}, existing.accept_provider_tokens ? 'accepted' : 'not accepted'),
+        existing.break_glass ? [h('dt', {}, 'Break-glass admin'), h('dd', {}, existing.break_glass)] : null)
+      : h('p', { class: 'empty' }, 'No OpenID provider is set: people sign in with their passwords.');
+    const set = form([
+      field('Issuer', { name: 'issuer', type: 'url', required: true, spellcheck: 'false', value: existing?.issuer }, 'The provider’s iss, exactly'),
+      field('Audience (client id)', { name: 'audience', required: true, spellcheck: 'false', value: existing?.audience }),
+      field('Discovery URL', { name: 'discovery_url', type: 'url', required: true, spellcheck: 'false', value: existing?.discovery_url },
+        'Its /.well-known/openid-configuration'),
+      field('Subject claim', { name: 'subject_claim', spellcheck: 'false', value: existing?.subject_claim ?? 'email' },
+        'The claim matched against the users’ linked identities'),
+      field('Roles needing MFA at the provider', { name: 'mfa_roles', spellcheck: 'false', value: existing?.mfa_roles?.join(', ') },
+        'Comma-separated, e.g. doctor, admin'),
+      field('Enabled', { name: 'enabled', type: 'checkbox', checked: existing ? existing.enabled : true }),
+      field('Passwords refused (provider required)', { name: 'required', type: 'checkbox', checked: existing?.required }),
+      field('Break-glass admin', { name: 'break_glass', spellcheck: 'false', value: existing?.break_glass },
+        'Optional: the one admin who may still use a password'),
+      field('Accept the provider’s access tokens', { name: 'accept_provider_tokens', type: 'checkbox', checked: existing?.accept_provider_tokens }),
+    ], 'Save provider', async (values) => {
+      const settings = {
+        enabled: values.enabled === 'on',
+        required: values.required === 'on',
+        issuer: values.issuer.trim(),
+        audience: values.audience.trim(),
+        discovery_url: values.discovery_url.trim(),
+        subject_claim: values.subject_claim.trim() || 'email',
+        mfa_roles: values.mfa_roles.split(',').map((r) => r.trim()).filter(Boolean),
+        accept_provider_tokens: values.accept_provider_tokens === 'on',
+      };
+      if (values.break_glass.trim()) settings.break_glass = values.break_glass.trim();
+      await call('POST', '/auth/admin/federation', { ...named, settings });
+      await refresh();
+      say(`OpenID provider of ${shown.tenant_id} saved${settings.enabled ? ': on' : ', off'}.`);
+    }, { 'aria-label': 'Set the OpenID provider' });
+    const off = existing?.enabled ? action('Turn the provider off', async () => {
+      await call('POST', '/auth/admin/federation/disable', named);
+      await refresh();
+      say(`OpenID provider of ${shown.tenant_id} turned off: its tokens are refused, passwords accepted again. The settings are kept.`);
+    }, { class: 'secondary' }) : null;
+    return [facts, off ? h('p', {}, off) : null,
+      h('p', { class: 'muted' }, 'Browser sign-in: register ', h('code', {}, callback),
+        ' as a redirect URI of a public client (PKCE) named as the audience.'),
+      h('h3', {}, existing ? 'Change the provider' : 'Set a provider'), set];
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Platform operator: tenants, a tenant's first admin, its provider, keys and audit chain; the
+// chain of requests refused before any tenant. Backups stay with healthctl (they read the store
+// files; there is no HTTP API for them).
+
+const UNATTRIBUTED = '_unattributed';
+
+/** Verifies and exports one audit chain (jwks `/admin/audit/...`), the export every page of it. */
+function auditChainCard(chain, title) {
+  const result = h('p', { 'aria-live': 'polite' });
+  const link = h('p', {});
+  const check = action('Check the audit chain', async () => {
+    const report = await call('GET', `/admin/audit/verify/${seg(chain)}`);
+    result.textContent = report.intact
+      ? `Intact: ${report.events} events, every link verified.`
+      : `BROKEN at event ${report.broken_at} (of ${report.events}). Investigate at once.`;
+  });
+  const exporter = action('Prepare the export', async () => {
+    const pages = [];
+    let after = null;
+    for (;;) {
+      const query = new URLSearchParams({ limit: '1000' });
+      if (after !== null) query.set('after', String(after));
+      const text = await call('GET', `/admin/audit/export/${seg(chain)}?${query}`);
+      const lines = text.split('\n').filter((l) => l.trim());
+      pages.push(...lines);
+      if (lines.length < 1000) break;
+      after = JSON.parse(lines[lines.length - 1]).seq;
+    }
+    const url = URL.createObjectURL(new Blob([pages.map((l) => `${l}\n`).join('')], { type: 'application/x-ndjson' }));
+    link.replaceChildren(h('a', { href: url, download: `audit-${chain}.ndjson`, class: 'audit-export' },
+      `Download the audit chain of ${chain} (NDJSON, ${pages.length} event${pages.length === 1 ? '' : 's'})`));
+    say('The audit export is ready to download.');
+    link.querySelector('a').focus();
+  });
+  return panel(title, h('p', { class: 'muted' }, 'Every event in a hash chain; a changed or removed event breaks it.'),
+    h('p', { class: 'row' }, check, exporter), result, link);
+}
+
+function operatorView() {
+  const create = form([
+    field('Tenant id', { name: 'tenant_id', required: true, spellcheck: 'false', autocapitalize: 'none' },
+      'Lower-case letters, digits and dashes, e.g. st-marys'),
+  ], 'Create tenant', async ({ tenant_id: tenantId }) => {
+    const done = await call('POST', '/admin/tenants', { tenant_id: tenantId.trim() });
+    show(...operatorTenant(done.tenant_id));
+    say(`Tenant ${done.tenant_id} created with its signing and encryption keys. Next: its first admin.`);
+  }, { 'aria-label': 'Create a tenant' });
+  const open = form([
+    field('Tenant id', { name: 'tenant', required: true, spellcheck: 'false', autocapitalize: 'none' }),
+  ], 'Open tenant', async ({ tenant }) => {
+    // A tenant without keys does not exist: said here rather than on each card.
+    await call('GET', `/admin/keys/${seg(tenant)}`);
+    show(...operatorTenant(tenant.trim()));
+  }, { 'aria-label': 'Open a tenant', class: 'inline' });
+  return [
+    h('h1', {}, 'Platform operation'),
+    h('div', { class: 'grid' }, panel('Create a tenant', create), panel('A tenant', open)),
+    auditChainCard(UNATTRIBUTED, 'Requests refused before any tenant'),
+    panel('Backups',
+      h('p', {}, 'Backups are made, verified and restored with healthctl, not here: they read the store files themselves, so the platform has no HTTP API for them (by design: no request can copy every tenant’s data out). On the machine that runs the platform (README, Operations, Backups):'),
+      h('pre', {}, h('code', {}, 'cargo run -q -p healthctl -- backup create --out "$BACKUP" --passphrase-file .spin/backup.passphrase'))),
+  ];
+}
+
+/** One tenant as the operator sees it: users (its first admin), provider, keys, audit chain. */
+function operatorTenant(tenant) {
+  const back = h('button', { type: 'button', class: 'secondary', onclick: () => show(...operatorView()) }, 'Back to the platform');
+  return [
+    h('h1', {}, `Tenant ${tenant}`),
+    h('p', {}, back),
+    usersCard(tenant),
+    federationCard(tenant),
+    ...keysCard(tenant),
+    auditChainCard(tenant, `Audit chain of ${tenant}`),
+  ];
+}
+
 // ---------------------------------------------------------------------------------------------
 
 /** The view of `session`'s role. */
@@ -595,7 +880,8 @@ export function viewFor(session) {
     case 'pharmacist': return pharmacistView();
     case 'receptionist': return receptionView();
     case 'lab': return labView();
-    case 'admin': return adminView();
+    case 'admin': return adminView(session);
+    case 'operator': return operatorView();
     default:
       return [h('h1', {}, 'Signed in'), h('section', { class: 'card' },
         h('p', {}, `The portal has no view for the ${session.role} role yet; use the API (see the README).`))];
