@@ -25,17 +25,8 @@ fn app() -> &'static TestApp {
     APP.get_or_init(|| TestApp::start_with_variables(&[("mfa_required_roles", "")]).expect("app loads"))
 }
 
-async fn send(method: &str, path: &str, token: &str, body: Option<&Value>) -> Reply {
-    let auth = format!("Bearer {token}");
-    match body {
-        Some(body) => app().send(method, path, &[("authorization", &auth), JSON], &body.to_string()).await,
-        None => app().send(method, path, &[("authorization", &auth)], "").await,
-    }
-}
-
 async fn operator(path: &str, body: &Value) -> Reply {
-    let auth = format!("Bearer {OPERATOR_TOKEN}");
-    app().send("POST", path, &[("authorization", &auth), JSON], &body.to_string()).await
+    app().send_as("POST", path, OPERATOR_TOKEN, Some(body)).await
 }
 
 async fn login_at(tenant: &str, username: &str, password: &str) -> String {
@@ -108,12 +99,12 @@ async fn an_ended_membership_stops_the_doctors_access_at_once_and_every_change_i
     let (house, doctor) = new_user("demo-hospital", "dr-house", "doctor").await;
     let team = format!("/api/patients/p-1002/care-team/{house}");
     let records = "/api/patients/p-1002/records";
-    assert_eq!(send("GET", records, &doctor, None).await.status, 403);
+    assert_eq!(app().send_as("GET", records, &doctor, None).await.status, 403);
     assert_eq!(last_reason(READ, &house), "not_on_care_team");
 
     // An end an hour ahead: a member until then.
     let until = unix_now() + 3600;
-    let added = send("POST", &team, &admin, Some(&json!({ "reason": "referral", "ends_at": until }))).await;
+    let added = app().send_as("POST", &team, &admin, Some(&json!({ "reason": "referral", "ends_at": until }))).await;
     assert_eq!(added.status, 201, "{}", added.body);
     let membership = added.json();
     assert_eq!(
@@ -122,28 +113,31 @@ async fn an_ended_membership_stops_the_doctors_access_at_once_and_every_change_i
     );
     assert_eq!((membership["ends_at"].as_i64(), membership["active"].as_bool()), (Some(until), Some(true)));
     assert_eq!(membership["added_by"], "u-admin");
-    let read = send("GET", records, &doctor, None).await;
+    let read = app().send_as("GET", records, &doctor, None).await;
     assert_eq!(read.status, 200, "{}", read.body);
     assert_eq!(last_reason(READ, &house), "care_team");
-    let mine = send("GET", "/api/care-team/patients", &doctor, None).await;
+    let mine = app().send_as("GET", "/api/care-team/patients", &doctor, None).await;
     assert_eq!(mine.status, 200, "{}", mine.body);
     assert_eq!(patient_ids(&mine), ["p-1002"]);
-    let team_seen = send("GET", "/api/patients/p-1002/care-team", &doctor, None).await;
+    let team_seen = app().send_as("GET", "/api/patients/p-1002/care-team", &doctor, None).await;
     assert_eq!(team_seen.status, 200, "{}", team_seen.body);
     // A second membership while one stands is refused, and changes nothing.
-    let again = send("POST", &team, &admin, Some(&json!({ "reason": "encounter" }))).await;
+    let again = app().send_as("POST", &team, &admin, Some(&json!({ "reason": "encounter" }))).await;
     assert_eq!(again.status, 409, "{}", again.body);
 
-    let ended = send("DELETE", &team, &admin, None).await;
+    let ended = app().send_as("DELETE", &team, &admin, None).await;
     assert_eq!(ended.status, 200, "{}", ended.body);
     assert_eq!(ended.json()["ended"][0], membership["membership_id"]);
     // The very next request is refused: nothing is cached anywhere.
-    assert_eq!(send("GET", records, &doctor, None).await.status, 403);
+    assert_eq!(app().send_as("GET", records, &doctor, None).await.status, 403);
     assert_eq!(last_reason(READ, &house), "not_on_care_team");
-    assert_eq!(patient_ids(&send("GET", "/api/care-team/patients", &doctor, None).await), Vec::<String>::new());
-    assert_eq!(send("GET", "/api/patients/p-1002/care-team", &doctor, None).await.status, 403);
-    assert_eq!(send("DELETE", &team, &admin, None).await.status, 404, "nothing left to end");
-    let listed = send("GET", "/api/patients/p-1002/care-team", &admin, None).await;
+    assert_eq!(
+        patient_ids(&app().send_as("GET", "/api/care-team/patients", &doctor, None).await),
+        Vec::<String>::new()
+    );
+    assert_eq!(app().send_as("GET", "/api/patients/p-1002/care-team", &doctor, None).await.status, 403);
+    assert_eq!(app().send_as("DELETE", &team, &admin, None).await.status, 404, "nothing left to end");
+    let listed = app().send_as("GET", "/api/patients/p-1002/care-team", &admin, None).await;
     assert_eq!(listed.status, 200, "{}", listed.body);
     let history = listed.json();
     let row = history["members"].as_array().unwrap().iter().find(|m| m["member"] == house.as_str()).cloned();
@@ -152,9 +146,9 @@ async fn an_ended_membership_stops_the_doctors_access_at_once_and_every_change_i
     assert!(row["ends_at"].as_i64().unwrap() < until);
 
     // Ended, the doctor can be added again.
-    let readded = send("POST", &team, &admin, Some(&json!({ "reason": "admission" }))).await;
+    let readded = app().send_as("POST", &team, &admin, Some(&json!({ "reason": "admission" }))).await;
     assert_eq!(readded.status, 201, "{}", readded.body);
-    assert_eq!(send("GET", records, &doctor, None).await.status, 200);
+    assert_eq!(app().send_as("GET", records, &doctor, None).await.status, 200);
 
     // Each change audited twice, with the patient, the member in the resource and the rule.
     let resource = format!("/api/patients/p-1002/care-team/{house}");
@@ -177,7 +171,7 @@ async fn an_expired_membership_stops_access_and_one_not_yet_started_grants_none(
     let add = |patient: &str, body: Value| {
         let path = format!("/api/patients/{patient}/care-team/{doc_id}");
         let admin = admin.clone();
-        async move { send("POST", &path, &admin, Some(&body)).await }
+        async move { app().send_as("POST", &path, &admin, Some(&body)).await }
     };
     let brief = add("p-1001", json!({ "reason": "consultation", "ends_at": ends_at })).await;
     assert_eq!(brief.status, 201, "{}", brief.body);
@@ -185,16 +179,23 @@ async fn an_expired_membership_stops_access_and_one_not_yet_started_grants_none(
     assert_eq!(later.status, 201, "{}", later.body);
     assert_eq!(later.json()["active"], false);
 
-    assert_eq!(send("GET", "/api/patients/p-1001/records", &doctor, None).await.status, 200);
-    assert_eq!(send("GET", "/api/patients/p-1003/records", &doctor, None).await.status, 403, "not started yet");
-    assert_eq!(patient_ids(&send("GET", "/api/care-team/patients", &doctor, None).await), ["p-1001"]);
+    assert_eq!(app().send_as("GET", "/api/patients/p-1001/records", &doctor, None).await.status, 200);
+    assert_eq!(
+        app().send_as("GET", "/api/patients/p-1003/records", &doctor, None).await.status,
+        403,
+        "not started yet"
+    );
+    assert_eq!(patient_ids(&app().send_as("GET", "/api/care-team/patients", &doctor, None).await), ["p-1001"]);
 
     while unix_now() <= ends_at {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
-    assert_eq!(send("GET", "/api/patients/p-1001/records", &doctor, None).await.status, 403, "expired");
+    assert_eq!(app().send_as("GET", "/api/patients/p-1001/records", &doctor, None).await.status, 403, "expired");
     assert_eq!(last_reason(READ, &doc_id), "not_on_care_team");
-    assert_eq!(patient_ids(&send("GET", "/api/care-team/patients", &doctor, None).await), Vec::<String>::new());
+    assert_eq!(
+        patient_ids(&app().send_as("GET", "/api/care-team/patients", &doctor, None).await),
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -217,20 +218,18 @@ async fn the_admin_adds_only_enabled_doctors_with_valid_times_to_its_own_patient
         (team("p-9999", "u-dr-grey"), referral.clone(), 404, "no_such_patient"),
         (team("p-1001", "u-dr-grey"), referral.clone(), 409, "already_on_care_team"),
     ] {
-        let reply = send("POST", &path, &admin, Some(&body)).await;
+        let reply = app().send_as("POST", &path, &admin, Some(&body)).await;
         assert_eq!(reply.status, status, "{path} {body}: {}", reply.body);
         assert_eq!(last_reason(ADD, "u-admin"), reason, "{path} {body}");
     }
     // A disabled doctor is refused too.
     let (disabled, _) = new_user("demo-hospital", "dr-gone", "doctor").await;
-    let auth = format!("Bearer {OPERATOR_TOKEN}");
     let path = format!("/auth/admin/users/{disabled}/disable");
-    let body = json!({ "tenant_id": "demo-hospital" }).to_string();
-    let off = app().send("POST", &path, &[("authorization", &auth), JSON], &body).await;
+    let off = app().send_as("POST", &path, OPERATOR_TOKEN, Some(&json!({ "tenant_id": "demo-hospital" }))).await;
     assert!(off.status < 300, "{}", off.body);
-    assert_eq!(send("POST", &team("p-1002", &disabled), &admin, Some(&referral)).await.status, 400);
+    assert_eq!(app().send_as("POST", &team("p-1002", &disabled), &admin, Some(&referral)).await.status, 400);
     // Without a JSON body the gateway refuses before anything is forwarded.
-    assert_eq!(send("POST", &team("p-1002", "u-dr-grey"), &admin, None).await.status, 415);
+    assert_eq!(app().send_as("POST", &team("p-1002", "u-dr-grey"), &admin, None).await.status, 415);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -240,24 +239,27 @@ async fn every_role_is_allowed_and_denied_as_its_rules_say() {
 
     // The patient: their own team only, never a change, no patient list.
     let alice = app().token(ALICE).await;
-    let own = send("GET", "/api/patients/p-1001/care-team", &alice, None).await;
+    let own = app().send_as("GET", "/api/patients/p-1001/care-team", &alice, None).await;
     assert_eq!(own.status, 200, "{}", own.body);
     assert!(
         own.json()["members"].as_array().unwrap().iter().any(|m| m["member"] == "u-dr-grey" && m["active"] == true)
     );
-    assert_eq!(send("GET", "/api/patients/p-1002/care-team", &alice, None).await.status, 403);
-    assert_eq!(send("POST", grey_team, &alice, Some(&referral)).await.status, 403);
-    assert_eq!(send("DELETE", grey_team, &alice, None).await.status, 403);
-    assert_eq!(send("GET", "/api/care-team/patients", &alice, None).await.status, 403);
+    assert_eq!(app().send_as("GET", "/api/patients/p-1002/care-team", &alice, None).await.status, 403);
+    assert_eq!(app().send_as("POST", grey_team, &alice, Some(&referral)).await.status, 403);
+    assert_eq!(app().send_as("DELETE", grey_team, &alice, None).await.status, 403);
+    assert_eq!(app().send_as("GET", "/api/care-team/patients", &alice, None).await.status, 403);
 
     // A doctor: the teams they are on, their own patients, no change.
     let grey = app().token(DR_GREY).await;
-    assert_eq!(send("GET", "/api/patients/p-1001/care-team", &grey, None).await.status, 200);
-    assert_eq!(send("GET", "/api/patients/p-1002/care-team", &grey, None).await.status, 403);
+    assert_eq!(app().send_as("GET", "/api/patients/p-1001/care-team", &grey, None).await.status, 200);
+    assert_eq!(app().send_as("GET", "/api/patients/p-1002/care-team", &grey, None).await.status, 403);
     assert_eq!(last_reason("GET /api/patients/{id}/care-team", "u-dr-grey"), "not_on_care_team");
-    assert_eq!(send("POST", "/api/patients/p-1002/care-team/u-dr-grey", &grey, Some(&referral)).await.status, 403);
-    assert_eq!(send("DELETE", grey_team, &grey, None).await.status, 403);
-    let mine = send("GET", "/api/care-team/patients", &grey, None).await;
+    assert_eq!(
+        app().send_as("POST", "/api/patients/p-1002/care-team/u-dr-grey", &grey, Some(&referral)).await.status,
+        403
+    );
+    assert_eq!(app().send_as("DELETE", grey_team, &grey, None).await.status, 403);
+    let mine = app().send_as("GET", "/api/care-team/patients", &grey, None).await;
     assert_eq!(mine.status, 200, "{}", mine.body);
     let mine = patient_ids(&mine);
     assert!(mine.contains(&"p-1001".to_owned()) && mine.contains(&"p-1003".to_owned()), "{mine:?}");
@@ -273,7 +275,7 @@ async fn every_role_is_allowed_and_denied_as_its_rules_say() {
         ("DELETE", grey_team, None),
     ] {
         for token in [lab.clone(), app().client_token(ACME).await] {
-            let reply = send(method, path, &token, body).await;
+            let reply = app().send_as(method, path, &token, body).await;
             assert_eq!(reply.status, 403, "{method} {path}: {}", reply.body);
         }
     }
@@ -281,15 +283,22 @@ async fn every_role_is_allowed_and_denied_as_its_rules_say() {
 
     // The admin: reads and changes the team, lists no patients of its own.
     let admin = app().token(ADMIN).await;
-    assert_eq!(send("GET", "/api/patients/p-1003/care-team", &admin, None).await.status, 200);
-    assert_eq!(send("GET", "/api/care-team/patients", &admin, None).await.status, 403);
-    assert_eq!(send("GET", "/api/patients/p-9999/care-team", &admin, None).await.status, 404);
+    assert_eq!(app().send_as("GET", "/api/patients/p-1003/care-team", &admin, None).await.status, 200);
+    assert_eq!(app().send_as("GET", "/api/care-team/patients", &admin, None).await.status, 403);
+    assert_eq!(app().send_as("GET", "/api/patients/p-9999/care-team", &admin, None).await.status, 404);
 
     // Another tenant's admin: its tenant has no such patient (404, as for an admin's unknown
     // patient), and nothing changes here.
     let other = other_tenant_admin().await;
-    assert_eq!(send("GET", "/api/patients/p-1001/care-team", &other, None).await.status, 404);
-    assert_eq!(send("POST", "/api/patients/p-1002/care-team/u-dr-grey", &other, Some(&referral)).await.status, 404);
-    assert_eq!(send("DELETE", grey_team, &other, None).await.status, 404);
-    assert_eq!(send("GET", "/api/patients/p-1001/records", &grey, None).await.status, 200, "still on the team");
+    assert_eq!(app().send_as("GET", "/api/patients/p-1001/care-team", &other, None).await.status, 404);
+    assert_eq!(
+        app().send_as("POST", "/api/patients/p-1002/care-team/u-dr-grey", &other, Some(&referral)).await.status,
+        404
+    );
+    assert_eq!(app().send_as("DELETE", grey_team, &other, None).await.status, 404);
+    assert_eq!(
+        app().send_as("GET", "/api/patients/p-1001/records", &grey, None).await.status,
+        200,
+        "still on the team"
+    );
 }

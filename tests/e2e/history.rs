@@ -15,7 +15,6 @@ use std::sync::OnceLock;
 use health_e2e::{ACME, ADMIN, ALICE, BOB, DR_GREY, LAB, OPERATOR_TOKEN, Reply, TestApp};
 use serde_json::{Value, json};
 
-const JSON: (&str, &str) = ("content-type", "application/json");
 const UPDATE: &str = "PUT /api/patients/{id}/records";
 /// Alice's seeded diagnosis, version 1, written by Dr Grey.
 const SEEDED: &str = "Type 2 diabetes mellitus without complications (E11.9)";
@@ -32,16 +31,8 @@ fn app() -> &'static TestApp {
     })
 }
 
-async fn send(method: &str, path: &str, token: &str, body: Option<&Value>) -> Reply {
-    let auth = format!("Bearer {token}");
-    match body {
-        Some(body) => app().send(method, path, &[("authorization", &auth), JSON], &body.to_string()).await,
-        None => app().send(method, path, &[("authorization", &auth)], "").await,
-    }
-}
-
 async fn correct(token: &str, body: Value) -> Reply {
-    send("PUT", "/api/patients/p-1001/records", token, Some(&body)).await
+    app().send_as("PUT", "/api/patients/p-1001/records", token, Some(&body)).await
 }
 
 /// The outcome events of the corrections, in chain order.
@@ -68,7 +59,7 @@ async fn corrections_keep_every_version_and_the_audit_holds_digests_not_text() {
         assert_eq!(refused.status, 400, "{bad}: {}", refused.body);
     }
 
-    let history = send("GET", "/api/patients/p-1001/records/e-1/history", &doctor, None).await;
+    let history = app().send_as("GET", "/api/patients/p-1001/records/e-1/history", &doctor, None).await;
     assert_eq!(history.status, 200, "{}", history.body);
     let history = history.json();
     assert_eq!((history["entry_id"].as_str(), history["kind"].as_str()), (Some("e-1"), Some("diagnosis")));
@@ -92,14 +83,14 @@ async fn corrections_keep_every_version_and_the_audit_holds_digests_not_text() {
     assert!(times[0] >= times[1] && times[1] > times[2], "{times:?}");
     // The patient reads the same history of their own record; the record shows the newest.
     let alice = app().token(ALICE).await;
-    let own = send("GET", "/api/patients/p-1001/records/e-1/history", &alice, None).await;
+    let own = app().send_as("GET", "/api/patients/p-1001/records/e-1/history", &alice, None).await;
     assert_eq!(own.status, 200, "{}", own.body);
     assert_eq!(own.json()["versions"], history["versions"]);
-    let record = send("GET", "/api/patients/p-1001/records", &alice, None).await.json();
+    let record = app().send_as("GET", "/api/patients/p-1001/records", &alice, None).await.json();
     let entry = record["entries"].as_array().expect("entries").iter().find(|e| e["entry_id"] == "e-1").cloned();
     assert_eq!(entry.map(|e| (e["content"].clone(), e["version"].clone())), Some((json!(THIRD), json!(3))));
     // Her export holds the earlier versions too: everything held about her.
-    let export = send("GET", "/api/patients/p-1001/export", &alice, None).await;
+    let export = app().send_as("GET", "/api/patients/p-1001/export", &alice, None).await;
     assert_eq!(export.status, 200, "{}", export.body);
     let earlier: Vec<_> = export.json()["record_entry_versions"]
         .as_array()
@@ -158,7 +149,7 @@ async fn corrections_keep_every_version_and_the_audit_holds_digests_not_text() {
     }
     // Nor the export (redacted under `strict`), which keeps the change; the chain verifies.
     let admin = app().token(ADMIN).await;
-    let export = send("GET", "/api/admin/audit/export?patient=p-1001", &admin, None).await;
+    let export = app().send_as("GET", "/api/admin/audit/export?patient=p-1001", &admin, None).await;
     assert_eq!(export.status, 200, "{}", export.body);
     for text in texts {
         assert!(!export.body.contains(text), "{text:?} in the export");
@@ -170,7 +161,7 @@ async fn corrections_keep_every_version_and_the_audit_holds_digests_not_text() {
         .filter(|e| e["event"]["record_change"].is_object() || e["record_change"].is_object())
         .collect();
     assert_eq!(exported.len(), 2, "both changes exported:\n{}", export.body);
-    let verify = send("GET", "/api/admin/audit/verify", &admin, None).await;
+    let verify = app().send_as("GET", "/api/admin/audit/verify", &admin, None).await;
     assert_eq!(verify.status, 200, "{}", verify.body);
     assert_eq!(verify.json()["intact"], true, "{}", verify.body);
 }
@@ -179,31 +170,30 @@ async fn corrections_keep_every_version_and_the_audit_holds_digests_not_text() {
 async fn history_is_read_as_the_record_is_and_refused_to_everyone_else() {
     let path = "/api/patients/p-1001/records/e-1/history";
     let bob = app().token(BOB).await;
-    assert_eq!(send("GET", path, &bob, None).await.status, 403, "another patient");
+    assert_eq!(app().send_as("GET", path, &bob, None).await.status, 403, "another patient");
     // A doctor of the tenant who is not on Alice's care team.
     let body = json!({ "tenant_id": "demo-hospital", "username": "dr-house", "role": "doctor",
         "password": "history-pass-2026" });
-    let auth = format!("Bearer {OPERATOR_TOKEN}");
-    let created = app().send("POST", "/auth/admin/users", &[("authorization", &auth), JSON], &body.to_string()).await;
+    let created = app().send_as("POST", "/auth/admin/users", OPERATOR_TOKEN, Some(&body)).await;
     assert_eq!(created.status, 201, "{}", created.body);
     let house = app().token(("dr-house", "history-pass-2026")).await;
-    assert_eq!(send("GET", path, &house, None).await.status, 403, "a doctor not on the care team");
+    assert_eq!(app().send_as("GET", path, &house, None).await.status, 403, "a doctor not on the care team");
     let lab = app().token(LAB).await;
-    assert_eq!(send("GET", path, &lab, None).await.status, 403, "a lab");
+    assert_eq!(app().send_as("GET", path, &lab, None).await.status, 403, "a lab");
     let insurer = app().client_token(ACME).await;
-    assert_eq!(send("GET", path, &insurer, None).await.status, 403, "an insurer");
+    assert_eq!(app().send_as("GET", path, &insurer, None).await.status, 403, "an insurer");
     let admin = app().token(ADMIN).await;
-    assert_eq!(send("GET", path, &admin, None).await.status, 403, "the admin, who reads no clinical data");
+    assert_eq!(app().send_as("GET", path, &admin, None).await.status, 403, "the admin, who reads no clinical data");
     // Dr Grey may read Alice's record, but e-3 is Bob's entry: not found through Alice's record.
     let doctor = app().token(DR_GREY).await;
-    assert_eq!(send("GET", "/api/patients/p-1001/records/e-3/history", &doctor, None).await.status, 404);
+    assert_eq!(app().send_as("GET", "/api/patients/p-1001/records/e-3/history", &doctor, None).await.status, 404);
     let bobs = "/api/patients/p-1002/records/e-3/history";
-    assert_eq!(send("GET", bobs, &doctor, None).await.status, 403);
+    assert_eq!(app().send_as("GET", bobs, &doctor, None).await.status, 403);
     // Under break-glass he may, as he may read the record, and the read is flagged.
     let reason = json!({"reason": "Unconscious in ED, no care team on shift"});
-    let glass = send("POST", "/api/patients/p-1002/break-glass", &doctor, Some(&reason)).await;
+    let glass = app().send_as("POST", "/api/patients/p-1002/break-glass", &doctor, Some(&reason)).await;
     assert_eq!(glass.status, 201, "{}", glass.body);
-    let read = send("GET", bobs, &doctor, None).await;
+    let read = app().send_as("GET", bobs, &doctor, None).await;
     assert_eq!(read.status, 200, "{}", read.body);
     assert_eq!(read.json()["versions"][0]["content"], "Essential hypertension (I10)");
     let reasons = app().query_strings(

@@ -28,17 +28,8 @@ fn app() -> &'static TestApp {
     APP.get_or_init(|| TestApp::start_with_variables(&[("mfa_required_roles", "")]).expect("app loads"))
 }
 
-async fn send(method: &str, path: &str, token: &str, body: Option<&Value>) -> Reply {
-    let auth = format!("Bearer {token}");
-    match body {
-        Some(body) => app().send(method, path, &[("authorization", &auth), JSON], &body.to_string()).await,
-        None => app().send(method, path, &[("authorization", &auth)], "").await,
-    }
-}
-
 async fn operator(path: &str, body: &Value) -> Reply {
-    let auth = format!("Bearer {OPERATOR_TOKEN}");
-    app().send("POST", path, &[("authorization", &auth), JSON], &body.to_string()).await
+    app().send_as("POST", path, OPERATOR_TOKEN, Some(body)).await
 }
 
 async fn login_at(tenant: &str, username: &str) -> String {
@@ -108,36 +99,36 @@ const APPEND: &str = "POST /api/lab/orders/{id}/results";
 async fn the_admin_registers_lab_organisations_and_their_members_and_no_one_else_can() {
     let admin = app().token(ADMIN).await;
     let west = json!({ "lab_id": "lab-west", "name": "West Side Pathology" });
-    let created = send("POST", "/api/admin/labs", &admin, Some(&west)).await;
+    let created = app().send_as("POST", "/api/admin/labs", &admin, Some(&west)).await;
     assert_eq!(created.status, 201, "{}", created.body);
-    assert_eq!(send("POST", "/api/admin/labs", &admin, Some(&west)).await.status, 200, "the same lab again");
+    assert_eq!(app().send_as("POST", "/api/admin/labs", &admin, Some(&west)).await.status, 200, "the same lab again");
     let renamed = json!({ "lab_id": "lab-west", "name": "Another Lab" });
     assert_eq!(
-        refused(&send("POST", "/api/admin/labs", &admin, Some(&renamed)).await, REGISTER, "u-admin"),
+        refused(&app().send_as("POST", "/api/admin/labs", &admin, Some(&renamed)).await, REGISTER, "u-admin"),
         (409, "lab_id_taken".into())
     );
     let bad = json!({ "lab_id": "lab west", "name": "x" });
-    assert_eq!(send("POST", "/api/admin/labs", &admin, Some(&bad)).await.status, 400);
+    assert_eq!(app().send_as("POST", "/api/admin/labs", &admin, Some(&bad)).await.status, 400);
 
     let (tech, _) = new_user("demo-hospital", "west-tech", "lab").await;
     let (doctor, _) = new_user("demo-hospital", "dr-west", "doctor").await;
     let member = format!("/api/admin/labs/lab-west/members/{tech}");
-    let attached = send("PUT", &member, &admin, None).await;
+    let attached = app().send_as("PUT", &member, &admin, None).await;
     assert_eq!(attached.status, 200, "{}", attached.body);
     assert_eq!(attached.json()["changed"], true);
-    assert_eq!(send("PUT", &member, &admin, None).await.json()["changed"], false, "already a member");
+    assert_eq!(app().send_as("PUT", &member, &admin, None).await.json()["changed"], false, "already a member");
     for (path, want) in [
         (format!("/api/admin/labs/lab-west/members/{doctor}"), (400, "not_a_lab_account")),
         ("/api/admin/labs/lab-west/members/u-nobody".to_owned(), (400, "not_a_lab_account")),
         (format!("/api/admin/labs/lab-nowhere/members/{tech}"), (404, "no_such_lab")),
     ] {
         assert_eq!(
-            refused(&send("PUT", &path, &admin, None).await, ATTACH, "u-admin"),
+            refused(&app().send_as("PUT", &path, &admin, None).await, ATTACH, "u-admin"),
             (want.0, want.1.into()),
             "{path}"
         );
     }
-    let labs = send("GET", "/api/admin/labs", &admin, None).await;
+    let labs = app().send_as("GET", "/api/admin/labs", &admin, None).await;
     assert_eq!(labs.status, 200, "{}", labs.body);
     let labs = labs.json();
     let find = |id: &str| labs["labs"].as_array().expect("labs").iter().find(|l| l["lab_id"] == id).cloned();
@@ -168,7 +159,7 @@ async fn the_admin_registers_lab_organisations_and_their_members_and_no_one_else
             ("PUT", second.as_str(), None),
             ("DELETE", second.as_str(), None),
         ] {
-            let reply = send(method, path, &fresh().await, body).await;
+            let reply = app().send_as(method, path, &fresh().await, body).await;
             assert_eq!(reply.status, 403, "{who} {method} {path}: {}", reply.body);
         }
     }
@@ -177,21 +168,21 @@ async fn the_admin_registers_lab_organisations_and_their_members_and_no_one_else
 
     // Another tenant's admin manages their own tenant's labs: none of ours, and none of our users.
     let (root, _) = other_tenant().await;
-    let theirs = send("GET", "/api/admin/labs", &root, None).await;
+    let theirs = app().send_as("GET", "/api/admin/labs", &root, None).await;
     assert_eq!((theirs.status, theirs.json()["labs"].clone()), (200, json!([])), "{}", theirs.body);
-    assert_eq!(send("POST", "/api/admin/labs", &root, Some(&west)).await.status, 201, "their own lab-west");
-    let ours = send("PUT", &format!("/api/admin/labs/lab-west/members/{tech}"), &root, None).await;
+    assert_eq!(app().send_as("POST", "/api/admin/labs", &root, Some(&west)).await.status, 201, "their own lab-west");
+    let ours = app().send_as("PUT", &format!("/api/admin/labs/lab-west/members/{tech}"), &root, None).await;
     assert_eq!(ours.status, 400, "our lab user is not theirs: {}", ours.body);
-    assert_eq!(send("DELETE", "/api/admin/labs/lab-north/members/u-lab-north", &root, None).await.status, 404);
-    let still = send("GET", "/api/admin/labs", &admin, None).await.json();
+    assert_eq!(app().send_as("DELETE", "/api/admin/labs/lab-north/members/u-lab-north", &root, None).await.status, 404);
+    let still = app().send_as("GET", "/api/admin/labs", &admin, None).await.json();
     let north = still["labs"].as_array().expect("labs").iter().find(|l| l["lab_id"] == "lab-north").cloned();
     assert_eq!(north.expect("lab-north")["members"], json!(["u-lab-north"]), "untouched by the other tenant");
 
     // Detaching: once, then 404.
-    let detached = send("DELETE", &member, &admin, None).await;
+    let detached = app().send_as("DELETE", &member, &admin, None).await;
     assert_eq!(detached.status, 200, "{}", detached.body);
     assert_eq!(
-        refused(&send("DELETE", &member, &admin, None).await, DETACH, "u-admin"),
+        refused(&app().send_as("DELETE", &member, &admin, None).await, DETACH, "u-admin"),
         (404, "not_a_lab_member".into())
     );
     // Every change was audited before it was forwarded and after, as the admin's.
@@ -206,18 +197,18 @@ async fn the_admin_registers_lab_organisations_and_their_members_and_no_one_else
 async fn a_care_team_doctor_orders_a_test_its_labs_members_work_it_and_the_patient_and_doctor_read_it() {
     let admin = app().token(ADMIN).await;
     let east = json!({ "lab_id": "lab-east", "name": "East Clinical Laboratory" });
-    assert!(matches!(send("POST", "/api/admin/labs", &admin, Some(&east)).await.status, 200 | 201));
+    assert!(matches!(app().send_as("POST", "/api/admin/labs", &admin, Some(&east)).await.status, 200 | 201));
     let (one, one_token) = new_user("demo-hospital", "east-one", "lab").await;
     let (two, two_token) = new_user("demo-hospital", "east-two", "lab").await;
     let member = |id: &str| format!("/api/admin/labs/lab-east/members/{id}");
-    assert_eq!(send("PUT", &member(&one), &admin, None).await.status, 200);
+    assert_eq!(app().send_as("PUT", &member(&one), &admin, None).await.status, 200);
 
     // Dr Grey is on Alice's care team (demo data).
     let grey = app().token(DR_GREY).await;
     let note = "Fasting since 20:00; on metformin";
     let order =
         json!({ "lab_id": "lab-east", "test_code": "2093-3", "test_name": "Cholesterol [Mass/volume]", "note": note });
-    let placed = send("POST", "/api/patients/p-1001/lab-orders", &grey, Some(&order)).await;
+    let placed = app().send_as("POST", "/api/patients/p-1001/lab-orders", &grey, Some(&order)).await;
     assert_eq!(placed.status, 201, "{}", placed.body);
     let order_id = placed.json()["order_id"].as_str().expect("order id").to_owned();
     assert_eq!(last_reason(ORDER, "u-dr-grey"), "care_team");
@@ -230,7 +221,11 @@ async fn a_care_team_doctor_orders_a_test_its_labs_members_work_it_and_the_patie
     let (_, house) = new_user("demo-hospital", "dr-east-house", "doctor").await;
     let unknown = json!({ "lab_id": "lab-nowhere", "test_code": "2093-3" });
     assert_eq!(
-        refused(&send("POST", "/api/patients/p-1001/lab-orders", &grey, Some(&unknown)).await, ORDER, "u-dr-grey"),
+        refused(
+            &app().send_as("POST", "/api/patients/p-1001/lab-orders", &grey, Some(&unknown)).await,
+            ORDER,
+            "u-dr-grey"
+        ),
         (400, "no_such_lab".into())
     );
     let (root, other_doctor) = other_tenant().await;
@@ -241,15 +236,15 @@ async fn a_care_team_doctor_orders_a_test_its_labs_members_work_it_and_the_patie
         let (id, token) = new_user("demo-hospital", &format!("orders-{role}"), role).await;
         if role != "receptionist" {
             let team = format!("/api/patients/p-1001/care-team/{id}");
-            let joined = send("POST", &team, &admin, Some(&json!({ "reason": "admission" }))).await;
+            let joined = app().send_as("POST", &team, &admin, Some(&json!({ "reason": "admission" }))).await;
             assert_eq!(joined.status, 201, "{}", joined.body);
         }
         staff.push((role, token));
     }
     for (role, token) in &staff {
-        let reply = send("POST", "/api/patients/p-1001/lab-orders", token, Some(&order)).await;
+        let reply = app().send_as("POST", "/api/patients/p-1001/lab-orders", token, Some(&order)).await;
         assert_eq!(reply.status, 403, "{role}: {}", reply.body);
-        assert_eq!(send("GET", "/api/patients/p-1001/lab-orders", token, None).await.status, 403, "{role}");
+        assert_eq!(app().send_as("GET", "/api/patients/p-1001/lab-orders", token, None).await.status, 403, "{role}");
     }
     for (who, token, path, status) in [
         ("a doctor off Bob's care team", grey.clone(), "/api/patients/p-1002/lab-orders", 403),
@@ -261,21 +256,21 @@ async fn a_care_team_doctor_orders_a_test_its_labs_members_work_it_and_the_patie
         ("another tenant's admin", root.clone(), "/api/patients/p-1001/lab-orders", 403),
         ("another tenant's doctor", other_doctor.clone(), "/api/patients/p-1001/lab-orders", 403),
     ] {
-        let reply = send("POST", path, &token, Some(&order)).await;
+        let reply = app().send_as("POST", path, &token, Some(&order)).await;
         assert_eq!(reply.status, status, "{who}: {}", reply.body);
     }
     assert_eq!(last_reason(ORDER, "u-dr-grey"), "not_on_care_team");
     assert_eq!(last_reason(ORDER, "u-admin"), "route_not_permitted");
     // A doctor under break-glass may order (flagged for review like any access under it).
     let reason = json!({ "reason": "Collapsed in the waiting room, no care team on shift" });
-    assert_eq!(send("POST", "/api/patients/p-1002/break-glass", &house, Some(&reason)).await.status, 201);
+    assert_eq!(app().send_as("POST", "/api/patients/p-1002/break-glass", &house, Some(&reason)).await.status, 201);
     let glass = json!({ "lab_id": "lab-east", "test_code": "2345-7" });
-    let urgent = send("POST", "/api/patients/p-1002/lab-orders", &house, Some(&glass)).await;
+    let urgent = app().send_as("POST", "/api/patients/p-1002/lab-orders", &house, Some(&glass)).await;
     assert_eq!(urgent.status, 201, "{}", urgent.body);
     let urgent_id = urgent.json()["order_id"].as_str().expect("order id").to_owned();
 
     // The lab's queue: its members see the orders placed with it, note opened; no one else does.
-    let queue = send("GET", "/api/lab/orders", &one_token, None).await;
+    let queue = app().send_as("GET", "/api/lab/orders", &one_token, None).await;
     let mut ids = order_ids(&queue);
     ids.sort();
     let mut both = [order_id.clone(), urgent_id.clone()];
@@ -289,10 +284,10 @@ async fn a_care_team_doctor_orders_a_test_its_labs_members_work_it_and_the_patie
         (listed["orders"][0]["lab_id"].as_str(), listed["orders"][0]["note"].as_str()),
         (Some("lab-east"), Some(note))
     );
-    assert!(order_ids(&send("GET", "/api/lab/orders", &two_token, None).await).is_empty(), "not a member");
+    assert!(order_ids(&app().send_as("GET", "/api/lab/orders", &two_token, None).await).is_empty(), "not a member");
     let north = app().token(LAB).await;
     assert_eq!(
-        order_ids(&send("GET", "/api/lab/orders", &north, None).await),
+        order_ids(&app().send_as("GET", "/api/lab/orders", &north, None).await),
         ["o-2001", "o-2002"],
         "lab-north's only"
     );
@@ -302,25 +297,25 @@ async fn a_care_team_doctor_orders_a_test_its_labs_members_work_it_and_the_patie
     let append = format!("/api/lab/orders/{order_id}/results");
     for (token, actor) in [(&two_token, two.as_str()), (&north, "u-lab-north")] {
         assert_eq!(
-            refused(&send("POST", &append, token, Some(&result)).await, APPEND, actor),
+            refused(&app().send_as("POST", &append, token, Some(&result)).await, APPEND, actor),
             (403, "order_not_assigned".into())
         );
     }
-    let appended = send("POST", &append, &one_token, Some(&result)).await;
+    let appended = app().send_as("POST", &append, &one_token, Some(&result)).await;
     assert_eq!(appended.status, 201, "{}", appended.body);
     assert_eq!(last_reason(APPEND, &one), "assigned_lab");
     // A second member works the lab's other order; a detached one sees and appends no more.
-    assert_eq!(send("PUT", &member(&two), &admin, None).await.status, 200);
-    assert_eq!(send("DELETE", &member(&one), &admin, None).await.status, 200);
-    assert!(order_ids(&send("GET", "/api/lab/orders", &one_token, None).await).is_empty(), "detached");
+    assert_eq!(app().send_as("PUT", &member(&two), &admin, None).await.status, 200);
+    assert_eq!(app().send_as("DELETE", &member(&one), &admin, None).await.status, 200);
+    assert!(order_ids(&app().send_as("GET", "/api/lab/orders", &one_token, None).await).is_empty(), "detached");
     let urgent_append = format!("/api/lab/orders/{urgent_id}/results");
-    assert_eq!(send("POST", &urgent_append, &one_token, Some(&result)).await.status, 403);
-    assert_eq!(order_ids(&send("GET", "/api/lab/orders", &two_token, None).await), [urgent_id.as_str()]);
+    assert_eq!(app().send_as("POST", &urgent_append, &one_token, Some(&result)).await.status, 403);
+    assert_eq!(order_ids(&app().send_as("GET", "/api/lab/orders", &two_token, None).await), [urgent_id.as_str()]);
 
     // The patient and the ordering doctor read the result and the order; no one else does.
     let alice = app().token(ALICE).await;
     for token in [&alice, &grey] {
-        let results = send("GET", "/api/patients/p-1001/lab-results", token, None).await;
+        let results = app().send_as("GET", "/api/patients/p-1001/lab-results", token, None).await;
         assert_eq!(results.status, 200, "{}", results.body);
         let results = results.json();
         let ours = results["lab_results"]
@@ -334,7 +329,7 @@ async fn a_care_team_doctor_orders_a_test_its_labs_members_work_it_and_the_patie
             (ours["value"].as_str(), ours["lab_id"].as_str(), ours["note"].as_str()),
             (Some("5.2"), Some("lab-east"), Some("lipemic sample"))
         );
-        let orders = send("GET", "/api/patients/p-1001/lab-orders", token, None).await;
+        let orders = app().send_as("GET", "/api/patients/p-1001/lab-orders", token, None).await;
         assert_eq!(orders.status, 200, "{}", orders.body);
         let orders = orders.json();
         let mine = orders["lab_orders"]
@@ -361,7 +356,7 @@ async fn a_care_team_doctor_orders_a_test_its_labs_members_work_it_and_the_patie
         ("another tenant's admin", root, 403),
         ("another tenant's doctor", other_doctor, 403),
     ] {
-        let reply = send("GET", "/api/patients/p-1001/lab-orders", &token, None).await;
+        let reply = app().send_as("GET", "/api/patients/p-1001/lab-orders", &token, None).await;
         assert_eq!(reply.status, status, "{who}: {}", reply.body);
         assert!(!reply.body.contains("metformin"), "{who}");
     }

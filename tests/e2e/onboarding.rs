@@ -8,18 +8,8 @@
 //!   per record and one record per account (409 otherwise); a clinician's account is refused.
 //! - Only the tenant admin, in their own tenant; every change audited with no clear PHI.
 
-use health_e2e::{ADMIN, ALICE, DR_GREY, Reply, TestApp};
+use health_e2e::{ADMIN, ALICE, DR_GREY, TestApp};
 use serde_json::{Value, json};
-
-const JSON: (&str, &str) = ("content-type", "application/json");
-
-async fn send(app: &TestApp, method: &str, path: &str, token: &str, body: Option<&Value>) -> Reply {
-    let auth = format!("Bearer {token}");
-    match body {
-        Some(body) => app.send(method, path, &[("authorization", &auth), JSON], &body.to_string()).await,
-        None => app.send(method, path, &[("authorization", &auth)], "").await,
-    }
-}
 
 fn ada(birth_date: &str) -> Value {
     json!({ "patient_id": "p-3001", "given_name": "Ada", "family_name": "Quillfeather", "birth_date": birth_date })
@@ -31,26 +21,26 @@ async fn an_admin_registers_a_patient_and_links_their_account_so_they_read_that_
     let admin = app.token(ADMIN).await;
 
     // Registration: created, then idempotent, then a different patient on the id refused.
-    let created = send(&app, "POST", "/api/admin/patients", &admin, Some(&ada("1980-05-01"))).await;
+    let created = app.send_as("POST", "/api/admin/patients", &admin, Some(&ada("1980-05-01"))).await;
     assert_eq!((created.status, &created.json()["patient_id"]), (201, &json!("p-3001")), "{}", created.body);
-    let again = send(&app, "POST", "/api/admin/patients", &admin, Some(&ada("1980-05-01"))).await;
+    let again = app.send_as("POST", "/api/admin/patients", &admin, Some(&ada("1980-05-01"))).await;
     assert_eq!(again.status, 200, "{}", again.body);
-    let other = send(&app, "POST", "/api/admin/patients", &admin, Some(&ada("1980-05-02"))).await;
+    let other = app.send_as("POST", "/api/admin/patients", &admin, Some(&ada("1980-05-02"))).await;
     assert_eq!(other.status, 409, "{}", other.body);
     let unnamed = json!({ "given_name": "Bo", "family_name": "Quillfeather", "birth_date": "2001-02-03" });
-    let generated = send(&app, "POST", "/api/admin/patients", &admin, Some(&unnamed)).await;
+    let generated = app.send_as("POST", "/api/admin/patients", &admin, Some(&unnamed)).await;
     assert_eq!(generated.status, 201, "{}", generated.body);
     assert!(generated.json()["patient_id"].as_str().is_some_and(|id| id.starts_with("p-")), "{}", generated.body);
-    let bad_date = send(&app, "POST", "/api/admin/patients", &admin, Some(&ada("1980-02-30"))).await;
+    let bad_date = app.send_as("POST", "/api/admin/patients", &admin, Some(&ada("1980-02-30"))).await;
     assert_eq!(bad_date.status, 400, "{}", bad_date.body);
     for clinician in [app.token(DR_GREY).await, app.token(ALICE).await] {
-        let refused = send(&app, "POST", "/api/admin/patients", &clinician, Some(&unnamed)).await;
+        let refused = app.send_as("POST", "/api/admin/patients", &clinician, Some(&unnamed)).await;
         assert_eq!(refused.status, 403, "{}", refused.body);
     }
 
     // A new patient account reads nothing before it is linked.
     let user = json!({ "username": "ada-q", "role": "patient", "password": "ada-quill-pass-2026" });
-    let account = send(&app, "POST", "/auth/admin/users", &admin, Some(&user)).await;
+    let account = app.send_as("POST", "/auth/admin/users", &admin, Some(&user)).await;
     assert_eq!(account.status, 201, "{}", account.body);
     let ada_id = account.json()["id"].as_str().expect("user id").to_owned();
     let ada_token = app.token(("ada-q", "ada-quill-pass-2026")).await;
@@ -60,20 +50,23 @@ async fn an_admin_registers_a_patient_and_links_their_account_so_they_read_that_
     // Linking: a clinician's account refused, then the patient's, idempotent.
     let link = |user_id: &str| json!({ "user_id": user_id });
     let path = "/api/admin/patients/p-3001/account";
-    let doctor = send(&app, "PUT", path, &admin, Some(&link("u-dr-grey"))).await;
+    let doctor = app.send_as("PUT", path, &admin, Some(&link("u-dr-grey"))).await;
     assert_eq!(doctor.status, 400, "{}", doctor.body);
-    let linked = send(&app, "PUT", path, &admin, Some(&link(&ada_id))).await;
+    let linked = app.send_as("PUT", path, &admin, Some(&link(&ada_id))).await;
     assert_eq!((linked.status, &linked.json()["changed"]), (200, &json!(true)), "{}", linked.body);
-    let relinked = send(&app, "PUT", path, &admin, Some(&link(&ada_id))).await;
+    let relinked = app.send_as("PUT", path, &admin, Some(&link(&ada_id))).await;
     assert_eq!((relinked.status, &relinked.json()["changed"]), (200, &json!(false)), "{}", relinked.body);
 
     // One account per record, one record per account; an unknown record is 404.
-    assert_eq!(send(&app, "PUT", path, &admin, Some(&link("u-alice"))).await.status, 409);
+    assert_eq!(app.send_as("PUT", path, &admin, Some(&link("u-alice"))).await.status, 409);
     let bo = generated.json()["patient_id"].as_str().expect("id").to_owned();
     let bo_path = format!("/api/admin/patients/{bo}/account");
-    assert_eq!(send(&app, "PUT", &bo_path, &admin, Some(&link(&ada_id))).await.status, 409);
-    assert_eq!(send(&app, "PUT", "/api/admin/patients/p-9999/account", &admin, Some(&link("u-bob"))).await.status, 404);
-    assert_eq!(send(&app, "PUT", path, &app.token(DR_GREY).await, Some(&link(&ada_id))).await.status, 403);
+    assert_eq!(app.send_as("PUT", &bo_path, &admin, Some(&link(&ada_id))).await.status, 409);
+    assert_eq!(
+        app.send_as("PUT", "/api/admin/patients/p-9999/account", &admin, Some(&link("u-bob"))).await.status,
+        404
+    );
+    assert_eq!(app.send_as("PUT", path, &app.token(DR_GREY).await, Some(&link(&ada_id))).await.status, 403);
 
     // Her token now finds her record (which a clinician's or the admin's cannot ask)...
     let found = app.get_with("/api/me/patient", &ada_token).await;

@@ -426,6 +426,34 @@ allowed_outbound_hosts = ["http://jwks.spin.internal"]
     pub async fn get_with(&self, path: &str, token: &str) -> Reply {
         self.send("GET", path, &[("authorization", &format!("Bearer {token}"))], "").await
     }
+
+    /// `method path` as an API client sends it: `token` as the bearer and `body`, if any, as
+    /// JSON.
+    pub async fn send_as(&self, method: &str, path: &str, token: &str, body: Option<&serde_json::Value>) -> Reply {
+        let auth = format!("Bearer {token}");
+        match body {
+            Some(body) => {
+                let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
+                self.send(method, path, &headers, &body.to_string()).await
+            }
+            None => self.send(method, path, &[("authorization", &auth)], "").await,
+        }
+    }
+
+    /// [`Self::send_as`], failing the test unless the answer is `status`; the answer's JSON
+    /// (null if it has none).
+    pub async fn expect_as(
+        &self,
+        status: u16,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<&serde_json::Value>,
+    ) -> serde_json::Value {
+        let reply = self.send_as(method, path, token, body).await;
+        assert_eq!(reply.status, status, "{method} {path}: {}", reply.body);
+        serde_json::from_str(&reply.body).unwrap_or(serde_json::Value::Null)
+    }
 }
 
 /// Sends a request to `app` as if from client address `from` (what Spin reports as

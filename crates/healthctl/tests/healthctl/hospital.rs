@@ -11,7 +11,7 @@
 use std::process::{Command, Output};
 
 use crate::as_user;
-use health_e2e::{OPERATOR_TOKEN, Reply, TestApp};
+use health_e2e::{OPERATOR_TOKEN, TestApp};
 use serde_json::{Value, json};
 
 const TENANT: &str = "st-brigid";
@@ -38,22 +38,6 @@ fn succeeded(output: &Output) -> Value {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
-}
-
-async fn call(app: &TestApp, method: &str, path: &str, token: &str, body: Option<Value>) -> Reply {
-    let auth = format!("Bearer {token}");
-    let mut headers = vec![("authorization", auth.as_str())];
-    if body.is_some() {
-        headers.push(("content-type", "application/json"));
-    }
-    app.send(method, path, &headers, &body.map(|b| b.to_string()).unwrap_or_default()).await
-}
-
-/// `call`, failing the test unless the answer is `status`; the answer's JSON (null if none).
-async fn expect(app: &TestApp, status: u16, method: &str, path: &str, token: &str, body: Option<Value>) -> Value {
-    let reply = call(app, method, path, token, body).await;
-    assert_eq!(reply.status, status, "{method} {path}: {}", reply.body);
-    serde_json::from_str(&reply.body).unwrap_or(Value::Null)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -85,7 +69,7 @@ async fn a_new_tenant_becomes_a_working_hospital_through_the_api_and_healthctl()
     for (username, role) in people {
         let password = format!("{username}-password-2026");
         let user = json!({ "username": username, "role": role, "password": password });
-        let created = expect(&app, 201, "POST", "/auth/admin/users", &admin, Some(user)).await;
+        let created = app.expect_as(201, "POST", "/auth/admin/users", &admin, Some(&user)).await;
         ids.insert(username, created["id"].as_str().expect("id").to_owned());
     }
     let password = |username: &str| format!("{username}-password-2026");
@@ -131,17 +115,17 @@ async fn a_new_tenant_becomes_a_working_hospital_through_the_api_and_healthctl()
 
     // The doctor writes a diagnosis, then corrects it; nothing is lost.
     let entry = json!({ "kind": "diagnosis", "content": "Community-acquired pneumonia, left lower lobe" });
-    let written = expect(&app, 201, "POST", "/api/patients/p-7001/records", &dr_okafor, Some(entry)).await;
+    let written = app.expect_as(201, "POST", "/api/patients/p-7001/records", &dr_okafor, Some(&entry)).await;
     let entry_id = written["entry_id"].as_str().expect("entry_id").to_owned();
     let correction = json!({
         "entry_id": entry_id,
         "content": "Community-acquired pneumonia, right lower lobe",
         "reason": "Side transcribed wrongly; confirmed on the chest X-ray"
     });
-    expect(&app, 200, "PUT", "/api/patients/p-7001/records", &dr_okafor, Some(correction)).await;
+    app.expect_as(200, "PUT", "/api/patients/p-7001/records", &dr_okafor, Some(&correction)).await;
     let history_path = format!("/api/patients/p-7001/records/{entry_id}/history");
     for reader in [&dr_okafor, &ada] {
-        let history = expect(&app, 200, "GET", &history_path, reader, None).await;
+        let history = app.expect_as(200, "GET", &history_path, reader, None).await;
         let contents: Vec<&str> =
             history["versions"].as_array().expect("versions").iter().filter_map(|v| v["content"].as_str()).collect();
         assert_eq!(
@@ -153,41 +137,40 @@ async fn a_new_tenant_becomes_a_working_hospital_through_the_api_and_healthctl()
     // The nurse records vital signs but writes no diagnosis; the pharmacist reads the medication
     // list and nothing else of the record.
     let vitals = json!({ "kind": "observation", "content": "T 38.4 C, SpO2 93% on air, RR 24" });
-    expect(&app, 201, "POST", "/api/patients/p-7001/records", &nurse, Some(vitals)).await;
+    app.expect_as(201, "POST", "/api/patients/p-7001/records", &nurse, Some(&vitals)).await;
     let diagnosis = json!({ "kind": "diagnosis", "content": "Sepsis" });
-    expect(&app, 403, "POST", "/api/patients/p-7001/records", &nurse, Some(diagnosis)).await;
+    app.expect_as(403, "POST", "/api/patients/p-7001/records", &nurse, Some(&diagnosis)).await;
     let medication = json!({ "kind": "medication", "content": "Amoxicillin 1 g three times daily, 5 days" });
-    expect(&app, 201, "POST", "/api/patients/p-7001/records", &dr_okafor, Some(medication)).await;
-    let seen = expect(&app, 200, "GET", "/api/patients/p-7001/records", &pharmacist, None).await;
+    app.expect_as(201, "POST", "/api/patients/p-7001/records", &dr_okafor, Some(&medication)).await;
+    let seen = app.expect_as(200, "GET", "/api/patients/p-7001/records", &pharmacist, None).await;
     let kinds: Vec<&str> =
         seen["entries"].as_array().expect("entries").iter().filter_map(|e| e["kind"].as_str()).collect();
     assert_eq!(kinds, ["medication"], "{seen}");
-    expect(&app, 200, "GET", "/api/patients/p-7001/records", &nurse, None).await;
+    app.expect_as(200, "GET", "/api/patients/p-7001/records", &nurse, None).await;
 
     // The front desk registers a walk-in, fixes her name and admits her to Dr Okafor's team,
     // and reads no clinical content.
     let walk_in =
         json!({ "patient_id": "p-7004", "given_name": "Dee", "family_name": "Sims", "birth_date": "1955-09-09" });
-    expect(&app, 201, "POST", "/api/admin/patients", &reception, Some(walk_in)).await;
+    app.expect_as(201, "POST", "/api/admin/patients", &reception, Some(&walk_in)).await;
     let fixed = json!({ "given_name": "Dee", "family_name": "Simms", "birth_date": "1955-09-09" });
-    expect(&app, 200, "PUT", "/api/patients/p-7004", &reception, Some(fixed)).await;
+    app.expect_as(200, "PUT", "/api/patients/p-7004", &reception, Some(&fixed)).await;
     let admit = format!("/api/patients/p-7004/care-team/{okafor}");
-    expect(&app, 201, "POST", &admit, &reception, Some(json!({ "reason": "encounter" }))).await;
-    let demographics = expect(&app, 200, "GET", "/api/patients/p-7004", &dr_okafor, None).await;
+    app.expect_as(201, "POST", &admit, &reception, Some(&json!({ "reason": "encounter" }))).await;
+    let demographics = app.expect_as(200, "GET", "/api/patients/p-7004", &dr_okafor, None).await;
     assert_eq!(demographics["patient"]["family_name"], json!("Simms"), "{demographics}");
-    expect(&app, 403, "GET", "/api/patients/p-7001/records", &reception, None).await;
+    app.expect_as(403, "GET", "/api/patients/p-7001/records", &reception, None).await;
 
     // A lab order: the doctor orders, the lab works its queue, the result reaches doctor and patient.
     let order = ["orders", "create", "--patient", "p-7001", "--lab", "lab-main", "--test-code", "600-7"];
     let order = succeeded(&as_user(&url, &dr_okafor, &order).await);
     let order_id = order["order_id"].as_str().expect("order_id").to_owned();
-    expect(
-        &app,
+    app.expect_as(
         403,
         "POST",
         "/api/patients/p-7001/lab-orders",
         &dr_maas,
-        Some(json!({ "lab_id": "lab-main", "test_code": "600-7" })),
+        Some(&json!({ "lab_id": "lab-main", "test_code": "600-7" })),
     )
     .await;
     let queue = succeeded(&as_user(&url, &tech, &["orders", "queue"]).await);
@@ -208,7 +191,7 @@ async fn a_new_tenant_becomes_a_working_hospital_through_the_api_and_healthctl()
     ];
     succeeded(&as_user(&url, &tech, &result).await);
     for reader in [&dr_okafor, &ada] {
-        let results = expect(&app, 200, "GET", "/api/patients/p-7001/lab-results", reader, None).await;
+        let results = app.expect_as(200, "GET", "/api/patients/p-7001/lab-results", reader, None).await;
         let values: Vec<&str> = results["lab_results"]
             .as_array()
             .expect("lab_results")
@@ -220,8 +203,8 @@ async fn a_new_tenant_becomes_a_working_hospital_through_the_api_and_healthctl()
 
     // Whoever is not on Ada's care team, or not Ada, reads nothing of hers.
     for outsider in [&dr_maas, &ben, &admin, &tech] {
-        expect(&app, 403, "GET", "/api/patients/p-7001/records", outsider, None).await;
-        expect(&app, 403, "GET", &history_path, outsider, None).await;
+        app.expect_as(403, "GET", "/api/patients/p-7001/records", outsider, None).await;
+        app.expect_as(403, "GET", &history_path, outsider, None).await;
     }
 
     // Ada reads who accessed her record and under which rule, and takes everything home.
@@ -237,6 +220,6 @@ async fn a_new_tenant_becomes_a_working_hospital_through_the_api_and_healthctl()
     assert_eq!(export["record_entry_versions"].as_array().map(Vec::len), Some(1), "{export}");
 
     // Every step above is in the tenant's intact audit chain.
-    let verified = expect(&app, 200, "GET", "/api/admin/audit/verify", &admin, None).await;
+    let verified = app.expect_as(200, "GET", "/api/admin/audit/verify", &admin, None).await;
     assert_eq!(verified["intact"], json!(true), "{verified}");
 }
