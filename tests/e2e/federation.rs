@@ -75,26 +75,59 @@ async fn link(app: &TestApp, tenant: &str, username: &str, external_id: &str) ->
     id
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn tokens_of_a_real_openid_provider_are_exchanged_with_every_check() {
+/// Where the platform finds provider `a`'s keys.
+enum Keys {
+    Discovery,
+    JwksUri,
+}
+
+/// A test's provider and app, the demo tenant connected to provider `a`.
+struct Connected {
+    idp: Provider,
+    app: TestApp,
+    /// Provider `a`'s issuer.
+    a: String,
+    /// The demo tenant's settings as set, for a test to change and set again.
+    north: Value,
+    /// The answer to setting them.
+    set: Value,
+}
+
+/// Starts the provider and an app allowed to reach it, and connects the demo tenant to
+/// provider `a` (audience `health-north`, keys found through `keys`, `settings` besides) as the
+/// operator; `None`, said once, where node and npm are missing.
+async fn connected(test: &str, keys: Keys, settings: Value) -> Option<Connected> {
     if !oidc::available() {
         assert!(std::env::var_os(REQUIRE_ALL_ENV).is_none(), "federation: node and npm are needed");
-        eprintln!("federation: NOT RUN here (no node/npm)");
-        return;
+        eprintln!("federation::{test}: NOT RUN here (no node/npm)");
+        return None;
     }
     let idp = Provider::start().expect("the OpenID provider starts");
-    let origin = idp.origin();
-    let app = TestApp::start_with_variables(&[("federation_provider_hosts", &origin)]).expect("app loads");
-    let (a, b) = (idp.issuer("a"), idp.issuer("b"));
-
-    // Settings and links, through the admin API as the operator.
-    let north = json!({ "tenant_id": NORTH, "settings": {
-        "enabled": true, "issuer": a, "audience": "health-north",
-        "discovery_url": format!("{a}/.well-known/openid-configuration"),
-        "mfa_roles": ["doctor", "admin"], "clock_tolerance_secs": 5, "jwks_refetch_cooldown_secs": COOLDOWN_SECS,
-    }});
+    let app = TestApp::start_with_variables(&[("federation_provider_hosts", &idp.origin())]).expect("app loads");
+    let a = idp.issuer("a");
+    let mut north = json!({ "enabled": true, "issuer": a, "audience": "health-north" });
+    match keys {
+        Keys::Discovery => north["discovery_url"] = json!(format!("{a}/.well-known/openid-configuration")),
+        Keys::JwksUri => north["jwks_uri"] = json!(format!("{a}/jwks")),
+    }
+    for (name, value) in settings.as_object().expect("settings") {
+        north[name] = value.clone();
+    }
+    let north = json!({ "tenant_id": NORTH, "settings": north });
     let (status, set) = operator(&app, "POST", "/auth/admin/federation", north.clone()).await;
     assert_eq!(status, 200, "{set}");
+    Some(Connected { idp, app, a, north, set })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_of_a_real_openid_provider_are_exchanged_with_every_check() {
+    // Settings and links, through the admin API as the operator.
+    let settings = json!({
+        "mfa_roles": ["doctor", "admin"], "clock_tolerance_secs": 5, "jwks_refetch_cooldown_secs": COOLDOWN_SECS,
+    });
+    let test = "tokens_of_a_real_openid_provider_are_exchanged_with_every_check";
+    let Some(Connected { idp, app, a, north, set }) = connected(test, Keys::Discovery, settings).await else { return };
+    let b = idp.issuer("b");
     assert_eq!(set["federation"]["subject_claim"], "email", "{set}");
     let too_lenient = json!({ "tenant_id": NORTH, "settings": { "enabled": true, "issuer": a, "audience": "x",
         "jwks_uri": format!("{a}/jwks"), "clock_tolerance_secs": 61 }});
@@ -373,19 +406,10 @@ fn gateway_audit(app: &TestApp, path: &str) -> (String, String, String, String, 
 /// with its own key material) are refused with 400 `invalid_request` and end nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn provider_access_tokens_at_the_gateway_and_back_channel_logout() {
-    if !oidc::available() {
-        assert!(std::env::var_os(REQUIRE_ALL_ENV).is_none(), "federation: node and npm are needed");
-        eprintln!("federation: NOT RUN here (no node/npm)");
-        return;
-    }
-    let idp = Provider::start().expect("the OpenID provider starts");
-    let app = TestApp::start_with_variables(&[("federation_provider_hosts", &idp.origin())]).expect("app loads");
-    let a = idp.issuer("a");
-    let mut north = json!({ "tenant_id": NORTH, "settings": {
-        "enabled": true, "issuer": a, "audience": "health-north", "jwks_uri": format!("{a}/jwks"),
-        "clock_tolerance_secs": 5, "jwks_refetch_cooldown_secs": COOLDOWN_SECS, "mfa_roles": ["doctor"],
-    }});
-    assert_eq!(operator(&app, "POST", "/auth/admin/federation", north.clone()).await.0, 200);
+    let settings =
+        json!({ "clock_tolerance_secs": 5, "jwks_refetch_cooldown_secs": COOLDOWN_SECS, "mfa_roles": ["doctor"] });
+    let test = "provider_access_tokens_at_the_gateway_and_back_channel_logout";
+    let Some(Connected { idp, app, a, mut north, .. }) = connected(test, Keys::JwksUri, settings).await else { return };
     link(&app, NORTH, "alice", "alice@north.example").await;
     link(&app, NORTH, "dr-grey", "grey@north.example").await;
     let bob = link(&app, NORTH, "bob", "bob@north.example").await;
@@ -707,24 +731,14 @@ fn set_cookie(reply: &health_e2e::Reply, name: &str) -> Option<(String, String)>
 /// puts the request's nonce in the ID token, so no wrong one comes from it.)
 #[tokio::test(flavor = "multi_thread")]
 async fn browser_sign_in_with_the_code_flow_and_pkce() {
-    if !oidc::available() {
-        assert!(std::env::var_os(REQUIRE_ALL_ENV).is_none(), "federation: node and npm are needed");
-        eprintln!("federation: NOT RUN here (no node/npm)");
-        return;
-    }
-    let idp = Provider::start().expect("the OpenID provider starts");
-    let app = TestApp::start_with_variables(&[("federation_provider_hosts", &idp.origin())]).expect("app loads");
-    let a = idp.issuer("a");
+    let test = "browser_sign_in_with_the_code_flow_and_pkce";
+    let settings = json!({ "mfa_roles": ["doctor", "admin"] });
+    let Some(Connected { idp, app, a, .. }) = connected(test, Keys::Discovery, settings).await else { return };
     let callback = format!("http://portal.test/auth/federation/{NORTH}/callback");
     idp.control("signin-client", json!({ "provider": "a", "client": "health-north", "redirect_uris": [callback] }))
         .await;
     let claims = json!({ "email": "Alice@North.example", "email_verified": true });
     idp.control("account", json!({ "provider": "a", "account": "p-alice", "claims": claims })).await;
-    let settings = json!({ "tenant_id": NORTH, "settings": {
-        "enabled": true, "issuer": a, "audience": "health-north",
-        "discovery_url": format!("{a}/.well-known/openid-configuration"), "mfa_roles": ["doctor", "admin"],
-    }});
-    assert_eq!(operator(&app, "POST", "/auth/admin/federation", settings).await.0, 200);
     let alice_id = link(&app, NORTH, "alice", "alice@north.example").await;
 
     let host = ("host", "portal.test");
