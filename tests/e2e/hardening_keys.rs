@@ -117,6 +117,30 @@ async fn a_tenant_admin_cannot_revoke_another_tenants_token() {
             .await;
     assert_eq!(status, 200);
     assert_eq!(app.get_with(RECORD, &alice).await.status, 401);
+
+    // A token the portal's sign-in issued is an issued token too, and its refresh's.
+    let login = json!({ "tenant": "demo-hospital", "username": ALICE.0, "password": ALICE.1 }).to_string();
+    let portal = [
+        ("content-type", "application/json"),
+        ("host", "portal.test"),
+        ("origin", "http://portal.test"),
+        ("x-health-portal", "1"),
+    ];
+    let signed_in = app.send("POST", "/auth/portal/login", &portal, &login).await;
+    assert_eq!(signed_in.status, 200, "{}", signed_in.body);
+    let cookie = signed_in.header("set-cookie").split(';').next().expect("cookie").to_owned();
+    let refreshed =
+        app.send("POST", "/auth/portal/refresh", &[portal[1], portal[2], portal[3], ("cookie", &cookie)], "").await;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+    for reply in [signed_in, refreshed] {
+        let token = reply.json()["access_token"].as_str().expect("access_token").to_owned();
+        let jti = claims_of(&token)["jti"].clone();
+        let (status, body) =
+            call(&app, "POST", "/admin/revoke-token", &admin, json!({ "jti": jti, "tenant_id": "demo-hospital" }))
+                .await;
+        assert_eq!((status, &body["revoked"]), (200, &json!(true)), "{body}");
+        assert_eq!(app.get_with(RECORD, &token).await.status, 401);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

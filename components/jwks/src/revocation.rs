@@ -37,7 +37,8 @@ pub fn revoke_token(tenant: &TenantId, jti: &str, now: i64, event: &mut Event) -
 fn issued(tenant: &TenantId, jti: &str) -> anyhow::Result<bool> {
     use spin_sdk::sqlite::Value;
     const ISSUED: &str = "SELECT 1 FROM audit_events WHERE tenant_id = ? AND jti = ? AND status = 200
-        AND action IN ('auth.login', 'auth.token.refresh', 'auth.token.client_credentials') LIMIT 1";
+        AND action IN ('auth.login', 'auth.token.refresh', 'auth.token.client_credentials', 'auth.token.exchange',
+            'auth.portal.login', 'auth.portal.refresh') LIMIT 1";
     let conn = health_spin::audit::open()?;
     let rows = conn
         .execute(ISSUED, &[Value::Text(tenant.to_string()), Value::Text(jti.to_owned())])
