@@ -7,7 +7,7 @@
 // journey and exits non-zero with the first failure.
 
 import { chromium } from 'playwright-core';
-import { createHmac } from 'node:crypto';
+import { createHmac, generateKeyPairSync } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 
@@ -57,6 +57,8 @@ let lastPage = null;
 // Staff the admin creates in the browser for the nurse, pharmacist and receptionist journeys.
 const STAFF = [['nina', 'nurse'], ['paul', 'pharmacist'], ['rita', 'receptionist']];
 const STAFF_PASSWORD = 'staff-portal-pass-2026';
+// The patient the admin registers and erases (the receptionist finds it gone).
+const ERASED = 'p-9901';
 const staffIds = {};
 
 async function person(name, { clock = false } = {}) {
@@ -333,6 +335,8 @@ async function run() {
     await page.getByRole('heading', { name: 'Tenant administration' }).waitFor();
     const users = page.getByRole('table', { name: 'Users of this tenant' });
     await users.getByRole('cell', { name: 'u-dr-grey', exact: true }).waitFor();
+    const labNorthId = (await users.getByRole('row').filter({ has: page.getByRole('cell', { name: 'lab-north', exact: true }) })
+      .getByRole('cell').nth(1).textContent()).trim();
     const create = page.getByRole('form', { name: 'Create a user' });
     await create.getByLabel('Username').fill('carol');
     await create.getByLabel('Role').selectOption('patient');
@@ -413,6 +417,77 @@ async function run() {
     }
     await page.getByRole('button', { name: /^Acknowledge alert/ }).first().click();
     await message(page, 'acknowledged');
+    // A password reset (carol's), then carol's account linked to a record made for the purpose,
+    // which is then erased: the confirmation says what it does and wants the id typed.
+    const reset = page.getByRole('form', { name: 'Reset a password' });
+    await reset.getByLabel('User', { exact: true }).selectOption({ label: 'carol (patient)' });
+    await reset.getByLabel('New password').fill('carol-reset-pass-2026');
+    await reset.getByRole('button', { name: 'Reset password' }).click();
+    await message(page, 'carol’s password is reset');
+    const carolId = (await carol.getByRole('cell').nth(1).textContent()).trim();
+    await register.getByLabel('Patient ID').fill(ERASED);
+    await register.getByLabel('Given name').fill('Ezra');
+    await register.getByLabel('Family name').fill('Erased');
+    await register.getByLabel('Birth date').fill('1970-01-02');
+    await register.getByRole('button', { name: 'Register patient' }).click();
+    await message(page, `Patient ${ERASED} registered`);
+    await page.getByRole('button', { name: 'Labs, accounts and erasure' }).click();
+    await page.getByRole('heading', { name: 'Labs, accounts and erasure', level: 1 }).waitFor();
+    // A lab organisation registered, lab-north's user attached, then detached and attached again.
+    const labReg = page.getByRole('form', { name: 'Register a lab' });
+    await labReg.getByLabel('Lab id').fill('lab-east');
+    await labReg.getByLabel('Name').fill('East Pathology');
+    await labReg.getByRole('button', { name: 'Register lab' }).click();
+    await message(page, 'Lab lab-east registered');
+    const labs = page.getByRole('table', { name: 'Lab organisations of this tenant' });
+    await labs.getByRole('cell', { name: 'East Pathology', exact: true }).waitFor();
+    const attach = page.getByRole('form', { name: 'Attach a lab user' });
+    await attach.getByLabel('Lab', { exact: true }).selectOption('lab-east');
+    await attach.getByLabel('Lab user (user id)').fill(labNorthId);
+    await attach.getByRole('button', { name: 'Attach user' }).click();
+    await message(page, `${labNorthId} is a member of lab-east`);
+    await page.getByRole('button', { name: `Detach ${labNorthId} from lab-east` }).click();
+    await message(page, `${labNorthId} is no longer a member of lab-east`);
+    await page.getByRole('button', { name: `Detach ${labNorthId} from lab-east` }).waitFor({ state: 'detached' });
+    const linkAccount = page.getByRole('form', { name: 'Link a patient account' });
+    await linkAccount.getByLabel('Patient ID').fill(ERASED);
+    await linkAccount.getByLabel('Patient account (user id)').fill(carolId);
+    await linkAccount.getByRole('button', { name: 'Link account' }).click();
+    await message(page, `Linked: ${carolId} now reads record ${ERASED}`);
+    await page.getByRole('button', { name: 'Rotate the data key' }).click();
+    await message(page, 'Data key rotated');
+    const erase = page.getByRole('form', { name: 'Erase a patient' });
+    await erase.getByLabel('Patient ID').fill(ERASED);
+    await erase.getByRole('button', { name: 'Erase…' }).click();
+    await page.getByRole('heading', { name: `Erase patient ${ERASED}?` }).waitFor();
+    await expectText(page, 'unreadable for good');
+    await page.getByLabel('Type the patient ID to confirm').fill('p-wrong');
+    await page.getByRole('button', { name: `Erase ${ERASED} for good` }).click();
+    await message(page, 'does not match: nothing erased');
+    await page.getByLabel('Type the patient ID to confirm').fill(ERASED);
+    await page.getByRole('button', { name: `Erase ${ERASED} for good` }).click();
+    await message(page, `Patient ${ERASED} erased`);
+    await message(page, 'Their account is disabled');
+    // Insurer clients: one registered with a P-256 public key (the one-time secret shown), disabled.
+    await page.getByRole('button', { name: 'Back to administration' }).click();
+    await users.getByRole('row').filter({ has: page.getByRole('cell', { name: 'carol', exact: true }) })
+      .getByRole('cell', { name: 'disabled', exact: true }).waitFor();
+    await page.getByRole('button', { name: 'Insurer clients' }).click();
+    const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const jwk = { ...publicKey.export({ format: 'jwk' }), use: 'enc', kid: 'portal-insurer-1' };
+    const client = page.getByRole('form', { name: 'Register an insurer client' });
+    await client.getByLabel('Name').fill('Portal Mutual');
+    await client.getByLabel('Encryption public JWK').fill(JSON.stringify(jwk));
+    await client.getByRole('button', { name: 'Register client' }).click();
+    await message(page, 'Insurer client Portal Mutual registered');
+    if (!(await page.locator('#new-client-secret').textContent()).trim()) throw new Error('no client secret shown');
+    const clients = page.getByRole('table', { name: 'Insurer clients of this tenant' });
+    await clients.getByRole('cell', { name: 'Portal Mutual', exact: true }).waitFor();
+    await page.getByRole('button', { name: 'Disable Portal Mutual' }).click();
+    await message(page, 'Portal Mutual is disabled');
+    await page.getByRole('button', { name: 'Enable Portal Mutual' }).click();
+    await message(page, 'Portal Mutual is enabled again');
+    await page.getByRole('button', { name: 'Back to administration' }).click();
     await page.getByRole('button', { name: 'Sign out everywhere' }).click();
     await page.getByRole('heading', { name: 'Sign in' }).waitFor();
     await finish('admin', page, context);
@@ -452,6 +527,11 @@ async function run() {
     await admit.getByRole('button', { name: 'Add to care team' }).click();
     await message(page, `${staffIds.paul} is on p-1001’s care team`);
     await shot(page, 'receptionist.png');
+    // The record the admin erased is gone.
+    await find.getByLabel('Patient ID').fill(ERASED);
+    await find.getByRole('button', { name: 'Look up' }).click();
+    await page.locator('#messages .message.error').waitFor();
+    if (await page.getByRole('form', { name: `Details of ${ERASED}` }).count()) throw new Error('the erased record still reads');
     await finish('receptionist', page, context);
   }
 

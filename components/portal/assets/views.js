@@ -450,6 +450,15 @@ function usersCard(tenant) {
       say(`${u.username}’s authenticator is reset: they enrol again at their next sign-in.`);
       await users.refresh();
     }, { class: 'secondary', 'aria-label': `Reset TOTP of ${u.username}` }) : null);
+  const resetPassword = (list) => form([
+    field('User', { tag: 'select', name: 'user', required: true, options: list.users.map((u) => [u.id, `${u.username} (${u.role})`]) }),
+    field('New password', { name: 'password', type: 'password', autocomplete: 'new-password', minlength: 12, required: true },
+      'At least 12 characters; give it to the user by a separate channel'),
+  ], 'Reset password', async ({ user, password }, el) => {
+    await call('POST', `/auth/admin/users/${seg(user)}/reset-password`, { ...named, password });
+    el.reset();
+    say(`${list.users.find((u) => u.id === user)?.username ?? user}’s password is reset: their sessions have ended.`);
+  }, { 'aria-label': 'Reset a password' });
   const users = card('Users', async (refresh) => {
     const list = await call('GET', `/auth/admin/users${query}`);
     const create = form([
@@ -479,7 +488,7 @@ function usersCard(tenant) {
       ['Provider identity', (u) => u.external_id || '—'],
       ['', (u) => userActions(u)],
     ], list.users, 'No users yet.'), h('h3', {}, 'Create a user'), create,
-    ...(list.users.length ? [h('h3', {}, 'Link a provider identity'), link] : [])];
+    ...(list.users.length ? [h('h3', {}, 'Link a provider identity'), link, h('h3', {}, 'Reset a password'), resetPassword(list)] : [])];
   });
   return users;
 }
@@ -529,7 +538,11 @@ function adminView(session) {
     h('button', { type: 'button', class: 'secondary', onclick: () => show(...adminPage('Keys and tokens', keysCard(session.tenant))) },
       'Keys and tokens'),
     h('button', { type: 'button', class: 'secondary', onclick: () => show(...adminPage('OpenID provider', federationCard())) },
-      'OpenID provider'));
+      'OpenID provider'),
+    h('button', { type: 'button', class: 'secondary', onclick: () => show(...adminPage('Labs, accounts and erasure', labsCard(), patientAdminCards())) },
+      'Labs, accounts and erasure'),
+    h('button', { type: 'button', class: 'secondary', onclick: () => show(...adminPage('Insurer clients', clientsCard())) },
+      'Insurer clients'));
   return [
     h('h1', {}, 'Tenant administration'),
     pages,
@@ -634,6 +647,130 @@ function admitForm() {
     await call('POST', `/api/patients/${seg(patient)}/care-team/${seg(member)}`, { reason });
     say(`${member.trim()} is on ${patient.trim()}’s care team.`);
   }, { 'aria-label': 'Add to a care team' });
+}
+
+/** The tenant's lab organisations (`/api/admin/labs`): list, register, attach and detach a lab user. */
+function labsCard() {
+  return card('Lab organisations', async (refresh) => {
+    const { labs } = await call('GET', '/api/admin/labs');
+    const register = form([
+      field('Lab id', { name: 'lab_id', required: true, spellcheck: 'false', autocapitalize: 'none' }, 'e.g. lab-east'),
+      field('Name', { name: 'name', required: true, maxlength: 128 }),
+    ], 'Register lab', async ({ lab_id: labId, name }) => {
+      const done = await call('POST', '/api/admin/labs', { lab_id: labId.trim(), name: name.trim() });
+      say(done.registered === false ? `Lab ${done.lab_id} was already registered.` : `Lab ${done.lab_id} registered.`);
+      await refresh();
+    }, { 'aria-label': 'Register a lab' });
+    const member = form([
+      field('Lab', { tag: 'select', name: 'lab', required: true, options: labs.map((l) => [l.lab_id, `${l.name} (${l.lab_id})`]) }),
+      field('Lab user (user id)', { name: 'user', required: true, spellcheck: 'false', autocapitalize: 'none' }),
+    ], 'Attach user', async ({ lab, user }) => {
+      await call('PUT', `/api/admin/labs/${seg(lab)}/members/${seg(user.trim())}`);
+      say(`${user.trim()} is a member of ${lab}: they see and result its orders.`);
+      await refresh();
+    }, { 'aria-label': 'Attach a lab user' });
+    const detach = (l, u) => action('Detach', async () => {
+      await call('DELETE', `/api/admin/labs/${seg(l.lab_id)}/members/${seg(u)}`);
+      say(`${u} is no longer a member of ${l.lab_id}.`);
+      await refresh();
+    }, { class: 'secondary', 'aria-label': `Detach ${u} from ${l.lab_id}` });
+    return [table('Lab organisations of this tenant', [
+      ['Lab id', (l) => h('span', { class: 'mono' }, l.lab_id)],
+      ['Name', (l) => l.name],
+      ['Registered', (l) => when(l.registered_at)],
+      ['Members', (l) => (l.members.length ? h('ul', {}, l.members.map((u) => h('li', {}, h('span', { class: 'mono' }, u), ' ', detach(l, u)))) : '—')],
+    ], labs, 'No lab organisations yet.'), h('h3', {}, 'Register a lab'), register,
+    ...(labs.length ? [h('h3', {}, 'Attach a lab user'), member] : [])];
+  });
+}
+
+/** Linking a patient account to its record, erasure (after a typed confirmation), data-key rotation. */
+function patientAdminCards() {
+  const link = form([
+    field('Patient ID', { name: 'patient', required: true, spellcheck: 'false' }),
+    field('Patient account (user id)', { name: 'user_id', required: true, spellcheck: 'false', autocapitalize: 'none' }),
+  ], 'Link account', async ({ patient, user_id: userId }) => {
+    const done = await call('PUT', `/api/admin/patients/${seg(patient.trim())}/account`, { user_id: userId.trim() });
+    say(done.changed === false ? `${done.user_id} was already linked to ${done.patient_id}.`
+      : `Linked: ${done.user_id} now reads record ${done.patient_id} and no other.`);
+  }, { 'aria-label': 'Link a patient account' });
+
+  const confirmation = h('div', { 'aria-live': 'polite' });
+  const erase = form([
+    field('Patient ID', { name: 'patient', required: true, spellcheck: 'false' }),
+  ], 'Erase…', async ({ patient }) => confirmErase(patient.trim()), { 'aria-label': 'Erase a patient' });
+  function confirmErase(patient) {
+    const typed = field('Type the patient ID to confirm', { name: 'confirm', required: true, spellcheck: 'false', autocomplete: 'off' });
+    const yes = action(`Erase ${patient} for good`, async () => {
+      if (typed.querySelector('input').value.trim() !== patient) return say('The ID typed does not match: nothing erased.', 'error');
+      const done = await call('DELETE', `/api/admin/patients/${seg(patient)}`);
+      confirmation.replaceChildren();
+      erase.reset();
+      say(`Patient ${patient} erased: their keys are destroyed and the record can no longer be read.${done.account_disabled ? ' Their account is disabled.' : ''}`);
+      return undefined;
+    }, { class: 'danger' });
+    const cancel = h('button', { type: 'button', class: 'secondary', onclick: () => confirmation.replaceChildren() }, 'Cancel');
+    confirmation.replaceChildren(
+      h('h3', { tabindex: '-1' }, `Erase patient ${patient}?`),
+      h('p', {}, 'Their data keys are destroyed: every entry, result and consent of the record becomes unreadable for good, and later reads find nothing. Consents are withdrawn. The patient account linked to the record is disabled and its sessions end.'),
+      h('p', {}, 'An erasure cannot be undone.'),
+      typed,
+      h('p', { class: 'row' }, yes, cancel));
+    confirmation.querySelector('h3').focus();
+  }
+
+  const rotated = h('p', { 'aria-live': 'polite' });
+  const rotate = action('Rotate the data key', async () => {
+    const done = await call('POST', '/api/admin/data-keys/rotate');
+    rotated.textContent = `New data key ${done.data_key_id} encrypts new writes; older rows stay readable.`;
+    say(`Data key rotated: ${done.data_key_id}.`);
+  });
+  return [h('div', { class: 'grid' },
+    panel('Link a patient account', h('p', { class: 'muted' }, 'The account then reads this record and no other.'), link),
+    panel('Data key', h('p', { class: 'muted' }, 'A new tenant data key for new writes.'), rotate, rotated)),
+  panel('Erase a patient', h('p', { class: 'muted' }, 'Crypto-shredding: asks for confirmation first.'), erase, confirmation)];
+}
+
+/** Insurer clients (`/auth/admin/clients`): list, register (the secret shown once), disable and enable. */
+function clientsCard() {
+  const secret = h('div', { 'aria-live': 'polite' });
+  const list = card('Insurer clients', async (refresh) => {
+    const { clients } = await call('GET', '/auth/admin/clients');
+    return table('Insurer clients of this tenant', [
+      ['Name', (c) => c.name],
+      ['Client id', (c) => h('span', { class: 'mono' }, c.client_id)],
+      ['Authentication', (c) => c.token_endpoint_auth_method],
+      ['Status', (c) => (c.disabled ? 'disabled' : 'active')],
+      ['', (c) => action(c.disabled ? 'Enable' : 'Disable', async () => {
+        await call('POST', `/auth/admin/clients/${seg(c.client_id)}/${c.disabled ? 'enable' : 'disable'}`);
+        say(c.disabled ? `${c.name} is enabled again.` : `${c.name} is disabled: it gets no more tokens.`);
+        await refresh();
+      }, { class: 'secondary', 'aria-label': `${c.disabled ? 'Enable' : 'Disable'} ${c.name}` })],
+    ], clients, 'No insurer clients yet.');
+  });
+  const parse = (text, what) => {
+    try { return JSON.parse(text); } catch { throw new Error(`The ${what} is not valid JSON.`); }
+  };
+  const register = form([
+    field('Name', { name: 'name', required: true }),
+    field('Encryption public JWK', { tag: 'textarea', name: 'enc_jwk', required: true, rows: 5, spellcheck: 'false' },
+      'The insurer’s public key (JSON) its tokens are encrypted to; no private members'),
+    field('Signing public JWK', { tag: 'textarea', name: 'sig_jwk', rows: 5, spellcheck: 'false' },
+      'Optional: with it the client authenticates by a signed JWT (private_key_jwt), without it by a secret'),
+  ], 'Register client', async (values, el) => {
+    const body = { name: values.name.trim(), enc_jwk: parse(values.enc_jwk, 'encryption JWK') };
+    if (values.sig_jwk.trim()) body.sig_jwk = parse(values.sig_jwk, 'signing JWK');
+    const done = await call('POST', '/auth/admin/clients', body);
+    el.reset();
+    secret.replaceChildren(...[
+      h('h3', {}, `Client ${body.name} registered`),
+      h('p', {}, 'Client id: ', h('span', { class: 'mono', id: 'new-client-id' }, done.client_id)),
+      done.client_secret ? h('p', {}, 'Client secret (shown this once only; give it to the insurer now): ',
+        h('span', { class: 'mono', id: 'new-client-secret' }, done.client_secret)) : null].filter(Boolean));
+    say(`Insurer client ${body.name} registered.`);
+    await list.refresh();
+  }, { 'aria-label': 'Register an insurer client' });
+  return [list, panel('Register an insurer client', register, secret)];
 }
 
 /** One of the tenant admin's further pages: its heading, the way back, its cards. */
