@@ -264,7 +264,7 @@ pub(crate) fn for_tenant(event: &mut Event, tenant: &TenantId) {
 
 #[http_component]
 async fn handle(incoming: spin_sdk::http::IncomingRequest, out: spin_sdk::http::ResponseOutparam) {
-    respond::send(out, answer(incoming).await).await;
+    respond::send(out, answer(incoming).await);
 }
 
 async fn answer(incoming: spin_sdk::http::IncomingRequest) -> Response {

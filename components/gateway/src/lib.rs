@@ -147,7 +147,7 @@ fn answer(refusal: Refusal, event: &mut Event) -> Response {
 
 #[http_component]
 async fn handle(incoming: IncomingRequest, out: spin_sdk::http::ResponseOutparam) {
-    respond::send(out, serve(incoming).await).await;
+    respond::send(out, serve(incoming).await);
 }
 
 async fn serve(incoming: IncomingRequest) -> Response {

@@ -44,7 +44,7 @@ const CLOCK_TOLERANCE_SECS: i64 = health_jose::MAX_CLOCK_TOLERANCE_SECS;
 
 #[http_component]
 async fn handle(incoming: spin_sdk::http::IncomingRequest, out: spin_sdk::http::ResponseOutparam) {
-    respond::send(out, answer(incoming).await).await;
+    respond::send(out, answer(incoming).await);
 }
 
 async fn answer(incoming: spin_sdk::http::IncomingRequest) -> Response {
